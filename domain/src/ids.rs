@@ -1,0 +1,92 @@
+//! Identifiers that end up in NATS subjects, so they are restricted to subject-safe tokens.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest identifier accepted, in bytes.
+pub const MAX_ID_LEN: usize = 64;
+
+/// A rejected identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// Empty identifier.
+    #[error("identifier must not be empty")]
+    Empty,
+    /// Too long.
+    #[error("identifier longer than {MAX_ID_LEN} bytes")]
+    TooLong,
+    /// Contains a character outside `[A-Za-z0-9_-]`.
+    #[error("identifier {0:?} may only contain ASCII letters, digits, '-' and '_'")]
+    BadChar(String),
+}
+
+/// A validated identifier token: `[A-Za-z0-9_-]{1,64}`. Safe as one NATS subject
+/// token and as a KV key part.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Token(String);
+
+impl Token {
+    /// Validates `s` as a token.
+    pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
+        let s = s.into();
+        if s.is_empty() {
+            return Err(IdError::Empty);
+        }
+        if s.len() > MAX_ID_LEN {
+            return Err(IdError::TooLong);
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(IdError::BadChar(s));
+        }
+        Ok(Self(s))
+    }
+
+    /// The token as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Token {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::new(s)
+    }
+}
+
+impl From<Token> for String {
+    fn from(t: Token) -> String {
+        t.0
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A person (data subject). Personal data about them is sealed with their own
+/// key, so erasing the key erases the data everywhere.
+pub type PersonId = Token;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_subject_safe() {
+        assert!(Token::new("org-1_A").is_ok());
+        assert_eq!(Token::new(""), Err(IdError::Empty));
+        assert_eq!(Token::new("a".repeat(65)), Err(IdError::TooLong));
+        for bad in ["a.b", "a*", "a>", "a b", "é"] {
+            assert!(matches!(Token::new(bad), Err(IdError::BadChar(_))), "{bad}");
+        }
+        assert!(serde_json::from_str::<Token>("\"a.b\"").is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! The TrackHrs domain: aggregates, their commands, events and invariants.
+//!
+//! Architecture invariant: this crate is pure. It does no I/O, reads no clock,
+//! draws no random numbers and depends on no async runtime, database or NATS
+//! client (`tests/layering.rs` fails the build if it ever does). Time and ids
+//! are passed in with the commands.
+
+pub mod aggregate;
+pub mod ids;
+pub mod organization;
+pub mod personal;
+pub mod testing;
+
+pub use aggregate::{Aggregate, DomainEvent, UpcastError};
+pub use ids::{IdError, PersonId, Token};
+pub use personal::PersonalData;

@@ -1,0 +1,50 @@
+//! Real servers for tests, benchmarks and dev mode: nats-server (one node or a
+//! 3-node cluster) on free ports with their own store directories, and
+//! PostgreSQL (a fresh database on a reachable server, or a private cluster
+//! started with initdb). Every process is stopped when its handle drops.
+//!
+//! Architecture invariant: nothing here is a stand-in. Tests get the same
+//! nats-server and PostgreSQL binaries production runs.
+
+pub mod nats;
+pub mod paths;
+pub mod pg;
+pub mod wait;
+
+pub use nats::{NatsCluster, NatsOptions, NatsServer};
+pub use pg::{PgServer, TestDb};
+pub use wait::wait_until;
+
+/// What can go wrong starting a server.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// A binary was not found.
+    #[error("{what} not found: {hint}")]
+    Missing {
+        /// Which binary.
+        what: &'static str,
+        /// How to get it.
+        hint: String,
+    },
+    /// A server did not become ready in time.
+    #[error("{0} did not become ready in time")]
+    NotReady(String),
+    /// Spawning or preparing failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A command ran but failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl HarnessError {
+    fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+}

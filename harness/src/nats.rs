@@ -1,0 +1,255 @@
+//! nats-server processes: one node, or a 3-node JetStream cluster.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::HarnessError;
+use crate::paths::{free_port, nats_server_binary, workspace_root};
+use crate::wait::wait_until;
+
+/// Password of the `trackhrs` and `admin` users when [`NatsOptions::accounts`] is on.
+pub const TEST_PASSWORD: &str = "trackhrs-test-password";
+
+/// How to start a nats-server.
+#[derive(Debug, Clone, Default)]
+pub struct NatsOptions {
+    /// fsync every write before acknowledging (`sync_interval: always`), the production setting.
+    pub sync_always: bool,
+    /// Keep JetStream data here instead of a temp dir (dev mode).
+    pub store_dir: Option<PathBuf>,
+    /// Listen on this port instead of a free one.
+    pub port: Option<u16>,
+    /// Use the users and permissions of `infra/nats/accounts.conf` (the
+    /// application user may not delete or purge the event log).
+    pub accounts: bool,
+}
+
+/// A running nats-server, killed when dropped.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    config: PathBuf,
+    /// Temp dir holding config and store; removed on drop.
+    _tmp: TempDir,
+    binary: PathBuf,
+    accounts: bool,
+}
+
+impl NatsServer {
+    /// Starts a single node on a free port with a temp store.
+    pub async fn start() -> Result<Self, HarnessError> {
+        Self::start_with(NatsOptions::default()).await
+    }
+
+    /// Starts a single node with `options`.
+    pub async fn start_with(options: NatsOptions) -> Result<Self, HarnessError> {
+        let tmp = tempfile::tempdir().map_err(HarnessError::io("create temp dir"))?;
+        let port = options.port.unwrap_or_else(free_port);
+        let store = options
+            .store_dir
+            .clone()
+            .unwrap_or_else(|| tmp.path().join("js"));
+        let config = write_config(
+            tmp.path(),
+            &format!("n{port}"),
+            port,
+            &store,
+            &options,
+            None,
+        )?;
+        let mut server = Self {
+            child: None,
+            port,
+            config,
+            _tmp: tmp,
+            binary: nats_server_binary()?,
+            accounts: options.accounts,
+        };
+        server.spawn()?;
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> Result<(), HarnessError> {
+        let log = std::fs::File::create(self.config.with_extension("log"))
+            .map_err(HarnessError::io("create nats log"))?;
+        let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&self.config)
+            .env("TRACKHRS_NATS_PASSWORD", TEST_PASSWORD)
+            .env("TRACKHRS_NATS_ADMIN_PASSWORD", TEST_PASSWORD)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(HarnessError::io(format!("spawn {}", self.binary.display())))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_ready(&self) -> Result<(), HarnessError> {
+        let url = self.url();
+        let user = self.accounts.then_some("trackhrs");
+        wait_until(Duration::from_secs(30), || jetstream_ready(&url, user))
+            .await
+            .ok_or_else(|| HarnessError::NotReady(format!("nats-server on {url}")))
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Connects a client (as the application user when accounts are on).
+    pub async fn connect(&self) -> Result<async_nats::Client, HarnessError> {
+        connect(&self.url(), self.accounts.then_some("trackhrs")).await
+    }
+
+    /// Connects as `admin` (accounts on) or anonymously.
+    pub async fn connect_admin(&self) -> Result<async_nats::Client, HarnessError> {
+        connect(&self.url(), self.accounts.then_some("admin")).await
+    }
+
+    /// Kills the server with SIGKILL, as a crash would. Its store stays.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    pub async fn restart(&mut self) -> Result<(), HarnessError> {
+        self.kill();
+        self.spawn()?;
+        self.wait_ready().await
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A 3-node JetStream cluster on one host, every node killed on drop.
+pub struct NatsCluster {
+    /// The nodes.
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes (3 for a real quorum) with `sync_interval: always`.
+    pub async fn start(size: usize) -> Result<Self, HarnessError> {
+        let binary = nats_server_binary()?;
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<u16> = ports.iter().map(|(_, r)| *r).collect();
+        let mut nodes = Vec::with_capacity(size);
+        for (i, (port, route_port)) in ports.iter().enumerate() {
+            let tmp = tempfile::tempdir().map_err(HarnessError::io("create temp dir"))?;
+            let options = NatsOptions {
+                sync_always: true,
+                ..Default::default()
+            };
+            let config = write_config(
+                tmp.path(),
+                &format!("n{}", i + 1),
+                *port,
+                &tmp.path().join("js"),
+                &options,
+                Some((*route_port, &routes)),
+            )?;
+            let mut node = NatsServer {
+                child: None,
+                port: *port,
+                config,
+                _tmp: tmp,
+                binary: binary.clone(),
+                accounts: false,
+            };
+            node.spawn()?;
+            nodes.push(node);
+        }
+        for node in &nodes {
+            node.wait_ready().await?;
+        }
+        Ok(Self { nodes })
+    }
+
+    /// Every node's URL, comma-separated, for a client that fails over.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+fn write_config(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    store: &Path,
+    options: &NatsOptions,
+    cluster: Option<(u16, &[u16])>,
+) -> Result<PathBuf, HarnessError> {
+    let mut conf = String::new();
+    let _ = writeln!(conf, "server_name: {name}");
+    let _ = writeln!(conf, "listen: 127.0.0.1:{port}");
+    let _ = writeln!(conf, "max_payload: 8MB");
+    let _ = writeln!(conf, "jetstream {{");
+    let _ = writeln!(conf, "  store_dir: {:?}", store.display().to_string());
+    if options.sync_always {
+        let _ = writeln!(conf, "  sync_interval: always");
+    }
+    let _ = writeln!(conf, "}}");
+    if let Some((route_port, routes)) = cluster {
+        let _ = writeln!(conf, "cluster {{");
+        let _ = writeln!(conf, "  name: trackhrs");
+        let _ = writeln!(conf, "  listen: 127.0.0.1:{route_port}");
+        let routes: Vec<String> = routes
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        let _ = writeln!(conf, "  routes: [{}]", routes.join(", "));
+        let _ = writeln!(conf, "}}");
+    }
+    if options.accounts {
+        // The same users and permissions as production.
+        std::fs::copy(
+            workspace_root().join("infra/nats/accounts.conf"),
+            dir.join("accounts.conf"),
+        )
+        .map_err(HarnessError::io("copy infra/nats/accounts.conf"))?;
+        let _ = writeln!(conf, "include ./accounts.conf");
+    }
+    let path = dir.join("nats.conf");
+    std::fs::write(&path, conf).map_err(HarnessError::io("write nats.conf"))?;
+    Ok(path)
+}
+
+async fn connect(url: &str, user: Option<&str>) -> Result<async_nats::Client, HarnessError> {
+    let mut options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5));
+    if let Some(user) = user {
+        options = options.user_and_password(user.into(), TEST_PASSWORD.into());
+    }
+    options
+        .connect(url)
+        .await
+        .map_err(|e| HarnessError::Failed(format!("connect to {url}: {e}")))
+}
+
+async fn jetstream_ready(url: &str, user: Option<&str>) -> Option<()> {
+    let client = connect(url, user).await.ok()?;
+    let js = async_nats::jetstream::new(client);
+    js.query_account().await.ok().map(|_| ())
+}

@@ -1,0 +1,336 @@
+//! PostgreSQL for tests and dev mode: a fresh database per test on a reachable
+//! server, or a private cluster started with initdb under a temp dir.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio_postgres::NoTls;
+
+use crate::HarnessError;
+use crate::paths::{free_port, pg_bin_dir};
+use crate::wait::wait_until;
+
+/// Server used for test databases unless `TRACKHRS_TEST_DATABASE_URL` names another.
+const DEFAULT_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
+
+/// A private PostgreSQL cluster, stopped when dropped.
+pub struct PgServer {
+    child: Option<Child>,
+    data: PathBuf,
+    port: u16,
+    bin: PathBuf,
+    run_as: Option<(u32, u32)>,
+    _tmp: Option<TempDir>,
+}
+
+/// How the cluster's data is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync on: the data must survive a crash (dev mode).
+    Durable,
+    /// fsync off: throwaway test data, faster.
+    Throwaway,
+}
+
+impl PgServer {
+    /// Starts a throwaway cluster in a temp dir on a free port.
+    pub async fn start_private() -> Result<Self, HarnessError> {
+        let tmp = tempfile::tempdir().map_err(HarnessError::io("create temp dir"))?;
+        let data = tmp.path().join("pgdata");
+        let mut server = Self::start_in(&data, free_port(), Durability::Throwaway).await?;
+        server._tmp = Some(tmp);
+        Ok(server)
+    }
+
+    /// Starts (initialising on first use) a cluster whose data lives in `data`.
+    pub async fn start_in(
+        data: &Path,
+        port: u16,
+        durability: Durability,
+    ) -> Result<Self, HarnessError> {
+        let bin = pg_bin_dir()?;
+        let run_as = unprivileged_user()?;
+        let parent = data.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(parent).map_err(HarnessError::io("create pg parent dir"))?;
+        if let Some((uid, gid)) = run_as {
+            // PostgreSQL refuses to run as root: hand its folders to the service user.
+            std::os::unix::fs::chown(parent, Some(uid), Some(gid))
+                .map_err(HarnessError::io("chown pg parent dir"))?;
+        }
+        if !data.join("PG_VERSION").exists() {
+            let out = as_user(Command::new(bin.join("initdb")), run_as)
+                .current_dir(parent)
+                .args([
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                    "-D",
+                ])
+                .arg(data)
+                .output()
+                .map_err(HarnessError::io("run initdb"))?;
+            if !out.status.success() {
+                return Err(HarnessError::Failed(format!(
+                    "initdb failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )));
+            }
+        }
+        let mut server = Self {
+            child: None,
+            data: data.to_path_buf(),
+            port,
+            bin,
+            run_as,
+            _tmp: None,
+        };
+        server.spawn(durability)?;
+        let conn = server.connection_string("postgres");
+        wait_until(Duration::from_secs(30), || async {
+            tokio_postgres::connect(&conn, NoTls).await.ok().map(|_| ())
+        })
+        .await
+        .ok_or_else(|| HarnessError::NotReady(format!("PostgreSQL on port {port}")))?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self, durability: Durability) -> Result<(), HarnessError> {
+        let log = std::fs::File::create(self.data.with_extension("log"))
+            .map_err(HarnessError::io("create pg log"))?;
+        let mut cmd = as_user(Command::new(self.bin.join("postgres")), self.run_as);
+        cmd.current_dir(&self.data)
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(&self.data)
+            .args(["-c", "listen_addresses=127.0.0.1"]);
+        if durability == Durability::Throwaway {
+            cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off"]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(HarnessError::io("spawn postgres"))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A libpq-style connection string for `dbname`.
+    pub fn connection_string(&self, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={dbname}",
+            self.port
+        )
+    }
+
+    /// Stops the server: a fast shutdown, then a kill if it lingers.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = as_user(Command::new(self.bin.join("pg_ctl")), self.run_as)
+                .current_dir(&self.data)
+                .args(["stop", "-m", "fast", "-w", "-t", "10", "-D"])
+                .arg(&self.data)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn as_user(mut cmd: Command, run_as: Option<(u32, u32)>) -> Command {
+    if let Some((uid, gid)) = run_as {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+/// When running as root, the unprivileged user to run PostgreSQL as
+/// (`postgres`, else `trackhrs-pg`, both created by scripts/deps.sh).
+fn unprivileged_user() -> Result<Option<(u32, u32)>, HarnessError> {
+    if current_uid() != Some(0) {
+        return Ok(None);
+    }
+    let passwd =
+        std::fs::read_to_string("/etc/passwd").map_err(HarnessError::io("read /etc/passwd"))?;
+    let entry = |name: &str| {
+        passwd.lines().find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() > 3 && f[0] == name {
+                Some((f[2].parse().ok()?, f[3].parse().ok()?))
+            } else {
+                None
+            }
+        })
+    };
+    entry("postgres")
+        .or_else(|| entry("trackhrs-pg"))
+        .map(Some)
+        .ok_or(HarnessError::Missing {
+            what: "an unprivileged user for PostgreSQL",
+            hint: "run scripts/deps.sh (creates one) when running as root".into(),
+        })
+}
+
+/// This process's uid, read from /proc (no unsafe libc call needed).
+fn current_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A fresh database for one test, dropped when the handle drops.
+pub struct TestDb {
+    name: String,
+    conn_string: String,
+    admin: String,
+    /// A private server, when no reachable one was found.
+    _server: Option<Arc<PgServer>>,
+}
+
+impl TestDb {
+    /// Creates a database named `trackhrs_test_<uuid>` on the server of
+    /// `TRACKHRS_TEST_DATABASE_URL` (default: postgres on 127.0.0.1:5432),
+    /// or, when that is unreachable, on a private cluster of its own.
+    pub async fn create() -> Result<Self, HarnessError> {
+        let admin =
+            std::env::var("TRACKHRS_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN.into());
+        let reachable = tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio_postgres::connect(&admin, NoTls),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok);
+        match reachable {
+            Some((client, conn)) => {
+                tokio::spawn(conn);
+                Self::create_on(&client, admin, None).await
+            }
+            None => Self::create_private().await,
+        }
+    }
+
+    /// Creates a database on a private cluster started for this test.
+    pub async fn create_private() -> Result<Self, HarnessError> {
+        let server = Arc::new(PgServer::start_private().await?);
+        let admin = server.connection_string("postgres");
+        let (client, conn) = tokio_postgres::connect(&admin, NoTls)
+            .await
+            .map_err(|e| HarnessError::Failed(format!("connect to private PostgreSQL: {e}")))?;
+        tokio::spawn(conn);
+        Self::create_on(&client, admin, Some(server)).await
+    }
+
+    async fn create_on(
+        client: &tokio_postgres::Client,
+        admin: String,
+        server: Option<Arc<PgServer>>,
+    ) -> Result<Self, HarnessError> {
+        let name = format!("trackhrs_test_{}", uuid::Uuid::new_v4().simple());
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .map_err(|e| HarnessError::Failed(format!("create database {name}: {e}")))?;
+        let mut config: tokio_postgres::Config = admin
+            .parse()
+            .map_err(|e| HarnessError::Failed(format!("bad connection string: {e}")))?;
+        config.dbname(&name);
+        let conn_string = connection_string_of(&config);
+        Ok(Self {
+            name,
+            conn_string,
+            admin,
+            _server: server,
+        })
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A libpq-style connection string for this database.
+    pub fn connection_string(&self) -> &str {
+        &self.conn_string
+    }
+
+    /// Connects a client (its connection task runs on the current runtime).
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, HarnessError> {
+        let (client, conn) = tokio_postgres::connect(&self.conn_string, NoTls)
+            .await
+            .map_err(|e| HarnessError::Failed(format!("connect to {}: {e}", self.name)))?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+}
+
+fn connection_string_of(config: &tokio_postgres::Config) -> String {
+    let mut parts = Vec::new();
+    if let Some(tokio_postgres::config::Host::Tcp(h)) = config.get_hosts().first() {
+        parts.push(format!("host={h}"));
+    }
+    if let Some(p) = config.get_ports().first() {
+        parts.push(format!("port={p}"));
+    }
+    if let Some(u) = config.get_user() {
+        parts.push(format!("user={u}"));
+    }
+    if let Some(pw) = config.get_password() {
+        parts.push(format!("password={}", String::from_utf8_lossy(pw)));
+    }
+    if let Some(d) = config.get_dbname() {
+        parts.push(format!("dbname={d}"));
+    }
+    parts.join(" ")
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if self._server.is_some() {
+            // The private server and its data go away with it.
+            return;
+        }
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        // Drop cannot await; a short-lived thread with its own runtime can.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok((client, conn)) = tokio_postgres::connect(&admin, NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}

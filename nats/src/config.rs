@@ -1,0 +1,42 @@
+//! Names and tunables of the event store.
+
+use std::time::Duration;
+
+/// How the event store is laid out on JetStream and how it caches.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Stream holding every domain event commit (`evt.>`).
+    pub events_stream: String,
+    /// KV bucket of aggregate snapshots (an optimisation, never the truth).
+    pub snapshot_bucket: String,
+    /// KV bucket of per-person data keys (kept outside the log so they can be destroyed).
+    pub key_bucket: String,
+    /// Replicas of every stream and bucket (1 on a laptop, 3 in a cluster).
+    pub replicas: usize,
+    /// Window in which JetStream drops a repeated `Nats-Msg-Id` (command id).
+    pub duplicate_window: Duration,
+    /// Write a snapshot when this many events were applied since the last one.
+    pub snapshot_every: u64,
+    /// Aggregate states kept in the in-process cache.
+    pub state_cache_capacity: u64,
+    /// How long a publish waits for its acknowledgement.
+    pub ack_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            events_stream: "TRACKHRS_EVENTS".into(),
+            snapshot_bucket: "trackhrs_snapshots".into(),
+            key_bucket: "trackhrs_keys".into(),
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+            snapshot_every: 32,
+            state_cache_capacity: 200_000,
+            ack_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The subject prefix of domain events.
+pub const EVENT_SUBJECT_PREFIX: &str = "evt";

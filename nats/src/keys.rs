@@ -1,0 +1,223 @@
+//! Per-person data keys, kept in a JetStream KV bucket outside the event log.
+//!
+//! Personal data in events is sealed with AES-256-GCM under the data subject's
+//! key. Erasing a person purges their key from the bucket: the log is never
+//! rewritten, yet every copy of their data in it becomes unreadable. Keys carry
+//! an id, so data sealed under a destroyed key reads as erased even if the
+//! person later gets a new key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use async_nats::jetstream::kv;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
+use futures::StreamExt;
+use zeroize::Zeroizing;
+
+use crate::error::StoreError;
+
+const KEY_ID_LEN: usize = 8;
+const KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 12;
+
+/// One person's data key.
+pub struct DataKey {
+    /// Random id of this key, stored next to every value it sealed.
+    pub id: String,
+    cipher: Aes256Gcm,
+}
+
+impl DataKey {
+    fn from_bytes(bytes: &[u8]) -> Result<Self, StoreError> {
+        if bytes.len() != KEY_ID_LEN + KEY_LEN {
+            return Err(StoreError::Keys("stored key has the wrong length".into()));
+        }
+        let (id, key) = bytes.split_at(KEY_ID_LEN);
+        Ok(Self {
+            id: hex(id),
+            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key)),
+        })
+    }
+
+    /// Seals `plaintext`, bound to `subject` as associated data, as base64 of nonce || ciphertext.
+    pub fn seal(&self, subject: &str, plaintext: &str) -> Result<String, StoreError> {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let ct = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: subject.as_bytes(),
+                },
+            )
+            .map_err(|_| StoreError::Keys("encryption failed".into()))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(B64.encode(out))
+    }
+
+    /// Opens a value sealed by [`DataKey::seal`]; `None` when it does not
+    /// authenticate (tampered, or sealed for another subject).
+    pub fn open(&self, subject: &str, sealed: &str) -> Option<String> {
+        let raw = B64.decode(sealed).ok()?;
+        if raw.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ct) = raw.split_at(NONCE_LEN);
+        let pt = self
+            .cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: subject.as_bytes(),
+                },
+            )
+            .ok()?;
+        String::from_utf8(pt).ok()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The key bucket with a small cache in front, kept coherent across processes
+/// by watching the bucket: an erasure anywhere evicts the key everywhere.
+#[derive(Clone)]
+pub struct KeyStore {
+    kv: kv::Store,
+    /// Cached lookups; `None` caches "this person has no key" (erased or never had one).
+    cache: moka::sync::Cache<String, Option<Arc<DataKey>>>,
+}
+
+impl KeyStore {
+    /// Opens the bucket (it must exist; see [`crate::provision`]) and starts
+    /// watching it. `on_change` is called with the subject of every key that
+    /// changes, so callers can drop state derived with the old key.
+    pub async fn open(
+        js: &async_nats::jetstream::Context,
+        bucket: &str,
+        on_change: impl Fn(&str) + Send + Sync + 'static,
+    ) -> Result<Self, StoreError> {
+        let kv = js
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| StoreError::Keys(format!("open bucket {bucket}: {e}")))?;
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            // The watcher keeps the cache coherent; the expiry bounds the damage
+            // if a watch update is ever missed during a reconnect.
+            .time_to_live(Duration::from_secs(60))
+            .build();
+        let mut watch = kv
+            .watch_all()
+            .await
+            .map_err(|e| StoreError::Keys(format!("watch bucket {bucket}: {e}")))?;
+        let watched: moka::sync::Cache<String, Option<Arc<DataKey>>> = cache.clone();
+        tokio::spawn(async move {
+            while let Some(entry) = watch.next().await {
+                match entry {
+                    Ok(entry) => {
+                        watched.invalidate(&entry.key);
+                        on_change(&entry.key);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "key bucket watch failed; clearing key cache");
+                        watched.invalidate_all();
+                    }
+                }
+            }
+        });
+        Ok(Self { kv, cache })
+    }
+
+    /// The subject's key, if they have one.
+    pub async fn key_for_read(&self, subject: &str) -> Result<Option<Arc<DataKey>>, StoreError> {
+        if let Some(hit) = self.cache.get(subject) {
+            return Ok(hit);
+        }
+        let found = self
+            .kv
+            .get(subject)
+            .await
+            .map_err(|e| StoreError::Keys(format!("read key: {e}")))?;
+        let key = match found {
+            Some(bytes) => Some(Arc::new(DataKey::from_bytes(&bytes)?)),
+            None => None,
+        };
+        self.cache.insert(subject.to_owned(), key.clone());
+        Ok(key)
+    }
+
+    /// The subject's key, created on first use.
+    pub async fn key_for_write(&self, subject: &str) -> Result<Arc<DataKey>, StoreError> {
+        if let Some(Some(key)) = self.cache.get(subject) {
+            return Ok(key);
+        }
+        for _ in 0..3 {
+            if let Some(bytes) = self
+                .kv
+                .get(subject)
+                .await
+                .map_err(|e| StoreError::Keys(format!("read key: {e}")))?
+            {
+                let key = Arc::new(DataKey::from_bytes(&bytes)?);
+                self.cache.insert(subject.to_owned(), Some(key.clone()));
+                return Ok(key);
+            }
+            let mut material = Zeroizing::new(Vec::with_capacity(KEY_ID_LEN + KEY_LEN));
+            material.extend_from_slice(&rand::random::<[u8; KEY_ID_LEN]>());
+            material.extend_from_slice(&Aes256Gcm::generate_key(&mut OsRng));
+            // `create` fails if another writer created the key first; then we read theirs.
+            if self
+                .kv
+                .create(subject, material.to_vec().into())
+                .await
+                .is_ok()
+            {
+                let key = Arc::new(DataKey::from_bytes(&material)?);
+                self.cache.insert(subject.to_owned(), Some(key.clone()));
+                return Ok(key);
+            }
+        }
+        Err(StoreError::Keys(format!(
+            "could not create or read the data key of {subject}"
+        )))
+    }
+
+    /// Destroys the subject's key: all their sealed personal data becomes
+    /// unreadable, in every event and snapshot, on every replica.
+    pub async fn erase(&self, subject: &str) -> Result<(), StoreError> {
+        self.kv
+            .purge(subject)
+            .await
+            .map_err(|e| StoreError::Keys(format!("erase key: {e}")))?;
+        self.cache.invalidate(subject);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_and_open_are_bound_to_key_and_subject() {
+        let mut material = vec![1u8; KEY_ID_LEN];
+        material.extend_from_slice(&[7u8; KEY_LEN]);
+        let key = DataKey::from_bytes(&material).unwrap();
+        assert_eq!(key.id, "0101010101010101");
+        let sealed = key.seal("p1", "ann@example.com").unwrap();
+        assert!(!sealed.contains("ann"));
+        assert_eq!(key.open("p1", &sealed).as_deref(), Some("ann@example.com"));
+        assert_eq!(key.open("p2", &sealed), None, "bound to its subject");
+        let mut tampered = B64.decode(&sealed).unwrap();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(key.open("p1", &B64.encode(tampered)), None);
+    }
+}

@@ -1,0 +1,590 @@
+//! The event store: append with optimistic concurrency and idempotent command
+//! ids, load through an in-process cache, snapshots and batched direct gets.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::{self, kv};
+use async_nats::{Client, HeaderMap};
+use prost::Message as _;
+use serde_json::Value;
+use trackhrs_domain::{Aggregate, Token};
+use trackhrs_schemas::events::v1::{Commit, EventEnvelope};
+
+use crate::codec::{self, decode_commit, join_event, payload_json, split_event, unseal};
+use crate::config::{EVENT_SUBJECT_PREFIX, StoreConfig};
+use crate::direct;
+use crate::error::StoreError;
+use crate::keys::KeyStore;
+
+/// Format version of stored snapshots; a snapshot of another format is ignored.
+const SNAPSHOT_FORMAT: u64 = 1;
+/// Command ids remembered per aggregate, so a retried command gets its original
+/// result even after JetStream's duplicate window has passed.
+const RECENT_COMMANDS: usize = 32;
+/// Longest command id accepted.
+const MAX_COMMAND_ID_LEN: usize = 128;
+
+/// An aggregate's state as of its last commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded<A> {
+    /// The state.
+    pub state: A,
+    /// Number of events applied (0 for an aggregate that does not exist yet).
+    pub version: u64,
+    /// Stream sequence of the aggregate's last commit (0 when none): the
+    /// expected position for the next append.
+    pub position: u64,
+    /// Version covered by the newest snapshot known to this process.
+    snapshot_version: u64,
+    /// The last commits' command ids and results, newest last.
+    recent: Vec<(String, Appended)>,
+}
+
+impl<A: Default> Default for Loaded<A> {
+    fn default() -> Self {
+        Self {
+            state: A::default(),
+            version: 0,
+            position: 0,
+            snapshot_version: 0,
+            recent: Vec::new(),
+        }
+    }
+}
+
+impl<A> Loaded<A> {
+    /// The original result of `command_id`, if it is one of this aggregate's
+    /// recent commits: a retried command must not be decided again.
+    pub fn committed(&self, command_id: &str) -> Option<Appended> {
+        self.recent
+            .iter()
+            .rev()
+            .find(|(id, _)| id == command_id)
+            .map(|(_, a)| Appended {
+                duplicate: true,
+                ..*a
+            })
+    }
+
+    fn remember_command(&mut self, command_id: &str, appended: Appended) {
+        if self.recent.len() == RECENT_COMMANDS {
+            self.recent.remove(0);
+        }
+        self.recent.push((command_id.to_owned(), appended));
+    }
+}
+
+/// Who and what a commit comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitMeta {
+    /// The command's id; stored as `Nats-Msg-Id`, so a retried command is stored once.
+    pub command_id: String,
+    /// Who issued the command.
+    pub actor: String,
+    /// Shared by every command and event of one business flow.
+    pub correlation_id: String,
+    /// The command or event that caused this command.
+    pub causation_id: String,
+    /// When the command was recorded, microseconds since the Unix epoch.
+    pub recorded_at_micros: i64,
+}
+
+impl CommitMeta {
+    /// Metadata of a command that starts its own flow (correlation and causation are itself).
+    pub fn new(
+        command_id: impl Into<String>,
+        actor: impl Into<String>,
+        recorded_at_micros: i64,
+    ) -> Self {
+        let command_id = command_id.into();
+        Self {
+            correlation_id: command_id.clone(),
+            causation_id: command_id.clone(),
+            command_id,
+            actor: actor.into(),
+            recorded_at_micros,
+        }
+    }
+
+    fn validate(&self) -> Result<(), StoreError> {
+        let ok = !self.command_id.is_empty()
+            && self.command_id.len() <= MAX_COMMAND_ID_LEN
+            && self
+                .command_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        if ok {
+            Ok(())
+        } else {
+            Err(StoreError::Encode(format!(
+                "command id must be 1 to {MAX_COMMAND_ID_LEN} characters of [A-Za-z0-9-_.:]"
+            )))
+        }
+    }
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Appended {
+    /// Stream sequence of the commit.
+    pub position: u64,
+    /// Aggregate version of its first event.
+    pub first_version: u64,
+    /// Aggregate version of its last event: the aggregate's version after the command.
+    pub last_version: u64,
+    /// True when the command id had been stored before: this is the original result.
+    pub duplicate: bool,
+}
+
+/// The event store on JetStream. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct EventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    js: jetstream::Context,
+    config: StoreConfig,
+    keys: KeyStore,
+    snapshots: kv::Store,
+    /// Latest known state per aggregate subject. A stale entry is harmless: the
+    /// append's expected-sequence check refuses it and the caller reloads fresh.
+    states: moka::sync::Cache<String, Arc<dyn Any + Send + Sync>>,
+}
+
+/// Stored snapshot: state with personal data sealed, and the position it covers.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Snapshot {
+    format: u64,
+    aggregate_type: String,
+    version: u64,
+    position: u64,
+    recent: Vec<(String, Appended)>,
+    state: Value,
+}
+
+impl EventStore {
+    /// Opens the store on a provisioned server (see [`crate::provision`]).
+    pub async fn open(client: Client, config: StoreConfig) -> Result<Self, StoreError> {
+        let js = jetstream::ContextBuilder::new()
+            .ack_timeout(config.ack_timeout)
+            .build(client.clone());
+        let states: moka::sync::Cache<String, Arc<dyn Any + Send + Sync>> =
+            moka::sync::Cache::new(config.state_cache_capacity);
+        let evict = states.clone();
+        // A key change (an erasure) invalidates every decrypted state held here.
+        let keys = KeyStore::open(&js, &config.key_bucket, move |_| evict.invalidate_all()).await?;
+        let snapshots = js
+            .get_key_value(&config.snapshot_bucket)
+            .await
+            .map_err(|e| {
+                StoreError::Provision(format!("bucket {}: {e}", config.snapshot_bucket))
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                js,
+                config,
+                keys,
+                snapshots,
+                states,
+            }),
+        })
+    }
+
+    /// The NATS client the store uses.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// The store's configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// The personal-data key store.
+    pub fn keys(&self) -> &KeyStore {
+        &self.inner.keys
+    }
+
+    /// The subject of an aggregate instance: `evt.<org>.<type>.<id>`.
+    pub fn subject<A: Aggregate>(org: &Token, id: &Token) -> String {
+        format!("{EVENT_SUBJECT_PREFIX}.{org}.{}.{id}", A::TYPE)
+    }
+
+    /// Erases a person: destroys their data key, so their personal data reads
+    /// as erased in every event and snapshot, here and on every replica.
+    pub async fn erase_person(&self, person: &Token) -> Result<(), StoreError> {
+        self.inner.keys.erase(person.as_str()).await?;
+        self.inner.states.invalidate_all();
+        Ok(())
+    }
+
+    /// The aggregate's current state, from the in-process cache when present
+    /// (possibly stale: an append from it then conflicts, and the caller
+    /// reloads with [`EventStore::load_fresh`]).
+    pub async fn load<A: Aggregate>(
+        &self,
+        org: &Token,
+        id: &Token,
+    ) -> Result<Loaded<A>, StoreError> {
+        let subject = Self::subject::<A>(org, id);
+        if let Some(hit) = self.inner.states.get(&subject) {
+            if let Some(loaded) = hit.downcast_ref::<Loaded<A>>() {
+                return Ok(loaded.clone());
+            }
+        }
+        self.load_fresh(org, id).await
+    }
+
+    /// The aggregate's state read from the store: the newest snapshot, then
+    /// every commit after it by batched direct get.
+    pub async fn load_fresh<A: Aggregate>(
+        &self,
+        org: &Token,
+        id: &Token,
+    ) -> Result<Loaded<A>, StoreError> {
+        let subject = Self::subject::<A>(org, id);
+        let mut loaded = self.read_snapshot::<A>(&subject).await;
+        let messages = direct::subject_after(
+            &self.inner.client,
+            &self.inner.config.events_stream,
+            &subject,
+            loaded.position,
+            self.inner.config.ack_timeout,
+        )
+        .await?;
+        for msg in messages {
+            self.apply_commit(&subject, msg.sequence, &msg.payload, &mut loaded)
+                .await?;
+        }
+        self.remember(&subject, &loaded);
+        self.maybe_snapshot(&subject, &loaded);
+        Ok(loaded)
+    }
+
+    async fn apply_commit<A: Aggregate>(
+        &self,
+        subject: &str,
+        sequence: u64,
+        bytes: &[u8],
+        loaded: &mut Loaded<A>,
+    ) -> Result<(), StoreError> {
+        let decode_err = |reason: String| StoreError::Decode {
+            subject: subject.to_owned(),
+            sequence,
+            reason,
+        };
+        let commit = decode_commit(subject, sequence, bytes)?;
+        if commit.aggregate_type != A::TYPE {
+            return Err(decode_err(format!(
+                "commit of aggregate type {:?} on a {} subject",
+                commit.aggregate_type,
+                A::TYPE
+            )));
+        }
+        let mut payloads = commit
+            .events
+            .iter()
+            .map(|e| payload_json(subject, sequence, e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = codec::keys_for(&self.inner.keys, &payloads.iter().collect::<Vec<_>>()).await?;
+        for (envelope, payload) in commit.events.iter().zip(payloads.iter_mut()) {
+            if envelope.aggregate_version != loaded.version + 1 {
+                return Err(decode_err(format!(
+                    "event version {} follows version {}",
+                    envelope.aggregate_version, loaded.version
+                )));
+            }
+            let mut upcast = A::upcast(
+                &envelope.event_type,
+                envelope.schema_version,
+                std::mem::take(payload),
+            )
+            .map_err(|e| decode_err(e.to_string()))?;
+            unseal(&mut upcast, &keys).map_err(decode_err)?;
+            let event = join_event::<A>(&envelope.event_type, upcast).map_err(decode_err)?;
+            loaded.state.apply(&event);
+            loaded.version = envelope.aggregate_version;
+        }
+        loaded.position = sequence;
+        let mut appended = appended_from(&commit, sequence);
+        appended.duplicate = false;
+        loaded.remember_command(&commit.command_id, appended);
+        Ok(())
+    }
+
+    async fn read_snapshot<A: Aggregate>(&self, subject: &str) -> Loaded<A> {
+        match self.try_read_snapshot::<A>(subject).await {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => Loaded::default(),
+            Err(reason) => {
+                // Snapshots are an optimisation: on any doubt, replay from the log.
+                tracing::warn!(subject, %reason, "ignoring unusable snapshot");
+                Loaded::default()
+            }
+        }
+    }
+
+    async fn try_read_snapshot<A: Aggregate>(
+        &self,
+        subject: &str,
+    ) -> Result<Option<Loaded<A>>, String> {
+        let Some(bytes) = self
+            .inner
+            .snapshots
+            .get(subject)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let mut snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        if snap.format != SNAPSHOT_FORMAT || snap.aggregate_type != A::TYPE {
+            return Err(format!(
+                "snapshot format {} of {}",
+                snap.format, snap.aggregate_type
+            ));
+        }
+        let keys = codec::keys_for(&self.inner.keys, &[&snap.state])
+            .await
+            .map_err(|e| e.to_string())?;
+        unseal(&mut snap.state, &keys)?;
+        let state: A = serde_json::from_value(snap.state).map_err(|e| e.to_string())?;
+        Ok(Some(Loaded {
+            state,
+            version: snap.version,
+            position: snap.position,
+            snapshot_version: snap.version,
+            recent: snap.recent,
+        }))
+    }
+
+    fn remember<A: Aggregate>(&self, subject: &str, loaded: &Loaded<A>) {
+        self.inner
+            .states
+            .insert(subject.to_owned(), Arc::new(loaded.clone()));
+    }
+
+    fn maybe_snapshot<A: Aggregate>(&self, subject: &str, loaded: &Loaded<A>) {
+        if loaded.version < loaded.snapshot_version + self.inner.config.snapshot_every {
+            return;
+        }
+        let store = self.clone();
+        let subject = subject.to_owned();
+        let loaded = loaded.clone();
+        // Off the command's path: a lost snapshot only costs a longer replay.
+        tokio::spawn(async move {
+            if let Err(e) = store.write_snapshot(&subject, &loaded).await {
+                tracing::warn!(subject, error = %e, "snapshot not written");
+            }
+        });
+    }
+
+    async fn write_snapshot<A: Aggregate>(
+        &self,
+        subject: &str,
+        loaded: &Loaded<A>,
+    ) -> Result<(), StoreError> {
+        let mut state =
+            serde_json::to_value(&loaded.state).map_err(|e| StoreError::Encode(e.to_string()))?;
+        codec::seal_all(&self.inner.keys, std::slice::from_mut(&mut state)).await?;
+        let snap = Snapshot {
+            format: SNAPSHOT_FORMAT,
+            aggregate_type: A::TYPE.to_owned(),
+            version: loaded.version,
+            position: loaded.position,
+            recent: loaded.recent.clone(),
+            state,
+        };
+        let bytes = serde_json::to_vec(&snap).map_err(|e| StoreError::Encode(e.to_string()))?;
+        self.inner
+            .snapshots
+            .put(subject, bytes.into())
+            .await
+            .map_err(StoreError::unavailable)?;
+        let mut remembered = loaded.clone();
+        remembered.snapshot_version = loaded.version;
+        // Only record the snapshot in the cache if nothing newer is there.
+        if let Some(hit) = self.inner.states.get(subject) {
+            if hit
+                .downcast_ref::<Loaded<A>>()
+                .is_some_and(|cur| cur.position == loaded.position)
+            {
+                self.remember(subject, &remembered);
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends the events of one command as one commit, if the aggregate is
+    /// still at `current.position`.
+    ///
+    /// - All events are stored atomically, in one message.
+    /// - A command id stored before (a retry) is not stored again: the original
+    ///   result comes back with `duplicate: true`.
+    /// - If another commit came first, [`StoreError::Conflict`].
+    /// - Without an acknowledgement, [`StoreError::Unacknowledged`]: never a false success.
+    pub async fn append<A: Aggregate>(
+        &self,
+        org: &Token,
+        id: &Token,
+        current: &Loaded<A>,
+        events: Vec<A::Event>,
+        meta: &CommitMeta,
+    ) -> Result<Appended, StoreError> {
+        meta.validate()?;
+        if let Some(original) = current.committed(&meta.command_id) {
+            return Ok(original);
+        }
+        if events.is_empty() {
+            return Err(StoreError::Encode(
+                "a commit needs at least one event".into(),
+            ));
+        }
+        let subject = Self::subject::<A>(org, id);
+        let mut parts = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        for e in &events {
+            let (event_type, schema_version, payload) = split_event(e)?;
+            parts.push((event_type, schema_version));
+            payloads.push(payload);
+        }
+        codec::seal_all(&self.inner.keys, &mut payloads).await?;
+        let mut envelopes = Vec::with_capacity(events.len());
+        for (i, ((event_type, schema_version), payload)) in
+            parts.into_iter().zip(payloads).enumerate()
+        {
+            envelopes.push(EventEnvelope {
+                event_type,
+                schema_version,
+                aggregate_version: current.version + 1 + i as u64,
+                payload: serde_json::to_vec(&payload)
+                    .map_err(|e| StoreError::Encode(e.to_string()))?,
+            });
+        }
+        let commit = Commit {
+            command_id: meta.command_id.clone(),
+            org_id: org.to_string(),
+            aggregate_type: A::TYPE.to_owned(),
+            aggregate_id: id.to_string(),
+            actor: meta.actor.clone(),
+            correlation_id: meta.correlation_id.clone(),
+            causation_id: meta.causation_id.clone(),
+            recorded_at_micros: meta.recorded_at_micros,
+            events: envelopes,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", meta.command_id.as_str());
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence",
+            current.position.to_string().as_str(),
+        );
+        let ack = self
+            .inner
+            .js
+            .publish_with_headers(subject.clone(), headers, commit.encode_to_vec().into())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("publish to {subject}: {e}")))?
+            .await;
+        match ack {
+            Ok(ack) if ack.duplicate => {
+                self.inner.states.invalidate(&subject);
+                self.original_result(&subject, ack.sequence, &meta.command_id)
+                    .await
+            }
+            Ok(ack) => {
+                let mut next = current.clone();
+                for e in &events {
+                    next.state.apply(e);
+                }
+                next.version = current.version + events.len() as u64;
+                next.position = ack.sequence;
+                let appended = Appended {
+                    position: ack.sequence,
+                    first_version: current.version + 1,
+                    last_version: next.version,
+                    duplicate: false,
+                };
+                next.remember_command(&meta.command_id, appended);
+                self.remember(&subject, &next);
+                self.maybe_snapshot(&subject, &next);
+                Ok(appended)
+            }
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                self.inner.states.invalidate(&subject);
+                // Our own earlier attempt may be what came first (its ack was lost).
+                let after = direct::subject_after(
+                    &self.inner.client,
+                    &self.inner.config.events_stream,
+                    &subject,
+                    current.position,
+                    self.inner.config.ack_timeout,
+                )
+                .await?;
+                for msg in after {
+                    let commit = decode_commit(&subject, msg.sequence, &msg.payload)?;
+                    if commit.command_id == meta.command_id {
+                        return Ok(appended_from(&commit, msg.sequence));
+                    }
+                }
+                Err(StoreError::Conflict {
+                    subject,
+                    expected: current.position,
+                })
+            }
+            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => Err(StoreError::Encode(
+                format!("commit on {subject} is too large"),
+            )),
+            Err(e) if e.kind() == PublishErrorKind::StreamNotFound => Err(StoreError::Unavailable(
+                format!("no stream for {subject}: is the store provisioned?"),
+            )),
+            Err(e) => {
+                self.inner.states.invalidate(&subject);
+                Err(StoreError::Unacknowledged(format!("{subject}: {e}")))
+            }
+        }
+    }
+
+    async fn original_result(
+        &self,
+        subject: &str,
+        sequence: u64,
+        command_id: &str,
+    ) -> Result<Appended, StoreError> {
+        let stream = self
+            .inner
+            .js
+            .get_stream_no_info(&self.inner.config.events_stream)
+            .await
+            .map_err(StoreError::unavailable)?;
+        let msg = stream
+            .direct_get(sequence)
+            .await
+            .map_err(StoreError::unavailable)?;
+        let commit = decode_commit(subject, sequence, &msg.payload)?;
+        if commit.command_id != command_id {
+            return Err(StoreError::Decode {
+                subject: subject.to_owned(),
+                sequence,
+                reason: format!(
+                    "duplicate acknowledgement points at command {}, not {command_id}",
+                    commit.command_id
+                ),
+            });
+        }
+        Ok(appended_from(&commit, sequence))
+    }
+}
+
+fn appended_from(commit: &Commit, sequence: u64) -> Appended {
+    Appended {
+        position: sequence,
+        first_version: commit.events.first().map_or(0, |e| e.aggregate_version),
+        last_version: commit.events.last().map_or(0, |e| e.aggregate_version),
+        duplicate: true,
+    }
+}

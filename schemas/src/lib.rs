@@ -1,0 +1,25 @@
+//! Protobuf wire types generated from `proto/`: the stored event envelope and the
+//! agent upload. Wire types stay at the edges (`nats`, `gateway`); the domain has
+//! its own types.
+
+/// Stored event commits and envelopes (`trackhrs.events.v1`).
+pub mod events {
+    /// Version 1 of the event envelope.
+    #[allow(missing_docs, unused_qualifications, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("trackhrs.events.v1");
+    }
+}
+
+/// Agent uploads (`trackhrs.agent.v1`).
+pub mod agent {
+    /// Version 1 of the agent upload.
+    #[allow(missing_docs, unused_qualifications, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("trackhrs.agent.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every .proto here, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/trackhrs_descriptor.bin"));

