@@ -184,13 +184,12 @@ impl NatsCluster {
         Ok(Self { nodes })
     }
 
-    /// Every node's URL, comma-separated, for a client that fails over.
-    pub fn urls(&self) -> String {
+    /// Every node's address, for a client that fails over between them.
+    pub fn addrs(&self) -> Vec<async_nats::ServerAddr> {
         self.nodes
             .iter()
-            .map(NatsServer::url)
-            .collect::<Vec<_>>()
-            .join(",")
+            .map(|n| n.url().parse().expect("valid nats url"))
+            .collect()
     }
 }
 

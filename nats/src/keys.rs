@@ -31,7 +31,8 @@ pub struct DataKey {
 }
 
 impl DataKey {
-    fn from_bytes(bytes: &[u8]) -> Result<Self, StoreError> {
+    /// A key from its stored material: key id (8 bytes) followed by the AES-256 key.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, StoreError> {
         if bytes.len() != KEY_ID_LEN + KEY_LEN {
             return Err(StoreError::Keys("stored key has the wrong length".into()));
         }

@@ -3,7 +3,8 @@
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::{self, Message};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 
 use crate::codec::{DecodedCommit, decode_generic};
 use crate::error::StoreError;
@@ -38,7 +39,7 @@ pub async fn read(
     stream: &str,
     from: From,
     filter_subject: Option<String>,
-) -> Result<impl Stream<Item = LogItem>, StoreError> {
+) -> Result<BoxStream<'static, LogItem>, StoreError> {
     let stream = js
         .get_stream_no_info(stream)
         .await
@@ -57,18 +58,20 @@ pub async fn read(
         .await
         .map_err(StoreError::unavailable)?;
     let messages = consumer.messages().await.map_err(StoreError::unavailable)?;
-    Ok(messages.then(move |msg| {
-        let keys = keys.clone();
-        async move {
-            match msg {
-                Ok(msg) => decode_message(&keys, msg).await,
-                Err(e) => LogItem {
-                    commit: Err(StoreError::unavailable(e)),
-                    pending: 0,
-                },
+    Ok(messages
+        .then(move |msg| {
+            let keys = keys.clone();
+            async move {
+                match msg {
+                    Ok(msg) => decode_message(&keys, msg).await,
+                    Err(e) => LogItem {
+                        commit: Err(StoreError::unavailable(e)),
+                        pending: 0,
+                    },
+                }
             }
-        }
-    }))
+        })
+        .boxed())
 }
 
 async fn decode_message(keys: &KeyStore, msg: Message) -> LogItem {

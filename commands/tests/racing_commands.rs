@@ -1,0 +1,150 @@
+//! Command handling against a real nats-server: racing writers retry on
+//! conflict, and the aggregate's invariant (members never exceed seats) holds.
+
+use std::collections::BTreeSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use trackhrs_commands::{CommandError, CommandHandler};
+use trackhrs_domain::Token;
+use trackhrs_domain::organization::{OrgCommand, OrgError, Organization, Role};
+use trackhrs_harness::NatsServer;
+use trackhrs_nats::{CommitMeta, EventStore, Loaded, StoreConfig, provision};
+
+fn tok(s: &str) -> Token {
+    Token::new(s).unwrap()
+}
+
+fn meta(id: &str) -> CommitMeta {
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    CommitMeta::new(id, "user:owner", micros)
+}
+
+async fn handler(server: &NatsServer) -> CommandHandler {
+    let client = server.connect().await.unwrap();
+    provision(&client, &StoreConfig::default()).await.unwrap();
+    CommandHandler::new(
+        EventStore::open(client, StoreConfig::default())
+            .await
+            .unwrap(),
+    )
+    .with_max_attempts(200)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_racing_invitations_never_exceed_the_seats() {
+    let server = NatsServer::start().await.unwrap();
+    // Two handlers on two connections, as two replicas of the command role.
+    let replicas = [handler(&server).await, handler(&server).await];
+    let (org, id) = (tok("acme"), tok("org"));
+    replicas[0]
+        .execute::<Organization>(
+            &org,
+            &id,
+            OrgCommand::Create {
+                name: "Acme".into(),
+                owner: tok("owner"),
+                owner_email: "o@acme.test".into(),
+                owner_name: "Olive".into(),
+                seats: 10,
+            },
+            &meta("create"),
+        )
+        .await
+        .unwrap();
+    // Both replicas cache the state at version 1, then 64 invitations race.
+    for r in &replicas {
+        r.store().load::<Organization>(&org, &id).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let h = replicas[i % 2].clone();
+        let (org, id) = (org.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            h.execute::<Organization>(
+                &org,
+                &id,
+                OrgCommand::InviteMember {
+                    member: tok(&format!("m{i}")),
+                    email: format!("m{i}@acme.test"),
+                    name: format!("Member {i}"),
+                    role: Role::Employee,
+                },
+                &meta(&format!("invite-{i}")),
+            )
+            .await
+        }));
+    }
+    let (mut accepted, mut denied) = (BTreeSet::new(), 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(done) => {
+                assert!(
+                    accepted.insert(done.version),
+                    "two commands got version {}",
+                    done.version
+                );
+            }
+            Err(CommandError::Denied(OrgError::SeatsExhausted { seats: 10 })) => denied += 1,
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    // The owner holds one seat: exactly nine invitations fit, at versions 2..=10.
+    assert_eq!(accepted, (2..=10).collect::<BTreeSet<u64>>());
+    assert_eq!(denied, 55);
+
+    let loaded: Loaded<Organization> = replicas[1].store().load_fresh(&org, &id).await.unwrap();
+    assert_eq!(loaded.version, 10, "no gap, no duplicate");
+    assert_eq!(loaded.state.active_members(), 10);
+    assert!(loaded.state.active_members() <= loaded.state.seats as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_command_returns_its_original_result_instead_of_a_denial() {
+    let server = NatsServer::start().await.unwrap();
+    let h = handler(&server).await;
+    let (org, id) = (tok("acme"), tok("org"));
+    let create = OrgCommand::Create {
+        name: "Acme".into(),
+        owner: tok("owner"),
+        owner_email: "o@acme.test".into(),
+        owner_name: "Olive".into(),
+        seats: 3,
+    };
+    let first = h
+        .execute::<Organization>(&org, &id, create.clone(), &meta("create"))
+        .await
+        .unwrap();
+    // Deciding again would say "already exists"; a retry gets the original result.
+    let retry = h
+        .execute::<Organization>(&org, &id, create.clone(), &meta("create"))
+        .await
+        .unwrap();
+    assert_eq!(first.version, retry.version);
+    assert_eq!(
+        first.appended.unwrap().position,
+        retry.appended.unwrap().position
+    );
+    assert!(retry.appended.unwrap().duplicate);
+    // A new command id with the same content is a new command, and is denied.
+    let other = h
+        .execute::<Organization>(&org, &id, create, &meta("create-again"))
+        .await;
+    assert!(matches!(
+        other,
+        Err(CommandError::Denied(OrgError::AlreadyExists))
+    ));
+    // A command that changes nothing stores nothing.
+    let same = h
+        .execute::<Organization>(
+            &org,
+            &id,
+            OrgCommand::ChangeSeats { seats: 3 },
+            &meta("noop"),
+        )
+        .await
+        .unwrap();
+    assert_eq!((same.appended, same.version), (None, 1));
+}

@@ -1,0 +1,58 @@
+//! Shared set-up of the event-store integration tests: a real nats-server per test.
+
+#![allow(dead_code)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use trackhrs_domain::Token;
+use trackhrs_domain::organization::{OrgCommand, Role};
+use trackhrs_harness::NatsServer;
+use trackhrs_nats::{CommitMeta, EventStore, StoreConfig, provision};
+
+pub fn tok(s: &str) -> Token {
+    Token::new(s).unwrap()
+}
+
+pub fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+pub fn meta(command_id: &str) -> CommitMeta {
+    CommitMeta::new(command_id, "user:test", now_micros())
+}
+
+pub async fn open_store(server: &NatsServer) -> EventStore {
+    let client = server.connect().await.unwrap();
+    provision(&client, &StoreConfig::default()).await.unwrap();
+    EventStore::open(client, StoreConfig::default())
+        .await
+        .unwrap()
+}
+
+pub async fn start() -> (NatsServer, EventStore) {
+    let server = NatsServer::start().await.unwrap();
+    let store = open_store(&server).await;
+    (server, store)
+}
+
+pub fn create_org(seats: u32) -> OrgCommand {
+    OrgCommand::Create {
+        name: "Acme".into(),
+        owner: tok("owner"),
+        owner_email: "olive@acme.test".into(),
+        owner_name: "Olive Owner".into(),
+        seats,
+    }
+}
+
+pub fn invite(member: &str) -> OrgCommand {
+    OrgCommand::InviteMember {
+        member: tok(member),
+        email: format!("{member}@acme.test"),
+        name: format!("Name of {member}"),
+        role: Role::Employee,
+    }
+}

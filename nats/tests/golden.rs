@@ -1,0 +1,227 @@
+//! Golden fixtures: stored bytes of every event schema version ever written.
+//! Old versions must keep loading (upcast) forever.
+//!
+//! `TRACKHRS_WRITE_FIXTURES=1 cargo test -p trackhrs-nats --test golden`
+//! writes the file once when a new schema version is introduced; committed
+//! fixtures are never regenerated.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::*;
+use futures::StreamExt;
+use prost::Message as _;
+use serde_json::json;
+use trackhrs_domain::organization::{Organization, Role};
+use trackhrs_nats::keys::DataKey;
+use trackhrs_nats::reader::{self, From};
+use trackhrs_nats::{Loaded, StoreConfig};
+use trackhrs_schemas::events::v1::{Commit, EventEnvelope};
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Fixture {
+    /// Key material (hex) per data subject.
+    keys: BTreeMap<String, String>,
+    messages: Vec<FixtureMessage>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FixtureMessage {
+    what: String,
+    subject: String,
+    /// Base64 of the stored protobuf commit.
+    commit: String,
+}
+
+fn path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/organization_events.json")
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn sealed(keys: &BTreeMap<String, String>, subject: &str, value: &str) -> serde_json::Value {
+    let key = DataKey::from_bytes(&unhex(&keys[subject])).unwrap();
+    json!({"$pd": subject, "k": key.id, "ct": key.seal(subject, value).unwrap()})
+}
+
+fn commit(command_id: &str, events: Vec<(&str, u32, u64, serde_json::Value)>) -> String {
+    let c = Commit {
+        command_id: command_id.into(),
+        org_id: "acme".into(),
+        aggregate_type: "organization".into(),
+        aggregate_id: "org".into(),
+        actor: "user:owner".into(),
+        correlation_id: command_id.into(),
+        causation_id: command_id.into(),
+        recorded_at_micros: 1_795_000_000_000_000,
+        events: events
+            .into_iter()
+            .map(|(t, v, n, p)| EventEnvelope {
+                event_type: t.into(),
+                schema_version: v,
+                aggregate_version: n,
+                payload: serde_json::to_vec(&p).unwrap(),
+            })
+            .collect(),
+    };
+    B64.encode(c.encode_to_vec())
+}
+
+fn write_fixture() {
+    let keys: BTreeMap<String, String> = [
+        (
+            "owner",
+            "00112233445566770102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20",
+        ),
+        (
+            "m1",
+            "8899aabbccddeeff2122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f40",
+        ),
+        (
+            "m2",
+            "0f1e2d3c4b5a69784142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f60",
+        ),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    .collect();
+    let s = "evt.acme.organization.org".to_owned();
+    let messages = vec![
+        FixtureMessage {
+            what: "OrganizationCreated v1".into(),
+            subject: s.clone(),
+            commit: commit(
+                "c1",
+                vec![(
+                    "OrganizationCreated",
+                    1,
+                    1,
+                    json!({
+                "name": "Acme", "owner": "owner",
+                "owner_email": sealed(&keys, "owner", "olive@acme.test"),
+                "owner_name": sealed(&keys, "owner", "Olive Owner"),
+                "seats": 5}),
+                )],
+            ),
+        },
+        FixtureMessage {
+            what: "MemberInvited v1 (no name, no role)".into(),
+            subject: s.clone(),
+            commit: commit(
+                "c2",
+                vec![(
+                    "MemberInvited",
+                    1,
+                    2,
+                    json!({
+                "member": "m1", "email": sealed(&keys, "m1", "m1@acme.test")}),
+                )],
+            ),
+        },
+        FixtureMessage {
+            what: "MemberInvited v2 and SeatsChanged v1 in one commit".into(),
+            subject: s,
+            commit: commit(
+                "c3",
+                vec![
+                    (
+                        "MemberInvited",
+                        2,
+                        3,
+                        json!({
+                    "member": "m2", "email": sealed(&keys, "m2", "m2@acme.test"),
+                    "name": sealed(&keys, "m2", "Max Two"), "role": "admin"}),
+                    ),
+                    ("SeatsChanged", 1, 4, json!({"seats": 7})),
+                ],
+            ),
+        },
+    ];
+    let fixture = Fixture { keys, messages };
+    std::fs::write(
+        path(),
+        serde_json::to_string_pretty(&fixture).unwrap() + "\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_committed_event_version_still_loads() {
+    if std::env::var_os("TRACKHRS_WRITE_FIXTURES").is_some() {
+        write_fixture();
+    }
+    let fixture: Fixture = serde_json::from_str(&std::fs::read_to_string(path()).unwrap()).unwrap();
+    let (_server, store) = start().await;
+    let js = async_nats::jetstream::new(store.client().clone());
+    let key_bucket = js
+        .get_key_value(StoreConfig::default().key_bucket)
+        .await
+        .unwrap();
+    for (subject, material) in &fixture.keys {
+        key_bucket
+            .put(subject, unhex(material).into())
+            .await
+            .unwrap();
+    }
+    for m in &fixture.messages {
+        js.publish(m.subject.clone(), B64.decode(&m.commit).unwrap().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    let loaded: Loaded<Organization> = store.load_fresh(&tok("acme"), &tok("org")).await.unwrap();
+    assert_eq!((loaded.version, loaded.state.seats), (4, 7));
+    let owner = &loaded.state.members[&tok("owner")];
+    assert_eq!(
+        (owner.role, owner.email.value()),
+        (Role::Owner, Some("olive@acme.test"))
+    );
+    let m1 = &loaded.state.members[&tok("m1")];
+    assert_eq!(
+        (m1.role, m1.email.value(), m1.name.is_none()),
+        (Role::Employee, Some("m1@acme.test"), true)
+    );
+    let m2 = &loaded.state.members[&tok("m2")];
+    assert_eq!(
+        (m2.role, m2.name.as_ref().and_then(|n| n.value())),
+        (Role::Admin, Some("Max Two"))
+    );
+    assert_eq!(loaded.committed("c2").map(|a| a.last_version), Some(2));
+
+    // The generic reader decodes every fixture too.
+    let log = reader::read(
+        &js,
+        store.keys().clone(),
+        "TRACKHRS_EVENTS",
+        From::Start,
+        None,
+    )
+    .await
+    .unwrap();
+    let versions: Vec<(String, u32)> = log
+        .take(fixture.messages.len())
+        .flat_map(|item| futures::stream::iter(item.commit.unwrap().events))
+        .map(|e| (e.event_type, e.schema_version))
+        .collect()
+        .await;
+    assert_eq!(
+        versions,
+        [
+            ("OrganizationCreated".to_owned(), 1),
+            ("MemberInvited".to_owned(), 1),
+            ("MemberInvited".to_owned(), 2),
+            ("SeatsChanged".to_owned(), 1)
+        ]
+    );
+}

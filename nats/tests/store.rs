@@ -1,0 +1,478 @@
+//! The event store against a real nats-server: append, load, concurrency,
+//! idempotency, immutability, undecodable messages and crashes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use prost::Message as _;
+use trackhrs_domain::Aggregate;
+use trackhrs_domain::organization::{OrgEvent, Organization};
+use trackhrs_harness::{NatsOptions, NatsServer};
+use trackhrs_nats::reader::{self, From};
+use trackhrs_nats::{EventStore, Loaded, StoreConfig, StoreError};
+use trackhrs_schemas::events::v1::{Commit, EventEnvelope};
+
+async fn decide_and_append(
+    store: &EventStore,
+    org: &str,
+    id: &str,
+    cmd: <Organization as Aggregate>::Command,
+    command_id: &str,
+) -> Result<trackhrs_nats::Appended, StoreError> {
+    let loaded = store
+        .load_fresh::<Organization>(&tok(org), &tok(id))
+        .await?;
+    let events = loaded.state.handle(cmd).expect("command accepted");
+    store
+        .append(&tok(org), &tok(id), &loaded, events, &meta(command_id))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_commits_load_back_with_their_envelopes_and_stream_sequence() {
+    let (_server, store) = start().await;
+    let first = decide_and_append(&store, "acme", "org", create_org(5), "cmd-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.first_version, first.last_version, first.duplicate),
+        (1, 1, false)
+    );
+    let second = decide_and_append(&store, "acme", "org", invite("m1"), "cmd-2")
+        .await
+        .unwrap();
+    assert_eq!(second.last_version, 2);
+    assert!(second.position > first.position);
+
+    let loaded = store
+        .load_fresh::<Organization>(&tok("acme"), &tok("org"))
+        .await
+        .unwrap();
+    assert_eq!((loaded.version, loaded.position), (2, second.position));
+    assert_eq!(loaded.state.active_members(), 2);
+    assert_eq!(
+        loaded.state.members[&tok("m1")].email.value(),
+        Some("m1@acme.test")
+    );
+
+    // Readers see every commit with its global stream sequence and full envelope.
+    let js = async_nats::jetstream::new(store.client().clone());
+    let mut log = reader::read(
+        &js,
+        store.keys().clone(),
+        "TRACKHRS_EVENTS",
+        From::Start,
+        None,
+    )
+    .await
+    .unwrap();
+    let c1 = log.next().await.unwrap().commit.unwrap();
+    let c2 = log.next().await.unwrap().commit.unwrap();
+    assert_eq!(
+        (c1.stream_sequence, c2.stream_sequence),
+        (first.position, second.position)
+    );
+    assert_eq!(c2.subject, "evt.acme.organization.org");
+    assert_eq!(
+        (
+            c2.org_id.as_str(),
+            c2.aggregate_type.as_str(),
+            c2.aggregate_id.as_str()
+        ),
+        ("acme", "organization", "org")
+    );
+    assert_eq!(
+        (c2.command_id.as_str(), c2.actor.as_str()),
+        ("cmd-2", "user:test")
+    );
+    assert_eq!(
+        (c2.correlation_id.as_str(), c2.causation_id.as_str()),
+        ("cmd-2", "cmd-2")
+    );
+    assert!(c2.recorded_at_micros > 0);
+    let e = &c2.events[0];
+    assert_eq!(
+        (e.event_type.as_str(), e.schema_version, e.aggregate_version),
+        ("MemberInvited", 2, 2)
+    );
+    assert_eq!(e.payload["email"]["v"], "m1@acme.test");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_64_racers_from_one_version_exactly_one_wins() {
+    let (_server, store) = start().await;
+    decide_and_append(&store, "acme", "org", create_org(100), "create")
+        .await
+        .unwrap();
+    let base: Loaded<Organization> = store.load_fresh(&tok("acme"), &tok("org")).await.unwrap();
+    let base = Arc::new(base);
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let store = store.clone();
+        let base = base.clone();
+        tasks.push(tokio::spawn(async move {
+            let events = base.state.handle(invite(&format!("m{i}"))).unwrap();
+            store
+                .append(
+                    &tok("acme"),
+                    &tok("org"),
+                    &base,
+                    events,
+                    &meta(&format!("invite-{i}")),
+                )
+                .await
+        }));
+    }
+    let mut wins = 0;
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(a) => {
+                assert_eq!(a.last_version, 2);
+                wins += 1;
+            }
+            Err(StoreError::Conflict { expected, .. }) => {
+                assert_eq!(expected, base.position);
+                conflicts += 1;
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!((wins, conflicts), (1, 63));
+    let loaded = store
+        .load_fresh::<Organization>(&tok("acme"), &tok("org"))
+        .await
+        .unwrap();
+    assert_eq!(loaded.version, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_id_is_stored_once_and_retries_get_the_original_result() {
+    let (_server, store) = start().await;
+    decide_and_append(&store, "acme", "org", create_org(100), "create")
+        .await
+        .unwrap();
+    let base: Loaded<Organization> = store.load_fresh(&tok("acme"), &tok("org")).await.unwrap();
+    let events = base.state.handle(invite("m1")).unwrap();
+
+    // Sequential retry from the same (now stale) state: JetStream's duplicate window.
+    let first = store
+        .append(
+            &tok("acme"),
+            &tok("org"),
+            &base,
+            events.clone(),
+            &meta("same"),
+        )
+        .await
+        .unwrap();
+    let again = store
+        .append(
+            &tok("acme"),
+            &tok("org"),
+            &base,
+            events.clone(),
+            &meta("same"),
+        )
+        .await
+        .unwrap();
+    assert!(!first.duplicate && again.duplicate);
+    assert_eq!(
+        (again.position, again.last_version),
+        (first.position, first.last_version)
+    );
+
+    // Retry from the fresh state: the aggregate remembers its recent command ids.
+    let fresh: Loaded<Organization> = store.load_fresh(&tok("acme"), &tok("org")).await.unwrap();
+    assert_eq!(
+        fresh.committed("same").map(|a| a.position),
+        Some(first.position)
+    );
+
+    // Concurrent: 8 copies of one command race; one commit, the same answer for all.
+    let base2: Arc<Loaded<Organization>> = Arc::new(fresh);
+    let events2 = base2.state.handle(invite("m2")).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (store, base2, events2) = (store.clone(), base2.clone(), events2.clone());
+        tasks.push(tokio::spawn(async move {
+            store
+                .append(
+                    &tok("acme"),
+                    &tok("org"),
+                    &base2,
+                    events2,
+                    &meta("concurrent"),
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut results = BTreeSet::new();
+    let mut originals = 0;
+    for t in tasks {
+        let a = t.await.unwrap();
+        originals += usize::from(!a.duplicate);
+        results.insert((a.position, a.first_version, a.last_version));
+    }
+    assert_eq!(originals, 1);
+    assert_eq!(
+        results.len(),
+        1,
+        "every caller sees the same result: {results:?}"
+    );
+    let loaded = store
+        .load_fresh::<Organization>(&tok("acme"), &tok("org"))
+        .await
+        .unwrap();
+    assert_eq!(loaded.version, 3, "create + m1 + m2, each stored once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_refuses_to_delete_or_purge_the_event_log() {
+    let server = NatsServer::start_with(NatsOptions {
+        accounts: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let store = open_store(&server).await;
+    let done = decide_and_append(&store, "acme", "org", create_org(5), "create")
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(server.connect().await.unwrap());
+    let stream = js.get_stream("TRACKHRS_EVENTS").await.unwrap();
+    assert!(
+        stream.delete_message(done.position).await.is_err(),
+        "message delete"
+    );
+    assert!(stream.purge().await.is_err(), "purge");
+    assert!(
+        js.delete_stream("TRACKHRS_EVENTS").await.is_err(),
+        "stream delete"
+    );
+
+    // Even the admin, who may delete streams, cannot purge or delete messages:
+    // the stream itself denies it, and that cannot be switched off.
+    let admin = async_nats::jetstream::new(server.connect_admin().await.unwrap());
+    let admin_stream = admin.get_stream("TRACKHRS_EVENTS").await.unwrap();
+    assert!(admin_stream.purge().await.is_err(), "admin purge");
+    assert!(
+        admin_stream.delete_message(done.position).await.is_err(),
+        "admin delete"
+    );
+    let mut config = admin_stream.cached_info().config.clone();
+    config.deny_purge = false;
+    config.deny_delete = false;
+    assert!(
+        admin.update_stream(config).await.is_err(),
+        "denials cannot be lifted"
+    );
+
+    let loaded = store
+        .load_fresh::<Organization>(&tok("acme"), &tok("org"))
+        .await
+        .unwrap();
+    assert_eq!(loaded.version, 1, "history intact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_messages_are_named_by_subject_and_sequence_and_never_skipped() {
+    let (_server, store) = start().await;
+    let js = async_nats::jetstream::new(store.client().clone());
+    let ok = decide_and_append(&store, "acme", "org", create_org(5), "create")
+        .await
+        .unwrap();
+    // Garbage bytes on one aggregate.
+    let garbage = js
+        .publish(
+            "evt.acme.organization.broken",
+            "not protobuf \u{1}\u{2}".into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // A well-formed commit with an event type nobody knows, on another.
+    let unknown = Commit {
+        command_id: "x".into(),
+        org_id: "acme".into(),
+        aggregate_type: "organization".into(),
+        aggregate_id: "future".into(),
+        events: vec![EventEnvelope {
+            event_type: "OrganizationTeleported".into(),
+            schema_version: 1,
+            aggregate_version: 1,
+            payload: b"{}".to_vec(),
+        }],
+        ..Default::default()
+    };
+    let unknown_ack = js
+        .publish(
+            "evt.acme.organization.future",
+            unknown.encode_to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let after = decide_and_append(&store, "acme", "org", invite("m1"), "after")
+        .await
+        .unwrap();
+
+    let err = store
+        .load_fresh::<Organization>(&tok("acme"), &tok("broken"))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Decode { sequence, .. } if sequence == garbage.sequence));
+    assert!(text.contains("evt.acme.organization.broken"), "{text}");
+    let err = store
+        .load_fresh::<Organization>(&tok("acme"), &tok("future"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("OrganizationTeleported") && err.contains(&unknown_ack.sequence.to_string()),
+        "{err}"
+    );
+
+    // The reader reports the bad message in its place and goes on.
+    let mut log = reader::read(
+        &js,
+        store.keys().clone(),
+        "TRACKHRS_EVENTS",
+        From::Start,
+        None,
+    )
+    .await
+    .unwrap();
+    let items: Vec<_> = (&mut log).take(4).collect().await;
+    assert_eq!(
+        items[0].commit.as_ref().unwrap().stream_sequence,
+        ok.position
+    );
+    match &items[1].commit {
+        Err(StoreError::Decode {
+            subject, sequence, ..
+        }) => {
+            assert_eq!(
+                (subject.as_str(), *sequence),
+                ("evt.acme.organization.broken", garbage.sequence)
+            );
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    // Generic decoding does not need to know event types: it shows what is stored.
+    assert_eq!(
+        items[2].commit.as_ref().unwrap().events[0].event_type,
+        "OrganizationTeleported"
+    );
+    assert_eq!(
+        items[3].commit.as_ref().unwrap().stream_sequence,
+        after.position
+    );
+    assert_eq!(items[3].pending, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_during_appends_keeps_whole_commits_and_never_lies() {
+    let mut server = NatsServer::start_with(NatsOptions {
+        sync_always: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let config = StoreConfig {
+        ack_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let client = async_nats::ConnectOptions::new()
+        .connect(server.url())
+        .await
+        .unwrap();
+    trackhrs_nats::provision(&client, &config).await.unwrap();
+    let store = EventStore::open(client, config).await.unwrap();
+    for a in 0..20 {
+        decide_and_append(
+            &store,
+            "acme",
+            &format!("o{a}"),
+            create_org(50),
+            &format!("create-{a}"),
+        )
+        .await
+        .unwrap();
+    }
+    // Each writer appends 3-event commits to its own aggregate until the server dies.
+    let mut writers = Vec::new();
+    for a in 0..20 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let id = format!("o{a}");
+            let mut acked = Vec::new();
+            let mut loaded: Loaded<Organization> =
+                store.load_fresh(&tok("acme"), &tok(&id)).await.unwrap();
+            for n in 0.. {
+                let events = vec![
+                    OrgEvent::SeatsChanged { seats: 60 + n },
+                    OrgEvent::SeatsChanged { seats: 61 + n },
+                    OrgEvent::SeatsChanged { seats: 62 + n },
+                ];
+                let command_id = format!("{id}-{n}");
+                match store
+                    .append(&tok("acme"), &tok(&id), &loaded, events, &meta(&command_id))
+                    .await
+                {
+                    Ok(a) => {
+                        acked.push((command_id, a.position));
+                        loaded = store.load(&tok("acme"), &tok(&id)).await.unwrap();
+                    }
+                    Err(StoreError::Conflict { .. }) => panic!("no other writer exists"),
+                    Err(_) => return acked,
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill();
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.push(w.await.unwrap());
+    }
+    assert!(
+        acked.iter().map(Vec::len).sum::<usize>() > 0,
+        "some appends were acknowledged"
+    );
+
+    server.restart().await.unwrap();
+    let store = open_store(&server).await;
+    for (a, acked) in acked.iter().enumerate() {
+        let loaded: Loaded<Organization> = store
+            .load_fresh(&tok("acme"), &tok(&format!("o{a}")))
+            .await
+            .unwrap();
+        assert_eq!(
+            (loaded.version - 1) % 3,
+            0,
+            "only whole 3-event commits: v{}",
+            loaded.version
+        );
+        assert!(
+            loaded.version - 1 >= 3 * acked.len() as u64,
+            "every acknowledged commit survived"
+        );
+        for (command_id, position) in acked {
+            assert_eq!(
+                loaded.committed(command_id).map(|a| a.position),
+                Some(*position)
+            );
+        }
+    }
+}
