@@ -79,8 +79,12 @@ impl CommandHandler {
         command: A::Command,
         meta: &CommitMeta,
     ) -> Result<Executed, CommandError<A::Error>> {
+        // A cached state may be stale: a denial or a no-op decided on it is
+        // decided again on fresh state before it is reported. Only conflicts
+        // count as attempts.
         let mut fresh = false;
-        for attempt in 1..=self.max_attempts {
+        let mut attempt = 0;
+        while attempt < self.max_attempts {
             let loaded = if fresh {
                 self.store.load_fresh::<A>(org, id).await
             } else {
@@ -93,21 +97,19 @@ impl CommandHandler {
                     appended: Some(original),
                 });
             }
-            let events = match loaded.state.handle(command.clone()) {
-                Ok(events) => events,
-                // A cached state may be stale: only a fresh state may deny.
-                Err(_) if !fresh => {
-                    fresh = true;
-                    continue;
-                }
-                Err(denied) => return Err(CommandError::Denied(denied)),
-            };
+            let decided = loaded.state.handle(command.clone());
+            if !fresh && !matches!(&decided, Ok(events) if !events.is_empty()) {
+                fresh = true;
+                continue;
+            }
+            let events = decided.map_err(CommandError::Denied)?;
             if events.is_empty() {
                 return Ok(Executed {
                     appended: None,
                     version: loaded.version,
                 });
             }
+            attempt += 1;
             match self.store.append::<A>(org, id, &loaded, events, meta).await {
                 Ok(appended) => {
                     return Ok(Executed {

@@ -2,7 +2,7 @@
 //!
 //! Architecture invariant: this crate is pure. It does no I/O, reads no clock,
 //! draws no random numbers and depends on no async runtime, database or NATS
-//! client (`tests/layering.rs` fails the build if it ever does). Time and ids
+//! client (the test `tests/tests/layering.rs` fails if it ever does). Time and ids
 //! are passed in with the commands.
 
 pub mod aggregate;

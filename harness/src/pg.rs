@@ -131,10 +131,12 @@ impl PgServer {
 
     /// A libpq-style connection string for `dbname`.
     pub fn connection_string(&self, dbname: &str) -> String {
-        format!(
-            "host=127.0.0.1 port={} user=postgres dbname={dbname}",
-            self.port
-        )
+        Self::connection_string_for(self.port, dbname)
+    }
+
+    /// The connection string of a server of ours listening on `port`.
+    pub fn connection_string_for(port: u16, dbname: &str) -> String {
+        format!("host=127.0.0.1 port={port} user=postgres dbname={dbname}")
     }
 
     /// Stops the server: a fast shutdown, then a kill if it lingers.

@@ -106,12 +106,17 @@ fn personal_object(map: &Map<String, Value>) -> Option<&str> {
     }
 }
 
-/// Collects the data subjects of every personal-data object in `value`.
+/// Collects the data subjects of every personal-data object in `value` that
+/// holds a value (clear or sealed); erased values need no key.
 pub(crate) fn personal_subjects(value: &Value, out: &mut BTreeSet<String>) {
     match value {
         Value::Object(map) => {
             if let Some(s) = personal_object(map) {
-                out.insert(s.to_owned());
+                let holds_value = matches!(map.get(VALUE_KEY), Some(Value::String(_)))
+                    || matches!(map.get(SEALED_KEY), Some(Value::String(_)));
+                if holds_value {
+                    out.insert(s.to_owned());
+                }
             } else {
                 map.values().for_each(|v| personal_subjects(v, out));
             }
@@ -300,7 +305,7 @@ mod tests {
 
     #[test]
     fn finds_personal_objects_at_any_depth() {
-        let v = json!({"a": {"$pd": "p1", "v": "x"}, "b": [{"$pd": "p2", "ct": "y"}], "c": {"$pd": "p3"}});
+        let v = json!({"a": {"$pd": "p1", "v": "x"}, "b": [{"$pd": "p2", "ct": "y"}], "c": {"$pd": "p3"}, "d": {"$pd": "p4", "v": null}});
         let mut s = BTreeSet::new();
         personal_subjects(&v, &mut s);
         assert_eq!(s.into_iter().collect::<Vec<_>>(), ["p1", "p2"]);

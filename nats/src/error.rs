@@ -50,6 +50,9 @@ pub enum StoreError {
     /// Creating or updating streams and buckets failed.
     #[error("cannot provision JetStream: {0}")]
     Provision(String),
+    /// Personal data about an erased person cannot be stored.
+    #[error("{0} has been erased; personal data about them can no longer be stored")]
+    Erased(String),
     /// The personal-data key store failed.
     #[error("personal-data keys: {0}")]
     Keys(String),

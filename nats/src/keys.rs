@@ -125,7 +125,10 @@ impl KeyStore {
                 match entry {
                     Ok(entry) => {
                         watched.invalidate(&entry.key);
-                        on_change(&entry.key);
+                        // Only an erasure makes derived state wrong; a new key does not.
+                        if entry.operation != kv::Operation::Put {
+                            on_change(&entry.key);
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "key bucket watch failed; clearing key cache");
@@ -155,21 +158,26 @@ impl KeyStore {
         Ok(key)
     }
 
-    /// The subject's key, created on first use.
+    /// The subject's key, created on first use. An erased person gets no new
+    /// key: erasure is final, and personal data about them cannot be stored.
     pub async fn key_for_write(&self, subject: &str) -> Result<Arc<DataKey>, StoreError> {
         if let Some(Some(key)) = self.cache.get(subject) {
             return Ok(key);
         }
         for _ in 0..3 {
-            if let Some(bytes) = self
+            let entry = self
                 .kv
-                .get(subject)
+                .entry(subject)
                 .await
-                .map_err(|e| StoreError::Keys(format!("read key: {e}")))?
-            {
-                let key = Arc::new(DataKey::from_bytes(&bytes)?);
-                self.cache.insert(subject.to_owned(), Some(key.clone()));
-                return Ok(key);
+                .map_err(|e| StoreError::Keys(format!("read key: {e}")))?;
+            match entry {
+                Some(entry) if entry.operation == kv::Operation::Put => {
+                    let key = Arc::new(DataKey::from_bytes(&entry.value)?);
+                    self.cache.insert(subject.to_owned(), Some(key.clone()));
+                    return Ok(key);
+                }
+                Some(_) => return Err(StoreError::Erased(subject.to_owned())),
+                None => {}
             }
             let mut material = Zeroizing::new(Vec::with_capacity(KEY_ID_LEN + KEY_LEN));
             material.extend_from_slice(&rand::random::<[u8; KEY_ID_LEN]>());

@@ -21,7 +21,7 @@ pub fn check_server_version(found: &str) -> Result<(), StoreError> {
         feature: MIN_VERSION_FEATURE,
     };
     let parsed = semver::Version::parse(found.trim_start_matches('v')).map_err(|_| too_old())?;
-    let minimum = semver::Version::parse(MIN_SERVER_VERSION).expect("valid constant");
+    let minimum = semver::Version::parse(MIN_SERVER_VERSION).map_err(|_| too_old())?;
     // Semver orders pre-releases (2.11.0-RC.1) below the release, as wanted.
     if parsed < minimum {
         return Err(too_old());

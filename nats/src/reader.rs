@@ -12,7 +12,7 @@ use crate::keys::KeyStore;
 
 /// Where a read starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum From {
+pub enum StartAt {
     /// The first message of the stream.
     Start,
     /// This stream sequence (a checkpoint plus one).
@@ -37,7 +37,7 @@ pub async fn read(
     js: &jetstream::Context,
     keys: KeyStore,
     stream: &str,
-    from: From,
+    from: StartAt,
     filter_subject: Option<String>,
 ) -> Result<BoxStream<'static, LogItem>, StoreError> {
     let stream = js
@@ -45,9 +45,9 @@ pub async fn read(
         .await
         .map_err(StoreError::unavailable)?;
     let deliver_policy = match from {
-        From::Start => DeliverPolicy::All,
-        From::Sequence(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
-        From::New => DeliverPolicy::New,
+        StartAt::Start => DeliverPolicy::All,
+        StartAt::Sequence(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+        StartAt::New => DeliverPolicy::New,
     };
     let consumer = stream
         .create_consumer(pull::OrderedConfig {

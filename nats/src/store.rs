@@ -232,10 +232,10 @@ impl EventStore {
         id: &Token,
     ) -> Result<Loaded<A>, StoreError> {
         let subject = Self::subject::<A>(org, id);
-        if let Some(hit) = self.inner.states.get(&subject) {
-            if let Some(loaded) = hit.downcast_ref::<Loaded<A>>() {
-                return Ok(loaded.clone());
-            }
+        if let Some(hit) = self.inner.states.get(&subject)
+            && let Some(loaded) = hit.downcast_ref::<Loaded<A>>()
+        {
+            return Ok(loaded.clone());
         }
         self.load_fresh(org, id).await
     }
@@ -409,13 +409,12 @@ impl EventStore {
         let mut remembered = loaded.clone();
         remembered.snapshot_version = loaded.version;
         // Only record the snapshot in the cache if nothing newer is there.
-        if let Some(hit) = self.inner.states.get(subject) {
-            if hit
+        if let Some(hit) = self.inner.states.get(subject)
+            && hit
                 .downcast_ref::<Loaded<A>>()
                 .is_some_and(|cur| cur.position == loaded.position)
-            {
-                self.remember(subject, &remembered);
-            }
+        {
+            self.remember(subject, &remembered);
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use trackhrs_domain::Aggregate;
 use trackhrs_domain::organization::Organization;
 use trackhrs_harness::wait_until;
-use trackhrs_nats::reader::{self, From};
+use trackhrs_nats::reader::{self, StartAt};
 use trackhrs_nats::{EventStore, Loaded, StoreConfig};
 
 async fn run(store: &EventStore, cmd: <Organization as Aggregate>::Command, id: &str) {
@@ -116,7 +116,7 @@ async fn erasing_a_person_erases_their_data_everywhere_and_keeps_the_log() {
         &js,
         replay.keys().clone(),
         "TRACKHRS_EVENTS",
-        From::Start,
+        StartAt::Start,
         None,
     )
     .await

@@ -2,8 +2,8 @@
 //! Old versions must keep loading (upcast) forever.
 //!
 //! `TRACKHRS_WRITE_FIXTURES=1 cargo test -p trackhrs-nats --test golden`
-//! writes the file once when a new schema version is introduced; committed
-//! fixtures are never regenerated.
+//! writes the file only when it is missing; committed fixtures are never
+//! regenerated. A new schema version gets a new fixture file beside this one.
 
 mod common;
 
@@ -18,7 +18,7 @@ use prost::Message as _;
 use serde_json::json;
 use trackhrs_domain::organization::{Organization, Role};
 use trackhrs_nats::keys::DataKey;
-use trackhrs_nats::reader::{self, From};
+use trackhrs_nats::reader::{self, StartAt};
 use trackhrs_nats::{Loaded, StoreConfig};
 use trackhrs_schemas::events::v1::{Commit, EventEnvelope};
 
@@ -156,7 +156,7 @@ fn write_fixture() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_committed_event_version_still_loads() {
-    if std::env::var_os("TRACKHRS_WRITE_FIXTURES").is_some() {
+    if std::env::var_os("TRACKHRS_WRITE_FIXTURES").is_some() && !path().exists() {
         write_fixture();
     }
     let fixture: Fixture = serde_json::from_str(&std::fs::read_to_string(path()).unwrap()).unwrap();
@@ -204,7 +204,7 @@ async fn every_committed_event_version_still_loads() {
         &js,
         store.keys().clone(),
         "TRACKHRS_EVENTS",
-        From::Start,
+        StartAt::Start,
         None,
     )
     .await

@@ -1,0 +1,53 @@
+//! The gateway answers standard gRPC health checks, reflecting the event store's reachability.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use trackhrs_harness::wait_until;
+
+async fn reaches(client: &HealthClient<Channel>, want: ServingStatus) -> bool {
+    wait_until(Duration::from_secs(10), || {
+        let mut client = client.clone();
+        async move {
+            let request = HealthCheckRequest {
+                service: trackhrs_gateway::EVENT_STORE_HEALTH.into(),
+            };
+            let status = client.check(request).await.ok()?.into_inner().status();
+            (status == want).then_some(())
+        }
+    })
+    .await
+    .is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_the_event_store() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let up = Arc::new(AtomicBool::new(true));
+    let probe = up.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(trackhrs_gateway::serve(
+        listener,
+        move || probe.load(Ordering::SeqCst),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let client = HealthClient::new(channel);
+    assert!(reaches(&client, ServingStatus::Serving).await);
+    up.store(false, Ordering::SeqCst);
+    assert!(reaches(&client, ServingStatus::NotServing).await);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}

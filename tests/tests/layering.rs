@@ -1,0 +1,304 @@
+//! Layering check: the dependency arrows of design.md hold in Cargo's resolved graph.
+//!
+//! The test runs `cargo metadata` for the host platform and walks
+//! `resolve.nodes`, following normal and build dependencies only:
+//! dev-dependencies never reach a crate's users, so they cannot break the
+//! layering. The graph is the one Cargo resolved for the whole workspace, with
+//! features unified across members, so it over-approximates what one crate
+//! alone would pull in. A failure can therefore come from a feature another
+//! member switches on; the printed path shows where.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// The pure domain crate.
+const DOMAIN: &str = "trackhrs-domain";
+/// The wire-types crate.
+const SCHEMAS: &str = "trackhrs-schemas";
+/// The gRPC gateway, which nothing but the binary may import.
+const GATEWAY: &str = "trackhrs-gateway";
+/// The `trackhrs` binary (package `cli/`).
+const BINARY: &str = "trackhrs";
+
+/// Crates that mean I/O or an async runtime; none may be below the domain.
+const NOT_IN_DOMAIN: &[&str] = &[
+    "tokio",
+    "async-nats",
+    "tonic",
+    "tokio-postgres",
+    "sqlx",
+    "mio",
+    // Not named by design.md, but they would break the same rule.
+    "async-std",
+    "smol",
+    "postgres",
+    "rusqlite",
+    "hyper",
+    "reqwest",
+    "nats",
+];
+
+/// The resolved dependency graph, by package id.
+struct Graph {
+    /// Package name of every package id.
+    names: BTreeMap<String, String>,
+    /// How a package is shown in a path: its name for workspace members,
+    /// `name@version` for everything else.
+    labels: BTreeMap<String, String>,
+    /// Package id of every workspace member, by package name.
+    members: BTreeMap<String, String>,
+    /// Package id to the ids of its normal and build dependencies.
+    edges: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Graph {
+    /// The graph of this workspace, read once per test binary.
+    fn get() -> &'static Self {
+        static GRAPH: OnceLock<Graph> = OnceLock::new();
+        GRAPH.get_or_init(|| Self::from_metadata(&cargo_metadata()))
+    }
+
+    fn from_metadata(meta: &Value) -> Self {
+        let member_ids: BTreeSet<&str> = meta["workspace_members"]
+            .as_array()
+            .expect("cargo metadata lists workspace_members")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let mut names = BTreeMap::new();
+        let mut labels = BTreeMap::new();
+        let mut members = BTreeMap::new();
+        for package in meta["packages"]
+            .as_array()
+            .expect("cargo metadata lists packages")
+        {
+            let id = package["id"].as_str().expect("every package has an id");
+            let name = package["name"].as_str().expect("every package has a name");
+            if member_ids.contains(id) {
+                members.insert(name.to_owned(), id.to_owned());
+                labels.insert(id.to_owned(), name.to_owned());
+            } else {
+                let version = package["version"].as_str().unwrap_or("?");
+                labels.insert(id.to_owned(), format!("{name}@{version}"));
+            }
+            names.insert(id.to_owned(), name.to_owned());
+        }
+        let mut edges = BTreeMap::new();
+        for node in meta["resolve"]["nodes"]
+            .as_array()
+            .expect("cargo metadata (without --no-deps) has resolve.nodes")
+        {
+            let id = node["id"].as_str().expect("every node has an id");
+            let deps = node["deps"]
+                .as_array()
+                .expect("every node lists its deps")
+                .iter()
+                .filter(|dep| is_normal_or_build(dep))
+                .filter_map(|dep| dep["pkg"].as_str())
+                .map(str::to_owned)
+                .collect();
+            edges.insert(id.to_owned(), deps);
+        }
+        Self {
+            names,
+            labels,
+            members,
+            edges,
+        }
+    }
+
+    /// The package id of workspace member `name`.
+    fn member(&self, name: &str) -> &str {
+        self.members
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is not a workspace member"))
+    }
+
+    /// True when `id` is one of the workspace's own packages.
+    fn is_member(&self, id: &str) -> bool {
+        self.members.values().any(|m| m == id)
+    }
+
+    /// The package name of `id`.
+    fn name<'a>(&'a self, id: &'a str) -> &'a str {
+        self.names.get(id).map_or(id, String::as_str)
+    }
+
+    /// Every package reachable from `from` over normal and build
+    /// dependencies, each with one shortest path to it (starting at `from`).
+    fn reachable(&self, from: &str) -> BTreeMap<String, Vec<String>> {
+        let mut paths: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut queue = VecDeque::from([vec![from.to_owned()]]);
+        while let Some(path) = queue.pop_front() {
+            let last = path.last().expect("a path is never empty");
+            for dep in self.edges.get(last).into_iter().flatten() {
+                if dep == from || paths.contains_key(dep) {
+                    continue;
+                }
+                let mut longer = path.clone();
+                longer.push(dep.clone());
+                paths.insert(dep.clone(), longer.clone());
+                queue.push_back(longer);
+            }
+        }
+        paths
+    }
+
+    /// A path as `a -> b -> c`.
+    fn show(&self, path: &[String]) -> String {
+        path.iter()
+            .map(|id| self.labels.get(id).map_or(id.as_str(), String::as_str))
+            .collect::<Vec<_>>()
+            .join(" -> ")
+    }
+
+    /// Paths from workspace member `name` to every other workspace member it depends on.
+    fn workspace_paths_from(&self, name: &str) -> Vec<String> {
+        self.reachable(self.member(name))
+            .iter()
+            .filter(|(id, _)| self.is_member(id))
+            .map(|(_, path)| self.show(path))
+            .collect()
+    }
+}
+
+/// True for a dependency edge that is normal (`kind: null`) or build, on any target.
+fn is_normal_or_build(dep: &Value) -> bool {
+    dep["dep_kinds"].as_array().is_some_and(|kinds| {
+        kinds
+            .iter()
+            .any(|k| k["kind"].is_null() || k["kind"].as_str() == Some("build"))
+    })
+}
+
+/// The workspace root: the parent of this package's folder.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives inside the workspace")
+        .to_path_buf()
+}
+
+/// The host's target triple, from `rustc -vV`.
+fn host_triple() -> Option<String> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let out = Command::new(rustc).arg("-vV").output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(out.stdout).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .map(str::to_owned)
+}
+
+/// `cargo metadata --format-version 1` of the workspace, parsed.
+fn cargo_metadata() -> Value {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(&cargo);
+    command
+        .current_dir(workspace_root())
+        .args(["metadata", "--format-version", "1"]);
+    // Only the host's dependencies. Without the filter Cargo wants the sources
+    // of every platform's crates (Windows-only ones included), which a Linux
+    // build never downloaded, so the check would need the network.
+    if let Some(triple) = host_triple() {
+        command.arg("--filter-platform").arg(triple);
+    }
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("could not run `{cargo} metadata`: {e}"));
+    assert!(
+        out.status.success(),
+        "`{cargo} metadata` failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON")
+}
+
+#[test]
+fn the_domain_depends_on_no_runtime_database_or_network_client() {
+    let graph = Graph::get();
+    let offending: Vec<String> = graph
+        .reachable(graph.member(DOMAIN))
+        .iter()
+        .filter(|(id, _)| NOT_IN_DOMAIN.contains(&graph.name(id)))
+        .map(|(_, path)| graph.show(path))
+        .collect();
+    assert!(
+        offending.is_empty(),
+        "{DOMAIN} must do no I/O and depend on no async runtime, but it pulls in:\n  {}",
+        offending.join("\n  ")
+    );
+}
+
+#[test]
+fn nothing_but_the_binary_depends_on_the_gateway() {
+    let graph = Graph::get();
+    let gateway = graph.member(GATEWAY);
+    let offending: Vec<String> = graph
+        .members
+        .iter()
+        .filter(|(name, _)| name.as_str() != BINARY && name.as_str() != GATEWAY)
+        .filter_map(|(_, id)| graph.reachable(id).remove(gateway))
+        .map(|path| graph.show(&path))
+        .collect();
+    assert!(
+        offending.is_empty(),
+        "nothing may import {GATEWAY} except the `{BINARY}` binary \
+         (end-to-end tests reach it through [dev-dependencies]), but:\n  {}",
+        offending.join("\n  ")
+    );
+}
+
+#[test]
+fn the_domain_depends_on_no_other_workspace_crate() {
+    let offending = Graph::get().workspace_paths_from(DOMAIN);
+    assert!(
+        offending.is_empty(),
+        "{DOMAIN} sits at the bottom of the workspace, but it depends on:\n  {}",
+        offending.join("\n  ")
+    );
+}
+
+#[test]
+fn the_schemas_depend_on_no_other_workspace_crate() {
+    let offending = Graph::get().workspace_paths_from(SCHEMAS);
+    assert!(
+        offending.is_empty(),
+        "{SCHEMAS} holds only wire types generated from .proto files, but it depends on:\n  {}",
+        offending.join("\n  ")
+    );
+}
+
+/// Guards against a check that passes because it sees nothing: known edges
+/// must be in the graph, and a dev-dependency must not be.
+#[test]
+fn the_graph_has_the_edges_it_should_and_no_dev_edges() {
+    let graph = Graph::get();
+    let binary = graph.reachable(graph.member(BINARY));
+    assert!(
+        binary.contains_key(graph.member(GATEWAY)),
+        "the graph lost the edge {BINARY} -> {GATEWAY}"
+    );
+    let domain = graph.reachable(graph.member(DOMAIN));
+    assert!(
+        domain.keys().any(|id| graph.name(id) == "serde"),
+        "the graph lost the edge {DOMAIN} -> serde"
+    );
+    // proptest is only a dev-dependency of the domain.
+    let dev_edge: Vec<String> = domain
+        .iter()
+        .filter(|(id, _)| graph.name(id) == "proptest")
+        .map(|(_, path)| graph.show(path))
+        .collect();
+    assert!(
+        dev_edge.is_empty(),
+        "dev-dependencies must not count: {}",
+        dev_edge.join(", ")
+    );
+}
