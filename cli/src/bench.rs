@@ -86,6 +86,7 @@ async fn publish_all(
     js: &jetstream::Context,
     messages: impl Iterator<Item = (String, Vec<u8>)>,
     window: usize,
+    with_msg_id: bool,
 ) -> anyhow::Result<u64> {
     let mut in_flight = FuturesUnordered::new();
     let mut n = 0;
@@ -93,7 +94,15 @@ async fn publish_all(
         if in_flight.len() >= window {
             in_flight.next().await.context("ack stream")??;
         }
-        in_flight.push(js.publish(subject, payload.into()).await?.into_future());
+        let ack = if with_msg_id {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
+            js.publish_with_headers(subject, headers, payload.into())
+                .await?
+        } else {
+            js.publish(subject, payload.into()).await?
+        };
+        in_flight.push(ack.into_future());
         n += 1;
     }
     while let Some(ack) = in_flight.next().await {
@@ -106,10 +115,11 @@ async fn raw_publish(
     js: &jetstream::Context,
     args: &StoreBenchArgs,
     tag: &str,
+    with_msg_id: bool,
 ) -> anyhow::Result<f64> {
     js.create_or_update_stream(stream::Config {
-        name: format!("BENCH_RAW_{tag}"),
-        subjects: vec![format!("raw{tag}.>")],
+        name: format!("BENCH_RAW_{tag}_{with_msg_id}"),
+        subjects: vec![format!("raw{tag}{with_msg_id}.>")],
         ..Default::default()
     })
     .await?;
@@ -118,15 +128,65 @@ async fn raw_publish(
     let n = publish_all(
         js,
         (0..args.appends).map(|i| {
-            (
-                format!("raw{tag}.a{}", i % args.append_aggregates),
-                payload.clone(),
-            )
+            let subject = format!("raw{tag}{with_msg_id}.a{}", i % args.append_aggregates);
+            (subject, payload.clone())
         }),
         args.concurrency,
+        with_msg_id,
     )
     .await?;
     Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The append pattern without the event store: the same workers and
+/// aggregates, each publish carrying `Nats-Msg-Id` and
+/// `Nats-Expected-Last-Subject-Sequence` from the previous ack. Separates
+/// the server's cost of optimistic concurrency from the store's own work.
+async fn raw_occ(js: &jetstream::Context, args: &StoreBenchArgs, tag: &str) -> anyhow::Result<f64> {
+    js.create_or_update_stream(stream::Config {
+        name: format!("BENCH_OCC_{tag}"),
+        subjects: vec![format!("occ{tag}.>")],
+        ..Default::default()
+    })
+    .await?;
+    let payload = bytes::Bytes::from(commit_bytes(
+        "a0",
+        1,
+        "0195f0a4-7d1c-7b5e-9a51-6c0e2f1d3b4d",
+    ));
+    let workers = args.concurrency.min(args.append_aggregates as usize).max(1);
+    let per_worker = args.appends / workers as u64;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (js, payload) = (js.clone(), payload.clone());
+        let mut subjects: Vec<(String, u64)> = (w as u64..args.append_aggregates)
+            .step_by(workers)
+            .map(|a| (format!("occ{tag}.a{a}"), 0))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_worker {
+                let k = (i % subjects.len() as u64) as usize;
+                let (subject, last) = &mut subjects[k];
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    last.to_string().as_str(),
+                );
+                let ack = js
+                    .publish_with_headers(subject.clone(), headers, payload.clone())
+                    .await?
+                    .await?;
+                *last = ack.sequence;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok((per_worker * workers as u64) as f64 / start.elapsed().as_secs_f64())
 }
 
 async fn appends(
@@ -196,7 +256,7 @@ async fn fill(js: &jetstream::Context, args: &StoreBenchArgs) -> anyhow::Result<
             });
         small.chain(big)
     });
-    publish_all(js, messages, 4096).await
+    publish_all(js, messages, 4096, false).await
 }
 
 struct Loads {
@@ -265,9 +325,23 @@ async fn measure(
     trackhrs_nats::provision(&client, &config).await?;
     let js = jetstream::new(client.clone());
 
-    let raw = raw_publish(&js, args, tag).await?;
+    let raw = raw_publish(&js, args, tag, false).await?;
     say(&format!("[{tag}] raw publish: {raw:.0} msg/s"));
     report.insert(format!("raw_publish_per_s{suffix}"), json!(raw.round()));
+    let raw_id = raw_publish(&js, args, tag, true).await?;
+    say(&format!(
+        "[{tag}] raw publish with Nats-Msg-Id: {raw_id:.0} msg/s"
+    ));
+    report.insert(
+        format!("raw_publish_msg_id_per_s{suffix}"),
+        json!(raw_id.round()),
+    );
+
+    let occ = raw_occ(&js, args, tag).await?;
+    say(&format!(
+        "[{tag}] raw publish with concurrency control headers, one in flight per aggregate: {occ:.0} msg/s"
+    ));
+    report.insert(format!("raw_occ_publish_per_s{suffix}"), json!(occ.round()));
 
     let store = EventStore::open(client.clone(), config).await?;
     let (rate, h) = appends(&store, args, &format!("bench{tag}")).await?;

@@ -11,6 +11,12 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use trackhrs_nats::StoreConfig;
 
+/// mimalloc instead of glibc's malloc: the hot paths allocate from many tokio
+/// worker threads at once, and glibc's arena locks showed up as contention in
+/// profiles of the append path.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// TrackHrs: time tracking and activity intelligence, event-sourced on NATS JetStream.
 #[derive(Parser)]
 #[command(name = "trackhrs", version)]

@@ -2,6 +2,7 @@
 //! ids, load through an in-process cache, snapshots and batched direct gets.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use async_nats::jetstream::context::PublishErrorKind;
@@ -39,7 +40,7 @@ pub struct Loaded<A> {
     /// Version covered by the newest snapshot known to this process.
     snapshot_version: u64,
     /// The last commits' command ids and results, newest last.
-    recent: Vec<(String, Appended)>,
+    recent: VecDeque<(Arc<str>, Appended)>,
 }
 
 impl<A: Default> Default for Loaded<A> {
@@ -49,7 +50,7 @@ impl<A: Default> Default for Loaded<A> {
             version: 0,
             position: 0,
             snapshot_version: 0,
-            recent: Vec::new(),
+            recent: VecDeque::new(),
         }
     }
 }
@@ -61,7 +62,7 @@ impl<A> Loaded<A> {
         self.recent
             .iter()
             .rev()
-            .find(|(id, _)| id == command_id)
+            .find(|(id, _)| &**id == command_id)
             .map(|(_, a)| Appended {
                 duplicate: true,
                 ..*a
@@ -70,9 +71,9 @@ impl<A> Loaded<A> {
 
     fn remember_command(&mut self, command_id: &str, appended: Appended) {
         if self.recent.len() == RECENT_COMMANDS {
-            self.recent.remove(0);
+            self.recent.pop_front();
         }
-        self.recent.push((command_id.to_owned(), appended));
+        self.recent.push_back((command_id.into(), appended));
     }
 }
 
@@ -162,7 +163,7 @@ struct Snapshot {
     aggregate_type: String,
     version: u64,
     position: u64,
-    recent: Vec<(String, Appended)>,
+    recent: VecDeque<(Arc<str>, Appended)>,
     state: Value,
 }
 
@@ -509,8 +510,8 @@ impl EventStore {
                     duplicate: false,
                 };
                 next.remember_command(&meta.command_id, appended);
-                self.remember(&subject, &next);
                 self.maybe_snapshot(&subject, &next);
+                self.inner.states.insert(subject, Arc::new(next));
                 Ok(appended)
             }
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {

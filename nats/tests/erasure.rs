@@ -11,11 +11,10 @@ use futures::StreamExt;
 use trackhrs_domain::Aggregate;
 use trackhrs_domain::organization::Organization;
 use trackhrs_harness::wait_until;
-use trackhrs_nats::reader::{self, StartAt};
 use trackhrs_nats::{EventStore, Loaded, StoreConfig};
 
 async fn run(store: &EventStore, cmd: <Organization as Aggregate>::Command, id: &str) {
-    let loaded: Loaded<Organization> = store.load_fresh(&tok("acme"), &tok("org")).await.unwrap();
+    let loaded = load_org(&store, "org").await;
     let events = loaded.state.handle(cmd).unwrap();
     store
         .append(&tok("acme"), &tok("org"), &loaded, events, &meta(id))
@@ -79,10 +78,7 @@ async fn erasing_a_person_erases_their_data_everywhere_and_keeps_the_log() {
             && owner.email.value() == Some("olive@acme.test")
             && loaded.version == 2
     };
-    let fresh: Loaded<Organization> = replica_a
-        .load_fresh(&tok("acme"), &tok("org"))
-        .await
-        .unwrap();
+    let fresh = load_org(&replica_a, "org").await;
     assert!(
         check(&fresh),
         "the erasing replica, through the snapshot: {fresh:?}"
@@ -107,24 +103,46 @@ async fn erasing_a_person_erases_their_data_everywhere_and_keeps_the_log() {
         .await
         .unwrap();
     let replay = EventStore::open(client, fresh_config).await.unwrap();
-    let replayed: Loaded<Organization> =
-        replay.load_fresh(&tok("acme"), &tok("org")).await.unwrap();
+    let replayed = load_org(&replay, "org").await;
     assert!(check(&replayed), "{replayed:?}");
 
     // An auditor's generic read shows the erased field as null, the rest intact.
-    let mut log = reader::read(
-        &js,
-        replay.keys().clone(),
-        "TRACKHRS_EVENTS",
-        StartAt::Start,
-        None,
-    )
-    .await
-    .unwrap();
+    let mut log = read_log(&replay).await;
     let _created = log.next().await.unwrap().commit.unwrap();
     let invited = log.next().await.unwrap().commit.unwrap();
     let payload = &invited.events[0].payload;
     assert!(payload["email"]["v"].is_null());
     assert_eq!(payload["email"]["$pd"], "m1");
     assert_eq!(payload["role"], "employee");
+
+    // Erasure is final: later commands and snapshots create no new key for
+    // the erased person, and new personal data about them is refused.
+    let loaded = load_org(&replica_a, "org").await;
+    let seats = trackhrs_domain::organization::OrgEvent::SeatsChanged { seats: 9 };
+    replica_a
+        .append(&tok("acme"), &tok("org"), &loaded, vec![seats], &meta("c3"))
+        .await
+        .expect("a command without personal data still works, and its snapshot too");
+    let loaded = load_org(&replica_a, "org").await;
+    let about_m1 = trackhrs_domain::organization::OrgEvent::MemberInvited {
+        member: tok("m9"),
+        email: trackhrs_domain::PersonalData::new(tok("m1"), "again@acme.test"),
+        name: None,
+        role: trackhrs_domain::organization::Role::Employee,
+    };
+    let refused = replica_a
+        .append(
+            &tok("acme"),
+            &tok("org"),
+            &loaded,
+            vec![about_m1],
+            &meta("c4"),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(trackhrs_nats::StoreError::Erased(ref who)) if who == "m1"),
+        "{refused:?}"
+    );
+    let keys = js.get_key_value("trackhrs_keys").await.unwrap();
+    assert_eq!(keys.get("m1").await.unwrap(), None, "no new key for m1");
 }

@@ -16,10 +16,9 @@ use common::*;
 use futures::StreamExt;
 use prost::Message as _;
 use serde_json::json;
-use trackhrs_domain::organization::{Organization, Role};
+use trackhrs_domain::organization::Role;
+use trackhrs_nats::StoreConfig;
 use trackhrs_nats::keys::DataKey;
-use trackhrs_nats::reader::{self, StartAt};
-use trackhrs_nats::{Loaded, StoreConfig};
 use trackhrs_schemas::events::v1::{Commit, EventEnvelope};
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -180,7 +179,7 @@ async fn every_committed_event_version_still_loads() {
             .unwrap();
     }
 
-    let loaded: Loaded<Organization> = store.load_fresh(&tok("acme"), &tok("org")).await.unwrap();
+    let loaded = load_org(&store, "org").await;
     assert_eq!((loaded.version, loaded.state.seats), (4, 7));
     let owner = &loaded.state.members[&tok("owner")];
     assert_eq!(
@@ -200,15 +199,7 @@ async fn every_committed_event_version_still_loads() {
     assert_eq!(loaded.committed("c2").map(|a| a.last_version), Some(2));
 
     // The generic reader decodes every fixture too.
-    let log = reader::read(
-        &js,
-        store.keys().clone(),
-        "TRACKHRS_EVENTS",
-        StartAt::Start,
-        None,
-    )
-    .await
-    .unwrap();
+    let log = read_log(&store).await;
     let versions: Vec<(String, u32)> = log
         .take(fixture.messages.len())
         .flat_map(|item| futures::stream::iter(item.commit.unwrap().events))

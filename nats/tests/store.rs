@@ -13,7 +13,6 @@ use prost::Message as _;
 use trackhrs_domain::Aggregate;
 use trackhrs_domain::organization::{OrgEvent, Organization};
 use trackhrs_harness::{NatsOptions, NatsServer};
-use trackhrs_nats::reader::{self, StartAt};
 use trackhrs_nats::{EventStore, Loaded, StoreConfig, StoreError};
 use trackhrs_schemas::events::v1::{Commit, EventEnvelope};
 
@@ -49,10 +48,7 @@ async fn appended_commits_load_back_with_their_envelopes_and_stream_sequence() {
     assert_eq!(second.last_version, 2);
     assert!(second.position > first.position);
 
-    let loaded = store
-        .load_fresh::<Organization>(&tok("acme"), &tok("org"))
-        .await
-        .unwrap();
+    let loaded = load_org(&store, "org").await;
     assert_eq!((loaded.version, loaded.position), (2, second.position));
     assert_eq!(loaded.state.active_members(), 2);
     assert_eq!(
@@ -61,16 +57,7 @@ async fn appended_commits_load_back_with_their_envelopes_and_stream_sequence() {
     );
 
     // Readers see every commit with its global stream sequence and full envelope.
-    let js = async_nats::jetstream::new(store.client().clone());
-    let mut log = reader::read(
-        &js,
-        store.keys().clone(),
-        "TRACKHRS_EVENTS",
-        StartAt::Start,
-        None,
-    )
-    .await
-    .unwrap();
+    let mut log = read_log(&store).await;
     let c1 = log.next().await.unwrap().commit.unwrap();
     let c2 = log.next().await.unwrap().commit.unwrap();
     assert_eq!(
@@ -109,7 +96,7 @@ async fn of_64_racers_from_one_version_exactly_one_wins() {
     decide_and_append(&store, "acme", "org", create_org(100), "create")
         .await
         .unwrap();
-    let base: Loaded<Organization> = store.load_fresh(&tok("acme"), &tok("org")).await.unwrap();
+    let base = load_org(&store, "org").await;
     let base = Arc::new(base);
     let mut tasks = Vec::new();
     for i in 0..64 {
@@ -144,10 +131,7 @@ async fn of_64_racers_from_one_version_exactly_one_wins() {
         }
     }
     assert_eq!((wins, conflicts), (1, 63));
-    let loaded = store
-        .load_fresh::<Organization>(&tok("acme"), &tok("org"))
-        .await
-        .unwrap();
+    let loaded = load_org(&store, "org").await;
     assert_eq!(loaded.version, 2);
 }
 
@@ -157,7 +141,7 @@ async fn a_command_id_is_stored_once_and_retries_get_the_original_result() {
     decide_and_append(&store, "acme", "org", create_org(100), "create")
         .await
         .unwrap();
-    let base: Loaded<Organization> = store.load_fresh(&tok("acme"), &tok("org")).await.unwrap();
+    let base = load_org(&store, "org").await;
     let events = base.state.handle(invite("m1")).unwrap();
 
     // Sequential retry from the same (now stale) state: JetStream's duplicate window.
@@ -188,7 +172,7 @@ async fn a_command_id_is_stored_once_and_retries_get_the_original_result() {
     );
 
     // Retry from the fresh state: the aggregate remembers its recent command ids.
-    let fresh: Loaded<Organization> = store.load_fresh(&tok("acme"), &tok("org")).await.unwrap();
+    let fresh = load_org(&store, "org").await;
     assert_eq!(
         fresh.committed("same").map(|a| a.position),
         Some(first.position)
@@ -226,10 +210,7 @@ async fn a_command_id_is_stored_once_and_retries_get_the_original_result() {
         1,
         "every caller sees the same result: {results:?}"
     );
-    let loaded = store
-        .load_fresh::<Organization>(&tok("acme"), &tok("org"))
-        .await
-        .unwrap();
+    let loaded = load_org(&store, "org").await;
     assert_eq!(loaded.version, 3, "create + m1 + m2, each stored once");
 }
 
@@ -274,10 +255,7 @@ async fn the_server_refuses_to_delete_or_purge_the_event_log() {
         "denials cannot be lifted"
     );
 
-    let loaded = store
-        .load_fresh::<Organization>(&tok("acme"), &tok("org"))
-        .await
-        .unwrap();
+    let loaded = load_org(&store, "org").await;
     assert_eq!(loaded.version, 1, "history intact");
 }
 
@@ -343,15 +321,7 @@ async fn undecodable_messages_are_named_by_subject_and_sequence_and_never_skippe
     );
 
     // The reader reports the bad message in its place and goes on.
-    let mut log = reader::read(
-        &js,
-        store.keys().clone(),
-        "TRACKHRS_EVENTS",
-        StartAt::Start,
-        None,
-    )
-    .await
-    .unwrap();
+    let mut log = read_log(&store).await;
     let items: Vec<_> = (&mut log).take(4).collect().await;
     assert_eq!(
         items[0].commit.as_ref().unwrap().stream_sequence,
@@ -464,22 +434,15 @@ async fn a_server_killed_during_appends_keeps_whole_commits_and_never_lies() {
         .unwrap()
         .state
         .messages;
-    let stored: std::collections::BTreeMap<String, (u64, usize)> = reader::read(
-        &js,
-        store.keys().clone(),
-        "TRACKHRS_EVENTS",
-        StartAt::Start,
-        None,
-    )
-    .await
-    .unwrap()
-    .take(total as usize)
-    .map(|item| {
-        let c = item.commit.unwrap();
-        (c.command_id, (c.stream_sequence, c.events.len()))
-    })
-    .collect()
-    .await;
+    let stored: std::collections::BTreeMap<String, (u64, usize)> = read_log(&store)
+        .await
+        .take(total as usize)
+        .map(|item| {
+            let c = item.commit.unwrap();
+            (c.command_id, (c.stream_sequence, c.events.len()))
+        })
+        .collect()
+        .await;
     for (a, acked) in acked.iter().enumerate() {
         let loaded: Loaded<Organization> = store
             .load_fresh(&tok("acme"), &tok(&format!("o{a}")))

@@ -4,10 +4,13 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures::stream::BoxStream;
 use trackhrs_domain::Token;
+use trackhrs_domain::organization::Organization;
 use trackhrs_domain::organization::{OrgCommand, Role};
 use trackhrs_harness::NatsServer;
-use trackhrs_nats::{CommitMeta, EventStore, StoreConfig, provision};
+use trackhrs_nats::reader::{self, LogItem, StartAt};
+use trackhrs_nats::{CommitMeta, EventStore, Loaded, StoreConfig, provision};
 
 pub fn tok(s: &str) -> Token {
     Token::new(s).unwrap()
@@ -55,4 +58,23 @@ pub fn invite(member: &str) -> OrgCommand {
         name: format!("Name of {member}"),
         role: Role::Employee,
     }
+}
+
+/// The whole event log from the start, as `events tail` reads it.
+pub async fn read_log(store: &EventStore) -> BoxStream<'static, LogItem> {
+    let js = async_nats::jetstream::new(store.client().clone());
+    reader::read(
+        &js,
+        store.keys().clone(),
+        "TRACKHRS_EVENTS",
+        StartAt::Start,
+        None,
+    )
+    .await
+    .unwrap()
+}
+
+/// Organization `id` of org "acme", read from the store (not the cache).
+pub async fn load_org(store: &EventStore, id: &str) -> Loaded<Organization> {
+    store.load_fresh(&tok("acme"), &tok(id)).await.unwrap()
 }
