@@ -14,7 +14,7 @@ use trackhrs_harness::wait_until;
 use trackhrs_nats::{EventStore, Loaded, StoreConfig};
 
 async fn run(store: &EventStore, cmd: <Organization as Aggregate>::Command, id: &str) {
-    let loaded = load_org(&store, "org").await;
+    let loaded = load_org(store, "org").await;
     let events = loaded.state.handle(cmd).unwrap();
     store
         .append(&tok("acme"), &tok("org"), &loaded, events, &meta(id))
