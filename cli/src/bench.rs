@@ -43,6 +43,9 @@ pub struct StoreBenchArgs {
     /// Aggregates sampled for load latency.
     #[arg(long, default_value_t = 2_000)]
     load_samples: u64,
+    /// Messages per atomic batch in the group-commit measurement.
+    #[arg(long, default_value_t = 100)]
+    batch: u64,
     /// Concurrent appenders, and acknowledgements in flight for raw publishes.
     #[arg(long, default_value_t = 1_000)]
     concurrency: usize,
@@ -187,6 +190,73 @@ async fn raw_occ(js: &jetstream::Context, args: &StoreBenchArgs, tag: &str) -> a
         t.await??;
     }
     Ok((per_worker * workers as u64) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Atomic batch publish (ADR-50, nats-server 2.12+): `batch` messages to
+/// distinct subjects committed together, each with `Nats-Msg-Id` and
+/// `Nats-Expected-Last-Subject-Sequence`, several batches in flight. Measures
+/// whether the server carries many appends per flush (group commit).
+async fn atomic_batches(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    args: &StoreBenchArgs,
+    tag: &str,
+) -> anyhow::Result<f64> {
+    js.create_or_update_stream(stream::Config {
+        name: format!("BENCH_BATCH_{tag}"),
+        subjects: vec![format!("batch{tag}.>")],
+        allow_atomic_publish: true,
+        ..Default::default()
+    })
+    .await?;
+    let payload = bytes::Bytes::from(commit_bytes(
+        "a0",
+        1,
+        "0195f0a4-7d1c-7b5e-9a51-6c0e2f1d3b4d",
+    ));
+    let batch = args.batch.max(2);
+    let batches = (args.appends / batch).max(1);
+    let lanes = 16u64;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for lane in 0..lanes {
+        let (client, payload) = (client.clone(), payload.clone());
+        let tag = tag.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut b = lane;
+            while b < batches {
+                let id = uuid::Uuid::now_v7().simple().to_string();
+                for i in 0..batch {
+                    let mut h = async_nats::HeaderMap::new();
+                    h.insert("Nats-Batch-Id", id.as_str());
+                    h.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
+                    h.insert("Nats-Msg-Id", format!("{id}-{i}").as_str());
+                    // Each subject is new: expected last sequence 0.
+                    h.insert("Nats-Expected-Last-Subject-Sequence", "0");
+                    let subject = format!("batch{tag}.b{b}.m{i}");
+                    if i + 1 < batch {
+                        client
+                            .publish_with_headers(subject, h, payload.clone())
+                            .await?;
+                    } else {
+                        h.insert("Nats-Batch-Commit", "1");
+                        let reply = client
+                            .request_with_headers(subject, h, payload.clone())
+                            .await?;
+                        let ack: Value = serde_json::from_slice(&reply.payload)?;
+                        anyhow::ensure!(ack.get("error").is_none(), "batch refused: {ack}");
+                        anyhow::ensure!(ack["batch"] == json!(id), "not a batch ack: {ack}");
+                    }
+                }
+                b += lanes;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok((batches * batch) as f64 / start.elapsed().as_secs_f64())
 }
 
 async fn appends(
@@ -343,16 +413,33 @@ async fn measure(
     ));
     report.insert(format!("raw_occ_publish_per_s{suffix}"), json!(occ.round()));
 
-    let store = EventStore::open(client.clone(), config).await?;
-    let (rate, h) = appends(&store, args, &format!("bench{tag}")).await?;
+    let batched = atomic_batches(&client, &js, args, tag).await?;
     say(&format!(
-        "[{tag}] append: {rate:.0}/s, p50 {} ms, p99 {} ms",
-        ms(&h, 0.5),
-        ms(&h, 0.99)
+        "[{tag}] atomic batch publish ({} per batch, 16 batches in flight): {batched:.0} msg/s",
+        args.batch
     ));
-    report.insert(format!("append_per_s{suffix}"), json!(rate.round()));
-    report.insert(format!("append_p50_ms{suffix}"), json!(ms(&h, 0.5)));
-    report.insert(format!("append_p99_ms{suffix}"), json!(ms(&h, 0.99)));
+    report.insert(
+        format!("atomic_batch_publish_per_s{suffix}"),
+        json!(batched.round()),
+    );
+
+    // Appends one by one, then with group commit (atomic batches).
+    for (group_max, label) in [(1, ""), (args.batch as usize, "_group")] {
+        let config = StoreConfig {
+            group_commit_max: group_max,
+            ..config.clone()
+        };
+        let store = EventStore::open(client.clone(), config).await?;
+        let (rate, h) = appends(&store, args, &format!("bench{tag}{group_max}")).await?;
+        say(&format!(
+            "[{tag}] append (group commit max {group_max}): {rate:.0}/s, p50 {} ms, p99 {} ms",
+            ms(&h, 0.5),
+            ms(&h, 0.99)
+        ));
+        report.insert(format!("append_per_s{label}{suffix}"), json!(rate.round()));
+        report.insert(format!("append_p50_ms{label}{suffix}"), json!(ms(&h, 0.5)));
+        report.insert(format!("append_p99_ms{label}{suffix}"), json!(ms(&h, 0.99)));
+    }
 
     if fill_first {
         let start = Instant::now();

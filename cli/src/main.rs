@@ -83,6 +83,11 @@ pub struct NatsArgs {
     /// Replicas of every stream (3 on a cluster).
     #[arg(long, env = "TRACKHRS_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
+    /// Most appends committed together as one atomic batch. Pays off with
+    /// `sync_interval: always` (the production setting); 1 turns it off, which
+    /// is faster on a server with the default fsync (see benches/results.md).
+    #[arg(long, env = "TRACKHRS_GROUP_COMMIT_MAX", default_value_t = 100)]
+    pub group_commit_max: usize,
 }
 
 impl NatsArgs {
@@ -108,6 +113,7 @@ impl NatsArgs {
     pub fn store_config(&self) -> StoreConfig {
         StoreConfig {
             replicas: self.replicas,
+            group_commit_max: self.group_commit_max,
             ..Default::default()
         }
     }

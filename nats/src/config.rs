@@ -21,6 +21,9 @@ pub struct StoreConfig {
     pub state_cache_capacity: u64,
     /// How long a publish waits for its acknowledgement.
     pub ack_timeout: Duration,
+    /// Most appends committed together as one atomic batch (group commit);
+    /// 1 publishes every append on its own.
+    pub group_commit_max: usize,
 }
 
 impl Default for StoreConfig {
@@ -34,6 +37,7 @@ impl Default for StoreConfig {
             snapshot_every: 32,
             state_cache_capacity: 200_000,
             ack_timeout: Duration::from_secs(5),
+            group_commit_max: 100,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod codec;
 pub mod config;
 mod direct;
 pub mod error;
+pub mod group;
 pub mod keys;
 pub mod provision;
 pub mod reader;

@@ -1,5 +1,7 @@
 //! Idempotent creation of the event stream and the KV buckets at start-up.
 
+use std::time::Duration;
+
 use async_nats::Client;
 use async_nats::jetstream::{self, kv, stream};
 
@@ -7,9 +9,10 @@ use crate::config::{EVENT_SUBJECT_PREFIX, StoreConfig};
 use crate::error::StoreError;
 
 /// Oldest nats-server the event store works with.
-pub const MIN_SERVER_VERSION: &str = "2.11.0";
+pub const MIN_SERVER_VERSION: &str = "2.12.0";
 /// Why [`MIN_SERVER_VERSION`] is what it is.
-const MIN_VERSION_FEATURE: &str = "batched direct get for loading aggregates";
+const MIN_VERSION_FEATURE: &str =
+    "atomic batch publish for group commit, batched direct get for loading aggregates";
 /// Largest commit accepted, in bytes.
 pub const MAX_COMMIT_BYTES: i32 = 4 * 1024 * 1024;
 
@@ -22,7 +25,7 @@ pub fn check_server_version(found: &str) -> Result<(), StoreError> {
     };
     let parsed = semver::Version::parse(found.trim_start_matches('v')).map_err(|_| too_old())?;
     let minimum = semver::Version::parse(MIN_SERVER_VERSION).map_err(|_| too_old())?;
-    // Semver orders pre-releases (2.11.0-RC.1) below the release, as wanted.
+    // Semver orders pre-releases (2.12.0-RC.1) below the release, as wanted.
     if parsed < minimum {
         return Err(too_old());
     }
@@ -44,6 +47,7 @@ pub fn events_stream_config(config: &StoreConfig) -> stream::Config {
         deny_delete: true,
         deny_purge: true,
         allow_direct: true,
+        allow_atomic_publish: true,
         ..Default::default()
     }
 }
@@ -77,7 +81,35 @@ pub async fn provision(client: &Client, config: &StoreConfig) -> Result<(), Stor
         .await
         .map_err(|e| StoreError::Provision(format!("bucket {bucket}: {e}")))?;
     }
+    let streams = [
+        config.events_stream.clone(),
+        format!("KV_{}", config.snapshot_bucket),
+        format!("KV_{}", config.key_bucket),
+    ];
+    for stream in streams {
+        wait_for_leader(&js, &stream).await?;
+    }
     Ok(())
+}
+
+/// Waits until a replicated stream has elected a leader: until then it
+/// answers no request, so the store must not start using it.
+async fn wait_for_leader(js: &jetstream::Context, stream: &str) -> Result<(), StoreError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        match js.get_stream(stream).await {
+            Ok(s) => match &s.cached_info().cluster {
+                Some(c) if c.leader.is_none() => last = "no leader yet".into(),
+                _ => return Ok(()),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(StoreError::Provision(format!(
+        "stream {stream} has no leader after 30 s: {last}"
+    )))
 }
 
 #[cfg(test)]
@@ -91,9 +123,10 @@ mod tests {
             err.contains("2.9.10") && err.contains(MIN_SERVER_VERSION),
             "{err}"
         );
-        assert!(check_server_version("2.11.0-RC.1").is_err());
+        assert!(check_server_version("2.11.4").is_err());
+        assert!(check_server_version("2.12.0-RC.1").is_err());
         assert!(check_server_version("garbage").is_err());
-        assert!(check_server_version("2.11.0").is_ok());
+        assert!(check_server_version("2.12.0").is_ok());
         assert!(check_server_version("v2.15.1").is_ok());
     }
 }

@@ -5,7 +5,8 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, kv};
 use async_nats::{Client, HeaderMap};
 use prost::Message as _;
@@ -151,6 +152,10 @@ struct Inner {
     config: StoreConfig,
     keys: KeyStore,
     snapshots: kv::Store,
+    /// Group committer, when `group_commit_max` > 1.
+    committer: Option<tokio::sync::mpsc::Sender<crate::group::Pending>>,
+    /// What the group committer did.
+    group_stats: Arc<crate::group::GroupCommitStats>,
     /// Latest known state per aggregate subject. A stale entry is harmless: the
     /// append's expected-sequence check refuses it and the caller reloads fresh.
     states: moka::sync::Cache<String, Arc<dyn Any + Send + Sync>>,
@@ -184,8 +189,19 @@ impl EventStore {
             .map_err(|e| {
                 StoreError::Provision(format!("bucket {}: {e}", config.snapshot_bucket))
             })?;
+        let group_stats = Arc::new(crate::group::GroupCommitStats::default());
+        let committer = (config.group_commit_max > 1).then(|| {
+            crate::group::start(
+                client.clone(),
+                js.clone(),
+                config.group_commit_max,
+                group_stats.clone(),
+            )
+        });
         Ok(Self {
             inner: Arc::new(Inner {
+                committer,
+                group_stats,
                 client,
                 js,
                 config,
@@ -204,6 +220,11 @@ impl EventStore {
     /// The store's configuration.
     pub fn config(&self) -> &StoreConfig {
         &self.inner.config
+    }
+
+    /// Counters of the group committer.
+    pub fn group_commit_stats(&self) -> &crate::group::GroupCommitStats {
+        &self.inner.group_stats
     }
 
     /// The personal-data key store.
@@ -484,12 +505,8 @@ impl EventStore {
             current.position.to_string().as_str(),
         );
         let ack = self
-            .inner
-            .js
-            .publish_with_headers(subject.clone(), headers, commit.encode_to_vec().into())
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("publish to {subject}: {e}")))?
-            .await;
+            .publish(subject.clone(), headers, commit.encode_to_vec().into())
+            .await?;
         match ack {
             Ok(ack) if ack.duplicate => {
                 self.inner.states.invalidate(&subject);
@@ -547,6 +564,37 @@ impl EventStore {
                 Err(StoreError::Unacknowledged(format!("{subject}: {e}")))
             }
         }
+    }
+
+    /// Publishes one commit, through the group committer when there is one.
+    async fn publish(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: bytes::Bytes,
+    ) -> Result<Result<PublishAck, PublishError>, StoreError> {
+        let Some(committer) = &self.inner.committer else {
+            let ack = self
+                .inner
+                .js
+                .publish_with_headers(subject.clone(), headers, payload)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("publish to {subject}: {e}")))?;
+            return Ok(ack.await);
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        committer
+            .send(crate::group::Pending {
+                subject: subject.clone(),
+                headers,
+                payload,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Unavailable("the group committer stopped".into()))?;
+        answer.await.map_err(|_| {
+            StoreError::Unacknowledged(format!("{subject}: the group committer dropped the append"))
+        })
     }
 
     async fn original_result(
