@@ -147,6 +147,7 @@ async fn seed_demo_org(commands: &CommandHandler) -> anyhow::Result<()> {
     ];
     for (who, name, role) in people {
         let invite = OrgCommand::InviteMember {
+            actor: Token::new("olive")?,
             member: Token::new(who)?,
             email: format!("{who}@acme.test"),
             name: name.into(),

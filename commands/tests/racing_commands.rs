@@ -67,6 +67,7 @@ async fn sixty_four_racing_invitations_never_exceed_the_seats() {
                 &org,
                 &id,
                 OrgCommand::InviteMember {
+                    actor: tok("owner"),
                     member: tok(&format!("m{i}")),
                     email: format!("m{i}@acme.test"),
                     name: format!("Member {i}"),
@@ -141,7 +142,10 @@ async fn a_retried_command_returns_its_original_result_instead_of_a_denial() {
         .execute::<Organization>(
             &org,
             &id,
-            OrgCommand::ChangeSeats { seats: 3 },
+            OrgCommand::ChangeSeats {
+                actor: tok("owner"),
+                seats: 3,
+            },
             &meta("noop"),
         )
         .await

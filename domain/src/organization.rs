@@ -1,7 +1,11 @@
 //! The organization aggregate: the tenant, its plan's seat count and its members.
 //!
-//! Invariants: active members never exceed the seats; an e-mail address is
-//! unique within the organization (case-insensitive); a member id is used once.
+//! Invariants: the organization always has at least one active owner; active
+//! members never exceed the seats; an e-mail address is unique within the
+//! organization (case-insensitive); a member id is used once; only owners and
+//! admins manage members, and only owners grant or take the owner role; only
+//! active members enroll devices, and deactivating a member revokes their
+//! devices in the same commit.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::aggregate::{Aggregate, DomainEvent, UpcastError};
-use crate::ids::PersonId;
+use crate::ids::{PersonId, Token};
 use crate::personal::PersonalData;
 
 /// Longest organization name accepted, in characters.
@@ -55,12 +59,51 @@ pub struct Organization {
     pub seats: u32,
     /// Members by person id.
     pub members: BTreeMap<PersonId, Member>,
+    /// Devices by device id.
+    #[serde(default)]
+    pub devices: BTreeMap<Token, Device>,
+}
+
+/// A device enrolled by a member (the desktop agent's machine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    /// The member it belongs to.
+    pub member: PersonId,
+    /// Its display name (personal data of the member).
+    pub name: PersonalData,
+    /// Whether it was revoked; a revoked device stays revoked.
+    pub revoked: bool,
 }
 
 impl Organization {
     /// Members currently holding a seat.
     pub fn active_members(&self) -> usize {
         self.members.values().filter(|m| m.active).count()
+    }
+
+    /// Active members with the owner role.
+    pub fn active_owners(&self) -> usize {
+        self.members
+            .values()
+            .filter(|m| m.active && m.role == Role::Owner)
+            .count()
+    }
+
+    /// The actor's role, if they are an active member.
+    fn active_role(&self, actor: &PersonId) -> Option<Role> {
+        self.members.get(actor).filter(|m| m.active).map(|m| m.role)
+    }
+
+    /// Requires the actor to be an active owner or admin; returns their role.
+    fn require_manager(&self, actor: &PersonId) -> Result<Role, OrgError> {
+        match self.active_role(actor) {
+            Some(role @ (Role::Owner | Role::Admin)) => Ok(role),
+            _ => Err(OrgError::NotAllowed),
+        }
+    }
+
+    fn member(&self, member: &PersonId) -> Result<&Member, OrgError> {
+        self.members.get(member).ok_or(OrgError::NotAMember)
     }
 
     fn email_taken(&self, email: &str) -> bool {
@@ -87,8 +130,10 @@ pub enum OrgCommand {
         /// Seats bought.
         seats: u32,
     },
-    /// Invite a member, taking a seat.
+    /// Invite a member, taking a seat (owners and admins).
     InviteMember {
+        /// Who invites.
+        actor: PersonId,
         /// New member's person id.
         member: PersonId,
         /// New member's e-mail.
@@ -98,10 +143,52 @@ pub enum OrgCommand {
         /// Role granted.
         role: Role,
     },
-    /// Change the number of seats bought.
+    /// Change the number of seats bought (owners and admins).
     ChangeSeats {
+        /// Who changes it.
+        actor: PersonId,
         /// New seat count.
         seats: u32,
+    },
+    /// Give a member another role (owners and admins; only owners grant or
+    /// take the owner role).
+    ChangeRole {
+        /// Who changes it.
+        actor: PersonId,
+        /// Whose role.
+        member: PersonId,
+        /// The new role.
+        role: Role,
+    },
+    /// Take a member's seat and revoke their devices (owners and admins).
+    Deactivate {
+        /// Who deactivates.
+        actor: PersonId,
+        /// Whom.
+        member: PersonId,
+    },
+    /// Give a deactivated member a seat again (owners and admins).
+    Reactivate {
+        /// Who reactivates.
+        actor: PersonId,
+        /// Whom.
+        member: PersonId,
+    },
+    /// Enroll a device for the acting member.
+    EnrollDevice {
+        /// The member enrolling their own device.
+        actor: PersonId,
+        /// New device id.
+        device: Token,
+        /// Its display name.
+        name: String,
+    },
+    /// Revoke a device (its member, or owners and admins).
+    RevokeDevice {
+        /// Who revokes.
+        actor: PersonId,
+        /// Which device.
+        device: Token,
     },
 }
 
@@ -139,6 +226,37 @@ pub enum OrgEvent {
         /// New seat count.
         seats: u32,
     },
+    /// A member's role changed.
+    MemberRoleChanged {
+        /// The member.
+        member: PersonId,
+        /// The new role.
+        role: Role,
+    },
+    /// A member lost their seat.
+    MemberDeactivated {
+        /// The member.
+        member: PersonId,
+    },
+    /// A member holds a seat again.
+    MemberReactivated {
+        /// The member.
+        member: PersonId,
+    },
+    /// A member enrolled a device.
+    DeviceEnrolled {
+        /// The device.
+        device: Token,
+        /// Its member.
+        member: PersonId,
+        /// Its display name (personal data of the member).
+        name: PersonalData,
+    },
+    /// A device was revoked and may no longer upload.
+    DeviceRevoked {
+        /// The device.
+        device: Token,
+    },
 }
 
 impl DomainEvent for OrgEvent {
@@ -147,13 +265,24 @@ impl DomainEvent for OrgEvent {
             Self::OrganizationCreated { .. } => "OrganizationCreated",
             Self::MemberInvited { .. } => "MemberInvited",
             Self::SeatsChanged { .. } => "SeatsChanged",
+            Self::MemberRoleChanged { .. } => "MemberRoleChanged",
+            Self::MemberDeactivated { .. } => "MemberDeactivated",
+            Self::MemberReactivated { .. } => "MemberReactivated",
+            Self::DeviceEnrolled { .. } => "DeviceEnrolled",
+            Self::DeviceRevoked { .. } => "DeviceRevoked",
         }
     }
 
     fn schema_version(&self) -> u32 {
         match self {
             Self::MemberInvited { .. } => 2,
-            Self::OrganizationCreated { .. } | Self::SeatsChanged { .. } => 1,
+            Self::OrganizationCreated { .. }
+            | Self::SeatsChanged { .. }
+            | Self::MemberRoleChanged { .. }
+            | Self::MemberDeactivated { .. }
+            | Self::MemberReactivated { .. }
+            | Self::DeviceEnrolled { .. }
+            | Self::DeviceRevoked { .. } => 1,
         }
     }
 }
@@ -196,6 +325,30 @@ pub enum OrgError {
     /// Malformed e-mail.
     #[error("invalid e-mail address")]
     InvalidEmail,
+    /// The actor lacks the role for this.
+    #[error("you are not allowed to do this in this organization")]
+    NotAllowed,
+    /// The person is not a member.
+    #[error("this person is not a member of the organization")]
+    NotAMember,
+    /// The member is deactivated.
+    #[error("this member is deactivated")]
+    MemberInactive,
+    /// The member is already active.
+    #[error("this member is already active")]
+    MemberActive,
+    /// The change would leave the organization without an active owner.
+    #[error("the organization must keep at least one active owner")]
+    LastOwner,
+    /// The device id is taken.
+    #[error("a device with this id is already enrolled")]
+    DeviceExists,
+    /// No such device.
+    #[error("no such device in this organization")]
+    DeviceNotFound,
+    /// The device was revoked before.
+    #[error("this device is already revoked")]
+    DeviceRevoked,
 }
 
 fn valid_email(email: &str) -> bool {
@@ -213,6 +366,103 @@ fn valid_email(email: &str) -> bool {
 fn valid_name(name: &str) -> bool {
     let n = name.trim().chars().count();
     n > 0 && n <= MAX_NAME_CHARS
+}
+
+impl Organization {
+    fn change_role(
+        &self,
+        actor: PersonId,
+        member: PersonId,
+        role: Role,
+    ) -> Result<Vec<OrgEvent>, OrgError> {
+        let actor_role = self.require_manager(&actor)?;
+        let target = self.member(&member)?;
+        if (target.role == Role::Owner || role == Role::Owner) && actor_role != Role::Owner {
+            return Err(OrgError::NotAllowed);
+        }
+        if target.role == role {
+            return Ok(vec![]);
+        }
+        if target.active && target.role == Role::Owner && self.active_owners() == 1 {
+            return Err(OrgError::LastOwner);
+        }
+        Ok(vec![OrgEvent::MemberRoleChanged { member, role }])
+    }
+
+    fn deactivate(&self, actor: PersonId, member: PersonId) -> Result<Vec<OrgEvent>, OrgError> {
+        let actor_role = self.require_manager(&actor)?;
+        let target = self.member(&member)?;
+        if !target.active {
+            return Err(OrgError::MemberInactive);
+        }
+        if target.role == Role::Owner && actor_role != Role::Owner {
+            return Err(OrgError::NotAllowed);
+        }
+        if target.role == Role::Owner && self.active_owners() == 1 {
+            return Err(OrgError::LastOwner);
+        }
+        let revoked = self
+            .devices
+            .iter()
+            .filter(|(_, d)| d.member == member && !d.revoked)
+            .map(|(device, _)| OrgEvent::DeviceRevoked {
+                device: device.clone(),
+            });
+        let mut events = vec![OrgEvent::MemberDeactivated {
+            member: member.clone(),
+        }];
+        events.extend(revoked);
+        Ok(events)
+    }
+
+    fn reactivate(&self, actor: PersonId, member: PersonId) -> Result<Vec<OrgEvent>, OrgError> {
+        self.require_manager(&actor)?;
+        if self.member(&member)?.active {
+            return Err(OrgError::MemberActive);
+        }
+        if self.active_members() >= self.seats as usize {
+            return Err(OrgError::SeatsExhausted { seats: self.seats });
+        }
+        Ok(vec![OrgEvent::MemberReactivated { member }])
+    }
+
+    fn enroll_device(
+        &self,
+        actor: PersonId,
+        device: Token,
+        name: String,
+    ) -> Result<Vec<OrgEvent>, OrgError> {
+        if self.active_role(&actor).is_none() {
+            return Err(if self.members.contains_key(&actor) {
+                OrgError::MemberInactive
+            } else {
+                OrgError::NotAMember
+            });
+        }
+        if !valid_name(&name) {
+            return Err(OrgError::InvalidName);
+        }
+        if self.devices.contains_key(&device) {
+            return Err(OrgError::DeviceExists);
+        }
+        Ok(vec![OrgEvent::DeviceEnrolled {
+            device,
+            name: PersonalData::new(actor.clone(), name),
+            member: actor,
+        }])
+    }
+
+    fn revoke_device(&self, actor: PersonId, device: Token) -> Result<Vec<OrgEvent>, OrgError> {
+        let found = self.devices.get(&device).ok_or(OrgError::DeviceNotFound)?;
+        let own = found.member == actor && self.active_role(&actor).is_some();
+        if !own {
+            self.require_manager(&actor)?;
+        }
+        if found.revoked {
+            return Err(OrgError::DeviceRevoked);
+        }
+        Ok(vec![OrgEvent::DeviceRevoked { device }])
+    }
 }
 
 impl Aggregate for Organization {
@@ -251,6 +501,7 @@ impl Aggregate for Organization {
                 }])
             }
             OrgCommand::InviteMember {
+                actor,
                 member,
                 email,
                 name,
@@ -258,6 +509,10 @@ impl Aggregate for Organization {
             } => {
                 if !self.created {
                     return Err(OrgError::NotFound);
+                }
+                let actor_role = self.require_manager(&actor)?;
+                if role == Role::Owner && actor_role != Role::Owner {
+                    return Err(OrgError::NotAllowed);
                 }
                 if !valid_name(&name) {
                     return Err(OrgError::InvalidName);
@@ -281,10 +536,11 @@ impl Aggregate for Organization {
                     role,
                 }])
             }
-            OrgCommand::ChangeSeats { seats } => {
+            OrgCommand::ChangeSeats { actor, seats } => {
                 if !self.created {
                     return Err(OrgError::NotFound);
                 }
+                self.require_manager(&actor)?;
                 if seats == 0 {
                     return Err(OrgError::NoSeats);
                 }
@@ -300,6 +556,20 @@ impl Aggregate for Organization {
                 }
                 Ok(vec![OrgEvent::SeatsChanged { seats }])
             }
+            _ if !self.created => Err(OrgError::NotFound),
+            OrgCommand::ChangeRole {
+                actor,
+                member,
+                role,
+            } => self.change_role(actor, member, role),
+            OrgCommand::Deactivate { actor, member } => self.deactivate(actor, member),
+            OrgCommand::Reactivate { actor, member } => self.reactivate(actor, member),
+            OrgCommand::EnrollDevice {
+                actor,
+                device,
+                name,
+            } => self.enroll_device(actor, device, name),
+            OrgCommand::RevokeDevice { actor, device } => self.revoke_device(actor, device),
         }
     }
 
@@ -342,6 +612,40 @@ impl Aggregate for Organization {
                 );
             }
             OrgEvent::SeatsChanged { seats } => self.seats = *seats,
+            OrgEvent::MemberRoleChanged { member, role } => {
+                if let Some(m) = self.members.get_mut(member) {
+                    m.role = *role;
+                }
+            }
+            OrgEvent::MemberDeactivated { member } => {
+                if let Some(m) = self.members.get_mut(member) {
+                    m.active = false;
+                }
+            }
+            OrgEvent::MemberReactivated { member } => {
+                if let Some(m) = self.members.get_mut(member) {
+                    m.active = true;
+                }
+            }
+            OrgEvent::DeviceEnrolled {
+                device,
+                member,
+                name,
+            } => {
+                self.devices.insert(
+                    device.clone(),
+                    Device {
+                        member: member.clone(),
+                        name: name.clone(),
+                        revoked: false,
+                    },
+                );
+            }
+            OrgEvent::DeviceRevoked { device } => {
+                if let Some(d) = self.devices.get_mut(device) {
+                    d.revoked = true;
+                }
+            }
         }
     }
 
@@ -352,7 +656,14 @@ impl Aggregate for Organization {
             reason: reason.to_owned(),
         };
         match (event_type, version) {
-            ("OrganizationCreated", 1) | ("SeatsChanged", 1) | ("MemberInvited", 2) => Ok(payload),
+            ("OrganizationCreated", 1)
+            | ("SeatsChanged", 1)
+            | ("MemberInvited", 2)
+            | ("MemberRoleChanged", 1)
+            | ("MemberDeactivated", 1)
+            | ("MemberReactivated", 1)
+            | ("DeviceEnrolled", 1)
+            | ("DeviceRevoked", 1) => Ok(payload),
             // v1 had neither a name nor a role: every invitee was an employee.
             ("MemberInvited", 1) => {
                 let Value::Object(mut fields) = payload else {
@@ -365,12 +676,20 @@ impl Aggregate for Organization {
                 fields.insert("role".into(), Value::String("employee".into()));
                 Ok(Value::Object(fields))
             }
-            ("OrganizationCreated" | "SeatsChanged" | "MemberInvited", _) => {
-                Err(UpcastError::UnknownVersion {
-                    event_type: event_type.to_owned(),
-                    version,
-                })
-            }
+            (
+                "OrganizationCreated"
+                | "SeatsChanged"
+                | "MemberInvited"
+                | "MemberRoleChanged"
+                | "MemberDeactivated"
+                | "MemberReactivated"
+                | "DeviceEnrolled"
+                | "DeviceRevoked",
+                _,
+            ) => Err(UpcastError::UnknownVersion {
+                event_type: event_type.to_owned(),
+                version,
+            }),
             _ => Err(UpcastError::UnknownType {
                 aggregate_type: Self::TYPE,
                 event_type: event_type.to_owned(),
@@ -402,6 +721,7 @@ mod tests {
 
     fn invite(id: &str, email: &str) -> OrgCommand {
         OrgCommand::InviteMember {
+            actor: pid("owner"),
             member: pid(id),
             email: email.into(),
             name: format!("Member {id}"),
@@ -467,7 +787,10 @@ mod tests {
             role: Role::Employee,
         });
         AggregateTest::<Organization>::given(given)
-            .when(OrgCommand::ChangeSeats { seats: 1 })
+            .when(OrgCommand::ChangeSeats {
+                actor: pid("owner"),
+                seats: 1,
+            })
             .then_expect_error(OrgError::SeatsBelowActive {
                 active: 2,
                 requested: 1,
@@ -506,16 +829,203 @@ mod tests {
         ));
     }
 
+    fn member_invited(id: &str, role: Role) -> OrgEvent {
+        OrgEvent::MemberInvited {
+            member: pid(id),
+            email: PersonalData::new(pid(id), format!("{id}@acme.test")),
+            name: None,
+            role,
+        }
+    }
+
+    fn enrolled(device: &str, member: &str) -> OrgEvent {
+        OrgEvent::DeviceEnrolled {
+            device: pid(device),
+            member: pid(member),
+            name: PersonalData::new(pid(member), "Laptop"),
+        }
+    }
+
+    #[test]
+    fn only_owners_and_admins_manage_members() {
+        for role in [Role::Manager, Role::Employee, Role::Auditor] {
+            AggregateTest::<Organization>::given(vec![created(5), member_invited("x", role)])
+                .when(OrgCommand::InviteMember {
+                    actor: pid("x"),
+                    member: pid("y"),
+                    email: "y@acme.test".into(),
+                    name: "Y".into(),
+                    role: Role::Employee,
+                })
+                .then_expect_error(OrgError::NotAllowed);
+        }
+        AggregateTest::<Organization>::given(vec![created(5), member_invited("a", Role::Admin)])
+            .when(OrgCommand::ChangeRole {
+                actor: pid("a"),
+                member: pid("owner"),
+                role: Role::Employee,
+            })
+            .then_expect_error(OrgError::NotAllowed);
+        AggregateTest::<Organization>::given(vec![created(5), member_invited("a", Role::Admin)])
+            .when(OrgCommand::Deactivate {
+                actor: pid("a"),
+                member: pid("owner"),
+            })
+            .then_expect_error(OrgError::NotAllowed);
+    }
+
+    #[test]
+    fn the_last_active_owner_stays() {
+        AggregateTest::<Organization>::given(vec![created(5)])
+            .when(OrgCommand::ChangeRole {
+                actor: pid("owner"),
+                member: pid("owner"),
+                role: Role::Admin,
+            })
+            .then_expect_error(OrgError::LastOwner);
+        AggregateTest::<Organization>::given(vec![created(5), member_invited("o2", Role::Owner)])
+            .when(OrgCommand::Deactivate {
+                actor: pid("o2"),
+                member: pid("owner"),
+            })
+            .then_expect(vec![OrgEvent::MemberDeactivated {
+                member: pid("owner"),
+            }]);
+    }
+
+    #[test]
+    fn deactivation_revokes_the_members_devices_in_the_same_commit() {
+        AggregateTest::<Organization>::given(vec![
+            created(5),
+            member_invited("m1", Role::Employee),
+            enrolled("d1", "m1"),
+            enrolled("d2", "m1"),
+            enrolled("d3", "owner"),
+            OrgEvent::DeviceRevoked { device: pid("d2") },
+        ])
+        .when(OrgCommand::Deactivate {
+            actor: pid("owner"),
+            member: pid("m1"),
+        })
+        .then_expect(vec![
+            OrgEvent::MemberDeactivated { member: pid("m1") },
+            OrgEvent::DeviceRevoked { device: pid("d1") },
+        ]);
+    }
+
+    #[test]
+    fn devices_belong_to_active_members() {
+        AggregateTest::<Organization>::given(vec![
+            created(5),
+            member_invited("m1", Role::Employee),
+            OrgEvent::MemberDeactivated { member: pid("m1") },
+        ])
+        .when(OrgCommand::EnrollDevice {
+            actor: pid("m1"),
+            device: pid("d1"),
+            name: "Laptop".into(),
+        })
+        .then_expect_error(OrgError::MemberInactive);
+        AggregateTest::<Organization>::given(vec![
+            created(5),
+            member_invited("m1", Role::Employee),
+        ])
+        .when(OrgCommand::EnrollDevice {
+            actor: pid("m1"),
+            device: pid("d1"),
+            name: "Laptop".into(),
+        })
+        .then_expect(vec![enrolled("d1", "m1")]);
+        // A member revokes their own device; another employee may not.
+        let given = || {
+            vec![
+                created(5),
+                member_invited("m1", Role::Employee),
+                member_invited("m2", Role::Employee),
+                enrolled("d1", "m1"),
+            ]
+        };
+        AggregateTest::<Organization>::given(given())
+            .when(OrgCommand::RevokeDevice {
+                actor: pid("m2"),
+                device: pid("d1"),
+            })
+            .then_expect_error(OrgError::NotAllowed);
+        AggregateTest::<Organization>::given(given())
+            .when(OrgCommand::RevokeDevice {
+                actor: pid("m1"),
+                device: pid("d1"),
+            })
+            .then_expect(vec![OrgEvent::DeviceRevoked { device: pid("d1") }]);
+    }
+
+    #[test]
+    fn reactivation_needs_a_free_seat() {
+        AggregateTest::<Organization>::given(vec![
+            created(2),
+            member_invited("m1", Role::Employee),
+            OrgEvent::MemberDeactivated { member: pid("m1") },
+            member_invited("m2", Role::Employee),
+        ])
+        .when(OrgCommand::Reactivate {
+            actor: pid("owner"),
+            member: pid("m1"),
+        })
+        .then_expect_error(OrgError::SeatsExhausted { seats: 2 });
+    }
+
+    const PEOPLE: [&str; 6] = ["owner", "m0", "m1", "m2", "m3", "m4"];
+
+    fn person() -> impl Strategy<Value = PersonId> {
+        (0..PEOPLE.len()).prop_map(|i| pid(PEOPLE[i]))
+    }
+
+    fn role() -> impl Strategy<Value = Role> {
+        prop_oneof![
+            Just(Role::Owner),
+            Just(Role::Admin),
+            Just(Role::Manager),
+            Just(Role::Employee),
+            Just(Role::Auditor),
+        ]
+    }
+
     fn command() -> impl Strategy<Value = OrgCommand> {
         prop_oneof![
-            (0u8..12).prop_map(|i| invite(&format!("m{i}"), &format!("m{i}@acme.test"))),
-            (0u32..8).prop_map(|seats| OrgCommand::ChangeSeats { seats }),
+            (person(), person(), role()).prop_map(|(actor, member, role)| {
+                OrgCommand::InviteMember {
+                    email: format!("{member}@acme.test"),
+                    name: format!("Name {member}"),
+                    actor,
+                    member,
+                    role,
+                }
+            }),
+            (person(), 0u32..8).prop_map(|(actor, seats)| OrgCommand::ChangeSeats { actor, seats }),
+            (person(), person(), role()).prop_map(|(actor, member, role)| OrgCommand::ChangeRole {
+                actor,
+                member,
+                role
+            }),
+            (person(), person())
+                .prop_map(|(actor, member)| OrgCommand::Deactivate { actor, member }),
+            (person(), person())
+                .prop_map(|(actor, member)| OrgCommand::Reactivate { actor, member }),
+            (person(), 0u8..4).prop_map(|(actor, d)| OrgCommand::EnrollDevice {
+                actor,
+                device: pid(&format!("d{d}")),
+                name: "Laptop".into(),
+            }),
+            (person(), 0u8..4).prop_map(|(actor, d)| OrgCommand::RevokeDevice {
+                actor,
+                device: pid(&format!("d{d}")),
+            }),
         ]
     }
 
     proptest! {
         #[test]
-        fn no_command_sequence_exceeds_the_seats(seats in 1u32..5, cmds in proptest::collection::vec(command(), 0..40)) {
+        fn no_command_sequence_breaks_the_invariants(seats in 1u32..5, cmds in proptest::collection::vec(command(), 0..60)) {
             let mut org = Organization::default();
             for e in org.handle(OrgCommand::Create {
                 name: "Acme".into(),
@@ -533,7 +1043,11 @@ mod tests {
                     }
                 }
                 prop_assert!(org.active_members() <= org.seats as usize);
-                prop_assert!(org.seats >= 1);
+                prop_assert!(org.active_owners() >= 1);
+                for device in org.devices.values() {
+                    let member = &org.members[&device.member];
+                    prop_assert!(member.active || device.revoked, "a deactivated member kept a device");
+                }
             }
         }
     }

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, publish::PublishAck};
@@ -17,7 +18,11 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Batches being committed at once.
-const BATCHES_IN_FLIGHT: usize = 64;
+const BATCHES_IN_FLIGHT: usize = 32;
+/// Largest batch. With [`BATCHES_IN_FLIGHT`] this keeps the appends awaiting
+/// acknowledgement (3,200) below async-nats's default of 5,000 acks in flight,
+/// and below the server's default limit of 1,000 messages per atomic batch.
+pub const MAX_BATCH: usize = 100;
 
 /// One append waiting to be published.
 pub(crate) struct Pending {
@@ -43,10 +48,12 @@ pub(crate) fn start(
     client: Client,
     js: jetstream::Context,
     max_batch: usize,
+    send_timeout: Duration,
     stats: Arc<GroupCommitStats>,
 ) -> mpsc::Sender<Pending> {
+    let max_batch = max_batch.clamp(1, MAX_BATCH);
     let (tx, rx) = mpsc::channel(max_batch * BATCHES_IN_FLIGHT);
-    tokio::spawn(run(client, js, rx, max_batch, stats));
+    tokio::spawn(run(client, js, rx, max_batch, send_timeout, stats));
     tx
 }
 
@@ -55,6 +62,7 @@ async fn run(
     js: jetstream::Context,
     mut rx: mpsc::Receiver<Pending>,
     max_batch: usize,
+    send_timeout: Duration,
     stats: Arc<GroupCommitStats>,
 ) {
     let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
@@ -87,7 +95,12 @@ async fn run(
             }
             continue;
         }
-        match send_batch(&client, &js, &batch).await {
+        // Sending only enqueues on the client; during a reconnect its queue can
+        // fill, and the committer must not wait on it without limit.
+        let sent = tokio::time::timeout(send_timeout, send_batch(&client, &js, &batch))
+            .await
+            .unwrap_or_else(|_| Err(PublishError::new(PublishErrorKind::TimedOut)));
+        match sent {
             Ok(ack) => {
                 let (js, stats) = (js.clone(), stats.clone());
                 tokio::spawn(async move {
@@ -151,7 +164,11 @@ async fn settle(
                 .batched_appends
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
             // An atomic batch is stored contiguously, ending at the acknowledged sequence.
-            let first = ack.sequence + 1 - batch.len() as u64;
+            let Some(first) = (ack.sequence + 1).checked_sub(batch.len() as u64) else {
+                stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                one_by_one(js, batch).await;
+                return;
+            };
             for (i, p) in batch.into_iter().enumerate() {
                 let mut own = ack.clone();
                 own.sequence = first + i as u64;
@@ -169,7 +186,13 @@ async fn settle(
             one_by_one(js, batch).await;
         }
         Err(e) => {
-            tracing::debug!(error = %e, size = batch.len(), "batch refused; publishing one by one");
+            // A conflict inside the batch is routine; anything else (batching
+            // disabled on the stream, a server limit) deserves attention.
+            if e.kind() == PublishErrorKind::WrongLastSequence {
+                tracing::debug!(error = %e, size = batch.len(), "batch refused; publishing one by one");
+            } else {
+                tracing::warn!(error = %e, size = batch.len(), "batch refused; publishing one by one");
+            }
             stats.fallbacks.fetch_add(1, Ordering::Relaxed);
             one_by_one(js, batch).await;
         }
@@ -179,18 +202,22 @@ async fn settle(
 /// Publishes each append on its own. Safe after a refused or unacknowledged
 /// batch: command ids and expected sequences make a repeat harmless.
 async fn one_by_one(js: &jetstream::Context, batch: Vec<Pending>) {
-    let mut acks = Vec::with_capacity(batch.len());
     for p in batch {
-        let ack = js
+        match js
             .publish_with_headers(p.subject, p.headers, p.payload)
-            .await;
-        acks.push((p.reply, ack));
-    }
-    for (reply, ack) in acks {
-        let result = match ack {
-            Ok(ack) => ack.await,
-            Err(e) => Err(e),
-        };
-        let _ = reply.send(result);
+            .await
+        {
+            // Each acknowledgement is awaited on its own task at once: holding
+            // unawaited acks would hold async-nats's in-flight permits, and
+            // awaiting them in turn would add their timeouts up.
+            Ok(ack) => {
+                tokio::spawn(async move {
+                    let _ = p.reply.send(ack.await);
+                });
+            }
+            Err(e) => {
+                let _ = p.reply.send(Err(e));
+            }
+        }
     }
 }

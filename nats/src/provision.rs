@@ -9,10 +9,9 @@ use crate::config::{EVENT_SUBJECT_PREFIX, StoreConfig};
 use crate::error::StoreError;
 
 /// Oldest nats-server the event store works with.
-pub const MIN_SERVER_VERSION: &str = "2.12.0";
+pub const MIN_SERVER_VERSION: &str = "2.12.1";
 /// Why [`MIN_SERVER_VERSION`] is what it is.
-const MIN_VERSION_FEATURE: &str =
-    "atomic batch publish for group commit, batched direct get for loading aggregates";
+const MIN_VERSION_FEATURE: &str = "atomic batch publish with message ids for group commit, batched direct get for loading aggregates";
 /// Largest commit accepted, in bytes.
 pub const MAX_COMMIT_BYTES: i32 = 4 * 1024 * 1024;
 
@@ -25,7 +24,7 @@ pub fn check_server_version(found: &str) -> Result<(), StoreError> {
     };
     let parsed = semver::Version::parse(found.trim_start_matches('v')).map_err(|_| too_old())?;
     let minimum = semver::Version::parse(MIN_SERVER_VERSION).map_err(|_| too_old())?;
-    // Semver orders pre-releases (2.12.0-RC.1) below the release, as wanted.
+    // Semver orders pre-releases (2.12.1-RC.1) below the release, as wanted.
     if parsed < minimum {
         return Err(too_old());
     }
@@ -124,9 +123,10 @@ mod tests {
             "{err}"
         );
         assert!(check_server_version("2.11.4").is_err());
-        assert!(check_server_version("2.12.0-RC.1").is_err());
+        assert!(check_server_version("2.12.0").is_err());
+        assert!(check_server_version("2.12.1-RC.1").is_err());
         assert!(check_server_version("garbage").is_err());
-        assert!(check_server_version("2.12.0").is_ok());
+        assert!(check_server_version("2.12.1").is_ok());
         assert!(check_server_version("v2.15.1").is_ok());
     }
 }

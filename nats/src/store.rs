@@ -195,6 +195,7 @@ impl EventStore {
                 client.clone(),
                 js.clone(),
                 config.group_commit_max,
+                config.ack_timeout,
                 group_stats.clone(),
             )
         });
@@ -592,9 +593,16 @@ impl EventStore {
             })
             .await
             .map_err(|_| StoreError::Unavailable("the group committer stopped".into()))?;
-        answer.await.map_err(|_| {
-            StoreError::Unacknowledged(format!("{subject}: the group committer dropped the append"))
-        })
+        // The committer answers within its own timeouts; this bound only
+        // guards against it being stuck, so no caller ever waits forever.
+        tokio::time::timeout(self.inner.config.ack_timeout * 4, answer)
+            .await
+            .map_err(|_| StoreError::Unacknowledged(format!("{subject}: no answer in time")))?
+            .map_err(|_| {
+                StoreError::Unacknowledged(format!(
+                    "{subject}: the group committer dropped the append"
+                ))
+            })
     }
 
     async fn original_result(

@@ -37,7 +37,126 @@ struct FixtureMessage {
 }
 
 fn path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/organization_events.json")
+    fixture_path("organization_events.json")
+}
+
+fn membership_path() -> PathBuf {
+    fixture_path("organization_membership_events.json")
+}
+
+fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn read_fixture(path: PathBuf) -> Fixture {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Stores a fixture's keys and publishes its messages exactly as committed.
+async fn publish_fixture(store: &trackhrs_nats::EventStore, fixture: &Fixture) {
+    let js = async_nats::jetstream::new(store.client().clone());
+    let key_bucket = js
+        .get_key_value(StoreConfig::default().key_bucket)
+        .await
+        .unwrap();
+    for (subject, material) in &fixture.keys {
+        key_bucket
+            .put(subject, unhex(material).into())
+            .await
+            .unwrap();
+    }
+    for m in &fixture.messages {
+        js.publish(m.subject.clone(), B64.decode(&m.commit).unwrap().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+}
+
+/// Membership and device events, first written with schema v1.
+fn write_membership_fixture() {
+    let keys = read_fixture(path()).keys;
+    let s = "evt.acme.organization.org".to_owned();
+    let message = |what: &str, commit: String| FixtureMessage {
+        what: what.into(),
+        subject: s.clone(),
+        commit,
+    };
+    let messages = vec![
+        message(
+            "MemberRoleChanged v1",
+            commit(
+                "c4",
+                vec![(
+                    "MemberRoleChanged",
+                    1,
+                    5,
+                    json!({"member": "m1", "role": "manager"}),
+                )],
+            ),
+        ),
+        message(
+            "DeviceEnrolled v1",
+            commit(
+                "c5",
+                vec![(
+                    "DeviceEnrolled",
+                    1,
+                    6,
+                    json!({
+                "device": "d1", "member": "m1", "name": sealed(&keys, "m1", "m1 laptop")}),
+                )],
+            ),
+        ),
+        message(
+            "MemberDeactivated v1 and DeviceRevoked v1 in one commit",
+            commit(
+                "c6",
+                vec![
+                    ("MemberDeactivated", 1, 7, json!({"member": "m1"})),
+                    ("DeviceRevoked", 1, 8, json!({"device": "d1"})),
+                ],
+            ),
+        ),
+        message(
+            "MemberReactivated v1",
+            commit(
+                "c7",
+                vec![("MemberReactivated", 1, 9, json!({"member": "m1"}))],
+            ),
+        ),
+    ];
+    let fixture = Fixture {
+        keys: BTreeMap::new(),
+        messages,
+    };
+    std::fs::write(
+        membership_path(),
+        serde_json::to_string_pretty(&fixture).unwrap() + "\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_and_device_event_versions_still_load() {
+    if std::env::var_os("TRACKHRS_WRITE_FIXTURES").is_some() && !membership_path().exists() {
+        write_membership_fixture();
+    }
+    let (_server, store) = start().await;
+    publish_fixture(&store, &read_fixture(path())).await;
+    publish_fixture(&store, &read_fixture(membership_path())).await;
+    let loaded = load_org(&store, "org").await;
+    assert_eq!(loaded.version, 9);
+    let m1 = &loaded.state.members[&tok("m1")];
+    assert_eq!((m1.role, m1.active), (Role::Manager, true));
+    let d1 = &loaded.state.devices[&tok("d1")];
+    assert_eq!(
+        (d1.member.as_str(), d1.revoked, d1.name.value()),
+        ("m1", true, Some("m1 laptop"))
+    );
 }
 
 fn unhex(s: &str) -> Vec<u8> {
@@ -158,26 +277,9 @@ async fn every_committed_event_version_still_loads() {
     if std::env::var_os("TRACKHRS_WRITE_FIXTURES").is_some() && !path().exists() {
         write_fixture();
     }
-    let fixture: Fixture = serde_json::from_str(&std::fs::read_to_string(path()).unwrap()).unwrap();
+    let fixture = read_fixture(path());
     let (_server, store) = start().await;
-    let js = async_nats::jetstream::new(store.client().clone());
-    let key_bucket = js
-        .get_key_value(StoreConfig::default().key_bucket)
-        .await
-        .unwrap();
-    for (subject, material) in &fixture.keys {
-        key_bucket
-            .put(subject, unhex(material).into())
-            .await
-            .unwrap();
-    }
-    for m in &fixture.messages {
-        js.publish(m.subject.clone(), B64.decode(&m.commit).unwrap().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
+    publish_fixture(&store, &fixture).await;
 
     let loaded = load_org(&store, "org").await;
     assert_eq!((loaded.version, loaded.state.seats), (4, 7));

@@ -106,3 +106,54 @@ async fn a_conflict_inside_a_batch_fails_only_its_own_append() {
         "a batch with a stale append was refused and retried one by one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_refused_batches_at_once_all_get_an_answer() {
+    let (_server, store) = start().await;
+    for a in 0..50 {
+        let id = tok(&format!("h{a}"));
+        let event = OrgEvent::SeatsChanged { seats: 1 };
+        store
+            .append(
+                &tok("acme"),
+                &id,
+                &Loaded::<Organization>::default(),
+                vec![event],
+                &meta(&format!("first{a}")),
+            )
+            .await
+            .unwrap();
+    }
+    // Every append below is stale, so every batch is refused and falls back:
+    // more appends awaiting acknowledgement than async-nats allows in flight.
+    let mut tasks = Vec::new();
+    for i in 0..6_000 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = tok(&format!("h{}", i % 50));
+            let event = OrgEvent::SeatsChanged { seats: 2 };
+            store
+                .append(
+                    &tok("acme"),
+                    &id,
+                    &Loaded::<Organization>::default(),
+                    vec![event],
+                    &meta(&format!("stale{i}")),
+                )
+                .await
+        }));
+    }
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        let mut conflicts = 0;
+        for t in tasks {
+            if let Err(StoreError::Conflict { .. }) = t.await.unwrap() {
+                conflicts += 1;
+            }
+        }
+        conflicts
+    })
+    .await
+    .expect("every append is answered; nothing hangs");
+    assert_eq!(answered, 6_000);
+    assert!(store.group_commit_stats().fallbacks.load(Ordering::Relaxed) > 0);
+}

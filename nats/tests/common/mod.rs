@@ -53,6 +53,7 @@ pub fn create_org(seats: u32) -> OrgCommand {
 
 pub fn invite(member: &str) -> OrgCommand {
     OrgCommand::InviteMember {
+        actor: tok("owner"),
         member: tok(member),
         email: format!("{member}@acme.test"),
         name: format!("Name of {member}"),
