@@ -15,7 +15,7 @@ use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErro
 use async_nats::jetstream::{self, publish::PublishAck};
 use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// Batches being committed at once.
 const BATCHES_IN_FLIGHT: usize = 32;
@@ -79,20 +79,7 @@ async fn run(
         };
         if batch.len() == 1 {
             let p = batch.pop().expect("one pending append");
-            match js
-                .publish_with_headers(p.subject, p.headers, p.payload)
-                .await
-            {
-                Ok(ack) => {
-                    tokio::spawn(async move {
-                        let _ = p.reply.send(ack.await);
-                        drop(permit);
-                    });
-                }
-                Err(e) => {
-                    let _ = p.reply.send(Err(e));
-                }
-            }
+            publish_alone(&js, p, Some(permit)).await;
             continue;
         }
         // Sending only enqueues on the client; during a reconnect its queue can
@@ -203,21 +190,27 @@ async fn settle(
 /// batch: command ids and expected sequences make a repeat harmless.
 async fn one_by_one(js: &jetstream::Context, batch: Vec<Pending>) {
     for p in batch {
-        match js
-            .publish_with_headers(p.subject, p.headers, p.payload)
-            .await
-        {
-            // Each acknowledgement is awaited on its own task at once: holding
-            // unawaited acks would hold async-nats's in-flight permits, and
-            // awaiting them in turn would add their timeouts up.
-            Ok(ack) => {
-                tokio::spawn(async move {
-                    let _ = p.reply.send(ack.await);
-                });
-            }
-            Err(e) => {
-                let _ = p.reply.send(Err(e));
-            }
+        publish_alone(js, p, None).await;
+    }
+}
+
+/// Publishes one append and answers it when its acknowledgement comes. The
+/// acknowledgement is awaited on its own task at once: holding unawaited acks
+/// would hold async-nats's in-flight permits, and awaiting them in turn would
+/// add their timeouts up. `permit` is released with the answer.
+async fn publish_alone(js: &jetstream::Context, p: Pending, permit: Option<OwnedSemaphorePermit>) {
+    match js
+        .publish_with_headers(p.subject, p.headers, p.payload)
+        .await
+    {
+        Ok(ack) => {
+            tokio::spawn(async move {
+                let _ = p.reply.send(ack.await);
+                drop(permit);
+            });
+        }
+        Err(e) => {
+            let _ = p.reply.send(Err(e));
         }
     }
 }

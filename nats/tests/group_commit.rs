@@ -11,6 +11,19 @@ use common::*;
 use trackhrs_domain::organization::{OrgEvent, Organization};
 use trackhrs_nats::{Loaded, StoreError};
 
+/// Appends `event` to `id` as if it were a new aggregate (expected position 0).
+async fn append_new(
+    store: &trackhrs_nats::EventStore,
+    id: &trackhrs_domain::Token,
+    event: OrgEvent,
+    command_id: &str,
+) -> Result<trackhrs_nats::Appended, StoreError> {
+    let fresh = Loaded::<Organization>::default();
+    store
+        .append(&tok("acme"), id, &fresh, vec![event], &meta(command_id))
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_share_batches_and_each_gets_its_own_position() {
     let (_server, store) = start().await;
@@ -19,16 +32,8 @@ async fn concurrent_appends_share_batches_and_each_gets_its_own_position() {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let id = tok(&format!("a{a}"));
-            let fresh = Loaded::<Organization>::default();
             let event = OrgEvent::SeatsChanged { seats: a };
-            let done = store
-                .append(
-                    &tok("acme"),
-                    &id,
-                    &fresh,
-                    vec![event],
-                    &meta(&format!("c{a}")),
-                )
+            let done = append_new(&store, &id, event, &format!("c{a}"))
                 .await
                 .unwrap();
             (a, done)
@@ -71,15 +76,7 @@ async fn a_conflict_inside_a_batch_fails_only_its_own_append() {
                 tok(&format!("n{i}"))
             };
             let event = OrgEvent::SeatsChanged { seats: i };
-            let result = store
-                .append(
-                    &tok("acme"),
-                    &id,
-                    &Loaded::<Organization>::default(),
-                    vec![event],
-                    &meta(&format!("k{i}")),
-                )
-                .await;
+            let result = append_new(&store, &id, event, &format!("k{i}")).await;
             (i, result)
         }));
     }
@@ -113,14 +110,7 @@ async fn thousands_of_refused_batches_at_once_all_get_an_answer() {
     for a in 0..50 {
         let id = tok(&format!("h{a}"));
         let event = OrgEvent::SeatsChanged { seats: 1 };
-        store
-            .append(
-                &tok("acme"),
-                &id,
-                &Loaded::<Organization>::default(),
-                vec![event],
-                &meta(&format!("first{a}")),
-            )
+        append_new(&store, &id, event, &format!("first{a}"))
             .await
             .unwrap();
     }
@@ -132,15 +122,7 @@ async fn thousands_of_refused_batches_at_once_all_get_an_answer() {
         tasks.push(tokio::spawn(async move {
             let id = tok(&format!("h{}", i % 50));
             let event = OrgEvent::SeatsChanged { seats: 2 };
-            store
-                .append(
-                    &tok("acme"),
-                    &id,
-                    &Loaded::<Organization>::default(),
-                    vec![event],
-                    &meta(&format!("stale{i}")),
-                )
-                .await
+            append_new(&store, &id, event, &format!("stale{i}")).await
         }));
     }
     let answered = tokio::time::timeout(std::time::Duration::from_secs(120), async {
