@@ -119,8 +119,7 @@ async fn erasing_a_person_erases_their_data_everywhere_and_keeps_the_log() {
     // the erased person, and new personal data about them is refused.
     let loaded = load_org(&replica_a, "org").await;
     let seats = trackhrs_domain::organization::OrgEvent::SeatsChanged { seats: 9 };
-    replica_a
-        .append(&tok("acme"), &tok("org"), &loaded, vec![seats], &meta("c3"))
+    append_org(&replica_a, "org", &loaded, vec![seats], "c3")
         .await
         .expect("a command without personal data still works, and its snapshot too");
     let loaded = load_org(&replica_a, "org").await;

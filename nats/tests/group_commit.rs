@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use common::*;
-use trackhrs_domain::organization::{OrgEvent, Organization};
+use trackhrs_domain::organization::OrgEvent;
 use trackhrs_nats::{Loaded, StoreError};
 
 /// Appends `event` to `id` as if it were a new aggregate (expected position 0).
@@ -18,10 +18,14 @@ async fn append_new(
     event: OrgEvent,
     command_id: &str,
 ) -> Result<trackhrs_nats::Appended, StoreError> {
-    let fresh = Loaded::<Organization>::default();
-    store
-        .append(&tok("acme"), id, &fresh, vec![event], &meta(command_id))
-        .await
+    append_org(
+        store,
+        id.as_str(),
+        &Loaded::default(),
+        vec![event],
+        command_id,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -145,24 +145,10 @@ async fn a_command_id_is_stored_once_and_retries_get_the_original_result() {
     let events = base.state.handle(invite("m1")).unwrap();
 
     // Sequential retry from the same (now stale) state: JetStream's duplicate window.
-    let first = store
-        .append(
-            &tok("acme"),
-            &tok("org"),
-            &base,
-            events.clone(),
-            &meta("same"),
-        )
+    let first = append_org(&store, "org", &base, events.clone(), "same")
         .await
         .unwrap();
-    let again = store
-        .append(
-            &tok("acme"),
-            &tok("org"),
-            &base,
-            events.clone(),
-            &meta("same"),
-        )
+    let again = append_org(&store, "org", &base, events.clone(), "same")
         .await
         .unwrap();
     assert!(!first.duplicate && again.duplicate);
@@ -185,14 +171,7 @@ async fn a_command_id_is_stored_once_and_retries_get_the_original_result() {
     for _ in 0..8 {
         let (store, base2, events2) = (store.clone(), base2.clone(), events2.clone());
         tasks.push(tokio::spawn(async move {
-            store
-                .append(
-                    &tok("acme"),
-                    &tok("org"),
-                    &base2,
-                    events2,
-                    &meta("concurrent"),
-                )
+            append_org(&store, "org", &base2, events2, "concurrent")
                 .await
                 .unwrap()
         }));

@@ -6,11 +6,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::stream::BoxStream;
 use trackhrs_domain::Token;
+use trackhrs_domain::organization::OrgEvent;
 use trackhrs_domain::organization::Organization;
 use trackhrs_domain::organization::{OrgCommand, Role};
 use trackhrs_harness::NatsServer;
 use trackhrs_nats::reader::{self, LogItem, StartAt};
-use trackhrs_nats::{CommitMeta, EventStore, Loaded, StoreConfig, provision};
+use trackhrs_nats::{Appended, CommitMeta, EventStore, Loaded, StoreConfig, StoreError, provision};
 
 pub fn tok(s: &str) -> Token {
     Token::new(s).unwrap()
@@ -78,4 +79,17 @@ pub async fn read_log(store: &EventStore) -> BoxStream<'static, LogItem> {
 /// Organization `id` of org "acme", read from the store (not the cache).
 pub async fn load_org(store: &EventStore, id: &str) -> Loaded<Organization> {
     store.load_fresh(&tok("acme"), &tok(id)).await.unwrap()
+}
+
+/// Appends `events` to organization `id` of org "acme" from state `base`.
+pub async fn append_org(
+    store: &EventStore,
+    id: &str,
+    base: &Loaded<Organization>,
+    events: Vec<OrgEvent>,
+    command_id: &str,
+) -> Result<Appended, StoreError> {
+    store
+        .append(&tok("acme"), &tok(id), base, events, &meta(command_id))
+        .await
 }
