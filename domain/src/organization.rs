@@ -35,6 +35,74 @@ pub enum Role {
     Auditor,
 }
 
+/// A day of the week (ISO order, Monday first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Weekday {
+    /// Monday.
+    Monday,
+    /// Tuesday.
+    Tuesday,
+    /// Wednesday.
+    Wednesday,
+    /// Thursday.
+    Thursday,
+    /// Friday.
+    Friday,
+    /// Saturday.
+    Saturday,
+    /// Sunday.
+    Sunday,
+}
+
+/// Longest time-zone name accepted, in bytes (IANA names are far shorter).
+pub const MAX_TIMEZONE_LEN: usize = 64;
+
+/// Organization-wide settings: the working calendar and the privacy policy
+/// the desktop agent obeys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// IANA time zone the org's days are counted in (e.g. `Europe/Berlin`).
+    /// The domain checks its shape; the gateway checks it names a real zone.
+    pub timezone: String,
+    /// Working days, each at most once, in ISO order.
+    pub work_week: Vec<Weekday>,
+    /// Whether the agent may capture window titles.
+    pub capture_titles: bool,
+    /// Whether the agent may capture URLs.
+    pub capture_urls: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            timezone: "UTC".into(),
+            work_week: vec![
+                Weekday::Monday,
+                Weekday::Tuesday,
+                Weekday::Wednesday,
+                Weekday::Thursday,
+                Weekday::Friday,
+            ],
+            capture_titles: true,
+            capture_urls: false,
+        }
+    }
+}
+
+impl Settings {
+    fn valid(&self) -> bool {
+        let tz_ok = !self.timezone.is_empty()
+            && self.timezone.len() <= MAX_TIMEZONE_LEN
+            && self
+                .timezone
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '+' | '-'));
+        let week_ok = !self.work_week.is_empty() && self.work_week.windows(2).all(|w| w[0] < w[1]);
+        tz_ok && week_ok
+    }
+}
+
 /// One member as the aggregate knows them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
@@ -62,6 +130,9 @@ pub struct Organization {
     /// Devices by device id.
     #[serde(default)]
     pub devices: BTreeMap<Token, Device>,
+    /// Calendar and privacy policy.
+    #[serde(default)]
+    pub settings: Settings,
 }
 
 /// A device enrolled by a member (the desktop agent's machine).
@@ -174,7 +245,15 @@ pub enum OrgCommand {
         /// Whom.
         member: PersonId,
     },
-    /// Enroll a device for the acting member.
+    /// Replace the organization's settings (owners and admins).
+    ChangeSettings {
+        /// Who changes them.
+        actor: PersonId,
+        /// The new settings.
+        settings: Settings,
+    },
+    /// Enroll a device for the acting member (auditors change nothing, so
+    /// they enroll none).
     EnrollDevice {
         /// The member enrolling their own device.
         actor: PersonId,
@@ -243,6 +322,11 @@ pub enum OrgEvent {
         /// The member.
         member: PersonId,
     },
+    /// The settings changed (all of them are recorded, not a diff).
+    SettingsChanged {
+        /// The new settings.
+        settings: Settings,
+    },
     /// A member enrolled a device.
     DeviceEnrolled {
         /// The device.
@@ -268,6 +352,7 @@ impl DomainEvent for OrgEvent {
             Self::MemberRoleChanged { .. } => "MemberRoleChanged",
             Self::MemberDeactivated { .. } => "MemberDeactivated",
             Self::MemberReactivated { .. } => "MemberReactivated",
+            Self::SettingsChanged { .. } => "SettingsChanged",
             Self::DeviceEnrolled { .. } => "DeviceEnrolled",
             Self::DeviceRevoked { .. } => "DeviceRevoked",
         }
@@ -281,6 +366,7 @@ impl DomainEvent for OrgEvent {
             | Self::MemberRoleChanged { .. }
             | Self::MemberDeactivated { .. }
             | Self::MemberReactivated { .. }
+            | Self::SettingsChanged { .. }
             | Self::DeviceEnrolled { .. }
             | Self::DeviceRevoked { .. } => 1,
         }
@@ -340,6 +426,9 @@ pub enum OrgError {
     /// The change would leave the organization without an active owner.
     #[error("the organization must keep at least one active owner")]
     LastOwner,
+    /// Settings with an empty or malformed time zone or work week.
+    #[error("settings need a time zone name and at least one working day, each day once, Monday first")]
+    InvalidSettings,
     /// The device id is taken.
     #[error("a device with this id is already enrolled")]
     DeviceExists,
@@ -426,18 +515,32 @@ impl Organization {
         Ok(vec![OrgEvent::MemberReactivated { member }])
     }
 
+    fn change_settings(
+        &self,
+        actor: PersonId,
+        settings: Settings,
+    ) -> Result<Vec<OrgEvent>, OrgError> {
+        self.require_manager(&actor)?;
+        if !settings.valid() {
+            return Err(OrgError::InvalidSettings);
+        }
+        if settings == self.settings {
+            return Ok(vec![]);
+        }
+        Ok(vec![OrgEvent::SettingsChanged { settings }])
+    }
+
     fn enroll_device(
         &self,
         actor: PersonId,
         device: Token,
         name: String,
     ) -> Result<Vec<OrgEvent>, OrgError> {
-        if self.active_role(&actor).is_none() {
-            return Err(if self.members.contains_key(&actor) {
-                OrgError::MemberInactive
-            } else {
-                OrgError::NotAMember
-            });
+        match self.active_role(&actor) {
+            None if self.members.contains_key(&actor) => return Err(OrgError::MemberInactive),
+            None => return Err(OrgError::NotAMember),
+            Some(Role::Auditor) => return Err(OrgError::NotAllowed),
+            Some(_) => {}
         }
         if !valid_name(&name) {
             return Err(OrgError::InvalidName);
@@ -570,6 +673,9 @@ impl Aggregate for Organization {
                 name,
             } => self.enroll_device(actor, device, name),
             OrgCommand::RevokeDevice { actor, device } => self.revoke_device(actor, device),
+            OrgCommand::ChangeSettings { actor, settings } => {
+                self.change_settings(actor, settings)
+            }
         }
     }
 
@@ -646,6 +752,7 @@ impl Aggregate for Organization {
                     d.revoked = true;
                 }
             }
+            OrgEvent::SettingsChanged { settings } => self.settings.clone_from(settings),
         }
     }
 
@@ -662,6 +769,7 @@ impl Aggregate for Organization {
             | ("MemberRoleChanged", 1)
             | ("MemberDeactivated", 1)
             | ("MemberReactivated", 1)
+            | ("SettingsChanged", 1)
             | ("DeviceEnrolled", 1)
             | ("DeviceRevoked", 1) => Ok(payload),
             // v1 had neither a name nor a role: every invitee was an employee.
@@ -683,6 +791,7 @@ impl Aggregate for Organization {
                 | "MemberRoleChanged"
                 | "MemberDeactivated"
                 | "MemberReactivated"
+                | "SettingsChanged"
                 | "DeviceEnrolled"
                 | "DeviceRevoked",
                 _,
@@ -974,6 +1083,88 @@ mod tests {
         .then_expect_error(OrgError::SeatsExhausted { seats: 2 });
     }
 
+    fn berlin() -> Settings {
+        Settings {
+            timezone: "Europe/Berlin".into(),
+            work_week: vec![Weekday::Monday, Weekday::Tuesday, Weekday::Wednesday],
+            capture_titles: false,
+            capture_urls: false,
+        }
+    }
+
+    #[test]
+    fn managers_change_settings_and_others_may_not() {
+        AggregateTest::<Organization>::given(vec![created(3)])
+            .when(OrgCommand::ChangeSettings {
+                actor: pid("owner"),
+                settings: berlin(),
+            })
+            .then_expect(vec![OrgEvent::SettingsChanged { settings: berlin() }]);
+        for role in [Role::Manager, Role::Employee, Role::Auditor] {
+            AggregateTest::<Organization>::given(vec![created(3), member_invited("m1", role)])
+                .when(OrgCommand::ChangeSettings {
+                    actor: pid("m1"),
+                    settings: berlin(),
+                })
+                .then_expect_error(OrgError::NotAllowed);
+        }
+        // The same settings again change nothing.
+        AggregateTest::<Organization>::given(vec![created(3)])
+            .when(OrgCommand::ChangeSettings {
+                actor: pid("owner"),
+                settings: Settings::default(),
+            })
+            .then_expect(vec![]);
+    }
+
+    #[test]
+    fn malformed_settings_are_denied() {
+        let bad = [
+            Settings {
+                timezone: String::new(),
+                ..berlin()
+            },
+            Settings {
+                timezone: "Europe/Berlin; DROP".into(),
+                ..berlin()
+            },
+            Settings {
+                work_week: vec![],
+                ..berlin()
+            },
+            Settings {
+                work_week: vec![Weekday::Friday, Weekday::Monday],
+                ..berlin()
+            },
+            Settings {
+                work_week: vec![Weekday::Monday, Weekday::Monday],
+                ..berlin()
+            },
+        ];
+        for settings in bad {
+            AggregateTest::<Organization>::given(vec![created(3)])
+                .when(OrgCommand::ChangeSettings {
+                    actor: pid("owner"),
+                    settings,
+                })
+                .then_expect_error(OrgError::InvalidSettings);
+        }
+    }
+
+    #[test]
+    fn auditors_enroll_no_device() {
+        AggregateTest::<Organization>::given(vec![
+            created(3),
+            member_invited("a1", Role::Auditor),
+        ])
+        .when(OrgCommand::EnrollDevice {
+            actor: pid("a1"),
+            device: pid("d1"),
+            name: "Laptop".into(),
+        })
+        .then_expect_error(OrgError::NotAllowed);
+    }
+
     const PEOPLE: [&str; 6] = ["owner", "m0", "m1", "m2", "m3", "m4"];
 
     fn person() -> impl Strategy<Value = PersonId> {
@@ -1019,6 +1210,13 @@ mod tests {
             (person(), 0u8..4).prop_map(|(actor, d)| OrgCommand::RevokeDevice {
                 actor,
                 device: pid(&format!("d{d}")),
+            }),
+            (person(), any::<bool>()).prop_map(|(actor, titles)| OrgCommand::ChangeSettings {
+                actor,
+                settings: Settings {
+                    capture_titles: titles,
+                    ..Settings::default()
+                },
             }),
         ]
     }

@@ -44,6 +44,10 @@ fn membership_path() -> PathBuf {
     fixture_path("organization_membership_events.json")
 }
 
+fn settings_path() -> PathBuf {
+    fixture_path("organization_settings_events.json")
+}
+
 fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -156,6 +160,60 @@ async fn membership_and_device_event_versions_still_load() {
     assert_eq!(
         (d1.member.as_str(), d1.revoked, d1.name.value()),
         ("m1", true, Some("m1 laptop"))
+    );
+}
+
+/// Follows the membership fixture (versions 1 to 9) with version 10.
+fn write_settings_fixture() {
+    let messages = vec![FixtureMessage {
+        what: "SettingsChanged v1".into(),
+        subject: "evt.acme.organization.org".into(),
+        commit: commit(
+            "c8",
+            vec![(
+                "SettingsChanged",
+                1,
+                10,
+                json!({"settings": {
+                    "timezone": "Europe/Berlin",
+                    "work_week": ["monday", "tuesday", "thursday"],
+                    "capture_titles": false,
+                    "capture_urls": true
+                }}),
+            )],
+        ),
+    }];
+    let fixture = Fixture {
+        keys: BTreeMap::new(),
+        messages,
+    };
+    std::fs::write(
+        settings_path(),
+        serde_json::to_string_pretty(&fixture).unwrap() + "\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_event_versions_still_load() {
+    if std::env::var_os("TRACKHRS_WRITE_FIXTURES").is_some() && !settings_path().exists() {
+        write_settings_fixture();
+    }
+    let (_server, store) = start().await;
+    for fixture in [path(), membership_path(), settings_path()] {
+        publish_fixture(&store, &read_fixture(fixture)).await;
+    }
+    let loaded = load_org(&store, "org").await;
+    assert_eq!(loaded.version, 10);
+    let settings = &loaded.state.settings;
+    assert_eq!(
+        (
+            settings.timezone.as_str(),
+            settings.work_week.len(),
+            settings.capture_titles,
+            settings.capture_urls
+        ),
+        ("Europe/Berlin", 3, false, true)
     );
 }
 
