@@ -16,6 +16,10 @@ use crate::aggregate::{Aggregate, DomainEvent, UpcastError};
 use crate::ids::{PersonId, Token};
 use crate::personal::PersonalData;
 
+/// The id of an organization's one `Organization` aggregate (the
+/// organization itself is the tenant, so its id is the org id).
+pub const AGGREGATE_ID: &str = "org";
+
 /// Longest organization name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
 
@@ -427,7 +431,9 @@ pub enum OrgError {
     #[error("the organization must keep at least one active owner")]
     LastOwner,
     /// Settings with an empty or malformed time zone or work week.
-    #[error("settings need a time zone name and at least one working day, each day once, Monday first")]
+    #[error(
+        "settings need a time zone name and at least one working day, each day once, Monday first"
+    )]
     InvalidSettings,
     /// The device id is taken.
     #[error("a device with this id is already enrolled")]
@@ -673,9 +679,7 @@ impl Aggregate for Organization {
                 name,
             } => self.enroll_device(actor, device, name),
             OrgCommand::RevokeDevice { actor, device } => self.revoke_device(actor, device),
-            OrgCommand::ChangeSettings { actor, settings } => {
-                self.change_settings(actor, settings)
-            }
+            OrgCommand::ChangeSettings { actor, settings } => self.change_settings(actor, settings),
         }
     }
 
@@ -1153,16 +1157,13 @@ mod tests {
 
     #[test]
     fn auditors_enroll_no_device() {
-        AggregateTest::<Organization>::given(vec![
-            created(3),
-            member_invited("a1", Role::Auditor),
-        ])
-        .when(OrgCommand::EnrollDevice {
-            actor: pid("a1"),
-            device: pid("d1"),
-            name: "Laptop".into(),
-        })
-        .then_expect_error(OrgError::NotAllowed);
+        AggregateTest::<Organization>::given(vec![created(3), member_invited("a1", Role::Auditor)])
+            .when(OrgCommand::EnrollDevice {
+                actor: pid("a1"),
+                device: pid("d1"),
+                name: "Laptop".into(),
+            })
+            .then_expect_error(OrgError::NotAllowed);
     }
 
     const PEOPLE: [&str; 6] = ["owner", "m0", "m1", "m2", "m3", "m4"];

@@ -1,0 +1,414 @@
+//! The organization directory: organizations with their settings, members
+//! and devices, from the `Organization` aggregate's events. The gateway's
+//! administration queries read it.
+//!
+//! Personal data (e-mails, names) arrives opened by the reader; a value whose
+//! key was erased arrives as null and is stored as NULL.
+
+use serde_json::Value;
+use tokio_postgres::{Client, Transaction};
+use trackhrs_nats::DecodedCommit;
+
+use crate::error::ApplyError;
+use crate::projection::Projection;
+
+/// The directory projection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Directory;
+
+/// Its name in the catalog.
+pub const NAME: &str = "org_directory";
+
+impl Projection for Directory {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn subjects(&self) -> Vec<String> {
+        vec!["evt.*.organization.*".into()]
+    }
+
+    async fn migrate(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+    ) -> Result<(), tokio_postgres::Error> {
+        tx.batch_execute(&format!(
+            "CREATE TABLE {schema}.organizations (
+                 org_id         text PRIMARY KEY,
+                 name           text NOT NULL,
+                 seats          integer NOT NULL,
+                 timezone       text NOT NULL DEFAULT 'UTC',
+                 work_week      text[] NOT NULL
+                                DEFAULT ARRAY['monday','tuesday','wednesday','thursday','friday'],
+                 capture_titles boolean NOT NULL DEFAULT true,
+                 capture_urls   boolean NOT NULL DEFAULT false,
+                 position       bigint NOT NULL
+             );
+             CREATE TABLE {schema}.members (
+                 org_id    text NOT NULL,
+                 person_id text NOT NULL,
+                 email     text,
+                 name      text,
+                 role      text NOT NULL,
+                 active    boolean NOT NULL,
+                 position  bigint NOT NULL,
+                 PRIMARY KEY (org_id, person_id)
+             );
+             CREATE TABLE {schema}.devices (
+                 org_id    text NOT NULL,
+                 device_id text NOT NULL,
+                 person_id text NOT NULL,
+                 name      text,
+                 revoked   boolean NOT NULL,
+                 position  bigint NOT NULL,
+                 PRIMARY KEY (org_id, device_id)
+             );
+             CREATE INDEX ON {schema}.devices (org_id, person_id);"
+        ))
+        .await
+    }
+
+    /// One statement per event: organization events are rare (a handful per
+    /// member per year), so batching them buys nothing.
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+        batch: &[DecodedCommit],
+    ) -> Result<(), ApplyError> {
+        for commit in batch {
+            for event in &commit.events {
+                apply_event(tx, schema, commit, &event.event_type, &event.payload).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn poison(commit: &DecodedCommit, reason: impl Into<String>) -> ApplyError {
+    ApplyError::Poison {
+        stream_sequence: commit.stream_sequence,
+        reason: reason.into(),
+    }
+}
+
+fn text<'a>(
+    commit: &DecodedCommit,
+    payload: &'a Value,
+    field: &str,
+) -> Result<&'a str, ApplyError> {
+    payload[field]
+        .as_str()
+        .ok_or_else(|| poison(commit, format!("{field} is not a string")))
+}
+
+/// The opened value of a personal-data field (`{"$pd": .., "v": ..}`), None
+/// when erased or absent.
+fn personal(payload: &Value, field: &str) -> Option<String> {
+    payload[field]["v"].as_str().map(str::to_owned)
+}
+
+async fn apply_event(
+    tx: &Transaction<'_>,
+    schema: &str,
+    commit: &DecodedCommit,
+    event_type: &str,
+    payload: &Value,
+) -> Result<(), ApplyError> {
+    let org = commit.org_id.as_str();
+    let position = commit.stream_sequence as i64;
+    match event_type {
+        "OrganizationCreated" => {
+            let seats = payload["seats"]
+                .as_i64()
+                .ok_or_else(|| poison(commit, "seats is not a number"))?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO {schema}.organizations (org_id, name, seats, position) \
+                     VALUES ($1, $2, $3, $4)"
+                ),
+                &[
+                    &org,
+                    &text(commit, payload, "name")?,
+                    &(seats as i32),
+                    &position,
+                ],
+            )
+            .await?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO {schema}.members (org_id, person_id, email, name, role, active, position) \
+                     VALUES ($1, $2, $3, $4, 'owner', true, $5)"
+                ),
+                &[
+                    &org,
+                    &text(commit, payload, "owner")?,
+                    &personal(payload, "owner_email"),
+                    &personal(payload, "owner_name"),
+                    &position,
+                ],
+            )
+            .await?;
+        }
+        "MemberInvited" => {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {schema}.members (org_id, person_id, email, name, role, active, position) \
+                     VALUES ($1, $2, $3, $4, $5, true, $6)"
+                ),
+                &[
+                    &org,
+                    &text(commit, payload, "member")?,
+                    &personal(payload, "email"),
+                    &personal(payload, "name"),
+                    &text(commit, payload, "role")?,
+                    &position,
+                ],
+            )
+            .await?;
+        }
+        "SeatsChanged" => {
+            let seats = payload["seats"]
+                .as_i64()
+                .ok_or_else(|| poison(commit, "seats is not a number"))?;
+            tx.execute(
+                &format!(
+                    "UPDATE {schema}.organizations SET seats = $2, position = $3 WHERE org_id = $1"
+                ),
+                &[&org, &(seats as i32), &position],
+            )
+            .await?;
+        }
+        "MemberRoleChanged" => {
+            let role = text(commit, payload, "role")?;
+            member_update(tx, schema, commit, payload, Some(role), None).await?;
+        }
+        "MemberDeactivated" => {
+            member_update(tx, schema, commit, payload, None, Some(false)).await?;
+        }
+        "MemberReactivated" => {
+            member_update(tx, schema, commit, payload, None, Some(true)).await?;
+        }
+        "SettingsChanged" => {
+            let settings = &payload["settings"];
+            let days: Vec<String> = settings["work_week"]
+                .as_array()
+                .ok_or_else(|| poison(commit, "settings.work_week is not a list"))?
+                .iter()
+                .filter_map(|d| d.as_str().map(str::to_owned))
+                .collect();
+            tx.execute(
+                &format!(
+                    "UPDATE {schema}.organizations SET timezone = $2, work_week = $3, \
+                     capture_titles = $4, capture_urls = $5, position = $6 WHERE org_id = $1"
+                ),
+                &[
+                    &org,
+                    &text(commit, settings, "timezone")?,
+                    &days,
+                    &settings["capture_titles"].as_bool().unwrap_or(true),
+                    &settings["capture_urls"].as_bool().unwrap_or(false),
+                    &position,
+                ],
+            )
+            .await?;
+        }
+        "DeviceEnrolled" => {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {schema}.devices (org_id, device_id, person_id, name, revoked, position) \
+                     VALUES ($1, $2, $3, $4, false, $5)"
+                ),
+                &[
+                    &org,
+                    &text(commit, payload, "device")?,
+                    &text(commit, payload, "member")?,
+                    &personal(payload, "name"),
+                    &position,
+                ],
+            )
+            .await?;
+        }
+        "DeviceRevoked" => {
+            tx.execute(
+                &format!(
+                    "UPDATE {schema}.devices SET revoked = true, position = $3 \
+                     WHERE org_id = $1 AND device_id = $2"
+                ),
+                &[&org, &text(commit, payload, "device")?, &position],
+            )
+            .await?;
+        }
+        other => {
+            return Err(poison(
+                commit,
+                format!("unknown organization event {other}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sets a member's role and/or active flag (None leaves it as it is).
+async fn member_update(
+    tx: &Transaction<'_>,
+    schema: &str,
+    commit: &DecodedCommit,
+    payload: &Value,
+    role: Option<&str>,
+    active: Option<bool>,
+) -> Result<(), ApplyError> {
+    tx.execute(
+        &format!(
+            "UPDATE {schema}.members SET role = coalesce($3, role), \
+             active = coalesce($4, active), position = $5 \
+             WHERE org_id = $1 AND person_id = $2"
+        ),
+        &[
+            &commit.org_id,
+            &text(commit, payload, "member")?,
+            &role,
+            &active,
+            &(commit.stream_sequence as i64),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// An organization as the directory shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgRow {
+    /// Organization id.
+    pub org_id: String,
+    /// Display name.
+    pub name: String,
+    /// Seats bought.
+    pub seats: u32,
+    /// Members holding a seat.
+    pub active_members: u32,
+    /// IANA time zone.
+    pub timezone: String,
+    /// Working days (`monday` ... `sunday`).
+    pub work_week: Vec<String>,
+    /// Whether the agent may capture titles.
+    pub capture_titles: bool,
+    /// Whether the agent may capture URLs.
+    pub capture_urls: bool,
+}
+
+/// A member as the directory shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRow {
+    /// Person id.
+    pub person_id: String,
+    /// E-mail, None when erased.
+    pub email: Option<String>,
+    /// Name, None when erased or never recorded.
+    pub name: Option<String>,
+    /// Role name (`owner`, `admin`, ...).
+    pub role: String,
+    /// Whether they hold a seat.
+    pub active: bool,
+}
+
+/// A device as the directory shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRow {
+    /// Device id.
+    pub device_id: String,
+    /// Its member.
+    pub person_id: String,
+    /// Display name, None when erased.
+    pub name: Option<String>,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+/// One organization, if the directory has it.
+pub async fn organization(
+    pg: &Client,
+    schema: &str,
+    org: &str,
+) -> Result<Option<OrgRow>, tokio_postgres::Error> {
+    let row = pg
+        .query_opt(
+            &format!(
+                "SELECT o.org_id, o.name, o.seats, \
+                 (SELECT count(*) FROM {schema}.members m WHERE m.org_id = o.org_id AND m.active), \
+                 o.timezone, o.work_week, o.capture_titles, o.capture_urls \
+                 FROM {schema}.organizations o WHERE o.org_id = $1"
+            ),
+            &[&org],
+        )
+        .await?;
+    Ok(row.map(|r| OrgRow {
+        org_id: r.get(0),
+        name: r.get(1),
+        seats: r.get::<_, i32>(2) as u32,
+        active_members: r.get::<_, i64>(3) as u32,
+        timezone: r.get(4),
+        work_week: r.get(5),
+        capture_titles: r.get(6),
+        capture_urls: r.get(7),
+    }))
+}
+
+/// The members of an organization, by person id.
+pub async fn members(
+    pg: &Client,
+    schema: &str,
+    org: &str,
+) -> Result<Vec<MemberRow>, tokio_postgres::Error> {
+    let rows = pg
+        .query(
+            &format!(
+                "SELECT person_id, email, name, role, active FROM {schema}.members \
+                 WHERE org_id = $1 ORDER BY person_id"
+            ),
+            &[&org],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| MemberRow {
+            person_id: r.get(0),
+            email: r.get(1),
+            name: r.get(2),
+            role: r.get(3),
+            active: r.get(4),
+        })
+        .collect())
+}
+
+/// The devices of an organization, or of one member of it, by device id.
+pub async fn devices(
+    pg: &Client,
+    schema: &str,
+    org: &str,
+    person: Option<&str>,
+) -> Result<Vec<DeviceRow>, tokio_postgres::Error> {
+    let rows = pg
+        .query(
+            &format!(
+                "SELECT device_id, person_id, name, revoked FROM {schema}.devices \
+                 WHERE org_id = $1 AND ($2::text IS NULL OR person_id = $2) ORDER BY device_id"
+            ),
+            &[&org, &person],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| DeviceRow {
+            device_id: r.get(0),
+            person_id: r.get(1),
+            name: r.get(2),
+            revoked: r.get(3),
+        })
+        .collect())
+}

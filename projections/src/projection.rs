@@ -1,0 +1,122 @@
+//! The `Projection` trait and the names derived from a projection's name and
+//! version (PostgreSQL schema, JetStream consumer).
+
+use std::future::Future;
+
+use tokio_postgres::Transaction;
+use trackhrs_nats::DecodedCommit;
+
+use crate::error::{ApplyError, ProjectionError};
+
+/// Longest projection name: `proj_<name>_v<u32>` must fit PostgreSQL's
+/// 63-byte identifiers.
+const MAX_NAME_LEN: usize = 40;
+
+/// A read model: a name, a version, the subjects it reads and a handler that
+/// applies a batch of commits to PostgreSQL.
+///
+/// Each (name, version) lives in its own PostgreSQL schema
+/// ([`schema_name`]); a new version (new tables, new classifier, new rules)
+/// is built beside the live one from the start of the log and then promoted.
+pub trait Projection: Send + Sync + 'static {
+    /// Identifier `[a-z][a-z0-9_]{0,39}`; used in schema, consumer, dead-letter
+    /// and invalidation names.
+    fn name(&self) -> &str;
+
+    /// Version, 1 or more. Bump it whenever the tables or the meaning of the
+    /// rows change: the new version rebuilds from the first event.
+    fn version(&self) -> u32;
+
+    /// Subject filters on the events stream, a few wildcards such as
+    /// `evt.*.organization.*` (never one per aggregate). Changing them needs
+    /// a new version.
+    fn subjects(&self) -> Vec<String>;
+
+    /// Creates the projection's tables inside `schema` (which exists). Runs
+    /// once per version, in the transaction that registers the version.
+    fn migrate(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+    ) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send;
+
+    /// Applies `batch` (commits in stream order, each with its stream
+    /// sequence) to the tables in `schema`, inside `tx`, which the runner
+    /// commits together with the checkpoint. Write the batch with a few
+    /// multi-row statements (or binary COPY for big batches), not one
+    /// statement per event.
+    ///
+    /// Return [`ApplyError::Poison`] for a commit this version cannot apply:
+    /// the runner dead-letters it and applies the rest. Any other error rolls
+    /// the whole batch back (see [`ApplyError`]).
+    fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+        batch: &[DecodedCommit],
+    ) -> impl Future<Output = Result<(), ApplyError>> + Send;
+}
+
+/// Checks a projection name: `[a-z][a-z0-9_]{0,39}`.
+pub fn validate_name(name: &str) -> Result<(), ProjectionError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ProjectionError::Invalid(format!(
+            "projection name {name:?} must match [a-z][a-z0-9_]{{0,{}}}",
+            MAX_NAME_LEN - 1
+        )))
+    }
+}
+
+/// Checks name, version and subjects of a projection.
+pub(crate) fn validate<P: Projection>(projection: &P) -> Result<(), ProjectionError> {
+    validate_name(projection.name())?;
+    if projection.version() == 0 {
+        return Err(ProjectionError::Invalid(format!(
+            "projection {}: versions start at 1",
+            projection.name()
+        )));
+    }
+    let subjects = projection.subjects();
+    if subjects.is_empty() || subjects.iter().any(|s| s.is_empty() || s.contains(' ')) {
+        return Err(ProjectionError::Invalid(format!(
+            "projection {}: needs one or more subject filters without spaces, got {subjects:?}",
+            projection.name()
+        )));
+    }
+    Ok(())
+}
+
+/// PostgreSQL schema of a projection version: `proj_<name>_v<version>`.
+pub fn schema_name(name: &str, version: u32) -> String {
+    format!("proj_{name}_v{version}")
+}
+
+/// Durable consumer of a projection version on the events stream (the same
+/// string as its schema).
+pub fn consumer_name(name: &str, version: u32) -> String {
+    schema_name(name, version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("dashboard").is_ok());
+        assert!(validate_name("time_per_day2").is_ok());
+        for bad in ["", "Dashboard", "2fast", "a-b", "a.b", &"x".repeat(41)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(schema_name("dashboard", 3), "proj_dashboard_v3");
+        assert!(schema_name(&"x".repeat(40), u32::MAX).len() <= 63);
+    }
+}
