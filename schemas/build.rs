@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/trackhrs/events/v1/envelope.proto",
         "proto/trackhrs/agent/v1/ingest.proto",
+        "proto/trackhrs/org/v1/org.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -1,17 +1,20 @@
 //! `trackhrs dev`: the whole platform in one process on a laptop, with its own
 //! nats-server and PostgreSQL under the data folder and a demo organization.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use trackhrs_commands::CommandHandler;
 use trackhrs_domain::Token;
-use trackhrs_domain::organization::{OrgCommand, Organization, Role};
+use trackhrs_domain::organization::{OrgCommand, Role};
+use trackhrs_gateway::Core;
 use trackhrs_harness::pg::Durability;
 use trackhrs_harness::{NatsOptions, NatsServer, PgServer};
-use trackhrs_nats::{CommitMeta, EventStore, StoreConfig};
+use trackhrs_nats::{EventStore, StoreConfig};
+
+use crate::platform::{self, GatewayArgs, Shutdown};
+
+/// Password of every demo account.
+pub const DEMO_PASSWORD: &str = "trackhrs demo 2026";
 
 /// Arguments of `dev`.
 #[derive(clap::Args)]
@@ -31,9 +34,8 @@ pub struct DevArgs {
     /// Port of the embedded PostgreSQL.
     #[arg(long, env = "TRACKHRS_DEV_PG_PORT", default_value_t = 15432)]
     pg_port: u16,
-    /// Address the gateway listens on.
-    #[arg(long, env = "TRACKHRS_GATEWAY_ADDR", default_value = "127.0.0.1:50051")]
-    listen: SocketAddr,
+    #[command(flatten)]
+    gateway: GatewayArgs,
     /// Start, provision and seed, then stop (a smoke test of the set-up).
     #[arg(long)]
     once: bool,
@@ -84,11 +86,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             PgServer::connection_string_for(args.pg_port, "trackhrs")
         }
     };
-    let (pg, conn) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
-        .await
-        .context("connect to PostgreSQL")?;
-    tokio::spawn(conn);
-    pg.simple_query("SELECT 1").await?;
+    let pg: tokio_postgres::Config = database_url
+        .parse()
+        .context("invalid PostgreSQL connection string")?;
 
     let client = async_nats::connect(&nats_url)
         .await
@@ -96,47 +96,62 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let config = StoreConfig::default();
     trackhrs_nats::provision(&client, &config).await?;
     let store = EventStore::open(client.clone(), config).await?;
-    let commands = CommandHandler::new(store);
-    seed_demo_org(&commands).await?;
+    let core = platform::open_gateway(store.clone(), pg.clone(), &args.gateway).await?;
+    seed_demo_org(&core).await?;
 
+    let listen = args.gateway.listen;
     let mut out = std::io::stdout().lock();
     use std::io::Write as _;
     writeln!(out, "TrackHrs is running.")?;
     writeln!(out, "  NATS:        {nats_url}")?;
     writeln!(out, "  PostgreSQL:  {database_url}")?;
-    writeln!(out, "  gRPC:        {} (health, reflection)", args.listen)?;
     writeln!(
         out,
-        "  demo org:    acme (owner olive@acme.test, 5 members)"
+        "  gRPC:        {listen} (identity, organizations, agent session, health, reflection)"
     )?;
-    writeln!(out, "Try:")?;
+    writeln!(
+        out,
+        "  demo org:    acme; members olive (owner), manny (manager), erin and ed (employees), ada (auditor)"
+    )?;
+    writeln!(
+        out,
+        "               e-mail <name>@acme.test, password \"{DEMO_PASSWORD}\""
+    )?;
+    writeln!(out, "Try (see README.md for more):")?;
+    writeln!(out, "  grpcurl -plaintext {listen} list")?;
+    writeln!(
+        out,
+        "  grpcurl -plaintext -d '{{\"org_id\":\"acme\",\"email\":\"olive@acme.test\",\"password\":\"{DEMO_PASSWORD}\"}}' {listen} trackhrs.org.v1.Identity/Login"
+    )?;
     writeln!(
         out,
         "  cargo run --bin trackhrs -- events tail --nats-url {nats_url}"
     )?;
-    writeln!(out, "  grpcurl -plaintext {} list", args.listen)?;
     drop(out);
     if args.once {
         return Ok(());
     }
-    crate::run_gateway(client, args.listen, crate::shutdown_signal()).await
+    let shutdown = Shutdown::on_signal();
+    let projections = tokio::spawn(platform::run_projections(store, pg, shutdown.clone()));
+    platform::serve_gateway(core, client, listen, shutdown).await?;
+    projections.await??;
+    Ok(())
 }
 
-/// Creates the demo organization. Fixed command ids make it idempotent: a
-/// second run gets the original results and stores nothing new.
-async fn seed_demo_org(commands: &CommandHandler) -> anyhow::Result<()> {
-    let (org, id) = (Token::new("acme")?, Token::new("org")?);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as i64;
-    let meta = |id: &str| CommitMeta::new(id, "system:dev", now);
+/// Creates the demo organization and its members' passwords. Fixed command
+/// ids make it idempotent: a second run gets the original results and
+/// stores nothing new.
+async fn seed_demo_org(core: &Core) -> anyhow::Result<()> {
+    let org = Token::new("acme")?;
+    let olive = Token::new("olive")?;
     let create = OrgCommand::Create {
         name: "Acme Corp".into(),
-        owner: Token::new("olive")?,
+        owner: olive.clone(),
         owner_email: "olive@acme.test".into(),
         owner_name: "Olive Owner".into(),
         seats: 10,
     };
-    commands
-        .execute::<Organization>(&org, &id, create, &meta("demo-create-org"))
+    core.org_command(&org, "system:dev", "demo-create-org", create)
         .await
         .context("seed the demo org")?;
     let people = [
@@ -147,16 +162,22 @@ async fn seed_demo_org(commands: &CommandHandler) -> anyhow::Result<()> {
     ];
     for (who, name, role) in people {
         let invite = OrgCommand::InviteMember {
-            actor: Token::new("olive")?,
+            actor: olive.clone(),
             member: Token::new(who)?,
             email: format!("{who}@acme.test"),
             name: name.into(),
             role,
         };
-        commands
-            .execute::<Organization>(&org, &id, invite, &meta(&format!("demo-invite-{who}")))
+        core.org_command(&org, "system:dev", &format!("demo-invite-{who}"), invite)
             .await
             .with_context(|| format!("seed demo member {who}"))?;
+    }
+    let hash = core.auth.hash_password(DEMO_PASSWORD.into()).await?;
+    for who in ["olive", "manny", "erin", "ed", "ada"] {
+        core.auth
+            .put_account_if_absent("acme", who, &format!("{who}@acme.test"), &hash)
+            .await
+            .with_context(|| format!("seed the password of {who}"))?;
     }
     Ok(())
 }

@@ -3,9 +3,8 @@
 
 mod bench;
 mod dev;
+mod platform;
 mod tail;
-
-use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -32,13 +31,25 @@ enum Role {
     Dev(dev::DevArgs),
     /// Create or update the JetStream streams and buckets, then exit.
     Provision(NatsArgs),
-    /// Run the gRPC gateway (health and reflection today).
+    /// Run the gRPC gateway: identity, organization administration, agent
+    /// sessions, health and reflection.
     Gateway {
         #[command(flatten)]
         nats: NatsArgs,
-        /// Address the gateway listens on.
-        #[arg(long, env = "TRACKHRS_GATEWAY_ADDR", default_value = "127.0.0.1:50051")]
-        listen: SocketAddr,
+        #[command(flatten)]
+        pg: platform::PgArgs,
+        #[command(flatten)]
+        gateway: platform::GatewayArgs,
+    },
+    /// Run or inspect the projections (PostgreSQL read models).
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// Manage authentication: the access-token signing keys.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
     },
     /// Read the event log.
     Events {
@@ -56,6 +67,45 @@ enum Role {
 enum EventsCommand {
     /// Print stored commits as JSON lines, decoded, personal data opened or shown erased.
     Tail(tail::TailArgs),
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Run the projections until Ctrl-C.
+    Run {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        pg: platform::PgArgs,
+    },
+    /// Print every projection version: state, position, lag.
+    Status {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        pg: platform::PgArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// List the signing keys (ids and dates, never the secrets).
+    Keys {
+        #[command(flatten)]
+        pg: platform::PgArgs,
+    },
+    /// Add a signing key; it signs from now on, older keys still verify.
+    RotateKey {
+        #[command(flatten)]
+        pg: platform::PgArgs,
+    },
+    /// Retire a signing key: tokens it signed are refused from now on.
+    RetireKey {
+        /// The key id (see `trackhrs auth keys`).
+        kid: String,
+        #[command(flatten)]
+        pg: platform::PgArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -140,11 +190,26 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("streams and buckets are provisioned");
             Ok(())
         }
-        Role::Gateway { nats, listen } => {
-            let client = nats.connect().await?;
-            trackhrs_nats::provision(&client, &nats.store_config()).await?;
-            run_gateway(client, listen, shutdown_signal()).await
+        Role::Gateway { nats, pg, gateway } => {
+            let store = open_store(&nats).await?;
+            let client = store.client().clone();
+            let core = platform::open_gateway(store, pg.config()?, &gateway).await?;
+            let shutdown = platform::Shutdown::on_signal();
+            platform::serve_gateway(core, client, gateway.listen, shutdown).await
         }
+        Role::Projections {
+            command: ProjectionsCommand::Run { nats, pg },
+        } => {
+            let store = open_store(&nats).await?;
+            platform::run_projections(store, pg.config()?, platform::Shutdown::on_signal()).await
+        }
+        Role::Projections {
+            command: ProjectionsCommand::Status { nats, pg },
+        } => {
+            let store = open_store(&nats).await?;
+            projections_status(&store, &pg).await
+        }
+        Role::Auth { command } => auth_command(command).await,
         Role::Events {
             command: EventsCommand::Tail(args),
         } => tail::run(args).await,
@@ -154,17 +219,91 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Serves the gateway until `shutdown`.
-pub async fn run_gateway(
-    client: async_nats::Client,
-    listen: SocketAddr,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
+/// Connects to NATS, provisions the streams and opens the event store.
+async fn open_store(nats: &NatsArgs) -> anyhow::Result<trackhrs_nats::EventStore> {
+    let client = nats.connect().await?;
+    let config = nats.store_config();
+    trackhrs_nats::provision(&client, &config).await?;
+    Ok(trackhrs_nats::EventStore::open(client, config).await?)
+}
+
+async fn pg_connect(pg: &platform::PgArgs) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) = pg
+        .config()?
+        .connect(tokio_postgres::NoTls)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let probe = move || client.connection_state() == async_nats::connection::State::Connected;
-    trackhrs_gateway::serve(listener, probe, shutdown).await?;
+        .context("connect to PostgreSQL")?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+async fn projections_status(
+    store: &trackhrs_nats::EventStore,
+    pg: &platform::PgArgs,
+) -> anyhow::Result<()> {
+    let mut client = pg_connect(pg).await?;
+    trackhrs_projections::migrate(&mut client).await?;
+    let rows = trackhrs_projections::status(&client, store).await?;
+    let mut out = std::io::stdout().lock();
+    use std::io::Write as _;
+    writeln!(
+        out,
+        "{:<20} {:>7} {:<9} {:>12} {:>12} {:>10}",
+        "PROJECTION", "VERSION", "STATE", "POSITION", "STREAM", "LAG"
+    )?;
+    for row in rows {
+        writeln!(
+            out,
+            "{:<20} {:>7} {:<9} {:>12} {:>12} {:>10}",
+            row.info.name,
+            row.info.version,
+            row.info.state.as_str(),
+            row.info.position,
+            row.stream_last_sequence,
+            row.lag
+        )?;
+    }
+    Ok(())
+}
+
+async fn auth_command(command: AuthCommand) -> anyhow::Result<()> {
+    let pg = match &command {
+        AuthCommand::Keys { pg }
+        | AuthCommand::RotateKey { pg }
+        | AuthCommand::RetireKey { pg, .. } => pg,
+    };
+    let pool = trackhrs_gateway::pool(pg.config()?, 2)?;
+    let auth = trackhrs_gateway::Auth::open(pool, Default::default()).await?;
+    let mut out = std::io::stdout().lock();
+    use std::io::Write as _;
+    match command {
+        AuthCommand::Keys { .. } => {
+            for key in auth.keys().list().await? {
+                let state = match key.retired_at {
+                    Some(at) => format!("retired at {at}"),
+                    None => "active".into(),
+                };
+                writeln!(out, "{}  created at {}  {state}", key.kid, key.created_at)?;
+            }
+        }
+        AuthCommand::RotateKey { .. } => {
+            let kid = auth.keys().rotate().await?;
+            writeln!(
+                out,
+                "new signing key {kid}; gateways sign with it within 30 s"
+            )?;
+        }
+        AuthCommand::RetireKey { kid, .. } => {
+            if auth.keys().retire(&kid).await? {
+                writeln!(
+                    out,
+                    "retired {kid}; tokens it signed are refused within 30 s"
+                )?;
+            } else {
+                anyhow::bail!("no active signing key {kid}");
+            }
+        }
+    }
     Ok(())
 }
 

@@ -76,3 +76,94 @@ fn dev_starts_seeds_once_and_tail_shows_the_log() {
             .all(|w| w[0]["stream_sequence"].as_u64() < w[1]["stream_sequence"].as_u64())
     );
 }
+
+/// Stops the child on drop (SIGKILL), so a failed assertion leaves no process.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_serves_the_demo_org_over_grpc() {
+    use trackhrs_schemas::org::v1 as pb;
+    use trackhrs_schemas::org::v1::identity_client::IdentityClient;
+    use trackhrs_schemas::org::v1::organizations_client::OrganizationsClient;
+
+    let data = tempfile::tempdir().unwrap();
+    let (nats_port, pg_port, grpc_port) = (free_port(), free_port(), free_port());
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_trackhrs"))
+            .args([
+                "dev",
+                "--data-dir",
+                data.path().join("data").to_str().unwrap(),
+                "--nats-port",
+                &nats_port.to_string(),
+                "--pg-port",
+                &pg_port.to_string(),
+                "--listen",
+                &format!("127.0.0.1:{grpc_port}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{grpc_port}");
+    let channel = trackhrs_harness::wait_until(std::time::Duration::from_secs(60), || {
+        let url = url.clone();
+        async move {
+            tonic::transport::Channel::from_shared(url)
+                .ok()?
+                .connect()
+                .await
+                .ok()
+        }
+    })
+    .await
+    .expect("the gateway of `trackhrs dev` did not come up");
+    let session = IdentityClient::new(channel.clone())
+        .login(pb::LoginRequest {
+            org_id: "acme".into(),
+            email: "manny@acme.test".into(),
+            password: "trackhrs demo 2026".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(session.role, pb::Role::Manager as i32);
+    let mut request = tonic::Request::new(pb::ListMembersRequest {
+        org_id: "acme".into(),
+        min_position: 5,
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", session.access_token).parse().unwrap(),
+    );
+    let members = OrganizationsClient::new(channel)
+        .list_members(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert_eq!(members.len(), 5);
+    // SIGTERM stops every role cleanly.
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = trackhrs_harness::wait_until(std::time::Duration::from_secs(30), || {
+        let exited = child.0.try_wait().unwrap();
+        async move { exited }
+    })
+    .await
+    .expect("`trackhrs dev` did not stop on SIGTERM");
+    assert!(status.success(), "{status:?}");
+}

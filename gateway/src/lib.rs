@@ -1,16 +1,36 @@
-//! The tonic gRPC gateway. Today it serves the standard gRPC health service
-//! (reporting whether the event store is reachable) and server reflection, so
-//! standard tools (grpcurl, grpc_health_probe) work; agent ingest, commands and
-//! read-model queries are added here as they land.
+//! The tonic gRPC gateway: identity (sign-up, log-in, tokens), administration
+//! of the caller's organization, the agent's session, the standard gRPC
+//! health service (reporting whether the event store is reachable) and server
+//! reflection, so standard tools (grpcurl, grpc_health_probe) work.
 //!
-//! Architecture invariant: nothing imports this crate but the `trackhrs` binary.
+//! Architecture invariant: nothing imports this crate but the `trackhrs`
+//! binary. Wire types meet the domain here, and errors become gRPC statuses in
+//! one place (`status.rs`). Every request is scoped to the caller's org.
+
+pub mod agent;
+pub mod auth;
+pub mod caller;
+pub mod core;
+pub mod identity;
+pub mod orgs;
+pub mod status;
+pub mod validate;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::Pool;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
+use trackhrs_commands::CommandHandler;
+use trackhrs_schemas::agent::v1::agent_session_server::AgentSessionServer;
+use trackhrs_schemas::org::v1::identity_server::IdentityServer;
+use trackhrs_schemas::org::v1::organizations_server::OrganizationsServer;
+
+pub use auth::{Auth, AuthConfig, AuthError};
+pub use core::Core;
 
 /// Name under which the health service reports the event store's reachability.
 pub const EVENT_STORE_HEALTH: &str = "trackhrs.events";
@@ -24,6 +44,63 @@ pub enum GatewayError {
     /// The server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The PostgreSQL pool could not be built.
+    #[error("PostgreSQL pool: {0}")]
+    Pool(String),
+    /// The credential store could not be opened.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+/// Settings of the gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Token lifetimes and log-in limits.
+    pub auth: AuthConfig,
+    /// How long a query waits for a read model to reach the position the
+    /// caller asked for.
+    pub read_wait: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            auth: AuthConfig::default(),
+            read_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A PostgreSQL connection pool for the gateway (credentials and read-model
+/// queries).
+pub fn pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, GatewayError> {
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .map_err(|e| GatewayError::Pool(e.to_string()))
+}
+
+/// Opens the gateway's shared state: applies the credential schema and loads
+/// the signing keys.
+pub async fn open(
+    commands: CommandHandler,
+    pool: Pool,
+    config: GatewayConfig,
+) -> Result<Arc<Core>, GatewayError> {
+    let auth = Auth::open(pool.clone(), config.auth).await?;
+    Ok(Arc::new(Core {
+        commands,
+        auth,
+        pool,
+        read_wait: config.read_wait,
+    }))
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes.
@@ -33,6 +110,7 @@ pub enum GatewayError {
 /// returns true.
 pub async fn serve(
     listener: TcpListener,
+    core: Arc<Core>,
     store_reachable: impl Fn() -> bool + Send + 'static,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), GatewayError> {
@@ -60,6 +138,15 @@ pub async fn serve(
     let served = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
+        .add_service(IdentityServer::new(identity::IdentityService::new(
+            core.clone(),
+        )))
+        .add_service(OrganizationsServer::new(orgs::OrganizationsService::new(
+            core.clone(),
+        )))
+        .add_service(AgentSessionServer::new(agent::AgentSessionService::new(
+            core,
+        )))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await;
     probe.abort();

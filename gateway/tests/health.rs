@@ -25,8 +25,23 @@ async fn reaches(client: &HealthClient<Channel>, want: ServingStatus) -> bool {
     .is_some()
 }
 
+mod common;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_the_event_store() {
+    let platform = common::Platform::start_with(Default::default(), 0).await;
+    let client = platform.nats.connect().await.unwrap();
+    let store = trackhrs_nats::EventStore::open(client, Default::default())
+        .await
+        .unwrap();
+    let pg_config = platform.db.connection_string().parse().unwrap();
+    let core = trackhrs_gateway::open(
+        trackhrs_commands::CommandHandler::new(store),
+        trackhrs_gateway::pool(pg_config, 2).unwrap(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let up = Arc::new(AtomicBool::new(true));
@@ -34,6 +49,7 @@ async fn health_follows_the_event_store() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(trackhrs_gateway::serve(
         listener,
+        core,
         move || probe.load(Ordering::SeqCst),
         async {
             let _ = stopped.await;

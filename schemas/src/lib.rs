@@ -1,5 +1,5 @@
-//! Protobuf wire types generated from `proto/`: the stored event envelope and the
-//! agent upload. Wire types stay at the edges (`nats`, `gateway`); the domain has
+//! Protobuf wire types generated from `proto/`: the stored event envelope, the
+//! agent upload and the organization API. Wire types stay at the edges (`nats`, `gateway`); the domain has
 //! its own types.
 
 /// Stored event commits and envelopes (`trackhrs.events.v1`).
@@ -17,6 +17,15 @@ pub mod agent {
     #[allow(missing_docs, unused_qualifications, clippy::all, clippy::pedantic)]
     pub mod v1 {
         tonic::include_proto!("trackhrs.agent.v1");
+    }
+}
+
+/// Identity and organization administration (`trackhrs.org.v1`).
+pub mod org {
+    /// Version 1 of the organization API.
+    #[allow(missing_docs, unused_qualifications, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("trackhrs.org.v1");
     }
 }
 

@@ -1,0 +1,48 @@
+//! `trackhrs.agent.v1.AgentSession`: what a device token stands for and the
+//! privacy policy the agent must obey.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use trackhrs_projections::directory;
+use trackhrs_schemas::agent::v1 as pb;
+use trackhrs_schemas::agent::v1::agent_session_server::AgentSession;
+
+use crate::caller;
+use crate::core::Core;
+use crate::status;
+
+/// The agent session service.
+pub struct AgentSessionService {
+    core: Arc<Core>,
+}
+
+impl AgentSessionService {
+    /// A service over the shared state.
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+#[tonic::async_trait]
+impl AgentSession for AgentSessionService {
+    async fn get_policy(
+        &self,
+        request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::Policy>, Status> {
+        let device = caller::device(&self.core.auth, &request).await?;
+        let (client, schema, _) = self.core.directory(0).await?;
+        let org = directory::organization(&client, &schema, &device.org_id)
+            .await
+            .map_err(|e| status::query(&e))?
+            .ok_or_else(|| Status::unavailable("the organization is not in the directory yet"))?;
+        Ok(Response::new(pb::Policy {
+            org_id: device.org_id,
+            device_id: device.device_id,
+            person_id: device.person_id,
+            timezone: org.timezone,
+            capture_titles: org.capture_titles,
+            capture_urls: org.capture_urls,
+        }))
+    }
+}

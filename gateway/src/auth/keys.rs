@@ -1,0 +1,274 @@
+//! Access-token signing keys, shared by every gateway replica through
+//! PostgreSQL (`auth.signing_keys`), and the access tokens themselves (JWT,
+//! HS256, the key id in the `kid` header).
+//!
+//! The newest key that is not retired signs. Every key that is not retired
+//! verifies, so tokens signed before a rotation stay valid until they expire
+//! or their key is retired. Each replica reloads the keys every
+//! [`RELOAD_EVERY`], and at once when a token names a key it does not know.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use super::AuthError;
+
+/// How often a replica reloads the keys to learn of rotations and retirements.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(30);
+/// Clock skew tolerated when checking expiry.
+const LEEWAY_SECS: u64 = 5;
+
+/// What an access token says about its bearer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Person id.
+    pub sub: String,
+    /// Organization id.
+    pub org: String,
+    /// Role in the organization when the token was issued.
+    pub role: String,
+    /// Issued at (Unix seconds).
+    pub iat: i64,
+    /// Expires at (Unix seconds).
+    pub exp: i64,
+}
+
+/// One signing key.
+#[derive(Clone)]
+struct Key {
+    secret: Vec<u8>,
+}
+
+struct Loaded {
+    current: Option<String>,
+    keys: HashMap<String, Key>,
+    at: Instant,
+}
+
+/// The signing keys as this replica last loaded them.
+pub struct SigningKeys {
+    pool: Pool,
+    loaded: RwLock<Loaded>,
+}
+
+/// A key as listed for operators (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// Key id.
+    pub kid: String,
+    /// Unix seconds when it was created.
+    pub created_at: i64,
+    /// Unix seconds when it was retired, if it was.
+    pub retired_at: Option<i64>,
+}
+
+impl SigningKeys {
+    /// Loads the keys, creating the first one when there is none.
+    pub async fn open(pool: Pool) -> Result<Self, AuthError> {
+        let keys = Self {
+            pool,
+            loaded: RwLock::new(Loaded {
+                current: None,
+                keys: HashMap::new(),
+                at: Instant::now(),
+            }),
+        };
+        if keys.reload().await?.is_none() {
+            keys.ensure_one().await?;
+            keys.reload().await?;
+        }
+        Ok(keys)
+    }
+
+    async fn ensure_one(&self) -> Result<(), AuthError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('trackhrs.auth.keys'))",
+            &[],
+        )
+        .await?;
+        let live: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM auth.signing_keys WHERE retired_at IS NULL",
+                &[],
+            )
+            .await?
+            .get(0);
+        if live == 0 {
+            insert_key(&tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Adds a new key, which signs from now on (on other replicas within
+    /// [`RELOAD_EVERY`]). Returns its id.
+    pub async fn rotate(&self) -> Result<String, AuthError> {
+        let client = self.pool.get().await?;
+        let kid = insert_key(&client).await?;
+        self.reload().await?;
+        Ok(kid)
+    }
+
+    /// Retires a key: tokens it signed are refused. Returns false when no
+    /// such key exists. The last key that is not retired cannot be retired.
+    pub async fn retire(&self, kid: &str) -> Result<bool, AuthError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('trackhrs.auth.keys'))",
+            &[],
+        )
+        .await?;
+        let others: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM auth.signing_keys WHERE retired_at IS NULL AND kid <> $1",
+                &[&kid],
+            )
+            .await?
+            .get(0);
+        if others == 0 {
+            return Err(AuthError::LastKey);
+        }
+        let n = tx
+            .execute(
+                "UPDATE auth.signing_keys SET retired_at = now() WHERE kid = $1 AND retired_at IS NULL",
+                &[&kid],
+            )
+            .await?;
+        tx.commit().await?;
+        self.reload().await?;
+        Ok(n == 1)
+    }
+
+    /// Every key, newest first.
+    pub async fn list(&self) -> Result<Vec<KeyInfo>, AuthError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT kid, extract(epoch FROM created_at)::bigint, \
+                 extract(epoch FROM retired_at)::bigint \
+                 FROM auth.signing_keys ORDER BY created_at DESC",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| KeyInfo {
+                kid: r.get(0),
+                created_at: r.get(1),
+                retired_at: r.get(2),
+            })
+            .collect())
+    }
+
+    /// Reloads the keys; returns the current key id, if any.
+    async fn reload(&self) -> Result<Option<String>, AuthError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT kid, secret FROM auth.signing_keys WHERE retired_at IS NULL \
+                 ORDER BY created_at DESC, kid DESC",
+                &[],
+            )
+            .await?;
+        let current = rows.first().map(|r| r.get::<_, String>(0));
+        let keys = rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), Key { secret: r.get(1) }))
+            .collect();
+        let mut loaded = self.loaded.write().unwrap_or_else(|e| e.into_inner());
+        *loaded = Loaded {
+            current: current.clone(),
+            keys,
+            at: Instant::now(),
+        };
+        Ok(current)
+    }
+
+    async fn reload_if_stale(&self) -> Result<(), AuthError> {
+        let stale = self
+            .loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .at
+            .elapsed()
+            >= RELOAD_EVERY;
+        if stale {
+            self.reload().await?;
+        }
+        Ok(())
+    }
+
+    /// Signs `claims` with the current key.
+    pub async fn sign(&self, claims: &Claims) -> Result<String, AuthError> {
+        self.reload_if_stale().await?;
+        let (kid, key) = {
+            let loaded = self.loaded.read().unwrap_or_else(|e| e.into_inner());
+            let kid = loaded.current.clone().ok_or(AuthError::NoKey)?;
+            let key = loaded.keys.get(&kid).cloned().ok_or(AuthError::NoKey)?;
+            (kid, key)
+        };
+        let header = Header {
+            kid: Some(kid),
+            ..Header::new(Algorithm::HS256)
+        };
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(&key.secret))
+            .map_err(|e| AuthError::Internal(format!("signing an access token: {e}")))
+    }
+
+    /// Verifies an access token: its key, signature and expiry.
+    pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        self.reload_if_stale().await?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::BadToken)?;
+        if header.alg != Algorithm::HS256 {
+            return Err(AuthError::BadToken);
+        }
+        let kid = header.kid.ok_or(AuthError::BadToken)?;
+        let mut key = self.key(&kid);
+        if key.is_none() {
+            self.reload().await?;
+            key = self.key(&kid);
+        }
+        let key = key.ok_or(AuthError::BadToken)?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&key.secret), &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::BadToken,
+            })
+    }
+
+    fn key(&self, kid: &str) -> Option<Key> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys
+            .get(kid)
+            .cloned()
+    }
+}
+
+async fn insert_key(client: &impl deadpool_postgres::GenericClient) -> Result<String, AuthError> {
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let mut id = [0u8; 6];
+    rand::rng().fill_bytes(&mut id);
+    let kid: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    client
+        .execute(
+            "INSERT INTO auth.signing_keys (kid, secret) VALUES ($1, $2)",
+            &[&kid, &secret.as_slice()],
+        )
+        .await?;
+    Ok(kid)
+}

@@ -1,0 +1,554 @@
+//! Authentication: accounts with argon2id password hashes, access tokens
+//! signed with rotating keys, refresh, device and invitation tokens, and the
+//! log-in throttle.
+//!
+//! Credentials live in PostgreSQL (schema `auth`), never in the event log: the
+//! log is immutable, and a credential must be replaceable and erasable. Secrets
+//! are stored only as hashes (argon2id for passwords, SHA-256 for random
+//! tokens). Every replica reads the same tables, so revoking a refresh or
+//! device token takes effect on the next request everywhere.
+
+pub mod keys;
+pub mod password;
+pub mod secret;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deadpool_postgres::Pool;
+
+pub use keys::{Claims, KeyInfo, SigningKeys};
+use secret::Kind;
+
+const SCHEMA: &str = include_str!("schema.sql");
+
+/// Lifetimes and log-in limits.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Lifetime of an access token.
+    pub access_ttl: Duration,
+    /// Lifetime of a refresh token.
+    pub refresh_ttl: Duration,
+    /// Lifetime of an invitation token.
+    pub invitation_ttl: Duration,
+    /// Failed log-ins per account before it is throttled ...
+    pub account_failures: u32,
+    /// ... within this window.
+    pub account_window: Duration,
+    /// Log-in attempts per client address before it is throttled ...
+    pub address_attempts: u32,
+    /// ... within this window.
+    pub address_window: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            invitation_ttl: Duration::from_secs(7 * 24 * 3600),
+            account_failures: 5,
+            account_window: Duration::from_secs(15 * 60),
+            address_attempts: 30,
+            address_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What can go wrong authenticating. The gateway maps these to gRPC statuses
+/// in `status.rs`; none of the messages contains a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No token, or a token that is malformed, tampered with, signed by an
+    /// unknown or retired key, or of the wrong kind.
+    #[error("invalid credentials")]
+    BadToken,
+    /// The access token expired.
+    #[error("the access token expired; refresh it")]
+    Expired,
+    /// The refresh, device or invitation token was revoked, spent or expired.
+    #[error("the token was revoked or has expired")]
+    Revoked,
+    /// Wrong e-mail or password (the same answer for both).
+    #[error("wrong e-mail address or password")]
+    BadCredentials,
+    /// Too many log-in attempts.
+    #[error("too many log-in attempts; try again in {retry_after_secs} seconds")]
+    Throttled {
+        /// Seconds until the window ends.
+        retry_after_secs: u64,
+    },
+    /// The invitation was accepted already.
+    #[error("the invitation was already accepted")]
+    InvitationUsed,
+    /// No signing key is available.
+    #[error("no access-token signing key is available")]
+    NoKey,
+    /// Retiring this key would leave none to sign with.
+    #[error("the last signing key cannot be retired; rotate first")]
+    LastKey,
+    /// PostgreSQL failed.
+    #[error("credential store: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    /// No PostgreSQL connection could be had.
+    #[error("credential store unavailable: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// Anything else that is our fault.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Tokens handed out by a log-in.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Signed access token.
+    pub access_token: String,
+    /// Unix seconds when it expires.
+    pub access_expires_at: i64,
+    /// Refresh token (shown once).
+    pub refresh_token: String,
+    /// Unix seconds when it expires.
+    pub refresh_expires_at: i64,
+}
+
+/// Who a device token stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceIdentity {
+    /// Organization.
+    pub org_id: String,
+    /// Device.
+    pub device_id: String,
+    /// Its member.
+    pub person_id: String,
+}
+
+/// An invitation that was just accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The invited member.
+    pub person_id: String,
+}
+
+/// The credential store and token service.
+pub struct Auth {
+    pool: Pool,
+    keys: SigningKeys,
+    config: AuthConfig,
+    /// A real argon2id hash of a random password, verified against when the
+    /// e-mail is unknown so both answers take as long.
+    dummy_hash: String,
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl Auth {
+    /// Applies the `auth` schema (idempotent, safe from several replicas at
+    /// once) and loads the signing keys.
+    pub async fn open(pool: Pool, config: AuthConfig) -> Result<Self, AuthError> {
+        migrate(&pool).await?;
+        let keys = SigningKeys::open(pool.clone()).await?;
+        let dummy_hash = blocking(|| {
+            let (random, _) = secret::generate(Kind::Refresh);
+            password::hash(&random).map_err(|e| AuthError::Internal(e.to_string()))
+        })
+        .await?;
+        Ok(Self {
+            pool,
+            keys,
+            config,
+            dummy_hash,
+        })
+    }
+
+    /// The signing keys (for rotation by operators).
+    pub fn keys(&self) -> &SigningKeys {
+        &self.keys
+    }
+
+    /// The lifetimes and limits in force.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// Hashes a password off the async runtime.
+    pub async fn hash_password(&self, password: String) -> Result<String, AuthError> {
+        blocking(move || password::hash(&password).map_err(|e| AuthError::Internal(e.to_string())))
+            .await
+    }
+
+    /// Stores an account's password hash unless the person has one already.
+    /// Returns whether it was stored.
+    pub async fn put_account_if_absent(
+        &self,
+        org: &str,
+        person: &str,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<bool, AuthError> {
+        let client = self.pool.get().await?;
+        let stored = client
+            .execute(
+                "INSERT INTO auth.accounts (org_id, person_id, email_lower, password_hash) \
+                 VALUES ($1, $2, lower($3), $4) ON CONFLICT (org_id, person_id) DO NOTHING",
+                &[&org, &person, &email, &password_hash],
+            )
+            .await?;
+        Ok(stored == 1)
+    }
+
+    /// Whether `password` is the person's password.
+    pub async fn verify_account(
+        &self,
+        org: &str,
+        person: &str,
+        password: String,
+    ) -> Result<bool, AuthError> {
+        let client = self.pool.get().await?;
+        let Some(row) = client
+            .query_opt(
+                "SELECT password_hash FROM auth.accounts WHERE org_id = $1 AND person_id = $2",
+                &[&org, &person],
+            )
+            .await?
+        else {
+            return Ok(false);
+        };
+        let stored: String = row.get(0);
+        blocking(move || Ok(password::verify(&password, &stored))).await
+    }
+
+    /// Checks a log-in. Throttles per client address (every attempt) and per
+    /// account (failures), and verifies a hash whether or not the e-mail is
+    /// known, so the answer's timing does not tell which it was. Returns the
+    /// person id.
+    pub async fn check_login(
+        &self,
+        org: &str,
+        email: &str,
+        password: String,
+        address: Option<std::net::IpAddr>,
+    ) -> Result<String, AuthError> {
+        let client = self.pool.get().await?;
+        let account_key = secret::hex_digest(&format!("account:{org}:{}", email.to_lowercase()));
+        if let Some(address) = address {
+            let address_key = secret::hex_digest(&format!("address:{address}"));
+            let (count, retry) = bump(&client, &address_key, self.config.address_window).await?;
+            if count > i64::from(self.config.address_attempts) {
+                return Err(AuthError::Throttled {
+                    retry_after_secs: retry,
+                });
+            }
+        }
+        let failures = client
+            .query_opt(
+                "SELECT count, ceil(extract(epoch FROM window_start + make_interval(secs => $2) - now()))::bigint \
+                 FROM auth.login_throttle WHERE key = $1 \
+                 AND window_start > now() - make_interval(secs => $2)",
+                &[&account_key, &secs(self.config.account_window)],
+            )
+            .await?;
+        if let Some(row) = failures
+            && row.get::<_, i32>(0) >= self.config.account_failures as i32
+        {
+            return Err(AuthError::Throttled {
+                retry_after_secs: row.get::<_, i64>(1).max(1) as u64,
+            });
+        }
+        let account = client
+            .query_opt(
+                "SELECT person_id, password_hash FROM auth.accounts \
+                 WHERE org_id = $1 AND email_lower = lower($2)",
+                &[&org, &email],
+            )
+            .await?;
+        let (person, stored) = match account {
+            Some(row) => (Some(row.get::<_, String>(0)), row.get::<_, String>(1)),
+            None => (None, self.dummy_hash.clone()),
+        };
+        let matches = blocking(move || Ok(password::verify(&password, &stored))).await?;
+        match person {
+            Some(person) if matches => {
+                client
+                    .execute(
+                        "DELETE FROM auth.login_throttle WHERE key = $1",
+                        &[&account_key],
+                    )
+                    .await?;
+                Ok(person)
+            }
+            _ => {
+                bump(&client, &account_key, self.config.account_window).await?;
+                Err(AuthError::BadCredentials)
+            }
+        }
+    }
+
+    /// Issues an access token and a refresh token for a member.
+    pub async fn issue_session(
+        &self,
+        org: &str,
+        person: &str,
+        role: &str,
+    ) -> Result<Session, AuthError> {
+        let now = now_secs();
+        let access_expires_at = now + self.config.access_ttl.as_secs() as i64;
+        let access_token = self
+            .keys
+            .sign(&Claims {
+                sub: person.to_owned(),
+                org: org.to_owned(),
+                role: role.to_owned(),
+                iat: now,
+                exp: access_expires_at,
+            })
+            .await?;
+        let (refresh_token, digest) = secret::generate(Kind::Refresh);
+        let client = self.pool.get().await?;
+        let refresh_expires_at: i64 = client
+            .query_one(
+                "INSERT INTO auth.refresh_tokens (token_hash, org_id, person_id, expires_at) \
+                 VALUES ($1, $2, $3, now() + make_interval(secs => $4)) \
+                 RETURNING extract(epoch FROM expires_at)::bigint",
+                &[&digest, &org, &person, &secs(self.config.refresh_ttl)],
+            )
+            .await?
+            .get(0);
+        Ok(Session {
+            access_token,
+            access_expires_at,
+            refresh_token,
+            refresh_expires_at,
+        })
+    }
+
+    /// Spends a refresh token; returns (org, person) it was issued to.
+    pub async fn spend_refresh(&self, token: &str) -> Result<(String, String), AuthError> {
+        let digest = secret::digest_of(Kind::Refresh, token).ok_or(AuthError::BadToken)?;
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "UPDATE auth.refresh_tokens SET revoked_at = now() \
+                 WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now() \
+                 RETURNING org_id, person_id",
+                &[&digest],
+            )
+            .await?
+            .ok_or(AuthError::Revoked)?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    /// Revokes a refresh token (log-out). Unknown tokens are ignored.
+    pub async fn revoke_refresh(&self, token: &str) -> Result<(), AuthError> {
+        let digest = secret::digest_of(Kind::Refresh, token).ok_or(AuthError::BadToken)?;
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE auth.refresh_tokens SET revoked_at = now() \
+                 WHERE token_hash = $1 AND revoked_at IS NULL",
+                &[&digest],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Verifies an access token.
+    pub async fn verify_access(&self, token: &str) -> Result<Claims, AuthError> {
+        self.keys.verify(token).await
+    }
+
+    /// Creates (or, for a retried invitation, replaces) the member's
+    /// invitation token. Returns the token and its expiry (Unix seconds).
+    /// An invitation already accepted is not replaced
+    /// ([`AuthError::InvitationUsed`]): a retried command id must not reopen
+    /// an account that has a password.
+    pub async fn put_invitation(
+        &self,
+        org: &str,
+        person: &str,
+        email: &str,
+    ) -> Result<(String, i64), AuthError> {
+        let (token, digest) = secret::generate(Kind::Invitation);
+        let client = self.pool.get().await?;
+        let expires: i64 = client
+            .query_opt(
+                "INSERT INTO auth.invitations (org_id, person_id, email_lower, token_hash, expires_at) \
+                 VALUES ($1, $2, lower($3), $4, now() + make_interval(secs => $5)) \
+                 ON CONFLICT (org_id, person_id) DO UPDATE \
+                 SET token_hash = EXCLUDED.token_hash, expires_at = EXCLUDED.expires_at, \
+                     email_lower = EXCLUDED.email_lower \
+                 WHERE auth.invitations.used_at IS NULL \
+                 RETURNING extract(epoch FROM expires_at)::bigint",
+                &[&org, &person, &email, &digest, &secs(self.config.invitation_ttl)],
+            )
+            .await?
+            .ok_or(AuthError::InvitationUsed)?
+            .get(0);
+        Ok((token, expires))
+    }
+
+    /// Accepts an invitation: spends the single-use token and sets the
+    /// member's password, in one transaction.
+    pub async fn accept_invitation(
+        &self,
+        org: &str,
+        token: &str,
+        password_hash: &str,
+    ) -> Result<Accepted, AuthError> {
+        let digest = secret::digest_of(Kind::Invitation, token).ok_or(AuthError::BadToken)?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                "UPDATE auth.invitations SET used_at = now() \
+                 WHERE token_hash = $1 AND org_id = $2 AND used_at IS NULL AND expires_at > now() \
+                 RETURNING person_id, email_lower",
+                &[&digest, &org],
+            )
+            .await?
+            .ok_or(AuthError::Revoked)?;
+        let person: String = row.get(0);
+        let email: String = row.get(1);
+        tx.execute(
+            "INSERT INTO auth.accounts (org_id, person_id, email_lower, password_hash) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (org_id, person_id) DO UPDATE \
+             SET password_hash = EXCLUDED.password_hash, updated_at = now()",
+            &[&org, &person, &email, &password_hash],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Accepted { person_id: person })
+    }
+
+    /// Creates (or, for a retried enrollment, replaces) a device's token.
+    /// A revoked device gets no new token.
+    pub async fn put_device_token(
+        &self,
+        org: &str,
+        device: &str,
+        person: &str,
+    ) -> Result<String, AuthError> {
+        let (token, digest) = secret::generate(Kind::Device);
+        let client = self.pool.get().await?;
+        let stored = client
+            .execute(
+                "INSERT INTO auth.device_tokens (org_id, device_id, person_id, token_hash) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (org_id, device_id) DO UPDATE SET token_hash = EXCLUDED.token_hash \
+                 WHERE auth.device_tokens.revoked_at IS NULL",
+                &[&org, &device, &person, &digest],
+            )
+            .await?;
+        if stored == 0 {
+            return Err(AuthError::Revoked);
+        }
+        Ok(token)
+    }
+
+    /// Who a device token stands for; refused once revoked.
+    pub async fn authenticate_device(&self, token: &str) -> Result<DeviceIdentity, AuthError> {
+        let digest = secret::digest_of(Kind::Device, token).ok_or(AuthError::BadToken)?;
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT org_id, device_id, person_id, revoked_at IS NOT NULL \
+                 FROM auth.device_tokens WHERE token_hash = $1",
+                &[&digest],
+            )
+            .await?
+            .ok_or(AuthError::BadToken)?;
+        if row.get::<_, bool>(3) {
+            return Err(AuthError::Revoked);
+        }
+        Ok(DeviceIdentity {
+            org_id: row.get(0),
+            device_id: row.get(1),
+            person_id: row.get(2),
+        })
+    }
+
+    /// Revokes a device's token.
+    pub async fn revoke_device(&self, org: &str, device: &str) -> Result<(), AuthError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE auth.device_tokens SET revoked_at = now() \
+                 WHERE org_id = $1 AND device_id = $2 AND revoked_at IS NULL",
+                &[&org, &device],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Revokes every device and refresh token of a member (deactivation).
+    pub async fn revoke_person(&self, org: &str, person: &str) -> Result<(), AuthError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "UPDATE auth.device_tokens SET revoked_at = now() \
+             WHERE org_id = $1 AND person_id = $2 AND revoked_at IS NULL",
+            &[&org, &person],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE auth.refresh_tokens SET revoked_at = now() \
+             WHERE org_id = $1 AND person_id = $2 AND revoked_at IS NULL",
+            &[&org, &person],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Applies the `auth` schema under an advisory lock.
+pub async fn migrate(pool: &Pool) -> Result<(), AuthError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('trackhrs.auth.schema'))",
+        &[],
+    )
+    .await?;
+    tx.batch_execute(SCHEMA).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Counts one more in `key`'s window (starting a new window when the old one
+/// ended); returns the count and the seconds left in the window.
+async fn bump(
+    client: &deadpool_postgres::Client,
+    key: &str,
+    window: Duration,
+) -> Result<(i64, u64), AuthError> {
+    let row = client
+        .query_one(
+            "INSERT INTO auth.login_throttle AS t (key, window_start, count) VALUES ($1, now(), 1) \
+             ON CONFLICT (key) DO UPDATE SET \
+               count = CASE WHEN t.window_start <= now() - make_interval(secs => $2) THEN 1 ELSE t.count + 1 END, \
+               window_start = CASE WHEN t.window_start <= now() - make_interval(secs => $2) THEN now() ELSE t.window_start END \
+             RETURNING count::bigint, \
+               ceil(extract(epoch FROM window_start + make_interval(secs => $2) - now()))::bigint",
+            &[&key, &secs(window)],
+        )
+        .await?;
+    Ok((row.get(0), row.get::<_, i64>(1).max(1) as u64))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AuthError> + Send + 'static,
+) -> Result<T, AuthError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AuthError::Internal(format!("password hashing task: {e}")))?
+}

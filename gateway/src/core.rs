@@ -1,0 +1,124 @@
+//! What every service of the gateway shares: the command handler, the
+//! credential store, PostgreSQL for read models, and the helpers that turn
+//! requests into commands and read-model queries.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deadpool_postgres::Pool;
+use sha2::{Digest, Sha256};
+use tonic::Status;
+use trackhrs_commands::{CommandHandler, Executed};
+use trackhrs_domain::Token;
+use trackhrs_domain::organization::{self, OrgCommand, Organization, Role};
+use trackhrs_nats::CommitMeta;
+use trackhrs_projections::{Waited, directory, live_schema, wait_for_position};
+use trackhrs_schemas::org::v1 as pb;
+
+use crate::auth::Auth;
+use crate::status;
+
+/// The gateway's shared state.
+pub struct Core {
+    /// Executes commands against the event store.
+    pub commands: CommandHandler,
+    /// Credentials and tokens.
+    pub auth: Auth,
+    /// PostgreSQL (read models and credentials).
+    pub pool: Pool,
+    /// How long a query waits for a read model to reach `min_position`.
+    pub read_wait: Duration,
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
+
+/// An id derived from the command id, so that a retried command names the
+/// same new member or device as the first attempt: `<prefix>_<24 hex>`.
+pub fn derived_id(prefix: &str, org: &Token, purpose: &str, command_id: &str) -> Token {
+    let digest = Sha256::digest(format!("{org}\u{0}{purpose}\u{0}{command_id}").as_bytes());
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    Token::new(format!("{prefix}_{hex}")).unwrap_or_else(|_| unreachable!("hex ids are tokens"))
+}
+
+/// The wire result of a command.
+pub fn command_result(executed: &Executed) -> pb::CommandResult {
+    pb::CommandResult {
+        version: executed.version,
+        position: executed.appended.map_or(0, |a| a.position),
+        duplicate: executed.appended.is_some_and(|a| a.duplicate),
+    }
+}
+
+impl Core {
+    /// Executes a command on the org's aggregate as `actor`.
+    pub async fn org_command(
+        &self,
+        org: &Token,
+        actor: &str,
+        command_id: &str,
+        command: OrgCommand,
+    ) -> Result<Executed, Status> {
+        let id = Token::new(organization::AGGREGATE_ID)
+            .unwrap_or_else(|_| unreachable!("the aggregate id is a token"));
+        let meta = CommitMeta::new(command_id, actor, now_micros());
+        self.commands
+            .execute::<Organization>(org, &id, command, &meta)
+            .await
+            .map_err(status::org_command)
+    }
+
+    /// A member's role if they are active, read from the event store (fresh,
+    /// not from this replica's cache, so a deactivation elsewhere counts).
+    pub async fn active_role(&self, org: &Token, person: &str) -> Result<Option<Role>, Status> {
+        let id = Token::new(organization::AGGREGATE_ID)
+            .unwrap_or_else(|_| unreachable!("the aggregate id is a token"));
+        let loaded = self
+            .commands
+            .store()
+            .load_fresh::<Organization>(org, &id)
+            .await
+            .map_err(|e| status::store(&e))?;
+        Ok(Token::new(person)
+            .ok()
+            .and_then(|p| loaded.state.members.get(&p).cloned())
+            .filter(|m| m.active)
+            .map(|m| m.role))
+    }
+
+    /// A connection and the live directory schema, after waiting (bounded)
+    /// for the directory to pass `min_position`. Returns the position the
+    /// answer reflects.
+    pub async fn directory(
+        &self,
+        min_position: u64,
+    ) -> Result<(deadpool_postgres::Client, String, u64), Status> {
+        let client = self.pool.get().await.map_err(|e| status::query(&e))?;
+        let wait = if min_position == 0 {
+            Duration::ZERO
+        } else {
+            self.read_wait
+        };
+        let position = match wait_for_position(&client, directory::NAME, min_position, wait)
+            .await
+            .map_err(|e| status::query(&e))?
+        {
+            Waited::Reached(p) => p,
+            Waited::TimedOut(seen) if min_position == 0 => seen.unwrap_or(0),
+            Waited::TimedOut(seen) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "the directory is at position {} and has not reached {min_position} yet; try again",
+                    seen.unwrap_or(0)
+                )));
+            }
+        };
+        let schema = live_schema(&client, directory::NAME)
+            .await
+            .map_err(|e| status::query(&e))?
+            .ok_or_else(|| Status::unavailable("the directory read model is still being built"))?;
+        Ok((client, schema, position))
+    }
+}

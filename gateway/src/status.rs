@@ -1,0 +1,90 @@
+//! The one place where domain, command, store and authentication errors
+//! become gRPC statuses.
+//!
+//! - bad input: INVALID_ARGUMENT, naming the field (see `validate.rs`);
+//! - no or bad credentials: UNAUTHENTICATED, with the same message whether an
+//!   account, token or organization exists or not;
+//! - a role that may not do this, or another organization's ids:
+//!   PERMISSION_DENIED, without saying whether the target exists;
+//! - an invariant the aggregate upholds: FAILED_PRECONDITION with its reason;
+//! - a conflict that outlived the retries: ABORTED;
+//! - too many log-in attempts: RESOURCE_EXHAUSTED;
+//! - the store unreachable or an outcome unknown: UNAVAILABLE (retrying with
+//!   the same command id is safe).
+
+use tonic::{Code, Status};
+use trackhrs_commands::CommandError;
+use trackhrs_domain::organization::OrgError;
+use trackhrs_nats::StoreError;
+
+use crate::auth::AuthError;
+
+/// The message for every request that touches another organization.
+pub const NOT_YOURS: &str = "not allowed in this organization";
+
+/// Status of a command on the organization aggregate.
+pub fn org_command(error: CommandError<OrgError>) -> Status {
+    match error {
+        CommandError::Denied(denied) => org_denied(&denied),
+        CommandError::Conflict { .. } => {
+            Status::aborted("the organization kept changing under concurrent commands; try again")
+        }
+        CommandError::Store(e) => store(&e),
+    }
+}
+
+/// Status of a domain denial.
+pub fn org_denied(denied: &OrgError) -> Status {
+    let message = denied.to_string();
+    match denied {
+        OrgError::NotAllowed => Status::permission_denied(message),
+        OrgError::InvalidName | OrgError::InvalidEmail | OrgError::InvalidSettings => {
+            Status::invalid_argument(message)
+        }
+        _ => Status::failed_precondition(message),
+    }
+}
+
+/// Status of an event-store failure.
+pub fn store(error: &StoreError) -> Status {
+    match error {
+        StoreError::Unacknowledged { .. } => Status::unavailable(
+            "the event store did not confirm the command; retry with the same command id",
+        ),
+        StoreError::Conflict { .. } => Status::aborted("the organization kept changing; try again"),
+        StoreError::Erased { .. } => Status::failed_precondition(
+            "this person's data was erased; their account cannot change",
+        ),
+        other => {
+            tracing::error!(error = %other, "event store failure");
+            Status::unavailable("the event store is unavailable; try again")
+        }
+    }
+}
+
+/// Status of an authentication failure.
+pub fn auth(error: AuthError) -> Status {
+    match &error {
+        AuthError::BadToken
+        | AuthError::Expired
+        | AuthError::Revoked
+        | AuthError::BadCredentials => Status::unauthenticated(error.to_string()),
+        AuthError::Throttled { .. } => Status::resource_exhausted(error.to_string()),
+        AuthError::LastKey | AuthError::InvitationUsed => {
+            Status::failed_precondition(error.to_string())
+        }
+        AuthError::NoKey | AuthError::Db(_) | AuthError::Pool(_) | AuthError::Internal(_) => {
+            tracing::error!(error = %error, "credential store failure");
+            Status::unavailable("the credential store is unavailable; try again")
+        }
+    }
+}
+
+/// Status of a read-model query failure.
+pub fn query(error: &dyn std::fmt::Display) -> Status {
+    tracing::error!(error = %error, "read model failure");
+    Status::new(
+        Code::Unavailable,
+        "the read model is unavailable; try again",
+    )
+}

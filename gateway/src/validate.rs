@@ -1,0 +1,272 @@
+//! Input validation at the edge: malformed input is INVALID_ARGUMENT naming
+//! the field, before anything is stored.
+
+use tonic::Status;
+use trackhrs_domain::Token;
+use trackhrs_domain::organization::{MAX_NAME_CHARS, Role};
+use trackhrs_schemas::org::v1 as pb;
+
+use crate::auth::password;
+
+/// Longest e-mail address accepted (RFC 5321's path limit).
+pub const MAX_EMAIL_LEN: usize = 254;
+/// Largest seat count accepted.
+pub const MAX_SEATS: u32 = 100_000;
+
+fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {reason}"))
+}
+
+/// A command id: 1 to 128 characters of `[A-Za-z0-9-_.:]`.
+pub fn command_id(value: &str) -> Result<String, Status> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(invalid(
+            "command_id",
+            "must be 1 to 128 characters of A-Z a-z 0-9 - _ . :",
+        ))
+    }
+}
+
+/// An id: 1 to 64 characters of `[A-Za-z0-9_-]`.
+pub fn id(field: &str, value: &str) -> Result<Token, Status> {
+    Token::new(value).map_err(|_| invalid(field, "must be 1 to 64 characters of A-Z a-z 0-9 _ -"))
+}
+
+/// A display name: 1 to 200 characters after trimming, no control characters.
+pub fn name(field: &str, value: &str) -> Result<String, Status> {
+    let trimmed = value.trim();
+    let chars = trimmed.chars().count();
+    if chars == 0 {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if chars > MAX_NAME_CHARS {
+        return Err(invalid(
+            field,
+            format!("must be at most {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(invalid(field, "must not contain control characters"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// An e-mail address: one `@`, a dotted domain, no spaces, at most 254 bytes.
+pub fn email(field: &str, value: &str) -> Result<String, Status> {
+    let value = value.trim();
+    let ok = value.len() <= MAX_EMAIL_LEN
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+        && value.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        });
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(invalid(field, "is not a valid e-mail address"))
+    }
+}
+
+/// A password under the policy.
+pub fn new_password(field: &str, value: &str, email: &str) -> Result<String, Status> {
+    match password::policy_violation(value, email) {
+        Some(reason) => Err(invalid(field, reason)),
+        None => Ok(value.to_owned()),
+    }
+}
+
+/// A seat count from 1 to [`MAX_SEATS`].
+pub fn seats(value: u32) -> Result<u32, Status> {
+    if (1..=MAX_SEATS).contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid("seats", format!("must be 1 to {MAX_SEATS}")))
+    }
+}
+
+/// A role other than unspecified.
+pub fn role(value: i32) -> Result<Role, Status> {
+    match pb::Role::try_from(value) {
+        Ok(pb::Role::Owner) => Ok(Role::Owner),
+        Ok(pb::Role::Admin) => Ok(Role::Admin),
+        Ok(pb::Role::Manager) => Ok(Role::Manager),
+        Ok(pb::Role::Employee) => Ok(Role::Employee),
+        Ok(pb::Role::Auditor) => Ok(Role::Auditor),
+        _ => Err(invalid(
+            "role",
+            "must be one of owner, admin, manager, employee, auditor",
+        )),
+    }
+}
+
+/// The wire form of a role.
+pub fn role_to_wire(role: Role) -> pb::Role {
+    match role {
+        Role::Owner => pb::Role::Owner,
+        Role::Admin => pb::Role::Admin,
+        Role::Manager => pb::Role::Manager,
+        Role::Employee => pb::Role::Employee,
+        Role::Auditor => pb::Role::Auditor,
+    }
+}
+
+/// A role's name as stored in tokens and read models.
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Owner => "owner",
+        Role::Admin => "admin",
+        Role::Manager => "manager",
+        Role::Employee => "employee",
+        Role::Auditor => "auditor",
+    }
+}
+
+/// The role named in a token or read model.
+pub fn role_from_name(name: &str) -> Option<Role> {
+    [
+        Role::Owner,
+        Role::Admin,
+        Role::Manager,
+        Role::Employee,
+        Role::Auditor,
+    ]
+    .into_iter()
+    .find(|r| role_name(*r) == name)
+}
+
+/// Settings: a real IANA time zone and at least one working day, each once.
+pub fn settings(
+    value: Option<pb::Settings>,
+) -> Result<trackhrs_domain::organization::Settings, Status> {
+    use trackhrs_domain::organization::Weekday;
+    let value = value.ok_or_else(|| invalid("settings", "is required"))?;
+    if value.timezone.parse::<chrono_tz::Tz>().is_err() {
+        return Err(invalid(
+            "settings.timezone",
+            "is not an IANA time zone such as Europe/Berlin",
+        ));
+    }
+    let mut days = Vec::with_capacity(value.work_week.len());
+    for day in &value.work_week {
+        let day = match pb::Weekday::try_from(*day) {
+            Ok(pb::Weekday::Monday) => Weekday::Monday,
+            Ok(pb::Weekday::Tuesday) => Weekday::Tuesday,
+            Ok(pb::Weekday::Wednesday) => Weekday::Wednesday,
+            Ok(pb::Weekday::Thursday) => Weekday::Thursday,
+            Ok(pb::Weekday::Friday) => Weekday::Friday,
+            Ok(pb::Weekday::Saturday) => Weekday::Saturday,
+            Ok(pb::Weekday::Sunday) => Weekday::Sunday,
+            _ => return Err(invalid("settings.work_week", "holds an unknown day")),
+        };
+        days.push(day);
+    }
+    days.sort();
+    let before = days.len();
+    days.dedup();
+    if days.is_empty() || days.len() != before {
+        return Err(invalid(
+            "settings.work_week",
+            "needs at least one day, each day once",
+        ));
+    }
+    Ok(trackhrs_domain::organization::Settings {
+        timezone: value.timezone,
+        work_week: days,
+        capture_titles: value.capture_titles,
+        capture_urls: value.capture_urls,
+    })
+}
+
+/// The wire form of settings.
+pub fn settings_to_wire(settings: &trackhrs_domain::organization::Settings) -> pb::Settings {
+    use trackhrs_domain::organization::Weekday;
+    pb::Settings {
+        timezone: settings.timezone.clone(),
+        work_week: settings
+            .work_week
+            .iter()
+            .map(|d| {
+                (match d {
+                    Weekday::Monday => pb::Weekday::Monday,
+                    Weekday::Tuesday => pb::Weekday::Tuesday,
+                    Weekday::Wednesday => pb::Weekday::Wednesday,
+                    Weekday::Thursday => pb::Weekday::Thursday,
+                    Weekday::Friday => pb::Weekday::Friday,
+                    Weekday::Saturday => pb::Weekday::Saturday,
+                    Weekday::Sunday => pb::Weekday::Sunday,
+                }) as i32
+            })
+            .collect(),
+        capture_titles: settings.capture_titles,
+        capture_urls: settings.capture_urls,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(
+            name("org_name", "  ")
+                .unwrap_err()
+                .message()
+                .starts_with("org_name:")
+        );
+        assert!(
+            name("org_name", &"x".repeat(201))
+                .unwrap_err()
+                .message()
+                .contains("at most 200")
+        );
+        assert_eq!(name("n", "  Ada  ").unwrap(), "Ada");
+        for bad in [
+            "",
+            "a",
+            "a@b",
+            "@b.test",
+            "a b@c.test",
+            "a@b.test.",
+            "a@@b.test",
+        ] {
+            assert!(email("owner_email", bad).is_err(), "{bad}");
+        }
+        assert_eq!(email("e", "ada@acme.test").unwrap(), "ada@acme.test");
+        assert!(command_id("with space").is_err());
+        assert!(seats(0).is_err() && seats(MAX_SEATS + 1).is_err());
+        assert!(role(0).is_err() && role(99).is_err());
+        let bad_tz = settings(Some(pb::Settings {
+            timezone: "Mars/Olympus".into(),
+            work_week: vec![1],
+            ..Default::default()
+        }));
+        assert!(
+            bad_tz
+                .unwrap_err()
+                .message()
+                .starts_with("settings.timezone:")
+        );
+        let twice = settings(Some(pb::Settings {
+            timezone: "UTC".into(),
+            work_week: vec![1, 1],
+            ..Default::default()
+        }));
+        assert!(
+            twice
+                .unwrap_err()
+                .message()
+                .starts_with("settings.work_week:")
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! Org isolation: every gRPC method, called as each role of org B and without
+//! a token, against org A's ids, is refused, and nothing is written.
+
+mod common;
+
+use common::*;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use trackhrs_schemas::org::v1 as pb;
+use trackhrs_schemas::org::v1::organizations_client::OrganizationsClient;
+
+fn req<T>(token: Option<&str>, message: T) -> tonic::Request<T> {
+    match token {
+        Some(token) => authed(token, message),
+        None => tonic::Request::new(message),
+    }
+}
+
+/// A's ids that B's callers aim at.
+struct Target {
+    org: String,
+    person: String,
+    device: String,
+}
+
+/// Calls every Organizations method once with `token` (None: no token)
+/// against `t`; returns each method's name and outcome.
+async fn call_every_method(
+    channel: Channel,
+    token: Option<&str>,
+    t: &Target,
+    tag: &str,
+) -> Vec<(&'static str, Result<(), Status>)> {
+    let mut c = OrganizationsClient::new(channel);
+    let cmd = |name: &str| format!("{tag}-{name}");
+    let settings = pb::Settings {
+        timezone: "UTC".into(),
+        work_week: vec![1],
+        capture_titles: true,
+        capture_urls: true,
+    };
+    vec![
+        (
+            "GetOrganization",
+            c.get_organization(req(
+                token,
+                pb::GetOrganizationRequest {
+                    org_id: t.org.clone(),
+                    min_position: 0,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "ChangeSettings",
+            c.change_settings(req(
+                token,
+                pb::ChangeSettingsRequest {
+                    command_id: cmd("settings"),
+                    org_id: t.org.clone(),
+                    settings: Some(settings),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "ChangeSeats",
+            c.change_seats(req(
+                token,
+                pb::ChangeSeatsRequest {
+                    command_id: cmd("seats"),
+                    org_id: t.org.clone(),
+                    seats: 50,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "InviteMember",
+            c.invite_member(req(
+                token,
+                pb::InviteMemberRequest {
+                    command_id: cmd("invite"),
+                    org_id: t.org.clone(),
+                    email: format!("{tag}@intruder.test"),
+                    name: "Intruder".into(),
+                    role: pb::Role::Owner as i32,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "ChangeRole",
+            c.change_role(req(
+                token,
+                pb::ChangeRoleRequest {
+                    command_id: cmd("role"),
+                    org_id: t.org.clone(),
+                    person_id: t.person.clone(),
+                    role: pb::Role::Auditor as i32,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "DeactivateMember",
+            c.deactivate_member(req(
+                token,
+                pb::MemberRequest {
+                    command_id: cmd("deactivate"),
+                    org_id: t.org.clone(),
+                    person_id: t.person.clone(),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "ReactivateMember",
+            c.reactivate_member(req(
+                token,
+                pb::MemberRequest {
+                    command_id: cmd("reactivate"),
+                    org_id: t.org.clone(),
+                    person_id: t.person.clone(),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "ListMembers",
+            c.list_members(req(
+                token,
+                pb::ListMembersRequest {
+                    org_id: t.org.clone(),
+                    min_position: 0,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "EnrollDevice",
+            c.enroll_device(req(
+                token,
+                pb::EnrollDeviceRequest {
+                    command_id: cmd("enroll"),
+                    org_id: t.org.clone(),
+                    name: "Intruder laptop".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "ListDevices",
+            c.list_devices(req(
+                token,
+                pb::ListDevicesRequest {
+                    org_id: t.org.clone(),
+                    min_position: 0,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "RevokeDevice",
+            c.revoke_device(req(
+                token,
+                pb::RevokeDeviceRequest {
+                    command_id: cmd("revoke"),
+                    org_id: t.org.clone(),
+                    device_id: t.device.clone(),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_role_of_another_org_reaches_org_a() {
+    let p = Platform::start().await;
+    let a_owner = p.sign_up("org-a", 10).await;
+    let a_member = p.member(&a_owner, "alice", pb::Role::Employee).await;
+    let a_device = p.enroll(&a_member, "alice-laptop").await;
+    let b_owner = p.sign_up("org-b", 10).await;
+    let mut b_callers = vec![("owner", Some(b_owner.clone()))];
+    for (name, role) in [
+        ("admin", pb::Role::Admin),
+        ("manager", pb::Role::Manager),
+        ("employee", pb::Role::Employee),
+        ("auditor", pb::Role::Auditor),
+    ] {
+        b_callers.push((name, Some(p.member(&b_owner, name, role).await)));
+    }
+    b_callers.push(("anonymous", None));
+
+    let a_ids = Target {
+        org: "org-a".into(),
+        person: a_member.person_id.clone(),
+        device: a_device.device_id.clone(),
+    };
+    let missing_org = Target {
+        org: "org-zz".into(),
+        person: a_member.person_id.clone(),
+        device: a_device.device_id.clone(),
+    };
+    let before = (p.last_sequence().await, p.credential_rows().await);
+    let mut refused = 0;
+    for (role, session) in &b_callers {
+        let token = session.as_ref().map(|s| s.access_token.as_str());
+        let against_a = call_every_method(p.gw().channel.clone(), token, &a_ids, role).await;
+        let against_missing =
+            call_every_method(p.gw().channel.clone(), token, &missing_org, role).await;
+        assert_eq!(against_a.len(), 11, "every method is called");
+        for ((method, outcome), (_, missing)) in against_a.into_iter().zip(against_missing) {
+            let status = outcome.expect_err(&format!("{role} of org B called {method} on org A"));
+            let expected = if token.is_some() {
+                Code::PermissionDenied
+            } else {
+                Code::Unauthenticated
+            };
+            assert_eq!(
+                status.code(),
+                expected,
+                "{role} {method}: {}",
+                status.message()
+            );
+            // An org that does not exist gets the very same answer.
+            let missing = missing.expect_err("a missing org is refused too");
+            assert_eq!(
+                (missing.code(), missing.message()),
+                (status.code(), status.message()),
+                "{role} {method}: the answer reveals whether org A exists"
+            );
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 6 * 11);
+    assert_eq!(
+        (p.last_sequence().await, p.credential_rows().await),
+        before,
+        "a refused call wrote to the event store or the credential store"
+    );
+
+    // B's owner naming A's member or device inside org B finds nothing, with
+    // the same answer as for ids that exist nowhere.
+    let mut orgs = p.gw().orgs();
+    let in_b = |person: &str, tag: &str| {
+        authed(
+            &b_owner.access_token,
+            pb::MemberRequest {
+                command_id: format!("b-{tag}"),
+                org_id: "org-b".into(),
+                person_id: person.into(),
+            },
+        )
+    };
+    let foreign = orgs
+        .deactivate_member(in_b(&a_member.person_id, "foreign"))
+        .await
+        .unwrap_err();
+    let nowhere = orgs
+        .deactivate_member(in_b("p_nowhere", "nowhere"))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::FailedPrecondition);
+    assert_eq!(
+        (foreign.code(), foreign.message()),
+        (nowhere.code(), nowhere.message())
+    );
+    let listed = orgs
+        .list_devices(authed(
+            &b_owner.access_token,
+            pb::ListDevicesRequest {
+                org_id: "org-b".into(),
+                min_position: p.last_sequence().await,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.devices.is_empty(), "org B sees org A's devices");
+    assert_eq!(p.last_sequence().await, before.0);
+}

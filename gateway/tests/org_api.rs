@@ -1,0 +1,428 @@
+//! The organization API end to end: sign-up, invitations, roles, settings,
+//! devices and the read models behind the queries, against real servers.
+
+mod common;
+
+use common::*;
+use tonic::Code;
+use trackhrs_schemas::agent::v1::GetPolicyRequest;
+use trackhrs_schemas::org::v1 as pb;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organization_is_run_through_the_api() {
+    let p = Platform::start().await;
+    let owner = p.sign_up("acme", 5).await;
+    assert_eq!(owner.role, pb::Role::Owner as i32);
+    let mut orgs = p.gw().orgs();
+
+    let org = orgs
+        .get_organization(authed(
+            &owner.access_token,
+            pb::GetOrganizationRequest {
+                org_id: "acme".into(),
+                min_position: 1,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (org.name.as_str(), org.seats, org.active_members),
+        ("Org acme", 5, 1)
+    );
+
+    // The owner invites an admin, who accepts and invites an employee.
+    let admin = p.member(&owner, "ada", pb::Role::Admin).await;
+    assert_eq!(admin.role, pb::Role::Admin as i32);
+    let employee = p.member(&admin, "eve", pb::Role::Employee).await;
+
+    // Settings: the privacy policy reaches the agent.
+    let changed = orgs
+        .change_settings(authed(
+            &admin.access_token,
+            pb::ChangeSettingsRequest {
+                command_id: "settings-1".into(),
+                org_id: "acme".into(),
+                settings: Some(pb::Settings {
+                    timezone: "Europe/Berlin".into(),
+                    work_week: vec![1, 2, 3, 4],
+                    capture_titles: false,
+                    capture_urls: false,
+                }),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let org = orgs
+        .get_organization(authed(
+            &employee.access_token,
+            pb::GetOrganizationRequest {
+                org_id: "acme".into(),
+                min_position: changed.position,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let settings = org.settings.unwrap();
+    assert_eq!(
+        (
+            settings.timezone.as_str(),
+            settings.work_week.len(),
+            settings.capture_titles
+        ),
+        ("Europe/Berlin", 4, false)
+    );
+    assert!(org.position >= changed.position);
+
+    // The employee enrolls a device; its token opens an agent session.
+    let device = p.enroll(&employee, "Eve's laptop").await;
+    let policy = p
+        .gw()
+        .agent()
+        .get_policy(authed(&device.device_token, GetPolicyRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            policy.person_id.as_str(),
+            policy.device_id.as_str(),
+            policy.capture_titles
+        ),
+        (
+            employee.person_id.as_str(),
+            device.device_id.as_str(),
+            false
+        )
+    );
+
+    // Employees list only their own devices and no members; auditors read all.
+    let own = orgs
+        .list_devices(authed(
+            &employee.access_token,
+            pb::ListDevicesRequest {
+                org_id: "acme".into(),
+                min_position: device.result.unwrap().position,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.devices.len(), 1);
+    assert_code(
+        orgs.list_members(authed(
+            &employee.access_token,
+            pb::ListMembersRequest {
+                org_id: "acme".into(),
+                min_position: 0,
+            },
+        ))
+        .await,
+        Code::PermissionDenied,
+        "employee lists members",
+    );
+    let auditor = p.member(&owner, "aud", pb::Role::Auditor).await;
+    let members = orgs
+        .list_members(authed(
+            &auditor.access_token,
+            pb::ListMembersRequest {
+                org_id: "acme".into(),
+                min_position: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    let mut emails: Vec<_> = members.iter().map(|m| m.email.as_str()).collect();
+    emails.sort();
+    assert_eq!(
+        emails,
+        [
+            "ada@acme.test",
+            "aud@acme.test",
+            "eve@acme.test",
+            "olive@acme.test"
+        ]
+    );
+    // The auditor changes nothing.
+    assert_code(
+        orgs.change_seats(authed(
+            &auditor.access_token,
+            pb::ChangeSeatsRequest {
+                command_id: "aud-seats".into(),
+                org_id: "acme".into(),
+                seats: 9,
+            },
+        ))
+        .await,
+        Code::PermissionDenied,
+        "auditor changes seats",
+    );
+
+    // Role change and deactivation: the deactivated member's device and
+    // refresh token stop working at once.
+    orgs.change_role(authed(
+        &owner.access_token,
+        pb::ChangeRoleRequest {
+            command_id: "eve-manager".into(),
+            org_id: "acme".into(),
+            person_id: employee.person_id.clone(),
+            role: pb::Role::Manager as i32,
+        },
+    ))
+    .await
+    .unwrap();
+    let deactivated = orgs
+        .deactivate_member(authed(
+            &admin.access_token,
+            pb::MemberRequest {
+                command_id: "eve-out".into(),
+                org_id: "acme".into(),
+                person_id: employee.person_id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_code(
+        p.gw()
+            .agent()
+            .get_policy(authed(&device.device_token, GetPolicyRequest {}))
+            .await,
+        Code::Unauthenticated,
+        "device of a deactivated member",
+    );
+    assert_code(
+        p.gw()
+            .identity()
+            .refresh(pb::RefreshRequest {
+                refresh_token: employee.refresh_token.clone(),
+            })
+            .await,
+        Code::Unauthenticated,
+        "refresh of a deactivated member",
+    );
+    assert_code(
+        p.gw()
+            .identity()
+            .login(pb::LoginRequest {
+                org_id: "acme".into(),
+                email: "eve@acme.test".into(),
+                password: PASSWORD.into(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "log-in of a deactivated member",
+    );
+    let devices = orgs
+        .list_devices(authed(
+            &owner.access_token,
+            pb::ListDevicesRequest {
+                org_id: "acme".into(),
+                min_position: deactivated.position,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .devices;
+    assert!(devices.iter().all(|d| d.revoked));
+
+    // The last owner cannot be deactivated, even by an admin.
+    let status = assert_code(
+        orgs.deactivate_member(authed(
+            &admin.access_token,
+            pb::MemberRequest {
+                command_id: "owner-out".into(),
+                org_id: "acme".into(),
+                person_id: owner.person_id.clone(),
+            },
+        ))
+        .await,
+        Code::PermissionDenied,
+        "admin deactivates the owner",
+    );
+    assert!(status.message().contains("not allowed"));
+    let status = assert_code(
+        orgs.change_role(authed(
+            &owner.access_token,
+            pb::ChangeRoleRequest {
+                command_id: "owner-demotes-self".into(),
+                org_id: "acme".into(),
+                person_id: owner.person_id.clone(),
+                role: pb::Role::Admin as i32,
+            },
+        ))
+        .await,
+        Code::FailedPrecondition,
+        "last owner demoted",
+    );
+    assert!(
+        status.message().contains("at least one active owner"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_commands_return_the_original_result() {
+    let p = Platform::start().await;
+    let owner = p.sign_up("acme", 5).await;
+    // Signing up again with the same command id and password logs in again.
+    let again = p.sign_up("acme", 5).await;
+    assert_eq!(again.person_id, owner.person_id);
+    let mut orgs = p.gw().orgs();
+    let invite = || {
+        authed(
+            &owner.access_token,
+            pb::InviteMemberRequest {
+                command_id: "invite-bob".into(),
+                org_id: "acme".into(),
+                email: "bob@acme.test".into(),
+                name: "Bob".into(),
+                role: pb::Role::Employee as i32,
+            },
+        )
+    };
+    let first = orgs.invite_member(invite()).await.unwrap().into_inner();
+    let before = p.last_sequence().await;
+    let second = orgs.invite_member(invite()).await.unwrap().into_inner();
+    assert_eq!(p.last_sequence().await, before, "a retry stores nothing");
+    assert_eq!(second.person_id, first.person_id);
+    let (a, b) = (first.result.unwrap(), second.result.unwrap());
+    assert_eq!(
+        (a.version, a.position, a.duplicate),
+        (b.version, b.position, false)
+    );
+    assert!(b.position > 0);
+    // The retry's invitation replaces the first: only the newest token works.
+    assert_code(
+        p.gw()
+            .identity()
+            .accept_invitation(pb::AcceptInvitationRequest {
+                org_id: "acme".into(),
+                invitation_token: first.invitation_token,
+                password: PASSWORD.into(),
+            })
+            .await,
+        Code::Unauthenticated,
+        "replaced invitation",
+    );
+    let bob = p
+        .gw()
+        .identity()
+        .accept_invitation(pb::AcceptInvitationRequest {
+            org_id: "acme".into(),
+            invitation_token: second.invitation_token.clone(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bob.person_id, first.person_id);
+    // An invitation is single-use.
+    assert_code(
+        p.gw()
+            .identity()
+            .accept_invitation(pb::AcceptInvitationRequest {
+                org_id: "acme".into(),
+                invitation_token: second.invitation_token,
+                password: PASSWORD.into(),
+            })
+            .await,
+        Code::Unauthenticated,
+        "spent invitation",
+    );
+    // Retrying the invitation's command id now does not reopen the account.
+    let status = assert_code(
+        orgs.invite_member(invite()).await,
+        Code::FailedPrecondition,
+        "invitation retried after it was accepted",
+    );
+    assert!(
+        status.message().contains("already accepted"),
+        "{}",
+        status.message()
+    );
+    // A different sign-up for a taken org id is refused, stores nothing.
+    let before = (p.last_sequence().await, p.credential_rows().await);
+    let status = assert_code(
+        p.gw()
+            .identity()
+            .sign_up(pb::SignUpRequest {
+                command_id: "someone-else".into(),
+                org_id: "acme".into(),
+                org_name: "Other".into(),
+                owner_name: "Mallory".into(),
+                owner_email: "mallory@evil.test".into(),
+                password: "another long password".into(),
+                seats: 1,
+            })
+            .await,
+        Code::FailedPrecondition,
+        "sign-up of a taken org id",
+    );
+    assert!(status.message().contains("already exists"));
+    assert_eq!((p.last_sequence().await, p.credential_rows().await), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_invitations_race_for_the_last_three_seats() {
+    let p = Platform::start().await;
+    let owner = p.sign_up("acme", 4).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let mut orgs = p.gw().orgs();
+        let token = owner.access_token.clone();
+        tasks.push(tokio::spawn(async move {
+            orgs.invite_member(authed(
+                &token,
+                pb::InviteMemberRequest {
+                    command_id: format!("race-{i}"),
+                    org_id: "acme".into(),
+                    email: format!("racer{i}@acme.test"),
+                    name: format!("Racer {i}"),
+                    role: pb::Role::Employee as i32,
+                },
+            ))
+            .await
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(status) => {
+                assert_eq!(
+                    status.code(),
+                    Code::FailedPrecondition,
+                    "{}",
+                    status.message()
+                );
+                assert!(
+                    status.message().contains("seats are taken"),
+                    "{}",
+                    status.message()
+                );
+            }
+        }
+    }
+    assert_eq!(ok, 3);
+    let org = p
+        .gw()
+        .orgs()
+        .get_organization(authed(
+            &owner.access_token,
+            pb::GetOrganizationRequest {
+                org_id: "acme".into(),
+                min_position: p.last_sequence().await,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((org.active_members, org.seats), (4, 4));
+}
