@@ -267,7 +267,7 @@ async fn insert_key(client: &impl deadpool_postgres::GenericClient) -> Result<St
     client
         .execute(
             "INSERT INTO auth.signing_keys (kid, secret) VALUES ($1, $2)",
-            &[&kid, &secret.as_slice()],
+            &[&kid, &super::Redacted(secret.as_slice())],
         )
         .await?;
     Ok(kid)

@@ -21,6 +21,34 @@ use secret::Kind;
 
 const SCHEMA: &str = include_str!("schema.sql");
 
+/// A secret query parameter: sent to PostgreSQL as `T` is, shown as
+/// `<redacted>` by `Debug`, so tokio-postgres's debug log of statement
+/// parameters never prints it.
+#[derive(Clone, Copy)]
+pub(crate) struct Redacted<T>(pub(crate) T);
+
+impl<T> std::fmt::Debug for Redacted<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl<T: tokio_postgres::types::ToSql> tokio_postgres::types::ToSql for Redacted<T> {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.0.to_sql(ty, out)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        T::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
 /// Lifetimes and log-in limits.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -199,7 +227,7 @@ impl Auth {
             .execute(
                 "INSERT INTO auth.accounts (org_id, person_id, email_lower, password_hash) \
                  VALUES ($1, $2, lower($3), $4) ON CONFLICT (org_id, person_id) DO NOTHING",
-                &[&org, &person, &email, &password_hash],
+                &[&org, &person, &email, &Redacted(password_hash)],
             )
             .await?;
         Ok(stored == 1)
@@ -422,7 +450,7 @@ impl Auth {
              VALUES ($1, $2, $3, $4) \
              ON CONFLICT (org_id, person_id) DO UPDATE \
              SET password_hash = EXCLUDED.password_hash, updated_at = now()",
-            &[&org, &person, &email, &password_hash],
+            &[&org, &person, &email, &Redacted(password_hash)],
         )
         .await?;
         tx.commit().await?;

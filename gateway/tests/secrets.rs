@@ -1,0 +1,128 @@
+//! Secrets never reach the logs: every log line the gateway, the command
+//! handler, the event store and the projections write at TRACE level during
+//! sign-up, log-in, invitation, enrollment and refresh is captured and
+//! searched for the passwords and tokens.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use trackhrs_schemas::agent::v1::GetPolicyRequest;
+use trackhrs_schemas::org::v1 as pb;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_is_logged() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("trace")
+        .with_writer(move || writer.clone())
+        .init();
+
+    let p = Platform::start().await;
+    let owner = p.sign_up("acme", 5).await;
+    let invited = p
+        .gw()
+        .orgs()
+        .invite_member(authed(
+            &owner.access_token,
+            pb::InviteMemberRequest {
+                command_id: "invite-bob".into(),
+                org_id: "acme".into(),
+                email: "bob@acme.test".into(),
+                name: "Bob".into(),
+                role: pb::Role::Employee as i32,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let bob_password = "bob's own long passphrase";
+    let bob = p
+        .gw()
+        .identity()
+        .accept_invitation(pb::AcceptInvitationRequest {
+            org_id: "acme".into(),
+            invitation_token: invited.invitation_token.clone(),
+            password: bob_password.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let device = p.enroll(&bob, "laptop").await;
+    p.gw()
+        .agent()
+        .get_policy(authed(&device.device_token, GetPolicyRequest {}))
+        .await
+        .unwrap();
+    let refreshed = p
+        .gw()
+        .identity()
+        .refresh(pb::RefreshRequest {
+            refresh_token: bob.refresh_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // A failed log-in with a wrong password is logged nowhere either.
+    let wrong = "a wrong but long password";
+    let _ = p
+        .gw()
+        .identity()
+        .login(pb::LoginRequest {
+            org_id: "acme".into(),
+            email: "bob@acme.test".into(),
+            password: wrong.into(),
+        })
+        .await;
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.lines().count() > 50,
+        "too little was logged to prove anything:\n{logs}"
+    );
+    for (what, secret) in [
+        ("owner password", PASSWORD),
+        ("member password", bob_password),
+        ("wrong password", wrong),
+        ("access token", owner.access_token.as_str()),
+        ("refresh token", owner.refresh_token.as_str()),
+        ("rotated refresh token", refreshed.refresh_token.as_str()),
+        ("invitation token", invited.invitation_token.as_str()),
+        ("device token", device.device_token.as_str()),
+    ] {
+        assert!(!logs.contains(secret), "the {what} appears in the logs");
+    }
+    assert!(
+        !logs.contains("$argon2id$"),
+        "a password hash appears in the logs"
+    );
+    let pg = p.db.connect().await.unwrap();
+    for row in pg
+        .query("SELECT secret FROM auth.signing_keys", &[])
+        .await
+        .unwrap()
+    {
+        let secret: Vec<u8> = row.get(0);
+        let shown = format!("{secret:?}");
+        assert!(
+            !logs.contains(&shown[1..shown.len() - 1]),
+            "a signing key appears in the logs"
+        );
+    }
+}
