@@ -5,7 +5,9 @@
 //! client (the test `tests/tests/layering.rs` fails if it ever does). Time and ids
 //! are passed in with the commands.
 
+pub mod activity;
 pub mod aggregate;
+pub mod categories;
 pub mod ids;
 pub mod organization;
 pub mod personal;

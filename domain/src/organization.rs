@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::aggregate::{Aggregate, DomainEvent, UpcastError};
+use crate::categories::{self, CategoryRule};
 use crate::ids::{PersonId, Token};
 use crate::personal::PersonalData;
 
@@ -137,6 +138,9 @@ pub struct Organization {
     /// Calendar and privacy policy.
     #[serde(default)]
     pub settings: Settings,
+    /// Version of the classification rules (0: the default rules).
+    #[serde(default)]
+    pub rules_version: u32,
 }
 
 /// A device enrolled by a member (the desktop agent's machine).
@@ -256,6 +260,13 @@ pub enum OrgCommand {
         /// The new settings.
         settings: Settings,
     },
+    /// Replace the classification rules (owners and admins).
+    SetCategoryRules {
+        /// Who sets them.
+        actor: PersonId,
+        /// The new rules; empty means the default rules.
+        rules: Vec<CategoryRule>,
+    },
     /// Enroll a device for the acting member (auditors change nothing, so
     /// they enroll none).
     EnrollDevice {
@@ -331,6 +342,13 @@ pub enum OrgEvent {
         /// The new settings.
         settings: Settings,
     },
+    /// The classification rules changed.
+    CategoryRulesChanged {
+        /// The new rules version (1, 2, ...).
+        version: u32,
+        /// The rules; empty means the default rules.
+        rules: Vec<CategoryRule>,
+    },
     /// A member enrolled a device.
     DeviceEnrolled {
         /// The device.
@@ -357,6 +375,7 @@ impl DomainEvent for OrgEvent {
             Self::MemberDeactivated { .. } => "MemberDeactivated",
             Self::MemberReactivated { .. } => "MemberReactivated",
             Self::SettingsChanged { .. } => "SettingsChanged",
+            Self::CategoryRulesChanged { .. } => "CategoryRulesChanged",
             Self::DeviceEnrolled { .. } => "DeviceEnrolled",
             Self::DeviceRevoked { .. } => "DeviceRevoked",
         }
@@ -371,6 +390,7 @@ impl DomainEvent for OrgEvent {
             | Self::MemberDeactivated { .. }
             | Self::MemberReactivated { .. }
             | Self::SettingsChanged { .. }
+            | Self::CategoryRulesChanged { .. }
             | Self::DeviceEnrolled { .. }
             | Self::DeviceRevoked { .. } => 1,
         }
@@ -435,6 +455,9 @@ pub enum OrgError {
         "settings need a time zone name and at least one working day, each day once, Monday first"
     )]
     InvalidSettings,
+    /// Malformed classification rules.
+    #[error("invalid classification rules: {0}")]
+    InvalidRules(String),
     /// The device id is taken.
     #[error("a device with this id is already enrolled")]
     DeviceExists,
@@ -680,6 +703,16 @@ impl Aggregate for Organization {
             } => self.enroll_device(actor, device, name),
             OrgCommand::RevokeDevice { actor, device } => self.revoke_device(actor, device),
             OrgCommand::ChangeSettings { actor, settings } => self.change_settings(actor, settings),
+            OrgCommand::SetCategoryRules { actor, rules } => {
+                self.require_manager(&actor)?;
+                if let Some(problem) = categories::shape_problem(&rules) {
+                    return Err(OrgError::InvalidRules(problem));
+                }
+                Ok(vec![OrgEvent::CategoryRulesChanged {
+                    version: self.rules_version + 1,
+                    rules,
+                }])
+            }
         }
     }
 
@@ -757,6 +790,7 @@ impl Aggregate for Organization {
                 }
             }
             OrgEvent::SettingsChanged { settings } => self.settings.clone_from(settings),
+            OrgEvent::CategoryRulesChanged { version, .. } => self.rules_version = *version,
         }
     }
 
@@ -774,6 +808,7 @@ impl Aggregate for Organization {
             | ("MemberDeactivated", 1)
             | ("MemberReactivated", 1)
             | ("SettingsChanged", 1)
+            | ("CategoryRulesChanged", 1)
             | ("DeviceEnrolled", 1)
             | ("DeviceRevoked", 1) => Ok(payload),
             // v1 had neither a name nor a role: every invitee was an employee.
@@ -796,6 +831,7 @@ impl Aggregate for Organization {
                 | "MemberDeactivated"
                 | "MemberReactivated"
                 | "SettingsChanged"
+                | "CategoryRulesChanged"
                 | "DeviceEnrolled"
                 | "DeviceRevoked",
                 _,
@@ -1153,6 +1189,48 @@ mod tests {
                 })
                 .then_expect_error(OrgError::InvalidSettings);
         }
+    }
+
+    #[test]
+    fn rules_are_versioned_and_set_by_managers_only() {
+        let rule = CategoryRule {
+            name: vec!["Work".into()],
+            regex: Some("code".into()),
+            ignore_case: true,
+            score: Some(80),
+        };
+        AggregateTest::<Organization>::given(vec![
+            created(3),
+            OrgEvent::CategoryRulesChanged {
+                version: 1,
+                rules: vec![],
+            },
+        ])
+        .when(OrgCommand::SetCategoryRules {
+            actor: pid("owner"),
+            rules: vec![rule.clone()],
+        })
+        .then_expect(vec![OrgEvent::CategoryRulesChanged {
+            version: 2,
+            rules: vec![rule.clone()],
+        }]);
+        AggregateTest::<Organization>::given(vec![created(3), member_invited("m1", Role::Manager)])
+            .when(OrgCommand::SetCategoryRules {
+                actor: pid("m1"),
+                rules: vec![rule.clone()],
+            })
+            .then_expect_error(OrgError::NotAllowed);
+        AggregateTest::<Organization>::given(vec![created(3)])
+            .when(OrgCommand::SetCategoryRules {
+                actor: pid("owner"),
+                rules: vec![CategoryRule {
+                    name: vec!["Work".into(), " ".into()],
+                    ..rule
+                }],
+            })
+            .then_expect_error(OrgError::InvalidRules(
+                "category 0: the name path has an empty part".into(),
+            ));
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Core {
     pub pool: Pool,
     /// How long a query waits for a read model to reach `min_position`.
     pub read_wait: Duration,
+    /// Upload limits.
+    pub ingest: crate::ingest::IngestConfig,
 }
 
 fn now_micros() -> i64 {

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod caller;
 pub mod core;
 pub mod identity;
+pub mod ingest;
 pub mod orgs;
 pub mod status;
 pub mod validate;
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use trackhrs_commands::CommandHandler;
+use trackhrs_schemas::agent::v1::agent_ingest_server::AgentIngestServer;
 use trackhrs_schemas::agent::v1::agent_session_server::AgentSessionServer;
 use trackhrs_schemas::org::v1::identity_server::IdentityServer;
 use trackhrs_schemas::org::v1::organizations_server::OrganizationsServer;
@@ -60,6 +62,8 @@ pub struct GatewayConfig {
     /// How long a query waits for a read model to reach the position the
     /// caller asked for.
     pub read_wait: Duration,
+    /// Upload limits.
+    pub ingest: ingest::IngestConfig,
 }
 
 impl Default for GatewayConfig {
@@ -67,6 +71,7 @@ impl Default for GatewayConfig {
         Self {
             auth: AuthConfig::default(),
             read_wait: Duration::from_secs(5),
+            ingest: ingest::IngestConfig::default(),
         }
     }
 }
@@ -100,6 +105,7 @@ pub async fn open(
         auth,
         pool,
         read_wait: config.read_wait,
+        ingest: config.ingest,
     }))
 }
 
@@ -145,8 +151,9 @@ pub async fn serve(
             core.clone(),
         )))
         .add_service(AgentSessionServer::new(agent::AgentSessionService::new(
-            core,
+            core.clone(),
         )))
+        .add_service(AgentIngestServer::new(ingest::IngestService::new(core)))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await;
     probe.abort();

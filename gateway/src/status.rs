@@ -14,6 +14,7 @@
 
 use tonic::{Code, Status};
 use trackhrs_commands::CommandError;
+use trackhrs_domain::activity::ActivityError;
 use trackhrs_domain::organization::OrgError;
 use trackhrs_nats::StoreError;
 
@@ -38,10 +39,37 @@ pub fn org_denied(denied: &OrgError) -> Status {
     let message = denied.to_string();
     match denied {
         OrgError::NotAllowed => Status::permission_denied(message),
-        OrgError::InvalidName | OrgError::InvalidEmail | OrgError::InvalidSettings => {
-            Status::invalid_argument(message)
-        }
+        OrgError::InvalidName
+        | OrgError::InvalidEmail
+        | OrgError::InvalidSettings
+        | OrgError::InvalidRules(_) => Status::invalid_argument(message),
         _ => Status::failed_precondition(message),
+    }
+}
+
+/// Status of an upload on a device's timeline.
+pub fn activity_command(error: CommandError<ActivityError>) -> Status {
+    match error {
+        CommandError::Denied(denied) => activity_denied(&denied),
+        CommandError::Conflict { .. } => {
+            Status::aborted("the device's timeline kept changing; send the batch again")
+        }
+        CommandError::Store(e) => store(&e),
+    }
+}
+
+/// Status of a refused upload: bad spans name the span.
+pub fn activity_denied(denied: &ActivityError) -> Status {
+    match denied {
+        ActivityError::Span { .. } => Status::invalid_argument(format!("spans: {denied}")),
+        ActivityError::Empty => Status::invalid_argument(format!("spans: {denied}")),
+        ActivityError::TooManySpans { .. } => Status::resource_exhausted(denied.to_string()),
+        ActivityError::UnknownDevice | ActivityError::DeviceRevoked => {
+            Status::permission_denied(denied.to_string())
+        }
+        ActivityError::SequenceUsed { .. } | ActivityError::SequenceGap { .. } => {
+            Status::failed_precondition(denied.to_string())
+        }
     }
 }
 

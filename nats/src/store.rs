@@ -289,6 +289,37 @@ impl EventStore {
         Ok(loaded)
     }
 
+    /// The original result of `command_id` on an aggregate, found by reading
+    /// the aggregate's commits from the log: for retries that come after
+    /// [`Loaded::committed`] has forgotten the command and the stream's
+    /// duplicate window has passed. Costs a read of the whole subject, so it
+    /// is for rare paths only.
+    pub async fn find_command<A: Aggregate>(
+        &self,
+        org: &Token,
+        id: &Token,
+        command_id: &str,
+    ) -> Result<Option<Appended>, StoreError> {
+        let subject = Self::subject::<A>(org, id);
+        let messages = direct::subject_after(
+            &self.inner.client,
+            &self.inner.config.events_stream,
+            &subject,
+            0,
+            self.inner.config.ack_timeout,
+        )
+        .await?;
+        for msg in messages {
+            let commit = decode_commit(&subject, msg.sequence, &msg.payload)?;
+            if commit.command_id == command_id {
+                let mut appended = appended_from(&commit, msg.sequence);
+                appended.duplicate = true;
+                return Ok(Some(appended));
+            }
+        }
+        Ok(None)
+    }
+
     async fn apply_commit<A: Aggregate>(
         &self,
         subject: &str,

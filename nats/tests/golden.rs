@@ -217,6 +217,142 @@ async fn settings_event_versions_still_load() {
     );
 }
 
+fn rules_path() -> PathBuf {
+    fixture_path("organization_rules_events.json")
+}
+
+fn activity_path() -> PathBuf {
+    fixture_path("device_activity_events.json")
+}
+
+/// Follows the settings fixture (version 10) with version 11.
+fn write_rules_fixture() {
+    let messages = vec![FixtureMessage {
+        what: "CategoryRulesChanged v1".into(),
+        subject: "evt.acme.organization.org".into(),
+        commit: commit(
+            "c9",
+            vec![(
+                "CategoryRulesChanged",
+                1,
+                11,
+                json!({"version": 1, "rules": [
+                    {"name": ["Work"], "regex": null, "ignore_case": false, "score": 80},
+                    {"name": ["Work", "Programming"], "regex": "code|vim", "ignore_case": true, "score": null}
+                ]}),
+            )],
+        ),
+    }];
+    let fixture = Fixture {
+        keys: BTreeMap::new(),
+        messages,
+    };
+    std::fs::write(
+        rules_path(),
+        serde_json::to_string_pretty(&fixture).unwrap() + "\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_event_versions_still_load() {
+    if std::env::var_os("TRACKHRS_WRITE_FIXTURES").is_some() && !rules_path().exists() {
+        write_rules_fixture();
+    }
+    let (_server, store) = start().await;
+    for fixture in [path(), membership_path(), settings_path(), rules_path()] {
+        publish_fixture(&store, &read_fixture(fixture)).await;
+    }
+    let loaded = load_org(&store, "org").await;
+    assert_eq!((loaded.version, loaded.state.rules_version), (11, 1));
+}
+
+/// A device timeline: one batch of two spans, the first with a sealed
+/// title and URL, the second without.
+fn write_activity_fixture() {
+    let keys = read_fixture(path()).keys;
+    let mut c = Commit {
+        command_id: "batch-1".into(),
+        org_id: "acme".into(),
+        aggregate_type: "device_activity".into(),
+        aggregate_id: "d1".into(),
+        actor: "device:d1".into(),
+        correlation_id: "batch-1".into(),
+        causation_id: "batch-1".into(),
+        recorded_at_micros: 1_795_000_000_000_000,
+        events: Vec::new(),
+    };
+    let events = [
+        (
+            "BatchAccepted",
+            json!({"batch_id": "batch-1", "seq": 1, "member": "m1", "spans": 2}),
+        ),
+        (
+            "SpanRecorded",
+            json!({"start_ms": 1_794_999_000_000i64, "end_ms": 1_794_999_060_000i64,
+            "app": "code", "title": sealed(&keys, "m1", "main.rs - trackhrs"),
+            "url": sealed(&keys, "m1", "https://example.test"), "active": true}),
+        ),
+        (
+            "SpanRecorded",
+            json!({"start_ms": 1_794_999_060_000i64, "end_ms": 1_794_999_120_000i64,
+            "app": "code", "title": null, "url": null, "active": false}),
+        ),
+    ];
+    for (n, (t, p)) in events.into_iter().enumerate() {
+        c.events.push(EventEnvelope {
+            event_type: t.into(),
+            schema_version: 1,
+            aggregate_version: n as u64 + 1,
+            payload: serde_json::to_vec(&p).unwrap(),
+        });
+    }
+    let fixture = Fixture {
+        keys: BTreeMap::new(),
+        messages: vec![FixtureMessage {
+            what: "BatchAccepted v1 and SpanRecorded v1 in one commit".into(),
+            subject: "evt.acme.device_activity.d1".into(),
+            commit: B64.encode(c.encode_to_vec()),
+        }],
+    };
+    std::fs::write(
+        activity_path(),
+        serde_json::to_string_pretty(&fixture).unwrap() + "\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_event_versions_still_load() {
+    use trackhrs_domain::activity::DeviceActivity;
+    if std::env::var_os("TRACKHRS_WRITE_FIXTURES").is_some() && !activity_path().exists() {
+        write_activity_fixture();
+    }
+    let (_server, store) = start().await;
+    // The keys of the people come with the first fixture.
+    publish_fixture(&store, &read_fixture(path())).await;
+    publish_fixture(&store, &read_fixture(activity_path())).await;
+    let loaded = store
+        .load_fresh::<DeviceActivity>(&tok("acme"), &tok("d1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (loaded.version, loaded.state.last_seq, loaded.state.spans),
+        (3, 1, 2)
+    );
+    assert_eq!(loaded.state.last_end_ms, Some(1_794_999_120_000));
+    let log = read_log(&store).await;
+    let last = log
+        .skip(read_fixture(path()).messages.len())
+        .next()
+        .await
+        .unwrap()
+        .commit
+        .unwrap();
+    assert_eq!(last.events[1].payload["title"]["v"], "main.rs - trackhrs");
+    assert_eq!(last.events[1].payload["url"]["v"], "https://example.test");
+}
+
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len())
         .step_by(2)

@@ -244,6 +244,8 @@ async fn apply_event(
             )
             .await?;
         }
+        // Classification rules are the activity projection's business.
+        "CategoryRulesChanged" => {}
         other => {
             return Err(poison(
                 commit,

@@ -27,6 +27,7 @@ pub struct Platform {
     pub nats: NatsServer,
     pub db: TestDb,
     pub store: EventStore,
+    pub store_config: StoreConfig,
     pub replicas: Vec<Replica>,
     stop: Vec<tokio::sync::oneshot::Sender<()>>,
 }
@@ -54,10 +55,18 @@ impl Platform {
     }
 
     pub async fn start_with(config: GatewayConfig, replicas: usize) -> Self {
+        Self::start_full(config, replicas, StoreConfig::default()).await
+    }
+
+    pub async fn start_full(
+        config: GatewayConfig,
+        replicas: usize,
+        store_config: StoreConfig,
+    ) -> Self {
         let nats = NatsServer::start().await.unwrap();
         let client = nats.connect().await.unwrap();
-        provision(&client, &StoreConfig::default()).await.unwrap();
-        let store = EventStore::open(client, StoreConfig::default())
+        provision(&client, &store_config).await.unwrap();
+        let store = EventStore::open(client, store_config.clone())
             .await
             .unwrap();
         let db = TestDb::create().await.unwrap();
@@ -81,6 +90,7 @@ impl Platform {
             nats,
             db,
             store,
+            store_config,
             replicas: Vec::new(),
             stop,
         };
@@ -94,7 +104,7 @@ impl Platform {
     /// NATS connection and event-store caches).
     pub async fn add_replica(&mut self, config: GatewayConfig) {
         let client = self.nats.connect().await.unwrap();
-        let store = EventStore::open(client, StoreConfig::default())
+        let store = EventStore::open(client, self.store_config.clone())
             .await
             .unwrap();
         let pg_config: tokio_postgres::Config = self.db.connection_string().parse().unwrap();

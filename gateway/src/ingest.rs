@@ -1,0 +1,165 @@
+//! `trackhrs.agent.v1.AgentIngest`: a device uploads a batch of spans with
+//! its device token; the batch becomes one commit on the device's timeline.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tonic::{Request, Response, Status};
+use trackhrs_commands::CommandError;
+use trackhrs_domain::Token;
+use trackhrs_domain::activity::{
+    ActivityCommand, ActivityError, DeviceActivity, DeviceStatus, IngestLimits, Privacy, SpanInput,
+};
+use trackhrs_domain::organization::{self, Organization};
+use trackhrs_nats::CommitMeta;
+use trackhrs_schemas::agent::v1 as pb;
+use trackhrs_schemas::agent::v1::agent_ingest_server::AgentIngest;
+
+use crate::core::Core;
+use crate::{caller, status, validate};
+
+/// Limits of an upload.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Most spans in one batch; more is RESOURCE_EXHAUSTED.
+    pub max_spans: usize,
+    /// How far in the future a span may end.
+    pub max_skew: Duration,
+    /// How far in the past a span may start.
+    pub horizon: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_spans: 1000,
+            max_skew: Duration::from_secs(120),
+            horizon: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// The ingest service.
+pub struct IngestService {
+    core: Arc<Core>,
+}
+
+impl IngestService {
+    /// A service over the shared state.
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// The device's standing and the privacy policy, from the org aggregate.
+fn standing(org: &Organization, device: &Token) -> (DeviceStatus, Privacy) {
+    let privacy = Privacy {
+        titles: org.settings.capture_titles,
+        urls: org.settings.capture_urls,
+    };
+    let status = match org.devices.get(device) {
+        None => DeviceStatus::Unknown,
+        Some(d) if d.revoked => DeviceStatus::Revoked,
+        Some(d) if !org.members.get(&d.member).is_some_and(|m| m.active) => DeviceStatus::Revoked,
+        Some(_) => DeviceStatus::Active,
+    };
+    (status, privacy)
+}
+
+#[tonic::async_trait]
+impl AgentIngest for IngestService {
+    async fn upload_batch(
+        &self,
+        request: Request<pb::UploadBatchRequest>,
+    ) -> Result<Response<pb::UploadBatchResponse>, Status> {
+        let identity = caller::device(&self.core.auth, &request).await?;
+        let r = request.into_inner();
+        let config = &self.core.ingest;
+        if r.spans.len() > config.max_spans {
+            return Err(Status::resource_exhausted(format!(
+                "spans: a batch holds at most {} spans; split it",
+                config.max_spans
+            )));
+        }
+        let batch_id = validate::command_id(&r.batch_id).map_err(|_| {
+            Status::invalid_argument("batch_id: must be 1 to 128 characters of A-Z a-z 0-9 - _ . :")
+        })?;
+        if r.device_batch_seq == 0 {
+            return Err(Status::invalid_argument("device_batch_seq: starts at 1"));
+        }
+        let org = Token::new(&identity.org_id)
+            .map_err(|_| Status::unauthenticated("invalid credentials"))?;
+        let device = Token::new(&identity.device_id)
+            .map_err(|_| Status::unauthenticated("invalid credentials"))?;
+        let member = Token::new(&identity.person_id)
+            .map_err(|_| Status::unauthenticated("invalid credentials"))?;
+        let org_id = Token::new(organization::AGGREGATE_ID)
+            .unwrap_or_else(|_| unreachable!("the aggregate id is a token"));
+        let store = self.core.commands.store();
+        // The cached org state is enough: the device token was just checked
+        // against the shared credential store, which a revocation updates.
+        let org_state = store
+            .load::<Organization>(&org, &org_id)
+            .await
+            .map_err(|e| status::store(&e))?;
+        let (device_status, privacy) = standing(&org_state.state, &device);
+        let spans = r
+            .spans
+            .into_iter()
+            .map(|s| SpanInput {
+                start_ms: s.start_unix_ms,
+                end_ms: s.end_unix_ms,
+                app: s.app,
+                title: s.title,
+                url: s.url,
+                active: s.active,
+            })
+            .collect();
+        let command = ActivityCommand::RecordBatch {
+            device: device_status,
+            member,
+            batch_id: batch_id.clone(),
+            seq: r.device_batch_seq,
+            spans,
+            privacy,
+            limits: IngestLimits {
+                now_ms: now_ms(),
+                max_skew_ms: config.max_skew.as_millis() as i64,
+                horizon_ms: config.horizon.as_millis() as i64,
+                max_spans: config.max_spans,
+            },
+        };
+        let meta = CommitMeta::new(&batch_id, format!("device:{device}"), now_ms() * 1000);
+        let appended = match self
+            .core
+            .commands
+            .execute::<DeviceActivity>(&org, &device, command, &meta)
+            .await
+        {
+            Ok(executed) => executed.appended,
+            // A sequence used before: the same batch sent again after the
+            // store forgot its id, or a different batch reusing the number.
+            Err(CommandError::Denied(ActivityError::SequenceUsed { seq })) => Some(
+                store
+                    .find_command::<DeviceActivity>(&org, &device, &batch_id)
+                    .await
+                    .map_err(|e| status::store(&e))?
+                    .ok_or_else(|| status::activity_denied(&ActivityError::SequenceUsed { seq }))?,
+            ),
+            Err(e) => return Err(status::activity_command(e)),
+        };
+        let appended = appended.ok_or_else(|| Status::internal("a batch always records events"))?;
+        Ok(Response::new(pb::UploadBatchResponse {
+            batch_id,
+            stream_sequence: appended.position,
+            duplicate: appended.duplicate,
+        }))
+    }
+}
