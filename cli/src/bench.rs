@@ -81,6 +81,7 @@ fn commit_bytes(aggregate_id: &str, version: u64, command_id: &str) -> Vec<u8> {
             aggregate_version: version,
             payload: serde_json::to_vec(&json!({"seats": 10 + version})).expect("json"),
         }],
+        request_digest: "3f8a6c1e9b2d4f7a0c5e8b1d3f6a9c2e4b7d0f3a6c9e2b5d8f1a4c7e0b3d6f9a".into(),
     }
     .encode_to_vec()
 }

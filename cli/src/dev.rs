@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use trackhrs_domain::Token;
-use trackhrs_domain::organization::{OrgCommand, Role};
+use trackhrs_domain::organization::{OrgCommand, Organization, Role};
 use trackhrs_gateway::Core;
 use trackhrs_harness::pg::Durability;
 use trackhrs_harness::{NatsOptions, NatsServer, PgServer};
@@ -144,16 +144,26 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 async fn seed_demo_org(core: &Core) -> anyhow::Result<()> {
     let org = Token::new("acme")?;
     let olive = Token::new("olive")?;
-    let create = OrgCommand::Create {
-        name: "Acme Corp".into(),
-        owner: olive.clone(),
-        owner_email: "olive@acme.test".into(),
-        owner_name: "Olive Owner".into(),
-        seats: 10,
-    };
-    core.org_command(&org, "system:dev", "demo-create-org", create)
-        .await
-        .context("seed the demo org")?;
+    // What exists already is left alone, so a second run stores nothing
+    // however many commands the org has had since.
+    let state = core
+        .commands
+        .store()
+        .load_fresh::<Organization>(&org, &trackhrs_gateway::core::org_aggregate())
+        .await?
+        .state;
+    if !state.created {
+        let create = OrgCommand::Create {
+            name: "Acme Corp".into(),
+            owner: olive.clone(),
+            owner_email: "olive@acme.test".into(),
+            owner_name: "Olive Owner".into(),
+            seats: 10,
+        };
+        core.org_command(&org, "system:dev", "demo-create-org", create)
+            .await
+            .context("seed the demo org")?;
+    }
     let people = [
         ("manny", "Manny Manager", Role::Manager),
         ("erin", "Erin Employee", Role::Employee),
@@ -161,9 +171,13 @@ async fn seed_demo_org(core: &Core) -> anyhow::Result<()> {
         ("ada", "Ada Auditor", Role::Auditor),
     ];
     for (who, name, role) in people {
+        let member = Token::new(who)?;
+        if state.members.contains_key(&member) {
+            continue;
+        }
         let invite = OrgCommand::InviteMember {
             actor: olive.clone(),
-            member: Token::new(who)?,
+            member,
             email: format!("{who}@acme.test"),
             name: name.into(),
             role,

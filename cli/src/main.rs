@@ -46,6 +46,21 @@ enum Role {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Erase a person (right to be forgotten): destroy their data key, so
+    /// their personal data in every event reads as erased, and delete their
+    /// credentials. Cannot be undone.
+    ErasePerson {
+        /// The organization.
+        #[arg(long)]
+        org: String,
+        /// The person id.
+        #[arg(long)]
+        person: String,
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        pg: platform::PgArgs,
+    },
     /// Manage authentication: the access-token signing keys.
     Auth {
         #[command(subcommand)]
@@ -210,6 +225,26 @@ async fn main() -> anyhow::Result<()> {
             projections_status(&store, &pg).await
         }
         Role::Auth { command } => auth_command(command).await,
+        Role::ErasePerson {
+            org,
+            person,
+            nats,
+            pg,
+        } => {
+            let person_id = trackhrs_domain::Token::new(&person).context("invalid person id")?;
+            let store = open_store(&nats).await?;
+            let pool = trackhrs_gateway::pool(pg.config()?, 2)?;
+            let auth = trackhrs_gateway::Auth::open(pool, Default::default()).await?;
+            let rows = auth.erase_person(&org, &person).await?;
+            store.erase_person(&person_id).await?;
+            let mut out = std::io::stdout().lock();
+            use std::io::Write as _;
+            writeln!(
+                out,
+                "erased {person}: data key destroyed, {rows} credential rows deleted"
+            )?;
+            Ok(())
+        }
         Role::Events {
             command: EventsCommand::Tail(args),
         } => tail::run(args).await,

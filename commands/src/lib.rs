@@ -92,6 +92,7 @@ impl CommandHandler {
             }
             .map_err(CommandError::Store)?;
             if let Some(original) = loaded.committed(&meta.command_id) {
+                let original = original.for_retry_of(meta).map_err(CommandError::Store)?;
                 return Ok(Executed {
                     version: original.last_version,
                     appended: Some(original),

@@ -38,6 +38,20 @@ fn now_micros() -> i64 {
         .unwrap_or_default()
 }
 
+/// The id of an org's `Organization` aggregate.
+pub fn org_aggregate() -> Token {
+    Token::new(organization::AGGREGATE_ID)
+        .unwrap_or_else(|_| unreachable!("the aggregate id is a token"))
+}
+
+/// Hex SHA-256 of `bytes`: the request digest of a command.
+pub fn digest_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// An id derived from the command id, so that a retried command names the
 /// same new member or device as the first attempt: `<prefix>_<24 hex>`.
 pub fn derived_id(prefix: &str, org: &Token, purpose: &str, command_id: &str) -> Token {
@@ -64,9 +78,11 @@ impl Core {
         command_id: &str,
         command: OrgCommand,
     ) -> Result<Executed, Status> {
-        let id = Token::new(organization::AGGREGATE_ID)
-            .unwrap_or_else(|_| unreachable!("the aggregate id is a token"));
-        let meta = CommitMeta::new(command_id, actor, now_micros());
+        let id = org_aggregate();
+        // The command (without secrets, which never enter commands) is what
+        // a retry must repeat exactly.
+        let meta = CommitMeta::new(command_id, actor, now_micros())
+            .with_request_digest(digest_hex(format!("{command:?}").as_bytes()));
         self.commands
             .execute::<Organization>(org, &id, command, &meta)
             .await
@@ -76,8 +92,7 @@ impl Core {
     /// A member's role if they are active, read from the event store (fresh,
     /// not from this replica's cache, so a deactivation elsewhere counts).
     pub async fn active_role(&self, org: &Token, person: &str) -> Result<Option<Role>, Status> {
-        let id = Token::new(organization::AGGREGATE_ID)
-            .unwrap_or_else(|_| unreachable!("the aggregate id is a token"));
+        let id = org_aggregate();
         let loaded = self
             .commands
             .store()
@@ -91,6 +106,36 @@ impl Core {
             .map(|m| m.role))
     }
 
+    /// Whether a device is enrolled and not revoked, on fresh state.
+    pub async fn device_active(&self, org: &Token, device: &Token) -> Result<bool, Status> {
+        let loaded = self
+            .commands
+            .store()
+            .load_fresh::<Organization>(org, &org_aggregate())
+            .await
+            .map_err(|e| status::store(&e))?;
+        Ok(loaded.state.devices.get(device).is_some_and(|d| !d.revoked))
+    }
+
+    /// The caller's current role from the directory (not the token's, which
+    /// may be minutes old); PERMISSION_DENIED unless they are active.
+    pub async fn directory_role(
+        &self,
+        client: &tokio_postgres::Client,
+        schema: &str,
+        org: &Token,
+        person: &Token,
+    ) -> Result<Role, Status> {
+        directory::member_role(client, schema, org.as_str(), person.as_str())
+            .await
+            .map_err(|e| status::query(&e))?
+            .and_then(|(role, active)| active.then_some(role))
+            .and_then(|role| crate::validate::role_from_name(&role))
+            .ok_or_else(|| {
+                Status::permission_denied("you are not an active member of this organization")
+            })
+    }
+
     /// A connection and the live directory schema, after waiting (bounded)
     /// for the directory to pass `min_position`. Returns the position the
     /// answer reflects.
@@ -98,6 +143,19 @@ impl Core {
         &self,
         min_position: u64,
     ) -> Result<(deadpool_postgres::Client, String, u64), Status> {
+        if min_position > 0 {
+            let last = self
+                .commands
+                .store()
+                .last_sequence()
+                .await
+                .map_err(|e| status::store(&e))?;
+            if min_position > last {
+                return Err(Status::invalid_argument(format!(
+                    "min_position: {min_position} is beyond the end of the event log ({last})"
+                )));
+            }
+        }
         let client = self.pool.get().await.map_err(|e| status::query(&e))?;
         let wait = if min_position == 0 {
             Duration::ZERO

@@ -23,11 +23,17 @@ impl IdentityService {
         Self { core }
     }
 
-    async fn session(&self, org: &str, person: &str, role: Role) -> Result<pb::Session, Status> {
+    async fn session(
+        &self,
+        org: &str,
+        person: &str,
+        role: Role,
+        family: Option<Vec<u8>>,
+    ) -> Result<pb::Session, Status> {
         let session = self
             .core
             .auth
-            .issue_session(org, person, validate::role_name(role))
+            .issue_session(org, person, validate::role_name(role), family)
             .await
             .map_err(status::auth)?;
         Ok(pb::Session {
@@ -46,9 +52,10 @@ impl IdentityService {
         &self,
         org: &trackhrs_domain::Token,
         person: &str,
+        family: Option<Vec<u8>>,
     ) -> Result<pb::Session, Status> {
         match self.core.active_role(org, person).await? {
-            Some(role) => self.session(org.as_str(), person, role).await,
+            Some(role) => self.session(org.as_str(), person, role, family).await,
             None => Err(Status::permission_denied(
                 "this member is deactivated or no longer in the organization",
             )),
@@ -62,6 +69,7 @@ impl Identity for IdentityService {
         &self,
         request: Request<pb::SignUpRequest>,
     ) -> Result<Response<pb::Session>, Status> {
+        let address = request.remote_addr().map(|a| a.ip());
         let r = request.into_inner();
         let command_id = validate::command_id(&r.command_id)?;
         let org = validate::id("org_id", &r.org_id)?;
@@ -71,6 +79,11 @@ impl Identity for IdentityService {
         let password = validate::new_password("password", &r.password, &email)?;
         let seats = validate::seats(r.seats)?;
         let owner = derived_id("p", &org, "sign-up", &command_id);
+        self.core
+            .auth
+            .throttle("sign-up", address)
+            .await
+            .map_err(status::auth)?;
         let hash = self
             .core
             .auth
@@ -88,29 +101,29 @@ impl Identity for IdentityService {
         self.core
             .org_command(&org, &actor, &command_id, command)
             .await?;
-        // A retried sign-up keeps the password of the first: whoever repeats
-        // the command id must also know that password.
         let stored = self
             .core
             .auth
             .put_account_if_absent(org.as_str(), owner.as_str(), &email, &hash)
             .await
             .map_err(status::auth)?;
-        if !stored
-            && !self
+        if !stored {
+            // A retried sign-up keeps the first password: whoever repeats
+            // the command id must know it, proven like a log-in (throttled).
+            let person = self
                 .core
                 .auth
-                .verify_account(org.as_str(), owner.as_str(), password)
+                .check_login(org.as_str(), &email, password, address)
                 .await
-                .map_err(status::auth)?
-        {
-            return Err(Status::failed_precondition(
-                "the organization already exists",
-            ));
+                .map_err(status::auth)?;
+            if person != owner.as_str() {
+                return Err(Status::failed_precondition(
+                    "the organization already exists",
+                ));
+            }
         }
         Ok(Response::new(
-            self.session(org.as_str(), owner.as_str(), Role::Owner)
-                .await?,
+            self.session_if_active(&org, owner.as_str(), None).await?,
         ))
     }
 
@@ -137,7 +150,9 @@ impl Identity for IdentityService {
             .check_login(org.as_str(), &r.email, r.password, address)
             .await
             .map_err(status::auth)?;
-        Ok(Response::new(self.session_if_active(&org, &person).await?))
+        Ok(Response::new(
+            self.session_if_active(&org, &person, None).await?,
+        ))
     }
 
     async fn refresh(
@@ -145,7 +160,7 @@ impl Identity for IdentityService {
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::Session>, Status> {
         let r = request.into_inner();
-        let (org, person) = self
+        let (org, person, family) = self
             .core
             .auth
             .spend_refresh(&r.refresh_token)
@@ -153,7 +168,9 @@ impl Identity for IdentityService {
             .map_err(status::auth)?;
         let org =
             trackhrs_domain::Token::new(org).map_err(|_| status::auth(AuthError::BadToken))?;
-        Ok(Response::new(self.session_if_active(&org, &person).await?))
+        Ok(Response::new(
+            self.session_if_active(&org, &person, Some(family)).await?,
+        ))
     }
 
     async fn logout(
@@ -172,9 +189,21 @@ impl Identity for IdentityService {
         &self,
         request: Request<pb::AcceptInvitationRequest>,
     ) -> Result<Response<pb::Session>, Status> {
+        let address = request.remote_addr().map(|a| a.ip());
         let r = request.into_inner();
         let org = validate::id("org_id", &r.org_id)?;
         let password = validate::new_password("password", &r.password, "")?;
+        self.core
+            .auth
+            .throttle("invitation", address)
+            .await
+            .map_err(status::auth)?;
+        // A token that cannot be accepted costs no hashing.
+        self.core
+            .auth
+            .check_invitation(org.as_str(), &r.invitation_token)
+            .await
+            .map_err(status::auth)?;
         let hash = self
             .core
             .auth
@@ -188,7 +217,8 @@ impl Identity for IdentityService {
             .await
             .map_err(status::auth)?;
         Ok(Response::new(
-            self.session_if_active(&org, &accepted.person_id).await?,
+            self.session_if_active(&org, &accepted.person_id, None)
+                .await?,
         ))
     }
 }

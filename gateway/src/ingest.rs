@@ -10,7 +10,7 @@ use trackhrs_domain::Token;
 use trackhrs_domain::activity::{
     ActivityCommand, ActivityError, DeviceActivity, DeviceStatus, IngestLimits, Privacy, SpanInput,
 };
-use trackhrs_domain::organization::{self, Organization};
+use trackhrs_domain::organization::Organization;
 use trackhrs_nats::CommitMeta;
 use trackhrs_schemas::agent::v1 as pb;
 use trackhrs_schemas::agent::v1::agent_ingest_server::AgentIngest;
@@ -81,6 +81,7 @@ impl AgentIngest for IngestService {
     ) -> Result<Response<pb::UploadBatchResponse>, Status> {
         let identity = caller::device(&self.core.auth, &request).await?;
         let r = request.into_inner();
+        let request_digest = crate::core::digest_hex(&prost::Message::encode_to_vec(&r));
         let config = &self.core.ingest;
         if r.spans.len() > config.max_spans {
             return Err(Status::resource_exhausted(format!(
@@ -100,8 +101,7 @@ impl AgentIngest for IngestService {
             .map_err(|_| Status::unauthenticated("invalid credentials"))?;
         let member = Token::new(&identity.person_id)
             .map_err(|_| Status::unauthenticated("invalid credentials"))?;
-        let org_id = Token::new(organization::AGGREGATE_ID)
-            .unwrap_or_else(|_| unreachable!("the aggregate id is a token"));
+        let org_id = crate::core::org_aggregate();
         let store = self.core.commands.store();
         // The cached org state is enough: the device token was just checked
         // against the shared credential store, which a revocation updates.
@@ -136,7 +136,8 @@ impl AgentIngest for IngestService {
                 max_spans: config.max_spans,
             },
         };
-        let meta = CommitMeta::new(&batch_id, format!("device:{device}"), now_ms() * 1000);
+        let meta = CommitMeta::new(&batch_id, format!("device:{device}"), now_ms() * 1000)
+            .with_request_digest(request_digest);
         let appended = match self
             .core
             .commands
@@ -146,13 +147,18 @@ impl AgentIngest for IngestService {
             Ok(executed) => executed.appended,
             // A sequence used before: the same batch sent again after the
             // store forgot its id, or a different batch reusing the number.
-            Err(CommandError::Denied(ActivityError::SequenceUsed { seq })) => Some(
-                store
+            Err(CommandError::Denied(ActivityError::SequenceUsed { seq })) => {
+                let original = store
                     .find_command::<DeviceActivity>(&org, &device, &batch_id)
                     .await
                     .map_err(|e| status::store(&e))?
-                    .ok_or_else(|| status::activity_denied(&ActivityError::SequenceUsed { seq }))?,
-            ),
+                    .ok_or_else(|| status::activity_denied(&ActivityError::SequenceUsed { seq }))?;
+                Some(
+                    original
+                        .for_retry_of(&meta)
+                        .map_err(|e| status::store(&e))?,
+                )
+            }
             Err(e) => return Err(status::activity_command(e)),
         };
         let appended = appended.ok_or_else(|| Status::internal("a batch always records events"))?;

@@ -86,8 +86,15 @@ pub fn pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, Gateway
             recycling_method: deadpool_postgres::RecyclingMethod::Fast,
         },
     );
+    let timeout = Some(Duration::from_secs(5));
     Pool::builder(manager)
         .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .timeouts(deadpool_postgres::Timeouts {
+            wait: timeout,
+            create: timeout,
+            recycle: timeout,
+        })
         .build()
         .map_err(|e| GatewayError::Pool(e.to_string()))
 }

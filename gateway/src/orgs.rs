@@ -62,6 +62,9 @@ impl Organizations for OrganizationsService {
         let r = request.into_inner();
         let org = caller.scope(&r.org_id)?;
         let (client, schema, position) = self.core.directory(r.min_position).await?;
+        self.core
+            .directory_role(&client, &schema, &org, &caller.person)
+            .await?;
         let row = directory::organization(&client, &schema, org.as_str())
             .await
             .map_err(|e| status::query(&e))?
@@ -224,12 +227,17 @@ impl Organizations for OrganizationsService {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
         let org = caller.scope(&r.org_id)?;
-        if caller.role == Role::Employee {
+        let (client, schema, position) = self.core.directory(r.min_position).await?;
+        if self
+            .core
+            .directory_role(&client, &schema, &org, &caller.person)
+            .await?
+            == Role::Employee
+        {
             return Err(Status::permission_denied(
                 "employees cannot list the organization's members",
             ));
         }
-        let (client, schema, position) = self.core.directory(r.min_position).await?;
         let members = directory::members(&client, &schema, org.as_str())
             .await
             .map_err(|e| status::query(&e))?
@@ -269,6 +277,16 @@ impl Organizations for OrganizationsService {
             .put_device_token(org.as_str(), device.as_str(), caller.person.as_str())
             .await
             .map_err(status::auth)?;
+        // A deactivation may have revoked the device between the command and
+        // the token: then the token must not live.
+        if !self.core.device_active(&org, &device).await? {
+            self.core
+                .auth
+                .revoke_device(org.as_str(), device.as_str())
+                .await
+                .map_err(status::auth)?;
+            return Err(Status::failed_precondition("this device was revoked"));
+        }
         Ok(Response::new(pb::EnrollDeviceResponse {
             result: Some(result),
             device_id: device.to_string(),
@@ -283,9 +301,13 @@ impl Organizations for OrganizationsService {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
         let org = caller.scope(&r.org_id)?;
-        let own_only = !matches!(caller.role, Role::Owner | Role::Admin | Role::Auditor);
-        let person = own_only.then(|| caller.person.as_str());
         let (client, schema, position) = self.core.directory(r.min_position).await?;
+        let role = self
+            .core
+            .directory_role(&client, &schema, &org, &caller.person)
+            .await?;
+        let own_only = !matches!(role, Role::Owner | Role::Admin | Role::Auditor);
+        let person = own_only.then(|| caller.person.as_str());
         let devices = directory::devices(&client, &schema, org.as_str(), person)
             .await
             .map_err(|e| status::query(&e))?

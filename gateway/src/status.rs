@@ -80,6 +80,9 @@ pub fn store(error: &StoreError) -> Status {
             "the event store did not confirm the command; retry with the same command id",
         ),
         StoreError::Conflict { .. } => Status::aborted("the organization kept changing; try again"),
+        StoreError::CommandIdReused { .. } => Status::already_exists(
+            "this command id was already used for a different request; choose a new one",
+        ),
         StoreError::Erased { .. } => Status::failed_precondition(
             "this person's data was erased; their account cannot change",
         ),

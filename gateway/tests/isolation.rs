@@ -291,4 +291,21 @@ async fn no_role_of_another_org_reaches_org_a() {
         .into_inner();
     assert!(listed.devices.is_empty(), "org B sees org A's devices");
     assert_eq!(p.last_sequence().await, before.0);
+
+    // Command ids are per aggregate: org B reusing the id of org A's
+    // sign-up is a new command of its own, stored, not A's result.
+    let result = orgs
+        .change_seats(authed(
+            &b_owner.access_token,
+            pb::ChangeSeatsRequest {
+                command_id: "sign-up-org-a".into(),
+                org_id: "org-b".into(),
+                seats: 12,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!result.duplicate);
+    assert_eq!(result.position, before.0 + 1);
 }

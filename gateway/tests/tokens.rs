@@ -344,3 +344,142 @@ async fn login_timing_does_not_reveal_whether_an_email_exists() {
         "median log-in time differs: known {k:?}, unknown {u:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_refresh_token_revokes_its_whole_family() {
+    let p = Platform::start().await;
+    let owner = p.sign_up("acme", 3).await;
+    let mut id = p.gw().identity();
+    let refresh = |token: &str| pb::RefreshRequest {
+        refresh_token: token.into(),
+    };
+    let second = id
+        .refresh(refresh(&owner.refresh_token))
+        .await
+        .unwrap()
+        .into_inner();
+    // Someone kept a copy of the first token and presents it again ...
+    assert_code(
+        id.refresh(refresh(&owner.refresh_token)).await,
+        Code::Unauthenticated,
+        "a spent refresh token",
+    );
+    // ... so the newest token of that chain no longer works either.
+    assert_code(
+        id.refresh(refresh(&second.refresh_token)).await,
+        Code::Unauthenticated,
+        "the newest token of a reused family",
+    );
+    // Another log-in is another family, untouched.
+    let other = id
+        .login(login("olive@acme.test", PASSWORD))
+        .await
+        .unwrap()
+        .into_inner();
+    id.refresh(refresh(&other.refresh_token)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_do_not_slip_past_the_account_limit() {
+    let p = Platform::start_with(
+        GatewayConfig {
+            auth: AuthConfig {
+                account_failures: 3,
+                address_attempts: 1000,
+                ..AuthConfig::default()
+            },
+            ..GatewayConfig::default()
+        },
+        1,
+    )
+    .await;
+    p.sign_up("acme", 3).await;
+    let guesses: Vec<_> = (0..12)
+        .map(|i| {
+            let mut id = p.gw().identity();
+            tokio::spawn(async move {
+                id.login(login("olive@acme.test", &format!("wrong guess number {i}")))
+                    .await
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    for guess in guesses {
+        let status = guess.await.unwrap().unwrap_err();
+        match status.code() {
+            Code::Unauthenticated => checked += 1,
+            Code::ResourceExhausted => {}
+            other => panic!("unexpected {other:?}: {}", status.message()),
+        }
+    }
+    assert!(
+        checked <= 3,
+        "{checked} passwords were checked, the limit is 3"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_in_the_log_revokes_the_token_even_without_the_gateway() {
+    use trackhrs_domain::Token;
+    use trackhrs_domain::organization::{OrgCommand, Organization};
+    use trackhrs_nats::CommitMeta;
+    let p = Platform::start().await;
+    let owner = p.sign_up("acme", 3).await;
+    let device = p.enroll(&owner, "laptop").await;
+    // The command is stored but the gateway never gets to revoke the token
+    // (as if it died right after the append).
+    trackhrs_commands::CommandHandler::new(p.store.clone())
+        .execute::<Organization>(
+            &Token::new("acme").unwrap(),
+            &Token::new("org").unwrap(),
+            OrgCommand::RevokeDevice {
+                actor: Token::new(&owner.person_id).unwrap(),
+                device: Token::new(&device.device_id).unwrap(),
+            },
+            &CommitMeta::new("revoke-behind-the-gateway", "test", now_secs() * 1_000_000),
+        )
+        .await
+        .unwrap();
+    // The directory projection applies the revocation to the credential store.
+    let refused = trackhrs_harness::wait_until(Duration::from_secs(10), || {
+        let mut agent = p.gw().agent();
+        let token = device.device_token.clone();
+        async move {
+            match agent.get_policy(authed(&token, GetPolicyRequest {})).await {
+                Err(status) if status.code() == Code::Unauthenticated => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "the device token outlived its revocation in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_beyond_the_log_is_refused_at_once() {
+    let p = Platform::start().await;
+    let owner = p.sign_up("acme", 3).await;
+    let started = Instant::now();
+    let status = assert_code(
+        p.gw()
+            .orgs()
+            .get_organization(authed(
+                &owner.access_token,
+                pb::GetOrganizationRequest {
+                    org_id: "acme".into(),
+                    min_position: u64::MAX,
+                },
+            ))
+            .await,
+        Code::InvalidArgument,
+        "min_position beyond the log",
+    );
+    assert!(status.message().starts_with("min_position:"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "it waited for a position that cannot come"
+    );
+}

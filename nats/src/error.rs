@@ -3,6 +3,13 @@
 /// What can go wrong talking to the event store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The command id was used before by another actor or for another
+    /// request: not a retry, and not stored.
+    #[error("command id {command_id} was already used for a different request")]
+    CommandIdReused {
+        /// The command id.
+        command_id: String,
+    },
     /// The connected nats-server lacks a feature the store needs.
     #[error(
         "nats-server {found} is too old: TrackHrs needs nats-server {minimum} or newer ({feature})"

@@ -11,6 +11,7 @@ use async_nats::jetstream::{self, kv};
 use async_nats::{Client, HeaderMap};
 use prost::Message as _;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use trackhrs_domain::{Aggregate, Token};
 use trackhrs_schemas::events::v1::{Commit, EventEnvelope};
 
@@ -56,6 +57,23 @@ impl<A: Default> Default for Loaded<A> {
     }
 }
 
+impl Appended {
+    /// This original result, handed to a retry of `meta`: refused when the
+    /// command id is reused by another actor or for another request.
+    pub fn for_retry_of(self, meta: &CommitMeta) -> Result<Appended, StoreError> {
+        if self.origin == 0 || self.origin == meta.origin() {
+            Ok(Appended {
+                duplicate: true,
+                ..self
+            })
+        } else {
+            Err(StoreError::CommandIdReused {
+                command_id: meta.command_id.clone(),
+            })
+        }
+    }
+}
+
 impl<A> Loaded<A> {
     /// The original result of `command_id`, if it is one of this aggregate's
     /// recent commits: a retried command must not be decided again.
@@ -91,6 +109,8 @@ pub struct CommitMeta {
     pub causation_id: String,
     /// When the command was recorded, microseconds since the Unix epoch.
     pub recorded_at_micros: i64,
+    /// Digest of what the command asks for (see [`CommitMeta::with_request_digest`]).
+    pub request_digest: String,
 }
 
 impl CommitMeta {
@@ -107,7 +127,22 @@ impl CommitMeta {
             command_id,
             actor: actor.into(),
             recorded_at_micros,
+            request_digest: String::new(),
         }
+    }
+
+    /// Sets the digest of what the command asks for. A later command with
+    /// the same id is a retry only if it has the same actor and digest;
+    /// otherwise the store refuses it with [`StoreError::CommandIdReused`]
+    /// instead of handing back another request's result.
+    pub fn with_request_digest(mut self, digest: impl Into<String>) -> Self {
+        self.request_digest = digest.into();
+        self
+    }
+
+    /// The origin of this command: who asked for what.
+    pub fn origin(&self) -> u64 {
+        origin(&self.actor, &self.request_digest)
     }
 
     fn validate(&self) -> Result<(), StoreError> {
@@ -138,6 +173,10 @@ pub struct Appended {
     pub last_version: u64,
     /// True when the command id had been stored before: this is the original result.
     pub duplicate: bool,
+    /// Digest of the commit's actor and request digest (0: unknown, for
+    /// commits and snapshots written before it was recorded).
+    #[serde(default)]
+    pub origin: u64,
 }
 
 /// The event store on JetStream. Cheap to clone; share one per process.
@@ -236,6 +275,22 @@ impl EventStore {
     /// The subject of an aggregate instance: `evt.<org>.<type>.<id>`.
     pub fn subject<A: Aggregate>(org: &Token, id: &Token) -> String {
         format!("{EVENT_SUBJECT_PREFIX}.{org}.{}.{id}", A::TYPE)
+    }
+
+    /// The stream sequence of the newest message in the event log.
+    pub async fn last_sequence(&self) -> Result<u64, StoreError> {
+        let mut stream = self
+            .inner
+            .js
+            .get_stream(&self.inner.config.events_stream)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(stream
+            .info()
+            .await
+            .map_err(StoreError::unavailable)?
+            .state
+            .last_sequence)
     }
 
     /// Erases a person: destroys their data key, so their personal data reads
@@ -491,7 +546,7 @@ impl EventStore {
     ) -> Result<Appended, StoreError> {
         meta.validate()?;
         if let Some(original) = current.committed(&meta.command_id) {
-            return Ok(original);
+            return original.for_retry_of(meta);
         }
         if events.is_empty() {
             return Err(StoreError::Encode(
@@ -529,9 +584,10 @@ impl EventStore {
             causation_id: meta.causation_id.clone(),
             recorded_at_micros: meta.recorded_at_micros,
             events: envelopes,
+            request_digest: meta.request_digest.clone(),
         };
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", meta.command_id.as_str());
+        headers.insert("Nats-Msg-Id", msg_id(&subject, &meta.command_id).as_str());
         headers.insert(
             "Nats-Expected-Last-Subject-Sequence",
             current.position.to_string().as_str(),
@@ -543,7 +599,8 @@ impl EventStore {
             Ok(ack) if ack.duplicate => {
                 self.inner.states.invalidate(&subject);
                 self.original_result(&subject, ack.sequence, &meta.command_id)
-                    .await
+                    .await?
+                    .for_retry_of(meta)
             }
             Ok(ack) => {
                 let mut next = current.clone();
@@ -557,6 +614,7 @@ impl EventStore {
                     first_version: current.version + 1,
                     last_version: next.version,
                     duplicate: false,
+                    origin: meta.origin(),
                 };
                 next.remember_command(&meta.command_id, appended);
                 self.maybe_snapshot(&subject, &next);
@@ -673,5 +731,25 @@ fn appended_from(commit: &Commit, sequence: u64) -> Appended {
         first_version: commit.events.first().map_or(0, |e| e.aggregate_version),
         last_version: commit.events.last().map_or(0, |e| e.aggregate_version),
         duplicate: true,
+        origin: origin(&commit.actor, &commit.request_digest),
     }
+}
+
+/// Who asked for what, as 64 bits of SHA-256 over actor and request digest
+/// (never 0, which marks an origin not recorded).
+fn origin(actor: &str, request_digest: &str) -> u64 {
+    let digest = Sha256::digest(format!("{actor}\u{0}{request_digest}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first).max(1)
+}
+
+/// The `Nats-Msg-Id` of a command on a subject: command ids are chosen by
+/// clients, so the id is scoped to the aggregate (the same id on two
+/// aggregates, or in two orgs, is two commands).
+fn msg_id(subject: &str, command_id: &str) -> String {
+    Sha256::digest(format!("{subject}\u{0}{command_id}").as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

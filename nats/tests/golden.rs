@@ -281,6 +281,8 @@ fn write_activity_fixture() {
         causation_id: "batch-1".into(),
         recorded_at_micros: 1_795_000_000_000_000,
         events: Vec::new(),
+        // Commits written before request digests existed have none.
+        request_digest: String::new(),
     };
     let events = [
         (
@@ -384,6 +386,8 @@ fn commit(command_id: &str, events: Vec<(&str, u32, u64, serde_json::Value)>) ->
                 payload: serde_json::to_vec(&p).unwrap(),
             })
             .collect(),
+        // Commits written before request digests existed have none.
+        request_digest: String::new(),
     };
     B64.encode(c.encode_to_vec())
 }

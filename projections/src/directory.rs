@@ -190,6 +190,14 @@ async fn apply_event(
         }
         "MemberDeactivated" => {
             member_update(tx, schema, commit, payload, None, Some(false)).await?;
+            revoke_credentials(
+                tx,
+                "UPDATE auth.refresh_tokens SET revoked_at = now() \
+                 WHERE org_id = $1 AND person_id = $2 AND revoked_at IS NULL",
+                org,
+                text(commit, payload, "member")?,
+            )
+            .await?;
         }
         "MemberReactivated" => {
             member_update(tx, schema, commit, payload, None, Some(true)).await?;
@@ -243,6 +251,14 @@ async fn apply_event(
                 &[&org, &text(commit, payload, "device")?, &position],
             )
             .await?;
+            revoke_credentials(
+                tx,
+                "UPDATE auth.device_tokens SET revoked_at = now() \
+                 WHERE org_id = $1 AND device_id = $2 AND revoked_at IS NULL",
+                org,
+                text(commit, payload, "device")?,
+            )
+            .await?;
         }
         // Classification rules are the activity projection's business.
         "CategoryRulesChanged" => {}
@@ -252,6 +268,27 @@ async fn apply_event(
                 format!("unknown organization event {other}"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// The reactor half of the directory: a revocation in the log revokes the
+/// credentials in the gateway's credential store (schema `auth`), so a
+/// gateway that died between storing the command and revoking the token
+/// leaves no token alive. Idempotent; skipped when the credential store does
+/// not exist in this database.
+async fn revoke_credentials(
+    tx: &Transaction<'_>,
+    sql: &str,
+    org: &str,
+    id: &str,
+) -> Result<(), ApplyError> {
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('auth.device_tokens') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if exists {
+        tx.execute(sql, &[&org, &id]).await?;
     }
     Ok(())
 }
@@ -386,6 +423,24 @@ pub async fn members(
             active: r.get(4),
         })
         .collect())
+}
+
+/// A member's role name and whether they are active.
+pub async fn member_role(
+    pg: &Client,
+    schema: &str,
+    org: &str,
+    person: &str,
+) -> Result<Option<(String, bool)>, tokio_postgres::Error> {
+    Ok(pg
+        .query_opt(
+            &format!(
+                "SELECT role, active FROM {schema}.members WHERE org_id = $1 AND person_id = $2"
+            ),
+            &[&org, &person],
+        )
+        .await?
+        .map(|r| (r.get(0), r.get(1))))
 }
 
 /// The devices of an organization, or of one member of it, by device id.

@@ -54,6 +54,8 @@ struct Loaded {
 pub struct SigningKeys {
     pool: Pool,
     loaded: RwLock<Loaded>,
+    /// When an unknown key id last made this replica reload.
+    unknown_lookup: std::sync::Mutex<Option<Instant>>,
 }
 
 /// A key as listed for operators (never the secret).
@@ -77,6 +79,7 @@ impl SigningKeys {
                 keys: HashMap::new(),
                 at: Instant::now(),
             }),
+            unknown_lookup: std::sync::Mutex::new(None),
         };
         if keys.reload().await?.is_none() {
             keys.ensure_one().await?;
@@ -232,7 +235,10 @@ impl SigningKeys {
         }
         let kid = header.kid.ok_or(AuthError::BadToken)?;
         let mut key = self.key(&kid);
-        if key.is_none() {
+        // An unknown key id may be a key another replica just added; look
+        // again, but at most once a second, so made-up ids cannot make every
+        // request a database query.
+        if key.is_none() && self.may_look_for_unknown_key() {
             self.reload().await?;
             key = self.key(&kid);
         }
@@ -246,6 +252,20 @@ impl SigningKeys {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::BadToken,
             })
+    }
+
+    /// True at most once a second: whether an unknown key id may trigger a
+    /// reload now.
+    fn may_look_for_unknown_key(&self) -> bool {
+        let mut last = self
+            .unknown_lookup
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     fn key(&self, kid: &str) -> Option<Key> {

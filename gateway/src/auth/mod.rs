@@ -49,6 +49,15 @@ impl<T: tokio_postgres::types::ToSql> tokio_postgres::types::ToSql for Redacted<
     tokio_postgres::types::to_sql_checked!();
 }
 
+/// Most argon2 hashes computed at once per replica.
+pub const MAX_CONCURRENT_HASHES: usize = 4;
+
+/// The form of an e-mail address credentials are keyed by: trimmed and
+/// ASCII-lower-cased, the same comparison the organization aggregate makes.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_ascii_lowercase()
+}
+
 /// Lifetimes and log-in limits.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -125,8 +134,8 @@ pub enum AuthError {
     Internal(String),
 }
 
-/// Tokens handed out by a log-in.
-#[derive(Debug, Clone)]
+/// Tokens handed out by a log-in. Its `Debug` hides the tokens.
+#[derive(Clone)]
 pub struct Session {
     /// Signed access token.
     pub access_token: String,
@@ -136,6 +145,17 @@ pub struct Session {
     pub refresh_token: String,
     /// Unix seconds when it expires.
     pub refresh_expires_at: i64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("access_token", &"<redacted>")
+            .field("access_expires_at", &self.access_expires_at)
+            .field("refresh_token", &"<redacted>")
+            .field("refresh_expires_at", &self.refresh_expires_at)
+            .finish()
+    }
 }
 
 /// Who a device token stands for.
@@ -164,6 +184,8 @@ pub struct Auth {
     /// A real argon2id hash of a random password, verified against when the
     /// e-mail is unknown so both answers take as long.
     dummy_hash: String,
+    /// Bounds concurrent argon2 work.
+    hashing: tokio::sync::Semaphore,
     /// Device tokens seen valid, by digest: used only while PostgreSQL is
     /// unreachable, so agents keep uploading through a database outage.
     known_devices: moka::sync::Cache<Vec<u8>, DeviceIdentity>,
@@ -197,6 +219,7 @@ impl Auth {
             keys,
             config,
             dummy_hash,
+            hashing: tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHES),
             known_devices: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(3600))
@@ -214,10 +237,25 @@ impl Auth {
         &self.config
     }
 
-    /// Hashes a password off the async runtime.
+    /// Hashes a password off the async runtime; at most
+    /// [`MAX_CONCURRENT_HASHES`] at once (each takes about 19 MiB).
     pub async fn hash_password(&self, password: String) -> Result<String, AuthError> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
         blocking(move || password::hash(&password).map_err(|e| AuthError::Internal(e.to_string())))
             .await
+    }
+
+    async fn verify_password(&self, password: String, stored: String) -> Result<bool, AuthError> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        blocking(move || Ok(password::verify(&password, &stored))).await
     }
 
     /// Stores an account's password hash unless the person has one already.
@@ -233,32 +271,16 @@ impl Auth {
         let stored = client
             .execute(
                 "INSERT INTO auth.accounts (org_id, person_id, email_lower, password_hash) \
-                 VALUES ($1, $2, lower($3), $4) ON CONFLICT (org_id, person_id) DO NOTHING",
-                &[&org, &person, &email, &Redacted(password_hash)],
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (org_id, person_id) DO NOTHING",
+                &[
+                    &org,
+                    &person,
+                    &Redacted(normalize_email(email).as_str()),
+                    &Redacted(password_hash),
+                ],
             )
             .await?;
         Ok(stored == 1)
-    }
-
-    /// Whether `password` is the person's password.
-    pub async fn verify_account(
-        &self,
-        org: &str,
-        person: &str,
-        password: String,
-    ) -> Result<bool, AuthError> {
-        let client = self.pool.get().await?;
-        let Some(row) = client
-            .query_opt(
-                "SELECT password_hash FROM auth.accounts WHERE org_id = $1 AND person_id = $2",
-                &[&org, &person],
-            )
-            .await?
-        else {
-            return Ok(false);
-        };
-        let stored: String = row.get(0);
-        blocking(move || Ok(password::verify(&password, &stored))).await
     }
 
     /// Checks a log-in. Throttles per client address (every attempt) and per
@@ -272,44 +294,30 @@ impl Auth {
         password: String,
         address: Option<std::net::IpAddr>,
     ) -> Result<String, AuthError> {
+        let email = normalize_email(email);
         let client = self.pool.get().await?;
-        let account_key = secret::hex_digest(&format!("account:{org}:{}", email.to_lowercase()));
-        if let Some(address) = address {
-            let address_key = secret::hex_digest(&format!("address:{address}"));
-            let (count, retry) = bump(&client, &address_key, self.config.address_window).await?;
-            if count > i64::from(self.config.address_attempts) {
-                return Err(AuthError::Throttled {
-                    retry_after_secs: retry,
-                });
-            }
-        }
-        let failures = client
-            .query_opt(
-                "SELECT count, ceil(extract(epoch FROM window_start + make_interval(secs => $2) - now()))::bigint \
-                 FROM auth.login_throttle WHERE key = $1 \
-                 AND window_start > now() - make_interval(secs => $2)",
-                &[&account_key, &secs(self.config.account_window)],
-            )
-            .await?;
-        if let Some(row) = failures
-            && row.get::<_, i32>(0) >= self.config.account_failures as i32
-        {
+        self.throttle_address(&client, "log-in", address).await?;
+        // Counted before the password is checked, so concurrent guesses
+        // cannot slip past the limit; a success clears the count.
+        let account_key = secret::hex_digest(&format!("account:{org}:{email}"));
+        let (attempts, retry) = bump(&client, &account_key, self.config.account_window).await?;
+        if attempts > i64::from(self.config.account_failures) {
             return Err(AuthError::Throttled {
-                retry_after_secs: row.get::<_, i64>(1).max(1) as u64,
+                retry_after_secs: retry,
             });
         }
         let account = client
             .query_opt(
                 "SELECT person_id, password_hash FROM auth.accounts \
-                 WHERE org_id = $1 AND email_lower = lower($2)",
-                &[&org, &email],
+                 WHERE org_id = $1 AND email_lower = $2",
+                &[&org, &Redacted(email.as_str())],
             )
             .await?;
         let (person, stored) = match account {
             Some(row) => (Some(row.get::<_, String>(0)), row.get::<_, String>(1)),
             None => (None, self.dummy_hash.clone()),
         };
-        let matches = blocking(move || Ok(password::verify(&password, &stored))).await?;
+        let matches = self.verify_password(password, stored).await?;
         match person {
             Some(person) if matches => {
                 client
@@ -320,19 +328,51 @@ impl Auth {
                     .await?;
                 Ok(person)
             }
-            _ => {
-                bump(&client, &account_key, self.config.account_window).await?;
-                Err(AuthError::BadCredentials)
-            }
+            _ => Err(AuthError::BadCredentials),
         }
     }
 
+    /// Counts an attempt of `kind` (log-in, sign-up, invitation) from a
+    /// client address, refusing it beyond the limit.
+    pub async fn throttle_address(
+        &self,
+        client: &deadpool_postgres::Client,
+        kind: &str,
+        address: Option<std::net::IpAddr>,
+    ) -> Result<(), AuthError> {
+        let Some(address) = address else {
+            return Ok(());
+        };
+        let key = secret::hex_digest(&format!("address:{kind}:{address}"));
+        let (count, retry) = bump(client, &key, self.config.address_window).await?;
+        if count > i64::from(self.config.address_attempts) {
+            return Err(AuthError::Throttled {
+                retry_after_secs: retry,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts a sign-up or invitation attempt from a client address.
+    pub async fn throttle(
+        &self,
+        kind: &str,
+        address: Option<std::net::IpAddr>,
+    ) -> Result<(), AuthError> {
+        let client = self.pool.get().await?;
+        self.throttle_address(&client, kind, address).await
+    }
+
     /// Issues an access token and a refresh token for a member.
+    ///
+    /// `family` is the refresh-token family the new refresh token joins: the
+    /// one of the token just spent, or None to start a family (a log-in).
     pub async fn issue_session(
         &self,
         org: &str,
         person: &str,
         role: &str,
+        family: Option<Vec<u8>>,
     ) -> Result<Session, AuthError> {
         let now = now_secs();
         let access_expires_at = now + self.config.access_ttl.as_secs() as i64;
@@ -350,10 +390,16 @@ impl Auth {
         let client = self.pool.get().await?;
         let refresh_expires_at: i64 = client
             .query_one(
-                "INSERT INTO auth.refresh_tokens (token_hash, org_id, person_id, expires_at) \
-                 VALUES ($1, $2, $3, now() + make_interval(secs => $4)) \
+                "INSERT INTO auth.refresh_tokens (token_hash, org_id, person_id, expires_at, family) \
+                 VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5) \
                  RETURNING extract(epoch FROM expires_at)::bigint",
-                &[&digest, &org, &person, &secs(self.config.refresh_ttl)],
+                &[
+                    &digest,
+                    &org,
+                    &person,
+                    &secs(self.config.refresh_ttl),
+                    &family.as_ref().unwrap_or(&digest),
+                ],
             )
             .await?
             .get(0);
@@ -366,19 +412,38 @@ impl Auth {
     }
 
     /// Spends a refresh token; returns (org, person) it was issued to.
-    pub async fn spend_refresh(&self, token: &str) -> Result<(String, String), AuthError> {
+    ///
+    /// A token spent before (presented again: someone kept a copy) revokes
+    /// its whole family, so whoever holds the newest token of it must log in
+    /// again too. Returns (org, person, family).
+    pub async fn spend_refresh(&self, token: &str) -> Result<(String, String, Vec<u8>), AuthError> {
         let digest = secret::digest_of(Kind::Refresh, token).ok_or(AuthError::BadToken)?;
         let client = self.pool.get().await?;
-        let row = client
+        let spent = client
             .query_opt(
                 "UPDATE auth.refresh_tokens SET revoked_at = now() \
                  WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now() \
-                 RETURNING org_id, person_id",
+                 RETURNING org_id, person_id, family",
                 &[&digest],
             )
-            .await?
-            .ok_or(AuthError::Revoked)?;
-        Ok((row.get(0), row.get(1)))
+            .await?;
+        if let Some(row) = spent {
+            return Ok((row.get(0), row.get(1), row.get(2)));
+        }
+        let reused = client
+            .execute(
+                "UPDATE auth.refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL \
+                 AND family = (SELECT family FROM auth.refresh_tokens WHERE token_hash = $1)",
+                &[&digest],
+            )
+            .await?;
+        if reused > 0 {
+            tracing::warn!(
+                revoked = reused,
+                "a spent refresh token was presented again; its family is revoked"
+            );
+        }
+        Err(AuthError::Revoked)
     }
 
     /// Revokes a refresh token (log-out). Unknown tokens are ignored.
@@ -416,18 +481,39 @@ impl Auth {
         let expires: i64 = client
             .query_opt(
                 "INSERT INTO auth.invitations (org_id, person_id, email_lower, token_hash, expires_at) \
-                 VALUES ($1, $2, lower($3), $4, now() + make_interval(secs => $5)) \
+                 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) \
                  ON CONFLICT (org_id, person_id) DO UPDATE \
                  SET token_hash = EXCLUDED.token_hash, expires_at = EXCLUDED.expires_at, \
                      email_lower = EXCLUDED.email_lower \
                  WHERE auth.invitations.used_at IS NULL \
                  RETURNING extract(epoch FROM expires_at)::bigint",
-                &[&org, &person, &email, &digest, &secs(self.config.invitation_ttl)],
+                &[
+                    &org,
+                    &person,
+                    &Redacted(normalize_email(email).as_str()),
+                    &digest,
+                    &secs(self.config.invitation_ttl),
+                ],
             )
             .await?
             .ok_or(AuthError::InvitationUsed)?
             .get(0);
         Ok((token, expires))
+    }
+
+    /// Whether an invitation token can be accepted now.
+    pub async fn check_invitation(&self, org: &str, token: &str) -> Result<(), AuthError> {
+        let digest = secret::digest_of(Kind::Invitation, token).ok_or(AuthError::BadToken)?;
+        let client = self.pool.get().await?;
+        client
+            .query_opt(
+                "SELECT 1 FROM auth.invitations WHERE token_hash = $1 AND org_id = $2 \
+                 AND used_at IS NULL AND expires_at > now()",
+                &[&digest, &org],
+            )
+            .await?
+            .map(|_| ())
+            .ok_or(AuthError::Revoked)
     }
 
     /// Accepts an invitation: spends the single-use token and sets the
@@ -457,7 +543,12 @@ impl Auth {
              VALUES ($1, $2, $3, $4) \
              ON CONFLICT (org_id, person_id) DO UPDATE \
              SET password_hash = EXCLUDED.password_hash, updated_at = now()",
-            &[&org, &person, &email, &Redacted(password_hash)],
+            &[
+                &org,
+                &person,
+                &Redacted(email.as_str()),
+                &Redacted(password_hash),
+            ],
         )
         .await?;
         tx.commit().await?;
@@ -547,6 +638,26 @@ impl Auth {
             )
             .await?;
         Ok(())
+    }
+
+    /// Erases a person's credentials: their account (e-mail and password
+    /// hash), invitation, refresh and device tokens. Returns the rows
+    /// deleted. Together with destroying their data key this leaves nothing
+    /// of them readable.
+    pub async fn erase_person(&self, org: &str, person: &str) -> Result<u64, AuthError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let mut deleted = 0;
+        for table in ["accounts", "invitations", "refresh_tokens", "device_tokens"] {
+            deleted += tx
+                .execute(
+                    &format!("DELETE FROM auth.{table} WHERE org_id = $1 AND person_id = $2"),
+                    &[&org, &person],
+                )
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     /// Revokes every device and refresh token of a member (deactivation).

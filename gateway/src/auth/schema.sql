@@ -31,6 +31,10 @@ CREATE TABLE IF NOT EXISTS auth.refresh_tokens (
     revoked_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS refresh_tokens_by_person ON auth.refresh_tokens (org_id, person_id);
+-- The chain of tokens refreshed from one log-in: a spent token presented
+-- again revokes the whole chain.
+ALTER TABLE auth.refresh_tokens ADD COLUMN IF NOT EXISTS family bytea;
+CREATE INDEX IF NOT EXISTS refresh_tokens_by_family ON auth.refresh_tokens (family);
 
 CREATE TABLE IF NOT EXISTS auth.device_tokens (
     org_id     text NOT NULL,

@@ -213,7 +213,8 @@ impl Platform {
             .await
             .unwrap()
             .into_inner();
-        self.gw()
+        let session = self
+            .gw()
             .identity()
             .accept_invitation(pb::AcceptInvitationRequest {
                 org_id: org.clone(),
@@ -222,7 +223,9 @@ impl Platform {
             })
             .await
             .unwrap()
-            .into_inner()
+            .into_inner();
+        self.caught_up().await;
+        session
     }
 
     pub async fn enroll(&self, session: &pb::Session, name: &str) -> pb::EnrollDeviceResponse {
