@@ -18,7 +18,9 @@
 //! - [`invalidation`]: the core NATS subjects a live projection publishes on
 //!   after each commit, for the gateway's query cache.
 
+pub mod activity;
 pub mod catalog;
+pub mod classifier;
 pub mod directory;
 pub mod dlq;
 pub mod error;

@@ -1,0 +1,749 @@
+//! The activity read model behind the dashboards: time per member, day (in
+//! the org's time zone), activity (app, title, URL) and active/idle, plus the
+//! classification of each distinct activity under the org's current rules.
+//!
+//! Facts do not depend on classification: `daily` holds milliseconds per
+//! (member, day, activity, active) and `classifications` holds the category
+//! of each distinct activity per (rules version, classifier version), so a
+//! rules change classifies the org's distinct activities once under the new
+//! version and the dashboards move time between categories without touching
+//! a fact. A batch of commits costs a handful of statements: one read of the
+//! orgs' state, multi-row upserts of activities and facts, one read and one
+//! insert of classifications.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio_postgres::{Client, Transaction};
+use trackhrs_nats::DecodedCommit;
+
+use crate::classifier::{CLASSIFIER_VERSION, CategoryRule, Rules};
+use crate::error::ApplyError;
+use crate::projection::Projection;
+
+/// Its name in the catalog.
+pub const NAME: &str = "activity";
+
+/// The activity projection. Its catalog version is chosen when it is
+/// started (a rebuild registers the next one); the classifier version it
+/// classifies with is recorded in its schema.
+#[derive(Clone)]
+pub struct Activity {
+    version: u32,
+    rules: moka::sync::Cache<(String, u32), Arc<Rules>>,
+}
+
+impl Activity {
+    /// The projection as catalog version `version`.
+    pub fn new(version: u32) -> Self {
+        Self {
+            version,
+            rules: moka::sync::Cache::new(10_000),
+        }
+    }
+
+    /// Compiled rules of an org at a rules version (cached: a version's
+    /// rules never change).
+    fn compiled(&self, org: &str, state: &OrgState) -> Arc<Rules> {
+        let key = (org.to_owned(), state.rules_version);
+        self.rules.get_with(key, || {
+            let rules = if state.rules.is_empty() {
+                Rules::default_rules()
+            } else {
+                state.rules.clone()
+            };
+            // Stored rules were compiled when they were set; if this code
+            // cannot compile them, the defaults keep the dashboard useful.
+            Arc::new(Rules::compile(&rules).unwrap_or_else(|e| {
+                tracing::warn!(org, error = %e, "stored rules do not compile; using the defaults");
+                Rules::compile(&Rules::default_rules())
+                    .unwrap_or_else(|_| unreachable!("default rules compile"))
+            }))
+        })
+    }
+}
+
+/// What the projection keeps per org.
+#[derive(Debug, Clone, Default)]
+struct OrgState {
+    timezone: String,
+    rules_version: u32,
+    rules: Vec<CategoryRule>,
+    changed: bool,
+    /// Set when the rules changed in this batch: classify every activity.
+    reclassify: bool,
+}
+
+/// Distinct activities by (org, activity id): app, title, URL.
+type Activities = BTreeMap<(String, i64), (String, Option<String>, Option<String>)>;
+
+/// Key of one fact row.
+type FactKey = (String, String, NaiveDate, i64, bool);
+
+/// The stable id of an activity: the first 8 bytes of SHA-256 over its parts.
+pub fn activity_id(app: &str, title: Option<&str>, url: Option<&str>) -> i64 {
+    let mut h = Sha256::new();
+    for part in [Some(app), title, url] {
+        match part {
+            Some(p) => {
+                h.update([1u8]);
+                h.update((p.len() as u64).to_le_bytes());
+                h.update(p.as_bytes());
+            }
+            None => h.update([0u8]),
+        }
+    }
+    let digest = h.finalize();
+    i64::from_le_bytes(digest[..8].try_into().unwrap_or_default())
+}
+
+/// Splits `[start_ms, end_ms)` at local midnights of `tz`: (local day, ms).
+pub fn split_by_day(start_ms: i64, end_ms: i64, tz: Tz) -> Vec<(NaiveDate, i64)> {
+    let mut out = Vec::new();
+    let mut cursor = start_ms;
+    while cursor < end_ms {
+        let Some(at) = DateTime::<Utc>::from_timestamp_millis(cursor) else {
+            break;
+        };
+        let local = at.with_timezone(&tz);
+        let day = local.date_naive();
+        let next_day = day.succ_opt().unwrap_or(day);
+        // The first instant of the next local day (earliest, across DST gaps).
+        let next_ms = tz
+            .from_local_datetime(&next_day.and_hms_opt(0, 0, 0).unwrap_or_default())
+            .earliest()
+            .map_or(end_ms, |d| d.timestamp_millis());
+        let piece_end = next_ms.clamp(cursor + 1, end_ms);
+        out.push((day, piece_end - cursor));
+        cursor = piece_end;
+    }
+    out
+}
+
+fn poison(commit: &DecodedCommit, reason: impl Into<String>) -> ApplyError {
+    ApplyError::Poison {
+        stream_sequence: commit.stream_sequence,
+        reason: reason.into(),
+    }
+}
+
+impl Projection for Activity {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn subjects(&self) -> Vec<String> {
+        vec![
+            "evt.*.organization.*".into(),
+            "evt.*.device_activity.*".into(),
+        ]
+    }
+
+    async fn migrate(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+    ) -> Result<(), tokio_postgres::Error> {
+        tx.batch_execute(&format!(
+            "CREATE TABLE {schema}.meta (
+                 classifier_version integer NOT NULL
+             );
+             INSERT INTO {schema}.meta VALUES ({CLASSIFIER_VERSION});
+             CREATE TABLE {schema}.org_state (
+                 org_id        text PRIMARY KEY,
+                 timezone      text NOT NULL,
+                 rules_version integer NOT NULL,
+                 rules         jsonb NOT NULL
+             );
+             CREATE TABLE {schema}.activities (
+                 org_id      text NOT NULL,
+                 activity_id bigint NOT NULL,
+                 app         text NOT NULL,
+                 title       text,
+                 url         text,
+                 PRIMARY KEY (org_id, activity_id)
+             );
+             CREATE TABLE {schema}.classifications (
+                 org_id             text NOT NULL,
+                 rules_version      integer NOT NULL,
+                 activity_id        bigint NOT NULL,
+                 classifier_version integer NOT NULL,
+                 category           text[] NOT NULL,
+                 score              integer NOT NULL,
+                 PRIMARY KEY (org_id, rules_version, activity_id)
+             );
+             CREATE TABLE {schema}.daily (
+                 org_id      text NOT NULL,
+                 person_id   text NOT NULL,
+                 day         date NOT NULL,
+                 activity_id bigint NOT NULL,
+                 active      boolean NOT NULL,
+                 ms          bigint NOT NULL,
+                 PRIMARY KEY (org_id, day, person_id, activity_id, active)
+             );"
+        ))
+        .await
+    }
+
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+        batch: &[DecodedCommit],
+    ) -> Result<(), ApplyError> {
+        let orgs: BTreeSet<&str> = batch.iter().map(|c| c.org_id.as_str()).collect();
+        let mut states = load_org_states(tx, schema, &orgs).await?;
+        let mut facts: BTreeMap<FactKey, i64> = BTreeMap::new();
+        let mut activities: Activities = BTreeMap::new();
+        for commit in batch {
+            match commit.aggregate_type.as_str() {
+                "organization" => apply_org_commit(commit, &mut states)?,
+                "device_activity" => {
+                    let state = states.entry(commit.org_id.clone()).or_default();
+                    let tz: Tz = state.timezone.parse().unwrap_or(Tz::UTC);
+                    collect_spans(commit, tz, &mut facts, &mut activities)?;
+                }
+                other => return Err(poison(commit, format!("unexpected aggregate type {other}"))),
+            }
+        }
+        save_org_states(tx, schema, &states).await?;
+        upsert_activities(tx, schema, &activities).await?;
+        upsert_facts(tx, schema, &facts).await?;
+        self.classify(tx, schema, &states, &activities).await?;
+        Ok(())
+    }
+}
+
+fn timezone_default() -> String {
+    "UTC".into()
+}
+
+async fn load_org_states(
+    tx: &Transaction<'_>,
+    schema: &str,
+    orgs: &BTreeSet<&str>,
+) -> Result<HashMap<String, OrgState>, ApplyError> {
+    let ids: Vec<&str> = orgs.iter().copied().collect();
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT org_id, timezone, rules_version, rules FROM {schema}.org_state \
+                 WHERE org_id = ANY($1)"
+            ),
+            &[&ids],
+        )
+        .await?;
+    let mut states = HashMap::new();
+    for row in rows {
+        let rules: Value = row.get(3);
+        states.insert(
+            row.get::<_, String>(0),
+            OrgState {
+                timezone: row.get(1),
+                rules_version: row.get::<_, i32>(2) as u32,
+                rules: serde_json::from_value(rules).unwrap_or_default(),
+                changed: false,
+                reclassify: false,
+            },
+        );
+    }
+    for org in orgs {
+        states.entry((*org).to_owned()).or_insert_with(|| OrgState {
+            timezone: timezone_default(),
+            changed: true,
+            ..OrgState::default()
+        });
+    }
+    Ok(states)
+}
+
+fn apply_org_commit(
+    commit: &DecodedCommit,
+    states: &mut HashMap<String, OrgState>,
+) -> Result<(), ApplyError> {
+    let state = states.entry(commit.org_id.clone()).or_default();
+    for event in &commit.events {
+        match event.event_type.as_str() {
+            "SettingsChanged" => {
+                let tz = event.payload["settings"]["timezone"]
+                    .as_str()
+                    .ok_or_else(|| poison(commit, "settings.timezone is not a string"))?;
+                if tz.parse::<Tz>().is_err() {
+                    return Err(poison(commit, format!("unknown time zone {tz}")));
+                }
+                state.timezone = tz.to_owned();
+                state.changed = true;
+            }
+            "CategoryRulesChanged" => {
+                let version = event.payload["version"]
+                    .as_u64()
+                    .ok_or_else(|| poison(commit, "version is not a number"))?;
+                let rules: Vec<CategoryRule> =
+                    serde_json::from_value(event.payload["rules"].clone())
+                        .map_err(|e| poison(commit, format!("rules: {e}")))?;
+                state.rules_version = version as u32;
+                state.rules = rules;
+                state.changed = true;
+                state.reclassify = true;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn collect_spans(
+    commit: &DecodedCommit,
+    tz: Tz,
+    facts: &mut BTreeMap<FactKey, i64>,
+    activities: &mut Activities,
+) -> Result<(), ApplyError> {
+    let mut member: Option<String> = None;
+    for event in &commit.events {
+        let p = &event.payload;
+        match event.event_type.as_str() {
+            "BatchAccepted" => {
+                member = Some(
+                    p["member"]
+                        .as_str()
+                        .ok_or_else(|| poison(commit, "member is not a string"))?
+                        .to_owned(),
+                );
+            }
+            "SpanRecorded" => {
+                let person = member
+                    .clone()
+                    .ok_or_else(|| poison(commit, "a span before its BatchAccepted"))?;
+                let (Some(start), Some(end), Some(app), Some(active)) = (
+                    p["start_ms"].as_i64(),
+                    p["end_ms"].as_i64(),
+                    p["app"].as_str(),
+                    p["active"].as_bool(),
+                ) else {
+                    return Err(poison(
+                        commit,
+                        "a span lacks start_ms, end_ms, app or active",
+                    ));
+                };
+                let title = p["title"]["v"].as_str().map(str::to_owned);
+                let url = p["url"]["v"].as_str().map(str::to_owned);
+                let id = activity_id(app, title.as_deref(), url.as_deref());
+                activities
+                    .entry((commit.org_id.clone(), id))
+                    .or_insert_with(|| (app.to_owned(), title, url));
+                for (day, ms) in split_by_day(start, end, tz) {
+                    *facts
+                        .entry((commit.org_id.clone(), person.clone(), day, id, active))
+                        .or_default() += ms;
+                }
+            }
+            other => {
+                return Err(poison(
+                    commit,
+                    format!("unknown device activity event {other}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn save_org_states(
+    tx: &Transaction<'_>,
+    schema: &str,
+    states: &HashMap<String, OrgState>,
+) -> Result<(), ApplyError> {
+    let changed: Vec<(&String, &OrgState)> = states.iter().filter(|(_, s)| s.changed).collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = changed.iter().map(|(o, _)| o.as_str()).collect();
+    let tzs: Vec<&str> = changed.iter().map(|(_, s)| s.timezone.as_str()).collect();
+    let versions: Vec<i32> = changed
+        .iter()
+        .map(|(_, s)| s.rules_version as i32)
+        .collect();
+    let rules: Vec<Value> = changed
+        .iter()
+        .map(|(_, s)| serde_json::to_value(&s.rules).unwrap_or(Value::Null))
+        .collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO {schema}.org_state (org_id, timezone, rules_version, rules) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::jsonb[]) \
+             ON CONFLICT (org_id) DO UPDATE SET timezone = EXCLUDED.timezone, \
+             rules_version = EXCLUDED.rules_version, rules = EXCLUDED.rules"
+        ),
+        &[&ids, &tzs, &versions, &rules],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn upsert_activities(
+    tx: &Transaction<'_>,
+    schema: &str,
+    activities: &Activities,
+) -> Result<(), ApplyError> {
+    if activities.is_empty() {
+        return Ok(());
+    }
+    let mut orgs = Vec::with_capacity(activities.len());
+    let mut ids = Vec::with_capacity(activities.len());
+    let mut apps = Vec::with_capacity(activities.len());
+    let mut titles = Vec::with_capacity(activities.len());
+    let mut urls = Vec::with_capacity(activities.len());
+    for ((org, id), (app, title, url)) in activities {
+        orgs.push(org.as_str());
+        ids.push(*id);
+        apps.push(app.as_str());
+        titles.push(title.as_deref());
+        urls.push(url.as_deref());
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {schema}.activities (org_id, activity_id, app, title, url) \
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[]) \
+             ON CONFLICT DO NOTHING"
+        ),
+        &[&orgs, &ids, &apps, &titles, &urls],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn upsert_facts(
+    tx: &Transaction<'_>,
+    schema: &str,
+    facts: &BTreeMap<FactKey, i64>,
+) -> Result<(), ApplyError> {
+    if facts.is_empty() {
+        return Ok(());
+    }
+    let mut orgs = Vec::with_capacity(facts.len());
+    let mut people = Vec::with_capacity(facts.len());
+    let mut days = Vec::with_capacity(facts.len());
+    let mut ids = Vec::with_capacity(facts.len());
+    let mut actives = Vec::with_capacity(facts.len());
+    let mut ms = Vec::with_capacity(facts.len());
+    for ((org, person, day, id, active), total) in facts {
+        orgs.push(org.as_str());
+        people.push(person.as_str());
+        days.push(*day);
+        ids.push(*id);
+        actives.push(*active);
+        ms.push(*total);
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {schema}.daily AS d (org_id, person_id, day, activity_id, active, ms) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::int8[], $5::bool[], $6::int8[]) \
+             ON CONFLICT (org_id, day, person_id, activity_id, active) \
+             DO UPDATE SET ms = d.ms + EXCLUDED.ms"
+        ),
+        &[&orgs, &people, &days, &ids, &actives, &ms],
+    )
+    .await?;
+    Ok(())
+}
+
+impl Activity {
+    /// Classifies each activity of the batch not yet classified under its
+    /// org's current rules version, and every activity of an org whose rules
+    /// changed in this batch.
+    async fn classify(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+        states: &HashMap<String, OrgState>,
+        batch_activities: &Activities,
+    ) -> Result<(), ApplyError> {
+        let mut wanted: Activities = batch_activities.clone();
+        let reclassify: Vec<&str> = states
+            .iter()
+            .filter(|(_, s)| s.reclassify)
+            .map(|(o, _)| o.as_str())
+            .collect();
+        if !reclassify.is_empty() {
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT org_id, activity_id, app, title, url FROM {schema}.activities \
+                         WHERE org_id = ANY($1)"
+                    ),
+                    &[&reclassify],
+                )
+                .await?;
+            for r in rows {
+                wanted.insert((r.get(0), r.get(1)), (r.get(2), r.get(3), r.get(4)));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let version_of = |org: &str| states.get(org).map_or(0, |s| s.rules_version as i32);
+        let orgs: Vec<&str> = wanted.keys().map(|(o, _)| o.as_str()).collect();
+        let ids: Vec<i64> = wanted.keys().map(|(_, id)| *id).collect();
+        let versions: Vec<i32> = orgs.iter().map(|o| version_of(o)).collect();
+        let existing: BTreeSet<(String, i64)> = tx
+            .query(
+                &format!(
+                    "SELECT c.org_id, c.activity_id FROM {schema}.classifications c \
+                     JOIN unnest($1::text[], $2::int4[], $3::int8[]) AS w(org_id, rules_version, activity_id) \
+                     USING (org_id, rules_version, activity_id)"
+                ),
+                &[&orgs, &versions, &ids],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut c_orgs = Vec::new();
+        let mut c_versions = Vec::new();
+        let mut c_ids = Vec::new();
+        let mut c_categories = Vec::new();
+        let mut c_scores = Vec::new();
+        for ((org, id), (app, title, url)) in &wanted {
+            if existing.contains(&(org.clone(), *id)) {
+                continue;
+            }
+            let state = states.get(org).cloned().unwrap_or_default();
+            let rules = self.compiled(org, &state);
+            let class = rules.classify(app, title.as_deref().unwrap_or(""), url.as_deref());
+            c_orgs.push(org.as_str());
+            c_versions.push(state.rules_version as i32);
+            c_ids.push(*id);
+            c_categories.push(format_category(&class.category));
+            c_scores.push(class.score);
+        }
+        if c_ids.is_empty() {
+            return Ok(());
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {schema}.classifications \
+                 (org_id, rules_version, activity_id, classifier_version, category, score) \
+                 SELECT o, v, a, {CLASSIFIER_VERSION}, string_to_array(c, E'\\x1f'), s \
+                 FROM unnest($1::text[], $2::int4[], $3::int8[], $4::text[], $5::int4[]) AS t(o, v, a, c, s) \
+                 ON CONFLICT DO NOTHING"
+            ),
+            &[&c_orgs, &c_versions, &c_ids, &c_categories, &c_scores],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// A category path as one text (unit separator between parts) for the
+/// array parameter that PostgreSQL splits back.
+fn format_category(path: &[String]) -> String {
+    path.join("\u{1f}")
+}
+
+/// One row of the dashboard: time of one member on one day in one
+/// (category, app, active) cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DashboardCell {
+    /// Person id.
+    pub person_id: String,
+    /// Day in the org's time zone.
+    pub day: NaiveDate,
+    /// Category path (`["Uncategorized"]` when none applies).
+    pub category: Vec<String>,
+    /// Productivity score of the category.
+    pub score: i32,
+    /// Application.
+    pub app: String,
+    /// Active or idle.
+    pub active: bool,
+    /// Milliseconds.
+    pub ms: i64,
+}
+
+/// One of a member's most-used window titles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopTitle {
+    /// Person id.
+    pub person_id: String,
+    /// Application.
+    pub app: String,
+    /// Window title.
+    pub title: String,
+    /// Milliseconds, active and idle.
+    pub ms: i64,
+}
+
+/// The org's time zone and rules version as the projection knows them.
+pub async fn org_info(
+    pg: &Client,
+    schema: &str,
+    org: &str,
+) -> Result<(String, u32), tokio_postgres::Error> {
+    Ok(pg
+        .query_opt(
+            &format!("SELECT timezone, rules_version FROM {schema}.org_state WHERE org_id = $1"),
+            &[&org],
+        )
+        .await?
+        .map_or((timezone_default(), 0), |r| {
+            (r.get(0), r.get::<_, i32>(1) as u32)
+        }))
+}
+
+/// The classifier version the projection's schema was built with.
+pub async fn classifier_version(pg: &Client, schema: &str) -> Result<u32, tokio_postgres::Error> {
+    let row = pg
+        .query_one(
+            &format!("SELECT classifier_version FROM {schema}.meta"),
+            &[],
+        )
+        .await?;
+    Ok(row.get::<_, i32>(0) as u32)
+}
+
+/// Dashboard cells of an org from `from` to `to` (inclusive), optionally for
+/// some members only, classified under `rules_version`.
+pub async fn dashboard(
+    pg: &Client,
+    schema: &str,
+    org: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+    people: Option<&[String]>,
+    rules_version: u32,
+) -> Result<Vec<DashboardCell>, tokio_postgres::Error> {
+    let rows = pg
+        .query(
+            &format!(
+                "SELECT d.person_id, d.day, coalesce(c.category, ARRAY['Uncategorized']), \
+                 coalesce(c.score, 0), a.app, d.active, sum(d.ms)::int8 \
+                 FROM {schema}.daily d \
+                 JOIN {schema}.activities a ON a.org_id = d.org_id AND a.activity_id = d.activity_id \
+                 LEFT JOIN {schema}.classifications c ON c.org_id = d.org_id \
+                   AND c.activity_id = d.activity_id AND c.rules_version = $5 \
+                 WHERE d.org_id = $1 AND d.day BETWEEN $2 AND $3 \
+                   AND ($4::text[] IS NULL OR d.person_id = ANY($4)) \
+                 GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 5, 6"
+            ),
+            &[&org, &from, &to, &people, &(rules_version as i32)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| DashboardCell {
+            person_id: r.get(0),
+            day: r.get(1),
+            category: r.get(2),
+            score: r.get(3),
+            app: r.get(4),
+            active: r.get(5),
+            ms: r.get(6),
+        })
+        .collect())
+}
+
+/// Each member's `limit` most-used window titles in the range.
+pub async fn top_titles(
+    pg: &Client,
+    schema: &str,
+    org: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+    people: Option<&[String]>,
+    limit: i64,
+) -> Result<Vec<TopTitle>, tokio_postgres::Error> {
+    let rows = pg
+        .query(
+            &format!(
+                "SELECT person_id, app, title, ms FROM ( \
+                   SELECT d.person_id, a.app, a.title, sum(d.ms)::int8 AS ms, \
+                     row_number() OVER (PARTITION BY d.person_id ORDER BY sum(d.ms) DESC, a.title) AS n \
+                   FROM {schema}.daily d \
+                   JOIN {schema}.activities a ON a.org_id = d.org_id AND a.activity_id = d.activity_id \
+                   WHERE d.org_id = $1 AND d.day BETWEEN $2 AND $3 AND a.title IS NOT NULL \
+                     AND ($4::text[] IS NULL OR d.person_id = ANY($4)) \
+                   GROUP BY d.person_id, a.app, a.title) t \
+                 WHERE n <= $5 ORDER BY person_id, ms DESC, title"
+            ),
+            &[&org, &from, &to, &people, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| TopTitle {
+            person_id: r.get(0),
+            app: r.get(1),
+            title: r.get(2),
+            ms: r.get(3),
+        })
+        .collect())
+}
+
+/// The week day of a date, Monday = 1 (used by callers building calendars).
+pub fn iso_weekday(day: NaiveDate) -> u32 {
+    day.weekday().number_from_monday()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_split_at_local_midnight() {
+        let tz: Tz = "Europe/Berlin".parse().unwrap();
+        // 2026-03-10 22:30 to 2026-03-11 01:30 Berlin (UTC+1).
+        let start = Utc
+            .with_ymd_and_hms(2026, 3, 10, 21, 30, 0)
+            .unwrap()
+            .timestamp_millis();
+        let end = start + 3 * 3_600_000;
+        let pieces = split_by_day(start, end, tz);
+        assert_eq!(
+            pieces,
+            vec![
+                (NaiveDate::from_ymd_opt(2026, 3, 10).unwrap(), 5_400_000),
+                (NaiveDate::from_ymd_opt(2026, 3, 11).unwrap(), 5_400_000)
+            ]
+        );
+        assert_eq!(pieces.iter().map(|p| p.1).sum::<i64>(), end - start);
+        // The same span in UTC stays on one day.
+        assert_eq!(split_by_day(start, end, Tz::UTC).len(), 2 - 1 + 1);
+    }
+
+    #[test]
+    fn a_dst_night_keeps_every_millisecond() {
+        let tz: Tz = "Europe/Berlin".parse().unwrap();
+        // Across the spring-forward night of 2026-03-29.
+        let start = Utc
+            .with_ymd_and_hms(2026, 3, 28, 20, 0, 0)
+            .unwrap()
+            .timestamp_millis();
+        let end = start + 10 * 3_600_000;
+        let total: i64 = split_by_day(start, end, tz).iter().map(|p| p.1).sum();
+        assert_eq!(total, end - start);
+    }
+
+    #[test]
+    fn activity_ids_tell_parts_apart() {
+        assert_ne!(
+            activity_id("ab", Some("c"), None),
+            activity_id("a", Some("bc"), None)
+        );
+        assert_ne!(
+            activity_id("a", None, Some("x")),
+            activity_id("a", Some("x"), None)
+        );
+        assert_eq!(
+            activity_id("a", Some("t"), None),
+            activity_id("a", Some("t"), None)
+        );
+    }
+}
