@@ -10,6 +10,7 @@ use trackhrs_projections::directory;
 use trackhrs_schemas::org::v1 as pb;
 use trackhrs_schemas::org::v1::organizations_server::Organizations;
 
+use crate::auth::AuthError;
 use crate::caller::{self, Caller};
 use crate::core::{Core, command_result, derived_id};
 use crate::{status, validate};
@@ -158,6 +159,62 @@ impl Organizations for OrganizationsService {
         }))
     }
 
+    async fn resend_invitation(
+        &self,
+        request: Request<pb::ResendInvitationRequest>,
+    ) -> Result<Response<pb::InviteMemberResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        let org = caller.scope(&r.org_id)?;
+        let (client, schema, position) = self.core.directory(0).await?;
+        let role = self
+            .core
+            .directory_role(&client, &schema, &org, &caller.person)
+            .await?;
+        if !matches!(role, Role::Owner | Role::Admin) {
+            return Err(Status::permission_denied(
+                "only owners and admins send invitations",
+            ));
+        }
+        let person = validate::id("person_id", &r.person_id)?;
+        let member = directory::members(&client, &schema, org.as_str())
+            .await
+            .map_err(|e| status::query(&e))?
+            .into_iter()
+            .find(|m| m.person_id == person.as_str() && m.active)
+            .ok_or_else(|| Status::failed_precondition("no active member with this id"))?;
+        if self
+            .core
+            .auth
+            .has_account(org.as_str(), person.as_str())
+            .await
+            .map_err(status::auth)?
+        {
+            return Err(Status::failed_precondition(
+                "this member accepted their invitation already",
+            ));
+        }
+        let email = member
+            .email
+            .ok_or_else(|| Status::failed_precondition("this member's data was erased"))?;
+        let (token, expires) = self
+            .core
+            .auth
+            .put_invitation(org.as_str(), person.as_str(), &email)
+            .await
+            .map_err(status::auth)?;
+        Ok(Response::new(pb::InviteMemberResponse {
+            result: Some(pb::CommandResult {
+                version: 0,
+                position,
+                duplicate: false,
+            }),
+            person_id: person.to_string(),
+            invitation_token: token,
+            invitation_expires_at: expires,
+        }))
+    }
+
     async fn change_role(
         &self,
         request: Request<pb::ChangeRoleRequest>,
@@ -182,6 +239,7 @@ impl Organizations for OrganizationsService {
     ) -> Result<Response<pb::CommandResult>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
+        caller.scope(&r.org_id)?;
         let member = validate::id("person_id", &r.person_id)?;
         let result = self
             .command(&caller, &r.org_id, &r.command_id, |c| {
@@ -271,12 +329,18 @@ impl Organizations for OrganizationsService {
                 })
             })
             .await?;
-        let token = self
+        let token = match self
             .core
             .auth
             .put_device_token(org.as_str(), device.as_str(), caller.person.as_str())
             .await
-            .map_err(status::auth)?;
+        {
+            Ok(token) => token,
+            Err(AuthError::Revoked) => {
+                return Err(Status::failed_precondition("this device was revoked"));
+            }
+            Err(e) => return Err(status::auth(e)),
+        };
         // A deactivation may have revoked the device between the command and
         // the token: then the token must not live.
         if !self.core.device_active(&org, &device).await? {
@@ -328,6 +392,7 @@ impl Organizations for OrganizationsService {
     ) -> Result<Response<pb::CommandResult>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
+        caller.scope(&r.org_id)?;
         let device = validate::id("device_id", &r.device_id)?;
         let result = self
             .command(&caller, &r.org_id, &r.command_id, |c| {

@@ -104,7 +104,17 @@ pub fn auth(error: AuthError) -> Status {
         AuthError::LastKey | AuthError::InvitationUsed => {
             Status::failed_precondition(error.to_string())
         }
-        AuthError::NoKey | AuthError::Db(_) | AuthError::Pool(_) | AuthError::Internal(_) => {
+        AuthError::Db(e) => {
+            // Only the code and message: a constraint's DETAIL would name
+            // the e-mail address that collided.
+            tracing::error!(
+                code = e.code().map(|c| c.code()),
+                message = e.as_db_error().map(|d| d.message()),
+                "credential store failure"
+            );
+            Status::unavailable("the credential store is unavailable; try again")
+        }
+        AuthError::NoKey | AuthError::Pool(_) | AuthError::Internal(_) => {
             tracing::error!(error = %error, "credential store failure");
             Status::unavailable("the credential store is unavailable; try again")
         }

@@ -94,6 +94,18 @@ async fn call_every_method(
             .map(drop),
         ),
         (
+            "ResendInvitation",
+            c.resend_invitation(req(
+                token,
+                pb::ResendInvitationRequest {
+                    org_id: t.org.clone(),
+                    person_id: t.person.clone(),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
             "ChangeRole",
             c.change_role(req(
                 token,
@@ -221,7 +233,7 @@ async fn no_role_of_another_org_reaches_org_a() {
         let against_a = call_every_method(p.gw().channel.clone(), token, &a_ids, role).await;
         let against_missing =
             call_every_method(p.gw().channel.clone(), token, &missing_org, role).await;
-        assert_eq!(against_a.len(), 11, "every method is called");
+        assert_eq!(against_a.len(), 12, "every method is called");
         for ((method, outcome), (_, missing)) in against_a.into_iter().zip(against_missing) {
             let status = outcome.expect_err(&format!("{role} of org B called {method} on org A"));
             let expected = if token.is_some() {
@@ -245,7 +257,7 @@ async fn no_role_of_another_org_reaches_org_a() {
             refused += 1;
         }
     }
-    assert_eq!(refused, 6 * 11);
+    assert_eq!(refused, 6 * 12);
     assert_eq!(
         (p.last_sequence().await, p.credential_rows().await),
         before,

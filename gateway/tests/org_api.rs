@@ -370,6 +370,74 @@ async fn retried_commands_return_the_original_result() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_invitation_is_sent_again() {
+    let p = Platform::start().await;
+    let owner = p.sign_up("acme", 5).await;
+    let mut orgs = p.gw().orgs();
+    let first = orgs
+        .invite_member(authed(
+            &owner.access_token,
+            pb::InviteMemberRequest {
+                command_id: "invite-dan".into(),
+                org_id: "acme".into(),
+                email: "dan@acme.test".into(),
+                name: "Dan".into(),
+                role: pb::Role::Employee as i32,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    p.caught_up().await;
+    let resend = || {
+        authed(
+            &owner.access_token,
+            pb::ResendInvitationRequest {
+                org_id: "acme".into(),
+                person_id: first.person_id.clone(),
+            },
+        )
+    };
+    let again = orgs.resend_invitation(resend()).await.unwrap().into_inner();
+    assert_ne!(again.invitation_token, first.invitation_token);
+    let accept = |token: &str| pb::AcceptInvitationRequest {
+        org_id: "acme".into(),
+        invitation_token: token.into(),
+        password: PASSWORD.into(),
+    };
+    let mut id = p.gw().identity();
+    assert_code(
+        id.accept_invitation(accept(&first.invitation_token)).await,
+        Code::Unauthenticated,
+        "the replaced invitation",
+    );
+    let dan = id
+        .accept_invitation(accept(&again.invitation_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dan.person_id, first.person_id);
+    assert_code(
+        orgs.resend_invitation(resend()).await,
+        Code::FailedPrecondition,
+        "an invitation already accepted",
+    );
+    p.caught_up().await;
+    assert_code(
+        orgs.resend_invitation(authed(
+            &dan.access_token,
+            pb::ResendInvitationRequest {
+                org_id: "acme".into(),
+                person_id: owner.person_id.clone(),
+            },
+        ))
+        .await,
+        Code::PermissionDenied,
+        "an employee sending invitations",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_invitations_race_for_the_last_three_seats() {
     let p = Platform::start().await;
     let owner = p.sign_up("acme", 4).await;

@@ -232,11 +232,6 @@ impl Auth {
         &self.keys
     }
 
-    /// The lifetimes and limits in force.
-    pub fn config(&self) -> &AuthConfig {
-        &self.config
-    }
-
     /// Hashes a password off the async runtime; at most
     /// [`MAX_CONCURRENT_HASHES`] at once (each takes about 19 MiB).
     pub async fn hash_password(&self, password: String) -> Result<String, AuthError> {
@@ -514,6 +509,18 @@ impl Auth {
             .await?
             .map(|_| ())
             .ok_or(AuthError::Revoked)
+    }
+
+    /// Whether the person has an account (a password) already.
+    pub async fn has_account(&self, org: &str, person: &str) -> Result<bool, AuthError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .query_opt(
+                "SELECT 1 FROM auth.accounts WHERE org_id = $1 AND person_id = $2",
+                &[&org, &person],
+            )
+            .await?
+            .is_some())
     }
 
     /// Accepts an invitation: spends the single-use token and sets the
