@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/trackhrs/events/v1/envelope.proto",
         "proto/trackhrs/agent/v1/ingest.proto",
         "proto/trackhrs/org/v1/org.proto",
+        "proto/trackhrs/activity/v1/activity.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

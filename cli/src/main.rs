@@ -3,6 +3,7 @@
 
 mod bench;
 mod dev;
+mod ops;
 mod platform;
 mod tail;
 
@@ -61,6 +62,21 @@ enum Role {
         #[command(flatten)]
         pg: platform::PgArgs,
     },
+    /// Rebuild a projection into a new version beside the live one, with
+    /// progress; switch to it when it has caught up and drop the old one.
+    Rebuild {
+        /// The projection (`activity`).
+        projection: String,
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        pg: platform::PgArgs,
+    },
+    /// Dead letters: events a projection could not apply.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Manage authentication: the access-token signing keys.
     Auth {
         #[command(subcommand)]
@@ -95,6 +111,27 @@ enum ProjectionsCommand {
     },
     /// Print every projection version: state, position, lag.
     Status {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        pg: platform::PgArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Print the dead letters as JSON lines.
+    List {
+        /// Only this projection's.
+        #[arg(long)]
+        projection: Option<String>,
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+    /// Apply a projection's dead letters again (after a fix).
+    Replay {
+        /// The projection (`org_directory` or `activity`).
+        projection: String,
         #[command(flatten)]
         nats: NatsArgs,
         #[command(flatten)]
@@ -225,6 +262,22 @@ async fn main() -> anyhow::Result<()> {
             projections_status(&store, &pg).await
         }
         Role::Auth { command } => auth_command(command).await,
+        Role::Rebuild {
+            projection,
+            nats,
+            pg,
+        } => ops::rebuild(open_store(&nats).await?, pg.config()?, &projection).await,
+        Role::Dlq {
+            command: DlqCommand::List { projection, nats },
+        } => ops::dlq_list(&open_store(&nats).await?, projection.as_deref()).await,
+        Role::Dlq {
+            command:
+                DlqCommand::Replay {
+                    projection,
+                    nats,
+                    pg,
+                },
+        } => ops::dlq_replay(&open_store(&nats).await?, pg.config()?, &projection).await,
         Role::ErasePerson {
             org,
             person,

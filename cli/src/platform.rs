@@ -8,8 +8,10 @@ use anyhow::Context as _;
 use trackhrs_commands::CommandHandler;
 use trackhrs_gateway::GatewayConfig;
 use trackhrs_nats::EventStore;
+use trackhrs_projections::activity::{self, Activity};
+use trackhrs_projections::classifier::CLASSIFIER_VERSION;
 use trackhrs_projections::directory::Directory;
-use trackhrs_projections::{Runner, RunnerConfig};
+use trackhrs_projections::{RunOutcome, Runner, RunnerConfig, VersionInfo, VersionState};
 
 /// Where PostgreSQL is.
 #[derive(clap::Args, Clone)]
@@ -67,16 +69,48 @@ impl Shutdown {
     }
 }
 
-/// Runs the directory projection until shutdown.
+/// Connects to PostgreSQL with the catalog migrated.
+pub async fn pg_connect(pg: &tokio_postgres::Config) -> anyhow::Result<tokio_postgres::Client> {
+    let (mut client, conn) = pg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("connect to PostgreSQL")?;
+    tokio::spawn(conn);
+    trackhrs_projections::migrate(&mut client).await?;
+    Ok(client)
+}
+
+/// The live version of a projection and the highest registered one.
+pub async fn versions(
+    pg: &tokio_postgres::Client,
+    store: &EventStore,
+    name: &str,
+) -> anyhow::Result<(Option<VersionInfo>, u32)> {
+    let all: Vec<VersionInfo> = trackhrs_projections::status(pg, store)
+        .await?
+        .into_iter()
+        .map(|s| s.info)
+        .filter(|i| i.name == name)
+        .collect();
+    let highest = all.iter().map(|i| i.version).max().unwrap_or(0);
+    let live = all.into_iter().find(|i| i.state == VersionState::Live);
+    Ok((live, highest))
+}
+
+/// Runs every projection until shutdown: the organization directory and the
+/// activity read model.
 pub async fn run_projections(
     store: EventStore,
     pg: tokio_postgres::Config,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let runner = Runner::new(
+    // The directory revokes credentials in the gateway's schema: make sure
+    // it exists.
+    trackhrs_gateway::auth::migrate(&trackhrs_gateway::pool(pg.clone(), 1)?).await?;
+    let directory = Runner::new(
         Directory,
-        store,
-        pg,
+        store.clone(),
+        pg.clone(),
         RunnerConfig {
             // Organization events are rare and people wait for them (a
             // query with min_position): apply them promptly.
@@ -84,8 +118,79 @@ pub async fn run_projections(
             ..RunnerConfig::default()
         },
     );
-    let outcome = runner.run(shutdown.wait()).await?;
+    let directory = tokio::spawn(directory.run(shutdown.clone().wait()));
+    run_activity(store, pg, shutdown).await?;
+    let outcome = directory.await??;
     tracing::info!(?outcome, "directory projection stopped");
+    Ok(())
+}
+
+/// How the activity projection batches: up to 100 commits or 1 s. Commits
+/// of uploads carry many spans each, so a batch is thousands of events.
+fn activity_config(promote_when_caught_up: bool) -> RunnerConfig {
+    RunnerConfig {
+        batch_max: 100,
+        batch_wait: Duration::from_millis(1000),
+        promote_when_caught_up,
+        ..RunnerConfig::default()
+    }
+}
+
+/// Runs the live version of the activity projection (version 1 on a new
+/// database). When the live version was built by another classifier
+/// version, the next version is built beside it and takes over when it has
+/// caught up.
+async fn run_activity(
+    store: EventStore,
+    pg: tokio_postgres::Config,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let mut rebuild = None;
+    loop {
+        let client = pg_connect(&pg).await?;
+        let (live, highest) = versions(&client, &store, activity::NAME).await?;
+        let version = live.as_ref().map_or(1, |l| l.version);
+        if let Some(live) = &live
+            && rebuild.is_none()
+        {
+            let built_with = activity::classifier_version(&client, &live.schema).await?;
+            if built_with != CLASSIFIER_VERSION {
+                tracing::info!(
+                    built_with,
+                    now = CLASSIFIER_VERSION,
+                    next = highest + 1,
+                    "classifier changed: rebuilding the activity read model beside the live one"
+                );
+                let runner = Runner::new(
+                    Activity::new(highest + 1),
+                    store.clone(),
+                    pg.clone(),
+                    activity_config(true),
+                );
+                rebuild = Some(tokio::spawn(runner.run(shutdown.clone().wait())));
+            }
+        }
+        drop(client);
+        let runner = Runner::new(
+            Activity::new(version),
+            store.clone(),
+            pg.clone(),
+            activity_config(false),
+        );
+        match runner.run(shutdown.clone().wait()).await? {
+            RunOutcome::Shutdown => break,
+            // The rebuilt version went live: it is already running here.
+            RunOutcome::Retired | RunOutcome::Dropped if rebuild.is_some() => break,
+            RunOutcome::Retired | RunOutcome::Dropped => {
+                tracing::info!(
+                    "activity projection version {version} retired; following the live one"
+                );
+            }
+        }
+    }
+    if let Some(rebuild) = rebuild {
+        rebuild.await??;
+    }
     Ok(())
 }
 

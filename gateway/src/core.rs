@@ -29,6 +29,9 @@ pub struct Core {
     pub read_wait: Duration,
     /// Upload limits.
     pub ingest: crate::ingest::IngestConfig,
+    /// Dashboards served recently, evicted per org when the activity
+    /// projection commits (see `dashboard.rs`).
+    pub dashboards: crate::dashboard::DashboardCache,
 }
 
 fn now_micros() -> i64 {
@@ -143,6 +146,17 @@ impl Core {
         &self,
         min_position: u64,
     ) -> Result<(deadpool_postgres::Client, String, u64), Status> {
+        self.read_model(directory::NAME, min_position).await
+    }
+
+    /// A connection and the live schema of projection `name`, after waiting
+    /// (bounded) for it to pass `min_position`. Returns the position the
+    /// answer reflects.
+    pub async fn read_model(
+        &self,
+        name: &str,
+        min_position: u64,
+    ) -> Result<(deadpool_postgres::Client, String, u64), Status> {
         if min_position > 0 {
             let last = self
                 .commands
@@ -162,7 +176,7 @@ impl Core {
         } else {
             self.read_wait
         };
-        let position = match wait_for_position(&client, directory::NAME, min_position, wait)
+        let position = match wait_for_position(&client, name, min_position, wait)
             .await
             .map_err(|e| status::query(&e))?
         {
@@ -170,15 +184,17 @@ impl Core {
             Waited::TimedOut(seen) if min_position == 0 => seen.unwrap_or(0),
             Waited::TimedOut(seen) => {
                 return Err(Status::deadline_exceeded(format!(
-                    "the directory is at position {} and has not reached {min_position} yet; try again",
+                    "the {name} read model is at position {} and has not reached {min_position} yet; try again",
                     seen.unwrap_or(0)
                 )));
             }
         };
-        let schema = live_schema(&client, directory::NAME)
+        let schema = live_schema(&client, name)
             .await
             .map_err(|e| status::query(&e))?
-            .ok_or_else(|| Status::unavailable("the directory read model is still being built"))?;
+            .ok_or_else(|| {
+                Status::unavailable(format!("the {name} read model is still being built"))
+            })?;
         Ok((client, schema, position))
     }
 }

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod auth;
 pub mod caller;
 pub mod core;
+pub mod dashboard;
 pub mod identity;
 pub mod ingest;
 pub mod orgs;
@@ -26,6 +27,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use trackhrs_commands::CommandHandler;
+use trackhrs_schemas::activity::v1::activity_server::ActivityServer;
 use trackhrs_schemas::agent::v1::agent_ingest_server::AgentIngestServer;
 use trackhrs_schemas::agent::v1::agent_session_server::AgentSessionServer;
 use trackhrs_schemas::org::v1::identity_server::IdentityServer;
@@ -107,12 +109,18 @@ pub async fn open(
     config: GatewayConfig,
 ) -> Result<Arc<Core>, GatewayError> {
     let auth = Auth::open(pool.clone(), config.auth).await?;
+    let dashboards = dashboard::DashboardCache::default();
+    tokio::spawn(dashboard::follow_invalidations(
+        commands.store().client().clone(),
+        dashboards.clone(),
+    ));
     Ok(Arc::new(Core {
         commands,
         auth,
         pool,
         read_wait: config.read_wait,
         ingest: config.ingest,
+        dashboards,
     }))
 }
 
@@ -160,7 +168,10 @@ pub async fn serve(
         .add_service(AgentSessionServer::new(agent::AgentSessionService::new(
             core.clone(),
         )))
-        .add_service(AgentIngestServer::new(ingest::IngestService::new(core)))
+        .add_service(AgentIngestServer::new(ingest::IngestService::new(
+            core.clone(),
+        )))
+        .add_service(ActivityServer::new(dashboard::ActivityService::new(core)))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await;
     probe.abort();

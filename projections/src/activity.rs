@@ -598,6 +598,27 @@ pub async fn org_info(
         }))
 }
 
+/// The org's rules version and rules (empty: the default rules).
+pub async fn org_rules(
+    pg: &Client,
+    schema: &str,
+    org: &str,
+) -> Result<(u32, Vec<CategoryRule>), tokio_postgres::Error> {
+    Ok(pg
+        .query_opt(
+            &format!("SELECT rules_version, rules FROM {schema}.org_state WHERE org_id = $1"),
+            &[&org],
+        )
+        .await?
+        .map_or((0, Vec::new()), |r| {
+            let rules: Value = r.get(1);
+            (
+                r.get::<_, i32>(0) as u32,
+                serde_json::from_value(rules).unwrap_or_default(),
+            )
+        }))
+}
+
 /// The classifier version the projection's schema was built with.
 pub async fn classifier_version(pg: &Client, schema: &str) -> Result<u32, tokio_postgres::Error> {
     let row = pg

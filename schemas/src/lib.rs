@@ -29,6 +29,15 @@ pub mod org {
     }
 }
 
+/// Dashboards and classification rules (`trackhrs.activity.v1`).
+pub mod activity {
+    /// Version 1 of the activity API.
+    #[allow(missing_docs, unused_qualifications, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("trackhrs.activity.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every .proto here, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/trackhrs_descriptor.bin"));

@@ -14,6 +14,7 @@ use trackhrs_commands::CommandHandler;
 use trackhrs_gateway::{Core, GatewayConfig};
 use trackhrs_harness::{NatsServer, TestDb};
 use trackhrs_nats::{EventStore, StoreConfig, provision};
+use trackhrs_projections::activity::Activity;
 use trackhrs_projections::directory::Directory;
 use trackhrs_projections::{Runner, RunnerConfig};
 use trackhrs_schemas::agent::v1::agent_session_client::AgentSessionClient;
@@ -84,6 +85,20 @@ impl Platform {
             },
         );
         tokio::spawn(runner.run(async {
+            let _ = rx.await;
+        }));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        stop.push(tx);
+        let activity = Runner::new(
+            Activity::new(1),
+            store.clone(),
+            pg_config.clone(),
+            RunnerConfig {
+                batch_wait: Duration::from_millis(20),
+                ..RunnerConfig::default()
+            },
+        );
+        tokio::spawn(activity.run(async {
             let _ = rx.await;
         }));
         let mut platform = Self {
