@@ -127,14 +127,33 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         out,
         "  cargo run --bin trackhrs -- events tail --nats-url {nats_url}"
     )?;
+    if !args.once {
+        writeln!(
+            out,
+            "Simulated agents on the laptops of manny, erin and ed upload today's work. The dashboard,"
+        )?;
+        writeln!(out, "with the access_token of the log-in above as TOKEN:")?;
+        writeln!(
+            out,
+            "  grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" -d '{{\"org_id\":\"acme\",\"from\":\"{today}\",\"to\":\"{today}\"}}' {listen} trackhrs.activity.v1.Activity/GetDashboard",
+            today = chrono::Utc::now().date_naive()
+        )?;
+    }
     drop(out);
     if args.once {
         return Ok(());
     }
     let shutdown = Shutdown::on_signal();
     let projections = tokio::spawn(platform::run_projections(store, pg, shutdown.clone()));
+    let agents = tokio::spawn(crate::simulate::run(
+        core.clone(),
+        Token::new("acme")?,
+        format!("http://{listen}"),
+        shutdown.clone(),
+    ));
     platform::serve_gateway(core, client, listen, shutdown).await?;
     projections.await??;
+    agents.await??;
     Ok(())
 }
 

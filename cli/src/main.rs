@@ -5,6 +5,7 @@ mod bench;
 mod dev;
 mod ops;
 mod platform;
+mod simulate;
 mod tail;
 
 use anyhow::Context as _;

@@ -113,18 +113,19 @@ async fn dev_serves_the_demo_org_over_grpc() {
             .unwrap(),
     );
     let url = format!("http://127.0.0.1:{grpc_port}");
-    let channel = trackhrs_harness::wait_until(std::time::Duration::from_secs(60), || {
-        let url = url.clone();
-        async move {
-            tonic::transport::Channel::from_shared(url)
-                .ok()?
-                .connect()
-                .await
-                .ok()
-        }
-    })
-    .await
-    .expect("the gateway of `trackhrs dev` did not come up");
+    let channel: tonic::transport::Channel =
+        trackhrs_harness::wait_until(std::time::Duration::from_secs(60), || {
+            let url = url.clone();
+            async move {
+                tonic::transport::Channel::from_shared(url)
+                    .ok()?
+                    .connect()
+                    .await
+                    .ok()
+            }
+        })
+        .await
+        .expect("the gateway of `trackhrs dev` did not come up");
     let session = IdentityClient::new(channel.clone())
         .login(pb::LoginRequest {
             org_id: "acme".into(),
@@ -143,13 +144,48 @@ async fn dev_serves_the_demo_org_over_grpc() {
         "authorization",
         format!("Bearer {}", session.access_token).parse().unwrap(),
     );
-    let members = OrganizationsClient::new(channel)
+    let members = OrganizationsClient::new(channel.clone())
         .list_members(request)
         .await
         .unwrap()
         .into_inner()
         .members;
     assert_eq!(members.len(), 5);
+    // The simulated agents' workday reaches the dashboard.
+    use trackhrs_schemas::activity::v1 as apb;
+    use trackhrs_schemas::activity::v1::activity_client::ActivityClient;
+    let today = chrono::Utc::now().date_naive();
+    let yesterday = today - chrono::Duration::days(1);
+    let dashboard = trackhrs_harness::wait_until(std::time::Duration::from_secs(60), || {
+        let mut client = ActivityClient::new(channel.clone());
+        let token = session.access_token.clone();
+        async move {
+            let mut request = tonic::Request::new(apb::GetDashboardRequest {
+                org_id: "acme".into(),
+                from: yesterday.to_string(),
+                to: today.to_string(),
+                person_ids: vec![],
+                min_position: 0,
+            });
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().ok()?);
+            let dashboard = client.get_dashboard(request).await.ok()?.into_inner();
+            let people: std::collections::BTreeSet<_> =
+                dashboard.days.iter().map(|d| d.person_id.clone()).collect();
+            (people.len() == 3).then_some(dashboard)
+        }
+    })
+    .await
+    .expect("the simulated agents' time did not reach the dashboard");
+    let tracked: i64 = dashboard.days.iter().map(|d| d.active_ms + d.idle_ms).sum();
+    assert!(tracked > 3 * 3_600_000, "only {tracked} ms tracked");
+    assert!(
+        dashboard
+            .days
+            .iter()
+            .any(|d| d.categories.iter().any(|c| c.name.starts_with("Work")))
+    );
     // SIGTERM stops every role cleanly.
     let pid = child.0.id().to_string();
     assert!(

@@ -1,0 +1,245 @@
+//! Simulated desktop agents for `trackhrs dev`: each demo member's laptop
+//! uploads a realistic workday over the gateway's real gRPC ingest, the
+//! hours before now compressed into a burst of batches at start, then one
+//! span every few seconds as time passes.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use trackhrs_domain::Token;
+use trackhrs_domain::activity::DeviceActivity;
+use trackhrs_domain::organization::{OrgCommand, Organization};
+use trackhrs_gateway::Core;
+use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
+use trackhrs_schemas::agent::v1::{Span, UploadBatchRequest};
+
+use crate::platform::Shutdown;
+
+/// Who works what: (app, titles, url) choices per persona.
+const DEVELOPER: &[(&str, &[&str], Option<&str>)] = &[
+    (
+        "code",
+        &[
+            "main.rs - trackhrs",
+            "store.rs - trackhrs",
+            "Cargo.toml - trackhrs",
+        ],
+        None,
+    ),
+    (
+        "alacritty",
+        &["cargo test --workspace", "git log --oneline"],
+        None,
+    ),
+    (
+        "firefox",
+        &["Pull request #42 · trackhrs/trackhrs - GitHub"],
+        Some("https://github.com/trackhrs/trackhrs/pull/42"),
+    ),
+    (
+        "firefox",
+        &["rust - How do I borrow twice? - Stack Overflow"],
+        Some("https://stackoverflow.com/questions/1"),
+    ),
+    (
+        "slack",
+        &["#engineering | Acme", "Manny Manager | Acme"],
+        None,
+    ),
+    (
+        "firefox",
+        &["YouTube - RustConf keynote"],
+        Some("https://www.youtube.com/watch?v=rust"),
+    ),
+];
+const MANAGER: &[(&str, &[&str], Option<&str>)] = &[
+    (
+        "thunderbird",
+        &["Inbox - manny@acme.test", "Re: Q3 planning"],
+        None,
+    ),
+    ("zoom", &["Zoom Meeting", "Weekly sync"], None),
+    (
+        "libreoffice",
+        &["Q3 plan.ods - LibreOffice Calc", "Hiring.odt"],
+        None,
+    ),
+    ("slack", &["#general | Acme", "Erin Employee | Acme"], None),
+    (
+        "firefox",
+        &["Jira - Sprint board"],
+        Some("https://acme.atlassian.net/board"),
+    ),
+    (
+        "firefox",
+        &["reddit - r/programming"],
+        Some("https://www.reddit.com/r/programming"),
+    ),
+];
+
+/// One simulated laptop.
+struct Agent {
+    who: &'static str,
+    device: Token,
+    token: String,
+    persona: &'static [(&'static str, &'static [&'static str], Option<&'static str>)],
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Enrolls (once) a laptop for each demo member who tracks time, with a
+/// fresh device token, and runs their agents until shutdown.
+pub async fn run(
+    core: std::sync::Arc<Core>,
+    org: Token,
+    gateway: String,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let people: [(
+        &'static str,
+        &'static [(&'static str, &'static [&'static str], Option<&'static str>)],
+    ); 3] = [("manny", MANAGER), ("erin", DEVELOPER), ("ed", DEVELOPER)];
+    let state = core
+        .commands
+        .store()
+        .load_fresh::<Organization>(&org, &trackhrs_gateway::core::org_aggregate())
+        .await?
+        .state;
+    let mut agents = Vec::new();
+    for (who, persona) in people {
+        let device = Token::new(format!("laptop-{who}"))?;
+        if !state.devices.contains_key(&device) {
+            core.org_command(
+                &org,
+                &format!("person:{who}"),
+                &format!("demo-enroll-{who}"),
+                OrgCommand::EnrollDevice {
+                    actor: Token::new(who)?,
+                    device: device.clone(),
+                    name: format!("{who}'s laptop"),
+                },
+            )
+            .await
+            .with_context(|| format!("enroll the demo laptop of {who}"))?;
+        }
+        let token = core
+            .auth
+            .put_device_token(org.as_str(), device.as_str(), who)
+            .await
+            .with_context(|| format!("device token of {who}"))?;
+        agents.push(Agent {
+            who,
+            device,
+            token,
+            persona,
+        });
+    }
+    let mut tasks = Vec::new();
+    for (n, agent) in agents.into_iter().enumerate() {
+        let core = core.clone();
+        let org = org.clone();
+        let gateway = gateway.clone();
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = simulate(core, org, gateway, agent, n as u64, shutdown).await {
+                tracing::warn!(error = %e, "simulated agent stopped");
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+async fn simulate(
+    core: std::sync::Arc<Core>,
+    org: Token,
+    gateway: String,
+    agent: Agent,
+    seed: u64,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let channel = trackhrs_harness::wait_until(Duration::from_secs(30), || {
+        let url = gateway.clone();
+        async move { Channel::from_shared(url).ok()?.connect().await.ok() }
+    })
+    .await
+    .context("the gateway did not come up")?;
+    let mut client = AgentIngestClient::new(channel);
+    let timeline = core
+        .commands
+        .store()
+        .load_fresh::<DeviceActivity>(&org, &agent.device)
+        .await?;
+    let mut seq = timeline.state.last_seq;
+    // The workday so far: from 8 hours ago (or where the last run stopped).
+    let mut cursor = timeline
+        .state
+        .last_end_ms
+        .unwrap_or(0)
+        .max(now_ms() - 8 * 3_600_000);
+    let mut rng = StdRng::seed_from_u64(seed ^ seq);
+    let bearer = MetadataValue::try_from(format!("Bearer {}", agent.token))?;
+    let mut stop = Box::pin(shutdown.wait());
+    loop {
+        let now = now_ms();
+        let mut spans = Vec::new();
+        while cursor < now - 1000 && spans.len() < 50 {
+            // Minutes while catching up, seconds once at the present.
+            let length = if now - cursor > 600_000 {
+                rng.random_range(60_000..900_000)
+            } else {
+                now - cursor
+            };
+            let end = (cursor + length).min(now);
+            let (app, titles, url) = agent.persona[rng.random_range(0..agent.persona.len())];
+            spans.push(Span {
+                start_unix_ms: cursor,
+                end_unix_ms: end,
+                app: app.into(),
+                title: titles[rng.random_range(0..titles.len())].into(),
+                url: url.map(str::to_owned),
+                active: rng.random_range(0..10) > 0,
+            });
+            cursor = end;
+        }
+        if !spans.is_empty() {
+            seq += 1;
+            let mut request = tonic::Request::new(UploadBatchRequest {
+                batch_id: format!("{}-{seq}", agent.device),
+                device_batch_seq: seq,
+                spans,
+            });
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+            let ack = client
+                .upload_batch(request)
+                .await
+                .with_context(|| format!("upload of {}'s batch {seq}", agent.who))?;
+            tracing::debug!(
+                who = agent.who,
+                seq,
+                position = ack.into_inner().stream_sequence,
+                "uploaded"
+            );
+            if cursor < now - 1000 {
+                continue;
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
