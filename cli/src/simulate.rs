@@ -19,8 +19,11 @@ use trackhrs_schemas::agent::v1::{Span, UploadBatchRequest};
 
 use crate::platform::Shutdown;
 
+/// What a persona works on: (app, window titles, URL) choices.
+type Persona = &'static [(&'static str, &'static [&'static str], Option<&'static str>)];
+
 /// Who works what: (app, titles, url) choices per persona.
-const DEVELOPER: &[(&str, &[&str], Option<&str>)] = &[
+const DEVELOPER: Persona = &[
     (
         "code",
         &[
@@ -56,7 +59,7 @@ const DEVELOPER: &[(&str, &[&str], Option<&str>)] = &[
         Some("https://www.youtube.com/watch?v=rust"),
     ),
 ];
-const MANAGER: &[(&str, &[&str], Option<&str>)] = &[
+const MANAGER: Persona = &[
     (
         "thunderbird",
         &["Inbox - manny@acme.test", "Re: Q3 planning"],
@@ -86,7 +89,7 @@ struct Agent {
     who: &'static str,
     device: Token,
     token: String,
-    persona: &'static [(&'static str, &'static [&'static str], Option<&'static str>)],
+    persona: Persona,
 }
 
 fn now_ms() -> i64 {
@@ -104,10 +107,8 @@ pub async fn run(
     gateway: String,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let people: [(
-        &'static str,
-        &'static [(&'static str, &'static [&'static str], Option<&'static str>)],
-    ); 3] = [("manny", MANAGER), ("erin", DEVELOPER), ("ed", DEVELOPER)];
+    let people: [(&'static str, Persona); 3] =
+        [("manny", MANAGER), ("erin", DEVELOPER), ("ed", DEVELOPER)];
     let state = core
         .commands
         .store()
