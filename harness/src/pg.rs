@@ -139,6 +139,19 @@ impl PgServer {
         format!("host=127.0.0.1 port={port} user=postgres dbname={dbname}")
     }
 
+    /// Starts the server again after [`PgServer::stop`], on the same data and
+    /// port, and waits until it accepts connections.
+    pub async fn restart(&mut self, durability: Durability) -> Result<(), HarnessError> {
+        self.stop();
+        self.spawn(durability)?;
+        let conn = self.connection_string("postgres");
+        wait_until(Duration::from_secs(30), || async {
+            tokio_postgres::connect(&conn, NoTls).await.ok().map(|_| ())
+        })
+        .await
+        .ok_or_else(|| HarnessError::NotReady(format!("PostgreSQL on port {}", self.port)))
+    }
+
     /// Stops the server: a fast shutdown, then a kill if it lingers.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -243,6 +256,17 @@ impl TestDb {
             .map_err(|e| HarnessError::Failed(format!("connect to private PostgreSQL: {e}")))?;
         tokio::spawn(conn);
         Self::create_on(&client, admin, Some(server)).await
+    }
+
+    /// Creates a database on `server`, which the caller keeps running (and
+    /// may stop and restart, for fault tests) for as long as the database.
+    pub async fn create_on_server(server: &PgServer) -> Result<Self, HarnessError> {
+        let admin = server.connection_string("postgres");
+        let (client, conn) = tokio_postgres::connect(&admin, NoTls)
+            .await
+            .map_err(|e| HarnessError::Failed(format!("connect to PostgreSQL: {e}")))?;
+        tokio::spawn(conn);
+        Self::create_on(&client, admin, None).await
     }
 
     async fn create_on(

@@ -64,13 +64,22 @@ impl Platform {
         replicas: usize,
         store_config: StoreConfig,
     ) -> Self {
+        Self::start_on(config, replicas, store_config, TestDb::create().await.unwrap()).await
+    }
+
+    /// A platform whose PostgreSQL database is `db`.
+    pub async fn start_on(
+        config: GatewayConfig,
+        replicas: usize,
+        store_config: StoreConfig,
+        db: TestDb,
+    ) -> Self {
         let nats = NatsServer::start().await.unwrap();
         let client = nats.connect().await.unwrap();
         provision(&client, &store_config).await.unwrap();
         let store = EventStore::open(client, store_config.clone())
             .await
             .unwrap();
-        let db = TestDb::create().await.unwrap();
         let pg_config: tokio_postgres::Config = db.connection_string().parse().unwrap();
         let mut stop = Vec::new();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
