@@ -122,10 +122,7 @@ async fn a_poison_event_is_dead_lettered_and_the_rest_applies() {
         .unwrap()
         .sequence;
     let ack = ingest
-        .upload_batch(authed(
-            &device.device_token,
-            batch(2, start + 3_600_000),
-        ))
+        .upload_batch(authed(&device.device_token, batch(2, start + 3_600_000)))
         .await
         .unwrap()
         .into_inner();
@@ -145,7 +142,10 @@ async fn a_poison_event_is_dead_lettered_and_the_rest_applies() {
     assert_eq!(letters[0].stream_sequence, poison);
     assert!(!letters[0].reason.is_empty());
     let pg = p.db.connect().await.unwrap();
-    let live = catalog::version_info(&pg, "activity", 1).await.unwrap().unwrap();
+    let live = catalog::version_info(&pg, "activity", 1)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(live.state, VersionState::Live);
     assert!(live.position >= ack.stream_sequence);
 }

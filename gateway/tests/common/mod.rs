@@ -64,7 +64,13 @@ impl Platform {
         replicas: usize,
         store_config: StoreConfig,
     ) -> Self {
-        Self::start_on(config, replicas, store_config, TestDb::create().await.unwrap()).await
+        Self::start_on(
+            config,
+            replicas,
+            store_config,
+            TestDb::create().await.unwrap(),
+        )
+        .await
     }
 
     /// A platform whose PostgreSQL database is `db`.
