@@ -316,22 +316,11 @@ async fn open_store(nats: &NatsArgs) -> anyhow::Result<trackhrs_nats::EventStore
     Ok(trackhrs_nats::EventStore::open(client, config).await?)
 }
 
-async fn pg_connect(pg: &platform::PgArgs) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, conn) = pg
-        .config()?
-        .connect(tokio_postgres::NoTls)
-        .await
-        .context("connect to PostgreSQL")?;
-    tokio::spawn(conn);
-    Ok(client)
-}
-
 async fn projections_status(
     store: &trackhrs_nats::EventStore,
     pg: &platform::PgArgs,
 ) -> anyhow::Result<()> {
-    let mut client = pg_connect(pg).await?;
-    trackhrs_projections::migrate(&mut client).await?;
+    let client = platform::pg_connect(&pg.config()?).await?;
     let rows = trackhrs_projections::status(&client, store).await?;
     let mut out = std::io::stdout().lock();
     use std::io::Write as _;

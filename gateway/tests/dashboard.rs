@@ -323,12 +323,39 @@ async fn every_replica_evicts_its_cached_dashboards_when_the_projection_commits(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebuild_builds_beside_the_live_version_and_reads_never_fail() {
+async fn a_rebuild_with_changed_rules_builds_beside_the_live_version_and_reads_never_fail() {
     let p = Platform::start().await;
     let s = upload_workday(&p).await;
     let mut activity = ActivityClient::new(p.gw().channel.clone());
-    let before = activity
+    let default_rules = activity
         .get_dashboard(dashboard_request(&s.owner.access_token, s.day, s.position))
+        .await
+        .unwrap()
+        .into_inner();
+    let rules = activity
+        .set_category_rules(authed(
+            &s.owner.access_token,
+            apb::SetCategoryRulesRequest {
+                command_id: "rules-1".into(),
+                org_id: "acme".into(),
+                rules: vec![apb::CategoryRule {
+                    name: vec!["Learning".into()],
+                    regex: Some("youtube".into()),
+                    ignore_case: true,
+                    score: Some(50),
+                }],
+                activitywatch_json: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let before = activity
+        .get_dashboard(dashboard_request(
+            &s.owner.access_token,
+            s.day,
+            rules.position,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -378,7 +405,24 @@ async fn a_rebuild_builds_beside_the_live_version_and_reads_never_fail() {
         .await
         .unwrap()
         .into_inner();
+    // The rebuilt version classified all of history with the changed rules:
+    // the video time moved to Learning, the total stayed.
     assert_eq!(after.days, before.days);
+    let (old, new) = (&default_rules.days[0], &after.days[0]);
+    assert_eq!(
+        (old.active_ms, old.idle_ms),
+        (new.active_ms, new.idle_ms),
+        "total time changed"
+    );
+    assert_eq!(
+        category(old, "Media > Video").map(|c| c.active_ms),
+        Some(30 * 60_000)
+    );
+    assert_eq!(
+        category(new, "Learning").map(|c| c.active_ms),
+        Some(30 * 60_000)
+    );
+    assert!(category(new, "Media > Video").is_none());
     let _ = stop.send(());
     rebuild.await.unwrap().unwrap();
 }

@@ -1,0 +1,174 @@
+//! The operator commands against real servers: `projections status`,
+//! `rebuild activity` (progress, switch, old version dropped), `dlq list` and
+//! `dlq replay`.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use trackhrs_commands::CommandHandler;
+use trackhrs_domain::Token;
+use trackhrs_domain::activity::{
+    ActivityCommand, DeviceActivity, DeviceStatus, IngestLimits, Privacy, SpanInput,
+};
+use trackhrs_harness::{NatsServer, TestDb, wait_until};
+use trackhrs_nats::{CommitMeta, EventStore, StoreConfig, provision};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn trackhrs(args: &[&str], nats: &str, db: &str) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_trackhrs"))
+        .args(args)
+        .env("TRACKHRS_NATS_URL", nats)
+        .env("TRACKHRS_DATABASE_URL", db)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run trackhrs");
+    assert!(
+        out.status.success(),
+        "trackhrs {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Batches `seqs` of device d1, one 10-minute span each, an hour apart.
+async fn record_batches(store: &EventStore, seqs: std::ops::RangeInclusive<u64>) {
+    let handler = CommandHandler::new(store.clone());
+    let start = now_ms() - 5 * 24 * 3_600_000;
+    for seq in seqs {
+        let command = ActivityCommand::RecordBatch {
+            device: DeviceStatus::Active,
+            member: Token::new("p1").unwrap(),
+            batch_id: format!("b{seq}"),
+            seq,
+            spans: vec![SpanInput {
+                start_ms: start + seq as i64 * 3_600_000,
+                end_ms: start + seq as i64 * 3_600_000 + 600_000,
+                app: "code".into(),
+                title: "main.rs".into(),
+                url: None,
+                active: true,
+            }],
+            privacy: Privacy {
+                titles: true,
+                urls: false,
+            },
+            limits: IngestLimits {
+                now_ms: now_ms(),
+                max_skew_ms: 60_000,
+                horizon_ms: 30 * 24 * 3_600_000,
+                max_spans: 10,
+            },
+        };
+        handler
+            .execute::<DeviceActivity>(
+                &Token::new("acme").unwrap(),
+                &Token::new("d1").unwrap(),
+                command,
+                &CommitMeta::new(format!("b{seq}"), "test", now_ms() * 1000),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_rebuild_and_dead_letters_from_the_command_line() {
+    let nats = NatsServer::start().await.unwrap();
+    let client = nats.connect().await.unwrap();
+    provision(&client, &StoreConfig::default()).await.unwrap();
+    let store = EventStore::open(client.clone(), StoreConfig::default())
+        .await
+        .unwrap();
+    let db = TestDb::create().await.unwrap();
+    let pg = db.connect().await.unwrap();
+    let (url, conn) = (nats.url(), db.connection_string().to_owned());
+
+    record_batches(&store, 1..=3).await;
+    let js = async_nats::jetstream::new(client);
+    js.publish("evt.acme.device_activity.garbled", "not a commit".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    record_batches(&store, 4..=5).await;
+    let last = store.last_sequence().await.unwrap();
+
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_trackhrs"))
+        .args(["projections", "run"])
+        .env("TRACKHRS_NATS_URL", &url)
+        .env("TRACKHRS_DATABASE_URL", &conn)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let caught_up = wait_until(Duration::from_secs(60), || async {
+        let row = pg
+            .query_opt(
+                "SELECT position FROM trackhrs_catalog.projection_versions \
+                 WHERE name = 'activity' AND state = 'live'",
+                &[],
+            )
+            .await
+            .ok()??;
+        (row.get::<_, i64>(0) as u64 >= last).then_some(())
+    })
+    .await;
+    assert!(caught_up.is_some(), "the worker did not catch up");
+
+    let status =
+        String::from_utf8(trackhrs(&["projections", "status"], &url, &conn).stdout).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("activity"))
+        .unwrap_or_else(|| panic!("no activity line in:\n{status}"));
+    assert!(line.contains("live"), "{line}");
+
+    let letters = String::from_utf8(trackhrs(&["dlq", "list"], &url, &conn).stdout).unwrap();
+    let letter: serde_json::Value = serde_json::from_str(
+        letters
+            .lines()
+            .find(|l| l.contains("\"activity\""))
+            .unwrap_or_else(|| panic!("no activity dead letter in:\n{letters}")),
+    )
+    .unwrap();
+    assert_eq!(letter["subject"], "evt.acme.device_activity.garbled");
+    let replay =
+        String::from_utf8(trackhrs(&["dlq", "replay", "activity"], &url, &conn).stdout).unwrap();
+    assert!(replay.contains("still failing 1"), "{replay}");
+
+    // The rebuild builds v2 beside the running v1, switches, and drops v1.
+    let rebuilt =
+        String::from_utf8(trackhrs(&["rebuild", "activity"], &url, &conn).stdout).unwrap();
+    assert!(rebuilt.contains("activity v2 is live"), "{rebuilt}");
+    assert!(rebuilt.contains("dropped activity v1"), "{rebuilt}");
+    let versions: Vec<(i64, String)> = pg
+        .query(
+            "SELECT version, state FROM trackhrs_catalog.projection_versions WHERE name = 'activity'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(versions, vec![(2, "live".to_owned())]);
+    let ms: i64 = pg
+        .query_one("SELECT sum(ms)::int8 FROM proj_activity_v2.daily", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        ms,
+        5 * 600_000,
+        "the rebuilt read model holds all five batches"
+    );
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+}
