@@ -59,7 +59,7 @@ fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
-fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
 }
@@ -86,7 +86,7 @@ fn commit_bytes(aggregate_id: &str, version: u64, command_id: &str) -> Vec<u8> {
     .encode_to_vec()
 }
 
-async fn publish_all(
+pub(crate) async fn publish_all(
     js: &jetstream::Context,
     messages: impl Iterator<Item = (String, Vec<u8>)>,
     window: usize,

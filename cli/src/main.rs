@@ -2,6 +2,7 @@
 //! in one process and production runs each role with as many replicas as needed.
 
 mod bench;
+mod bench_pipeline;
 mod dev;
 mod ops;
 mod platform;
@@ -165,6 +166,8 @@ enum AuthCommand {
 enum BenchCommand {
     /// Event-store throughput and aggregate load latency.
     Store(bench::StoreBenchArgs),
+    /// The activity pipeline: gRPC ingest, projection apply, rebuild.
+    Pipeline(bench_pipeline::PipelineBenchArgs),
 }
 
 /// Where NATS is and how the event store is laid out.
@@ -305,6 +308,9 @@ async fn main() -> anyhow::Result<()> {
         Role::Bench {
             command: BenchCommand::Store(args),
         } => bench::run_store(args).await,
+        Role::Bench {
+            command: BenchCommand::Pipeline(args),
+        } => bench_pipeline::run_pipeline(args).await,
     }
 }
 

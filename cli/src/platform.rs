@@ -127,7 +127,7 @@ pub async fn run_projections(
 
 /// How the activity projection batches: up to 100 commits or 1 s. Commits
 /// of uploads carry many spans each, so a batch is thousands of events.
-fn activity_config(promote_when_caught_up: bool) -> RunnerConfig {
+pub fn activity_config(promote_when_caught_up: bool) -> RunnerConfig {
     RunnerConfig {
         batch_max: 100,
         batch_wait: Duration::from_millis(1000),

@@ -24,6 +24,8 @@ pub struct PgServer {
     port: u16,
     bin: PathBuf,
     run_as: Option<(u32, u32)>,
+    /// Extra `-c name=value` settings.
+    settings: Vec<String>,
     _tmp: Option<TempDir>,
 }
 
@@ -39,9 +41,18 @@ pub enum Durability {
 impl PgServer {
     /// Starts a throwaway cluster in a temp dir on a free port.
     pub async fn start_private() -> Result<Self, HarnessError> {
+        Self::start_private_with(Durability::Throwaway, &[]).await
+    }
+
+    /// Starts a cluster in a temp dir on a free port with extra server
+    /// settings (`name=value`, as for `postgres -c`).
+    pub async fn start_private_with(
+        durability: Durability,
+        settings: &[&str],
+    ) -> Result<Self, HarnessError> {
         let tmp = tempfile::tempdir().map_err(HarnessError::io("create temp dir"))?;
         let data = tmp.path().join("pgdata");
-        let mut server = Self::start_in(&data, free_port(), Durability::Throwaway).await?;
+        let mut server = Self::start_with(&data, free_port(), durability, settings).await?;
         server._tmp = Some(tmp);
         Ok(server)
     }
@@ -51,6 +62,15 @@ impl PgServer {
         data: &Path,
         port: u16,
         durability: Durability,
+    ) -> Result<Self, HarnessError> {
+        Self::start_with(data, port, durability, &[]).await
+    }
+
+    async fn start_with(
+        data: &Path,
+        port: u16,
+        durability: Durability,
+        settings: &[&str],
     ) -> Result<Self, HarnessError> {
         let bin = pg_bin_dir()?;
         let run_as = unprivileged_user()?;
@@ -90,6 +110,7 @@ impl PgServer {
             port,
             bin,
             run_as,
+            settings: settings.iter().map(|s| (*s).to_owned()).collect(),
             _tmp: None,
         };
         server.spawn(durability)?;
@@ -114,6 +135,9 @@ impl PgServer {
             .args(["-c", "listen_addresses=127.0.0.1"]);
         if durability == Durability::Throwaway {
             cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off"]);
+        }
+        for setting in &self.settings {
+            cmd.args(["-c", setting]);
         }
         let child = cmd
             .stdout(Stdio::null())

@@ -1,0 +1,393 @@
+//! `trackhrs bench pipeline`: the activity pipeline end to end against real
+//! servers started for the run (nats-server with `sync_interval: always`,
+//! PostgreSQL with `pg_stat_statements` to count write statements): gRPC
+//! ingest against raw JetStream publishes of the same messages, projection
+//! apply against raw COPY + upsert of equivalent rows, and a full rebuild
+//! against a read-only replay of the stream.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer::pull, stream};
+use chrono::DateTime;
+use futures::StreamExt;
+use serde_json::{Map, json};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
+use tonic::metadata::MetadataValue;
+use trackhrs_commands::CommandHandler;
+use trackhrs_domain::Token;
+use trackhrs_domain::organization::OrgCommand;
+use trackhrs_gateway::ingest::IngestConfig;
+use trackhrs_gateway::{AuthConfig, GatewayConfig};
+use trackhrs_harness::pg::Durability;
+use trackhrs_harness::{NatsOptions, NatsServer, PgServer};
+use trackhrs_nats::reader::{self, StartAt};
+use trackhrs_nats::{EventStore, StoreConfig};
+use trackhrs_projections::activity::{self, Activity};
+use trackhrs_projections::{Runner, VersionState, catalog};
+use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
+use trackhrs_schemas::agent::v1::{Span, UploadBatchRequest};
+
+use crate::bench::{publish_all, say};
+
+/// Arguments of `bench pipeline`.
+#[derive(clap::Args)]
+pub struct PipelineBenchArgs {
+    /// Spans uploaded in all.
+    #[arg(long, default_value_t = 1_000_000)]
+    spans: u64,
+    /// Spans per uploaded batch.
+    #[arg(long, default_value_t = 500)]
+    batch: u64,
+    /// Devices uploading.
+    #[arg(long, default_value_t = 100)]
+    devices: u64,
+    /// Devices uploading at once, and acknowledgements in flight for raw publishes.
+    #[arg(long, default_value_t = 32)]
+    concurrency: u64,
+}
+
+const SPAN_MS: i64 = 30_000;
+const APPS: [&str; 8] = [
+    "code", "firefox", "slack", "zoom", "alacritty", "thunderbird", "libreoffice", "spotify",
+];
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// The spans of one device, back to back from 20 days ago.
+fn device_spans(device: u64, n: u64, start: i64) -> Vec<Span> {
+    (0..n)
+        .map(|i| {
+            let at = start + i as i64 * SPAN_MS;
+            Span {
+                start_unix_ms: at,
+                end_unix_ms: at + SPAN_MS,
+                app: APPS[(i as usize + device as usize) % APPS.len()].into(),
+                title: format!("file{}.rs - project{}", i % 40, device % 5),
+                url: None,
+                active: i % 6 != 5,
+            }
+        })
+        .collect()
+}
+
+fn per_s(n: u64, elapsed: Duration) -> f64 {
+    (n as f64 / elapsed.as_secs_f64().max(1e-9)).round()
+}
+
+/// Runs the benchmark and prints one JSON object as its last line.
+pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let nats = NatsServer::start_with(NatsOptions {
+        sync_always: true,
+        store_dir: Some(dir.path().join("js")),
+        ..Default::default()
+    })
+    .await?;
+    let pg = PgServer::start_private_with(
+        Durability::Durable,
+        &["shared_preload_libraries=pg_stat_statements", "max_wal_size=4GB"],
+    )
+    .await?;
+    let (admin, conn) = tokio_postgres::connect(&pg.connection_string("postgres"), tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    admin.batch_execute("CREATE DATABASE bench").await?;
+    let pg_config: tokio_postgres::Config = pg.connection_string("bench").parse()?;
+    let (db, conn) = pg_config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    db.batch_execute("CREATE EXTENSION pg_stat_statements").await?;
+
+    let client = nats.connect().await?;
+    let config = StoreConfig::default();
+    trackhrs_nats::provision(&client, &config).await?;
+    let store = EventStore::open(client.clone(), config.clone()).await?;
+    let core = trackhrs_gateway::open(
+        CommandHandler::new(store.clone()),
+        trackhrs_gateway::pool(pg_config.clone(), 16)?,
+        GatewayConfig {
+            auth: AuthConfig::default(),
+            ingest: IngestConfig {
+                max_spans: args.batch as usize,
+                ..IngestConfig::default()
+            },
+            ..GatewayConfig::default()
+        },
+    )
+    .await?;
+
+    // One org, one owner who enrolled every device.
+    let org = Token::new("bench")?;
+    let owner = Token::new("owner")?;
+    core.org_command(
+        &org,
+        "system:bench",
+        "bench-org",
+        OrgCommand::Create {
+            name: "Bench".into(),
+            owner: owner.clone(),
+            owner_email: "owner@bench.test".into(),
+            owner_name: "Owner".into(),
+            seats: 10,
+        },
+    )
+    .await?;
+    let mut tokens = Vec::new();
+    for d in 0..args.devices {
+        let device = Token::new(format!("dev{d}"))?;
+        core.org_command(
+            &org,
+            "person:owner",
+            &format!("enroll-{d}"),
+            OrgCommand::EnrollDevice {
+                actor: owner.clone(),
+                device: device.clone(),
+                name: format!("laptop {d}"),
+            },
+        )
+        .await?;
+        tokens.push(core.auth.put_device_token("bench", device.as_str(), "owner").await?);
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(trackhrs_gateway::serve(listener, core.clone(), || true, std::future::pending()));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+
+    // 1. Ingest through gRPC.
+    let per_device = args.spans / args.devices;
+    let start = now_ms() - 20 * 24 * 3_600_000;
+    let tokens = Arc::new(tokens);
+    let before_ingest = store.last_sequence().await?;
+    say(&format!(
+        "ingest: {} spans from {} devices in batches of {}, {} devices at once",
+        per_device * args.devices,
+        args.devices,
+        args.batch,
+        args.concurrency
+    ));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..args.concurrency {
+        let channel = channel.clone();
+        let tokens = tokens.clone();
+        let (devices, batch) = (args.devices, args.batch);
+        workers.push(tokio::spawn(async move {
+            let mut client = AgentIngestClient::new(channel);
+            let mut spans = 0u64;
+            for d in (w..devices).step_by(args.concurrency as usize) {
+                let bearer = MetadataValue::try_from(format!("Bearer {}", tokens[d as usize]))?;
+                let all = device_spans(d, per_device, start);
+                for (i, chunk) in all.chunks(batch as usize).enumerate() {
+                    let mut request = tonic::Request::new(UploadBatchRequest {
+                        batch_id: format!("dev{d}-{}", i + 1),
+                        device_batch_seq: i as u64 + 1,
+                        spans: chunk.to_vec(),
+                    });
+                    request.metadata_mut().insert("authorization", bearer.clone());
+                    client.upload_batch(request).await?;
+                    spans += chunk.len() as u64;
+                }
+            }
+            anyhow::Ok(spans)
+        }));
+    }
+    let mut ingested = 0;
+    for w in workers {
+        ingested += w.await??;
+    }
+    let ingest_elapsed = started.elapsed();
+    let last = store.last_sequence().await?;
+    let messages = last - before_ingest;
+    say(&format!(
+        "ingest: {ingested} spans in {messages} commits, {:.1} s",
+        ingest_elapsed.as_secs_f64()
+    ));
+
+    // 2. Read-only ordered replay of the whole stream, decoded.
+    let js = jetstream::new(client.clone());
+    let started = Instant::now();
+    let mut log = reader::read(&js, store.keys().clone(), &config.events_stream, StartAt::Start, None).await?;
+    let mut events = 0u64;
+    while let Some(item) = log.next().await {
+        let commit = item.commit?;
+        events += commit.events.len() as u64;
+        if commit.stream_sequence >= last {
+            break;
+        }
+    }
+    drop(log);
+    let raw_replay = started.elapsed();
+    say(&format!("replay: {events} events in {:.1} s", raw_replay.as_secs_f64()));
+
+    // 3. The same messages published raw, acknowledgements pipelined.
+    let source = js.get_stream(&config.events_stream).await?;
+    let ordered = source
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: "evt.*.device_activity.*".into(),
+            ..Default::default()
+        })
+        .await?;
+    let mut raw = Vec::with_capacity(messages as usize);
+    let mut stream_msgs = ordered.messages().await?;
+    while (raw.len() as u64) < messages {
+        let msg = stream_msgs.next().await.context("raw read ended early")??;
+        raw.push((format!("benchraw.{}", msg.subject), msg.payload.to_vec()));
+    }
+    drop(stream_msgs);
+    js.create_or_update_stream(stream::Config {
+        name: "BENCH_RAW".into(),
+        subjects: vec!["benchraw.>".into()],
+        ..Default::default()
+    })
+    .await?;
+    let started = Instant::now();
+    publish_all(&js, raw.into_iter(), args.concurrency as usize, true).await?;
+    let raw_publish = started.elapsed();
+
+    // 4. Raw COPY into a temp table + upsert of one row per span.
+    db.batch_execute(
+        "CREATE TABLE bench_daily (org_id text, person_id text, day date, activity_id bigint, \
+         active boolean, ms bigint, PRIMARY KEY (org_id, day, person_id, activity_id, active))",
+    )
+    .await?;
+    let rows: Vec<(chrono::NaiveDate, i64, bool)> = (0..args.devices)
+        .flat_map(|d| device_spans(d, per_device, start))
+        .map(|s| {
+            let day = DateTime::from_timestamp_millis(s.start_unix_ms)
+                .map(|t| t.date_naive())
+                .unwrap_or_default();
+            (day, activity::activity_id(&s.app, Some(&s.title), None), s.active)
+        })
+        .collect();
+    let chunk = (args.batch * 100) as usize;
+    let (mut raw_db, conn) = pg_config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let started = Instant::now();
+    for part in rows.chunks(chunk) {
+        let tx = raw_db.transaction().await?;
+        tx.batch_execute("CREATE TEMP TABLE t (LIKE bench_daily) ON COMMIT DROP").await?;
+        let sink = tx
+            .copy_in("COPY t (org_id, person_id, day, activity_id, active, ms) FROM STDIN BINARY")
+            .await?;
+        let writer = BinaryCopyInWriter::new(
+            sink,
+            &[Type::TEXT, Type::TEXT, Type::DATE, Type::INT8, Type::BOOL, Type::INT8],
+        );
+        futures::pin_mut!(writer);
+        for (day, id, active) in part {
+            writer
+                .as_mut()
+                .write(&[&"bench", &"owner", day, id, active, &SPAN_MS])
+                .await?;
+        }
+        writer.finish().await?;
+        tx.batch_execute(
+            "INSERT INTO bench_daily SELECT org_id, person_id, day, activity_id, active, sum(ms) \
+             FROM t GROUP BY 1, 2, 3, 4, 5 \
+             ON CONFLICT (org_id, day, person_id, activity_id, active) \
+             DO UPDATE SET ms = bench_daily.ms + EXCLUDED.ms",
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    let raw_upsert = started.elapsed();
+    let upserted = rows.len() as u64;
+
+    // 5. The activity projection applies the whole stream (version 1).
+    db.batch_execute("SELECT pg_stat_statements_reset()").await?;
+    let apply = project(&store, &pg_config, &db, 1, false, last).await?;
+    let writes: i64 = db
+        .query_one(
+            "SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements \
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND query ~* '^\\s*(insert|update|delete|copy|merge)'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let applied = catalog::version_info(&db, activity::NAME, 1)
+        .await?
+        .map_or(0, |v| v.events_applied);
+
+    // 6. A full rebuild beside it (version 2), until it is live.
+    let rebuild = project(&store, &pg_config, &db, 2, true, last).await?;
+
+    let mut report = Map::new();
+    report.insert("spans".into(), json!(ingested));
+    report.insert("batch".into(), json!(args.batch));
+    report.insert("commits".into(), json!(messages));
+    report.insert("raw_publish_per_s".into(), json!(per_s(ingested, raw_publish)));
+    report.insert("ingest_spans_per_s".into(), json!(per_s(ingested, ingest_elapsed)));
+    report.insert("raw_upsert_rows_per_s".into(), json!(per_s(upserted, raw_upsert)));
+    report.insert("apply_events_per_s".into(), json!(per_s(applied, apply)));
+    report.insert(
+        "writes_per_1k_events".into(),
+        json!((writes as f64 * 1000.0 / applied.max(1) as f64 * 100.0).round() / 100.0),
+    );
+    report.insert("raw_replay_s".into(), json!((raw_replay.as_secs_f64() * 100.0).round() / 100.0));
+    report.insert("rebuild_s".into(), json!((rebuild.as_secs_f64() * 100.0).round() / 100.0));
+    report.insert("events".into(), json!(events));
+    report.insert("sync_interval".into(), json!("always"));
+    report.insert(
+        "cores".into(),
+        json!(std::thread::available_parallelism().map_or(0, |n| n.get())),
+    );
+    report.insert("nats_server".into(), json!(client.server_info().version));
+    say(&serde_json::to_string(&serde_json::Value::Object(report))?);
+    Ok(())
+}
+
+/// Runs activity version `version`, configured as `trackhrs projections run`
+/// runs it, from the start of the stream until its checkpoint passes `last`
+/// (and, for a rebuild, until it is live).
+async fn project(
+    store: &EventStore,
+    pg_config: &tokio_postgres::Config,
+    db: &tokio_postgres::Client,
+    version: u32,
+    rebuild: bool,
+    last: u64,
+) -> anyhow::Result<Duration> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runner = Runner::new(
+        Activity::new(version),
+        store.clone(),
+        pg_config.clone(),
+        crate::platform::activity_config(rebuild),
+    );
+    let started = Instant::now();
+    let task = tokio::spawn(runner.run(async {
+        let _ = stopped.await;
+    }));
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if task.is_finished() {
+            task.await??;
+            anyhow::bail!("activity v{version} stopped early");
+        }
+        if let Some(info) = catalog::version_info(db, activity::NAME, version).await?
+            && info.position >= last
+            && (!rebuild || info.state == VersionState::Live)
+        {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    let _ = stop.send(());
+    task.await??;
+    say(&format!(
+        "activity v{version} {}: {:.1} s",
+        if rebuild { "rebuilt" } else { "applied" },
+        elapsed.as_secs_f64()
+    ));
+    Ok(elapsed)
+}
