@@ -51,7 +51,14 @@ pub struct PipelineBenchArgs {
 
 const SPAN_MS: i64 = 30_000;
 const APPS: [&str; 8] = [
-    "code", "firefox", "slack", "zoom", "alacritty", "thunderbird", "libreoffice", "spotify",
+    "code",
+    "firefox",
+    "slack",
+    "zoom",
+    "alacritty",
+    "thunderbird",
+    "libreoffice",
+    "spotify",
 ];
 
 fn now_ms() -> i64 {
@@ -93,16 +100,21 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     .await?;
     let pg = PgServer::start_private_with(
         Durability::Durable,
-        &["shared_preload_libraries=pg_stat_statements", "max_wal_size=4GB"],
+        &[
+            "shared_preload_libraries=pg_stat_statements",
+            "max_wal_size=4GB",
+        ],
     )
     .await?;
-    let (admin, conn) = tokio_postgres::connect(&pg.connection_string("postgres"), tokio_postgres::NoTls).await?;
+    let (admin, conn) =
+        tokio_postgres::connect(&pg.connection_string("postgres"), tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     admin.batch_execute("CREATE DATABASE bench").await?;
     let pg_config: tokio_postgres::Config = pg.connection_string("bench").parse()?;
     let (db, conn) = pg_config.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
-    db.batch_execute("CREATE EXTENSION pg_stat_statements").await?;
+    db.batch_execute("CREATE EXTENSION pg_stat_statements")
+        .await?;
 
     let client = nats.connect().await?;
     let config = StoreConfig::default();
@@ -152,12 +164,21 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
             },
         )
         .await?;
-        tokens.push(core.auth.put_device_token("bench", device.as_str(), "owner").await?);
+        tokens.push(
+            core.auth
+                .put_device_token("bench", device.as_str(), "owner")
+                .await?,
+        );
     }
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(trackhrs_gateway::serve(listener, core.clone(), || true, std::future::pending()));
+    tokio::spawn(trackhrs_gateway::serve(
+        listener,
+        core.clone(),
+        || true,
+        std::future::pending(),
+    ));
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
         .connect()
         .await?;
@@ -192,7 +213,9 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
                         device_batch_seq: i as u64 + 1,
                         spans: chunk.to_vec(),
                     });
-                    request.metadata_mut().insert("authorization", bearer.clone());
+                    request
+                        .metadata_mut()
+                        .insert("authorization", bearer.clone());
                     client.upload_batch(request).await?;
                     spans += chunk.len() as u64;
                 }
@@ -215,7 +238,14 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     // 2. Read-only ordered replay of the whole stream, decoded.
     let js = jetstream::new(client.clone());
     let started = Instant::now();
-    let mut log = reader::read(&js, store.keys().clone(), &config.events_stream, StartAt::Start, None).await?;
+    let mut log = reader::read(
+        &js,
+        store.keys().clone(),
+        &config.events_stream,
+        StartAt::Start,
+        None,
+    )
+    .await?;
     let mut events = 0u64;
     while let Some(item) = log.next().await {
         let commit = item.commit?;
@@ -226,7 +256,10 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     }
     drop(log);
     let raw_replay = started.elapsed();
-    say(&format!("replay: {events} events in {:.1} s", raw_replay.as_secs_f64()));
+    say(&format!(
+        "replay: {events} events in {:.1} s",
+        raw_replay.as_secs_f64()
+    ));
 
     // 3. The same messages published raw, acknowledgements pipelined.
     let source = js.get_stream(&config.events_stream).await?;
@@ -265,7 +298,11 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
             let day = DateTime::from_timestamp_millis(s.start_unix_ms)
                 .map(|t| t.date_naive())
                 .unwrap_or_default();
-            (day, activity::activity_id(&s.app, Some(&s.title), None), s.active)
+            (
+                day,
+                activity::activity_id(&s.app, Some(&s.title), None),
+                s.active,
+            )
         })
         .collect();
     let chunk = (args.batch * 100) as usize;
@@ -274,13 +311,21 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     for part in rows.chunks(chunk) {
         let tx = raw_db.transaction().await?;
-        tx.batch_execute("CREATE TEMP TABLE t (LIKE bench_daily) ON COMMIT DROP").await?;
+        tx.batch_execute("CREATE TEMP TABLE t (LIKE bench_daily) ON COMMIT DROP")
+            .await?;
         let sink = tx
             .copy_in("COPY t (org_id, person_id, day, activity_id, active, ms) FROM STDIN BINARY")
             .await?;
         let writer = BinaryCopyInWriter::new(
             sink,
-            &[Type::TEXT, Type::TEXT, Type::DATE, Type::INT8, Type::BOOL, Type::INT8],
+            &[
+                Type::TEXT,
+                Type::TEXT,
+                Type::DATE,
+                Type::INT8,
+                Type::BOOL,
+                Type::INT8,
+            ],
         );
         futures::pin_mut!(writer);
         for (day, id, active) in part {
@@ -303,7 +348,8 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let upserted = rows.len() as u64;
 
     // 5. The activity projection applies the whole stream (version 1).
-    db.batch_execute("SELECT pg_stat_statements_reset()").await?;
+    db.batch_execute("SELECT pg_stat_statements_reset()")
+        .await?;
     let apply = project(&store, &pg_config, &db, 1, false, last).await?;
     let writes: i64 = db
         .query_one(
@@ -325,16 +371,31 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     report.insert("spans".into(), json!(ingested));
     report.insert("batch".into(), json!(args.batch));
     report.insert("commits".into(), json!(messages));
-    report.insert("raw_publish_per_s".into(), json!(per_s(ingested, raw_publish)));
-    report.insert("ingest_spans_per_s".into(), json!(per_s(ingested, ingest_elapsed)));
-    report.insert("raw_upsert_rows_per_s".into(), json!(per_s(upserted, raw_upsert)));
+    report.insert(
+        "raw_publish_per_s".into(),
+        json!(per_s(ingested, raw_publish)),
+    );
+    report.insert(
+        "ingest_spans_per_s".into(),
+        json!(per_s(ingested, ingest_elapsed)),
+    );
+    report.insert(
+        "raw_upsert_rows_per_s".into(),
+        json!(per_s(upserted, raw_upsert)),
+    );
     report.insert("apply_events_per_s".into(), json!(per_s(applied, apply)));
     report.insert(
         "writes_per_1k_events".into(),
         json!((writes as f64 * 1000.0 / applied.max(1) as f64 * 100.0).round() / 100.0),
     );
-    report.insert("raw_replay_s".into(), json!((raw_replay.as_secs_f64() * 100.0).round() / 100.0));
-    report.insert("rebuild_s".into(), json!((rebuild.as_secs_f64() * 100.0).round() / 100.0));
+    report.insert(
+        "raw_replay_s".into(),
+        json!((raw_replay.as_secs_f64() * 100.0).round() / 100.0),
+    );
+    report.insert(
+        "rebuild_s".into(),
+        json!((rebuild.as_secs_f64() * 100.0).round() / 100.0),
+    );
     report.insert("events".into(), json!(events));
     report.insert("sync_interval".into(), json!("always"));
     report.insert(

@@ -11,10 +11,6 @@ use trackhrs_projections::{Runner, RunnerConfig, VersionState, catalog};
 
 use crate::platform::{self, pg_connect};
 
-/// Time the old version keeps its tables after the switch, for queries that
-/// started on it.
-const DROP_GRACE: Duration = Duration::from_secs(5);
-
 /// Builds the next version of `name` from the start of the stream into its
 /// own schema while the live one keeps answering; the catalog switches to it
 /// when it has caught up, and the old version is dropped.
@@ -87,7 +83,7 @@ pub async fn rebuild(
     )?;
     drop(out);
     if let Some(old) = live {
-        tokio::time::sleep(DROP_GRACE).await;
+        tokio::time::sleep(platform::DROP_GRACE).await;
         let mut client = pg_connect(&pg).await?;
         trackhrs_projections::drop_version(&mut client, &store, name, old.version).await?;
         let mut out = std::io::stdout().lock();

@@ -9,7 +9,6 @@ use trackhrs_commands::CommandHandler;
 use trackhrs_gateway::GatewayConfig;
 use trackhrs_nats::EventStore;
 use trackhrs_projections::activity::{self, Activity};
-use trackhrs_projections::classifier::CLASSIFIER_VERSION;
 use trackhrs_projections::directory::Directory;
 use trackhrs_projections::{RunOutcome, Runner, RunnerConfig, VersionInfo, VersionState};
 
@@ -136,10 +135,17 @@ pub fn activity_config(promote_when_caught_up: bool) -> RunnerConfig {
     }
 }
 
+/// Time a replaced version keeps its tables after the switch, for queries
+/// that started on it.
+pub const DROP_GRACE: Duration = Duration::from_secs(5);
+
 /// Runs the live version of the activity projection (version 1 on a new
-/// database). When the live version was built by another classifier
-/// version, the next version is built beside it and takes over when it has
-/// caught up.
+/// database). When the live version was built by older code (schema or
+/// classifier version), the next version is built beside it, or a building
+/// one of this code resumed, and takes over when it has caught up; the old
+/// version keeps serving (and applying new events) until then and is dropped
+/// after the switch. A live version built by newer code (a rolling deploy)
+/// is served as it is.
 async fn run_activity(
     store: EventStore,
     pg: tokio_postgres::Config,
@@ -153,21 +159,33 @@ async fn run_activity(
         if let Some(live) = &live
             && rebuild.is_none()
         {
-            let built_with = activity::classifier_version(&client, &live.schema).await?;
-            if built_with != CLASSIFIER_VERSION {
+            let built = activity::built_with(&client, &live.schema).await?;
+            if built < activity::code_version() {
+                let target = match building_of_this_code(&client, &store).await? {
+                    Some(v) => v,
+                    None => highest + 1,
+                };
                 tracing::info!(
-                    built_with,
-                    now = CLASSIFIER_VERSION,
-                    next = highest + 1,
-                    "classifier changed: rebuilding the activity read model beside the live one"
+                    ?built,
+                    now = ?activity::code_version(),
+                    target,
+                    "the activity read model was built by older code: building the next version beside it"
                 );
                 let runner = Runner::new(
-                    Activity::new(highest + 1),
+                    Activity::new(target),
                     store.clone(),
                     pg.clone(),
                     activity_config(true),
                 );
-                rebuild = Some(tokio::spawn(runner.run(shutdown.clone().wait())));
+                rebuild = Some((
+                    tokio::spawn(runner.run(shutdown.clone().wait())),
+                    live.version,
+                ));
+            } else if built > activity::code_version() {
+                tracing::warn!(
+                    ?built,
+                    "the live activity read model was built by newer code; serving it as it is"
+                );
             }
         }
         drop(client);
@@ -179,19 +197,44 @@ async fn run_activity(
         );
         match runner.run(shutdown.clone().wait()).await? {
             RunOutcome::Shutdown => break,
-            // The rebuilt version went live: it is already running here.
-            RunOutcome::Retired | RunOutcome::Dropped if rebuild.is_some() => break,
             RunOutcome::Retired | RunOutcome::Dropped => {
-                tracing::info!(
-                    "activity projection version {version} retired; following the live one"
-                );
+                tracing::info!(version, "activity version retired; following the live one");
+                if let Some((task, old)) = rebuild.take() {
+                    // The rebuilt version went live and keeps running in
+                    // `task`; the old one goes after the grace period.
+                    tokio::time::sleep(DROP_GRACE).await;
+                    let mut client = pg_connect(&pg).await?;
+                    trackhrs_projections::drop_version(&mut client, &store, activity::NAME, old)
+                        .await?;
+                    tracing::info!(old, "dropped the replaced activity version");
+                    task.await??;
+                    return Ok(());
+                }
             }
         }
     }
-    if let Some(rebuild) = rebuild {
-        rebuild.await??;
+    if let Some((task, _)) = rebuild {
+        task.await??;
     }
     Ok(())
+}
+
+/// A version being built by this code (left by a restart during a rebuild),
+/// to resume rather than start another.
+async fn building_of_this_code(
+    pg: &tokio_postgres::Client,
+    store: &EventStore,
+) -> anyhow::Result<Option<u32>> {
+    for status in trackhrs_projections::status(pg, store).await? {
+        let info = status.info;
+        if info.name == activity::NAME
+            && info.state == VersionState::Building
+            && activity::built_with(pg, &info.schema).await? == activity::code_version()
+        {
+            return Ok(Some(info.version));
+        }
+    }
+    Ok(None)
 }
 
 /// Opens the gateway's state (credential schema, signing keys).

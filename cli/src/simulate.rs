@@ -216,24 +216,37 @@ async fn simulate(
         }
         if !spans.is_empty() {
             seq += 1;
-            let mut request = tonic::Request::new(UploadBatchRequest {
+            let batch = UploadBatchRequest {
                 batch_id: format!("{}-{seq}", agent.device),
                 device_batch_seq: seq,
                 spans,
-            });
-            request
-                .metadata_mut()
-                .insert("authorization", bearer.clone());
-            let ack = client
-                .upload_batch(request)
-                .await
-                .with_context(|| format!("upload of {}'s batch {seq}", agent.who))?;
-            tracing::debug!(
-                who = agent.who,
-                seq,
-                position = ack.into_inner().stream_sequence,
-                "uploaded"
-            );
+            };
+            // Like a real agent: the same batch again until it is
+            // acknowledged (the gateway recognises a repeat).
+            loop {
+                let mut request = tonic::Request::new(batch.clone());
+                request
+                    .metadata_mut()
+                    .insert("authorization", bearer.clone());
+                match client.upload_batch(request).await {
+                    Ok(ack) => {
+                        tracing::debug!(
+                            who = agent.who,
+                            seq,
+                            position = ack.into_inner().stream_sequence,
+                            "uploaded"
+                        );
+                        break;
+                    }
+                    Err(status) => {
+                        tracing::warn!(who = agent.who, seq, %status, "upload failed; retrying");
+                        tokio::select! {
+                            _ = &mut stop => return Ok(()),
+                            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        }
+                    }
+                }
+            }
             if cursor < now - 1000 {
                 continue;
             }

@@ -169,6 +169,46 @@ async fn status_rebuild_and_dead_letters_from_the_command_line() {
         5 * 600_000,
         "the rebuilt read model holds all five batches"
     );
+
+    // A worker started by newer code (here: v2 marked as built by classifier
+    // 0) builds the next version beside the live one, switches, and drops
+    // the old one by itself.
     worker.kill().unwrap();
     worker.wait().unwrap();
+    pg.batch_execute("UPDATE proj_activity_v2.meta SET classifier_version = 0")
+        .await
+        .unwrap();
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_trackhrs"))
+        .args(["projections", "run"])
+        .env("TRACKHRS_NATS_URL", &url)
+        .env("TRACKHRS_DATABASE_URL", &conn)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let upgraded = wait_until(Duration::from_secs(60), || async {
+        let rows = pg
+            .query(
+                "SELECT version, state FROM trackhrs_catalog.projection_versions \
+                 WHERE name = 'activity' ORDER BY version",
+                &[],
+            )
+            .await
+            .ok()?;
+        let versions: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        (versions == vec![(3, "live".to_owned())]).then_some(())
+    })
+    .await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert!(
+        upgraded.is_some(),
+        "the classifier upgrade did not rebuild and switch by itself"
+    );
+    let ms: i64 = pg
+        .query_one("SELECT sum(ms)::int8 FROM proj_activity_v3.daily", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ms, 5 * 600_000);
 }

@@ -170,25 +170,34 @@ impl Core {
                 )));
             }
         }
-        let client = self.pool.get().await.map_err(|e| status::query(&e))?;
-        let wait = if min_position == 0 {
-            Duration::ZERO
-        } else {
-            self.read_wait
-        };
-        let position = match wait_for_position(&client, name, min_position, wait)
-            .await
-            .map_err(|e| status::query(&e))?
-        {
-            Waited::Reached(p) => p,
-            Waited::TimedOut(seen) if min_position == 0 => seen.unwrap_or(0),
-            Waited::TimedOut(seen) => {
-                return Err(Status::deadline_exceeded(format!(
-                    "the {name} read model is at position {} and has not reached {min_position} yet; try again",
-                    seen.unwrap_or(0)
-                )));
+        // Wait without holding a pooled connection: each look at the
+        // catalog borrows one briefly, so waiting readers cannot starve
+        // log-ins and uploads of connections.
+        let deadline = tokio::time::Instant::now() + self.read_wait;
+        let mut pause = Duration::from_millis(5);
+        let position = loop {
+            let seen = {
+                let client = self.pool.get().await.map_err(|e| status::query(&e))?;
+                wait_for_position(&client, name, min_position, Duration::ZERO)
+                    .await
+                    .map_err(|e| status::query(&e))?
+            };
+            match seen {
+                Waited::Reached(p) => break p,
+                Waited::TimedOut(seen) if min_position == 0 => break seen.unwrap_or(0),
+                Waited::TimedOut(seen) if tokio::time::Instant::now() >= deadline => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "the {name} read model is at position {} and has not reached {min_position} yet; try again",
+                        seen.unwrap_or(0)
+                    )));
+                }
+                Waited::TimedOut(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
             }
         };
+        let client = self.pool.get().await.map_err(|e| status::query(&e))?;
         let schema = live_schema(&client, name)
             .await
             .map_err(|e| status::query(&e))?

@@ -34,9 +34,16 @@ pub struct DashboardKey {
 }
 
 /// Dashboards by query, with the position each reflects.
+///
+/// A dashboard read before an invalidation may finish after it; so each
+/// org's last invalidated position is kept, and a dashboard older than it is
+/// neither stored nor served. A promotion bumps a generation, which does the
+/// same for every org.
 #[derive(Clone)]
 pub struct DashboardCache {
     cache: moka::sync::Cache<DashboardKey, Arc<pb::Dashboard>>,
+    invalidated: moka::sync::Cache<String, u64>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Default for DashboardCache {
@@ -47,13 +54,18 @@ impl Default for DashboardCache {
                 .time_to_live(std::time::Duration::from_secs(600))
                 .support_invalidation_closures()
                 .build(),
+            invalidated: moka::sync::Cache::new(100_000),
+            generation: Arc::default(),
         }
     }
 }
 
 impl DashboardCache {
-    /// Evicts every dashboard of `org`.
-    pub fn evict_org(&self, org: &str) {
+    /// Evicts every dashboard of `org` older than `position`.
+    pub fn evict_org(&self, org: &str, position: u64) {
+        self.invalidated
+            .entry(org.to_owned())
+            .and_upsert_with(|seen| seen.map_or(position, |e| (*e.value()).max(position)));
         let org = org.to_owned();
         if let Err(e) = self.cache.invalidate_entries_if(move |k, _| k.org == org) {
             tracing::warn!(error = %e, "dashboard cache eviction failed; clearing it");
@@ -63,7 +75,31 @@ impl DashboardCache {
 
     /// Evicts everything (a new projection version went live).
     pub fn clear(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.cache.invalidate_all();
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn fresh_enough(&self, org: &str, position: u64) -> bool {
+        self.invalidated.get(org).is_none_or(|p| position >= p)
+    }
+
+    fn get(&self, key: &DashboardKey, min_position: u64) -> Option<Arc<pb::Dashboard>> {
+        self.cache
+            .get(key)
+            .filter(|d| d.position >= min_position && self.fresh_enough(&key.org, d.position))
+    }
+
+    /// Stores a dashboard read during `generation`, unless it is already
+    /// older than an invalidation.
+    fn put(&self, key: DashboardKey, dashboard: &pb::Dashboard, generation: u64) {
+        if generation == self.generation() && self.fresh_enough(&key.org, dashboard.position) {
+            self.cache.insert(key, Arc::new(dashboard.clone()));
+        }
     }
 
     /// Dashboards cached right now (for tests and metrics).
@@ -101,7 +137,11 @@ pub async fn follow_invalidations(client: async_nats::Client, cache: DashboardCa
         if msg.subject.as_str() == promotion {
             cache.clear();
         } else if let Some(org) = msg.subject.as_str().rsplit('.').next() {
-            cache.evict_org(org);
+            let position = std::str::from_utf8(&msg.payload)
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+                .unwrap_or(u64::MAX);
+            cache.evict_org(org, position);
         }
     }
 }
@@ -196,7 +236,84 @@ fn member_days(cells: &[DashboardCell]) -> Vec<pb::MemberDay> {
         .collect()
 }
 
+/// Why a dashboard read failed.
+enum ReadError {
+    /// The schema was dropped under the read (a rebuild switched).
+    SchemaGone,
+    /// Anything else, as a status.
+    Status(Status),
+}
+
+impl From<Status> for ReadError {
+    fn from(status: Status) -> Self {
+        Self::Status(status)
+    }
+}
+
+fn read_error(e: tokio_postgres::Error) -> ReadError {
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        Some(c) if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::INVALID_SCHEMA_NAME => {
+            ReadError::SchemaGone
+        }
+        _ => ReadError::Status(status::query(&e)),
+    }
+}
+
 impl ActivityService {
+    /// Reads one dashboard in one read-only repeatable-read transaction, so
+    /// its parts agree with each other (a rules change committed between two
+    /// of them cannot show up in only one) and a rebuild's drop waits for it.
+    async fn read_dashboard(
+        &self,
+        org: &trackhrs_domain::Token,
+        from: NaiveDate,
+        to: NaiveDate,
+        people: Option<&[String]>,
+        min_position: u64,
+    ) -> Result<pb::Dashboard, ReadError> {
+        let (mut client, schema, position) =
+            self.core.read_model(activity::NAME, min_position).await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(read_error)?;
+        let t: &tokio_postgres::Transaction<'_> = &tx;
+        let (timezone, rules_version) = activity::org_info(t, &schema, org.as_str())
+            .await
+            .map_err(read_error)?;
+        let classifier_version = activity::classifier_version(t, &schema)
+            .await
+            .map_err(read_error)?;
+        let cells = activity::dashboard(t, &schema, org.as_str(), from, to, people, rules_version)
+            .await
+            .map_err(read_error)?;
+        let titles = activity::top_titles(t, &schema, org.as_str(), from, to, people, TOP_TITLES)
+            .await
+            .map_err(read_error)?;
+        tx.commit().await.map_err(read_error)?;
+        Ok(pb::Dashboard {
+            org_id: org.to_string(),
+            timezone,
+            rules_version,
+            classifier_version,
+            position,
+            days: member_days(&cells),
+            top_titles: titles
+                .into_iter()
+                .map(|t| pb::TopTitle {
+                    person_id: t.person_id,
+                    app: t.app,
+                    title: t.title,
+                    ms: t.ms,
+                })
+                .collect(),
+        })
+    }
+
     /// Whom the caller may see: everyone for owners, admins, managers and
     /// auditors; employees themselves only.
     fn people(
@@ -256,62 +373,29 @@ impl Activity for ActivityService {
             to,
             people: people.clone(),
         };
-        if let Some(hit) = self.core.dashboards.cache.get(&key)
-            && hit.position >= r.min_position
-        {
+        if let Some(hit) = self.core.dashboards.get(&key, r.min_position) {
             return Ok(Response::new((*hit).clone()));
         }
-        let (client, schema, position) =
-            self.core.read_model(activity::NAME, r.min_position).await?;
-        let (timezone, rules_version) = activity::org_info(&client, &schema, org.as_str())
-            .await
-            .map_err(|e| status::query(&e))?;
-        let classifier_version = activity::classifier_version(&client, &schema)
-            .await
-            .map_err(|e| status::query(&e))?;
-        let cells = activity::dashboard(
-            &client,
-            &schema,
-            org.as_str(),
-            from,
-            to,
-            people.as_deref(),
-            rules_version,
-        )
-        .await
-        .map_err(|e| status::query(&e))?;
-        let titles = activity::top_titles(
-            &client,
-            &schema,
-            org.as_str(),
-            from,
-            to,
-            people.as_deref(),
-            TOP_TITLES,
-        )
-        .await
-        .map_err(|e| status::query(&e))?;
-        let dashboard = pb::Dashboard {
-            org_id: org.to_string(),
-            timezone,
-            rules_version,
-            classifier_version,
-            position,
-            days: member_days(&cells),
-            top_titles: titles
-                .into_iter()
-                .map(|t| pb::TopTitle {
-                    person_id: t.person_id,
-                    app: t.app,
-                    title: t.title,
-                    ms: t.ms,
-                })
-                .collect(),
+        let generation = self.core.dashboards.generation();
+        // A rebuild's switch may drop the schema just looked up: look again once.
+        let mut attempt = 0;
+        let dashboard = loop {
+            attempt += 1;
+            match self
+                .read_dashboard(&org, from, to, people.as_deref(), r.min_position)
+                .await
+            {
+                Err(ReadError::SchemaGone) if attempt == 1 => continue,
+                Err(ReadError::SchemaGone) => {
+                    return Err(Status::unavailable(
+                        "the activity read model is switching versions; try again",
+                    ));
+                }
+                Err(ReadError::Status(status)) => return Err(status),
+                Ok(dashboard) => break dashboard,
+            }
         };
-        self.core
-            .dashboards
-            .cache
-            .insert(key, Arc::new(dashboard.clone()));
+        self.core.dashboards.put(key, &dashboard, generation);
         Ok(Response::new(dashboard))
     }
 
@@ -372,7 +456,8 @@ impl Activity for ActivityService {
             .await?;
         drop(dir);
         let (client, schema, _) = self.core.read_model(activity::NAME, r.min_position).await?;
-        let (rules_version, rules) = activity::org_rules(&client, &schema, org.as_str())
+        let pg: &tokio_postgres::Client = &client;
+        let (rules_version, rules) = activity::org_rules(pg, &schema, org.as_str())
             .await
             .map_err(|e| status::query(&e))?;
         let in_force = if rules.is_empty() {

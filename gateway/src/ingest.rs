@@ -23,6 +23,10 @@ use crate::{caller, status, validate};
 pub struct IngestConfig {
     /// Most spans in one batch; more is RESOURCE_EXHAUSTED.
     pub max_spans: usize,
+    /// Most bytes of one encoded batch (a commit must stay under NATS's
+    /// 1 MiB message limit once encoded and sealed); more is
+    /// RESOURCE_EXHAUSTED.
+    pub max_batch_bytes: usize,
     /// How far in the future a span may end.
     pub max_skew: Duration,
     /// How far in the past a span may start.
@@ -33,6 +37,7 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             max_spans: 1000,
+            max_batch_bytes: 256 * 1024,
             max_skew: Duration::from_secs(120),
             horizon: Duration::from_secs(30 * 24 * 3600),
         }
@@ -58,19 +63,23 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// The device's standing and the privacy policy, from the org aggregate.
-fn standing(org: &Organization, device: &Token) -> (DeviceStatus, Privacy) {
+/// The device's standing, its member and the privacy policy, from the org
+/// aggregate.
+fn standing(org: &Organization, device: &Token) -> (DeviceStatus, Option<Token>, Privacy) {
     let privacy = Privacy {
         titles: org.settings.capture_titles,
         urls: org.settings.capture_urls,
     };
-    let status = match org.devices.get(device) {
-        None => DeviceStatus::Unknown,
-        Some(d) if d.revoked => DeviceStatus::Revoked,
-        Some(d) if !org.members.get(&d.member).is_some_and(|m| m.active) => DeviceStatus::Revoked,
-        Some(_) => DeviceStatus::Active,
+    let Some(d) = org.devices.get(device) else {
+        return (DeviceStatus::Unknown, None, privacy);
     };
-    (status, privacy)
+    let active = !d.revoked && org.members.get(&d.member).is_some_and(|m| m.active);
+    let status = if active {
+        DeviceStatus::Active
+    } else {
+        DeviceStatus::Revoked
+    };
+    (status, Some(d.member.clone()), privacy)
 }
 
 #[tonic::async_trait]
@@ -81,8 +90,15 @@ impl AgentIngest for IngestService {
     ) -> Result<Response<pb::UploadBatchResponse>, Status> {
         let identity = caller::device(&self.core.auth, &request).await?;
         let r = request.into_inner();
-        let request_digest = crate::core::digest_hex(&prost::Message::encode_to_vec(&r));
+        let encoded = prost::Message::encode_to_vec(&r);
         let config = &self.core.ingest;
+        if encoded.len() > config.max_batch_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "spans: a batch is at most {} bytes; split it",
+                config.max_batch_bytes
+            )));
+        }
+        let request_digest = crate::core::digest_hex(&encoded);
         if r.spans.len() > config.max_spans {
             return Err(Status::resource_exhausted(format!(
                 "spans: a batch holds at most {} spans; split it",
@@ -99,17 +115,23 @@ impl AgentIngest for IngestService {
             .map_err(|_| Status::unauthenticated("invalid credentials"))?;
         let device = Token::new(&identity.device_id)
             .map_err(|_| Status::unauthenticated("invalid credentials"))?;
-        let member = Token::new(&identity.person_id)
-            .map_err(|_| Status::unauthenticated("invalid credentials"))?;
         let org_id = crate::core::org_aggregate();
         let store = self.core.commands.store();
-        // The cached org state is enough: the device token was just checked
-        // against the shared credential store, which a revocation updates.
-        let org_state = store
+        // This replica's cached org state is evicted whenever any replica
+        // commits to the org (`follow_org_commits`); a standing other than
+        // active is checked again on fresh state before it is believed.
+        let mut org_state = store
             .load::<Organization>(&org, &org_id)
             .await
             .map_err(|e| status::store(&e))?;
-        let (device_status, privacy) = standing(&org_state.state, &device);
+        if standing(&org_state.state, &device).0 != DeviceStatus::Active {
+            org_state = store
+                .load_fresh::<Organization>(&org, &org_id)
+                .await
+                .map_err(|e| status::store(&e))?;
+        }
+        let (device_status, member, privacy) = standing(&org_state.state, &device);
+        let member = member.unwrap_or_else(|| device.clone());
         let spans = r
             .spans
             .into_iter()

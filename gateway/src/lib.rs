@@ -36,6 +36,9 @@ use trackhrs_schemas::org::v1::organizations_server::OrganizationsServer;
 pub use auth::{Auth, AuthConfig, AuthError};
 pub use core::Core;
 
+/// Largest gRPC message the gateway decodes.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Name under which the health service reports the event store's reachability.
 pub const EVENT_STORE_HEALTH: &str = "trackhrs.events";
 
@@ -110,6 +113,7 @@ pub async fn open(
 ) -> Result<Arc<Core>, GatewayError> {
     let auth = Auth::open(pool.clone(), config.auth).await?;
     let dashboards = dashboard::DashboardCache::default();
+    tokio::spawn(follow_org_commits(commands.store().clone()));
     tokio::spawn(dashboard::follow_invalidations(
         commands.store().client().clone(),
         dashboards.clone(),
@@ -122,6 +126,27 @@ pub async fn open(
         ingest: config.ingest,
         dashboards,
     }))
+}
+
+/// Evicts this replica's cached state of an organization whenever any
+/// replica commits to it (a core NATS subscription sees every JetStream
+/// publish), so ingest decides on the org's current devices and privacy
+/// policy. Runs until the connection closes.
+async fn follow_org_commits(store: trackhrs_nats::EventStore) {
+    use futures::StreamExt as _;
+    let subject = format!(
+        "{}.*.{}.*",
+        trackhrs_nats::config::EVENT_SUBJECT_PREFIX,
+        <trackhrs_domain::organization::Organization as trackhrs_domain::Aggregate>::TYPE
+    );
+    match store.client().subscribe(subject.clone()).await {
+        Ok(mut commits) => {
+            while let Some(msg) = commits.next().await {
+                store.forget(msg.subject.as_str());
+            }
+        }
+        Err(e) => tracing::error!(subject, error = %e, "cannot follow organization commits"),
+    }
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes.
@@ -168,9 +193,12 @@ pub async fn serve(
         .add_service(AgentSessionServer::new(agent::AgentSessionService::new(
             core.clone(),
         )))
-        .add_service(AgentIngestServer::new(ingest::IngestService::new(
-            core.clone(),
-        )))
+        .add_service(
+            // Larger than any batch the ingest limits accept, so an oversized
+            // batch gets RESOURCE_EXHAUSTED from the ingest checks.
+            AgentIngestServer::new(ingest::IngestService::new(core.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .add_service(ActivityServer::new(dashboard::ActivityService::new(core)))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await;

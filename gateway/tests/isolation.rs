@@ -1,11 +1,15 @@
-//! Org isolation: every gRPC method, called as each role of org B and without
-//! a token, against org A's ids, is refused, and nothing is written.
+//! Org isolation: every gRPC method that names an org, called as each role
+//! of org B and without a token, against org A's ids, is refused, and
+//! nothing is written. (The agent methods take no org: a device token
+//! stands for one device of one org, so there is nothing to aim elsewhere.)
 
 mod common;
 
 use common::*;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+use trackhrs_schemas::activity::v1 as apb;
+use trackhrs_schemas::activity::v1::activity_client::ActivityClient;
 use trackhrs_schemas::org::v1 as pb;
 use trackhrs_schemas::org::v1::organizations_client::OrganizationsClient;
 
@@ -31,7 +35,8 @@ async fn call_every_method(
     t: &Target,
     tag: &str,
 ) -> Vec<(&'static str, Result<(), Status>)> {
-    let mut c = OrganizationsClient::new(channel);
+    let mut c = OrganizationsClient::new(channel.clone());
+    let mut a = ActivityClient::new(channel);
     let cmd = |name: &str| format!("{tag}-{name}");
     let settings = pb::Settings {
         timezone: "UTC".into(),
@@ -183,6 +188,47 @@ async fn call_every_method(
             .map(drop),
         ),
         (
+            "GetDashboard",
+            a.get_dashboard(req(
+                token,
+                apb::GetDashboardRequest {
+                    org_id: t.org.clone(),
+                    from: "2026-01-01".into(),
+                    to: "2026-01-31".into(),
+                    person_ids: vec![t.person.clone()],
+                    min_position: 0,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "SetCategoryRules",
+            a.set_category_rules(req(
+                token,
+                apb::SetCategoryRulesRequest {
+                    command_id: cmd("rules"),
+                    org_id: t.org.clone(),
+                    rules: vec![],
+                    activitywatch_json: String::new(),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "GetCategoryRules",
+            a.get_category_rules(req(
+                token,
+                apb::GetCategoryRulesRequest {
+                    org_id: t.org.clone(),
+                    min_position: 0,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
             "RevokeDevice",
             c.revoke_device(req(
                 token,
@@ -233,7 +279,7 @@ async fn no_role_of_another_org_reaches_org_a() {
         let against_a = call_every_method(p.gw().channel.clone(), token, &a_ids, role).await;
         let against_missing =
             call_every_method(p.gw().channel.clone(), token, &missing_org, role).await;
-        assert_eq!(against_a.len(), 12, "every method is called");
+        assert_eq!(against_a.len(), 15, "every method is called");
         for ((method, outcome), (_, missing)) in against_a.into_iter().zip(against_missing) {
             let status = outcome.expect_err(&format!("{role} of org B called {method} on org A"));
             let expected = if token.is_some() {
@@ -257,7 +303,7 @@ async fn no_role_of_another_org_reaches_org_a() {
             refused += 1;
         }
     }
-    assert_eq!(refused, 6 * 12);
+    assert_eq!(refused, 6 * 15);
     assert_eq!(
         (p.last_sequence().await, p.credential_rows().await),
         before,

@@ -436,7 +436,14 @@ async fn a_revocation_in_the_log_revokes_the_token_even_without_the_gateway() {
                 actor: Token::new(&owner.person_id).unwrap(),
                 device: Token::new(&device.device_id).unwrap(),
             },
-            &CommitMeta::new("revoke-behind-the-gateway", "test", now_secs() * 1_000_000),
+            &CommitMeta::new(
+                "revoke-behind-the-gateway",
+                "test",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_micros() as i64,
+            ),
         )
         .await
         .unwrap();

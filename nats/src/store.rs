@@ -277,6 +277,13 @@ impl EventStore {
         format!("{EVENT_SUBJECT_PREFIX}.{org}.{}.{id}", A::TYPE)
     }
 
+    /// Drops this process's cached state of the aggregate on `subject`, so
+    /// the next load reads it from the log (for processes that follow other
+    /// writers' commits, e.g. a gateway replica).
+    pub fn forget(&self, subject: &str) {
+        self.inner.states.invalidate(subject);
+    }
+
     /// The stream sequence of the newest message in the event log.
     pub async fn last_sequence(&self) -> Result<u64, StoreError> {
         let mut stream = self
@@ -635,7 +642,7 @@ impl EventStore {
                 for msg in after {
                     let commit = decode_commit(&subject, msg.sequence, &msg.payload)?;
                     if commit.command_id == meta.command_id {
-                        return Ok(appended_from(&commit, msg.sequence));
+                        return appended_from(&commit, msg.sequence).for_retry_of(meta);
                     }
                 }
                 Err(StoreError::Conflict {

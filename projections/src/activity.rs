@@ -18,7 +18,7 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{GenericClient, Transaction};
 use trackhrs_nats::DecodedCommit;
 
 use crate::classifier::{CLASSIFIER_VERSION, CategoryRule, Rules};
@@ -27,6 +27,11 @@ use crate::projection::Projection;
 
 /// Its name in the catalog.
 pub const NAME: &str = "activity";
+
+/// Version of this projection's tables and of what its rows mean. Bump it
+/// with any change to either: `projections run` then builds a new version
+/// beside the live one (as for a new classifier version).
+pub const SCHEMA_VERSION: u32 = 1;
 
 /// The activity projection. Its catalog version is chosen when it is
 /// started (a rebuild registers the next one); the classifier version it
@@ -76,6 +81,9 @@ struct OrgState {
     changed: bool,
     /// Set when the rules changed in this batch: classify every activity.
     reclassify: bool,
+    /// Stream position of the last organization commit applied: an older
+    /// one (a dead letter replayed late) must not set the state back.
+    position: u64,
 }
 
 /// Distinct activities by (org, activity id): app, title, URL.
@@ -113,9 +121,16 @@ pub fn split_by_day(start_ms: i64, end_ms: i64, tz: Tz) -> Vec<(NaiveDate, i64)>
         let day = local.date_naive();
         let next_day = day.succ_opt().unwrap_or(day);
         // The first instant of the next local day (earliest, across DST gaps).
+        let midnight = next_day.and_hms_opt(0, 0, 0).unwrap_or_default();
+        // Where a DST change skips midnight, the day starts at the first
+        // local time that exists (an hour later).
         let next_ms = tz
-            .from_local_datetime(&next_day.and_hms_opt(0, 0, 0).unwrap_or_default())
+            .from_local_datetime(&midnight)
             .earliest()
+            .or_else(|| {
+                tz.from_local_datetime(&(midnight + chrono::Duration::hours(1)))
+                    .earliest()
+            })
             .map_or(end_ms, |d| d.timestamp_millis());
         let piece_end = next_ms.clamp(cursor + 1, end_ms);
         out.push((day, piece_end - cursor));
@@ -154,14 +169,16 @@ impl Projection for Activity {
     ) -> Result<(), tokio_postgres::Error> {
         tx.batch_execute(&format!(
             "CREATE TABLE {schema}.meta (
+                 schema_version     integer NOT NULL,
                  classifier_version integer NOT NULL
              );
-             INSERT INTO {schema}.meta VALUES ({CLASSIFIER_VERSION});
+             INSERT INTO {schema}.meta VALUES ({SCHEMA_VERSION}, {CLASSIFIER_VERSION});
              CREATE TABLE {schema}.org_state (
                  org_id        text PRIMARY KEY,
                  timezone      text NOT NULL,
                  rules_version integer NOT NULL,
-                 rules         jsonb NOT NULL
+                 rules         jsonb NOT NULL,
+                 position      bigint NOT NULL DEFAULT 0
              );
              CREATE TABLE {schema}.activities (
                  org_id      text NOT NULL,
@@ -235,7 +252,7 @@ async fn load_org_states(
     let rows = tx
         .query(
             &format!(
-                "SELECT org_id, timezone, rules_version, rules FROM {schema}.org_state \
+                "SELECT org_id, timezone, rules_version, rules, position FROM {schema}.org_state \
                  WHERE org_id = ANY($1)"
             ),
             &[&ids],
@@ -252,6 +269,7 @@ async fn load_org_states(
                 rules: serde_json::from_value(rules).unwrap_or_default(),
                 changed: false,
                 reclassify: false,
+                position: row.get::<_, i64>(4) as u64,
             },
         );
     }
@@ -270,6 +288,11 @@ fn apply_org_commit(
     states: &mut HashMap<String, OrgState>,
 ) -> Result<(), ApplyError> {
     let state = states.entry(commit.org_id.clone()).or_default();
+    if commit.stream_sequence <= state.position {
+        return Ok(());
+    }
+    state.position = commit.stream_sequence;
+    state.changed = true;
     for event in &commit.events {
         match event.event_type.as_str() {
             "SettingsChanged" => {
@@ -375,14 +398,16 @@ async fn save_org_states(
         .iter()
         .map(|(_, s)| serde_json::to_value(&s.rules).unwrap_or(Value::Null))
         .collect();
+    let positions: Vec<i64> = changed.iter().map(|(_, s)| s.position as i64).collect();
     tx.execute(
         &format!(
-            "INSERT INTO {schema}.org_state (org_id, timezone, rules_version, rules) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::jsonb[]) \
+            "INSERT INTO {schema}.org_state (org_id, timezone, rules_version, rules, position) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::jsonb[], $5::int8[]) \
              ON CONFLICT (org_id) DO UPDATE SET timezone = EXCLUDED.timezone, \
-             rules_version = EXCLUDED.rules_version, rules = EXCLUDED.rules"
+             rules_version = EXCLUDED.rules_version, rules = EXCLUDED.rules, \
+             position = EXCLUDED.position"
         ),
-        &[&ids, &tzs, &versions, &rules],
+        &[&ids, &tzs, &versions, &rules, &positions],
     )
     .await?;
     Ok(())
@@ -583,7 +608,7 @@ pub struct TopTitle {
 
 /// The org's time zone and rules version as the projection knows them.
 pub async fn org_info(
-    pg: &Client,
+    pg: &impl GenericClient,
     schema: &str,
     org: &str,
 ) -> Result<(String, u32), tokio_postgres::Error> {
@@ -600,7 +625,7 @@ pub async fn org_info(
 
 /// The org's rules version and rules (empty: the default rules).
 pub async fn org_rules(
-    pg: &Client,
+    pg: &impl GenericClient,
     schema: &str,
     org: &str,
 ) -> Result<(u32, Vec<CategoryRule>), tokio_postgres::Error> {
@@ -620,20 +645,37 @@ pub async fn org_rules(
 }
 
 /// The classifier version the projection's schema was built with.
-pub async fn classifier_version(pg: &Client, schema: &str) -> Result<u32, tokio_postgres::Error> {
+pub async fn classifier_version(
+    pg: &impl GenericClient,
+    schema: &str,
+) -> Result<u32, tokio_postgres::Error> {
+    Ok(built_with(pg, schema).await?.1)
+}
+
+/// (schema version, classifier version) a version's schema was built with;
+/// compare with [`code_version`].
+pub async fn built_with(
+    pg: &impl GenericClient,
+    schema: &str,
+) -> Result<(u32, u32), tokio_postgres::Error> {
     let row = pg
         .query_one(
-            &format!("SELECT classifier_version FROM {schema}.meta"),
+            &format!("SELECT schema_version, classifier_version FROM {schema}.meta"),
             &[],
         )
         .await?;
-    Ok(row.get::<_, i32>(0) as u32)
+    Ok((row.get::<_, i32>(0) as u32, row.get::<_, i32>(1) as u32))
+}
+
+/// (schema version, classifier version) of this code.
+pub fn code_version() -> (u32, u32) {
+    (SCHEMA_VERSION, CLASSIFIER_VERSION)
 }
 
 /// Dashboard cells of an org from `from` to `to` (inclusive), optionally for
 /// some members only, classified under `rules_version`.
 pub async fn dashboard(
-    pg: &Client,
+    pg: &impl GenericClient,
     schema: &str,
     org: &str,
     from: NaiveDate,
@@ -673,7 +715,7 @@ pub async fn dashboard(
 
 /// Each member's `limit` most-used window titles in the range.
 pub async fn top_titles(
-    pg: &Client,
+    pg: &impl GenericClient,
     schema: &str,
     org: &str,
     from: NaiveDate,

@@ -193,8 +193,9 @@ async fn apply_event(
             revoke_credentials(
                 tx,
                 "UPDATE auth.refresh_tokens SET revoked_at = now() \
-                 WHERE org_id = $1 AND person_id = $2 AND revoked_at IS NULL",
-                org,
+                 WHERE org_id = $1 AND person_id = $2 AND revoked_at IS NULL \
+                 AND issued_at <= to_timestamp($3) + interval '1 minute'",
+                commit,
                 text(commit, payload, "member")?,
             )
             .await?;
@@ -254,8 +255,9 @@ async fn apply_event(
             revoke_credentials(
                 tx,
                 "UPDATE auth.device_tokens SET revoked_at = now() \
-                 WHERE org_id = $1 AND device_id = $2 AND revoked_at IS NULL",
-                org,
+                 WHERE org_id = $1 AND device_id = $2 AND revoked_at IS NULL \
+                 AND created_at <= to_timestamp($3) + interval '1 minute'",
+                commit,
                 text(commit, payload, "device")?,
             )
             .await?;
@@ -275,12 +277,17 @@ async fn apply_event(
 /// The reactor half of the directory: a revocation in the log revokes the
 /// credentials in the gateway's credential store (schema `auth`), so a
 /// gateway that died between storing the command and revoking the token
-/// leaves no token alive. Idempotent; skipped when the credential store does
-/// not exist in this database.
+/// leaves no token alive. Only credentials issued before the revocation was
+/// recorded (with a minute of slack for clock skew between the gateway and
+/// PostgreSQL: revoking a little too much beats too little) are touched, so
+/// a rebuild or a replay of an old revocation does not revoke what was
+/// issued after it (after a reactivation, say).
+/// Idempotent; skipped when the credential store does not exist in this
+/// database.
 async fn revoke_credentials(
     tx: &Transaction<'_>,
     sql: &str,
-    org: &str,
+    commit: &DecodedCommit,
     id: &str,
 ) -> Result<(), ApplyError> {
     let exists: bool = tx
@@ -288,7 +295,9 @@ async fn revoke_credentials(
         .await?
         .get(0);
     if exists {
-        tx.execute(sql, &[&org, &id]).await?;
+        let recorded_at = commit.recorded_at_micros as f64 / 1e6;
+        tx.execute(sql, &[&commit.org_id, &id, &recorded_at])
+            .await?;
     }
     Ok(())
 }

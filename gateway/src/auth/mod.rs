@@ -563,7 +563,7 @@ impl Auth {
     }
 
     /// Creates (or, for a retried enrollment, replaces) a device's token.
-    /// A revoked device gets no new token.
+    /// A revoked device, or a device of another person, gets no new token.
     pub async fn put_device_token(
         &self,
         org: &str,
@@ -577,7 +577,8 @@ impl Auth {
                 "INSERT INTO auth.device_tokens (org_id, device_id, person_id, token_hash) \
                  VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (org_id, device_id) DO UPDATE SET token_hash = EXCLUDED.token_hash \
-                 WHERE auth.device_tokens.revoked_at IS NULL",
+                 WHERE auth.device_tokens.revoked_at IS NULL \
+                 AND auth.device_tokens.person_id = EXCLUDED.person_id",
                 &[&org, &device, &person, &digest],
             )
             .await?;
