@@ -129,3 +129,48 @@ pub fn query(error: &dyn std::fmt::Display) -> Status {
         "the read model is unavailable; try again",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_failure_has_its_code() {
+        let conflict: CommandError<OrgError> = CommandError::Conflict {
+            subject: "evt.acme.organization.org".into(),
+            attempts: 10,
+        };
+        assert_eq!(org_command(conflict).code(), Code::Aborted);
+        assert_eq!(
+            org_command(CommandError::Denied(OrgError::LastOwner)).code(),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            org_command(CommandError::Denied(OrgError::NotAllowed)).code(),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            org_command(CommandError::Store(StoreError::Unacknowledged("x".into()))).code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            store(&StoreError::CommandIdReused {
+                command_id: "c".into()
+            })
+            .code(),
+            Code::AlreadyExists
+        );
+        assert_eq!(
+            activity_denied(&ActivityError::TooManySpans { max: 1 }).code(),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            auth(AuthError::Throttled {
+                retry_after_secs: 3
+            })
+            .code(),
+            Code::ResourceExhausted
+        );
+        assert_eq!(auth(AuthError::Expired).code(), Code::Unauthenticated);
+    }
+}

@@ -60,6 +60,47 @@ async fn health_follows_the_event_store() {
         .connect()
         .await
         .unwrap();
+    // Reflection lists the services, so grpcurl needs no .proto files.
+    let mut reflection =
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
+            channel.clone(),
+        );
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(
+        tonic_reflection::pb::v1::server_reflection_response::MessageResponse::ListServicesResponse(
+            list,
+        ),
+    ) = answer.message_response
+    else {
+        panic!("not a service list: {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in [
+        "trackhrs.org.v1.Identity",
+        "trackhrs.org.v1.Organizations",
+        "trackhrs.activity.v1.Activity",
+        "trackhrs.agent.v1.AgentIngest",
+        "trackhrs.agent.v1.AgentSession",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == service),
+            "{service} missing from {names:?}"
+        );
+    }
     let client = HealthClient::new(channel);
     assert!(reaches(&client, ServingStatus::Serving).await);
     up.store(false, Ordering::SeqCst);
