@@ -112,15 +112,20 @@ pub fn activity_id(app: &str, title: Option<&str>, url: Option<&str>) -> i64 {
 /// Splits `[start_ms, end_ms)` at local midnights of `tz`: (local day, ms).
 pub fn split_by_day(start_ms: i64, end_ms: i64, tz: Tz) -> Vec<(NaiveDate, i64)> {
     let mut out = Vec::new();
+    for_each_day(start_ms, end_ms, tz, |day, ms| out.push((day, ms)));
+    out
+}
+
+/// Calls `f` with each local day of `tz` that `[start_ms, end_ms)` touches
+/// and the milliseconds spent in it (no allocation: this runs per span).
+fn for_each_day(start_ms: i64, end_ms: i64, tz: Tz, mut f: impl FnMut(NaiveDate, i64)) {
     let mut cursor = start_ms;
     while cursor < end_ms {
         let Some(at) = DateTime::<Utc>::from_timestamp_millis(cursor) else {
             break;
         };
-        let local = at.with_timezone(&tz);
-        let day = local.date_naive();
+        let day = at.with_timezone(&tz).date_naive();
         let next_day = day.succ_opt().unwrap_or(day);
-        // The first instant of the next local day (earliest, across DST gaps).
         let midnight = next_day.and_hms_opt(0, 0, 0).unwrap_or_default();
         // Where a DST change skips midnight, the day starts at the first
         // local time that exists (an hour later).
@@ -133,10 +138,9 @@ pub fn split_by_day(start_ms: i64, end_ms: i64, tz: Tz) -> Vec<(NaiveDate, i64)>
             })
             .map_or(end_ms, |d| d.timestamp_millis());
         let piece_end = next_ms.clamp(cursor + 1, end_ms);
-        out.push((day, piece_end - cursor));
+        f(day, piece_end - cursor);
         cursor = piece_end;
     }
-    out
 }
 
 fn poison(commit: &DecodedCommit, reason: impl Into<String>) -> ApplyError {
@@ -323,13 +327,19 @@ fn apply_org_commit(
     Ok(())
 }
 
+/// Adds a device-activity commit's spans to the batch's facts and
+/// activities. Spans are summed per (day, activity, active) within the
+/// commit first, so the org and member strings are copied once per distinct
+/// fact, and each distinct (app, title, url) of the commit is hashed once.
 fn collect_spans(
     commit: &DecodedCommit,
     tz: Tz,
     facts: &mut BTreeMap<FactKey, i64>,
     activities: &mut Activities,
 ) -> Result<(), ApplyError> {
-    let mut member: Option<String> = None;
+    let mut member: Option<&str> = None;
+    let mut local: HashMap<(NaiveDate, i64, bool), i64> = HashMap::new();
+    let mut ids: HashMap<(&str, Option<&str>, Option<&str>), i64> = HashMap::new();
     for event in &commit.events {
         let p = &event.payload;
         match event.event_type.as_str() {
@@ -337,14 +347,13 @@ fn collect_spans(
                 member = Some(
                     p["member"]
                         .as_str()
-                        .ok_or_else(|| poison(commit, "member is not a string"))?
-                        .to_owned(),
+                        .ok_or_else(|| poison(commit, "member is not a string"))?,
                 );
             }
             "SpanRecorded" => {
-                let person = member
-                    .clone()
-                    .ok_or_else(|| poison(commit, "a span before its BatchAccepted"))?;
+                if member.is_none() {
+                    return Err(poison(commit, "a span before its BatchAccepted"));
+                }
                 let (Some(start), Some(end), Some(app), Some(active)) = (
                     p["start_ms"].as_i64(),
                     p["end_ms"].as_i64(),
@@ -356,17 +365,14 @@ fn collect_spans(
                         "a span lacks start_ms, end_ms, app or active",
                     ));
                 };
-                let title = p["title"]["v"].as_str().map(str::to_owned);
-                let url = p["url"]["v"].as_str().map(str::to_owned);
-                let id = activity_id(app, title.as_deref(), url.as_deref());
-                activities
-                    .entry((commit.org_id.clone(), id))
-                    .or_insert_with(|| (app.to_owned(), title, url));
-                for (day, ms) in split_by_day(start, end, tz) {
-                    *facts
-                        .entry((commit.org_id.clone(), person.clone(), day, id, active))
-                        .or_default() += ms;
-                }
+                let title = p["title"]["v"].as_str();
+                let url = p["url"]["v"].as_str();
+                let id = *ids
+                    .entry((app, title, url))
+                    .or_insert_with(|| activity_id(app, title, url));
+                for_each_day(start, end, tz, |day, ms| {
+                    *local.entry((day, id, active)).or_default() += ms;
+                });
             }
             other => {
                 return Err(poison(
@@ -375,6 +381,25 @@ fn collect_spans(
                 ));
             }
         }
+    }
+    let Some(person) = member else {
+        return Ok(());
+    };
+    for ((app, title, url), id) in ids {
+        activities
+            .entry((commit.org_id.clone(), id))
+            .or_insert_with(|| {
+                (
+                    app.to_owned(),
+                    title.map(str::to_owned),
+                    url.map(str::to_owned),
+                )
+            });
+    }
+    for ((day, id, active), ms) in local {
+        *facts
+            .entry((commit.org_id.clone(), person.to_owned(), day, id, active))
+            .or_default() += ms;
     }
     Ok(())
 }
