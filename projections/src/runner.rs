@@ -682,28 +682,54 @@ async fn probe(
     (info.num_pending == 0 && info.delivered.consumer_sequence == last_delivery).then_some(last)
 }
 
-/// Decodes the deliveries to apply. An undecodable message is poison; a
-/// failure to reach the key store is an error (retried).
+/// Decodes the deliveries to apply, on as many tasks as there are cores
+/// (decoding and unsealing is most of a batch's CPU), keeping stream order.
+/// An undecodable message is poison; a failure to reach the key store is an
+/// error (retried).
 async fn prepare(store: &EventStore, deliveries: &[Delivery]) -> Result<Prepared, StoreError> {
+    let todo: Vec<(String, u64, Bytes)> = deliveries
+        .iter()
+        .filter(|d| !d.skip)
+        .map(|d| (d.msg.subject.to_string(), d.sequence, d.msg.payload.clone()))
+        .collect();
+    let tasks = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(todo.len().max(1));
+    let chunk = todo.len().div_ceil(tasks).max(1);
+    let mut handles = Vec::with_capacity(tasks);
+    for part in todo.chunks(chunk) {
+        let keys = store.keys().clone();
+        let part = part.to_vec();
+        handles.push(tokio::spawn(async move {
+            let mut out = Vec::with_capacity(part.len());
+            for (subject, sequence, payload) in part {
+                let decoded = decode_generic(&keys, &subject, sequence, &payload).await;
+                out.push((subject, sequence, payload, decoded));
+            }
+            out
+        }));
+    }
     let mut prepared = Prepared {
-        commits: Vec::with_capacity(deliveries.len()),
+        commits: Vec::with_capacity(todo.len()),
         poison: Vec::new(),
-        originals: HashMap::with_capacity(deliveries.len()),
+        originals: HashMap::with_capacity(todo.len()),
     };
-    for d in deliveries.iter().filter(|d| !d.skip) {
-        prepared.originals.insert(
-            d.sequence,
-            (d.msg.subject.to_string(), d.msg.payload.clone()),
-        );
-        match decode_generic(store.keys(), &d.msg.subject, d.sequence, &d.msg.payload).await {
-            Ok(commit) => prepared.commits.push(commit),
-            Err(StoreError::Decode { reason, .. }) => prepared.poison.push(Poisoned {
-                subject: d.msg.subject.to_string(),
-                stream_sequence: d.sequence,
-                reason: format!("cannot decode: {reason}"),
-                payload: d.msg.payload.clone(),
-            }),
-            Err(e) => return Err(e),
+    for handle in handles {
+        let decoded = handle
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("decoding task: {e}")))?;
+        for (subject, sequence, payload, result) in decoded {
+            match result {
+                Ok(commit) => prepared.commits.push(commit),
+                Err(StoreError::Decode { reason, .. }) => prepared.poison.push(Poisoned {
+                    subject: subject.clone(),
+                    stream_sequence: sequence,
+                    reason: format!("cannot decode: {reason}"),
+                    payload: payload.clone(),
+                }),
+                Err(e) => return Err(e),
+            }
+            prepared.originals.insert(sequence, (subject, payload));
         }
     }
     Ok(prepared)
