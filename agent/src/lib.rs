@@ -1,1 +1,18 @@
-//! placeholder
+//! The desktop agent's core, what every front end (headless `trackhrs
+//! agent`, the Tauri app, the ActivityWatch-compatible API) shares:
+//!
+//! - [`heartbeat`]: observations merged into spans with ActivityWatch's
+//!   heartbeat semantics (merge only identical data, only within the
+//!   pulsetime after the last end);
+//! - [`outbox`]: spans committed to a local SQLite file before anything is
+//!   uploaded, grouped into batches with a stable id and a per-device
+//!   sequence, removed only after the gateway acknowledged them;
+//! - [`sync`]: uploading the outbox's batches to the gateway's gRPC ingest
+//!   with exponential backoff and jitter.
+//!
+//! Architecture invariant: the agent talks to the platform only through the
+//! gRPC API of `trackhrs-schemas`; it depends on no server-side crate.
+
+pub mod heartbeat;
+pub mod outbox;
+pub mod sync;

@@ -317,9 +317,7 @@ async fn main() -> anyhow::Result<()> {
 /// Connects to NATS, provisions the streams and opens the event store.
 async fn open_store(nats: &NatsArgs) -> anyhow::Result<trackhrs_nats::EventStore> {
     let client = nats.connect().await?;
-    let config = nats.store_config();
-    trackhrs_nats::provision(&client, &config).await?;
-    Ok(trackhrs_nats::EventStore::open(client, config).await?)
+    Ok(trackhrs_nats::EventStore::provision_and_open(client, nats.store_config()).await?)
 }
 
 async fn projections_status(

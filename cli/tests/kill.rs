@@ -13,7 +13,7 @@ use trackhrs_domain::activity::{
     ActivityCommand, DeviceActivity, DeviceStatus, IngestLimits, Privacy, SpanInput,
 };
 use trackhrs_harness::{NatsServer, TestDb, wait_until};
-use trackhrs_nats::{CommitMeta, EventStore, StoreConfig, provision};
+use trackhrs_nats::{CommitMeta, EventStore, StoreConfig};
 use trackhrs_projections::activity::Activity;
 use trackhrs_projections::{Runner, RunnerConfig, Waited, wait_for_position};
 
@@ -124,8 +124,7 @@ async fn tables(pg: &tokio_postgres::Client, version: u32) -> Vec<String> {
 async fn the_worker_killed_ten_times_ends_where_a_clean_pass_ends() {
     let nats = NatsServer::start().await.unwrap();
     let client = nats.connect().await.unwrap();
-    provision(&client, &StoreConfig::default()).await.unwrap();
-    let store = EventStore::open(client, StoreConfig::default())
+    let store = EventStore::provision_and_open(client, StoreConfig::default())
         .await
         .unwrap();
     let db = TestDb::create().await.unwrap();

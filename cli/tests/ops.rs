@@ -11,7 +11,7 @@ use trackhrs_domain::activity::{
     ActivityCommand, DeviceActivity, DeviceStatus, IngestLimits, Privacy, SpanInput,
 };
 use trackhrs_harness::{NatsServer, TestDb, wait_until};
-use trackhrs_nats::{CommitMeta, EventStore, StoreConfig, provision};
+use trackhrs_nats::{CommitMeta, EventStore, StoreConfig};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -82,8 +82,7 @@ async fn record_batches(store: &EventStore, seqs: std::ops::RangeInclusive<u64>)
 async fn status_rebuild_and_dead_letters_from_the_command_line() {
     let nats = NatsServer::start().await.unwrap();
     let client = nats.connect().await.unwrap();
-    provision(&client, &StoreConfig::default()).await.unwrap();
-    let store = EventStore::open(client.clone(), StoreConfig::default())
+    let store = EventStore::provision_and_open(client.clone(), StoreConfig::default())
         .await
         .unwrap();
     let db = TestDb::create().await.unwrap();

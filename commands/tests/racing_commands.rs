@@ -8,7 +8,7 @@ use trackhrs_commands::{CommandError, CommandHandler};
 use trackhrs_domain::Token;
 use trackhrs_domain::organization::{OrgCommand, OrgError, Organization, Role};
 use trackhrs_harness::NatsServer;
-use trackhrs_nats::{CommitMeta, EventStore, Loaded, StoreConfig, provision};
+use trackhrs_nats::{CommitMeta, EventStore, Loaded, StoreConfig};
 
 fn tok(s: &str) -> Token {
     Token::new(s).unwrap()
@@ -24,9 +24,8 @@ fn meta(id: &str) -> CommitMeta {
 
 async fn handler(server: &NatsServer) -> CommandHandler {
     let client = server.connect().await.unwrap();
-    provision(&client, &StoreConfig::default()).await.unwrap();
     CommandHandler::new(
-        EventStore::open(client, StoreConfig::default())
+        EventStore::provision_and_open(client, StoreConfig::default())
             .await
             .unwrap(),
     )

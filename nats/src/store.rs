@@ -252,6 +252,16 @@ impl EventStore {
         })
     }
 
+    /// Provisions the streams and buckets (idempotent) and opens the store:
+    /// what every process does at start-up.
+    pub async fn provision_and_open(
+        client: Client,
+        config: StoreConfig,
+    ) -> Result<Self, StoreError> {
+        crate::provision(&client, &config).await?;
+        Self::open(client, config).await
+    }
+
     /// The NATS client the store uses.
     pub fn client(&self) -> &Client {
         &self.inner.client

@@ -302,3 +302,17 @@ fn the_graph_has_the_edges_it_should_and_no_dev_edges() {
         dev_edge.join(", ")
     );
 }
+
+#[test]
+fn the_agent_reaches_the_platform_only_through_the_schemas() {
+    let offending: Vec<String> = Graph::get()
+        .workspace_paths_from("trackhrs-agent")
+        .into_iter()
+        .filter(|path| !path.ends_with("-> trackhrs-schemas"))
+        .collect();
+    assert!(
+        offending.is_empty(),
+        "the agent may use only the wire types of trackhrs-schemas, but it depends on:\n  {}",
+        offending.join("\n  ")
+    );
+}

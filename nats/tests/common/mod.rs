@@ -11,7 +11,7 @@ use trackhrs_domain::organization::Organization;
 use trackhrs_domain::organization::{OrgCommand, Role};
 use trackhrs_harness::NatsServer;
 use trackhrs_nats::reader::{self, LogItem, StartAt};
-use trackhrs_nats::{Appended, CommitMeta, EventStore, Loaded, StoreConfig, StoreError, provision};
+use trackhrs_nats::{Appended, CommitMeta, EventStore, Loaded, StoreConfig, StoreError};
 
 pub fn tok(s: &str) -> Token {
     Token::new(s).unwrap()
@@ -30,8 +30,7 @@ pub fn meta(command_id: &str) -> CommitMeta {
 
 pub async fn open_store(server: &NatsServer) -> EventStore {
     let client = server.connect().await.unwrap();
-    provision(&client, &StoreConfig::default()).await.unwrap();
-    EventStore::open(client, StoreConfig::default())
+    EventStore::provision_and_open(client, StoreConfig::default())
         .await
         .unwrap()
 }

@@ -19,7 +19,7 @@ use trackhrs_commands::CommandHandler;
 use trackhrs_domain::Token;
 use trackhrs_domain::organization::{OrgCommand, Organization, Role};
 use trackhrs_harness::{NatsServer, TestDb, wait_until};
-use trackhrs_nats::{CommitMeta, DecodedCommit, EventStore, StoreConfig, provision};
+use trackhrs_nats::{CommitMeta, DecodedCommit, EventStore, StoreConfig};
 use trackhrs_projections::{
     ApplyError, Projection, ProjectionError, RunOutcome, Runner, RunnerConfig, catalog,
 };
@@ -181,8 +181,7 @@ impl Env {
         init_logs();
         let nats = NatsServer::start().await.unwrap();
         let client = nats.connect().await.unwrap();
-        provision(&client, &StoreConfig::default()).await.unwrap();
-        let store = EventStore::open(client, StoreConfig::default())
+        let store = EventStore::provision_and_open(client, StoreConfig::default())
             .await
             .unwrap();
         let db = TestDb::create().await.unwrap();

@@ -1,0 +1,221 @@
+//! Uploading the outbox to the gateway's gRPC ingest. One batch at a time,
+//! in sequence order; a batch leaves the outbox only when the gateway has
+//! acknowledged it; failures back off exponentially with full jitter.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
+use trackhrs_schemas::agent::v1::{Span, UploadBatchRequest};
+
+use crate::outbox::{Batch, Outbox, OutboxError};
+
+/// Upload settings.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Most spans per batch (the gateway's limit is 1000).
+    pub max_spans: usize,
+    /// First pause after a failure.
+    pub base_backoff: Duration,
+    /// Longest pause.
+    pub max_backoff: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            max_spans: 500,
+            base_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What one upload attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uploaded {
+    /// Nothing was waiting.
+    Nothing,
+    /// The batch is stored (or had been: `duplicate`) at this stream position.
+    Stored {
+        /// Its sequence number.
+        seq: u64,
+        /// The stream position of its commit.
+        position: u64,
+        /// True when the gateway had stored it before (an earlier attempt
+        /// whose acknowledgement was lost).
+        duplicate: bool,
+    },
+    /// The gateway refused the batch for good; its spans were dropped.
+    Rejected {
+        /// Its sequence number (free again).
+        seq: u64,
+        /// Spans dropped.
+        spans: usize,
+        /// The gateway's reason.
+        reason: String,
+    },
+}
+
+/// Why an upload did not go through (the batch stays in the outbox).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The outbox failed.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// The gateway could not be reached or answered with a passing error;
+    /// the same batch is sent again later.
+    #[error("upload failed, will retry: {0}")]
+    Retry(tonic::Status),
+    /// The device token is refused: uploads cannot succeed until the device
+    /// is enrolled again.
+    #[error("the device token is refused: {0}")]
+    Unauthorized(tonic::Status),
+}
+
+/// Uploads batches with one device token.
+pub struct Uploader {
+    client: AgentIngestClient<Channel>,
+    bearer: MetadataValue<tonic::metadata::Ascii>,
+    config: SyncConfig,
+}
+
+fn wire(batch: &Batch) -> UploadBatchRequest {
+    UploadBatchRequest {
+        batch_id: batch.batch_id.clone(),
+        device_batch_seq: batch.seq,
+        spans: batch
+            .spans
+            .iter()
+            .map(|e| Span {
+                start_unix_ms: e.start_ms,
+                end_unix_ms: e.end_ms(),
+                app: e.data.app.clone(),
+                title: e.data.title.clone(),
+                url: e.data.url.clone(),
+                active: e.data.active,
+            })
+            .collect(),
+    }
+}
+
+impl Uploader {
+    /// An uploader over `channel` with the device token `token`.
+    pub fn new(channel: Channel, token: &str, config: SyncConfig) -> Result<Self, SyncError> {
+        let bearer = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+            SyncError::Unauthorized(tonic::Status::unauthenticated(
+                "the device token is not valid metadata",
+            ))
+        })?;
+        Ok(Self {
+            client: AgentIngestClient::new(channel),
+            bearer,
+            config,
+        })
+    }
+
+    /// Sends one batch and returns the gateway's acknowledgement; the caller
+    /// removes it from the outbox (see [`Uploader::upload_next`]).
+    pub async fn send(
+        &mut self,
+        batch: &Batch,
+    ) -> Result<trackhrs_schemas::agent::v1::UploadBatchResponse, tonic::Status> {
+        let mut request = tonic::Request::new(wire(batch));
+        request
+            .metadata_mut()
+            .insert("authorization", self.bearer.clone());
+        Ok(self.client.upload_batch(request).await?.into_inner())
+    }
+
+    /// Uploads the next batch of the outbox, if any.
+    pub async fn upload_next(&mut self, outbox: &Mutex<Outbox>) -> Result<Uploaded, SyncError> {
+        let batch = {
+            let mut outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
+            outbox.next_batch(self.config.max_spans)?
+        };
+        let Some(batch) = batch else {
+            return Ok(Uploaded::Nothing);
+        };
+        match self.send(&batch).await {
+            Ok(ack) => {
+                outbox
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .acknowledge(batch.seq)?;
+                Ok(Uploaded::Stored {
+                    seq: batch.seq,
+                    position: ack.stream_sequence,
+                    duplicate: ack.duplicate,
+                })
+            }
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::InvalidArgument | Code::ResourceExhausted
+                ) =>
+            {
+                let spans = outbox
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .reject(batch.seq)?;
+                tracing::warn!(
+                    seq = batch.seq,
+                    spans,
+                    reason = status.message(),
+                    "batch refused; dropped"
+                );
+                Ok(Uploaded::Rejected {
+                    seq: batch.seq,
+                    spans,
+                    reason: status.message().to_owned(),
+                })
+            }
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::Unauthenticated | Code::PermissionDenied
+                ) =>
+            {
+                Err(SyncError::Unauthorized(status))
+            }
+            Err(status) => Err(SyncError::Retry(status)),
+        }
+    }
+
+    /// Uploads until the outbox is empty; failed attempts are retried after
+    /// a pause (full jitter: uniform up to min(max, base x 2^failures)).
+    /// Returns what was uploaded; stops early on `Unauthorized`.
+    pub async fn drain(&mut self, outbox: Arc<Mutex<Outbox>>) -> Result<Vec<Uploaded>, SyncError> {
+        let mut done = Vec::new();
+        let mut failures = 0u32;
+        loop {
+            match self.upload_next(&outbox).await {
+                Ok(Uploaded::Nothing) => return Ok(done),
+                Ok(uploaded) => {
+                    failures = 0;
+                    done.push(uploaded);
+                }
+                Err(SyncError::Retry(status)) => {
+                    failures += 1;
+                    let pause = self.backoff(failures);
+                    tracing::info!(%status, ?pause, "upload failed; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        let cap = self
+            .config
+            .base_backoff
+            .saturating_mul(1u32 << failures.min(16))
+            .min(self.config.max_backoff);
+        Duration::from_micros(rand::rng().random_range(0..=cap.as_micros() as u64))
+    }
+}
