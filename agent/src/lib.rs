@@ -13,6 +13,7 @@
 //! Architecture invariant: the agent talks to the platform only through the
 //! gRPC API of `trackhrs-schemas`; it depends on no server-side crate.
 
+pub mod capture;
 pub mod heartbeat;
 pub mod outbox;
 pub mod sync;
