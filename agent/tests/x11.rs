@@ -74,15 +74,7 @@ impl Display {
         );
         let (conn, screen) = x11rb::connect(Some(&name)).unwrap();
         let root = conn.setup().roots[screen].root;
-        let check = atom(&conn, "_NET_SUPPORTING_WM_CHECK");
-        wait_for("openbox", || {
-            let reply = conn
-                .get_property(false, root, check, AtomEnum::WINDOW, 0, 1)
-                .ok()?
-                .reply()
-                .ok()?;
-            (reply.value_len > 0).then_some(())
-        });
+        wait_for_property(&conn, root, "_NET_SUPPORTING_WM_CHECK", "openbox");
         Self {
             name,
             _wm: wm,
@@ -141,16 +133,26 @@ fn open_window(conn: &RustConnection, screen: usize, class: &str, title: &str) -
     conn.flush().unwrap();
     // Managed by the window manager (it sets the window's desktop) before
     // anyone asks it to activate the window.
-    let desktop = atom(conn, "_NET_WM_DESKTOP");
-    wait_for("the window manager to manage the window", || {
+    wait_for_property(
+        conn,
+        win,
+        "_NET_WM_DESKTOP",
+        "the window manager to manage a window",
+    );
+    win
+}
+
+/// Waits until `window` has the property `name` (set by someone else).
+fn wait_for_property(conn: &RustConnection, window: Window, name: &str, what: &str) {
+    let property = atom(conn, name);
+    wait_for(what, || {
         let reply = conn
-            .get_property(false, win, desktop, AtomEnum::ANY, 0, 1)
+            .get_property(false, window, property, AtomEnum::ANY, 0, 1)
             .ok()?
             .reply()
             .ok()?;
         (reply.value_len > 0).then_some(())
     });
-    win
 }
 
 fn set_title(conn: &RustConnection, win: Window, title: &str) {
