@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use trackhrs_domain::Token;
-use trackhrs_domain::organization::{OrgCommand, Organization, Role};
+use trackhrs_domain::organization::{OrgCommand, Role};
 use trackhrs_gateway::Core;
 use trackhrs_harness::pg::Durability;
 use trackhrs_harness::{NatsOptions, NatsServer, PgServer};
@@ -165,12 +165,7 @@ async fn seed_demo_org(core: &Core) -> anyhow::Result<()> {
     let olive = Token::new("olive")?;
     // What exists already is left alone, so a second run stores nothing
     // however many commands the org has had since.
-    let state = core
-        .commands
-        .store()
-        .load_fresh::<Organization>(&org, &trackhrs_gateway::core::org_aggregate())
-        .await?
-        .state;
+    let state = core.organization(&org).await?;
     if !state.created {
         let create = OrgCommand::Create {
             name: "Acme Corp".into(),

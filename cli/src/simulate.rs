@@ -12,7 +12,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use trackhrs_domain::Token;
 use trackhrs_domain::activity::DeviceActivity;
-use trackhrs_domain::organization::{OrgCommand, Organization};
+use trackhrs_domain::organization::OrgCommand;
 use trackhrs_gateway::Core;
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
 use trackhrs_schemas::agent::v1::{Span, UploadBatchRequest};
@@ -109,12 +109,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let people: [(&'static str, Persona); 3] =
         [("manny", MANAGER), ("erin", DEVELOPER), ("ed", DEVELOPER)];
-    let state = core
-        .commands
-        .store()
-        .load_fresh::<Organization>(&org, &trackhrs_gateway::core::org_aggregate())
-        .await?
-        .state;
+    let state = core.organization(&org).await?;
     let mut agents = Vec::new();
     for (who, persona) in people {
         let device = Token::new(format!("laptop-{who}"))?;

@@ -2,21 +2,14 @@
 //! its own nats-server and PostgreSQL, provisions, seeds the demo org, is safe
 //! to run twice, and `events tail` shows exactly what was stored.
 
+mod common;
+
 use std::process::Command;
 
 use trackhrs_harness::paths::free_port;
 
 fn trackhrs(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_trackhrs"))
-        .args(args)
-        .output()
-        .expect("run trackhrs");
-    assert!(
-        out.status.success(),
-        "trackhrs {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::trackhrs(args, &[])
 }
 
 #[test]

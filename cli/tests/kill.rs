@@ -3,7 +3,8 @@
 //! into the log; its read model must then equal a clean single pass over the
 //! same log: nothing lost, nothing counted twice.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
@@ -73,18 +74,6 @@ async fn produce(store: EventStore, devices: std::ops::Range<u64>) {
     }
 }
 
-fn spawn_worker(nats_url: &str, database_url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_trackhrs"))
-        .args(["projections", "run"])
-        .env("TRACKHRS_NATS_URL", nats_url)
-        .env("TRACKHRS_DATABASE_URL", database_url)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn trackhrs projections run")
-}
-
 async fn position(pg: &tokio_postgres::Client, version: u32) -> u64 {
     pg.query_opt(
         "SELECT position FROM trackhrs_catalog.projection_versions WHERE name = 'activity' AND version = $1",
@@ -138,7 +127,7 @@ async fn the_worker_killed_ten_times_ends_where_a_clean_pass_ends() {
         })
         .collect();
 
-    let mut worker = spawn_worker(&nats.url(), db.connection_string());
+    let mut worker = common::spawn_worker(&nats.url(), db.connection_string());
     let mut kills = Vec::new();
     while kills.len() < 10 {
         let pause = rand::rng().random_range(300..1500);
@@ -146,7 +135,7 @@ async fn the_worker_killed_ten_times_ends_where_a_clean_pass_ends() {
         worker.kill().unwrap();
         worker.wait().unwrap();
         kills.push(position(&pg, 1).await);
-        worker = spawn_worker(&nats.url(), db.connection_string());
+        worker = common::spawn_worker(&nats.url(), db.connection_string());
     }
     for p in producers {
         p.await.unwrap();

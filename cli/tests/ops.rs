@@ -2,7 +2,9 @@
 //! `rebuild activity` (progress, switch, old version dropped), `dlq list` and
 //! `dlq replay`.
 
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use trackhrs_commands::CommandHandler;
@@ -21,20 +23,7 @@ fn now_ms() -> i64 {
 }
 
 fn trackhrs(args: &[&str], nats: &str, db: &str) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_trackhrs"))
-        .args(args)
-        .env("TRACKHRS_NATS_URL", nats)
-        .env("TRACKHRS_DATABASE_URL", db)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run trackhrs");
-    assert!(
-        out.status.success(),
-        "trackhrs {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::trackhrs(args, &common::platform_env(nats, db))
 }
 
 /// Batches `seqs` of device d1, one 10-minute span each, an hour apart.
@@ -99,14 +88,7 @@ async fn status_rebuild_and_dead_letters_from_the_command_line() {
     record_batches(&store, 4..=5).await;
     let last = store.last_sequence().await.unwrap();
 
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_trackhrs"))
-        .args(["projections", "run"])
-        .env("TRACKHRS_NATS_URL", &url)
-        .env("TRACKHRS_DATABASE_URL", &conn)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = common::spawn_worker(&url, &conn);
     let caught_up = wait_until(Duration::from_secs(60), || async {
         let row = pg
             .query_opt(
@@ -177,14 +159,7 @@ async fn status_rebuild_and_dead_letters_from_the_command_line() {
     pg.batch_execute("UPDATE proj_activity_v2.meta SET classifier_version = 0")
         .await
         .unwrap();
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_trackhrs"))
-        .args(["projections", "run"])
-        .env("TRACKHRS_NATS_URL", &url)
-        .env("TRACKHRS_DATABASE_URL", &conn)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = common::spawn_worker(&url, &conn);
     let upgraded = wait_until(Duration::from_secs(60), || async {
         let rows = pg
             .query(

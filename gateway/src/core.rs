@@ -92,32 +92,32 @@ impl Core {
             .map_err(status::org_command)
     }
 
-    /// A member's role if they are active, read from the event store (fresh,
-    /// not from this replica's cache, so a deactivation elsewhere counts).
-    pub async fn active_role(&self, org: &Token, person: &str) -> Result<Option<Role>, Status> {
-        let id = org_aggregate();
-        let loaded = self
+    /// The organization's current state, read from the log (not from this
+    /// replica's cache, so changes made through other replicas count).
+    pub async fn organization(&self, org: &Token) -> Result<Organization, Status> {
+        Ok(self
             .commands
             .store()
-            .load_fresh::<Organization>(org, &id)
+            .load_fresh::<Organization>(org, &org_aggregate())
             .await
-            .map_err(|e| status::store(&e))?;
+            .map_err(|e| status::store(&e))?
+            .state)
+    }
+
+    /// A member's role if they are active, on fresh state.
+    pub async fn active_role(&self, org: &Token, person: &str) -> Result<Option<Role>, Status> {
+        let state = self.organization(org).await?;
         Ok(Token::new(person)
             .ok()
-            .and_then(|p| loaded.state.members.get(&p).cloned())
+            .and_then(|p| state.members.get(&p).cloned())
             .filter(|m| m.active)
             .map(|m| m.role))
     }
 
     /// Whether a device is enrolled and not revoked, on fresh state.
     pub async fn device_active(&self, org: &Token, device: &Token) -> Result<bool, Status> {
-        let loaded = self
-            .commands
-            .store()
-            .load_fresh::<Organization>(org, &org_aggregate())
-            .await
-            .map_err(|e| status::store(&e))?;
-        Ok(loaded.state.devices.get(device).is_some_and(|d| !d.revoked))
+        let state = self.organization(org).await?;
+        Ok(state.devices.get(device).is_some_and(|d| !d.revoked))
     }
 
     /// The caller's current role from the directory (not the token's, which

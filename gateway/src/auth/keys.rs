@@ -91,11 +91,7 @@ impl SigningKeys {
     async fn ensure_one(&self) -> Result<(), AuthError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('trackhrs.auth.keys'))",
-            &[],
-        )
-        .await?;
+        lock_keys(&tx).await?;
         let live: i64 = tx
             .query_one(
                 "SELECT count(*) FROM auth.signing_keys WHERE retired_at IS NULL",
@@ -124,11 +120,7 @@ impl SigningKeys {
     pub async fn retire(&self, kid: &str) -> Result<bool, AuthError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('trackhrs.auth.keys'))",
-            &[],
-        )
-        .await?;
+        lock_keys(&tx).await?;
         let others: i64 = tx
             .query_one(
                 "SELECT count(*) FROM auth.signing_keys WHERE retired_at IS NULL AND kid <> $1",
@@ -276,6 +268,17 @@ impl SigningKeys {
             .get(kid)
             .cloned()
     }
+}
+
+/// Serializes changes to the set of keys across replicas (for the rest of
+/// the transaction).
+async fn lock_keys(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), AuthError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('trackhrs.auth.keys'))",
+        &[],
+    )
+    .await?;
+    Ok(())
 }
 
 async fn insert_key(client: &impl deadpool_postgres::GenericClient) -> Result<String, AuthError> {
