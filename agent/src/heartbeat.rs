@@ -102,6 +102,17 @@ impl Merger {
         self.open.as_ref()
     }
 
+    /// Ends the open span at `end_ms` if that is inside it (the user went
+    /// idle at their last input, before the heartbeat that noticed it).
+    pub fn truncate(&mut self, end_ms: i64) {
+        if let Some(open) = &mut self.open
+            && end_ms >= open.start_ms
+            && end_ms < open.end_ms()
+        {
+            open.duration_ms = end_ms - open.start_ms;
+        }
+    }
+
     /// Closes the open span (pause, shutdown) and returns it.
     pub fn flush(&mut self) -> Option<Event> {
         self.open.take().filter(|e| e.duration_ms > 0)

@@ -7,6 +7,12 @@
 //! - [`outbox`]: spans committed to a local SQLite file before anything is
 //!   uploaded, grouped into batches with a stable id and a per-device
 //!   sequence, removed only after the gateway acknowledged them;
+//! - [`privacy`]: the org's policy, applied before anything is stored or
+//!   sent;
+//! - [`recorder`]: observations to committed spans, safe against clock jumps,
+//!   with ActivityWatch's AFK semantics;
+//! - [`runner`]: the running agent (capture thread, uploader, policy
+//!   refresh, pause), shared by `trackhrs agent` and the desktop app;
 //! - [`sync`]: uploading the outbox's batches to the gateway's gRPC ingest
 //!   with exponential backoff and jitter.
 //!
@@ -16,4 +22,7 @@
 pub mod capture;
 pub mod heartbeat;
 pub mod outbox;
+pub mod privacy;
+pub mod recorder;
+pub mod runner;
 pub mod sync;

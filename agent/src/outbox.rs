@@ -10,6 +10,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::heartbeat::{Event, SpanData};
+use crate::privacy::Policy;
 
 /// What can go wrong with the outbox.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,12 @@ pub enum OutboxError {
     /// SQLite failed.
     #[error("outbox: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The file was written by a newer agent.
+    #[error("the outbox was written by a newer agent (schema {found}); upgrade the agent")]
+    NewerSchema {
+        /// Its schema version.
+        found: i64,
+    },
 }
 
 /// A batch ready to upload.
@@ -30,13 +37,33 @@ pub struct Batch {
     pub spans: Vec<Event>,
 }
 
+/// What became of a batch the gateway refused for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The batch held several spans: they wait again, to be sent one per
+    /// batch, so one bad span does not take good ones with it.
+    Split {
+        /// Spans released.
+        spans: usize,
+    },
+    /// The batch held one span: it was set aside (kept in the outbox's
+    /// `set_aside` table with the reason, never sent again).
+    SetAside {
+        /// The span.
+        span: Event,
+    },
+}
+
 /// The outbox in one SQLite file.
 pub struct Outbox {
     db: Connection,
 }
 
+/// The schema version this agent writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
 const SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS spans (
+    CREATE TABLE spans (
         id        INTEGER PRIMARY KEY,
         start_ms  INTEGER NOT NULL,
         end_ms    INTEGER NOT NULL,
@@ -44,50 +71,118 @@ const SCHEMA: &str = "
         title     TEXT NOT NULL,
         url       TEXT,
         active    INTEGER NOT NULL,
-        batch_seq INTEGER
+        batch_seq INTEGER,
+        solo      INTEGER NOT NULL DEFAULT 0
     );
-    CREATE INDEX IF NOT EXISTS spans_by_batch ON spans (batch_seq, start_ms);
-    CREATE TABLE IF NOT EXISTS batches (
+    CREATE INDEX spans_by_batch ON spans (batch_seq, start_ms);
+    CREATE INDEX spans_by_end ON spans (end_ms);
+    CREATE TABLE batches (
         seq      INTEGER PRIMARY KEY,
         batch_id TEXT NOT NULL UNIQUE
     );
-    CREATE TABLE IF NOT EXISTS device (
-        one      INTEGER PRIMARY KEY CHECK (one = 1),
-        last_seq INTEGER NOT NULL
+    CREATE TABLE device (
+        one       INTEGER PRIMARY KEY CHECK (one = 1),
+        device_id TEXT,
+        last_seq  INTEGER NOT NULL,
+        last_end  INTEGER
     );
-    INSERT OR IGNORE INTO device (one, last_seq) VALUES (1, 0);
+    INSERT INTO device (one, last_seq) VALUES (1, 0);
+    CREATE TABLE policy (
+        one            INTEGER PRIMARY KEY CHECK (one = 1),
+        capture_titles INTEGER NOT NULL,
+        capture_urls   INTEGER NOT NULL
+    );
+    CREATE TABLE set_aside (
+        id          INTEGER PRIMARY KEY,
+        start_ms    INTEGER NOT NULL,
+        end_ms      INTEGER NOT NULL,
+        app         TEXT NOT NULL,
+        title       TEXT NOT NULL,
+        url         TEXT,
+        active      INTEGER NOT NULL,
+        reason      TEXT NOT NULL,
+        refused_at  INTEGER NOT NULL
+    );
 ";
+
+fn span_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    let start_ms: i64 = r.get(0)?;
+    let end_ms: i64 = r.get(1)?;
+    Ok(Event {
+        start_ms,
+        duration_ms: end_ms - start_ms,
+        data: SpanData {
+            app: r.get(2)?,
+            title: r.get(3)?,
+            url: r.get(4)?,
+            active: r.get(5)?,
+        },
+    })
+}
+
+fn batch_spans(tx: &rusqlite::Transaction<'_>, seq: u64) -> Result<Vec<Event>, OutboxError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT start_ms, end_ms, app, title, url, active FROM spans \
+         WHERE batch_seq = ?1 ORDER BY start_ms, id",
+    )?;
+    let rows = stmt.query_map(params![seq as i64], span_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
 
 impl Outbox {
     /// Opens (creating) the outbox at `path`. Every write is durable when
     /// the call returns (WAL with `synchronous = FULL`).
     pub fn open(path: &Path) -> Result<Self, OutboxError> {
-        let db = Connection::open(path)?;
+        let mut db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
-        db.execute_batch(SCHEMA)?;
+        let tx = db.transaction()?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        match version {
+            0 => {
+                tx.execute_batch(SCHEMA)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
+            SCHEMA_VERSION => {}
+            newer => return Err(OutboxError::NewerSchema { found: newer }),
+        }
+        tx.commit()?;
         Ok(Self { db })
     }
 
     /// Commits a closed span.
     pub fn push(&mut self, span: &Event) -> Result<(), OutboxError> {
-        self.db.execute(
-            "INSERT INTO spans (start_ms, end_ms, app, title, url, active) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
+        self.db
+            .prepare_cached(
+                "INSERT INTO spans (start_ms, end_ms, app, title, url, active) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
                 span.start_ms,
                 span.end_ms(),
                 span.data.app,
                 span.data.title,
                 span.data.url,
                 span.data.active
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
+    /// The latest end of any span waiting or acknowledged: a new span must
+    /// not start before it (the gateway refuses spans that overlap what the
+    /// device already sent). Spans set aside do not count.
+    pub fn high_water(&self) -> Result<Option<i64>, OutboxError> {
+        let (waiting, acknowledged): (Option<i64>, Option<i64>) = self
+            .db
+            .prepare_cached("SELECT (SELECT max(end_ms) FROM spans), last_end FROM device")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(waiting.max(acknowledged))
+    }
+
     /// The batch to upload next: the oldest one formed and not yet
-    /// acknowledged, or else a new one of up to `max_spans` waiting spans.
-    /// None when nothing waits.
+    /// acknowledged, or else a new one of up to `max_spans` waiting spans
+    /// (one, when the oldest waiting span was released from a refused
+    /// batch). None when nothing waits.
     pub fn next_batch(&mut self, max_spans: usize) -> Result<Option<Batch>, OutboxError> {
         let tx = self.db.transaction()?;
         let pending: Option<(u64, String)> = tx
@@ -100,14 +195,17 @@ impl Outbox {
         let (seq, batch_id) = match pending {
             Some(p) => p,
             None => {
-                let waiting: i64 = tx.query_row(
-                    "SELECT count(*) FROM spans WHERE batch_seq IS NULL",
-                    [],
-                    |r| r.get(0),
-                )?;
-                if waiting == 0 {
+                let oldest: Option<bool> = tx
+                    .query_row(
+                        "SELECT solo FROM spans WHERE batch_seq IS NULL ORDER BY start_ms, id LIMIT 1",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(solo) = oldest else {
                     return Ok(None);
-                }
+                };
+                let size = if solo { 1 } else { max_spans.max(1) };
                 let seq: i64 = tx.query_row("SELECT last_seq + 1 FROM device", [], |r| r.get(0))?;
                 let batch_id = uuid::Uuid::now_v7().simple().to_string();
                 tx.execute("UPDATE device SET last_seq = ?1", params![seq])?;
@@ -118,32 +216,12 @@ impl Outbox {
                 tx.execute(
                     "UPDATE spans SET batch_seq = ?1 WHERE id IN ( \
                        SELECT id FROM spans WHERE batch_seq IS NULL ORDER BY start_ms, id LIMIT ?2)",
-                    params![seq, max_spans as i64],
+                    params![seq, size as i64],
                 )?;
                 (seq as u64, batch_id)
             }
         };
-        let spans = {
-            let mut stmt = tx.prepare(
-                "SELECT start_ms, end_ms, app, title, url, active FROM spans \
-                 WHERE batch_seq = ?1 ORDER BY start_ms, id",
-            )?;
-            let rows = stmt.query_map(params![seq as i64], |r| {
-                let start_ms: i64 = r.get(0)?;
-                let end_ms: i64 = r.get(1)?;
-                Ok(Event {
-                    start_ms,
-                    duration_ms: end_ms - start_ms,
-                    data: SpanData {
-                        app: r.get(2)?,
-                        title: r.get(3)?,
-                        url: r.get(4)?,
-                        active: r.get(5)?,
-                    },
-                })
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()?
-        };
+        let spans = batch_spans(&tx, seq)?;
         tx.commit()?;
         Ok(Some(Batch {
             batch_id,
@@ -152,9 +230,15 @@ impl Outbox {
         }))
     }
 
-    /// The gateway acknowledged batch `seq`: its spans leave the outbox.
+    /// The gateway acknowledged batch `seq`: its spans leave the outbox, and
+    /// their end is remembered as the device's high-water mark.
     pub fn acknowledge(&mut self, seq: u64) -> Result<(), OutboxError> {
         let tx = self.db.transaction()?;
+        tx.execute(
+            "UPDATE device SET last_end = max(coalesce(last_end, 0), \
+               coalesce((SELECT max(end_ms) FROM spans WHERE batch_seq = ?1), 0))",
+            params![seq as i64],
+        )?;
         tx.execute(
             "DELETE FROM spans WHERE batch_seq = ?1",
             params![seq as i64],
@@ -164,22 +248,84 @@ impl Outbox {
         Ok(())
     }
 
-    /// The gateway refused batch `seq` for good (bad spans): its spans are
-    /// dropped and its sequence number is free again (the gateway did not
-    /// use it up). Returns how many spans were dropped.
-    pub fn reject(&mut self, seq: u64) -> Result<usize, OutboxError> {
+    /// The gateway refused batch `seq` for good (bad spans); its sequence
+    /// number is free again (the gateway did not use it up). A batch of
+    /// several spans is split: they are sent again one per batch. A batch of
+    /// one is set aside with `reason`, kept for the user to see.
+    pub fn refuse(&mut self, seq: u64, reason: &str) -> Result<Refused, OutboxError> {
         let tx = self.db.transaction()?;
-        let dropped = tx.execute(
-            "DELETE FROM spans WHERE batch_seq = ?1",
-            params![seq as i64],
-        )?;
+        let spans = batch_spans(&tx, seq)?;
+        let refused = if let [span] = spans.as_slice() {
+            tx.execute(
+                "INSERT INTO set_aside (start_ms, end_ms, app, title, url, active, reason, refused_at) \
+                 SELECT start_ms, end_ms, app, title, url, active, ?2, \
+                        CAST(strftime('%s', 'now') AS INTEGER) * 1000 \
+                 FROM spans WHERE batch_seq = ?1",
+                params![seq as i64, reason],
+            )?;
+            tx.execute(
+                "DELETE FROM spans WHERE batch_seq = ?1",
+                params![seq as i64],
+            )?;
+            Refused::SetAside { span: span.clone() }
+        } else {
+            tx.execute(
+                "UPDATE spans SET batch_seq = NULL, solo = 1 WHERE batch_seq = ?1",
+                params![seq as i64],
+            )?;
+            Refused::Split { spans: spans.len() }
+        };
         tx.execute("DELETE FROM batches WHERE seq = ?1", params![seq as i64])?;
         tx.execute(
             "UPDATE device SET last_seq = ?1 WHERE last_seq = ?2",
             params![seq as i64 - 1, seq as i64],
         )?;
         tx.commit()?;
-        Ok(dropped)
+        Ok(refused)
+    }
+
+    /// Binds the outbox to the device the gateway named for the token. A
+    /// different device (the agent was enrolled again) numbers its batches
+    /// from 1: batches formed for the old device are dissolved, their spans
+    /// wait again. Returns true when that happened.
+    pub fn bind_device(&mut self, device_id: &str) -> Result<bool, OutboxError> {
+        let tx = self.db.transaction()?;
+        let bound: Option<String> =
+            tx.query_row("SELECT device_id FROM device", [], |r| r.get(0))?;
+        let changed = bound.as_deref().is_some_and(|b| b != device_id);
+        if changed {
+            tx.execute("UPDATE spans SET batch_seq = NULL", [])?;
+            tx.execute("DELETE FROM batches", [])?;
+            tx.execute("UPDATE device SET last_seq = 0, last_end = NULL", [])?;
+        }
+        if bound.as_deref() != Some(device_id) {
+            tx.execute("UPDATE device SET device_id = ?1", params![device_id])?;
+        }
+        tx.commit()?;
+        Ok(changed)
+    }
+
+    /// The privacy policy last received from the gateway, if any.
+    pub fn policy(&self) -> Result<Option<Policy>, OutboxError> {
+        Ok(self
+            .db
+            .query_row("SELECT capture_titles, capture_urls FROM policy", [], |r| {
+                Ok(Policy {
+                    capture_titles: r.get(0)?,
+                    capture_urls: r.get(1)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Remembers the policy, so a restart offline obeys it.
+    pub fn set_policy(&mut self, policy: Policy) -> Result<(), OutboxError> {
+        self.db.execute(
+            "INSERT INTO policy (one, capture_titles, capture_urls) VALUES (1, ?1, ?2) \
+             ON CONFLICT (one) DO UPDATE SET capture_titles = ?1, capture_urls = ?2",
+            params![policy.capture_titles, policy.capture_urls],
+        )?;
+        Ok(())
     }
 
     /// Spans waiting (in a batch or not).
@@ -187,6 +333,15 @@ impl Outbox {
         Ok(self
             .db
             .query_row("SELECT count(*) FROM spans", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Spans the gateway refused, with the reasons, oldest first.
+    pub fn set_aside(&self) -> Result<Vec<(Event, String)>, OutboxError> {
+        let mut stmt = self.db.prepare(
+            "SELECT start_ms, end_ms, app, title, url, active, reason FROM set_aside ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((span_row(r)?, r.get(6)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 }
 
@@ -237,12 +392,15 @@ mod tests {
     }
 
     #[test]
-    fn a_rejected_batch_frees_its_sequence_number() {
+    fn a_refused_batch_frees_its_sequence_number() {
         let dir = tempfile::tempdir().unwrap();
         let mut outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
         outbox.push(&span(0, "code")).unwrap();
         let bad = outbox.next_batch(10).unwrap().unwrap();
-        assert_eq!(outbox.reject(bad.seq).unwrap(), 1);
+        assert!(matches!(
+            outbox.refuse(bad.seq, "in the future").unwrap(),
+            Refused::SetAside { .. }
+        ));
         outbox.push(&span(10, "code")).unwrap();
         let next = outbox.next_batch(10).unwrap().unwrap();
         assert_eq!(next.seq, bad.seq);

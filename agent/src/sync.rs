@@ -12,7 +12,8 @@ use tonic::transport::Channel;
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
 use trackhrs_schemas::agent::v1::{Span, UploadBatchRequest};
 
-use crate::outbox::{Batch, Outbox, OutboxError};
+use crate::outbox::{Batch, Outbox, OutboxError, Refused};
+use crate::privacy::Policy;
 
 /// Upload settings.
 #[derive(Debug, Clone)]
@@ -50,12 +51,14 @@ pub enum Uploaded {
         /// whose acknowledgement was lost).
         duplicate: bool,
     },
-    /// The gateway refused the batch for good; its spans were dropped.
-    Rejected {
+    /// The gateway refused the batch for good: its spans were split into
+    /// batches of one, or the one span was set aside (see
+    /// [`Outbox::refuse`]).
+    Refused {
         /// Its sequence number (free again).
         seq: u64,
-        /// Spans dropped.
-        spans: usize,
+        /// What became of its spans.
+        outcome: Refused,
         /// The gateway's reason.
         reason: String,
     },
@@ -84,20 +87,26 @@ pub struct Uploader {
     config: SyncConfig,
 }
 
-fn wire(batch: &Batch) -> UploadBatchRequest {
+/// The batch as sent, with what `policy` forbids removed (it may have
+/// become stricter since the spans were stored).
+fn wire(batch: &Batch, policy: &Policy) -> UploadBatchRequest {
     UploadBatchRequest {
         batch_id: batch.batch_id.clone(),
         device_batch_seq: batch.seq,
         spans: batch
             .spans
             .iter()
-            .map(|e| Span {
-                start_unix_ms: e.start_ms,
-                end_unix_ms: e.end_ms(),
-                app: e.data.app.clone(),
-                title: e.data.title.clone(),
-                url: e.data.url.clone(),
-                active: e.data.active,
+            .map(|e| {
+                let mut data = e.data.clone();
+                policy.apply(&mut data);
+                Span {
+                    start_unix_ms: e.start_ms,
+                    end_unix_ms: e.end_ms(),
+                    app: data.app,
+                    title: data.title,
+                    url: data.url,
+                    active: data.active,
+                }
             })
             .collect(),
     }
@@ -123,16 +132,21 @@ impl Uploader {
     pub async fn send(
         &mut self,
         batch: &Batch,
+        policy: &Policy,
     ) -> Result<trackhrs_schemas::agent::v1::UploadBatchResponse, tonic::Status> {
-        let mut request = tonic::Request::new(wire(batch));
+        let mut request = tonic::Request::new(wire(batch, policy));
         request
             .metadata_mut()
             .insert("authorization", self.bearer.clone());
         Ok(self.client.upload_batch(request).await?.into_inner())
     }
 
-    /// Uploads the next batch of the outbox, if any.
-    pub async fn upload_next(&mut self, outbox: &Mutex<Outbox>) -> Result<Uploaded, SyncError> {
+    /// Uploads the next batch of the outbox, if any, under `policy`.
+    pub async fn upload_next(
+        &mut self,
+        outbox: &Mutex<Outbox>,
+        policy: &Policy,
+    ) -> Result<Uploaded, SyncError> {
         let batch = {
             let mut outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
             outbox.next_batch(self.config.max_spans)?
@@ -140,7 +154,7 @@ impl Uploader {
         let Some(batch) = batch else {
             return Ok(Uploaded::Nothing);
         };
-        match self.send(&batch).await {
+        match self.send(&batch, policy).await {
             Ok(ack) => {
                 outbox
                     .lock()
@@ -158,20 +172,30 @@ impl Uploader {
                     Code::InvalidArgument | Code::ResourceExhausted
                 ) =>
             {
-                let spans = outbox
+                let reason = status.message().to_owned();
+                let outcome = outbox
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .reject(batch.seq)?;
-                tracing::warn!(
-                    seq = batch.seq,
-                    spans,
-                    reason = status.message(),
-                    "batch refused; dropped"
-                );
-                Ok(Uploaded::Rejected {
+                    .refuse(batch.seq, &reason)?;
+                match &outcome {
+                    Refused::Split { spans } => tracing::warn!(
+                        seq = batch.seq,
+                        spans,
+                        %reason,
+                        "the gateway refused a batch; sending its spans one by one to find the bad one"
+                    ),
+                    Refused::SetAside { span } => tracing::error!(
+                        start_ms = span.start_ms,
+                        end_ms = span.end_ms(),
+                        app = %span.data.app,
+                        %reason,
+                        "the gateway refused a span; it is set aside in the outbox and not sent again"
+                    ),
+                }
+                Ok(Uploaded::Refused {
                     seq: batch.seq,
-                    spans,
-                    reason: status.message().to_owned(),
+                    outcome,
+                    reason,
                 })
             }
             Err(status)
@@ -189,11 +213,15 @@ impl Uploader {
     /// Uploads until the outbox is empty; failed attempts are retried after
     /// a pause (full jitter: uniform up to min(max, base x 2^failures)).
     /// Returns what was uploaded; stops early on `Unauthorized`.
-    pub async fn drain(&mut self, outbox: Arc<Mutex<Outbox>>) -> Result<Vec<Uploaded>, SyncError> {
+    pub async fn drain(
+        &mut self,
+        outbox: Arc<Mutex<Outbox>>,
+        policy: &Policy,
+    ) -> Result<Vec<Uploaded>, SyncError> {
         let mut done = Vec::new();
         let mut failures = 0u32;
         loop {
-            match self.upload_next(&outbox).await {
+            match self.upload_next(&outbox, policy).await {
                 Ok(Uploaded::Nothing) => return Ok(done),
                 Ok(uploaded) => {
                     failures = 0;
@@ -210,7 +238,8 @@ impl Uploader {
         }
     }
 
-    fn backoff(&self, failures: u32) -> Duration {
+    /// The pause after `failures` failed attempts in a row.
+    pub fn backoff(&self, failures: u32) -> Duration {
         let cap = self
             .config
             .base_backoff

@@ -1,6 +1,7 @@
 //! `trackhrs`: one binary, one subcommand per role, so a laptop runs everything
 //! in one process and production runs each role with as many replicas as needed.
 
+mod agent;
 mod bench;
 mod bench_pipeline;
 mod dev;
@@ -44,6 +45,9 @@ enum Role {
         #[command(flatten)]
         gateway: platform::GatewayArgs,
     },
+    /// Run the desktop agent without a window: observe the X11 desktop,
+    /// keep spans in a local outbox, upload them with a device token.
+    Agent(agent::AgentArgs),
     /// Run or inspect the projections (PostgreSQL read models).
     Projections {
         #[command(subcommand)]
@@ -240,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().role {
         Role::Dev(args) => dev::run(args).await,
+        Role::Agent(args) => agent::run(args).await,
         Role::Provision(nats) => {
             let client = nats.connect().await?;
             trackhrs_nats::provision(&client, &nats.store_config()).await?;

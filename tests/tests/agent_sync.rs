@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use trackhrs_agent::heartbeat::{Event, Merger, SpanData};
 use trackhrs_agent::outbox::Outbox;
+use trackhrs_agent::privacy::Policy;
 use trackhrs_agent::sync::{SyncConfig, Uploaded, Uploader};
 use trackhrs_commands::CommandHandler;
 use trackhrs_domain::Token;
@@ -15,6 +16,11 @@ use trackhrs_domain::activity::DeviceActivity;
 use trackhrs_domain::organization::OrgCommand;
 use trackhrs_harness::{NatsServer, TestDb};
 use trackhrs_nats::{EventStore, StoreConfig};
+
+const OPEN: Policy = Policy {
+    capture_titles: true,
+    capture_urls: true,
+};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -124,11 +130,11 @@ async fn the_outbox_uploads_every_span_once_even_when_an_ack_is_lost() {
         .unwrap()
         .unwrap();
     let mut uploader = Uploader::new(channel, &token, config).unwrap();
-    uploader.send(&first).await.unwrap();
+    uploader.send(&first, &OPEN).await.unwrap();
     drop(outbox);
     let outbox = Arc::new(Mutex::new(Outbox::open(&path).unwrap()));
 
-    let uploaded = uploader.drain(outbox.clone()).await.unwrap();
+    let uploaded = uploader.drain(outbox.clone(), &OPEN).await.unwrap();
     assert_eq!(uploaded.len(), 3, "{uploaded:?}");
     assert!(
         matches!(

@@ -1,0 +1,262 @@
+//! From observations to committed spans: each poll's observation becomes a
+//! heartbeat under the privacy policy, heartbeats merge into spans, and each
+//! closed span is committed to the outbox.
+//!
+//! Two rules keep the device's timeline valid whatever the wall clock does:
+//! - A heartbeat never starts before the device's high-water mark (the end
+//!   of the last span committed or acknowledged, or of the open span). When
+//!   the clock jumps backwards, the open span is closed and observations are
+//!   skipped, with a warning, until the clock has passed the mark again; a
+//!   forward jump just starts a new span (the gap exceeds the pulsetime).
+//! - Going idle ends the active span at the user's last input, not at the
+//!   poll that noticed it (ActivityWatch's AFK watcher does the same), and
+//!   the idle span starts there.
+
+use std::time::Duration;
+
+use crate::capture::Observation;
+use crate::heartbeat::{Event, Merger};
+use crate::outbox::{Outbox, OutboxError};
+use crate::privacy::Policy;
+
+/// What one observation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// It extended the open span or started a new one.
+    Recorded,
+    /// The wall clock is behind the device's high-water mark by `by_ms`:
+    /// nothing was recorded.
+    ClockBehind {
+        /// How far behind.
+        by_ms: i64,
+    },
+}
+
+/// Merges observations into spans and commits them to the outbox.
+#[derive(Debug)]
+pub struct Recorder {
+    merger: Merger,
+    idle_after: Duration,
+    behind: bool,
+}
+
+impl Recorder {
+    /// A recorder for polls every `poll`, idle after `idle_after` without
+    /// input.
+    pub fn new(poll: Duration, idle_after: Duration) -> Self {
+        Self {
+            merger: Merger::new(poll),
+            idle_after,
+            behind: false,
+        }
+    }
+
+    /// Records `observation`, made at `now_ms` (wall clock), under `policy`.
+    pub fn record(
+        &mut self,
+        observation: &Observation,
+        now_ms: i64,
+        policy: &Policy,
+        outbox: &mut Outbox,
+    ) -> Result<Recorded, OutboxError> {
+        let open_end = self.merger.open().map(Event::end_ms);
+        let floor = outbox.high_water()?.max(open_end);
+        if let Some(floor) = floor
+            && now_ms < floor
+        {
+            self.flush(outbox)?;
+            if !self.behind {
+                tracing::warn!(
+                    behind_ms = floor - now_ms,
+                    "the clock went back; recording resumes when it passes the last recorded time"
+                );
+                self.behind = true;
+            }
+            return Ok(Recorded::ClockBehind {
+                by_ms: floor - now_ms,
+            });
+        }
+        self.behind = false;
+        let mut heartbeat = observation.heartbeat(now_ms, self.idle_after);
+        policy.apply(&mut heartbeat.data);
+        if !heartbeat.data.active
+            && let Some(open) = self.merger.open()
+            && open.data.active
+        {
+            let last_input = now_ms.saturating_sub(observation.idle.as_millis() as i64);
+            let cut = last_input.max(open.start_ms);
+            self.merger.truncate(cut);
+            heartbeat.start_ms = cut;
+            heartbeat.duration_ms = now_ms - cut;
+        }
+        if let Some(closed) = self.merger.heartbeat(heartbeat) {
+            outbox.push(&closed)?;
+        }
+        Ok(Recorded::Recorded)
+    }
+
+    /// Closes the open span (pause, shutdown, clock jump) and commits it.
+    pub fn flush(&mut self, outbox: &mut Outbox) -> Result<(), OutboxError> {
+        if let Some(closed) = self.merger.flush() {
+            outbox.push(&closed)?;
+        }
+        Ok(())
+    }
+
+    /// The span still growing, if any.
+    pub fn current(&self) -> Option<&Event> {
+        self.merger.open()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const OPEN: Policy = Policy {
+        capture_titles: true,
+        capture_urls: true,
+    };
+
+    fn seen(app: &str, idle_s: u64) -> Observation {
+        Observation {
+            app: app.into(),
+            title: format!("{app} window"),
+            idle: Duration::from_secs(idle_s),
+        }
+    }
+
+    fn committed(outbox: &mut Outbox) -> Vec<Event> {
+        let mut all = Vec::new();
+        while let Some(batch) = outbox.next_batch(1000).unwrap() {
+            all.extend(batch.spans);
+            outbox.acknowledge(batch.seq).unwrap();
+        }
+        all
+    }
+
+    #[test]
+    fn going_idle_ends_the_active_span_at_the_last_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("o.db")).unwrap();
+        let mut r = Recorder::new(Duration::from_secs(1), Duration::from_secs(180));
+        // Active input until t=100 s, then none: noticed at t=280 s.
+        for t in 0..=280i64 {
+            let idle = (t - 100).max(0) as u64;
+            r.record(&seen("code", idle), t * 1000, &OPEN, &mut outbox)
+                .unwrap();
+        }
+        for t in 281..=300i64 {
+            r.record(&seen("code", 0), t * 1000, &OPEN, &mut outbox)
+                .unwrap();
+        }
+        r.flush(&mut outbox).unwrap();
+        let spans: Vec<(i64, i64, bool)> = committed(&mut outbox)
+            .iter()
+            .map(|e| (e.start_ms, e.end_ms(), e.data.active))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![
+                (0, 100_000, true),
+                (100_000, 280_000, false),
+                (281_000, 300_000, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_clock_jump_back_pauses_recording_until_the_clock_catches_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("o.db")).unwrap();
+        let mut r = Recorder::new(Duration::from_secs(1), Duration::from_secs(180));
+        for t in 0..10i64 {
+            r.record(&seen("code", 0), t * 1000, &OPEN, &mut outbox)
+                .unwrap();
+        }
+        // Back by 5 s: the open span is committed as it was.
+        assert_eq!(
+            r.record(&seen("code", 0), 4_000, &OPEN, &mut outbox)
+                .unwrap(),
+            Recorded::ClockBehind { by_ms: 5_000 }
+        );
+        assert_eq!(outbox.high_water().unwrap(), Some(9_000));
+        assert_eq!(
+            r.record(&seen("code", 0), 9_000, &OPEN, &mut outbox)
+                .unwrap(),
+            Recorded::Recorded
+        );
+        // A recorder restarted with the clock behind obeys the same mark.
+        let mut restarted = Recorder::new(Duration::from_secs(1), Duration::from_secs(180));
+        assert!(matches!(
+            restarted
+                .record(&seen("code", 0), 1_000, &OPEN, &mut outbox)
+                .unwrap(),
+            Recorded::ClockBehind { .. }
+        ));
+    }
+
+    #[test]
+    fn the_policy_is_applied_before_the_span_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("o.db")).unwrap();
+        let mut r = Recorder::new(Duration::from_secs(1), Duration::from_secs(180));
+        for t in 0..5i64 {
+            r.record(&seen("code", 0), t * 1000, &Policy::STRICT, &mut outbox)
+                .unwrap();
+        }
+        r.flush(&mut outbox).unwrap();
+        let spans = committed(&mut outbox);
+        assert_eq!(spans.len(), 1);
+        assert_eq!(
+            (spans[0].data.app.as_str(), spans[0].data.title.as_str()),
+            ("code", "")
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Whatever the wall clock does (small steps, jumps back and forth
+        /// by up to an hour, the agent restarted), committed spans are in
+        /// order, never overlap and never have a negative length.
+        #[test]
+        fn spans_stay_ordered_whatever_the_clock_does(
+            steps in proptest::collection::vec(
+                (prop_oneof![
+                    8 => 0i64..2_000,
+                    1 => -3_600_000i64..3_600_000,
+                ], 0u8..3, 0u64..400, 0u8..20),
+                1..120)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("o.db");
+            let mut outbox = Outbox::open(&path).unwrap();
+            let mut r = Recorder::new(Duration::from_secs(1), Duration::from_secs(180));
+            let mut now = 10 * 3_600_000i64;
+            let mut all = Vec::new();
+            for (step, app, idle, restart) in steps {
+                now += step;
+                r.record(&seen(["code", "firefox", "slack"][app as usize], idle), now, &OPEN, &mut outbox).unwrap();
+                if restart == 0 {
+                    // Killed: the open span is lost, the outbox stays.
+                    drop(outbox);
+                    outbox = Outbox::open(&path).unwrap();
+                    r = Recorder::new(Duration::from_secs(1), Duration::from_secs(180));
+                }
+                if restart == 1 {
+                    all.extend(committed(&mut outbox));
+                }
+            }
+            r.flush(&mut outbox).unwrap();
+            all.extend(committed(&mut outbox));
+            for e in &all {
+                prop_assert!(e.duration_ms > 0, "{:?}", e);
+            }
+            for w in all.windows(2) {
+                prop_assert!(w[0].end_ms() <= w[1].start_ms, "{:?}", w);
+            }
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The running agent: a capture thread that polls the desktop and commits
+//! spans to the outbox, and an upload task that sends the outbox to the
+//! gateway and keeps the org's privacy policy current. `trackhrs agent` runs
+//! it headless; the desktop app runs the same thing and shows its
+//! [`Status`].
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, watch};
+use tonic::Code;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use trackhrs_schemas::agent::v1::GetPolicyRequest;
+use trackhrs_schemas::agent::v1::agent_session_client::AgentSessionClient;
+
+use crate::capture::{Capture, CaptureError};
+use crate::heartbeat::Event;
+use crate::outbox::{Outbox, OutboxError};
+use crate::privacy::Policy;
+use crate::recorder::{Recorded, Recorder};
+use crate::sync::{SyncConfig, SyncError, Uploaded, Uploader};
+
+/// How the agent runs.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// The gateway's gRPC address, e.g. `http://127.0.0.1:50051`.
+    pub gateway: String,
+    /// The device token from enrollment.
+    pub token: String,
+    /// The outbox's SQLite file.
+    pub outbox: PathBuf,
+    /// How often the desktop is observed (ActivityWatch: 1 s).
+    pub poll: Duration,
+    /// Without input for this long, the user is idle (ActivityWatch: 180 s).
+    pub idle_after: Duration,
+    /// How often waiting spans are uploaded.
+    pub upload_every: Duration,
+    /// How often the privacy policy is fetched again.
+    pub policy_every: Duration,
+    /// Batching and backoff.
+    pub sync: SyncConfig,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("gateway", &self.gateway)
+            .field("token", &"<redacted>")
+            .field("outbox", &self.outbox)
+            .field("poll", &self.poll)
+            .field("idle_after", &self.idle_after)
+            .field("upload_every", &self.upload_every)
+            .field("policy_every", &self.policy_every)
+            .finish()
+    }
+}
+
+impl AgentConfig {
+    /// The defaults for `gateway`, `token` and `outbox`: poll every second,
+    /// idle after 180 s, upload every 30 s, policy every 5 minutes.
+    pub fn new(gateway: impl Into<String>, token: impl Into<String>, outbox: PathBuf) -> Self {
+        Self {
+            gateway: gateway.into(),
+            token: token.into(),
+            outbox,
+            poll: Duration::from_secs(1),
+            idle_after: Duration::from_secs(180),
+            upload_every: Duration::from_secs(30),
+            policy_every: Duration::from_secs(300),
+            sync: SyncConfig::default(),
+        }
+    }
+}
+
+/// Where uploads stand.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum UploadState {
+    /// Nothing tried yet.
+    #[default]
+    Starting,
+    /// The outbox was emptied at this time (Unix ms).
+    UpToDate {
+        /// When.
+        at_ms: i64,
+    },
+    /// The last attempt failed; the same batch is sent again after a pause.
+    Retrying {
+        /// Why it failed.
+        error: String,
+    },
+    /// The gateway refuses the device token (revoked, or the member was
+    /// deactivated): uploads stopped, the outbox is kept. Enroll again.
+    Refused {
+        /// The gateway's reason.
+        reason: String,
+    },
+}
+
+/// What the agent is doing, for a front end to show.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Status {
+    /// Capture is paused by the user.
+    pub paused: bool,
+    /// The span being recorded.
+    pub current: Option<Event>,
+    /// The privacy policy received from the gateway; None until it is
+    /// reached once (meanwhile [`Policy::STRICT`] is in force).
+    pub policy: Option<Policy>,
+    /// Spans committed locally and not yet acknowledged.
+    pub waiting: u64,
+    /// Uploads.
+    pub upload: UploadState,
+    /// The wall clock is behind the last recorded time by this much; nothing
+    /// is recorded until it catches up.
+    pub clock_behind_ms: Option<i64>,
+    /// The desktop cannot be observed.
+    pub capture_error: Option<String>,
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The outbox could not be opened.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// The gateway address is not a URL.
+    #[error("gateway address {0:?} is not a valid URL")]
+    Gateway(String),
+    /// The capture thread could not start.
+    #[error("cannot start the capture thread: {0}")]
+    Spawn(std::io::Error),
+    /// The token cannot be sent as gRPC metadata.
+    #[error("the device token is not valid (it must be printable ASCII)")]
+    Token,
+}
+
+struct Shared {
+    outbox: Mutex<Outbox>,
+    policy: Mutex<Option<Policy>>,
+    paused: AtomicBool,
+    stop: AtomicBool,
+    status: watch::Sender<Status>,
+    wake_uploader: Notify,
+}
+
+impl Shared {
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn policy(&self) -> Option<Policy> {
+        *self.policy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Status)) {
+        self.status.send_if_modified(|s| {
+            let before = s.clone();
+            f(s);
+            *s != before
+        });
+    }
+}
+
+/// A running agent.
+pub struct Agent {
+    shared: Arc<Shared>,
+    capture: Option<JoinHandle<()>>,
+    uploader: tokio::task::JoinHandle<()>,
+}
+
+fn wall_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Agent {
+    /// Opens the outbox and starts capturing (with capture back-ends made by
+    /// `connect`, called again after a back-end fails) and uploading. Must
+    /// be called inside a tokio runtime.
+    pub fn start<C, F>(config: AgentConfig, connect: F) -> Result<Self, AgentError>
+    where
+        C: Capture + 'static,
+        F: FnMut() -> Result<C, CaptureError> + Send + 'static,
+    {
+        let endpoint = Endpoint::from_shared(config.gateway.clone())
+            .map_err(|_| AgentError::Gateway(config.gateway.clone()))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30));
+        let bearer = MetadataValue::try_from(format!("Bearer {}", config.token))
+            .map_err(|_| AgentError::Token)?;
+        let outbox = Outbox::open(&config.outbox)?;
+        let policy = outbox.policy()?;
+        let (status, _) = watch::channel(Status {
+            policy,
+            waiting: outbox.waiting()?,
+            ..Status::default()
+        });
+        let shared = Arc::new(Shared {
+            outbox: Mutex::new(outbox),
+            policy: Mutex::new(policy),
+            paused: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            status,
+            wake_uploader: Notify::new(),
+        });
+        let capture = {
+            let shared = shared.clone();
+            let config = config.clone();
+            std::thread::Builder::new()
+                .name("trackhrs-capture".into())
+                .spawn(move || capture_loop(&shared, &config, connect))
+                .map_err(AgentError::Spawn)?
+        };
+        let channel = endpoint.connect_lazy();
+        let uploader = tokio::spawn(upload_loop(shared.clone(), config, channel, bearer));
+        Ok(Self {
+            shared,
+            capture: Some(capture),
+            uploader,
+        })
+    }
+
+    /// Watches the agent's status.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.shared.status.subscribe()
+    }
+
+    /// Pauses capture: the open span is closed and nothing is observed until
+    /// [`Agent::resume`].
+    pub fn pause(&self) {
+        self.shared.paused.store(true, Ordering::SeqCst);
+        self.wake_capture();
+    }
+
+    /// Resumes capture.
+    pub fn resume(&self) {
+        self.shared.paused.store(false, Ordering::SeqCst);
+        self.wake_capture();
+    }
+
+    /// Uploads now instead of at the next interval.
+    pub fn upload_now(&self) {
+        self.shared.wake_uploader.notify_one();
+    }
+
+    fn wake_capture(&self) {
+        if let Some(t) = &self.capture {
+            t.thread().unpark();
+        }
+    }
+
+    /// Stops: the open span is committed to the outbox, and waiting spans
+    /// get one last upload attempt of at most `grace`.
+    pub async fn stop(mut self, grace: Duration) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.capture.take() {
+            t.thread().unpark();
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        self.shared.wake_uploader.notify_one();
+        if tokio::time::timeout(grace, &mut self.uploader)
+            .await
+            .is_err()
+        {
+            self.uploader.abort();
+        }
+    }
+}
+
+fn capture_loop<C, F>(shared: &Shared, config: &AgentConfig, mut connect: F)
+where
+    C: Capture,
+    F: FnMut() -> Result<C, CaptureError>,
+{
+    const RECONNECT: Duration = Duration::from_secs(5);
+    let mut recorder = Recorder::new(config.poll, config.idle_after);
+    let mut capture: Option<C> = None;
+    let mut next_connect = Instant::now();
+    let mut next = Instant::now();
+    let flush = |recorder: &mut Recorder| {
+        if let Err(e) = recorder.flush(&mut shared.outbox()) {
+            tracing::error!(error = %e, "cannot commit the open span to the outbox");
+        }
+    };
+    while !shared.stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        next = (next + config.poll).max(now);
+        if shared.paused.load(Ordering::SeqCst) {
+            flush(&mut recorder);
+            shared.update(|s| {
+                s.paused = true;
+                s.current = None;
+            });
+            std::thread::park_timeout(next.saturating_duration_since(Instant::now()));
+            continue;
+        }
+        if capture.is_none() && now >= next_connect {
+            match connect() {
+                Ok(c) => {
+                    capture = Some(c);
+                    shared.update(|s| s.capture_error = None);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot observe the desktop; trying again");
+                    shared.update(|s| s.capture_error = Some(e.to_string()));
+                    next_connect = now + RECONNECT;
+                }
+            }
+        }
+        if let Some(c) = &mut capture {
+            match c.observe() {
+                Ok(observation) => {
+                    let policy = shared.policy().unwrap_or(Policy::STRICT);
+                    let recorded =
+                        recorder.record(&observation, wall_now_ms(), &policy, &mut shared.outbox());
+                    let behind = match recorded {
+                        Ok(Recorded::ClockBehind { by_ms }) => Some(by_ms),
+                        Ok(Recorded::Recorded) => None,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot commit a span to the outbox");
+                            None
+                        }
+                    };
+                    let waiting = shared.outbox().waiting().unwrap_or_default();
+                    shared.update(|s| {
+                        s.paused = false;
+                        s.current = recorder.current().cloned();
+                        s.clock_behind_ms = behind;
+                        s.waiting = waiting;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the desktop connection failed; reconnecting");
+                    flush(&mut recorder);
+                    capture = None;
+                    next_connect = now + RECONNECT;
+                    shared.update(|s| {
+                        s.current = None;
+                        s.capture_error = Some(e.to_string());
+                    });
+                }
+            }
+        }
+        std::thread::park_timeout(next.saturating_duration_since(Instant::now()));
+    }
+    flush(&mut recorder);
+}
+
+async fn fetch_policy(
+    session: &mut AgentSessionClient<Channel>,
+    bearer: &MetadataValue<Ascii>,
+) -> Result<(Policy, String), tonic::Status> {
+    let mut request = tonic::Request::new(GetPolicyRequest {});
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.clone());
+    let p = session.get_policy(request).await?.into_inner();
+    Ok((
+        Policy {
+            capture_titles: p.capture_titles,
+            capture_urls: p.capture_urls,
+        },
+        p.device_id,
+    ))
+}
+
+fn refused(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unauthenticated | Code::PermissionDenied
+    )
+}
+
+async fn upload_loop(
+    shared: Arc<Shared>,
+    config: AgentConfig,
+    channel: Channel,
+    bearer: MetadataValue<Ascii>,
+) {
+    let mut session = AgentSessionClient::new(channel.clone());
+    let mut uploader = match Uploader::new(channel, &config.token, config.sync.clone()) {
+        Ok(u) => u,
+        Err(e) => {
+            shared.update(|s| {
+                s.upload = UploadState::Refused {
+                    reason: e.to_string(),
+                }
+            });
+            return;
+        }
+    };
+    let mut next_policy = Instant::now();
+    let mut failures = 0u32;
+    let mut pause = Duration::ZERO;
+    loop {
+        let stopping = shared.stop.load(Ordering::SeqCst);
+        if !stopping {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = shared.wake_uploader.notified() => {}
+            }
+        }
+        let stopping = stopping || shared.stop.load(Ordering::SeqCst);
+        if Instant::now() >= next_policy && !stopping {
+            match fetch_policy(&mut session, &bearer).await {
+                Ok((policy, device)) => {
+                    if let Err(e) = shared.outbox().bind_device(&device).and_then(|renumbered| {
+                        if renumbered {
+                            tracing::warn!(
+                                "the token belongs to another device than the outbox's batches; they are numbered again"
+                            );
+                        }
+                        shared.outbox().set_policy(policy)
+                    }) {
+                        tracing::error!(error = %e, "cannot store the privacy policy");
+                    }
+                    if shared.policy() != Some(policy) {
+                        tracing::info!(?policy, "privacy policy in force");
+                    }
+                    *shared.policy.lock().unwrap_or_else(|e| e.into_inner()) = Some(policy);
+                    shared.update(|s| s.policy = Some(policy));
+                    next_policy = Instant::now() + config.policy_every;
+                }
+                Err(status) if refused(&status) => {
+                    stop_uploads(&shared, &status);
+                    return;
+                }
+                Err(status) => {
+                    tracing::info!(%status, "cannot fetch the privacy policy yet");
+                    next_policy = Instant::now() + uploader.backoff(failures + 1);
+                }
+            }
+        }
+        let policy = shared.policy().unwrap_or(Policy::STRICT);
+        pause = config.upload_every;
+        loop {
+            match uploader.upload_next(&shared.outbox, &policy).await {
+                Ok(Uploaded::Nothing) => {
+                    failures = 0;
+                    shared.update(|s| {
+                        s.waiting = 0;
+                        s.upload = UploadState::UpToDate {
+                            at_ms: wall_now_ms(),
+                        };
+                    });
+                    break;
+                }
+                Ok(_) => {
+                    failures = 0;
+                    let waiting = shared.outbox().waiting().unwrap_or_default();
+                    shared.update(|s| s.waiting = waiting);
+                }
+                Err(SyncError::Unauthorized(status)) => {
+                    stop_uploads(&shared, &status);
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    pause = uploader.backoff(failures);
+                    tracing::info!(error = %e, ?pause, "upload failed; the batch stays in the outbox");
+                    shared.update(|s| {
+                        s.upload = UploadState::Retrying {
+                            error: e.to_string(),
+                        }
+                    });
+                    break;
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+fn stop_uploads(shared: &Shared, status: &tonic::Status) {
+    tracing::error!(
+        reason = status.message(),
+        "the gateway refuses this device's token; uploads stopped, the outbox is kept (enroll the device again)"
+    );
+    shared.update(|s| {
+        s.upload = UploadState::Refused {
+            reason: status.message().to_owned(),
+        }
+    });
+}

@@ -1,0 +1,115 @@
+//! `trackhrs agent`: the desktop agent without a window. Observes the X11
+//! desktop, commits spans to a local outbox and uploads them to the gateway
+//! with the device token from enrollment.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use trackhrs_agent::capture::X11Capture;
+use trackhrs_agent::runner::{Agent, AgentConfig, UploadState};
+use trackhrs_agent::sync::SyncConfig;
+
+/// Settings of `trackhrs agent`.
+#[derive(clap::Args)]
+pub struct AgentArgs {
+    /// The gateway's gRPC address.
+    #[arg(
+        long,
+        env = "TRACKHRS_GATEWAY",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    gateway: String,
+    /// A file holding the device token (from `EnrollDevice`). The token is
+    /// never taken on the command line, where other users could read it.
+    #[arg(long, env = "TRACKHRS_DEVICE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Folder of the agent's outbox (created if missing).
+    #[arg(long, env = "TRACKHRS_AGENT_DATA", default_value = ".trackhrs-agent")]
+    data_dir: PathBuf,
+    /// X display to observe (default: $DISPLAY).
+    #[arg(long)]
+    display: Option<String>,
+    /// Milliseconds between observations.
+    #[arg(long, default_value_t = 1000)]
+    poll_ms: u64,
+    /// Seconds without input after which the user is idle.
+    #[arg(long, default_value_t = 180)]
+    idle_after_secs: u64,
+    /// Milliseconds between uploads of waiting spans.
+    #[arg(long, default_value_t = 30_000)]
+    upload_every_ms: u64,
+    /// Seconds between fetches of the org's privacy policy.
+    #[arg(long, default_value_t = 300)]
+    policy_every_secs: u64,
+    /// Most spans per uploaded batch.
+    #[arg(long, default_value_t = 500)]
+    max_batch_spans: usize,
+    /// Longest pause between upload attempts while the gateway fails, in ms.
+    #[arg(long, default_value_t = 60_000)]
+    max_backoff_ms: u64,
+}
+
+fn token(args: &AgentArgs) -> anyhow::Result<String> {
+    let token = match &args.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the device token from {}", path.display()))?,
+        None => std::env::var("TRACKHRS_DEVICE_TOKEN").context(
+            "no device token: pass --token-file or set TRACKHRS_DEVICE_TOKEN (EnrollDevice returns it)",
+        )?,
+    };
+    let token = token.trim().to_owned();
+    anyhow::ensure!(!token.is_empty(), "the device token is empty");
+    Ok(token)
+}
+
+/// Runs the agent until Ctrl-C or SIGTERM.
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let token = token(&args)?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let mut config = AgentConfig::new(&args.gateway, token, args.data_dir.join("outbox.db"));
+    config.poll = Duration::from_millis(args.poll_ms.max(10));
+    config.idle_after = Duration::from_secs(args.idle_after_secs);
+    config.upload_every = Duration::from_millis(args.upload_every_ms);
+    config.policy_every = Duration::from_secs(args.policy_every_secs);
+    config.sync = SyncConfig {
+        max_spans: args.max_batch_spans.clamp(1, 1000),
+        max_backoff: Duration::from_millis(args.max_backoff_ms),
+        ..SyncConfig::default()
+    };
+    let display = args.display.clone();
+    let agent = Agent::start(config, move || X11Capture::connect(display.as_deref()))?;
+    tracing::info!(gateway = %args.gateway, data = %args.data_dir.display(), "agent running");
+    let mut status = agent.status();
+    let report = async {
+        let mut last = UploadState::Starting;
+        while status.changed().await.is_ok() {
+            let upload = status.borrow().upload.clone();
+            if upload != last {
+                match &upload {
+                    UploadState::Refused { reason } => {
+                        tracing::error!(%reason, "uploads stopped: the device token is refused")
+                    }
+                    UploadState::Retrying { error } => {
+                        tracing::warn!(%error, "the gateway is unreachable; spans wait in the outbox")
+                    }
+                    UploadState::UpToDate { .. }
+                        if matches!(last, UploadState::Retrying { .. }) =>
+                    {
+                        tracing::info!("the outbox is uploaded again")
+                    }
+                    _ => {}
+                }
+                last = upload;
+            }
+        }
+    };
+    tokio::select! {
+        () = crate::shutdown_signal() => {}
+        () = report => {}
+    }
+    tracing::info!("stopping: committing the open span");
+    agent.stop(Duration::from_secs(3)).await;
+    Ok(())
+}
