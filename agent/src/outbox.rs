@@ -335,6 +335,16 @@ impl Outbox {
             .query_row("SELECT count(*) FROM spans", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
+    /// Every span waiting (in a batch or not), in start order: what has
+    /// not reached the gateway yet.
+    pub fn spans(&self) -> Result<Vec<Event>, OutboxError> {
+        let mut stmt = self.db.prepare(
+            "SELECT start_ms, end_ms, app, title, url, active FROM spans ORDER BY start_ms, id",
+        )?;
+        let rows = stmt.query_map([], span_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// Spans the gateway refused, with the reasons, oldest first.
     pub fn set_aside(&self) -> Result<Vec<(Event, String)>, OutboxError> {
         let mut stmt = self.db.prepare(

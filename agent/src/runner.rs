@@ -409,14 +409,18 @@ async fn upload_loop(
         if Instant::now() >= next_policy && !stopping {
             match fetch_policy(&mut session, &bearer).await {
                 Ok((policy, device)) => {
-                    if let Err(e) = shared.outbox().bind_device(&device).and_then(|renumbered| {
-                        if renumbered {
-                            tracing::warn!(
-                                "the token belongs to another device than the outbox's batches; they are numbered again"
-                            );
-                        }
-                        shared.outbox().set_policy(policy)
-                    }) {
+                    let stored = {
+                        let mut outbox = shared.outbox();
+                        outbox.bind_device(&device).and_then(|renumbered| {
+                            if renumbered {
+                                tracing::warn!(
+                                    "the token belongs to another device than the outbox's batches; they are numbered again"
+                                );
+                            }
+                            outbox.set_policy(policy)
+                        })
+                    };
+                    if let Err(e) = stored {
                         tracing::error!(error = %e, "cannot store the privacy policy");
                     }
                     if shared.policy() != Some(policy) {

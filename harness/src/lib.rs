@@ -6,6 +6,7 @@
 //! Architecture invariant: nothing here is a stand-in. Tests get the same
 //! nats-server and PostgreSQL binaries production runs.
 
+pub mod desktop;
 pub mod nats;
 pub mod paths;
 pub mod pg;

@@ -36,6 +36,7 @@ pub struct Platform {
 pub struct Replica {
     pub core: Arc<Core>,
     pub channel: Channel,
+    pub addr: std::net::SocketAddr,
 }
 
 impl Replica {
@@ -159,7 +160,11 @@ impl Platform {
             .connect()
             .await
             .unwrap();
-        self.replicas.push(Replica { core, channel });
+        self.replicas.push(Replica {
+            core,
+            channel,
+            addr,
+        });
     }
 
     pub fn gw(&self) -> &Replica {

@@ -1,0 +1,632 @@
+//! The desktop agent end to end: a real X11 desktop (Xvfb, openbox), a real
+//! gateway on a real nats-server and PostgreSQL, and the agent between them,
+//! as the `trackhrs agent` process (killed with SIGKILL while it works) and
+//! in-process behind a recording gRPC proxy that can fail, lose replies and
+//! go down (to see exactly what left the machine).
+
+#[path = "../../gateway/tests/common/mod.rs"]
+mod platform;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use platform::{Platform, authed};
+use rand::Rng;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
+use tonic::{Request, Response, Status};
+use trackhrs_agent::capture::X11Capture;
+use trackhrs_agent::heartbeat::{Event, SpanData};
+use trackhrs_agent::outbox::{Outbox, Refused};
+use trackhrs_agent::privacy::Policy;
+use trackhrs_agent::runner::{Agent, AgentConfig, UploadState};
+use trackhrs_agent::sync::{SyncConfig, Uploaded, Uploader};
+use trackhrs_domain::Token;
+use trackhrs_domain::activity::DeviceActivity;
+use trackhrs_harness::desktop::{Display, open_window, set_class, set_title};
+use trackhrs_nats::EventStore;
+use trackhrs_nats::reader::{StartAt, read};
+use trackhrs_schemas::agent::v1 as agent_pb;
+use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
+use trackhrs_schemas::agent::v1::agent_ingest_server::{AgentIngest, AgentIngestServer};
+use trackhrs_schemas::agent::v1::agent_session_client::AgentSessionClient;
+use trackhrs_schemas::agent::v1::agent_session_server::{AgentSession, AgentSessionServer};
+use trackhrs_schemas::org::v1 as pb;
+
+const APPS: [&str; 2] = ["EditorApp", "BrowserApp"];
+
+/// A desktop whose active window changes its title every `every`, and its
+/// class (application) every other time, so the agent closes a span each
+/// time even when titles are not captured; stops on drop.
+struct BusyDesktop {
+    display: Display,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BusyDesktop {
+    fn start(every: Duration) -> Self {
+        let display = Display::start();
+        let (conn, screen) = x11rb::connect(Some(&display.name)).unwrap();
+        let window = open_window(&conn, screen, "EditorApp", "doc 0");
+        display.xdotool(&["windowactivate", "--sync", &window.to_string()]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(every);
+                    n += 1;
+                    set_class(&conn, window, APPS[(n % 2) as usize]);
+                    set_title(&conn, window, &format!("doc {n}"));
+                }
+            })
+        };
+        Self {
+            display,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for BusyDesktop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An org (titles allowed) with one enrolled device: (owner session,
+/// device id, device token).
+async fn enrolled(platform: &Platform) -> (pb::Session, String, String) {
+    let owner = platform.sign_up("acme", 5).await;
+    let device = platform.enroll(&owner, "Laptop").await;
+    (owner, device.device_id, device.device_token)
+}
+
+/// Every span stored for the device, in stream order: (start, end, app, title).
+async fn stored_spans(
+    platform: &Platform,
+    org: &str,
+    device: &str,
+) -> Vec<(i64, i64, String, String)> {
+    let store = &platform.store;
+    let subject = EventStore::subject::<DeviceActivity>(
+        &Token::new(org).unwrap(),
+        &Token::new(device).unwrap(),
+    );
+    let state = store
+        .load_fresh::<DeviceActivity>(&Token::new(org).unwrap(), &Token::new(device).unwrap())
+        .await
+        .unwrap()
+        .state;
+    let mut spans = Vec::new();
+    if state.last_seq == 0 {
+        return spans;
+    }
+    let js = async_nats::jetstream::new(store.client().clone());
+    let mut log = read(
+        &js,
+        store.keys().clone(),
+        &store.config().events_stream,
+        StartAt::Start,
+        Some(subject),
+    )
+    .await
+    .unwrap();
+    while let Some(item) = log.next().await {
+        let commit = item.commit.unwrap();
+        for e in commit.events {
+            if e.event_type == "SpanRecorded" {
+                let p = &e.payload;
+                // Personal data reads back opened: {"$pd": person, "v": text}.
+                let text = |v: &serde_json::Value| {
+                    v.get("v")
+                        .unwrap_or(v)
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                spans.push((
+                    p["start_ms"].as_i64().unwrap(),
+                    p["end_ms"].as_i64().unwrap(),
+                    text(&p["app"]),
+                    text(&p["title"]),
+                ));
+            }
+        }
+        if item.pending == 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        spans.len() as u64,
+        state.spans,
+        "the log and the aggregate agree"
+    );
+    spans
+}
+
+fn assert_no_overlap(spans: &[(i64, i64, String, String)]) {
+    let mut sorted = spans.to_vec();
+    sorted.sort();
+    for w in sorted.windows(2) {
+        assert!(w[0].1 <= w[1].0, "overlapping spans stored: {w:?}");
+    }
+    for s in spans {
+        assert!(s.0 < s.1, "a span of no length: {s:?}");
+    }
+}
+
+/// A `trackhrs agent` process, killed if still running when dropped.
+struct AgentProcess(Child);
+
+impl AgentProcess {
+    /// SIGKILL: no chance to clean up.
+    fn kill9(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    fn terminate(&mut self) {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        for _ in 0..300 {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                assert!(status.success(), "the agent exited with {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the agent did not stop within 15 s of SIGTERM");
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_agent(display: &str, gateway: SocketAddr, token_file: &Path, data: &Path) -> AgentProcess {
+    let child = Command::new(env!("CARGO_BIN_EXE_trackhrs"))
+        .args([
+            "agent",
+            "--display",
+            display,
+            "--gateway",
+            &format!("http://{gateway}"),
+            "--poll-ms",
+            "50",
+            "--upload-every-ms",
+            "250",
+            "--max-batch-spans",
+            "7",
+            "--max-backoff-ms",
+            "500",
+        ])
+        .arg("--token-file")
+        .arg(token_file)
+        .arg("--data-dir")
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn trackhrs agent");
+    AgentProcess(child)
+}
+
+fn outbox_spans(data: &Path) -> Vec<(i64, i64, String, String)> {
+    Outbox::open(&data.join("outbox.db"))
+        .unwrap()
+        .spans()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.start_ms, e.end_ms(), e.data.app, e.data.title))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_at_any_moment_loses_nothing_and_doubles_nothing() {
+    let platform = Platform::start().await;
+    let (owner, device, token) = enrolled(&platform).await;
+    let desktop = BusyDesktop::start(Duration::from_millis(170));
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &token).unwrap();
+    let data = dir.path().join("agent");
+    let gateway = platform.gw().addr;
+
+    // Killed with SIGKILL six times at random moments; each time, what the
+    // outbox held (committed, not yet acknowledged) is noted.
+    let mut committed = BTreeSet::new();
+    for _ in 0..6 {
+        let mut agent = spawn_agent(&desktop.display.name, gateway, &token_file, &data);
+        let pause = rand::rng().random_range(400..1600);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        agent.kill9();
+        committed.extend(outbox_spans(&data));
+    }
+    // A last run, stopped politely: it commits its open span and uploads.
+    let mut agent = spawn_agent(&desktop.display.name, gateway, &token_file, &data);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(desktop);
+    committed.extend(outbox_spans(&data));
+    agent.terminate();
+
+    let outbox = Outbox::open(&data.join("outbox.db")).unwrap();
+    assert_eq!(outbox.spans().unwrap(), vec![], "the outbox was uploaded");
+    assert_eq!(outbox.set_aside().unwrap(), vec![], "nothing was refused");
+    let stored = stored_spans(&platform, &owner.org_id, &device).await;
+    assert_no_overlap(&stored);
+    let stored_set: BTreeSet<_> = stored.iter().cloned().collect();
+    assert_eq!(stored_set.len(), stored.len(), "a span stored twice");
+    let missing: Vec<_> = committed.difference(&stored_set).collect();
+    assert!(
+        missing.is_empty(),
+        "committed spans never stored: {missing:?}\nstored: {stored:?}"
+    );
+    assert!(
+        stored.len() >= 20,
+        "the agent recorded {} spans in about 8 s of title changes",
+        stored.len()
+    );
+    assert!(stored.iter().all(|s| APPS.contains(&s.2.as_str())));
+    assert!(
+        stored.iter().any(|s| s.3.starts_with("doc ")),
+        "titles are allowed"
+    );
+}
+
+/// How the proxy treats uploads.
+const PASS: u8 = 0;
+const FAIL: u8 = 1;
+const LOSE_REPLY: u8 = 2;
+
+/// A gRPC proxy in front of the gateway's agent services: records every
+/// upload as it arrived, and fails or loses replies on demand.
+#[derive(Clone)]
+struct Proxy {
+    upstream: Channel,
+    received: Arc<Mutex<Vec<agent_pb::UploadBatchRequest>>>,
+    mode: Arc<AtomicU8>,
+}
+
+fn forwarded<T>(request: &Request<T>, message: T) -> Request<T> {
+    let mut out = Request::new(message);
+    if let Some(auth) = request.metadata().get("authorization") {
+        out.metadata_mut().insert("authorization", auth.clone());
+    }
+    out
+}
+
+#[tonic::async_trait]
+impl AgentIngest for Proxy {
+    async fn upload_batch(
+        &self,
+        request: Request<agent_pb::UploadBatchRequest>,
+    ) -> Result<Response<agent_pb::UploadBatchResponse>, Status> {
+        self.received
+            .lock()
+            .unwrap()
+            .push(request.get_ref().clone());
+        let mode = self.mode.load(Ordering::SeqCst);
+        if mode == FAIL {
+            return Err(Status::unavailable("the gateway is failing"));
+        }
+        let message = request.get_ref().clone();
+        let reply = AgentIngestClient::new(self.upstream.clone())
+            .upload_batch(forwarded(&request, message))
+            .await;
+        if mode == LOSE_REPLY {
+            // Stored upstream; the reply never reaches the agent.
+            self.mode.store(PASS, Ordering::SeqCst);
+            return Err(Status::unavailable("connection reset"));
+        }
+        reply
+    }
+}
+
+#[tonic::async_trait]
+impl AgentSession for Proxy {
+    async fn get_policy(
+        &self,
+        request: Request<agent_pb::GetPolicyRequest>,
+    ) -> Result<Response<agent_pb::Policy>, Status> {
+        AgentSessionClient::new(self.upstream.clone())
+            .get_policy(forwarded(&request, agent_pb::GetPolicyRequest {}))
+            .await
+    }
+}
+
+impl Proxy {
+    /// Serves on `addr` until `down` fires.
+    async fn serve(&self, addr: SocketAddr, down: tokio::sync::oneshot::Receiver<()>) {
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let proxy = self.clone();
+        tokio::spawn(
+            Server::builder()
+                .add_service(AgentIngestServer::new(proxy.clone()))
+                .add_service(AgentSessionServer::new(proxy))
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+                    let _ = down.await;
+                }),
+        );
+    }
+
+    fn titles_sent(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.spans.iter().map(|s| s.title.clone()))
+            .collect()
+    }
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn change_titles(platform: &Platform, owner: &pb::Session, allowed: bool, id: &str) {
+    platform
+        .gw()
+        .orgs()
+        .change_settings(authed(
+            &owner.access_token,
+            pb::ChangeSettingsRequest {
+                command_id: id.into(),
+                org_id: owner.org_id.clone(),
+                settings: Some(pb::Settings {
+                    timezone: "Europe/Berlin".into(),
+                    work_week: vec![1, 2, 3, 4, 5],
+                    capture_titles: allowed,
+                    capture_urls: false,
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    platform.caught_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_obeys_the_policy_and_rides_out_a_failing_gateway() {
+    let platform = Platform::start().await;
+    let (owner, device, token) = enrolled(&platform).await;
+    let desktop = BusyDesktop::start(Duration::from_millis(150));
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = probe.local_addr().unwrap();
+    drop(probe);
+    let proxy = Proxy {
+        upstream: platform.gw().channel.clone(),
+        received: Arc::default(),
+        mode: Arc::new(AtomicU8::new(PASS)),
+    };
+    let (down, rx) = tokio::sync::oneshot::channel();
+    proxy.serve(proxy_addr, rx).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AgentConfig::new(
+        format!("http://{proxy_addr}"),
+        token,
+        dir.path().join("outbox.db"),
+    );
+    config.poll = Duration::from_millis(50);
+    config.upload_every = Duration::from_millis(200);
+    config.policy_every = Duration::from_millis(200);
+    config.sync.max_spans = 5;
+    config.sync.base_backoff = Duration::from_millis(50);
+    config.sync.max_backoff = Duration::from_millis(300);
+    let display = desktop.display.name.clone();
+    let agent = Agent::start(config, move || X11Capture::connect(Some(&display))).unwrap();
+    let status = agent.status();
+
+    // Titles allowed: they are sent.
+    wait_until("titles sent", Duration::from_secs(20), || {
+        proxy.titles_sent().iter().any(|t| t.starts_with("doc "))
+    })
+    .await;
+
+    // Forbidden: once the agent has the new policy, no title leaves the
+    // machine, including spans captured before and still waiting.
+    change_titles(&platform, &owner, false, "titles-off").await;
+    wait_until("the strict policy", Duration::from_secs(20), || {
+        status.borrow().policy.is_some_and(|p| !p.capture_titles)
+    })
+    .await;
+    let sent_before = proxy.received.lock().unwrap().len();
+
+    // The gateway fails for a while, then a reply is lost after the batch
+    // was stored, then the gateway is down (connection refused).
+    proxy.mode.store(FAIL, Ordering::SeqCst);
+    wait_until("a failed upload", Duration::from_secs(20), || {
+        matches!(status.borrow().upload, UploadState::Retrying { .. })
+    })
+    .await;
+    proxy.mode.store(LOSE_REPLY, Ordering::SeqCst);
+    wait_until("a lost reply", Duration::from_secs(20), || {
+        proxy.mode.load(Ordering::SeqCst) == PASS
+    })
+    .await;
+    down.send(()).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting_while_down = status.borrow().waiting;
+    assert!(
+        waiting_while_down > 0,
+        "spans wait while the gateway is down"
+    );
+    let (down, rx) = tokio::sync::oneshot::channel();
+    proxy.serve(proxy_addr, rx).await;
+    wait_until("the outbox uploaded", Duration::from_secs(30), || {
+        matches!(status.borrow().upload, UploadState::UpToDate { .. })
+    })
+    .await;
+
+    let received = proxy.received.lock().unwrap().clone();
+    let titled: Vec<_> = received[sent_before..]
+        .iter()
+        .flat_map(|r| &r.spans)
+        .filter(|s| !s.title.is_empty())
+        .collect();
+    assert!(titled.is_empty(), "titles left the machine: {titled:?}");
+    let batch_ids: Vec<&str> = received.iter().map(|r| r.batch_id.as_str()).collect();
+    let distinct: BTreeSet<&str> = batch_ids.iter().copied().collect();
+    assert!(
+        distinct.len() < batch_ids.len(),
+        "a batch was sent again after a failure"
+    );
+
+    // Every span sent is stored once (the lost reply's batch included).
+    let stored = stored_spans(&platform, &owner.org_id, &device).await;
+    assert_no_overlap(&stored);
+    let sent: BTreeSet<(i64, i64)> = received
+        .iter()
+        .flat_map(|r| r.spans.iter().map(|s| (s.start_unix_ms, s.end_unix_ms)))
+        .collect();
+    let stored_times: Vec<(i64, i64)> = stored.iter().map(|s| (s.0, s.1)).collect();
+    assert_eq!(
+        stored_times.iter().copied().collect::<BTreeSet<_>>(),
+        sent,
+        "stored = sent"
+    );
+    assert_eq!(stored_times.len(), sent.len(), "nothing stored twice");
+
+    // The device is revoked: uploads stop, the user is told, the outbox is
+    // kept and keeps growing.
+    platform
+        .gw()
+        .orgs()
+        .revoke_device(authed(
+            &owner.access_token,
+            pb::RevokeDeviceRequest {
+                command_id: "revoke-laptop".into(),
+                org_id: owner.org_id.clone(),
+                device_id: device.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    platform.caught_up().await;
+    wait_until("uploads refused", Duration::from_secs(20), || {
+        matches!(status.borrow().upload, UploadState::Refused { .. })
+    })
+    .await;
+    let attempts = proxy.received.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        proxy.received.lock().unwrap().len(),
+        attempts,
+        "no upload after the refusal"
+    );
+    assert!(
+        status.borrow().waiting > 0,
+        "the outbox is kept: {:?}",
+        *status.borrow()
+    );
+    drop(desktop);
+    agent.stop(Duration::from_secs(1)).await;
+    drop(down);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_span_the_gateway_refuses_is_set_aside_with_the_reason_and_the_rest_is_stored() {
+    let platform = Platform::start().await;
+    let (owner, device, token) = enrolled(&platform).await;
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Arc::new(Mutex::new(Outbox::open(&dir.path().join("o.db")).unwrap()));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let span = |start_ms: i64, app: &str| Event {
+        start_ms,
+        duration_ms: 60_000,
+        data: SpanData {
+            app: app.into(),
+            title: String::new(),
+            url: None,
+            active: true,
+        },
+    };
+    // Two spans of the past hour and one an hour ahead (a clock that had
+    // jumped forward when it was recorded), in one batch.
+    for s in [
+        span(now - 600_000, "code"),
+        span(now - 300_000, "code"),
+        span(now + 3_600_000, "future"),
+    ] {
+        outbox.lock().unwrap().push(&s).unwrap();
+    }
+    let mut uploader =
+        Uploader::new(platform.gw().channel.clone(), &token, SyncConfig::default()).unwrap();
+    let policy = Policy {
+        capture_titles: true,
+        capture_urls: true,
+    };
+    let done = uploader.drain(outbox.clone(), &policy).await.unwrap();
+    let kinds: Vec<String> = done
+        .iter()
+        .map(|u| match u {
+            Uploaded::Stored { seq, .. } => format!("stored {seq}"),
+            Uploaded::Refused {
+                outcome: Refused::Split { spans },
+                ..
+            } => format!("split {spans}"),
+            Uploaded::Refused {
+                outcome: Refused::SetAside { span },
+                reason,
+                ..
+            } => format!("set aside {}: {reason}", span.data.app),
+            Uploaded::Nothing => "nothing".into(),
+        })
+        .collect();
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+    assert_eq!(&kinds[..3], ["split 3", "stored 1", "stored 2"]);
+    assert!(
+        kinds[3].starts_with("set aside future: spans: span 0") && kinds[3].contains("future"),
+        "{kinds:?}"
+    );
+    // Not retried: nothing waits; the refused span is kept with its reason.
+    let (waiting, aside) = {
+        let outbox = outbox.lock().unwrap();
+        (outbox.waiting().unwrap(), outbox.set_aside().unwrap())
+    };
+    assert_eq!(waiting, 0);
+    assert_eq!(aside.len(), 1);
+    assert_eq!(aside[0].0.data.app, "future");
+    let stored = stored_spans(&platform, &owner.org_id, &device).await;
+    assert_eq!(
+        stored.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![now - 600_000, now - 300_000]
+    );
+}
