@@ -134,54 +134,7 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     )
     .await?;
 
-    // One org, one owner who enrolled every device.
-    let org = Token::new("bench")?;
-    let owner = Token::new("owner")?;
-    core.org_command(
-        &org,
-        "system:bench",
-        "bench-org",
-        OrgCommand::Create {
-            name: "Bench".into(),
-            owner: owner.clone(),
-            owner_email: "owner@bench.test".into(),
-            owner_name: "Owner".into(),
-            seats: 10,
-        },
-    )
-    .await?;
-    let mut tokens = Vec::new();
-    for d in 0..args.devices {
-        let device = Token::new(format!("dev{d}"))?;
-        core.org_command(
-            &org,
-            "person:owner",
-            &format!("enroll-{d}"),
-            OrgCommand::EnrollDevice {
-                actor: owner.clone(),
-                device: device.clone(),
-                name: format!("laptop {d}"),
-            },
-        )
-        .await?;
-        tokens.push(
-            core.auth
-                .put_device_token("bench", device.as_str(), "owner")
-                .await?,
-        );
-    }
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(trackhrs_gateway::serve(
-        listener,
-        core.clone(),
-        || true,
-        std::future::pending(),
-    ));
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+    let (tokens, channel, _) = serve_devices(core, args.devices).await?;
 
     // 1. Ingest through gRPC.
     let per_device = args.spans / args.devices;
@@ -405,6 +358,65 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     report.insert("nats_server".into(), json!(client.server_info().version));
     say(&serde_json::to_string(&serde_json::Value::Object(report))?);
     Ok(())
+}
+
+/// Creates one org whose owner enrolled `devices` devices, serves the
+/// gateway on a free port, and returns the device tokens, a channel to it
+/// and its address.
+pub async fn serve_devices(
+    core: Arc<trackhrs_gateway::Core>,
+    devices: u64,
+) -> anyhow::Result<(Vec<String>, tonic::transport::Channel, std::net::SocketAddr)> {
+    // One org, one owner who enrolled every device.
+    let org = Token::new("bench")?;
+    let owner = Token::new("owner")?;
+    core.org_command(
+        &org,
+        "system:bench",
+        "bench-org",
+        OrgCommand::Create {
+            name: "Bench".into(),
+            owner: owner.clone(),
+            owner_email: "owner@bench.test".into(),
+            owner_name: "Owner".into(),
+            seats: 10,
+        },
+    )
+    .await?;
+    let mut tokens = Vec::new();
+    for d in 0..devices {
+        let device = Token::new(format!("dev{d}"))?;
+        core.org_command(
+            &org,
+            "person:owner",
+            &format!("enroll-{d}"),
+            OrgCommand::EnrollDevice {
+                actor: owner.clone(),
+                device: device.clone(),
+                name: format!("laptop {d}"),
+            },
+        )
+        .await?;
+        tokens.push(
+            core.auth
+                .put_device_token("bench", device.as_str(), "owner")
+                .await?,
+        );
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(trackhrs_gateway::serve(
+        listener,
+        core.clone(),
+        || true,
+        std::future::pending(),
+    ));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+
+    Ok((tokens, channel, addr))
 }
 
 /// Runs activity version `version`, configured as `trackhrs projections run`

@@ -3,6 +3,7 @@
 
 mod agent;
 mod bench;
+mod bench_agent;
 mod bench_pipeline;
 mod dev;
 mod ops;
@@ -172,6 +173,9 @@ enum BenchCommand {
     Store(bench::StoreBenchArgs),
     /// The activity pipeline: gRPC ingest, projection apply, rebuild.
     Pipeline(bench_pipeline::PipelineBenchArgs),
+    /// The desktop agent: outbox throughput, and the headless agent's CPU
+    /// and memory on an Xvfb desktop.
+    Agent(bench_agent::AgentBenchArgs),
 }
 
 /// Where NATS is and how the event store is laid out.
@@ -316,6 +320,9 @@ async fn main() -> anyhow::Result<()> {
         Role::Bench {
             command: BenchCommand::Pipeline(args),
         } => bench_pipeline::run_pipeline(args).await,
+        Role::Bench {
+            command: BenchCommand::Agent(args),
+        } => bench_agent::run_agent(args).await,
     }
 }
 

@@ -1,0 +1,220 @@
+//! `trackhrs bench agent`: the desktop agent's cost and throughput against
+//! real servers started for the run (nats-server with `sync_interval:
+//! always`, a private durable PostgreSQL) and a real X11 desktop (Xvfb with
+//! openbox):
+//! 1. outbox throughput: spans committed to the SQLite outbox per second
+//!    (each commit durable), then uploaded to the gateway per second;
+//! 2. `trackhrs agent` as its own process observing the desktop once a
+//!    second for `--seconds`, its window changing every few seconds: CPU
+//!    (user + system, from /proc) and resident memory.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use trackhrs_agent::heartbeat::{Event, SpanData};
+use trackhrs_agent::outbox::Outbox;
+use trackhrs_agent::privacy::Policy;
+use trackhrs_agent::sync::{SyncConfig, Uploader};
+use trackhrs_commands::CommandHandler;
+use trackhrs_domain::Token;
+use trackhrs_domain::activity::DeviceActivity;
+use trackhrs_gateway::GatewayConfig;
+use trackhrs_harness::desktop::{Display, open_window, set_class, set_title};
+use trackhrs_harness::pg::Durability;
+use trackhrs_harness::{NatsOptions, NatsServer, PgServer};
+use trackhrs_nats::{EventStore, StoreConfig};
+use trackhrs_projections::directory::Directory;
+use trackhrs_projections::{Runner, RunnerConfig};
+
+use crate::bench::say;
+use crate::bench_pipeline::serve_devices;
+
+/// Arguments of `bench agent`.
+#[derive(clap::Args)]
+pub struct AgentBenchArgs {
+    /// Spans committed to the outbox and uploaded in the throughput part.
+    #[arg(long, default_value_t = 20_000)]
+    spans: u64,
+    /// Seconds the headless agent runs while its CPU and memory are sampled.
+    #[arg(long, default_value_t = 600)]
+    seconds: u64,
+    /// Seconds between changes of the active window.
+    #[arg(long, default_value_t = 5)]
+    switch_every: u64,
+}
+
+/// CPU time (user + system) and resident memory of a process, from /proc.
+struct Sample {
+    cpu: Duration,
+    rss_kib: u64,
+}
+
+fn sample(pid: u32, ticks_per_s: u64) -> anyhow::Result<Sample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .context("no VmRSS")?
+        .parse()?;
+    Ok(Sample {
+        cpu: Duration::from_millis(ticks * 1000 / ticks_per_s),
+        rss_kib,
+    })
+}
+
+fn clock_ticks() -> anyhow::Result<u64> {
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()?;
+    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let nats = NatsServer::start_with(NatsOptions {
+        sync_always: true,
+        store_dir: Some(dir.path().join("js")),
+        ..Default::default()
+    })
+    .await?;
+    let pg = PgServer::start_private_with(Durability::Durable, &[]).await?;
+    let (admin, conn) =
+        tokio_postgres::connect(&pg.connection_string("postgres"), tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    admin.batch_execute("CREATE DATABASE bench").await?;
+    let pg_config: tokio_postgres::Config = pg.connection_string("bench").parse()?;
+    let client = nats.connect().await?;
+    let config = StoreConfig::default();
+    trackhrs_nats::provision(&client, &config).await?;
+    let store = EventStore::open(client, config).await?;
+    let core = trackhrs_gateway::open(
+        CommandHandler::new(store.clone()),
+        trackhrs_gateway::pool(pg_config.clone(), 8)?,
+        GatewayConfig::default(),
+    )
+    .await?;
+    // The directory read model answers the agent's GetPolicy.
+    let directory = Runner::new(
+        Directory,
+        store.clone(),
+        pg_config,
+        RunnerConfig {
+            batch_wait: Duration::from_millis(50),
+            ..RunnerConfig::default()
+        },
+    );
+    tokio::spawn(directory.run(std::future::pending()));
+    let (tokens, channel, addr) = serve_devices(core, 2).await?;
+
+    // 1. Outbox throughput.
+    let outbox_path = dir.path().join("bench-outbox.db");
+    let mut outbox = Outbox::open(&outbox_path)?;
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64
+        - 20 * 24 * 3_600_000;
+    let started = Instant::now();
+    for i in 0..args.spans as i64 {
+        outbox.push(&Event {
+            start_ms: start + i * 10_000,
+            duration_ms: 9_000,
+            data: SpanData {
+                app: ["code", "firefox", "slack"][(i % 3) as usize].into(),
+                title: format!("window {}", i % 50),
+                url: None,
+                active: i % 7 != 0,
+            },
+        })?;
+    }
+    let committed = started.elapsed();
+    let outbox = Arc::new(Mutex::new(outbox));
+    let mut uploader = Uploader::new(channel, &tokens[0], SyncConfig::default())?;
+    let policy = Policy {
+        capture_titles: true,
+        capture_urls: true,
+    };
+    let started = Instant::now();
+    let batches = uploader.drain(outbox.clone(), &policy).await?.len();
+    let uploaded = started.elapsed();
+    say(&format!(
+        "outbox: {} spans committed one by one (durable) in {:.2} s = {:.0} spans/s; \
+         uploaded in {batches} batches in {:.2} s = {:.0} spans/s",
+        args.spans,
+        committed.as_secs_f64(),
+        args.spans as f64 / committed.as_secs_f64(),
+        uploaded.as_secs_f64(),
+        args.spans as f64 / uploaded.as_secs_f64()
+    ));
+
+    // 2. The headless agent on a desktop.
+    let display = Display::start();
+    let (conn, screen) = x11rb::connect(Some(&display.name))?;
+    let window = open_window(&conn, screen, "EditorApp", "main.rs");
+    display.xdotool(&["windowactivate", "--sync", &window.to_string()]);
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &tokens[1])?;
+    let mut agent = std::process::Command::new(std::env::current_exe()?)
+        .arg("agent")
+        .arg("--display")
+        .arg(&display.name)
+        .arg("--gateway")
+        .arg(format!("http://{addr}"))
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--data-dir")
+        .arg(dir.path().join("agent"))
+        .env("RUST_LOG", "warn")
+        .spawn()?;
+    let pid = agent.id();
+    let ticks = clock_ticks()?;
+    // Start-up (connecting, opening the outbox) is not the steady state.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let first = sample(pid, ticks)?;
+    let began = Instant::now();
+    let mut max_rss = first.rss_kib;
+    let mut n = 0u64;
+    while began.elapsed() < Duration::from_secs(args.seconds) {
+        tokio::time::sleep(Duration::from_secs(args.switch_every)).await;
+        n += 1;
+        set_class(
+            &conn,
+            window,
+            ["EditorApp", "BrowserApp", "ChatApp"][(n % 3) as usize],
+        );
+        set_title(&conn, window, &format!("document {n}"));
+        max_rss = max_rss.max(sample(pid, ticks)?.rss_kib);
+    }
+    let last = sample(pid, ticks)?;
+    let wall = began.elapsed();
+    agent.kill()?;
+    agent.wait()?;
+    let cpu = last.cpu.saturating_sub(first.cpu);
+    let stored = store
+        .load_fresh::<DeviceActivity>(&Token::new("bench")?, &Token::new("dev1")?)
+        .await?
+        .state;
+    say(&format!(
+        "headless agent over {:.0} s (poll 1 s, window change every {} s): CPU {:.3} s = {:.3}% of one core; \
+         RSS {:.1} MiB at the end, {:.1} MiB at most; {} spans stored from it in {} batches",
+        wall.as_secs_f64(),
+        args.switch_every,
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() * 100.0 / wall.as_secs_f64(),
+        last.rss_kib as f64 / 1024.0,
+        max_rss as f64 / 1024.0,
+        stored.spans,
+        stored.last_seq
+    ));
+    Ok(())
+}
