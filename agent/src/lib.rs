@@ -1,6 +1,7 @@
 //! The desktop agent's core, what every front end (headless `trackhrs
 //! agent`, the Tauri app, the ActivityWatch-compatible API) shares:
 //!
+//! - [`aw`]: ActivityWatch's buckets, events and REST API on loopback;
 //! - [`heartbeat`]: observations merged into spans with ActivityWatch's
 //!   heartbeat semantics (merge only identical data, only within the
 //!   pulsetime after the last end);
@@ -19,6 +20,7 @@
 //! Architecture invariant: the agent talks to the platform only through the
 //! gRPC API of `trackhrs-schemas`; it depends on no server-side crate.
 
+pub mod aw;
 pub mod capture;
 pub mod heartbeat;
 pub mod outbox;

@@ -84,7 +84,8 @@ const SCHEMA: &str = "
         one       INTEGER PRIMARY KEY CHECK (one = 1),
         device_id TEXT,
         last_seq  INTEGER NOT NULL,
-        last_end  INTEGER
+        last_end  INTEGER,
+        combined_until INTEGER
     );
     INSERT INTO device (one, last_seq) VALUES (1, 0);
     CREATE TABLE policy (
@@ -120,6 +121,22 @@ fn span_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
+fn insert_span(db: &Connection, span: &Event) -> Result<(), OutboxError> {
+    db.prepare_cached(
+        "INSERT INTO spans (start_ms, end_ms, app, title, url, active) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        span.start_ms,
+        span.end_ms(),
+        span.data.app,
+        span.data.title,
+        span.data.url,
+        span.data.active
+    ])?;
+    Ok(())
+}
+
 fn batch_spans(tx: &rusqlite::Transaction<'_>, seq: u64) -> Result<Vec<Event>, OutboxError> {
     let mut stmt = tx.prepare_cached(
         "SELECT start_ms, end_ms, app, title, url, active FROM spans \
@@ -152,20 +169,27 @@ impl Outbox {
 
     /// Commits a closed span.
     pub fn push(&mut self, span: &Event) -> Result<(), OutboxError> {
-        self.db
-            .prepare_cached(
-                "INSERT INTO spans (start_ms, end_ms, app, title, url, active) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                span.start_ms,
-                span.end_ms(),
-                span.data.app,
-                span.data.title,
-                span.data.url,
-                span.data.active
-            ])?;
+        insert_span(&self.db, span)
+    }
+
+    /// Commits `spans` (in order) and, in the same transaction, notes that
+    /// the ActivityWatch timelines were combined up to `until_ms`: a crash
+    /// cannot commit one without the other.
+    pub fn push_combined(&mut self, spans: &[Event], until_ms: i64) -> Result<(), OutboxError> {
+        let tx = self.db.transaction()?;
+        for span in spans {
+            insert_span(&tx, span)?;
+        }
+        tx.execute("UPDATE device SET combined_until = ?1", params![until_ms])?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// How far the ActivityWatch timelines were combined into spans.
+    pub fn combined_until(&self) -> Result<Option<i64>, OutboxError> {
+        Ok(self
+            .db
+            .query_row("SELECT combined_until FROM device", [], |r| r.get(0))?)
     }
 
     /// The latest end of any span waiting or acknowledged: a new span must

@@ -4,6 +4,7 @@
 //! it headless; the desktop app runs the same thing and shows its
 //! [`Status`].
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,6 +18,8 @@ use tonic::transport::{Channel, Endpoint};
 use trackhrs_schemas::agent::v1::GetPolicyRequest;
 use trackhrs_schemas::agent::v1::agent_session_client::AgentSessionClient;
 
+use crate::aw::combine::combine;
+use crate::aw::store::{AwError, AwStore};
 use crate::capture::{Capture, CaptureError};
 use crate::heartbeat::Event;
 use crate::outbox::{Outbox, OutboxError};
@@ -43,6 +46,14 @@ pub struct AgentConfig {
     pub policy_every: Duration,
     /// Batching and backoff.
     pub sync: SyncConfig,
+    /// Where ActivityWatch's REST API is served (None: not served).
+    pub activitywatch_listen: Option<SocketAddr>,
+    /// The local ActivityWatch store's SQLite file.
+    pub activitywatch_store: PathBuf,
+    /// With ActivityWatch's watchers as the source: their timelines are
+    /// combined into spans once this old (a younger event may still grow by
+    /// heartbeats; aw-watcher-afk's pulsetime is over 3 minutes).
+    pub settle: Duration,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -55,15 +66,21 @@ impl std::fmt::Debug for AgentConfig {
             .field("idle_after", &self.idle_after)
             .field("upload_every", &self.upload_every)
             .field("policy_every", &self.policy_every)
+            .field("activitywatch_listen", &self.activitywatch_listen)
+            .field("settle", &self.settle)
             .finish()
     }
 }
 
 impl AgentConfig {
     /// The defaults for `gateway`, `token` and `outbox`: poll every second,
-    /// idle after 180 s, upload every 30 s, policy every 5 minutes.
+    /// idle after 180 s, upload every 30 s, policy every 5 minutes, no
+    /// ActivityWatch API (its store beside the outbox), settle 10 minutes.
     pub fn new(gateway: impl Into<String>, token: impl Into<String>, outbox: PathBuf) -> Self {
         Self {
+            activitywatch_listen: None,
+            activitywatch_store: outbox.with_file_name("activitywatch.db"),
+            settle: Duration::from_secs(600),
             gateway: gateway.into(),
             token: token.into(),
             outbox,
@@ -133,6 +150,19 @@ pub enum AgentError {
     /// The capture thread could not start.
     #[error("cannot start the capture thread: {0}")]
     Spawn(std::io::Error),
+    /// The ActivityWatch store could not be opened.
+    #[error(transparent)]
+    ActivityWatch(#[from] AwError),
+    /// The ActivityWatch API's address cannot be bound.
+    #[error(
+        "cannot serve ActivityWatch's API on {addr}: {source} (is ActivityWatch's own server running? stop it, or choose another address)"
+    )]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The token cannot be sent as gRPC metadata.
     #[error("the device token is not valid (it must be printable ASCII)")]
     Token,
@@ -170,6 +200,10 @@ pub struct Agent {
     shared: Arc<Shared>,
     capture: Option<JoinHandle<()>>,
     uploader: tokio::task::JoinHandle<()>,
+    activitywatch: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 fn wall_now_ms() -> i64 {
@@ -179,14 +213,40 @@ fn wall_now_ms() -> i64 {
 }
 
 impl Agent {
-    /// Opens the outbox and starts capturing (with capture back-ends made by
-    /// `connect`, called again after a back-end fails) and uploading. Must
-    /// be called inside a tokio runtime.
+    /// Opens the outbox and starts capturing the desktop (with capture
+    /// back-ends made by `connect`, called again after a back-end fails) and
+    /// uploading. Must be called inside a tokio runtime.
     pub fn start<C, F>(config: AgentConfig, connect: F) -> Result<Self, AgentError>
     where
         C: Capture + 'static,
         F: FnMut() -> Result<C, CaptureError> + Send + 'static,
     {
+        Self::launch(config, move |shared, config, _| {
+            std::thread::Builder::new()
+                .name("trackhrs-capture".into())
+                .spawn(move || capture_loop(&shared, &config, connect))
+        })
+    }
+
+    /// Opens the outbox and takes the device's activity from ActivityWatch's
+    /// watchers reporting to the API (`activitywatch_listen` must be set):
+    /// their window and AFK timelines are combined into spans once settled.
+    pub fn start_activitywatch(config: AgentConfig) -> Result<Self, AgentError> {
+        Self::launch(config, |shared, config, aw| {
+            std::thread::Builder::new()
+                .name("trackhrs-combine".into())
+                .spawn(move || combine_loop(&shared, &config, &aw))
+        })
+    }
+
+    fn launch(
+        config: AgentConfig,
+        source: impl FnOnce(
+            Arc<Shared>,
+            AgentConfig,
+            Arc<Mutex<AwStore>>,
+        ) -> std::io::Result<JoinHandle<()>>,
+    ) -> Result<Self, AgentError> {
         let endpoint = Endpoint::from_shared(config.gateway.clone())
             .map_err(|_| AgentError::Gateway(config.gateway.clone()))?
             .connect_timeout(Duration::from_secs(5))
@@ -194,6 +254,30 @@ impl Agent {
         let bearer = MetadataValue::try_from(format!("Bearer {}", config.token))
             .map_err(|_| AgentError::Token)?;
         let outbox = Outbox::open(&config.outbox)?;
+        let aw = Arc::new(Mutex::new(AwStore::open(&config.activitywatch_store)?));
+        let activitywatch = match config.activitywatch_listen {
+            Some(addr) => {
+                let listener = std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .and_then(tokio::net::TcpListener::from_std)
+                    .map_err(|source| AgentError::Listen { addr, source })?;
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let served = tokio::spawn({
+                    let aw = aw.clone();
+                    async move {
+                        let shutdown = async {
+                            let _ = stopped.await;
+                        };
+                        if let Err(e) = crate::aw::api::serve(listener, aw, shutdown).await {
+                            tracing::error!(error = %e, "ActivityWatch's API stopped");
+                        }
+                    }
+                });
+                tracing::info!(%addr, "serving ActivityWatch's API");
+                Some((stop, served))
+            }
+            None => None,
+        };
         let policy = outbox.policy()?;
         let (status, _) = watch::channel(Status {
             policy,
@@ -208,20 +292,14 @@ impl Agent {
             status,
             wake_uploader: Notify::new(),
         });
-        let capture = {
-            let shared = shared.clone();
-            let config = config.clone();
-            std::thread::Builder::new()
-                .name("trackhrs-capture".into())
-                .spawn(move || capture_loop(&shared, &config, connect))
-                .map_err(AgentError::Spawn)?
-        };
+        let capture = source(shared.clone(), config.clone(), aw).map_err(AgentError::Spawn)?;
         let channel = endpoint.connect_lazy();
         let uploader = tokio::spawn(upload_loop(shared.clone(), config, channel, bearer));
         Ok(Self {
             shared,
             capture: Some(capture),
             uploader,
+            activitywatch,
         })
     }
 
@@ -261,6 +339,10 @@ impl Agent {
         if let Some(t) = self.capture.take() {
             t.thread().unpark();
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        if let Some((stop, served)) = self.activitywatch.take() {
+            let _ = stop.send(());
+            let _ = served.await;
         }
         self.shared.wake_uploader.notify_one();
         if tokio::time::timeout(grace, &mut self.uploader)
@@ -349,6 +431,109 @@ where
         std::thread::park_timeout(next.saturating_duration_since(Instant::now()));
     }
     flush(&mut recorder);
+}
+
+/// Combines ActivityWatch's settled timelines into the outbox every 5 s
+/// (and once more when stopping).
+fn combine_loop(shared: &Shared, config: &AgentConfig, aw: &Mutex<AwStore>) {
+    const EVERY: Duration = Duration::from_secs(5);
+    loop {
+        let stopping = shared.stop.load(Ordering::SeqCst);
+        if !shared.paused.load(Ordering::SeqCst) {
+            match combine_settled(shared, config, aw) {
+                Ok(waiting) => shared.update(|s| {
+                    s.paused = false;
+                    s.waiting = waiting;
+                    s.capture_error = None;
+                }),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot combine ActivityWatch's timelines");
+                    shared.update(|s| s.capture_error = Some(e));
+                }
+            }
+        } else {
+            shared.update(|s| s.paused = true);
+        }
+        if stopping {
+            return;
+        }
+        std::thread::park_timeout(EVERY);
+    }
+}
+
+/// Window and AFK events up to `settle` ago, from where the last run
+/// stopped (and never before the device's high-water mark), become spans in
+/// the outbox. The mark never passes the end of the newest window event, so
+/// heartbeats a watcher queued while the agent was down and sends late are
+/// still combined. Returns the spans waiting.
+fn combine_settled(
+    shared: &Shared,
+    config: &AgentConfig,
+    aw: &Mutex<AwStore>,
+) -> Result<u64, String> {
+    let settled = wall_now_ms() - config.settle.as_millis() as i64;
+    let (done, high) = {
+        let outbox = shared.outbox();
+        (
+            outbox.combined_until().map_err(|e| e.to_string())?,
+            outbox.high_water().map_err(|e| e.to_string())?,
+        )
+    };
+    let from = done.max(high).unwrap_or(i64::MIN);
+    let store = aw.lock().unwrap_or_else(|e| e.into_inner());
+    let buckets = store.buckets().map_err(|e| e.to_string())?;
+    let of_kind = |kind: &str| -> Vec<String> {
+        buckets
+            .iter()
+            .filter(|b| b.kind == kind)
+            .map(|b| b.id.clone())
+            .collect()
+    };
+    let (window_ids, afk_ids) = (of_kind("currentwindow"), of_kind("afkstatus"));
+    let mut newest_end = None;
+    for id in &window_ids {
+        for e in store
+            .events(id, None, None, Some(1))
+            .map_err(|e| e.to_string())?
+        {
+            newest_end = newest_end.max(Some(
+                e.timestamp.timestamp_millis() + (e.duration * 1000.0).round() as i64,
+            ));
+        }
+    }
+    let until = match newest_end {
+        Some(end) => end.min(settled),
+        None => return shared.outbox().waiting().map_err(|e| e.to_string()),
+    };
+    if until > from {
+        let start = chrono::DateTime::from_timestamp_millis(from);
+        let end = chrono::DateTime::from_timestamp_millis(until);
+        let events = |ids: &[String]| -> Result<Vec<_>, String> {
+            let mut all = Vec::new();
+            for id in ids {
+                all.extend(
+                    store
+                        .events(id, start, end, None)
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            Ok(all)
+        };
+        let (window, afk) = (events(&window_ids)?, events(&afk_ids)?);
+        drop(store);
+        let policy = shared.policy().unwrap_or(Policy::STRICT);
+        let mut spans = combine(&window, &afk, from, until);
+        for span in &mut spans {
+            policy.apply(&mut span.data);
+        }
+        shared
+            .outbox()
+            .push_combined(&spans, until)
+            .map_err(|e| e.to_string())?;
+    } else {
+        drop(store);
+    }
+    shared.outbox().waiting().map_err(|e| e.to_string())
 }
 
 async fn fetch_policy(

@@ -48,6 +48,28 @@ pub struct AgentArgs {
     /// Longest pause between upload attempts while the gateway fails, in ms.
     #[arg(long, default_value_t = 60_000)]
     max_backoff_ms: u64,
+    /// Where the activity comes from: `x11` (the agent observes the
+    /// desktop) or `activitywatch` (ActivityWatch's watchers report to the
+    /// agent's API, e.g. awatcher on Wayland).
+    #[arg(long, value_enum, default_value_t = Source::X11)]
+    source: Source,
+    /// Address of ActivityWatch's REST API (where its watchers and
+    /// aw-client look for a server), or `off`.
+    #[arg(long, default_value = "127.0.0.1:5600")]
+    activitywatch_listen: String,
+    /// With `--source activitywatch`: seconds after which the watchers'
+    /// timelines are final and become spans.
+    #[arg(long, default_value_t = 600)]
+    settle_secs: u64,
+}
+
+/// Where the activity comes from.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Source {
+    /// The agent's own X11 capture.
+    X11,
+    /// ActivityWatch's watchers, through the agent's API.
+    Activitywatch,
 }
 
 fn token(args: &AgentArgs) -> anyhow::Result<String> {
@@ -78,8 +100,28 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         max_backoff: Duration::from_millis(args.max_backoff_ms),
         ..SyncConfig::default()
     };
-    let display = args.display.clone();
-    let agent = Agent::start(config, move || X11Capture::connect(display.as_deref()))?;
+    config.activitywatch_listen = match args.activitywatch_listen.as_str() {
+        "off" => None,
+        addr => Some(addr.parse().with_context(|| {
+            format!(
+                "--activitywatch-listen: {addr:?} is not an address like 127.0.0.1:5600 (or off)"
+            )
+        })?),
+    };
+    config.settle = Duration::from_secs(args.settle_secs);
+    let agent = match args.source {
+        Source::X11 => {
+            let display = args.display.clone();
+            Agent::start(config, move || X11Capture::connect(display.as_deref()))?
+        }
+        Source::Activitywatch => {
+            anyhow::ensure!(
+                config.activitywatch_listen.is_some(),
+                "--source activitywatch needs --activitywatch-listen"
+            );
+            Agent::start_activitywatch(config)?
+        }
+    };
     tracing::info!(gateway = %args.gateway, data = %args.data_dir.display(), "agent running");
     let mut status = agent.status();
     let report = async {

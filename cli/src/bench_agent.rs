@@ -174,6 +174,7 @@ pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
         .arg(&token_file)
         .arg("--data-dir")
         .arg(dir.path().join("agent"))
+        .args(["--activitywatch-listen", "off"])
         .env("RUST_LOG", "warn")
         .spawn()?;
     let pid = agent.id();

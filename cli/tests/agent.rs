@@ -219,6 +219,8 @@ fn spawn_agent(display: &str, gateway: SocketAddr, token_file: &Path, data: &Pat
             "7",
             "--max-backoff-ms",
             "500",
+            "--activitywatch-listen",
+            "off",
         ])
         .arg("--token-file")
         .arg(token_file)
@@ -629,4 +631,109 @@ async fn a_span_the_gateway_refuses_is_set_aside_with_the_reason_and_the_rest_is
         stored.iter().map(|s| s.0).collect::<Vec<_>>(),
         vec![now - 600_000, now - 300_000]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activitywatch_watchers_reporting_to_the_agent_become_the_devices_activity() {
+    let platform = Platform::start().await;
+    let (owner, device, token) = enrolled(&platform).await;
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let aw_addr = probe.local_addr().unwrap();
+    drop(probe);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AgentConfig::new(
+        format!("http://{}", platform.gw().addr),
+        token,
+        dir.path().join("outbox.db"),
+    );
+    config.activitywatch_listen = Some(aw_addr);
+    config.settle = Duration::from_millis(500);
+    config.upload_every = Duration::from_millis(200);
+    let agent = Agent::start_activitywatch(config).unwrap();
+    let status = agent.status();
+    wait_until("the policy", Duration::from_secs(20), || {
+        status.borrow().policy.is_some()
+    })
+    .await;
+
+    // What aw-watcher-window and aw-watcher-afk send: their buckets, then
+    // heartbeats (merged within the pulsetime).
+    let host = "localhost:5600";
+    let call = |method: &'static str, path: String, body: String| async move {
+        trackhrs_harness::http::call(aw_addr, method, &path, host, &body)
+            .await
+            .unwrap()
+            .0
+    };
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let at = |s: i64| {
+        chrono::DateTime::from_timestamp(now_s + s, 0)
+            .unwrap()
+            .to_rfc3339()
+    };
+    for (bucket, kind, client) in [
+        (
+            "aw-watcher-window_laptop",
+            "currentwindow",
+            "aw-watcher-window",
+        ),
+        ("aw-watcher-afk_laptop", "afkstatus", "aw-watcher-afk"),
+    ] {
+        let body = serde_json::json!({"client": client, "type": kind, "hostname": "laptop"});
+        assert_eq!(
+            call("POST", format!("/api/0/buckets/{bucket}"), body.to_string()).await,
+            200
+        );
+    }
+    let window = serde_json::json!({"app": "Code", "title": "main.rs - trackhrs"});
+    for s in [-60, -45, -30] {
+        let beat = serde_json::json!({"timestamp": at(s), "duration": 0, "data": window});
+        let path = "/api/0/buckets/aw-watcher-window_laptop/heartbeat?pulsetime=16".to_owned();
+        assert_eq!(call("POST", path, beat.to_string()).await, 200);
+    }
+    for (s, afk) in [(-60, "not-afk"), (-45, "afk"), (-20, "afk")] {
+        let beat = serde_json::json!({"timestamp": at(s), "duration": 0, "data": {"status": afk}});
+        let path = "/api/0/buckets/aw-watcher-afk_laptop/heartbeat?pulsetime=30".to_owned();
+        assert_eq!(call("POST", path, beat.to_string()).await, 200);
+    }
+
+    // Window time while not AFK is active, while AFK idle; stored as the
+    // enrolled device's spans.
+    let expected = vec![
+        (
+            (now_s - 60) * 1000,
+            (now_s - 45) * 1000,
+            "Code".to_owned(),
+            "main.rs - trackhrs".to_owned(),
+        ),
+        (
+            (now_s - 45) * 1000,
+            (now_s - 30) * 1000,
+            "Code".to_owned(),
+            "main.rs - trackhrs".to_owned(),
+        ),
+    ];
+    let mut stored = Vec::new();
+    for _ in 0..200 {
+        stored = stored_spans(&platform, &owner.org_id, &device).await;
+        if stored.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored, expected);
+    let timeline = platform
+        .store
+        .load_fresh::<DeviceActivity>(
+            &Token::new(&owner.org_id).unwrap(),
+            &Token::new(&device).unwrap(),
+        )
+        .await
+        .unwrap()
+        .state;
+    assert_eq!(timeline.spans, 2);
+    agent.stop(Duration::from_secs(1)).await;
 }

@@ -7,6 +7,7 @@
 //! nats-server and PostgreSQL binaries production runs.
 
 pub mod desktop;
+pub mod http;
 pub mod nats;
 pub mod paths;
 pub mod pg;

@@ -1,0 +1,509 @@
+//! ActivityWatch's data model kept on the machine: buckets (one timeline
+//! each: a window watcher's, an AFK watcher's, ...) and their events, in a
+//! SQLite file beside the outbox. Heartbeats merge as ActivityWatch's server
+//! merges them (aw-transform `heartbeat`): into the bucket's last event when
+//! the data is identical and the heartbeat starts no earlier than that event
+//! and no later than its end plus the pulsetime.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// What can go wrong with the local ActivityWatch store.
+#[derive(Debug, thiserror::Error)]
+pub enum AwError {
+    /// The bucket does not exist.
+    #[error("there's no bucket named {0}")]
+    NoSuchBucket(String),
+    /// SQLite failed.
+    #[error("activitywatch store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Stored JSON did not parse (the file was changed by someone else).
+    #[error("activitywatch store: corrupt JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// A bucket as a watcher creates it (`POST /api/0/buckets/<id>`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct NewBucket {
+    /// The watcher's name, e.g. `aw-watcher-window`.
+    pub client: String,
+    /// The bucket type, e.g. `currentwindow` or `afkstatus`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The machine's host name.
+    pub hostname: String,
+    /// A display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Free-form metadata.
+    #[serde(default)]
+    pub data: Option<Map<String, Value>>,
+}
+
+/// A stored bucket, as ActivityWatch's server returns it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bucket {
+    /// Its id.
+    pub id: String,
+    /// A display name.
+    pub name: Option<String>,
+    /// The bucket type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The watcher that created it.
+    pub client: String,
+    /// The machine's host name.
+    pub hostname: String,
+    /// When it was created.
+    pub created: DateTime<Utc>,
+    /// Free-form metadata.
+    pub data: Map<String, Value>,
+}
+
+/// An event: a stretch of time with free-form data. Its duration is in
+/// seconds, as on ActivityWatch's wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AwEvent {
+    /// Set by the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// Start (RFC 3339).
+    pub timestamp: DateTime<Utc>,
+    /// Length in seconds (0 for a heartbeat).
+    #[serde(default)]
+    pub duration: f64,
+    /// What it is about (window: `app`, `title`; AFK: `status`).
+    pub data: Map<String, Value>,
+}
+
+impl AwEvent {
+    fn start_us(&self) -> i64 {
+        self.timestamp.timestamp_micros()
+    }
+
+    fn duration_us(&self) -> i64 {
+        (self.duration * 1e6).round() as i64
+    }
+
+    fn end_us(&self) -> i64 {
+        self.start_us() + self.duration_us()
+    }
+}
+
+/// ActivityWatch's heartbeat merge: `last` extended by `heartbeat`, or
+/// None when the heartbeat starts a new event.
+pub fn heartbeat_merge(last: &AwEvent, heartbeat: &AwEvent, pulsetime_s: f64) -> Option<AwEvent> {
+    if last.data != heartbeat.data {
+        return None;
+    }
+    let allowed_end = last.end_us() + (pulsetime_s * 1e6).round() as i64;
+    if heartbeat.start_us() < last.start_us() || heartbeat.start_us() > allowed_end {
+        return None;
+    }
+    let end = last.end_us().max(heartbeat.end_us());
+    Some(AwEvent {
+        id: last.id,
+        timestamp: last.timestamp,
+        duration: (end - last.start_us()) as f64 / 1e6,
+        data: last.data.clone(),
+    })
+}
+
+/// Whether a bucket was made or was there already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// New.
+    Created,
+    /// It existed (ActivityWatch answers 304).
+    Exists,
+}
+
+/// The local ActivityWatch store.
+pub struct AwStore {
+    db: Connection,
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+    CREATE TABLE buckets (
+        id       TEXT PRIMARY KEY,
+        name     TEXT,
+        type     TEXT NOT NULL,
+        client   TEXT NOT NULL,
+        hostname TEXT NOT NULL,
+        created  INTEGER NOT NULL,
+        data     TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        id       INTEGER PRIMARY KEY,
+        bucket   TEXT NOT NULL REFERENCES buckets (id) ON DELETE CASCADE,
+        start_us INTEGER NOT NULL,
+        end_us   INTEGER NOT NULL,
+        data     TEXT NOT NULL
+    );
+    CREATE INDEX events_by_time ON events (bucket, start_us);
+";
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, i64, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn to_event((id, start_us, end_us, data): (i64, i64, i64, String)) -> Result<AwEvent, AwError> {
+    Ok(AwEvent {
+        id: Some(id),
+        timestamp: DateTime::from_timestamp_micros(start_us).unwrap_or_default(),
+        duration: (end_us - start_us) as f64 / 1e6,
+        data: serde_json::from_str(&data)?,
+    })
+}
+
+impl AwStore {
+    /// Opens (creating) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, AwError> {
+        let mut db = Connection::open(path)?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.pragma_update(None, "foreign_keys", true)?;
+        let tx = db.transaction()?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version == 0 {
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        tx.commit()?;
+        Ok(Self { db })
+    }
+
+    fn exists(&self, id: &str) -> Result<(), AwError> {
+        self.db
+            .prepare_cached("SELECT 1 FROM buckets WHERE id = ?1")?
+            .query_row(params![id], |_| Ok(()))
+            .optional()?
+            .ok_or_else(|| AwError::NoSuchBucket(id.to_owned()))
+    }
+
+    /// Creates bucket `id`, unless it exists.
+    pub fn create_bucket(&mut self, id: &str, new: &NewBucket) -> Result<Created, AwError> {
+        let data = serde_json::to_string(&new.data.clone().unwrap_or_default())?;
+        let inserted = self.db.execute(
+            "INSERT INTO buckets (id, name, type, client, hostname, created, data) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+            params![
+                id,
+                new.name,
+                new.kind,
+                new.client,
+                new.hostname,
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as i64),
+                data
+            ],
+        )?;
+        Ok(if inserted == 1 {
+            Created::Created
+        } else {
+            Created::Exists
+        })
+    }
+
+    /// Every bucket.
+    pub fn buckets(&self) -> Result<Vec<Bucket>, AwError> {
+        let mut stmt = self.db.prepare(
+            "SELECT id, name, type, client, hostname, created, data FROM buckets ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (id, name, kind, client, hostname, created, data) = row?;
+            Ok(Bucket {
+                id,
+                name,
+                kind,
+                client,
+                hostname,
+                created: DateTime::from_timestamp_micros(created).unwrap_or_default(),
+                data: serde_json::from_str(&data)?,
+            })
+        })
+        .collect()
+    }
+
+    /// Bucket `id`.
+    pub fn bucket(&self, id: &str) -> Result<Bucket, AwError> {
+        self.buckets()?
+            .into_iter()
+            .find(|b| b.id == id)
+            .ok_or_else(|| AwError::NoSuchBucket(id.to_owned()))
+    }
+
+    /// Deletes bucket `id` and its events.
+    pub fn delete_bucket(&mut self, id: &str) -> Result<(), AwError> {
+        if self
+            .db
+            .execute("DELETE FROM buckets WHERE id = ?1", params![id])?
+            == 0
+        {
+            return Err(AwError::NoSuchBucket(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Inserts `events` into bucket `id`; returns them with their ids.
+    pub fn insert(&mut self, id: &str, events: &[AwEvent]) -> Result<Vec<AwEvent>, AwError> {
+        self.exists(id)?;
+        let tx = self.db.transaction()?;
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            tx.prepare_cached(
+                "INSERT INTO events (bucket, start_us, end_us, data) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                id,
+                e.start_us(),
+                e.end_us(),
+                serde_json::to_string(&e.data)?
+            ])?;
+            out.push(AwEvent {
+                id: Some(tx.last_insert_rowid()),
+                ..e.clone()
+            });
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Events of bucket `id` that overlap `[start, end)`, clipped to it,
+    /// newest first, at most `limit`.
+    pub fn events(
+        &self,
+        id: &str,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+        limit: Option<u64>,
+    ) -> Result<Vec<AwEvent>, AwError> {
+        self.exists(id)?;
+        let from = start.map_or(i64::MIN, |t| t.timestamp_micros());
+        let to = end.map_or(i64::MAX, |t| t.timestamp_micros());
+        let limit = limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
+        let mut stmt = self.db.prepare_cached(
+            "SELECT id, start_us, end_us, data FROM events \
+             WHERE bucket = ?1 AND end_us >= ?2 AND start_us <= ?3 \
+             ORDER BY start_us DESC, id DESC LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(params![id, from, to, limit], event_row)?;
+        rows.map(|row| {
+            let (eid, s, e, data) = row?;
+            to_event((eid, s.max(from), e.min(to), data))
+        })
+        .collect()
+    }
+
+    /// Event `event` of bucket `id`, if any.
+    pub fn event(&self, id: &str, event: i64) -> Result<Option<AwEvent>, AwError> {
+        self.exists(id)?;
+        self.db
+            .prepare_cached(
+                "SELECT id, start_us, end_us, data FROM events WHERE bucket = ?1 AND id = ?2",
+            )?
+            .query_row(params![id, event], event_row)
+            .optional()?
+            .map(to_event)
+            .transpose()
+    }
+
+    /// How many events of bucket `id` overlap `[start, end)`.
+    pub fn count(
+        &self,
+        id: &str,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> Result<u64, AwError> {
+        self.exists(id)?;
+        let from = start.map_or(i64::MIN, |t| t.timestamp_micros());
+        let to = end.map_or(i64::MAX, |t| t.timestamp_micros());
+        Ok(self.db.query_row(
+            "SELECT count(*) FROM events WHERE bucket = ?1 AND end_us >= ?2 AND start_us <= ?3",
+            params![id, from, to],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Deletes event `event` of bucket `id` (nothing when it is not there).
+    pub fn delete_event(&mut self, id: &str, event: i64) -> Result<(), AwError> {
+        self.exists(id)?;
+        self.db.execute(
+            "DELETE FROM events WHERE bucket = ?1 AND id = ?2",
+            params![id, event],
+        )?;
+        Ok(())
+    }
+
+    /// A heartbeat into bucket `id`: merged into its last event or stored
+    /// as a new one. Returns the event as it now stands.
+    pub fn heartbeat(
+        &mut self,
+        id: &str,
+        heartbeat: &AwEvent,
+        pulsetime_s: f64,
+    ) -> Result<AwEvent, AwError> {
+        self.exists(id)?;
+        let tx = self.db.transaction()?;
+        let last = tx
+            .prepare_cached(
+                "SELECT id, start_us, end_us, data FROM events WHERE bucket = ?1 \
+                 ORDER BY start_us DESC, id DESC LIMIT 1",
+            )?
+            .query_row(params![id], event_row)
+            .optional()?
+            .map(to_event)
+            .transpose()?;
+        let merged = last.and_then(|l| heartbeat_merge(&l, heartbeat, pulsetime_s));
+        let stored = match merged {
+            Some(m) => {
+                tx.execute(
+                    "UPDATE events SET end_us = ?2 WHERE id = ?1",
+                    params![m.id, m.end_us()],
+                )?;
+                m
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO events (bucket, start_us, end_us, data) VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        id,
+                        heartbeat.start_us(),
+                        heartbeat.end_us(),
+                        serde_json::to_string(&heartbeat.data)?
+                    ],
+                )?;
+                AwEvent {
+                    id: Some(tx.last_insert_rowid()),
+                    ..heartbeat.clone()
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn ev(at_s: i64, duration: f64, data: Value) -> AwEvent {
+        AwEvent {
+            id: None,
+            timestamp: DateTime::from_timestamp(at_s, 0).unwrap(),
+            duration,
+            data: data.as_object().unwrap().clone(),
+        }
+    }
+
+    fn bucket(store: &mut AwStore, id: &str) {
+        let new: NewBucket = serde_json::from_value(
+            json!({"client": "aw-watcher-window", "type": "currentwindow", "hostname": "laptop"}),
+        )
+        .unwrap();
+        assert_eq!(store.create_bucket(id, &new).unwrap(), Created::Created);
+        assert_eq!(store.create_bucket(id, &new).unwrap(), Created::Exists);
+    }
+
+    #[test]
+    fn heartbeats_merge_as_activitywatch_merges_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = AwStore::open(&dir.path().join("aw.db")).unwrap();
+        bucket(&mut store, "w");
+        let code = json!({"app": "code", "title": "main.rs"});
+        let a = store
+            .heartbeat("w", &ev(0, 0.0, code.clone()), 2.0)
+            .unwrap();
+        let b = store
+            .heartbeat("w", &ev(1, 0.0, code.clone()), 2.0)
+            .unwrap();
+        assert_eq!((b.id, b.duration), (a.id, 1.0));
+        // Within end + pulsetime: still the same event.
+        let c = store
+            .heartbeat("w", &ev(3, 0.0, code.clone()), 2.0)
+            .unwrap();
+        assert_eq!((c.id, c.duration), (a.id, 3.0));
+        // Beyond it, or other data: a new event.
+        let d = store
+            .heartbeat("w", &ev(6, 0.0, code.clone()), 2.0)
+            .unwrap();
+        assert_ne!(d.id, a.id);
+        let e = store
+            .heartbeat(
+                "w",
+                &ev(7, 0.0, json!({"app": "firefox", "title": "x"})),
+                2.0,
+            )
+            .unwrap();
+        assert_ne!(e.id, d.id);
+        assert_eq!(store.count("w", None, None).unwrap(), 3);
+        let newest = store.events("w", None, None, Some(1)).unwrap();
+        assert_eq!(newest[0].data["app"], "firefox");
+        // A heartbeat with a duration extends to its own end.
+        let f = store
+            .heartbeat(
+                "w",
+                &ev(8, 4.5, json!({"app": "firefox", "title": "x"})),
+                2.0,
+            )
+            .unwrap();
+        assert_eq!((f.id, f.duration), (e.id, 5.5));
+    }
+
+    #[test]
+    fn events_are_listed_newest_first_and_clipped_to_the_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = AwStore::open(&dir.path().join("aw.db")).unwrap();
+        bucket(&mut store, "w");
+        let inserted = store
+            .insert(
+                "w",
+                &[ev(0, 10.0, json!({"n": 1})), ev(20, 10.0, json!({"n": 2}))],
+            )
+            .unwrap();
+        let start = DateTime::from_timestamp(5, 0);
+        let end = DateTime::from_timestamp(25, 0);
+        let listed = store.events("w", start, end, None).unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].data["n"], 2);
+        assert_eq!(
+            (listed[0].timestamp.timestamp(), listed[0].duration),
+            (20, 5.0)
+        );
+        assert_eq!(
+            (listed[1].timestamp.timestamp(), listed[1].duration),
+            (5, 5.0)
+        );
+        let id = inserted[0].id.unwrap();
+        assert_eq!(store.event("w", id).unwrap().unwrap().duration, 10.0);
+        store.delete_event("w", id).unwrap();
+        assert_eq!(store.event("w", id).unwrap(), None);
+        assert!(matches!(
+            store.events("nope", None, None, None),
+            Err(AwError::NoSuchBucket(_))
+        ));
+        store.delete_bucket("w").unwrap();
+        assert!(store.buckets().unwrap().is_empty());
+    }
+}
