@@ -8,7 +8,9 @@
 #  - PostgreSQL server binaries (initdb, pg_ctl, postgres) from Debian, and an
 #    unprivileged OS user to run a private cluster when we are root;
 #  - an X11 test display for the agent's capture tests: Xvfb, the openbox
-#    window manager and xdotool (for synthetic input), from Debian.
+#    window manager and xdotool (for synthetic input), from Debian;
+#  - aw-client (ActivityWatch's Python client) from PyPI into .tools/, for
+#    the tests of the agent's ActivityWatch-compatible API.
 #
 # Idempotent: a second run changes nothing and needs no network.
 # Works as root, or as a normal user with sudo for the apt/useradd steps.
@@ -184,6 +186,26 @@ if [ "${#missing_x[@]}" -gt 0 ]; then
 fi
 say "X11 test display: $(command -v Xvfb), $(command -v openbox), $(command -v xdotool)"
 
+# --- aw-client (ActivityWatch's Python client) for the compatibility tests ---------
+AW_CLIENT_VERSION="0.5.15"
+AW_CLIENT_DIR="$TOOLS/aw-client"
+if PYTHONPATH="$AW_CLIENT_DIR" python3 -c \
+    "import importlib.metadata as m, sys; sys.exit(m.version('aw-client') != '$AW_CLIENT_VERSION')" \
+    2>/dev/null; then
+    say "aw-client $AW_CLIENT_VERSION already in .tools/aw-client"
+else
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        apt_install python3 python3-pip
+    fi
+    say "installing aw-client==$AW_CLIENT_VERSION from PyPI into .tools/aw-client"
+    rm -rf "$AW_CLIENT_DIR"
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install \
+        --quiet --disable-pip-version-check --no-input \
+        --target "$AW_CLIENT_DIR" "aw-client==$AW_CLIENT_VERSION"
+    PYTHONPATH="$AW_CLIENT_DIR" python3 -c "import aw_client" \
+        || die "aw-client did not install into $AW_CLIENT_DIR"
+fi
+
 # --- .tools/env ------------------------------------------------------------------
 # A TRACKHRS_NATS_SERVER already set by the caller wins over ours when the
 # file is sourced; TRACKHRS_PG_BIN was already honoured above when usable.
@@ -195,6 +217,7 @@ tmp="$(mktemp "$TOOLS/env.XXXXXX")"
     # shellcheck disable=SC2016 # the ${...:-} is meant for the sourcing shell
     printf 'export TRACKHRS_NATS_SERVER="${TRACKHRS_NATS_SERVER:-%s}"\n' "$(dq "$NATS_BIN")"
     printf 'export TRACKHRS_PG_BIN="%s"\n' "$(dq "$PG_BIN")"
+    printf 'export TRACKHRS_AW_CLIENT="%s"\n' "$(dq "$AW_CLIENT_DIR")"
 } >"$tmp"
 chmod 644 "$tmp"
 mv -f "$tmp" "$env_file"

@@ -208,3 +208,32 @@ async fn bad_requests_get_activitywatchs_status_codes_and_change_nothing() {
         200
     );
 }
+
+/// ActivityWatch's own client library (aw-client from PyPI, which
+/// scripts/deps.sh installs and names in TRACKHRS_AW_CLIENT) against the API:
+/// buckets, heartbeats, events, counts, deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activitywatchs_python_client_works_against_the_agent() {
+    let (addr, dir) = server().await;
+    let path = std::env::var("TRACKHRS_AW_CLIENT")
+        .expect("TRACKHRS_AW_CLIENT names aw-client's folder: run scripts/deps.sh and source .tools/env");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aw_client_check.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(addr.port().to_string())
+        .env("PYTHONPATH", path)
+        // aw-client keeps its configuration and queue under these.
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .env("HOME", dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "aw-client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("aw-client: ok"));
+}
