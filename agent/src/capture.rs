@@ -11,11 +11,16 @@ use x11rb::rust_connection::RustConnection;
 
 use crate::heartbeat::{Event, SpanData};
 
+/// The application named when none can be read (no active window, or a
+/// window without `WM_CLASS`), as ActivityWatch's window watcher names it;
+/// the gateway refuses spans without an application.
+pub const UNKNOWN_APP: &str = "unknown";
+
 /// One look at the desktop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
     /// Application: the class part of the active window's `WM_CLASS`
-    /// (empty when no window is active).
+    /// ([`UNKNOWN_APP`] when no window is active or it has no class).
     pub app: String,
     /// The active window's title (`_NET_WM_NAME`, else `WM_NAME`).
     pub title: String,
@@ -164,12 +169,15 @@ impl Capture for X11Capture {
         ));
         let Some(window) = self.active_window()? else {
             return Ok(Observation {
-                app: String::new(),
+                app: UNKNOWN_APP.into(),
                 title: String::new(),
                 idle,
             });
         };
-        let (client, app) = self.class(window)?.unwrap_or((window, String::new()));
+        let (client, app) = self
+            .class(window)?
+            .filter(|(_, class)| !class.trim().is_empty())
+            .unwrap_or((window, UNKNOWN_APP.into()));
         let title = match self.text(client, self.net_wm_name, self.utf8_string)? {
             Some(t) => t,
             None => self

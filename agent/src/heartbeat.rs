@@ -113,6 +113,22 @@ impl Merger {
         }
     }
 
+    /// Splits the open span at `at_ms` if that is inside it: the part before
+    /// is returned (closed), the part after stays open.
+    pub fn split_at(&mut self, at_ms: i64) -> Option<Event> {
+        let open = self.open.as_mut()?;
+        if at_ms <= open.start_ms || at_ms >= open.end_ms() {
+            return None;
+        }
+        let closed = Event {
+            duration_ms: at_ms - open.start_ms,
+            ..open.clone()
+        };
+        open.duration_ms = open.end_ms() - at_ms;
+        open.start_ms = at_ms;
+        Some(closed)
+    }
+
     /// Closes the open span (pause, shutdown) and returns it.
     pub fn flush(&mut self) -> Option<Event> {
         self.open.take().filter(|e| e.duration_ms > 0)

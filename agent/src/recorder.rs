@@ -11,6 +11,12 @@
 //! - Going idle ends the active span at the user's last input, not at the
 //!   poll that noticed it (ActivityWatch's AFK watcher does the same), and
 //!   the idle span starts there.
+//!
+//! A long span is committed in pieces: once the open span is a minute longer
+//! than the idle threshold, the part older than the threshold (which going
+//! idle can no longer cut) is committed, so a crash loses at most the idle
+//! threshold plus a minute. A span the outbox could not take (disk full) is
+//! kept and committed before anything newer.
 
 use std::time::Duration;
 
@@ -38,7 +44,12 @@ pub struct Recorder {
     merger: Merger,
     idle_after: Duration,
     behind: bool,
+    unsaved: Vec<Event>,
 }
+
+/// How much longer than the idle threshold a span grows before its older
+/// part is committed.
+const PIECE: Duration = Duration::from_secs(60);
 
 impl Recorder {
     /// A recorder for polls every `poll`, idle after `idle_after` without
@@ -48,6 +59,7 @@ impl Recorder {
             merger: Merger::new(poll),
             idle_after,
             behind: false,
+            unsaved: Vec::new(),
         }
     }
 
@@ -59,6 +71,7 @@ impl Recorder {
         policy: &Policy,
         outbox: &mut Outbox,
     ) -> Result<Recorded, OutboxError> {
+        self.save(outbox)?;
         let open_end = self.merger.open().map(Event::end_ms);
         let floor = outbox.high_water()?.max(open_end);
         if let Some(floor) = floor
@@ -90,17 +103,36 @@ impl Recorder {
             heartbeat.duration_ms = now_ms - cut;
         }
         if let Some(closed) = self.merger.heartbeat(heartbeat) {
-            outbox.push(&closed)?;
+            self.unsaved.push(closed);
         }
+        let idle_after = self.idle_after.as_millis() as i64;
+        if self
+            .merger
+            .open()
+            .is_some_and(|o| o.duration_ms > idle_after + PIECE.as_millis() as i64)
+            && let Some(piece) = self.merger.split_at(now_ms - idle_after)
+        {
+            self.unsaved.push(piece);
+        }
+        self.save(outbox)?;
         Ok(Recorded::Recorded)
+    }
+
+    /// Commits the spans not committed yet, oldest first.
+    fn save(&mut self, outbox: &mut Outbox) -> Result<(), OutboxError> {
+        while let Some(span) = self.unsaved.first() {
+            outbox.push(span)?;
+            self.unsaved.remove(0);
+        }
+        Ok(())
     }
 
     /// Closes the open span (pause, shutdown, clock jump) and commits it.
     pub fn flush(&mut self, outbox: &mut Outbox) -> Result<(), OutboxError> {
         if let Some(closed) = self.merger.flush() {
-            outbox.push(&closed)?;
+            self.unsaved.push(closed);
         }
-        Ok(())
+        self.save(outbox)
     }
 
     /// The span still growing, if any.
@@ -160,7 +192,9 @@ mod tests {
         assert_eq!(
             spans,
             vec![
-                (0, 100_000, true),
+                // Committed in pieces while it grew (see below).
+                (0, 61_000, true),
+                (61_000, 100_000, true),
                 (100_000, 280_000, false),
                 (281_000, 300_000, true)
             ]
@@ -196,6 +230,28 @@ mod tests {
                 .unwrap(),
             Recorded::ClockBehind { .. }
         ));
+    }
+
+    #[test]
+    fn a_long_span_is_committed_in_pieces_the_idle_cut_cannot_reach() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("o.db")).unwrap();
+        let mut r = Recorder::new(Duration::from_secs(1), Duration::from_secs(180));
+        for t in 0..=600i64 {
+            r.record(&seen("code", 0), t * 1000, &OPEN, &mut outbox)
+                .unwrap();
+        }
+        // Committed before the span closes, never within the idle threshold.
+        let pieces = outbox.spans().unwrap();
+        assert!(!pieces.is_empty());
+        assert!(pieces.last().unwrap().end_ms() <= 420_000, "{pieces:?}");
+        r.flush(&mut outbox).unwrap();
+        let all = committed(&mut outbox);
+        assert_eq!(all.first().unwrap().start_ms, 0);
+        assert_eq!(all.last().unwrap().end_ms(), 600_000);
+        for w in all.windows(2) {
+            assert_eq!(w[0].end_ms(), w[1].start_ms, "pieces are contiguous");
+        }
     }
 
     #[test]

@@ -434,25 +434,47 @@ where
 }
 
 /// Combines ActivityWatch's settled timelines into the outbox every 5 s
-/// (and once more when stopping).
+/// (and once more when stopping). While paused, the watchers' time up to
+/// the pause is combined at once and the time after it is skipped (the
+/// watchers go on reporting; the paused time never becomes spans).
 fn combine_loop(shared: &Shared, config: &AgentConfig, aw: &Mutex<AwStore>) {
     const EVERY: Duration = Duration::from_secs(5);
+    let mut paused_at: Option<i64> = None;
     loop {
         let stopping = shared.stop.load(Ordering::SeqCst);
-        if !shared.paused.load(Ordering::SeqCst) {
-            match combine_settled(shared, config, aw) {
-                Ok(waiting) => shared.update(|s| {
-                    s.paused = false;
-                    s.waiting = waiting;
-                    s.capture_error = None;
-                }),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot combine ActivityWatch's timelines");
-                    shared.update(|s| s.capture_error = Some(e));
-                }
+        let paused = shared.paused.load(Ordering::SeqCst);
+        let now = wall_now_ms();
+        if paused && paused_at.is_none() {
+            paused_at = Some(now);
+        }
+        let combined = match paused_at {
+            Some(at) => combine_settled(shared, aw, at).and_then(|_| {
+                // Skip the paused time: the mark moves to now.
+                let mut outbox = shared.outbox();
+                outbox
+                    .push_combined(&[], now)
+                    .and_then(|()| outbox.waiting())
+                    .map_err(|e| e.to_string())
+            }),
+            None => combine_settled(
+                shared,
+                aw,
+                now - config.settle.as_millis().min(i64::MAX as u128) as i64,
+            ),
+        };
+        if !paused {
+            paused_at = None;
+        }
+        match combined {
+            Ok(waiting) => shared.update(|s| {
+                s.paused = paused;
+                s.waiting = waiting;
+                s.capture_error = None;
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot combine ActivityWatch's timelines");
+                shared.update(|s| s.capture_error = Some(e));
             }
-        } else {
-            shared.update(|s| s.paused = true);
         }
         if stopping {
             return;
@@ -461,17 +483,12 @@ fn combine_loop(shared: &Shared, config: &AgentConfig, aw: &Mutex<AwStore>) {
     }
 }
 
-/// Window and AFK events up to `settle` ago, from where the last run
+/// Window and AFK events up to `settled`, from where the last run
 /// stopped (and never before the device's high-water mark), become spans in
 /// the outbox. The mark never passes the end of the newest window event, so
 /// heartbeats a watcher queued while the agent was down and sends late are
 /// still combined. Returns the spans waiting.
-fn combine_settled(
-    shared: &Shared,
-    config: &AgentConfig,
-    aw: &Mutex<AwStore>,
-) -> Result<u64, String> {
-    let settled = wall_now_ms() - config.settle.as_millis() as i64;
+fn combine_settled(shared: &Shared, aw: &Mutex<AwStore>, settled: i64) -> Result<u64, String> {
     let (done, high) = {
         let outbox = shared.outbox();
         (
@@ -479,6 +496,9 @@ fn combine_settled(
             outbox.high_water().map_err(|e| e.to_string())?,
         )
     };
+    // A mark in the future was set while the clock was ahead; the spans of
+    // that time were refused and set aside, so the high-water mark decides.
+    let done = done.filter(|&d| d <= wall_now_ms());
     let from = done.max(high).unwrap_or(i64::MIN);
     let store = aw.lock().unwrap_or_else(|e| e.into_inner());
     let buckets = store.buckets().map_err(|e| e.to_string())?;
@@ -522,7 +542,7 @@ fn combine_settled(
         let (window, afk) = (events(&window_ids)?, events(&afk_ids)?);
         drop(store);
         let policy = shared.policy().unwrap_or(Policy::STRICT);
-        let mut spans = combine(&window, &afk, from, until);
+        let mut spans = combine(&window, &afk, !afk_ids.is_empty(), from, until);
         for span in &mut spans {
             policy.apply(&mut span.data);
         }
@@ -581,6 +601,9 @@ async fn upload_loop(
     };
     let mut next_policy = Instant::now();
     let mut failures = 0u32;
+    // Nothing is uploaded before the gateway named the device the token
+    // belongs to in this run (the outbox may hold another device's batches).
+    let mut bound = false;
     let mut pause = Duration::ZERO;
     loop {
         let stopping = shared.stop.load(Ordering::SeqCst);
@@ -605,13 +628,14 @@ async fn upload_loop(
                             outbox.set_policy(policy)
                         })
                     };
-                    if let Err(e) = stored {
+                    if let Err(e) = &stored {
                         tracing::error!(error = %e, "cannot store the privacy policy");
                     }
                     if shared.policy() != Some(policy) {
                         tracing::info!(?policy, "privacy policy in force");
                     }
                     *shared.policy.lock().unwrap_or_else(|e| e.into_inner()) = Some(policy);
+                    bound = stored.is_ok() || bound;
                     shared.update(|s| s.policy = Some(policy));
                     next_policy = Instant::now() + config.policy_every;
                 }
@@ -627,6 +651,13 @@ async fn upload_loop(
         }
         let policy = shared.policy().unwrap_or(Policy::STRICT);
         pause = config.upload_every;
+        if !bound {
+            pause = pause.min(uploader.backoff(failures + 1));
+            if stopping {
+                return;
+            }
+            continue;
+        }
         loop {
             match uploader.upload_next(&shared.outbox, &policy).await {
                 Ok(Uploaded::Nothing) => {

@@ -45,7 +45,8 @@ pub enum Uploaded {
     Stored {
         /// Its sequence number.
         seq: u64,
-        /// The stream position of its commit.
+        /// The stream position of its commit (0 when the gateway recognised
+        /// an earlier attempt without naming it).
         position: u64,
         /// True when the gateway had stored it before (an earlier attempt
         /// whose acknowledgement was lost).
@@ -196,6 +197,20 @@ impl Uploader {
                     seq: batch.seq,
                     outcome,
                     reason,
+                })
+            }
+            // The batch id is ours alone (a fresh UUID): the gateway stored an
+            // earlier attempt of this batch whose reply was lost, sent before
+            // the privacy policy became stricter and changed its content.
+            Err(status) if status.code() == Code::AlreadyExists => {
+                outbox
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .acknowledge(batch.seq)?;
+                Ok(Uploaded::Stored {
+                    seq: batch.seq,
+                    position: 0,
+                    duplicate: true,
                 })
             }
             Err(status)

@@ -188,6 +188,49 @@ async fn bad_requests_get_activitywatchs_status_codes_and_change_nothing() {
             .1,
         0
     );
+    // Durations the store cannot keep, and pulsetimes past a century.
+    let negative = r#"[{"timestamp": "2026-11-29T09:00:00Z", "duration": -5, "data": {}}]"#;
+    assert_eq!(
+        call(addr, "POST", &format!("{path}/events"), HOST, negative)
+            .await
+            .0,
+        422
+    );
+    let beat = r#"{"timestamp": "2026-11-29T09:00:00Z", "duration": 1e300, "data": {}}"#;
+    let hb = format!("{path}/heartbeat?pulsetime=1");
+    assert_eq!(call(addr, "POST", &hb, HOST, beat).await.0, 422);
+    let huge = format!("{path}/heartbeat?pulsetime=1e300");
+    let ok_beat = r#"{"timestamp": "2026-11-29T09:00:00Z", "data": {}}"#;
+    assert_eq!(call(addr, "POST", &huge, HOST, ok_beat).await.0, 400);
+    assert_eq!(
+        call(addr, "GET", &format!("{path}/events/count"), HOST, "")
+            .await
+            .1,
+        0
+    );
+    // A web page of another origin, or a POST that is not JSON (a form a
+    // page may send without asking), is refused; a browser extension is not.
+    let raw = |headers: &'static [(&'static str, &'static str)], method: &'static str| {
+        let path = path.to_owned();
+        async move {
+            trackhrs_harness::http::request(addr, method, &path, headers, "{}")
+                .await
+                .unwrap()
+                .0
+        }
+    };
+    let page = &[
+        ("Host", HOST),
+        ("Origin", "https://evil.example"),
+        ("Content-Type", "application/json"),
+    ];
+    assert_eq!(raw(page, "GET").await, 403);
+    let form = &[("Host", HOST), ("Content-Type", "text/plain")];
+    assert_eq!(raw(form, "POST").await, 415);
+    let extension = &[("Host", HOST), ("Origin", "moz-extension://abc")];
+    assert_eq!(raw(extension, "GET").await, 200);
+    let own = &[("Host", HOST), ("Origin", "http://localhost:5600")];
+    assert_eq!(raw(own, "GET").await, 200);
     // A page on another origin that rebinds its name to 127.0.0.1 is refused.
     assert_eq!(
         call(addr, "GET", "/api/0/buckets/", "evil.example:5600", "")
@@ -215,8 +258,9 @@ async fn bad_requests_get_activitywatchs_status_codes_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activitywatchs_python_client_works_against_the_agent() {
     let (addr, dir) = server().await;
-    let path = std::env::var("TRACKHRS_AW_CLIENT")
-        .expect("TRACKHRS_AW_CLIENT names aw-client's folder: run scripts/deps.sh and source .tools/env");
+    let path = std::env::var("TRACKHRS_AW_CLIENT").expect(
+        "TRACKHRS_AW_CLIENT names aw-client's folder: run scripts/deps.sh and source .tools/env",
+    );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aw_client_check.py");
     let out = tokio::process::Command::new("python3")
         .arg(script)

@@ -37,7 +37,7 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = 180)]
     idle_after_secs: u64,
     /// Milliseconds between uploads of waiting spans.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
     upload_every_ms: u64,
     /// Seconds between fetches of the org's privacy policy.
     #[arg(long, default_value_t = 300)]
@@ -54,12 +54,13 @@ pub struct AgentArgs {
     #[arg(long, value_enum, default_value_t = Source::X11)]
     source: Source,
     /// Address of ActivityWatch's REST API (where its watchers and
-    /// aw-client look for a server), or `off`.
-    #[arg(long, default_value = "127.0.0.1:5600")]
-    activitywatch_listen: String,
+    /// aw-client look for a server), or `off`. Default: 127.0.0.1:5600 with
+    /// `--source activitywatch`, off with `--source x11`.
+    #[arg(long)]
+    activitywatch_listen: Option<String>,
     /// With `--source activitywatch`: seconds after which the watchers'
-    /// timelines are final and become spans.
-    #[arg(long, default_value_t = 600)]
+    /// timelines are final and become spans (at most a day).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     settle_secs: u64,
 }
 
@@ -100,7 +101,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         max_backoff: Duration::from_millis(args.max_backoff_ms),
         ..SyncConfig::default()
     };
-    config.activitywatch_listen = match args.activitywatch_listen.as_str() {
+    let listen = args
+        .activitywatch_listen
+        .as_deref()
+        .unwrap_or(match args.source {
+            Source::X11 => "off",
+            Source::Activitywatch => "127.0.0.1:5600",
+        });
+    config.activitywatch_listen = match listen {
         "off" => None,
         addr => Some(addr.parse().with_context(|| {
             format!(

@@ -694,7 +694,16 @@ async fn activitywatch_watchers_reporting_to_the_agent_become_the_devices_activi
         let path = "/api/0/buckets/aw-watcher-window_laptop/heartbeat?pulsetime=16".to_owned();
         assert_eq!(call("POST", path, beat.to_string()).await, 200);
     }
-    for (s, afk) in [(-60, "not-afk"), (-45, "afk"), (-20, "afk")] {
+    // As aw-watcher-afk reports: its status every few seconds, and at a
+    // change the old status up to the last input, then the new one.
+    for (s, afk) in [
+        (-60, "not-afk"),
+        (-50, "not-afk"),
+        (-45, "not-afk"),
+        (-45, "afk"),
+        (-30, "afk"),
+        (-20, "afk"),
+    ] {
         let beat = serde_json::json!({"timestamp": at(s), "duration": 0, "data": {"status": afk}});
         let path = "/api/0/buckets/aw-watcher-afk_laptop/heartbeat?pulsetime=30".to_owned();
         assert_eq!(call("POST", path, beat.to_string()).await, 200);
@@ -735,5 +744,52 @@ async fn activitywatch_watchers_reporting_to_the_agent_become_the_devices_activi
         .unwrap()
         .state;
     assert_eq!(timeline.spans, 2);
+
+    // Paused: what the watchers report meanwhile never becomes spans.
+    agent.pause();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = |app: &'static str, from: i64| {
+        let call = &call;
+        async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            for s in [from, from + 1, from + 2] {
+                let t = chrono::DateTime::from_timestamp(now + s, 0)
+                    .unwrap()
+                    .to_rfc3339();
+                let w = serde_json::json!({"timestamp": t, "duration": 0, "data": {"app": app, "title": ""}});
+                let path =
+                    "/api/0/buckets/aw-watcher-window_laptop/heartbeat?pulsetime=2".to_owned();
+                assert_eq!(call("POST", path, w.to_string()).await, 200);
+                let a = serde_json::json!({"timestamp": t, "duration": 0, "data": {"status": "not-afk"}});
+                let path = "/api/0/buckets/aw-watcher-afk_laptop/heartbeat?pulsetime=2".to_owned();
+                assert_eq!(call("POST", path, a.to_string()).await, 200);
+            }
+        }
+    };
+    report("Secret", 0).await;
+    // Longer than the combining interval (5 s), so a paused round ran.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    agent.resume();
+    report("After", 1).await;
+    let mut apps = Vec::new();
+    for _ in 0..300 {
+        apps = stored_spans(&platform, &owner.org_id, &device)
+            .await
+            .into_iter()
+            .map(|s| s.2)
+            .collect::<Vec<_>>();
+        if apps.iter().any(|a| a == "After") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(apps.iter().any(|a| a == "After"), "{apps:?}");
+    assert!(
+        !apps.iter().any(|a| a == "Secret"),
+        "paused time uploaded: {apps:?}"
+    );
     agent.stop(Duration::from_secs(1)).await;
 }

@@ -4,7 +4,10 @@
 //! server (aw-server-rust): malformed JSON 400, well-formed JSON of the wrong
 //! shape (a missing field) 422, an unknown bucket or event 404, a bucket
 //! created twice 304. Requests naming a host other than the loopback are
-//! refused (403), so a web page cannot reach the API by DNS rebinding.
+//! refused (403), so a web page cannot reach the API by DNS rebinding; so
+//! are requests from a web page of another origin (a browser extension such
+//! as aw-watcher-web may), and a POST must carry JSON (415 otherwise), which
+//! a page cannot send across origins without the browser asking first.
 
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +23,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::store::{AwError, AwEvent, AwStore, Created, NewBucket};
+use super::store::{AwError, AwEvent, AwStore, Created, MAX_DURATION_S, NewBucket};
 
 type Shared = Arc<Mutex<AwStore>>;
 
@@ -190,6 +193,12 @@ async fn events_insert(
             format!("invalid event: {e}"),
         )
     })?;
+    if let Some(bad) = events.iter().position(|e| !e.duration_ok()) {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("event {bad}: duration must be a number of seconds from 0 to a century"),
+        ));
+    }
     let stored = with_store(&store, move |s| s.insert(&id, &events)).await?;
     Ok(axum::Json(stored).into_response())
 }
@@ -241,7 +250,7 @@ async fn heartbeat(
         .pulsetime
         .as_deref()
         .and_then(|p| p.parse::<f64>().ok())
-        .filter(|p| p.is_finite() && *p >= 0.0)
+        .filter(|p| p.is_finite() && (0.0..MAX_DURATION_S).contains(p))
         .ok_or_else(|| {
             ApiError(
                 StatusCode::BAD_REQUEST,
@@ -249,30 +258,66 @@ async fn heartbeat(
             )
         })?;
     let event: AwEvent = body(&bytes)?;
+    if !event.duration_ok() {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "duration must be a number of seconds from 0 to a century".into(),
+        ));
+    }
     let stored = with_store(&store, move |s| s.heartbeat(&id, &event, pulsetime)).await?;
     Ok(axum::Json(stored).into_response())
 }
 
-/// Refuses a request whose `Host` is not the loopback.
-async fn loopback_host(request: Request, next: Next) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
+/// Whether `host` (`name[:port]`, `[v6]:port`) names the loopback.
+fn loopback(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => host.split(':').next().unwrap_or_default(),
     };
-    if matches!(name, "localhost" | "127.0.0.1" | "::1") {
-        next.run(request).await
-    } else {
-        ApiError(
+    matches!(name, "localhost" | "127.0.0.1" | "::1")
+}
+
+/// Refuses a request whose `Host` is not the loopback, one from a web page
+/// of another origin, and a POST that does not carry JSON.
+async fn guard(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|h: &header::HeaderValue| h.to_str().ok())
+    };
+    let host = text(header::HOST).unwrap_or("localhost");
+    if !loopback(host) {
+        return ApiError(
             StatusCode::FORBIDDEN,
             format!("host {host} is not allowed; use localhost"),
         )
-        .into_response()
+        .into_response();
     }
+    if let Some(origin) = text(header::ORIGIN) {
+        let allowed = match origin.split_once("://") {
+            Some(("http" | "https", rest)) => loopback(rest.trim_end_matches('/')),
+            Some(("chrome-extension" | "moz-extension", _)) => true,
+            _ => false,
+        };
+        if !allowed {
+            return ApiError(
+                StatusCode::FORBIDDEN,
+                format!("requests from {origin} are not allowed"),
+            )
+            .into_response();
+        }
+    }
+    let json =
+        text(header::CONTENT_TYPE).is_some_and(|t| t.trim_start().starts_with("application/json"));
+    if request.method() == axum::http::Method::POST && !json {
+        return ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON (Content-Type: application/json)".into(),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// The API over `store`.
@@ -298,7 +343,7 @@ pub fn router(store: Arc<Mutex<AwStore>>) -> Router {
             "/api/0/buckets/{id}/heartbeat",
             axum::routing::post(heartbeat),
         )
-        .layer(middleware::from_fn(loopback_host))
+        .layer(middleware::from_fn(guard))
         .with_state(store)
 }
 

@@ -1,12 +1,14 @@
 //! ActivityWatch's window and AFK timelines combined into the device's
 //! spans, as ActivityWatch's canonical query combines them (window events
 //! intersected with the AFK watcher's periods): window time the AFK watcher
-//! calls `not-afk` is active, time it calls `afk` is idle. Window time no AFK
-//! event covers counts as active (a machine with only a window watcher).
+//! calls `not-afk` is active, time it calls `afk` is idle, and window time
+//! no AFK event covers is dropped, as ActivityWatch drops it. A machine
+//! without an AFK watcher (`afk_known` false) counts all window time active.
 
 use serde_json::Value;
 
 use super::store::AwEvent;
+use crate::capture::UNKNOWN_APP;
 use crate::heartbeat::{Event, SpanData};
 
 fn start_ms(e: &AwEvent) -> i64 {
@@ -24,7 +26,13 @@ fn text(e: &AwEvent, key: &str) -> Option<String> {
 /// The spans of `[from_ms, to_ms)`: `window` events split by `afk` events,
 /// in order and never overlapping (a window event that overlaps the one
 /// before it starts where that one ends).
-pub fn combine(window: &[AwEvent], afk: &[AwEvent], from_ms: i64, to_ms: i64) -> Vec<Event> {
+pub fn combine(
+    window: &[AwEvent],
+    afk: &[AwEvent],
+    afk_known: bool,
+    from_ms: i64,
+    to_ms: i64,
+) -> Vec<Event> {
     let mut window: Vec<&AwEvent> = window.iter().collect();
     window.sort_by_key(|e| start_ms(e));
     let mut afk: Vec<(i64, i64, bool)> = afk
@@ -44,7 +52,9 @@ pub fn combine(window: &[AwEvent], afk: &[AwEvent], from_ms: i64, to_ms: i64) ->
         }
         cursor = end;
         let data = |active| SpanData {
-            app: text(w, "app").unwrap_or_default(),
+            app: text(w, "app")
+                .filter(|a| !a.trim().is_empty())
+                .unwrap_or_else(|| UNKNOWN_APP.into()),
             title: text(w, "title").unwrap_or_default(),
             url: text(w, "url"),
             active,
@@ -60,12 +70,12 @@ pub fn combine(window: &[AwEvent], afk: &[AwEvent], from_ms: i64, to_ms: i64) ->
         cuts.dedup();
         for pair in cuts.windows(2) {
             let (s, e) = (pair[0], pair[1]);
-            // The last AFK event covering [s, e) decides; none: active.
-            let idle = afk
-                .iter()
-                .rev()
-                .find(|&&(a, b, _)| a <= s && b >= e)
-                .is_some_and(|&(_, _, idle)| idle);
+            // The last AFK event covering [s, e) decides.
+            let idle = match afk.iter().rev().find(|&&(a, b, _)| a <= s && b >= e) {
+                Some(&(_, _, idle)) => idle,
+                None if afk_known => continue,
+                None => false,
+            };
             let piece = Event {
                 start_ms: s,
                 duration_ms: e - s,
@@ -124,7 +134,7 @@ mod tests {
             ev(150, 100.0, json!({"status": "not-afk"})),
         ];
         assert_eq!(
-            summary(&combine(&window, &afk, 0, 1_000_000)),
+            summary(&combine(&window, &afk, true, 0, 1_000_000)),
             vec![
                 (0, 50, "code", true),
                 (50, 100, "code", false),
@@ -140,10 +150,17 @@ mod tests {
             ev(0, 100.0, json!({"app": "code", "title": "a"})),
             ev(80, 40.0, json!({"app": "slack", "title": "c"})),
         ];
-        // No AFK data: active. The range starts at 10 s and ends at 110 s.
+        // No AFK watcher: active. The range starts at 10 s and ends at 110 s.
         assert_eq!(
-            summary(&combine(&window, &[], 10_000, 110_000)),
+            summary(&combine(&window, &[], false, 10_000, 110_000)),
             vec![(10, 100, "code", true), (100, 110, "slack", true)]
+        );
+        // An AFK watcher that says nothing about 50..110 s: that time is
+        // dropped, as ActivityWatch drops it.
+        let afk = [ev(0, 50.0, json!({"status": "not-afk"}))];
+        assert_eq!(
+            summary(&combine(&window, &afk, true, 10_000, 110_000)),
+            vec![(10, 50, "code", true)]
         );
     }
 }

@@ -90,9 +90,18 @@ impl AwEvent {
     }
 
     fn end_us(&self) -> i64 {
-        self.start_us() + self.duration_us()
+        self.start_us().saturating_add(self.duration_us())
+    }
+
+    /// Whether the duration is a number of seconds the store can keep:
+    /// finite, not negative, under a century.
+    pub fn duration_ok(&self) -> bool {
+        self.duration.is_finite() && (0.0..MAX_DURATION_S).contains(&self.duration)
     }
 }
+
+/// The longest event duration accepted, in seconds (a century).
+pub const MAX_DURATION_S: f64 = 100.0 * 365.25 * 86_400.0;
 
 /// ActivityWatch's heartbeat merge: `last` extended by `heartbeat`, or
 /// None when the heartbeat starts a new event.
@@ -100,7 +109,9 @@ pub fn heartbeat_merge(last: &AwEvent, heartbeat: &AwEvent, pulsetime_s: f64) ->
     if last.data != heartbeat.data {
         return None;
     }
-    let allowed_end = last.end_us() + (pulsetime_s * 1e6).round() as i64;
+    let allowed_end = last
+        .end_us()
+        .saturating_add((pulsetime_s * 1e6).round() as i64);
     if heartbeat.start_us() < last.start_us() || heartbeat.start_us() > allowed_end {
         return None;
     }
