@@ -274,23 +274,42 @@ impl AwStore {
         Ok(())
     }
 
-    /// Inserts `events` into bucket `id`; returns them with their ids.
+    /// Inserts `events` into bucket `id`; returns them with their ids. An
+    /// event carrying the id of an event of this bucket replaces it, as in
+    /// ActivityWatch; any other id is ignored.
     pub fn insert(&mut self, id: &str, events: &[AwEvent]) -> Result<Vec<AwEvent>, AwError> {
         self.exists(id)?;
         let tx = self.db.transaction()?;
         let mut out = Vec::with_capacity(events.len());
         for e in events {
-            tx.prepare_cached(
-                "INSERT INTO events (bucket, start_us, end_us, data) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![
-                id,
-                e.start_us(),
-                e.end_us(),
-                serde_json::to_string(&e.data)?
-            ])?;
+            let data = serde_json::to_string(&e.data)?;
+            let replaced = match e.id {
+                Some(event) => {
+                    tx.prepare_cached(
+                        "UPDATE events SET start_us = ?3, end_us = ?4, data = ?5 \
+                         WHERE bucket = ?1 AND id = ?2",
+                    )?
+                    .execute(params![
+                        id,
+                        event,
+                        e.start_us(),
+                        e.end_us(),
+                        data
+                    ])? == 1
+                }
+                None => false,
+            };
+            let event = if replaced {
+                e.id
+            } else {
+                tx.prepare_cached(
+                    "INSERT INTO events (bucket, start_us, end_us, data) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![id, e.start_us(), e.end_us(), data])?;
+                Some(tx.last_insert_rowid())
+            };
             out.push(AwEvent {
-                id: Some(tx.last_insert_rowid()),
+                id: event,
                 ..e.clone()
             });
         }
@@ -508,6 +527,14 @@ mod tests {
         );
         let id = inserted[0].id.unwrap();
         assert_eq!(store.event("w", id).unwrap().unwrap().duration, 10.0);
+        // Inserted again with its id: replaced, not added.
+        let longer = AwEvent {
+            duration: 12.0,
+            ..inserted[0].clone()
+        };
+        assert_eq!(store.insert("w", &[longer]).unwrap()[0].id, Some(id));
+        assert_eq!(store.event("w", id).unwrap().unwrap().duration, 12.0);
+        assert_eq!(store.count("w", None, None).unwrap(), 2);
         store.delete_event("w", id).unwrap();
         assert_eq!(store.event("w", id).unwrap(), None);
         assert!(matches!(
