@@ -601,6 +601,7 @@ async fn upload_loop(
     };
     let mut next_policy = Instant::now();
     let mut failures = 0u32;
+    let mut policy_failures = 0u32;
     // Nothing is uploaded before the gateway named the device the token
     // belongs to in this run (the outbox may hold another device's batches).
     let mut bound = false;
@@ -636,6 +637,7 @@ async fn upload_loop(
                     }
                     *shared.policy.lock().unwrap_or_else(|e| e.into_inner()) = Some(policy);
                     bound = stored.is_ok() || bound;
+                    policy_failures = 0;
                     shared.update(|s| s.policy = Some(policy));
                     next_policy = Instant::now() + config.policy_every;
                 }
@@ -644,15 +646,16 @@ async fn upload_loop(
                     return;
                 }
                 Err(status) => {
+                    policy_failures += 1;
                     tracing::info!(%status, "cannot fetch the privacy policy yet");
-                    next_policy = Instant::now() + uploader.backoff(failures + 1);
+                    next_policy = Instant::now() + uploader.backoff(policy_failures);
                 }
             }
         }
         let policy = shared.policy().unwrap_or(Policy::STRICT);
         pause = config.upload_every;
         if !bound {
-            pause = pause.min(uploader.backoff(failures + 1));
+            pause = next_policy.saturating_duration_since(Instant::now());
             if stopping {
                 return;
             }
