@@ -19,7 +19,7 @@ use trackhrs_schemas::agent::v1::GetPolicyRequest;
 use trackhrs_schemas::agent::v1::agent_session_client::AgentSessionClient;
 
 use crate::aw::combine::combine;
-use crate::aw::store::{AwError, AwStore};
+use crate::aw::store::{AwError, AwEvent, AwStore, OwnBuckets};
 use crate::capture::{Capture, CaptureError};
 use crate::heartbeat::Event;
 use crate::outbox::{Outbox, OutboxError};
@@ -221,10 +221,10 @@ impl Agent {
         C: Capture + 'static,
         F: FnMut() -> Result<C, CaptureError> + Send + 'static,
     {
-        Self::launch(config, move |shared, config, _| {
+        Self::launch(config, move |shared, config, aw| {
             std::thread::Builder::new()
                 .name("trackhrs-capture".into())
-                .spawn(move || capture_loop(&shared, &config, connect))
+                .spawn(move || capture_loop(&shared, &config, &aw, connect))
         })
     }
 
@@ -354,13 +354,64 @@ impl Agent {
     }
 }
 
-fn capture_loop<C, F>(shared: &Shared, config: &AgentConfig, mut connect: F)
+/// How long the local ActivityWatch store keeps events.
+const KEEP_LOCALLY: Duration = Duration::from_secs(30 * 86_400);
+
+/// The agent's own observation as ActivityWatch's window and AFK watchers
+/// would report it, into the local store (what the desktop app and
+/// ActivityWatch clients read): heartbeats with the poll's pulsetime.
+fn report_locally(
+    store: &Mutex<AwStore>,
+    own: &OwnBuckets,
+    data: &crate::heartbeat::SpanData,
+    now_ms: i64,
+    pulsetime: Duration,
+) -> Result<(), AwError> {
+    let at = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
+    let mut window = serde_json::Map::new();
+    window.insert("app".into(), data.app.clone().into());
+    window.insert("title".into(), data.title.clone().into());
+    if let Some(url) = &data.url {
+        window.insert("url".into(), url.clone().into());
+    }
+    let mut afk = serde_json::Map::new();
+    let status = if data.active { "not-afk" } else { "afk" };
+    afk.insert("status".into(), status.into());
+    let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+    for (bucket, data) in [(&own.window, window), (&own.afk, afk)] {
+        let beat = AwEvent {
+            id: None,
+            timestamp: at,
+            duration: 0.0,
+            data,
+        };
+        store.heartbeat(bucket, &beat, pulsetime.as_secs_f64())?;
+    }
+    Ok(())
+}
+
+fn capture_loop<C, F>(shared: &Shared, config: &AgentConfig, aw: &Mutex<AwStore>, mut connect: F)
 where
     C: Capture,
     F: FnMut() -> Result<C, CaptureError>,
 {
     const RECONNECT: Duration = Duration::from_secs(5);
+    const TIDY_EVERY: Duration = Duration::from_secs(3600);
     let mut recorder = Recorder::new(config.poll, config.idle_after);
+    let pulsetime = crate::heartbeat::pulsetime(config.poll);
+    let own = aw
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .own_buckets(&crate::aw::api::hostname());
+    let own = match own {
+        Ok(own) => Some(own),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot keep recent activity locally");
+            None
+        }
+    };
+    let mut next_tidy = Instant::now();
+    let mut local_failed = false;
     let mut capture: Option<C> = None;
     let mut next_connect = Instant::now();
     let mut next = Instant::now();
@@ -398,8 +449,34 @@ where
             match c.observe() {
                 Ok(observation) => {
                     let policy = shared.policy().unwrap_or(Policy::STRICT);
-                    let recorded =
-                        recorder.record(&observation, wall_now_ms(), &policy, &mut shared.outbox());
+                    let at = wall_now_ms();
+                    let recorded = recorder.record(&observation, at, &policy, &mut shared.outbox());
+                    if let (Ok(Recorded::Recorded), Some(own)) = (&recorded, &own) {
+                        let mut data = observation.heartbeat(at, config.idle_after).data;
+                        policy.apply(&mut data);
+                        match report_locally(aw, own, &data, at, pulsetime) {
+                            Ok(()) => local_failed = false,
+                            Err(e) if !local_failed => {
+                                local_failed = true;
+                                tracing::warn!(error = %e, "cannot keep recent activity locally");
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                    if now >= next_tidy {
+                        next_tidy = now + TIDY_EVERY;
+                        let before = chrono::DateTime::from_timestamp_millis(
+                            at - KEEP_LOCALLY.as_millis() as i64,
+                        )
+                        .unwrap_or_default();
+                        if let Err(e) = aw
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .forget_before(before)
+                        {
+                            tracing::warn!(error = %e, "cannot forget old local activity");
+                        }
+                    }
                     let behind = match recorded {
                         Ok(Recorded::ClockBehind { by_ms }) => Some(by_ms),
                         Ok(Recorded::Recorded) => None,

@@ -21,6 +21,7 @@ use rand::Rng;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
+use trackhrs_agent::aw::store::AwStore;
 use trackhrs_agent::capture::X11Capture;
 use trackhrs_agent::heartbeat::{Event, SpanData};
 use trackhrs_agent::outbox::{Outbox, Refused};
@@ -555,6 +556,22 @@ async fn the_agent_obeys_the_policy_and_rides_out_a_failing_gateway() {
         "the outbox is kept: {:?}",
         *status.borrow()
     );
+
+    // The agent's own capture is kept locally as ActivityWatch's watchers
+    // would report it, under the policy.
+    let local = AwStore::open(&dir.path().join("activitywatch.db")).unwrap();
+    let buckets = local.buckets().unwrap();
+    let window = buckets.iter().find(|b| b.kind == "currentwindow").unwrap();
+    let recent = local.events(&window.id, None, None, Some(5)).unwrap();
+    assert_eq!(recent.len(), 5);
+    for e in &recent {
+        assert!(APPS.contains(&e.data["app"].as_str().unwrap()), "{e:?}");
+        assert_eq!(e.data["title"], "", "titles are forbidden: {e:?}");
+    }
+    let afk = buckets.iter().find(|b| b.kind == "afkstatus").unwrap();
+    let statuses = local.events(&afk.id, None, None, None).unwrap();
+    assert!(statuses.iter().all(|e| e.data["status"] == "not-afk"));
+    assert!(statuses.iter().map(|e| e.duration).sum::<f64>() > 3.0);
     drop(desktop);
     agent.stop(Duration::from_secs(1)).await;
     drop(down);

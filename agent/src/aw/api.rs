@@ -87,7 +87,9 @@ async fn with_store<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-fn hostname() -> String {
+/// This machine's host name, as ActivityWatch's watchers name it in their
+/// bucket ids.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into())

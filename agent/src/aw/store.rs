@@ -133,6 +133,16 @@ pub enum Created {
     Exists,
 }
 
+/// The buckets the agent's own capture reports to, as ActivityWatch's
+/// window and AFK watchers would.
+#[derive(Debug, Clone)]
+pub struct OwnBuckets {
+    /// `aw-watcher-window_<host>` (type `currentwindow`).
+    pub window: String,
+    /// `aw-watcher-afk_<host>` (type `afkstatus`).
+    pub afk: String,
+}
+
 /// The local ActivityWatch store.
 pub struct AwStore {
     db: Connection,
@@ -221,6 +231,35 @@ impl AwStore {
         } else {
             Created::Exists
         })
+    }
+
+    /// The buckets of the agent's own capture on `hostname`, created when
+    /// missing.
+    pub fn own_buckets(&mut self, hostname: &str) -> Result<OwnBuckets, AwError> {
+        let own = OwnBuckets {
+            window: format!("aw-watcher-window_{hostname}"),
+            afk: format!("aw-watcher-afk_{hostname}"),
+        };
+        for (id, kind) in [(&own.window, "currentwindow"), (&own.afk, "afkstatus")] {
+            let new = NewBucket {
+                client: "trackhrs-agent".into(),
+                kind: kind.into(),
+                hostname: hostname.into(),
+                name: None,
+                data: None,
+            };
+            self.create_bucket(id, &new)?;
+        }
+        Ok(own)
+    }
+
+    /// Deletes every event that ended before `before` (the store keeps
+    /// recent activity; the platform keeps history). Returns how many.
+    pub fn forget_before(&mut self, before: DateTime<Utc>) -> Result<usize, AwError> {
+        Ok(self.db.execute(
+            "DELETE FROM events WHERE end_us < ?1",
+            params![before.timestamp_micros()],
+        )?)
     }
 
     /// Every bucket.
@@ -541,7 +580,23 @@ mod tests {
             store.events("nope", None, None, None),
             Err(AwError::NoSuchBucket(_))
         ));
+        // Only events that ended before the cut are forgotten.
+        assert_eq!(
+            store
+                .forget_before(DateTime::from_timestamp(25, 0).unwrap())
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .forget_before(DateTime::from_timestamp(31, 0).unwrap())
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.count("w", None, None).unwrap(), 0);
+        let own = store.own_buckets("laptop").unwrap();
+        assert_eq!(store.bucket(&own.afk).unwrap().kind, "afkstatus");
         store.delete_bucket("w").unwrap();
-        assert!(store.buckets().unwrap().is_empty());
+        assert_eq!(store.buckets().unwrap().len(), 2);
     }
 }
