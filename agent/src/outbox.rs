@@ -329,6 +329,38 @@ impl Outbox {
         Ok(changed)
     }
 
+    /// Aligns the outbox with what the gateway stored for the device. When
+    /// the gateway stored a later batch than this outbox ever numbered (the
+    /// outbox was lost or reset), none of the batches formed here can be
+    /// among the stored ones: they are dissolved and numbering goes on after
+    /// the gateway's. The end of the last stored span becomes a high-water
+    /// mark. Returns true when batches were numbered again.
+    pub fn align(
+        &mut self,
+        stored_seq: u64,
+        stored_end_ms: Option<i64>,
+    ) -> Result<bool, OutboxError> {
+        let tx = self.db.transaction()?;
+        let local: i64 = tx.query_row("SELECT last_seq FROM device", [], |r| r.get(0))?;
+        let behind = (local as u64) < stored_seq;
+        if behind {
+            tx.execute("UPDATE spans SET batch_seq = NULL", [])?;
+            tx.execute("DELETE FROM batches", [])?;
+            tx.execute(
+                "UPDATE device SET last_seq = ?1",
+                params![stored_seq as i64],
+            )?;
+        }
+        if let Some(end) = stored_end_ms {
+            tx.execute(
+                "UPDATE device SET last_end = max(coalesce(last_end, ?1), ?1)",
+                params![end],
+            )?;
+        }
+        tx.commit()?;
+        Ok(behind)
+    }
+
     /// The privacy policy last received from the gateway, if any.
     pub fn policy(&self) -> Result<Option<Policy>, OutboxError> {
         Ok(self
@@ -423,6 +455,24 @@ mod tests {
             (outbox.waiting().unwrap(), outbox.next_batch(2).unwrap()),
             (0, None)
         );
+    }
+
+    #[test]
+    fn an_outbox_behind_the_gateway_numbers_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
+        outbox.push(&span(0, "code")).unwrap();
+        let formed = outbox.next_batch(10).unwrap().unwrap();
+        assert_eq!(formed.seq, 1);
+        // The gateway has stored up to batch 40 (another outbox's), ending
+        // at 100 s: the batch is formed again as 41.
+        assert!(outbox.align(40, Some(100_000)).unwrap());
+        let again = outbox.next_batch(10).unwrap().unwrap();
+        assert_eq!((again.seq, again.spans.len()), (41, 1));
+        assert_eq!(outbox.high_water().unwrap(), Some(100_000));
+        // In step (the usual case, a reply lost included): nothing changes.
+        assert!(!outbox.align(41, Some(100_000)).unwrap());
+        assert_eq!(outbox.next_batch(10).unwrap().unwrap(), again);
     }
 
     #[test]

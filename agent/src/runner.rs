@@ -633,22 +633,32 @@ fn combine_settled(shared: &Shared, aw: &Mutex<AwStore>, settled: i64) -> Result
     shared.outbox().waiting().map_err(|e| e.to_string())
 }
 
+/// What the gateway says about the token's device.
+struct Session {
+    policy: Policy,
+    device: String,
+    last_seq: u64,
+    last_end_ms: Option<i64>,
+}
+
 async fn fetch_policy(
     session: &mut AgentSessionClient<Channel>,
     bearer: &MetadataValue<Ascii>,
-) -> Result<(Policy, String), tonic::Status> {
+) -> Result<Session, tonic::Status> {
     let mut request = tonic::Request::new(GetPolicyRequest {});
     request
         .metadata_mut()
         .insert("authorization", bearer.clone());
     let p = session.get_policy(request).await?.into_inner();
-    Ok((
-        Policy {
+    Ok(Session {
+        policy: Policy {
             capture_titles: p.capture_titles,
             capture_urls: p.capture_urls,
         },
-        p.device_id,
-    ))
+        device: p.device_id,
+        last_seq: p.last_batch_seq,
+        last_end_ms: (p.last_span_end_unix_ms > 0).then_some(p.last_span_end_unix_ms),
+    })
 }
 
 fn refused(status: &tonic::Status) -> bool {
@@ -694,17 +704,33 @@ async fn upload_loop(
         let stopping = stopping || shared.stop.load(Ordering::SeqCst);
         if Instant::now() >= next_policy && !stopping {
             match fetch_policy(&mut session, &bearer).await {
-                Ok((policy, device)) => {
+                Ok(Session {
+                    policy,
+                    device,
+                    last_seq,
+                    last_end_ms,
+                }) => {
                     let stored = {
                         let mut outbox = shared.outbox();
-                        outbox.bind_device(&device).and_then(|renumbered| {
-                            if renumbered {
-                                tracing::warn!(
-                                    "the token belongs to another device than the outbox's batches; they are numbered again"
-                                );
-                            }
-                            outbox.set_policy(policy)
-                        })
+                        outbox
+                            .bind_device(&device)
+                            .and_then(|renumbered| {
+                                if renumbered {
+                                    tracing::warn!(
+                                        "the token belongs to another device than the outbox's batches; they are numbered again"
+                                    );
+                                }
+                                outbox.align(last_seq, last_end_ms)
+                            })
+                            .and_then(|behind| {
+                                if behind {
+                                    tracing::warn!(
+                                        last_seq,
+                                        "the gateway holds later batches of this device than this outbox (it was lost or reset); numbering goes on after them"
+                                    );
+                                }
+                                outbox.set_policy(policy)
+                            })
                     };
                     if let Err(e) = &stored {
                         tracing::error!(error = %e, "cannot store the privacy policy");

@@ -810,3 +810,54 @@ async fn activitywatch_watchers_reporting_to_the_agent_become_the_devices_activi
     );
     agent.stop(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_outbox_was_lost_goes_on_after_what_the_gateway_stored() {
+    let platform = Platform::start().await;
+    let (owner, device, token) = enrolled(&platform).await;
+    let desktop = BusyDesktop::start(Duration::from_millis(150));
+    let dir = tempfile::tempdir().unwrap();
+    let run = |data: &str| {
+        let mut config = AgentConfig::new(
+            format!("http://{}", platform.gw().addr),
+            token.clone(),
+            dir.path().join(data).join("outbox.db"),
+        );
+        std::fs::create_dir_all(dir.path().join(data)).unwrap();
+        config.poll = Duration::from_millis(50);
+        config.upload_every = Duration::from_millis(200);
+        let display = desktop.display.name.clone();
+        Agent::start(config, move || X11Capture::connect(Some(&display))).unwrap()
+    };
+    let up_to_date = |agent: &Agent| {
+        let status = agent.status();
+        async move {
+            wait_until("an upload", Duration::from_secs(20), || {
+                matches!(status.borrow().upload, UploadState::UpToDate { .. })
+                    && status.borrow().waiting == 0
+            })
+            .await;
+        }
+    };
+    // A first outbox uploads some batches...
+    let first = run("first");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.stop(Duration::from_secs(3)).await;
+    let before = stored_spans(&platform, &owner.org_id, &device).await;
+    assert!(!before.is_empty());
+    // ...then the agent starts over with a new, empty outbox (reinstalled,
+    // data folder deleted): it numbers after the stored batches.
+    let second = run("second");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    up_to_date(&second).await;
+    let status = second.status().borrow().clone();
+    second.stop(Duration::from_secs(3)).await;
+    let after = stored_spans(&platform, &owner.org_id, &device).await;
+    assert!(after.len() > before.len(), "{status:?}");
+    assert_no_overlap(&after);
+    let aside = Outbox::open(&dir.path().join("second/outbox.db"))
+        .unwrap()
+        .set_aside()
+        .unwrap();
+    assert_eq!(aside, vec![], "nothing refused");
+}

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use trackhrs_domain::Token;
+use trackhrs_domain::activity::DeviceActivity;
 use trackhrs_projections::directory;
 use trackhrs_schemas::agent::v1 as pb;
 use trackhrs_schemas::agent::v1::agent_session_server::AgentSession;
@@ -31,6 +33,19 @@ impl AgentSession for AgentSessionService {
         request: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::Policy>, Status> {
         let device = caller::device(&self.core.auth, &request).await?;
+        let timeline = {
+            let org = Token::new(&device.org_id)
+                .map_err(|_| Status::unauthenticated("invalid credentials"))?;
+            let id = Token::new(&device.device_id)
+                .map_err(|_| Status::unauthenticated("invalid credentials"))?;
+            self.core
+                .commands
+                .store()
+                .load::<DeviceActivity>(&org, &id)
+                .await
+                .map_err(|e| status::store(&e))?
+                .state
+        };
         let (client, schema, _) = self.core.directory(0).await?;
         let org = directory::organization(&client, &schema, &device.org_id)
             .await
@@ -43,6 +58,8 @@ impl AgentSession for AgentSessionService {
             timezone: org.timezone,
             capture_titles: org.capture_titles,
             capture_urls: org.capture_urls,
+            last_batch_seq: timeline.last_seq,
+            last_span_end_unix_ms: timeline.last_end_ms.unwrap_or_default(),
         }))
     }
 }
