@@ -28,3 +28,10 @@ pub mod privacy;
 pub mod recorder;
 pub mod runner;
 pub mod sync;
+
+/// Locks `mutex`, also after a thread panicked while holding it: what the
+/// agent keeps behind its locks stays consistent (SQLite commits or rolls
+/// back; the rest are plain values).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

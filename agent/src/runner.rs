@@ -179,11 +179,11 @@ struct Shared {
 
 impl Shared {
     fn outbox(&self) -> MutexGuard<'_, Outbox> {
-        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.outbox)
     }
 
     fn policy(&self) -> Option<Policy> {
-        *self.policy.lock().unwrap_or_else(|e| e.into_inner())
+        *crate::lock(&self.policy)
     }
 
     fn update(&self, f: impl FnOnce(&mut Status)) {
@@ -377,7 +377,7 @@ fn report_locally(
     let mut afk = serde_json::Map::new();
     let status = if data.active { "not-afk" } else { "afk" };
     afk.insert("status".into(), status.into());
-    let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+    let mut store = crate::lock(store);
     for (bucket, data) in [(&own.window, window), (&own.afk, afk)] {
         let beat = AwEvent {
             id: None,
@@ -399,10 +399,7 @@ where
     const TIDY_EVERY: Duration = Duration::from_secs(3600);
     let mut recorder = Recorder::new(config.poll, config.idle_after);
     let pulsetime = crate::heartbeat::pulsetime(config.poll);
-    let own = aw
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .own_buckets(&crate::aw::api::hostname());
+    let own = crate::lock(aw).own_buckets(&crate::aw::api::hostname());
     let own = match own {
         Ok(own) => Some(own),
         Err(e) => {
@@ -469,11 +466,7 @@ where
                             at - KEEP_LOCALLY.as_millis() as i64,
                         )
                         .unwrap_or_default();
-                        if let Err(e) = aw
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .forget_before(before)
-                        {
+                        if let Err(e) = crate::lock(aw).forget_before(before) {
                             tracing::warn!(error = %e, "cannot forget old local activity");
                         }
                     }
@@ -577,7 +570,7 @@ fn combine_settled(shared: &Shared, aw: &Mutex<AwStore>, settled: i64) -> Result
     // that time were refused and set aside, so the high-water mark decides.
     let done = done.filter(|&d| d <= wall_now_ms());
     let from = done.max(high).unwrap_or(i64::MIN);
-    let store = aw.lock().unwrap_or_else(|e| e.into_inner());
+    let store = crate::lock(aw);
     let buckets = store.buckets().map_err(|e| e.to_string())?;
     let of_kind = |kind: &str| -> Vec<String> {
         buckets
@@ -738,7 +731,7 @@ async fn upload_loop(
                     if shared.policy() != Some(policy) {
                         tracing::info!(?policy, "privacy policy in force");
                     }
-                    *shared.policy.lock().unwrap_or_else(|e| e.into_inner()) = Some(policy);
+                    *crate::lock(&shared.policy) = Some(policy);
                     bound = stored.is_ok() || bound;
                     policy_failures = 0;
                     shared.update(|s| s.policy = Some(policy));

@@ -149,22 +149,27 @@ impl Uploader {
         policy: &Policy,
     ) -> Result<Uploaded, SyncError> {
         let batch = {
-            let mut outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
+            let mut outbox = crate::lock(outbox);
             outbox.next_batch(self.config.max_spans)?
         };
         let Some(batch) = batch else {
             return Ok(Uploaded::Nothing);
         };
-        match self.send(&batch, policy).await {
-            Ok(ack) => {
-                outbox
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .acknowledge(batch.seq)?;
+        let sent = match self.send(&batch, policy).await {
+            Ok(ack) => Ok((ack.stream_sequence, ack.duplicate)),
+            // The batch id is ours alone (a fresh UUID): the gateway stored an
+            // earlier attempt of this batch whose reply was lost, sent before
+            // the privacy policy became stricter and changed its content.
+            Err(status) if status.code() == Code::AlreadyExists => Ok((0, true)),
+            Err(status) => Err(status),
+        };
+        match sent {
+            Ok((position, duplicate)) => {
+                crate::lock(outbox).acknowledge(batch.seq)?;
                 Ok(Uploaded::Stored {
                     seq: batch.seq,
-                    position: ack.stream_sequence,
-                    duplicate: ack.duplicate,
+                    position,
+                    duplicate,
                 })
             }
             Err(status)
@@ -174,10 +179,7 @@ impl Uploader {
                 ) =>
             {
                 let reason = status.message().to_owned();
-                let outcome = outbox
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .refuse(batch.seq, &reason)?;
+                let outcome = crate::lock(outbox).refuse(batch.seq, &reason)?;
                 match &outcome {
                     Refused::Split { spans } => tracing::warn!(
                         seq = batch.seq,
@@ -197,20 +199,6 @@ impl Uploader {
                     seq: batch.seq,
                     outcome,
                     reason,
-                })
-            }
-            // The batch id is ours alone (a fresh UUID): the gateway stored an
-            // earlier attempt of this batch whose reply was lost, sent before
-            // the privacy policy became stricter and changed its content.
-            Err(status) if status.code() == Code::AlreadyExists => {
-                outbox
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .acknowledge(batch.seq)?;
-                Ok(Uploaded::Stored {
-                    seq: batch.seq,
-                    position: 0,
-                    duplicate: true,
                 })
             }
             Err(status)

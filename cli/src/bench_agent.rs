@@ -21,14 +21,12 @@ use trackhrs_domain::Token;
 use trackhrs_domain::activity::DeviceActivity;
 use trackhrs_gateway::GatewayConfig;
 use trackhrs_harness::desktop::{Display, open_window, set_class, set_title};
-use trackhrs_harness::pg::Durability;
-use trackhrs_harness::{NatsOptions, NatsServer, PgServer};
 use trackhrs_nats::{EventStore, StoreConfig};
 use trackhrs_projections::directory::Directory;
 use trackhrs_projections::{Runner, RunnerConfig};
 
 use crate::bench::say;
-use crate::bench_pipeline::serve_devices;
+use crate::bench_pipeline::{bench_servers, serve_devices};
 
 /// Arguments of `bench agent`.
 #[derive(clap::Args)]
@@ -82,19 +80,7 @@ fn clock_ticks() -> anyhow::Result<u64> {
 /// Runs the benchmark and prints its figures.
 pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let nats = NatsServer::start_with(NatsOptions {
-        sync_always: true,
-        store_dir: Some(dir.path().join("js")),
-        ..Default::default()
-    })
-    .await?;
-    let pg = PgServer::start_private_with(Durability::Durable, &[]).await?;
-    let (admin, conn) =
-        tokio_postgres::connect(&pg.connection_string("postgres"), tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
-    admin.batch_execute("CREATE DATABASE bench").await?;
-    let pg_config: tokio_postgres::Config = pg.connection_string("bench").parse()?;
-    let client = nats.connect().await?;
+    let (_nats, _pg, client, pg_config) = bench_servers(dir.path(), &[]).await?;
     let config = StoreConfig::default();
     trackhrs_nats::provision(&client, &config).await?;
     let store = EventStore::open(client, config).await?;

@@ -92,31 +92,19 @@ fn per_s(n: u64, elapsed: Duration) -> f64 {
 /// Runs the benchmark and prints one JSON object as its last line.
 pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let nats = NatsServer::start_with(NatsOptions {
-        sync_always: true,
-        store_dir: Some(dir.path().join("js")),
-        ..Default::default()
-    })
-    .await?;
-    let pg = PgServer::start_private_with(
-        Durability::Durable,
+    let (_nats, _pg, client, pg_config) = bench_servers(
+        dir.path(),
         &[
             "shared_preload_libraries=pg_stat_statements",
             "max_wal_size=4GB",
         ],
     )
     .await?;
-    let (admin, conn) =
-        tokio_postgres::connect(&pg.connection_string("postgres"), tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
-    admin.batch_execute("CREATE DATABASE bench").await?;
-    let pg_config: tokio_postgres::Config = pg.connection_string("bench").parse()?;
     let (db, conn) = pg_config.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     db.batch_execute("CREATE EXTENSION pg_stat_statements")
         .await?;
 
-    let client = nats.connect().await?;
     let config = StoreConfig::default();
     trackhrs_nats::provision(&client, &config).await?;
     let store = EventStore::open(client.clone(), config.clone()).await?;
@@ -358,6 +346,36 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     report.insert("nats_server".into(), json!(client.server_info().version));
     say(&serde_json::to_string(&serde_json::Value::Object(report))?);
     Ok(())
+}
+
+/// The servers a benchmark runs against, started for it: nats-server with
+/// fsync on every write (its store under `dir`) and a private, durable
+/// PostgreSQL with `settings` holding an empty database `bench`. Returns
+/// them (they stop when dropped), a NATS connection and the database's
+/// configuration.
+pub async fn bench_servers(
+    dir: &std::path::Path,
+    settings: &[&str],
+) -> anyhow::Result<(
+    NatsServer,
+    PgServer,
+    async_nats::Client,
+    tokio_postgres::Config,
+)> {
+    let nats = NatsServer::start_with(NatsOptions {
+        sync_always: true,
+        store_dir: Some(dir.join("js")),
+        ..Default::default()
+    })
+    .await?;
+    let pg = PgServer::start_private_with(Durability::Durable, settings).await?;
+    let (admin, conn) =
+        tokio_postgres::connect(&pg.connection_string("postgres"), tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    admin.batch_execute("CREATE DATABASE bench").await?;
+    let pg_config = pg.connection_string("bench").parse()?;
+    let client = nats.connect().await?;
+    Ok((nats, pg, client, pg_config))
 }
 
 /// Creates one org whose owner enrolled `devices` devices, serves the

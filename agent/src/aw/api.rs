@@ -81,7 +81,7 @@ async fn with_store<T: Send + 'static>(
     f: impl FnOnce(&mut AwStore) -> Result<T, AwError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || f(&mut store.lock().unwrap_or_else(|e| e.into_inner())))
+    tokio::task::spawn_blocking(move || f(&mut crate::lock(&store)))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(ApiError::from)

@@ -94,19 +94,10 @@ pub fn combine(
 
 #[cfg(test)]
 mod tests {
-    use chrono::DateTime;
     use serde_json::json;
 
     use super::*;
-
-    fn ev(at_s: i64, duration: f64, data: Value) -> AwEvent {
-        AwEvent {
-            id: None,
-            timestamp: DateTime::from_timestamp(at_s, 0).unwrap(),
-            duration,
-            data: data.as_object().unwrap().clone(),
-        }
-    }
+    use crate::aw::store::ev;
 
     fn summary(spans: &[Event]) -> Vec<(i64, i64, &str, bool)> {
         spans

@@ -471,20 +471,22 @@ impl AwStore {
     }
 }
 
+/// An event at `at_s` seconds after the epoch, for tests.
+#[cfg(test)]
+pub(crate) fn ev(at_s: i64, duration: f64, data: Value) -> AwEvent {
+    AwEvent {
+        id: None,
+        timestamp: DateTime::from_timestamp(at_s, 0).unwrap(),
+        duration,
+        data: data.as_object().unwrap().clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn ev(at_s: i64, duration: f64, data: Value) -> AwEvent {
-        AwEvent {
-            id: None,
-            timestamp: DateTime::from_timestamp(at_s, 0).unwrap(),
-            duration,
-            data: data.as_object().unwrap().clone(),
-        }
-    }
 
     fn bucket(store: &mut AwStore, id: &str) {
         let new: NewBucket = serde_json::from_value(
