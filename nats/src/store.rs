@@ -649,6 +649,14 @@ impl EventStore {
                     self.inner.config.ack_timeout,
                 )
                 .await?;
+                if after.is_empty() {
+                    // Nothing newer is stored, so no other commit came first:
+                    // the server's answer cannot be trusted (seen while it was
+                    // being killed). The outcome is unknown, not a conflict.
+                    return Err(StoreError::Unacknowledged(format!(
+                        "{subject}: the server reported a newer commit but holds none"
+                    )));
+                }
                 for msg in after {
                     let commit = decode_commit(&subject, msg.sequence, &msg.payload)?;
                     if commit.command_id == meta.command_id {
