@@ -10,13 +10,24 @@
 #  - an X11 test display for the agent's capture tests: Xvfb, the openbox
 #    window manager and xdotool (for synthetic input), from Debian;
 #  - aw-client (ActivityWatch's Python client) from PyPI into .tools/, for
-#    the tests of the agent's ActivityWatch-compatible API.
+#    the tests of the agent's ActivityWatch-compatible API;
+#  - with --desktop: the system libraries the Tauri desktop app builds
+#    against (WebKitGTK 4.1, GTK 3, librsvg, the app indicator) and
+#    tesseract, which its end-to-end test reads the window with.
 #
 # Idempotent: a second run changes nothing and needs no network.
 # Works as root, or as a normal user with sudo for the apt/useradd steps.
 set -euo pipefail
 
 NATS_VERSION="2.15.1"
+
+DESKTOP=0
+for arg in "$@"; do
+    case "$arg" in
+        --desktop) DESKTOP=1 ;;
+        *) printf '[deps] ERROR: unknown option %s (known: --desktop)\n' "$arg" >&2; exit 2 ;;
+    esac
+done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
@@ -204,6 +215,32 @@ else
         --target "$AW_CLIENT_DIR" "aw-client==$AW_CLIENT_VERSION"
     PYTHONPATH="$AW_CLIENT_DIR" python3 -c "import aw_client" \
         || die "aw-client did not install into $AW_CLIENT_DIR"
+fi
+
+# --- the desktop app's system libraries (--desktop) -----------------------------
+if [ "$DESKTOP" -eq 1 ]; then
+    # pkg-config module -> Debian package
+    desktop_pkgs=(
+        "webkit2gtk-4.1:libwebkit2gtk-4.1-dev"
+        "javascriptcoregtk-4.1:libjavascriptcoregtk-4.1-dev"
+        "libsoup-3.0:libsoup-3.0-dev"
+        "gtk+-3.0:libgtk-3-dev"
+        "librsvg-2.0:librsvg2-dev"
+        "ayatana-appindicator3-0.1:libayatana-appindicator3-dev"
+    )
+    missing_d=()
+    command -v pkg-config >/dev/null 2>&1 || missing_d+=(pkg-config)
+    for entry in "${desktop_pkgs[@]}"; do
+        module="${entry%%:*}"
+        if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists "$module"; then
+            missing_d+=("${entry#*:}")
+        fi
+    done
+    command -v tesseract >/dev/null 2>&1 || missing_d+=(tesseract-ocr tesseract-ocr-eng)
+    if [ "${#missing_d[@]}" -gt 0 ]; then
+        apt_install "${missing_d[@]}"
+    fi
+    say "desktop app: WebKitGTK $(pkg-config --modversion webkit2gtk-4.1), $(tesseract --version 2>&1 | head -n 1)"
 fi
 
 # --- .tools/env ------------------------------------------------------------------

@@ -1,6 +1,8 @@
 //! The desktop agent's core, what every front end (headless `trackhrs
 //! agent`, the Tauri app, the ActivityWatch-compatible API) shares:
 //!
+//! - [`args`]: the agent's command-line flags, shared by `trackhrs agent`
+//!   and the desktop app;
 //! - [`aw`]: ActivityWatch's buckets, events and REST API on loopback;
 //! - [`heartbeat`]: observations merged into spans with ActivityWatch's
 //!   heartbeat semantics (merge only identical data, only within the
@@ -15,11 +17,16 @@
 //! - [`runner`]: the running agent (capture thread, uploader, policy
 //!   refresh, pause), shared by `trackhrs agent` and the desktop app;
 //! - [`sync`]: uploading the outbox's batches to the gateway's gRPC ingest
-//!   with exponential backoff and jitter.
+//!   with exponential backoff and jitter;
+//! - [`today`]: the employee's own view of their time by category, from the
+//!   local store, classified with the org's rules.
 //!
 //! Architecture invariant: the agent talks to the platform only through the
-//! gRPC API of `trackhrs-schemas`; it depends on no server-side crate.
+//! gRPC API of `trackhrs-schemas`; it depends on no server-side crate (the
+//! pure domain's classifier is shared, so the employee's view classifies as
+//! the dashboards do).
 
+pub mod args;
 pub mod aw;
 pub mod capture;
 pub mod heartbeat;
@@ -28,6 +35,7 @@ pub mod privacy;
 pub mod recorder;
 pub mod runner;
 pub mod sync;
+pub mod today;
 
 /// Locks `mutex`, also after a thread panicked while holding it: what the
 /// agent keeps behind its locks stays consistent (SQLite commits or rolls

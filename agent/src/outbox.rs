@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
+use trackhrs_domain::categories::CategoryRule;
 
 use crate::heartbeat::{Event, SpanData};
 use crate::privacy::Policy;
@@ -24,6 +25,9 @@ pub enum OutboxError {
         /// Its schema version.
         found: i64,
     },
+    /// What the outbox holds cannot be read back.
+    #[error("outbox: {0}")]
+    Corrupt(String),
 }
 
 /// A batch ready to upload.
@@ -60,7 +64,7 @@ pub struct Outbox {
 }
 
 /// The schema version this agent writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
     CREATE TABLE spans (
@@ -103,6 +107,15 @@ const SCHEMA: &str = "
         active      INTEGER NOT NULL,
         reason      TEXT NOT NULL,
         refused_at  INTEGER NOT NULL
+    );
+";
+
+/// Version 2: the org's classification rules, kept like the policy.
+const SCHEMA_V2: &str = "
+    CREATE TABLE rules (
+        one     INTEGER PRIMARY KEY CHECK (one = 1),
+        version INTEGER NOT NULL,
+        rules   TEXT NOT NULL
     );
 ";
 
@@ -158,6 +171,11 @@ impl Outbox {
         match version {
             0 => {
                 tx.execute_batch(SCHEMA)?;
+                tx.execute_batch(SCHEMA_V2)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
+            1 => {
+                tx.execute_batch(SCHEMA_V2)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             }
             SCHEMA_VERSION => {}
@@ -384,6 +402,35 @@ impl Outbox {
         Ok(())
     }
 
+    /// The org's classification rules last received from the gateway (their
+    /// version and the rules in force), if any.
+    pub fn rules(&self) -> Result<Option<(u32, Vec<CategoryRule>)>, OutboxError> {
+        let row: Option<(i64, String)> = self
+            .db
+            .query_row("SELECT version, rules FROM rules", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        row.map(|(version, json)| {
+            serde_json::from_str(&json)
+                .map(|rules| (version as u32, rules))
+                .map_err(|e| OutboxError::Corrupt(format!("stored rules: {e}")))
+        })
+        .transpose()
+    }
+
+    /// Remembers the rules, so a restart offline classifies with them.
+    pub fn set_rules(&mut self, version: u32, rules: &[CategoryRule]) -> Result<(), OutboxError> {
+        let json = serde_json::to_string(rules)
+            .map_err(|e| OutboxError::Corrupt(format!("rules: {e}")))?;
+        self.db.execute(
+            "INSERT INTO rules (one, version, rules) VALUES (1, ?1, ?2) \
+             ON CONFLICT (one) DO UPDATE SET version = ?1, rules = ?2",
+            params![i64::from(version), json],
+        )?;
+        Ok(())
+    }
+
     /// Spans waiting (in a batch or not).
     pub fn waiting(&self) -> Result<u64, OutboxError> {
         Ok(self
@@ -489,5 +536,51 @@ mod tests {
         let next = outbox.next_batch(10).unwrap().unwrap();
         assert_eq!(next.seq, bad.seq);
         assert_ne!(next.batch_id, bad.batch_id);
+    }
+
+    #[test]
+    fn an_outbox_of_schema_1_is_upgraded_in_place_and_keeps_its_spans() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        {
+            // What an agent of schema 1 left behind: one span waiting.
+            let db = Connection::open(&path).unwrap();
+            db.execute_batch(SCHEMA).unwrap();
+            db.pragma_update(None, "user_version", 1).unwrap();
+            insert_span(&db, &span(0, "code")).unwrap();
+        }
+        let mut outbox = Outbox::open(&path).unwrap();
+        assert_eq!(outbox.spans().unwrap(), vec![span(0, "code")]);
+        assert_eq!(outbox.rules().unwrap(), None);
+        let rules = vec![CategoryRule {
+            name: vec!["Work".into(), "Editing".into()],
+            regex: Some("gedit|vim".into()),
+            ignore_case: true,
+            score: Some(80),
+        }];
+        outbox.set_rules(3, &rules).unwrap();
+        outbox.set_rules(4, &rules).unwrap();
+        drop(outbox);
+        let outbox = Outbox::open(&path).unwrap();
+        assert_eq!(outbox.rules().unwrap(), Some((4, rules)));
+        let version: i64 = outbox
+            .db
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn an_outbox_of_a_newer_agent_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        let db = Connection::open(&path).unwrap();
+        db.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(db);
+        assert!(matches!(
+            Outbox::open(&path),
+            Err(OutboxError::NewerSchema { found }) if found == SCHEMA_VERSION + 1
+        ));
     }
 }

@@ -15,10 +15,11 @@ use tokio::sync::{Notify, watch};
 use tonic::Code;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
+use trackhrs_domain::categories::CategoryRule;
+use trackhrs_domain::classifier::Rules;
 use trackhrs_schemas::agent::v1::GetPolicyRequest;
 use trackhrs_schemas::agent::v1::agent_session_client::AgentSessionClient;
 
-use crate::aw::combine::combine;
 use crate::aw::store::{AwError, AwEvent, AwStore, OwnBuckets};
 use crate::capture::{Capture, CaptureError};
 use crate::heartbeat::Event;
@@ -26,6 +27,7 @@ use crate::outbox::{Outbox, OutboxError};
 use crate::privacy::Policy;
 use crate::recorder::{Recorded, Recorder};
 use crate::sync::{SyncConfig, SyncError, Uploaded, Uploader};
+use crate::today::{Summary, Timelines, summarize};
 
 /// How the agent runs.
 #[derive(Clone)]
@@ -168,9 +170,45 @@ pub enum AgentError {
     Token,
 }
 
+/// The classification rules in force, compiled.
+struct Classify {
+    /// Their version; None: never received (the default rules).
+    version: Option<u32>,
+    rules: Arc<Rules>,
+}
+
+impl Classify {
+    /// The rules kept in the outbox, or the default rules.
+    fn kept(kept: Option<(u32, Vec<CategoryRule>)>) -> Self {
+        if let Some((version, rules)) = kept {
+            match Rules::compile(&rules) {
+                Ok(rules) => {
+                    return Self {
+                        version: Some(version),
+                        rules: Arc::new(rules),
+                    };
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, version, "the kept classification rules do not compile; using the default rules");
+                }
+            }
+        }
+        Self {
+            version: None,
+            rules: Arc::new(default_rules()),
+        }
+    }
+}
+
+fn default_rules() -> Rules {
+    // The default rules are part of the classifier and always compile.
+    Rules::compile(&Rules::default_rules()).unwrap_or_else(|e| unreachable!("{e}"))
+}
+
 struct Shared {
     outbox: Mutex<Outbox>,
     policy: Mutex<Option<Policy>>,
+    classify: Mutex<Classify>,
     paused: AtomicBool,
     stop: AtomicBool,
     status: watch::Sender<Status>,
@@ -198,6 +236,7 @@ impl Shared {
 /// A running agent.
 pub struct Agent {
     shared: Arc<Shared>,
+    aw: Arc<Mutex<AwStore>>,
     capture: Option<JoinHandle<()>>,
     uploader: tokio::task::JoinHandle<()>,
     activitywatch: Option<(
@@ -279,6 +318,7 @@ impl Agent {
             None => None,
         };
         let policy = outbox.policy()?;
+        let classify = Classify::kept(outbox.rules()?);
         let (status, _) = watch::channel(Status {
             policy,
             waiting: outbox.waiting()?,
@@ -287,16 +327,19 @@ impl Agent {
         let shared = Arc::new(Shared {
             outbox: Mutex::new(outbox),
             policy: Mutex::new(policy),
+            classify: Mutex::new(classify),
             paused: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             status,
             wake_uploader: Notify::new(),
         });
-        let capture = source(shared.clone(), config.clone(), aw).map_err(AgentError::Spawn)?;
+        let capture =
+            source(shared.clone(), config.clone(), aw.clone()).map_err(AgentError::Spawn)?;
         let channel = endpoint.connect_lazy();
         let uploader = tokio::spawn(upload_loop(shared.clone(), config, channel, bearer));
         Ok(Self {
             shared,
+            aw,
             capture: Some(capture),
             uploader,
             activitywatch,
@@ -319,6 +362,28 @@ impl Agent {
     pub fn resume(&self) {
         self.shared.paused.store(false, Ordering::SeqCst);
         self.wake_capture();
+    }
+
+    /// Active and idle time of `[from_ms, to_ms)` and the active time per
+    /// category, from the local store (what was captured here, whether
+    /// uploaded yet or not), classified with the org's rules. Reads SQLite:
+    /// call it off an async runtime's workers.
+    pub fn summary(&self, from_ms: i64, to_ms: i64) -> Result<Summary, AgentError> {
+        let timelines = Timelines::read(&crate::lock(&self.aw), from_ms, to_ms)?;
+        let spans = timelines.combine(from_ms, to_ms);
+        let (version, rules) = {
+            let c = crate::lock(&self.shared.classify);
+            (c.version, c.rules.clone())
+        };
+        let (active_ms, idle_ms, categories) = summarize(&spans, &rules);
+        Ok(Summary {
+            from_ms,
+            to_ms,
+            active_ms,
+            idle_ms,
+            categories,
+            rules_version: version,
+        })
     }
 
     /// Uploads now instead of at the next interval.
@@ -572,18 +637,10 @@ fn combine_settled(shared: &Shared, aw: &Mutex<AwStore>, settled: i64) -> Result
     let from = done.max(high).unwrap_or(i64::MIN);
     let store = crate::lock(aw);
     let buckets = store.buckets().map_err(|e| e.to_string())?;
-    let of_kind = |kind: &str| -> Vec<String> {
-        buckets
-            .iter()
-            .filter(|b| b.kind == kind)
-            .map(|b| b.id.clone())
-            .collect()
-    };
-    let (window_ids, afk_ids) = (of_kind("currentwindow"), of_kind("afkstatus"));
     let mut newest_end = None;
-    for id in &window_ids {
+    for b in buckets.iter().filter(|b| b.kind == "currentwindow") {
         for e in store
-            .events(id, None, None, Some(1))
+            .events(&b.id, None, None, Some(1))
             .map_err(|e| e.to_string())?
         {
             newest_end = newest_end.max(Some(
@@ -596,23 +653,10 @@ fn combine_settled(shared: &Shared, aw: &Mutex<AwStore>, settled: i64) -> Result
         None => return shared.outbox().waiting().map_err(|e| e.to_string()),
     };
     if until > from {
-        let start = chrono::DateTime::from_timestamp_millis(from);
-        let end = chrono::DateTime::from_timestamp_millis(until);
-        let events = |ids: &[String]| -> Result<Vec<_>, String> {
-            let mut all = Vec::new();
-            for id in ids {
-                all.extend(
-                    store
-                        .events(id, start, end, None)
-                        .map_err(|e| e.to_string())?,
-                );
-            }
-            Ok(all)
-        };
-        let (window, afk) = (events(&window_ids)?, events(&afk_ids)?);
+        let timelines = Timelines::read(&store, from, until).map_err(|e| e.to_string())?;
         drop(store);
         let policy = shared.policy().unwrap_or(Policy::STRICT);
-        let mut spans = combine(&window, &afk, !afk_ids.is_empty(), from, until);
+        let mut spans = timelines.combine(from, until);
         for span in &mut spans {
             policy.apply(&mut span.data);
         }
@@ -632,6 +676,8 @@ struct Session {
     device: String,
     last_seq: u64,
     last_end_ms: Option<i64>,
+    rules_version: u32,
+    rules: Vec<CategoryRule>,
 }
 
 async fn fetch_policy(
@@ -651,6 +697,17 @@ async fn fetch_policy(
         device: p.device_id,
         last_seq: p.last_batch_seq,
         last_end_ms: (p.last_span_end_unix_ms > 0).then_some(p.last_span_end_unix_ms),
+        rules_version: p.rules_version,
+        rules: p
+            .category_rules
+            .into_iter()
+            .map(|r| CategoryRule {
+                name: r.name,
+                regex: r.regex,
+                ignore_case: r.ignore_case,
+                score: r.score,
+            })
+            .collect(),
     })
 }
 
@@ -702,7 +759,10 @@ async fn upload_loop(
                     device,
                     last_seq,
                     last_end_ms,
+                    rules_version,
+                    rules,
                 }) => {
+                    take_rules(&shared, rules_version, &rules);
                     let stored = {
                         let mut outbox = shared.outbox();
                         outbox
@@ -793,6 +853,28 @@ async fn upload_loop(
         }
         if stopping {
             return;
+        }
+    }
+}
+
+/// Compiles and keeps the org's rules when their version changed.
+fn take_rules(shared: &Shared, version: u32, rules: &[CategoryRule]) {
+    if crate::lock(&shared.classify).version == Some(version) {
+        return;
+    }
+    match Rules::compile(rules) {
+        Ok(compiled) => {
+            if let Err(e) = shared.outbox().set_rules(version, rules) {
+                tracing::error!(error = %e, "cannot keep the classification rules");
+            }
+            tracing::info!(version, "classification rules in force");
+            *crate::lock(&shared.classify) = Classify {
+                version: Some(version),
+                rules: Arc::new(compiled),
+            };
+        }
+        Err(e) => {
+            tracing::error!(error = %e, version, "the org's classification rules do not compile here; keeping the previous ones");
         }
     }
 }

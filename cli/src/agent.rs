@@ -5,132 +5,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use trackhrs_agent::capture::X11Capture;
-use trackhrs_agent::runner::{Agent, AgentConfig, UploadState};
-use trackhrs_agent::sync::SyncConfig;
-
-/// Settings of `trackhrs agent`.
-#[derive(clap::Args)]
-pub struct AgentArgs {
-    /// The gateway's gRPC address.
-    #[arg(
-        long,
-        env = "TRACKHRS_GATEWAY",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    gateway: String,
-    /// A file holding the device token (from `EnrollDevice`). The token is
-    /// never taken on the command line, where other users could read it.
-    #[arg(long, env = "TRACKHRS_DEVICE_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
-    /// Folder of the agent's outbox (created if missing).
-    #[arg(long, env = "TRACKHRS_AGENT_DATA", default_value = ".trackhrs-agent")]
-    data_dir: PathBuf,
-    /// X display to observe (default: $DISPLAY).
-    #[arg(long)]
-    display: Option<String>,
-    /// Milliseconds between observations.
-    #[arg(long, default_value_t = 1000)]
-    poll_ms: u64,
-    /// Seconds without input after which the user is idle.
-    #[arg(long, default_value_t = 180)]
-    idle_after_secs: u64,
-    /// Milliseconds between uploads of waiting spans.
-    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
-    upload_every_ms: u64,
-    /// Seconds between fetches of the org's privacy policy.
-    #[arg(long, default_value_t = 300)]
-    policy_every_secs: u64,
-    /// Most spans per uploaded batch.
-    #[arg(long, default_value_t = 500)]
-    max_batch_spans: usize,
-    /// Longest pause between upload attempts while the gateway fails, in ms.
-    #[arg(long, default_value_t = 60_000)]
-    max_backoff_ms: u64,
-    /// Where the activity comes from: `x11` (the agent observes the
-    /// desktop) or `activitywatch` (ActivityWatch's watchers report to the
-    /// agent's API, e.g. awatcher on Wayland).
-    #[arg(long, value_enum, default_value_t = Source::X11)]
-    source: Source,
-    /// Address of ActivityWatch's REST API (where its watchers and
-    /// aw-client look for a server), or `off`. Default: 127.0.0.1:5600 with
-    /// `--source activitywatch`, off with `--source x11`.
-    #[arg(long)]
-    activitywatch_listen: Option<String>,
-    /// With `--source activitywatch`: seconds after which the watchers'
-    /// timelines are final and become spans (at most a day).
-    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=86_400))]
-    settle_secs: u64,
-}
-
-/// Where the activity comes from.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Source {
-    /// The agent's own X11 capture.
-    X11,
-    /// ActivityWatch's watchers, through the agent's API.
-    Activitywatch,
-}
-
-fn token(args: &AgentArgs) -> anyhow::Result<String> {
-    let token = match &args.token_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the device token from {}", path.display()))?,
-        None => std::env::var("TRACKHRS_DEVICE_TOKEN").context(
-            "no device token: pass --token-file or set TRACKHRS_DEVICE_TOKEN (EnrollDevice returns it)",
-        )?,
-    };
-    let token = token.trim().to_owned();
-    anyhow::ensure!(!token.is_empty(), "the device token is empty");
-    Ok(token)
-}
+pub use trackhrs_agent::args::AgentArgs;
+use trackhrs_agent::runner::UploadState;
 
 /// Runs the agent until Ctrl-C or SIGTERM.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let token = token(&args)?;
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
-    let mut config = AgentConfig::new(&args.gateway, token, args.data_dir.join("outbox.db"));
-    config.poll = Duration::from_millis(args.poll_ms.max(10));
-    config.idle_after = Duration::from_secs(args.idle_after_secs);
-    config.upload_every = Duration::from_millis(args.upload_every_ms);
-    config.policy_every = Duration::from_secs(args.policy_every_secs);
-    config.sync = SyncConfig {
-        max_spans: args.max_batch_spans.clamp(1, 1000),
-        max_backoff: Duration::from_millis(args.max_backoff_ms),
-        ..SyncConfig::default()
-    };
-    let listen = args
-        .activitywatch_listen
-        .as_deref()
-        .unwrap_or(match args.source {
-            Source::X11 => "off",
-            Source::Activitywatch => "127.0.0.1:5600",
-        });
-    config.activitywatch_listen = match listen {
-        "off" => None,
-        addr => Some(addr.parse().with_context(|| {
-            format!(
-                "--activitywatch-listen: {addr:?} is not an address like 127.0.0.1:5600 (or off)"
-            )
-        })?),
-    };
-    config.settle = Duration::from_secs(args.settle_secs);
-    let agent = match args.source {
-        Source::X11 => {
-            let display = args.display.clone();
-            Agent::start(config, move || X11Capture::connect(display.as_deref()))?
-        }
-        Source::Activitywatch => {
-            anyhow::ensure!(
-                config.activitywatch_listen.is_some(),
-                "--source activitywatch needs --activitywatch-listen"
-            );
-            Agent::start_activitywatch(config)?
-        }
-    };
-    tracing::info!(gateway = %args.gateway, data = %args.data_dir.display(), "agent running");
+    let (agent, data_dir) = args.start(|| PathBuf::from(".trackhrs-agent"))?;
+    tracing::info!(gateway = %args.gateway, data = %data_dir.display(), "agent running");
     let mut status = agent.status();
     let report = async {
         let mut last = UploadState::Starting;

@@ -33,6 +33,8 @@ use trackhrs_domain::activity::DeviceActivity;
 use trackhrs_harness::desktop::{Display, open_window, set_class, set_title};
 use trackhrs_nats::EventStore;
 use trackhrs_nats::reader::{StartAt, read};
+use trackhrs_schemas::activity::v1 as activity_pb;
+use trackhrs_schemas::activity::v1::activity_client::ActivityClient;
 use trackhrs_schemas::agent::v1 as agent_pb;
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
 use trackhrs_schemas::agent::v1::agent_ingest_server::{AgentIngest, AgentIngestServer};
@@ -860,4 +862,98 @@ async fn an_agent_whose_outbox_was_lost_goes_on_after_what_the_gateway_stored() 
         .set_aside()
         .unwrap();
     assert_eq!(aside, vec![], "nothing refused");
+}
+
+async fn set_rules(platform: &Platform, owner: &pb::Session, id: &str, rules: &[(&str, &str)]) {
+    ActivityClient::new(platform.gw().channel.clone())
+        .set_category_rules(authed(
+            &owner.access_token,
+            activity_pb::SetCategoryRulesRequest {
+                command_id: id.into(),
+                org_id: owner.org_id.clone(),
+                rules: rules
+                    .iter()
+                    .map(|(name, regex)| activity_pb::CategoryRule {
+                        name: vec![(*name).into()],
+                        regex: Some((*regex).into()),
+                        ignore_case: false,
+                        score: Some(50),
+                    })
+                    .collect(),
+                activitywatch_json: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_employees_day_is_classified_with_the_orgs_rules_also_offline() {
+    let platform = Platform::start().await;
+    let (owner, _, token) = enrolled(&platform).await;
+    set_rules(
+        &platform,
+        &owner,
+        "rules-1",
+        &[("Editing", "EditorApp"), ("Browsing", "BrowserApp")],
+    )
+    .await;
+    let desktop = BusyDesktop::start(Duration::from_millis(150));
+    let dir = tempfile::tempdir().unwrap();
+    let run = |gateway: String| {
+        let mut config = AgentConfig::new(gateway, token.clone(), dir.path().join("outbox.db"));
+        config.poll = Duration::from_millis(50);
+        config.upload_every = Duration::from_millis(200);
+        config.policy_every = Duration::from_millis(200);
+        let display = desktop.display.name.clone();
+        Agent::start(config, move || X11Capture::connect(Some(&display))).unwrap()
+    };
+    let today = |agent: &Agent| {
+        let now = chrono::Utc::now().timestamp_millis();
+        agent.summary(now - 3_600_000, now + 1000).unwrap()
+    };
+    let names = |s: &trackhrs_agent::today::Summary| -> BTreeSet<String> {
+        s.categories.iter().map(|c| c.category.join("/")).collect()
+    };
+    let agent = run(format!("http://{}", platform.gw().addr));
+    // The org's rules arrive with the policy; the day is classified by
+    // them, every active millisecond in exactly one category.
+    wait_until("the org's rules", Duration::from_secs(20), || {
+        let s = today(&agent);
+        s.rules_version == Some(1)
+            && names(&s) == BTreeSet::from(["Browsing".into(), "Editing".into()])
+    })
+    .await;
+    let s = today(&agent);
+    assert!(s.active_ms > 0);
+    assert_eq!(
+        s.categories.iter().map(|c| c.active_ms).sum::<i64>(),
+        s.active_ms
+    );
+    // New rules: the whole day moves to the new category.
+    set_rules(
+        &platform,
+        &owner,
+        "rules-2",
+        &[("Work", "EditorApp|BrowserApp")],
+    )
+    .await;
+    wait_until("the new rules", Duration::from_secs(20), || {
+        let s = today(&agent);
+        s.rules_version == Some(2) && names(&s) == BTreeSet::from(["Work".into()])
+    })
+    .await;
+    agent.stop(Duration::from_secs(3)).await;
+    // Started again with the gateway unreachable: the kept rules classify.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let offline = run(format!("http://{closed}"));
+    let s = today(&offline);
+    assert_eq!(
+        (s.rules_version, names(&s)),
+        (Some(2), BTreeSet::from(["Work".into()]))
+    );
+    offline.stop(Duration::from_millis(100)).await;
 }

@@ -8,6 +8,7 @@
 pub mod activity;
 pub mod aggregate;
 pub mod categories;
+pub mod classifier;
 pub mod ids;
 pub mod organization;
 pub mod personal;

@@ -1,17 +1,18 @@
 //! `trackhrs.agent.v1.AgentSession`: what a device token stands for and the
-//! privacy policy the agent must obey.
+//! privacy policy the agent must obey, with the org's classification rules.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use trackhrs_domain::Token;
 use trackhrs_domain::activity::DeviceActivity;
-use trackhrs_projections::directory;
+use trackhrs_projections::{activity, classifier, directory};
 use trackhrs_schemas::agent::v1 as pb;
 use trackhrs_schemas::agent::v1::agent_session_server::AgentSession;
 
 use crate::caller;
 use crate::core::Core;
+use crate::dashboard::rule_to_wire;
 use crate::status;
 
 /// The agent session service.
@@ -51,6 +52,17 @@ impl AgentSession for AgentSessionService {
             .await
             .map_err(|e| status::query(&e))?
             .ok_or_else(|| Status::unavailable("the organization is not in the directory yet"))?;
+        drop(client);
+        let (client, schema, _) = self.core.read_model(activity::NAME, 0).await?;
+        let pg: &tokio_postgres::Client = &client;
+        let (rules_version, rules) = activity::org_rules(pg, &schema, &device.org_id)
+            .await
+            .map_err(|e| status::query(&e))?;
+        let in_force = if rules.is_empty() {
+            classifier::Rules::default_rules()
+        } else {
+            rules
+        };
         Ok(Response::new(pb::Policy {
             org_id: device.org_id,
             device_id: device.device_id,
@@ -60,6 +72,8 @@ impl AgentSession for AgentSessionService {
             capture_urls: org.capture_urls,
             last_batch_seq: timeline.last_seq,
             last_span_end_unix_ms: timeline.last_end_ms.unwrap_or_default(),
+            rules_version,
+            category_rules: in_force.iter().map(rule_to_wire).collect(),
         }))
     }
 }

@@ -172,7 +172,7 @@ fn rule_from_wire(rule: pb::CategoryRule) -> CategoryRule {
     }
 }
 
-fn rule_to_wire(rule: &CategoryRule) -> pb::CategoryRule {
+pub(crate) fn rule_to_wire(rule: &CategoryRule) -> pb::CategoryRule {
     pb::CategoryRule {
         name: rule.name.clone(),
         regex: rule.regex.clone(),

@@ -1,16 +1,17 @@
 //! A real X11 desktop for tests: Xvfb on a free display number with the
-//! openbox window manager, windows with known classes and titles, and
-//! xdotool for focus and synthetic input (scripts/deps.sh installs all
-//! three).
+//! openbox window manager, windows with known classes and titles, xdotool
+//! for focus and synthetic input, and screenshots read by eye (PNG) and by
+//! tesseract (OCR) (scripts/deps.sh installs them).
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use x11rb::COPY_DEPTH_FROM_PARENT;
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::{
-    AtomEnum, ConnectionExt as _, CreateWindowAux, PropMode, Window, WindowClass,
+    AtomEnum, ConnectionExt as _, CreateWindowAux, ImageFormat, PropMode, Window, WindowClass,
 };
 use x11rb::rust_connection::RustConnection;
 use x11rb::wrapper::ConnectionExt as _;
@@ -102,6 +103,202 @@ impl Display {
             .expect("xdotool (scripts/deps.sh installs it)");
         assert!(status.success(), "xdotool {args:?}");
     }
+
+    /// Runs xdotool on this display; its output when it succeeds.
+    pub fn xdotool_output(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("xdotool")
+            .args(args)
+            .env("DISPLAY", &self.name)
+            .stderr(Stdio::null())
+            .output()
+            .expect("xdotool (scripts/deps.sh installs it)");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Where window `id` (an X window id in decimal, as xdotool prints
+    /// it) is on the screen: its inside, without the window manager's frame.
+    pub fn window_rect(&self, id: &str) -> Rect {
+        let window: Window = id.trim().parse().expect("a window id");
+        let (conn, screen) = x11rb::connect(Some(&self.name)).expect("the display");
+        let root = conn.setup().roots[screen].root;
+        let geometry = conn.get_geometry(window).unwrap().reply().unwrap();
+        let at = conn
+            .translate_coordinates(window, root, 0, 0)
+            .unwrap()
+            .reply()
+            .unwrap();
+        Rect {
+            x: at.dst_x.max(0) as u32,
+            y: at.dst_y.max(0) as u32,
+            width: u32::from(geometry.width),
+            height: u32::from(geometry.height),
+        }
+    }
+
+    /// The whole screen as it is now.
+    pub fn screenshot(&self) -> Screenshot {
+        let (conn, screen) = x11rb::connect(Some(&self.name)).expect("the display");
+        let root = &conn.setup().roots[screen];
+        let (width, height) = (root.width_in_pixels, root.height_in_pixels);
+        let image = conn
+            .get_image(ImageFormat::Z_PIXMAP, root.root, 0, 0, width, height, !0)
+            .unwrap()
+            .reply()
+            .unwrap();
+        // Xvfb's 24-bit screen: 32 bits per pixel, blue green red unused.
+        assert_eq!(image.depth, 24, "a 24-bit screen");
+        let rgb = image
+            .data
+            .chunks_exact(4)
+            .flat_map(|p| [p[2], p[1], p[0]])
+            .collect();
+        Screenshot {
+            width: u32::from(width),
+            height: u32::from(height),
+            rgb,
+        }
+    }
+}
+
+/// A rectangle on the screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    /// Left.
+    pub x: u32,
+    /// Top.
+    pub y: u32,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+}
+
+impl Rect {
+    /// The middle.
+    pub fn center(&self) -> (u32, u32) {
+        (self.x + self.width / 2, self.y + self.height / 2)
+    }
+}
+
+/// Pixels of a screenshot, RGB, row by row.
+pub struct Screenshot {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Three bytes per pixel.
+    pub rgb: Vec<u8>,
+}
+
+impl Screenshot {
+    /// The colour at (x, y).
+    pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
+        let i = ((y * self.width + x) * 3) as usize;
+        [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
+    }
+
+    /// The part inside `r` (clipped to the screenshot).
+    pub fn crop(&self, r: Rect) -> Screenshot {
+        let x1 = (r.x + r.width).min(self.width);
+        let y1 = (r.y + r.height).min(self.height);
+        let (x0, y0) = (r.x.min(x1), r.y.min(y1));
+        let mut rgb = Vec::with_capacity(((x1 - x0) * (y1 - y0) * 3) as usize);
+        for y in y0..y1 {
+            let start = ((y * self.width + x0) * 3) as usize;
+            rgb.extend_from_slice(&self.rgb[start..start + ((x1 - x0) * 3) as usize]);
+        }
+        Screenshot {
+            width: x1 - x0,
+            height: y1 - y0,
+            rgb,
+        }
+    }
+
+    /// The bounding box of the pixels of exactly `color`, and how many there
+    /// are; None when there is none.
+    pub fn find(&self, color: [u8; 3]) -> Option<(Rect, u32)> {
+        let (mut x0, mut y0, mut x1, mut y1, mut n) = (u32::MAX, u32::MAX, 0, 0, 0);
+        for y in 0..self.height {
+            for x in 0..self.width {
+                if self.pixel(x, y) == color {
+                    (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+                    n += 1;
+                }
+            }
+        }
+        (n > 0).then(|| {
+            (
+                Rect {
+                    x: x0,
+                    y: y0,
+                    width: x1 - x0 + 1,
+                    height: y1 - y0 + 1,
+                },
+                n,
+            )
+        })
+    }
+
+    /// Writes it as a PNG file.
+    pub fn save_png(&self, path: &Path) {
+        let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+        let mut encoder = png::Encoder::new(file, self.width, self.height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(&self.rgb).unwrap();
+    }
+
+    /// The text tesseract reads in it, scaled up twice (which helps it with
+    /// screen-sized fonts): once as it is and once in inverted colours (for
+    /// light text on dark or coloured ground), the two texts one after the
+    /// other. The images are saved as `path` and `path` with `-inverted`.
+    pub fn text(&self, path: &Path) -> String {
+        let mut text = self.ocr(path, false, "3");
+        text.push('\n');
+        text.push_str(&self.ocr(&inverted(path), true, "3"));
+        text
+    }
+
+    /// The one line of text tesseract reads in it (a button's label), light
+    /// on dark or dark on light; saved as `path` like [`Screenshot::text`].
+    pub fn text_line(&self, path: &Path) -> String {
+        let mut text = self.ocr(path, false, "7");
+        text.push('\n');
+        text.push_str(&self.ocr(&inverted(path), true, "7"));
+        text
+    }
+
+    fn ocr(&self, file: &Path, invert: bool, page_segmentation: &str) -> String {
+        let mut big = Vec::with_capacity(self.rgb.len() * 4);
+        for y in 0..self.height * 2 {
+            for x in 0..self.width * 2 {
+                let p = self.pixel(x / 2, y / 2);
+                big.extend(p.map(|c| if invert { 255 - c } else { c }));
+            }
+        }
+        Screenshot {
+            width: self.width * 2,
+            height: self.height * 2,
+            rgb: big,
+        }
+        .save_png(file);
+        let out = Command::new("tesseract")
+            .arg(file)
+            .arg("stdout")
+            .args(["--psm", page_segmentation])
+            .stderr(Stdio::null())
+            .output()
+            .expect("tesseract (scripts/deps.sh --desktop installs it)");
+        assert!(
+            out.status.success(),
+            "tesseract failed on {}",
+            file.display()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }
 
 /// The atom named `name`.
@@ -192,4 +389,12 @@ pub fn set_title(conn: &RustConnection, win: Window, title: &str) {
     conn.change_property8(PropMode::REPLACE, win, name, utf8, title.as_bytes())
         .unwrap();
     conn.flush().unwrap();
+}
+
+/// `path` with `-inverted` added to its file name.
+fn inverted(path: &Path) -> std::path::PathBuf {
+    path.with_file_name(format!(
+        "{}-inverted.png",
+        path.file_stem().unwrap_or_default().to_string_lossy()
+    ))
 }

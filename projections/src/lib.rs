@@ -20,7 +20,7 @@
 
 pub mod activity;
 pub mod catalog;
-pub mod classifier;
+pub use trackhrs_domain::classifier;
 pub mod directory;
 pub mod dlq;
 pub mod error;

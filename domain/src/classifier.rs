@@ -53,16 +53,16 @@ pub const CLASSIFIER_VERSION: u32 = 1;
 pub const UNCATEGORIZED: &str = "Uncategorized";
 
 /// At most this many categories in one rule set (and one import).
-pub const MAX_CATEGORIES: usize = trackhrs_domain::categories::MAX_CATEGORIES;
+pub const MAX_CATEGORIES: usize = crate::categories::MAX_CATEGORIES;
 
 /// At most this many bytes in one category's regex.
-pub const MAX_REGEX_LEN: usize = trackhrs_domain::categories::MAX_REGEX_BYTES;
+pub const MAX_REGEX_LEN: usize = crate::categories::MAX_REGEX_BYTES;
 
 /// Lowest productivity score a category may carry.
-pub const MIN_SCORE: i32 = *trackhrs_domain::categories::SCORE_RANGE.start();
+pub const MIN_SCORE: i32 = *crate::categories::SCORE_RANGE.start();
 
 /// Highest productivity score a category may carry.
-pub const MAX_SCORE: i32 = *trackhrs_domain::categories::SCORE_RANGE.end();
+pub const MAX_SCORE: i32 = *crate::categories::SCORE_RANGE.end();
 
 /// Compiled-size limit for one category's regex. Ordinary rules (a few
 /// alternated names) compile to a few kilobytes; this stops a short but
@@ -77,7 +77,7 @@ const SET_DFA_SIZE_LIMIT: usize = 8 << 20;
 
 /// One category as an org admin defines it; rule events carry it, so the
 /// domain owns the type.
-pub use trackhrs_domain::categories::CategoryRule;
+pub use crate::categories::CategoryRule;
 
 /// The outcome of classifying one activity.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,172 @@
+//! The TrackHrs desktop app: the agent of `trackhrs agent` (X11 capture,
+//! offline outbox, uploads, the org's privacy policy) with a window that
+//! shows the employee today's time by category, the current activity, the
+//! policy in force and the upload state, and a switch to pause capture.
+//!
+//! Architecture invariant: the window only shows what the agent core says
+//! and calls its pause and resume; it records nothing of its own. Reads of
+//! the local store run on blocking threads, never on the window's thread.
+
+mod view;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use clap::Parser;
+use tauri::{Manager, RunEvent, State};
+use trackhrs_agent::args::AgentArgs;
+use trackhrs_agent::runner::Agent;
+
+/// The TrackHrs desktop app. Takes the same settings as `trackhrs agent`.
+#[derive(Parser)]
+#[command(name = "trackhrs-desktop", version)]
+struct Args {
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+/// The running agent, shared by the window's commands.
+struct App {
+    agent: Mutex<Option<Arc<Agent>>>,
+}
+
+impl App {
+    fn agent(&self) -> Result<Arc<Agent>, String> {
+        self.agent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| "the agent is stopping".to_owned())
+    }
+}
+
+/// Local midnight and now, Unix ms.
+fn today_bounds() -> (i64, i64) {
+    let now = chrono::Local::now();
+    let midnight = now
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .and_then(|t| t.and_local_timezone(chrono::Local).earliest())
+        .map_or(now.timestamp_millis(), |t| t.timestamp_millis());
+    (midnight, now.timestamp_millis())
+}
+
+/// A Unix ms time as the local time of day.
+fn clock(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| {
+        t.with_timezone(&chrono::Local).format("%H:%M").to_string()
+    })
+}
+
+/// Everything the window shows.
+#[tauri::command]
+async fn view(app: State<'_, App>) -> Result<view::View, String> {
+    let agent = app.agent()?;
+    let status = agent.status().borrow().clone();
+    let (from, now) = today_bounds();
+    let summary = tauri::async_runtime::spawn_blocking(move || agent.summary(from, now))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(view::view(&status, &summary, now, clock))
+}
+
+/// Pauses (true) or resumes (false) capture.
+#[tauri::command]
+fn set_paused(paused: bool, app: State<'_, App>) -> Result<(), String> {
+    let agent = app.agent()?;
+    if paused {
+        agent.pause();
+    } else {
+        agent.resume();
+    }
+    tracing::info!(paused, "capture switched by the user");
+    Ok(())
+}
+
+/// The user's data folder for the agent's files.
+fn default_data_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")));
+    base.map_or_else(|| PathBuf::from(".trackhrs-agent"), |b| b.join("trackhrs"))
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    // The agent runs on the runtime Tauri uses for its own async work.
+    let (agent, data_dir) =
+        tauri::async_runtime::block_on(async { args.agent.start(default_data_dir) })?;
+    tracing::info!(gateway = %args.agent.gateway, data = %data_dir.display(), "agent running");
+    let app = tauri::Builder::default()
+        .manage(App {
+            agent: Mutex::new(Some(Arc::new(agent))),
+        })
+        .invoke_handler(tauri::generate_handler![view, set_paused])
+        .setup(|app| {
+            // SIGTERM and Ctrl-C close the app as the window's close does,
+            // so the open span is committed.
+            let handle = app.handle().clone();
+            tauri::async_runtime::spawn(async move {
+                shutdown_signal().await;
+                handle.exit(0);
+            });
+            Ok(())
+        })
+        .build(tauri::generate_context!())?;
+    app.run(|handle, event| {
+        if let RunEvent::Exit = event {
+            let taken = handle
+                .state::<App>()
+                .agent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(agent) = taken {
+                stop(agent);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Stops the agent: the open span is committed and waiting spans get a
+/// last upload attempt.
+fn stop(mut agent: Arc<Agent>) {
+    // A window command may still hold the agent for a moment.
+    for _ in 0..50 {
+        match Arc::try_unwrap(agent) {
+            Ok(agent) => {
+                tauri::async_runtime::block_on(agent.stop(Duration::from_secs(3)));
+                tracing::info!("agent stopped");
+                return;
+            }
+            Err(shared) => {
+                agent = shared;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    tracing::warn!("the agent is still in use; exiting without a last upload");
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
