@@ -170,39 +170,41 @@ pub enum AgentError {
     Token,
 }
 
-/// The classification rules in force, compiled.
+/// The classification rules in force. They are compiled when a front end
+/// first asks for a summary (a headless agent never does: a compiled rule
+/// set takes megabytes).
 struct Classify {
     /// Their version; None: never received (the default rules).
     version: Option<u32>,
-    rules: Arc<Rules>,
+    rules: Vec<CategoryRule>,
+    compiled: Option<Arc<Rules>>,
 }
 
 impl Classify {
     /// The rules kept in the outbox, or the default rules.
     fn kept(kept: Option<(u32, Vec<CategoryRule>)>) -> Self {
-        if let Some((version, rules)) = kept {
-            match Rules::compile(&rules) {
-                Ok(rules) => {
-                    return Self {
-                        version: Some(version),
-                        rules: Arc::new(rules),
-                    };
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, version, "the kept classification rules do not compile; using the default rules");
-                }
-            }
-        }
+        let (version, rules) = match kept {
+            Some((version, rules)) => (Some(version), rules),
+            None => (None, Rules::default_rules()),
+        };
         Self {
-            version: None,
-            rules: Arc::new(default_rules()),
+            version,
+            rules,
+            compiled: None,
         }
     }
-}
 
-fn default_rules() -> Rules {
-    // The default rules are part of the classifier and always compile.
-    Rules::compile(&Rules::default_rules()).unwrap_or_else(|e| unreachable!("{e}"))
+    /// The compiled rules and their version.
+    fn compiled(&mut self) -> (Option<u32>, Arc<Rules>) {
+        let compiled = self.compiled.get_or_insert_with(|| {
+            Arc::new(Rules::compile(&self.rules).unwrap_or_else(|e| {
+                tracing::error!(error = %e, version = ?self.version, "the classification rules do not compile here; using the default rules");
+                // The default rules are part of the classifier and compile.
+                Rules::compile(&Rules::default_rules()).unwrap_or_else(|e| unreachable!("{e}"))
+            }))
+        });
+        (self.version, compiled.clone())
+    }
 }
 
 struct Shared {
@@ -371,10 +373,7 @@ impl Agent {
     pub fn summary(&self, from_ms: i64, to_ms: i64) -> Result<Summary, AgentError> {
         let timelines = Timelines::read(&crate::lock(&self.aw), from_ms, to_ms)?;
         let spans = timelines.combine(from_ms, to_ms);
-        let (version, rules) = {
-            let c = crate::lock(&self.shared.classify);
-            (c.version, c.rules.clone())
-        };
+        let (version, rules) = crate::lock(&self.shared.classify).compiled();
         let (active_ms, idle_ms, categories) = summarize(&spans, &rules);
         Ok(Summary {
             from_ms,
@@ -762,7 +761,7 @@ async fn upload_loop(
                     rules_version,
                     rules,
                 }) => {
-                    take_rules(&shared, rules_version, &rules);
+                    take_rules(&shared, rules_version, rules);
                     let stored = {
                         let mut outbox = shared.outbox();
                         outbox
@@ -857,26 +856,21 @@ async fn upload_loop(
     }
 }
 
-/// Compiles and keeps the org's rules when their version changed.
-fn take_rules(shared: &Shared, version: u32, rules: &[CategoryRule]) {
-    if crate::lock(&shared.classify).version == Some(version) {
+/// Keeps the org's rules when their version changed. None sent (the
+/// gateway could not read them just now): the agent keeps its own.
+fn take_rules(shared: &Shared, version: u32, rules: Vec<CategoryRule>) {
+    if rules.is_empty() || crate::lock(&shared.classify).version == Some(version) {
         return;
     }
-    match Rules::compile(rules) {
-        Ok(compiled) => {
-            if let Err(e) = shared.outbox().set_rules(version, rules) {
-                tracing::error!(error = %e, "cannot keep the classification rules");
-            }
-            tracing::info!(version, "classification rules in force");
-            *crate::lock(&shared.classify) = Classify {
-                version: Some(version),
-                rules: Arc::new(compiled),
-            };
-        }
-        Err(e) => {
-            tracing::error!(error = %e, version, "the org's classification rules do not compile here; keeping the previous ones");
-        }
+    if let Err(e) = shared.outbox().set_rules(version, &rules) {
+        tracing::error!(error = %e, "cannot keep the classification rules");
     }
+    tracing::info!(version, "classification rules in force");
+    *crate::lock(&shared.classify) = Classify {
+        version: Some(version),
+        rules,
+        compiled: None,
+    };
 }
 
 fn stop_uploads(shared: &Shared, status: &tonic::Status) {

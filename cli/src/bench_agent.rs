@@ -6,7 +6,11 @@
 //!    (each commit durable), then uploaded to the gateway per second;
 //! 2. `trackhrs agent` as its own process observing the desktop once a
 //!    second for `--seconds`, its window changing every few seconds: CPU
-//!    (user + system, from /proc) and resident memory.
+//!    (user + system, from /proc) and resident memory;
+//! 3. with `--desktop-app`, the desktop app the same way for
+//!    `--desktop-seconds`, its WebKit processes included: resident memory
+//!    (RSS, and PSS, which counts a page shared by several processes once)
+//!    and CPU.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,6 +44,93 @@ pub struct AgentBenchArgs {
     /// Seconds between changes of the active window.
     #[arg(long, default_value_t = 5)]
     switch_every: u64,
+    /// The desktop app's binary (`cargo build --release -p
+    /// trackhrs-desktop`): when given, it is measured too.
+    #[arg(long)]
+    desktop_app: Option<std::path::PathBuf>,
+    /// Seconds the desktop app runs while it is measured.
+    #[arg(long, default_value_t = 120)]
+    desktop_seconds: u64,
+}
+
+/// `pid` and every process below it.
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                continue;
+            };
+            // After the command name: state, then the parent's pid.
+            if let Some(parent) = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                parents.push((child, parent));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|&&(_, p)| p == parent)
+                .map(|&(c, _)| c),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// Proportional set size of a process (a page shared by n processes counts
+/// 1/n), KiB.
+fn pss_kib(pid: u32) -> anyhow::Result<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    Ok(rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .context("no Pss")?
+        .parse()?)
+}
+
+/// Memory and CPU of a process tree.
+#[derive(Default, Clone, Copy)]
+struct TreeSample {
+    processes: usize,
+    main_rss_kib: u64,
+    rss_kib: u64,
+    pss_kib: u64,
+    cpu: Duration,
+}
+
+fn sample_tree(pid: u32, ticks_per_s: u64) -> anyhow::Result<TreeSample> {
+    let mut total = TreeSample::default();
+    for p in process_tree(pid) {
+        // A process may end between the listing and the reading.
+        let (Ok(s), Ok(pss)) = (sample(p, ticks_per_s), pss_kib(p)) else {
+            continue;
+        };
+        if p == pid {
+            total.main_rss_kib = s.rss_kib;
+        }
+        total.processes += 1;
+        total.rss_kib += s.rss_kib;
+        total.pss_kib += pss;
+        total.cpu += s.cpu;
+    }
+    Ok(total)
 }
 
 /// CPU time (user + system) and resident memory of a process, from /proc.
@@ -77,6 +168,16 @@ fn clock_ticks() -> anyhow::Result<u64> {
     Ok(String::from_utf8(out.stdout)?.trim().parse()?)
 }
 
+/// The `n`th change of the active window: another application and title.
+fn switch_window(conn: &x11rb::rust_connection::RustConnection, window: u32, n: u64) {
+    set_class(
+        conn,
+        window,
+        ["EditorApp", "BrowserApp", "ChatApp"][(n % 3) as usize],
+    );
+    set_title(conn, window, &format!("document {n}"));
+}
+
 /// Runs the benchmark and prints its figures.
 pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -101,7 +202,7 @@ pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
         },
     );
     tokio::spawn(directory.run(std::future::pending()));
-    let (tokens, channel, addr) = serve_devices(core, 2).await?;
+    let (tokens, channel, addr) = serve_devices(core, 3).await?;
 
     // 1. Outbox throughput.
     let outbox_path = dir.path().join("bench-outbox.db");
@@ -174,12 +275,7 @@ pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
     while began.elapsed() < Duration::from_secs(args.seconds) {
         tokio::time::sleep(Duration::from_secs(args.switch_every)).await;
         n += 1;
-        set_class(
-            &conn,
-            window,
-            ["EditorApp", "BrowserApp", "ChatApp"][(n % 3) as usize],
-        );
-        set_title(&conn, window, &format!("document {n}"));
+        switch_window(&conn, window, n);
         max_rss = max_rss.max(sample(pid, ticks)?.rss_kib);
     }
     let last = sample(pid, ticks)?;
@@ -202,6 +298,57 @@ pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
         max_rss as f64 / 1024.0,
         stored.spans,
         stored.last_seq
+    ));
+
+    // 3. The desktop app on the same desktop.
+    let Some(app) = &args.desktop_app else {
+        return Ok(());
+    };
+    std::fs::write(&token_file, &tokens[2])?;
+    let mut desktop = std::process::Command::new(app)
+        .arg("--gateway")
+        .arg(format!("http://{addr}"))
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--data-dir")
+        .arg(dir.path().join("desktop"))
+        .args(["--activitywatch-listen", "off"])
+        .env("DISPLAY", &display.name)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .with_context(|| format!("cannot start {}", app.display()))?;
+    let pid = desktop.id();
+    // Start-up: the window, WebKit's processes, the first page.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    display.xdotool(&["windowactivate", "--sync", &window.to_string()]);
+    let first = sample_tree(pid, ticks)?;
+    let began = Instant::now();
+    let mut most = first;
+    while began.elapsed() < Duration::from_secs(args.desktop_seconds) {
+        tokio::time::sleep(Duration::from_secs(args.switch_every)).await;
+        n += 1;
+        switch_window(&conn, window, n);
+        let now = sample_tree(pid, ticks)?;
+        most.rss_kib = most.rss_kib.max(now.rss_kib);
+        most.pss_kib = most.pss_kib.max(now.pss_kib);
+    }
+    let last = sample_tree(pid, ticks)?;
+    let wall = began.elapsed();
+    desktop.kill()?;
+    desktop.wait()?;
+    let cpu = last.cpu.saturating_sub(first.cpu);
+    say(&format!(
+        "desktop app over {:.0} s ({} processes: the app and WebKit's): RSS {:.1} MiB for the app process, \
+         {:.1} MiB with WebKit's (at most {:.1}), PSS {:.1} MiB (at most {:.1}); CPU {:.3} s = {:.3}% of one core",
+        wall.as_secs_f64(),
+        last.processes,
+        last.main_rss_kib as f64 / 1024.0,
+        last.rss_kib as f64 / 1024.0,
+        most.rss_kib as f64 / 1024.0,
+        last.pss_kib as f64 / 1024.0,
+        most.pss_kib as f64 / 1024.0,
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() * 100.0 / wall.as_secs_f64(),
     ));
     Ok(())
 }

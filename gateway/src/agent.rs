@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use trackhrs_domain::Token;
 use trackhrs_domain::activity::DeviceActivity;
+use trackhrs_domain::categories::CategoryRule;
 use trackhrs_projections::{activity, classifier, directory};
 use trackhrs_schemas::agent::v1 as pb;
 use trackhrs_schemas::agent::v1::agent_session_server::AgentSession;
@@ -24,6 +25,23 @@ impl AgentSessionService {
     /// A service over the shared state.
     pub fn new(core: Arc<Core>) -> Self {
         Self { core }
+    }
+}
+
+impl AgentSessionService {
+    /// The org's rules version and the rules in force (the default rules
+    /// while it has none).
+    async fn rules(&self, org: &str) -> Result<(u32, Vec<CategoryRule>), Status> {
+        let (client, schema, _) = self.core.read_model(activity::NAME, 0).await?;
+        let pg: &tokio_postgres::Client = &client;
+        let (version, rules) = activity::org_rules(pg, &schema, org)
+            .await
+            .map_err(|e| status::query(&e))?;
+        Ok(if rules.is_empty() {
+            (version, classifier::Rules::default_rules())
+        } else {
+            (version, rules)
+        })
     }
 }
 
@@ -53,15 +71,15 @@ impl AgentSession for AgentSessionService {
             .map_err(|e| status::query(&e))?
             .ok_or_else(|| Status::unavailable("the organization is not in the directory yet"))?;
         drop(client);
-        let (client, schema, _) = self.core.read_model(activity::NAME, 0).await?;
-        let pg: &tokio_postgres::Client = &client;
-        let (rules_version, rules) = activity::org_rules(pg, &schema, &device.org_id)
-            .await
-            .map_err(|e| status::query(&e))?;
-        let in_force = if rules.is_empty() {
-            classifier::Rules::default_rules()
-        } else {
-            rules
+        // The rules come from the activity read model; while it is not there
+        // (being built for the first time, or not run beside this gateway)
+        // the policy is answered without them and the agent keeps its own.
+        let (rules_version, rules_in_force) = match self.rules(&device.org_id).await {
+            Ok(rules) => rules,
+            Err(e) => {
+                tracing::debug!(error = %e, "GetPolicy answered without the classification rules");
+                (0, Vec::new())
+            }
         };
         Ok(Response::new(pb::Policy {
             org_id: device.org_id,
@@ -73,7 +91,7 @@ impl AgentSession for AgentSessionService {
             last_batch_seq: timeline.last_seq,
             last_span_end_unix_ms: timeline.last_end_ms.unwrap_or_default(),
             rules_version,
-            category_rules: in_force.iter().map(rule_to_wire).collect(),
+            category_rules: rules_in_force.iter().map(rule_to_wire).collect(),
         }))
     }
 }

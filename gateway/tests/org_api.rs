@@ -8,6 +8,15 @@ use tonic::Code;
 use trackhrs_schemas::agent::v1::GetPolicyRequest;
 use trackhrs_schemas::org::v1 as pb;
 
+async fn policy(p: &Platform, device_token: &str) -> trackhrs_schemas::agent::v1::Policy {
+    p.gw()
+        .agent()
+        .get_policy(authed(device_token, GetPolicyRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_organization_is_run_through_the_api() {
     let p = Platform::start().await;
@@ -78,13 +87,7 @@ async fn an_organization_is_run_through_the_api() {
 
     // The employee enrolls a device; its token opens an agent session.
     let device = p.enroll(&employee, "Eve's laptop").await;
-    let policy = p
-        .gw()
-        .agent()
-        .get_policy(authed(&device.device_token, GetPolicyRequest {}))
-        .await
-        .unwrap()
-        .into_inner();
+    let policy = policy(&p, &device.device_token).await;
     assert_eq!(
         (
             policy.person_id.as_str(),
@@ -96,6 +99,14 @@ async fn an_organization_is_run_through_the_api() {
             device.device_id.as_str(),
             false
         )
+    );
+    // With the org's classification rules in force: the default rules while
+    // it has none of its own (version 0).
+    assert_eq!(policy.rules_version, 0);
+    assert!(
+        policy.category_rules.iter().any(|r| r.name == ["Work"]),
+        "{:?}",
+        policy.category_rules
     );
 
     // Employees list only their own devices and no members; auditors read all.
@@ -493,4 +504,16 @@ async fn twenty_invitations_race_for_the_last_three_seats() {
         .unwrap()
         .into_inner();
     assert_eq!((org.active_members, org.seats), (4, 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_is_answered_while_the_rules_cannot_be_read() {
+    // No activity read model: the policy comes without rules (the agent
+    // keeps its own), never an error that would stop the agent's uploads.
+    let p = Platform::start_without_activity().await;
+    let owner = p.sign_up("norules", 3).await;
+    let device = p.enroll(&owner, "Laptop").await;
+    let policy = policy(&p, &device.device_token).await;
+    assert_eq!(policy.device_id, device.device_id);
+    assert_eq!((policy.rules_version, policy.category_rules.len()), (0, 0));
 }

@@ -16,7 +16,7 @@ use trackhrs_harness::{NatsServer, TestDb};
 use trackhrs_nats::{EventStore, StoreConfig, provision};
 use trackhrs_projections::activity::Activity;
 use trackhrs_projections::directory::Directory;
-use trackhrs_projections::{Runner, RunnerConfig};
+use trackhrs_projections::{Projection, Runner, RunnerConfig};
 use trackhrs_schemas::agent::v1::agent_session_client::AgentSessionClient;
 use trackhrs_schemas::org::v1 as pb;
 use trackhrs_schemas::org::v1::identity_client::IdentityClient;
@@ -81,6 +81,29 @@ impl Platform {
         store_config: StoreConfig,
         db: TestDb,
     ) -> Self {
+        Self::launch(config, replicas, store_config, db, true).await
+    }
+
+    /// A platform whose activity read model is not built (as while it is
+    /// built for the first time, or run elsewhere).
+    pub async fn start_without_activity() -> Self {
+        Self::launch(
+            GatewayConfig::default(),
+            1,
+            StoreConfig::default(),
+            TestDb::create().await.unwrap(),
+            false,
+        )
+        .await
+    }
+
+    async fn launch(
+        config: GatewayConfig,
+        replicas: usize,
+        store_config: StoreConfig,
+        db: TestDb,
+        activity: bool,
+    ) -> Self {
         let nats = NatsServer::start().await.unwrap();
         let client = nats.connect().await.unwrap();
         provision(&client, &store_config).await.unwrap();
@@ -89,34 +112,10 @@ impl Platform {
             .unwrap();
         let pg_config: tokio_postgres::Config = db.connection_string().parse().unwrap();
         let mut stop = Vec::new();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        stop.push(tx);
-        let runner = Runner::new(
-            Directory,
-            store.clone(),
-            pg_config.clone(),
-            RunnerConfig {
-                batch_wait: Duration::from_millis(20),
-                ..RunnerConfig::default()
-            },
-        );
-        tokio::spawn(runner.run(async {
-            let _ = rx.await;
-        }));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        stop.push(tx);
-        let activity = Runner::new(
-            Activity::new(1),
-            store.clone(),
-            pg_config.clone(),
-            RunnerConfig {
-                batch_wait: Duration::from_millis(20),
-                ..RunnerConfig::default()
-            },
-        );
-        tokio::spawn(activity.run(async {
-            let _ = rx.await;
-        }));
+        stop.push(spawn_projection(Directory, &store, &pg_config));
+        if activity {
+            stop.push(spawn_projection(Activity::new(1), &store, &pg_config));
+        }
         let mut platform = Self {
             nats,
             db,
@@ -293,6 +292,28 @@ impl Drop for Platform {
             let _ = stop.send(());
         }
     }
+}
+
+/// Runs `projection` until the returned sender is dropped or used.
+fn spawn_projection<P: Projection>(
+    projection: P,
+    store: &EventStore,
+    pg_config: &tokio_postgres::Config,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let runner = Runner::new(
+        projection,
+        store.clone(),
+        pg_config.clone(),
+        RunnerConfig {
+            batch_wait: Duration::from_millis(20),
+            ..RunnerConfig::default()
+        },
+    );
+    tokio::spawn(runner.run(async {
+        let _ = rx.await;
+    }));
+    tx
 }
 
 /// A request carrying `token` as its bearer credential.
