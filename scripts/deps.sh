@@ -236,10 +236,18 @@ if [ "$DESKTOP" -eq 1 ]; then
             missing_d+=("${entry#*:}")
         fi
     done
-    command -v tesseract >/dev/null 2>&1 || missing_d+=(tesseract-ocr tesseract-ocr-eng)
+    tesseract_ok() {
+        command -v tesseract >/dev/null 2>&1 && tesseract --list-langs 2>/dev/null | grep -qx eng
+    }
+    tesseract_ok || missing_d+=(tesseract-ocr tesseract-ocr-eng)
     if [ "${#missing_d[@]}" -gt 0 ]; then
         apt_install "${missing_d[@]}"
     fi
+    for entry in "${desktop_pkgs[@]}"; do
+        pkg-config --exists "${entry%%:*}" \
+            || die "${entry#*:} installed but pkg-config finds no ${entry%%:*}"
+    done
+    tesseract_ok || die "tesseract with English data is missing after installing it"
     say "desktop app: WebKitGTK $(pkg-config --modversion webkit2gtk-4.1), $(tesseract --version 2>&1 | head -n 1)"
 fi
 

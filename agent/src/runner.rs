@@ -320,7 +320,12 @@ impl Agent {
             None => None,
         };
         let policy = outbox.policy()?;
-        let classify = Classify::kept(outbox.rules()?);
+        // The rules only classify the employee's own view: kept ones that
+        // cannot be read are replaced by the default rules, not fatal.
+        let classify = Classify::kept(outbox.rules().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the kept classification rules cannot be read; using the default rules until the gateway sends them");
+            None
+        }));
         let (status, _) = watch::channel(Status {
             policy,
             waiting: outbox.waiting()?,
@@ -357,22 +362,29 @@ impl Agent {
     /// [`Agent::resume`].
     pub fn pause(&self) {
         self.shared.paused.store(true, Ordering::SeqCst);
+        self.shared.update(|s| s.paused = true);
         self.wake_capture();
     }
 
     /// Resumes capture.
     pub fn resume(&self) {
         self.shared.paused.store(false, Ordering::SeqCst);
+        self.shared.update(|s| s.paused = false);
         self.wake_capture();
     }
 
     /// Active and idle time of `[from_ms, to_ms)` and the active time per
     /// category, from the local store (what was captured here, whether
-    /// uploaded yet or not), classified with the org's rules. Reads SQLite:
-    /// call it off an async runtime's workers.
+    /// uploaded yet or not), with the privacy policy applied and classified
+    /// with the org's rules, as the dashboards see it. Reads SQLite: call it
+    /// off an async runtime's workers.
     pub fn summary(&self, from_ms: i64, to_ms: i64) -> Result<Summary, AgentError> {
         let timelines = Timelines::read(&crate::lock(&self.aw), from_ms, to_ms)?;
-        let spans = timelines.combine(from_ms, to_ms);
+        let mut spans = timelines.combine(from_ms, to_ms);
+        let policy = self.shared.policy().unwrap_or(Policy::STRICT);
+        for span in &mut spans {
+            policy.apply(&mut span.data);
+        }
         let (version, rules) = crate::lock(&self.shared.classify).compiled();
         let (active_ms, idle_ms, categories) = summarize(&spans, &rules);
         Ok(Summary {
@@ -723,7 +735,9 @@ async fn upload_loop(
     channel: Channel,
     bearer: MetadataValue<Ascii>,
 ) {
-    let mut session = AgentSessionClient::new(channel.clone());
+    // The policy carries the org's rules: up to 1,000 categories with
+    // regexes of up to 4 KiB, above tonic's default 4 MiB limit.
+    let mut session = AgentSessionClient::new(channel.clone()).max_decoding_message_size(16 << 20);
     let mut uploader = match Uploader::new(channel, &config.token, config.sync.clone()) {
         Ok(u) => u,
         Err(e) => {
@@ -856,11 +870,16 @@ async fn upload_loop(
     }
 }
 
-/// Keeps the org's rules when their version changed. None sent (the
-/// gateway could not read them just now): the agent keeps its own.
+/// Keeps the org's rules when they changed (compared whole: a version
+/// number alone is per org, and the default rules of version 0 change with
+/// the classifier). None sent (the gateway could not read them just now):
+/// the agent keeps its own.
 fn take_rules(shared: &Shared, version: u32, rules: Vec<CategoryRule>) {
-    if rules.is_empty() || crate::lock(&shared.classify).version == Some(version) {
-        return;
+    {
+        let c = crate::lock(&shared.classify);
+        if rules.is_empty() || (c.version == Some(version) && c.rules == rules) {
+            return;
+        }
     }
     if let Err(e) = shared.outbox().set_rules(version, &rules) {
         tracing::error!(error = %e, "cannot keep the classification rules");

@@ -943,8 +943,30 @@ async fn the_employees_day_is_classified_with_the_orgs_rules_also_offline() {
         s.rules_version == Some(2) && names(&s) == BTreeSet::from(["Work".into()])
     })
     .await;
+    // Titles forbidden, and a rule on titles listed first: the day is
+    // classified as the dashboards see it, without the titles recorded
+    // locally before the change.
+    change_titles(&platform, &owner, false, "titles-off").await;
+    set_rules(
+        &platform,
+        &owner,
+        "rules-3",
+        &[("Titled", "^doc "), ("Work", "EditorApp|BrowserApp")],
+    )
+    .await;
+    wait_until("the rules and policy", Duration::from_secs(20), || {
+        today(&agent).rules_version == Some(3)
+            && agent
+                .status()
+                .borrow()
+                .policy
+                .is_some_and(|p| !p.capture_titles)
+    })
+    .await;
+    assert_eq!(names(&today(&agent)), BTreeSet::from(["Work".into()]));
     agent.stop(Duration::from_secs(3)).await;
-    // Started again with the gateway unreachable: the kept rules classify.
+    // Started again with the gateway unreachable: the kept rules and policy
+    // classify.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -953,7 +975,7 @@ async fn the_employees_day_is_classified_with_the_orgs_rules_also_offline() {
     let s = today(&offline);
     assert_eq!(
         (s.rules_version, names(&s)),
-        (Some(2), BTreeSet::from(["Work".into()]))
+        (Some(3), BTreeSet::from(["Work".into()]))
     );
     offline.stop(Duration::from_millis(100)).await;
 }

@@ -10,11 +10,11 @@
 mod view;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use clap::Parser;
-use tauri::{Manager, RunEvent, State};
+use tauri::{AppHandle, Manager, RunEvent, State};
 use trackhrs_agent::args::AgentArgs;
 use trackhrs_agent::runner::Agent;
 
@@ -26,20 +26,19 @@ struct Args {
     agent: AgentArgs,
 }
 
-/// The running agent, shared by the window's commands.
+/// The running agent, shared by the window's commands; taken out to stop it
+/// when the app exits (after any command using it has finished).
 struct App {
-    agent: Mutex<Option<Arc<Agent>>>,
+    agent: Mutex<Option<Agent>>,
 }
 
 impl App {
-    fn agent(&self) -> Result<Arc<Agent>, String> {
-        self.agent
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or_else(|| "the agent is stopping".to_owned())
+    fn agent(&self) -> MutexGuard<'_, Option<Agent>> {
+        self.agent.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+const STOPPING: &str = "the agent is stopping";
 
 /// Local midnight and now, Unix ms.
 fn today_bounds() -> (i64, i64) {
@@ -59,23 +58,28 @@ fn clock(ms: i64) -> String {
     })
 }
 
-/// Everything the window shows.
+/// Everything the window shows. The local store is read on a blocking
+/// thread.
 #[tauri::command]
-async fn view(app: State<'_, App>) -> Result<view::View, String> {
-    let agent = app.agent()?;
-    let status = agent.status().borrow().clone();
-    let (from, now) = today_bounds();
-    let summary = tauri::async_runtime::spawn_blocking(move || agent.summary(from, now))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    Ok(view::view(&status, &summary, now, clock))
+async fn view(handle: AppHandle) -> Result<view::View, String> {
+    tauri::async_runtime::spawn_blocking(move || {
+        let app = handle.state::<App>();
+        let guard = app.agent();
+        let agent = guard.as_ref().ok_or(STOPPING)?;
+        let status = agent.status().borrow().clone();
+        let (from, now) = today_bounds();
+        let summary = agent.summary(from, now).map_err(|e| e.to_string())?;
+        Ok(view::view(&status, &summary, now, clock))
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// Pauses (true) or resumes (false) capture.
 #[tauri::command]
 fn set_paused(paused: bool, app: State<'_, App>) -> Result<(), String> {
-    let agent = app.agent()?;
+    let guard = app.agent();
+    let agent = guard.as_ref().ok_or(STOPPING)?;
     if paused {
         agent.pause();
     } else {
@@ -106,7 +110,7 @@ fn main() -> anyhow::Result<()> {
     tracing::info!(gateway = %args.agent.gateway, data = %data_dir.display(), "agent running");
     let app = tauri::Builder::default()
         .manage(App {
-            agent: Mutex::new(Some(Arc::new(agent))),
+            agent: Mutex::new(Some(agent)),
         })
         .invoke_handler(tauri::generate_handler![view, set_paused])
         .setup(|app| {
@@ -122,38 +126,15 @@ fn main() -> anyhow::Result<()> {
         .build(tauri::generate_context!())?;
     app.run(|handle, event| {
         if let RunEvent::Exit = event {
-            let taken = handle
-                .state::<App>()
-                .agent
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
+            // Waits for a command still using the agent, then stops it.
+            let taken = handle.state::<App>().agent().take();
             if let Some(agent) = taken {
-                stop(agent);
+                tauri::async_runtime::block_on(agent.stop(Duration::from_secs(3)));
+                tracing::info!("agent stopped");
             }
         }
     });
     Ok(())
-}
-
-/// Stops the agent: the open span is committed and waiting spans get a
-/// last upload attempt.
-fn stop(mut agent: Arc<Agent>) {
-    // A window command may still hold the agent for a moment.
-    for _ in 0..50 {
-        match Arc::try_unwrap(agent) {
-            Ok(agent) => {
-                tauri::async_runtime::block_on(agent.stop(Duration::from_secs(3)));
-                tracing::info!("agent stopped");
-                return;
-            }
-            Err(shared) => {
-                agent = shared;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-    tracing::warn!("the agent is still in use; exiting without a last upload");
 }
 
 async fn shutdown_signal() {

@@ -5,6 +5,8 @@
 const invoke = window.__TAURI__.core.invoke;
 const $ = (id) => document.getElementById(id);
 let paused = false;
+// Bumped by every click: a view asked for before it is stale.
+let clicks = 0;
 
 function text(id, value) {
   $(id).textContent = value;
@@ -56,14 +58,19 @@ function render(v) {
 }
 
 async function refresh() {
+  const asked = clicks;
   try {
-    render(await invoke("view"));
+    const v = await invoke("view");
+    if (asked === clicks) {
+      render(v);
+    }
   } catch (e) {
     text("state", "The agent does not answer: " + e);
   }
 }
 
 $("toggle").addEventListener("click", async () => {
+  clicks += 1;
   $("toggle").disabled = true;
   try {
     await invoke("set_paused", { paused: !paused });
@@ -73,5 +80,10 @@ $("toggle").addEventListener("click", async () => {
   await refresh();
 });
 
-refresh();
-setInterval(refresh, 1000);
+// One view at a time: the next is asked for a second after the last came.
+async function loop() {
+  await refresh();
+  setTimeout(loop, 1000);
+}
+
+loop();
