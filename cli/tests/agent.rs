@@ -528,20 +528,7 @@ async fn the_agent_obeys_the_policy_and_rides_out_a_failing_gateway() {
 
     // The device is revoked: uploads stop, the user is told, the outbox is
     // kept and keeps growing.
-    platform
-        .gw()
-        .orgs()
-        .revoke_device(authed(
-            &owner.access_token,
-            pb::RevokeDeviceRequest {
-                command_id: "revoke-laptop".into(),
-                org_id: owner.org_id.clone(),
-                device_id: device.clone(),
-            },
-        ))
-        .await
-        .unwrap();
-    platform.caught_up().await;
+    platform.revoke(&owner, &device, "revoke-laptop").await;
     wait_until("uploads refused", Duration::from_secs(20), || {
         matches!(status.borrow().upload, UploadState::Refused { .. })
     })

@@ -95,13 +95,7 @@ impl Display {
 
     /// Runs xdotool on this display.
     pub fn xdotool(&self, args: &[&str]) {
-        let status = Command::new("xdotool")
-            .args(args)
-            .env("DISPLAY", &self.name)
-            .stdout(Stdio::null())
-            .status()
-            .expect("xdotool (scripts/deps.sh installs it)");
-        assert!(status.success(), "xdotool {args:?}");
+        assert!(self.xdotool_output(args).is_some(), "xdotool {args:?}");
     }
 
     /// Runs xdotool on this display; its output when it succeeds.

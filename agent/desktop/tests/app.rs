@@ -17,7 +17,6 @@ use trackhrs_harness::desktop::{Display, Proc, Rect, Screenshot, open_window, se
 use trackhrs_harness::http;
 use trackhrs_schemas::activity::v1 as activity_pb;
 use trackhrs_schemas::activity::v1::activity_client::ActivityClient;
-use trackhrs_schemas::org::v1 as pb;
 
 /// The switch's colours (ui/style.css).
 const PAUSE_RED: [u8; 3] = [0xc6, 0x28, 0x28];
@@ -248,18 +247,8 @@ async fn the_app_shows_the_day_by_category_and_its_pause_button_stops_capture() 
 
     // The device revoked: the app tells the employee.
     platform
-        .gw()
-        .orgs()
-        .revoke_device(authed(
-            &owner.access_token,
-            pb::RevokeDeviceRequest {
-                command_id: "revoke-desk".into(),
-                org_id: owner.org_id.clone(),
-                device_id: device.device_id.clone(),
-            },
-        ))
-        .await
-        .unwrap();
+        .revoke(&owner, &device.device_id, "revoke-desk")
+        .await;
     window
         .wait_until_it_shows("refused", &["refused", "enroll it again"], PAUSE_RED)
         .await;

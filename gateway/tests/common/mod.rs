@@ -284,6 +284,23 @@ impl Platform {
         self.caught_up().await;
         enrolled
     }
+
+    /// Revokes `device` as `session` and waits for the directory.
+    pub async fn revoke(&self, session: &pb::Session, device: &str, command_id: &str) {
+        self.gw()
+            .orgs()
+            .revoke_device(authed(
+                &session.access_token,
+                pb::RevokeDeviceRequest {
+                    command_id: command_id.into(),
+                    org_id: session.org_id.clone(),
+                    device_id: device.into(),
+                },
+            ))
+            .await
+            .unwrap();
+        self.caught_up().await;
+    }
 }
 
 impl Drop for Platform {
