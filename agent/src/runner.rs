@@ -343,7 +343,13 @@ impl Agent {
         let capture =
             source(shared.clone(), config.clone(), aw.clone()).map_err(AgentError::Spawn)?;
         let channel = endpoint.connect_lazy();
-        let uploader = tokio::spawn(upload_loop(shared.clone(), config, channel, bearer));
+        let uploader = tokio::spawn(upload_loop(
+            shared.clone(),
+            aw.clone(),
+            config,
+            channel,
+            bearer,
+        ));
         Ok(Self {
             shared,
             aw,
@@ -359,9 +365,11 @@ impl Agent {
     }
 
     /// Pauses capture: the open span is closed and nothing is observed until
-    /// [`Agent::resume`].
+    /// [`Agent::resume`]; what ActivityWatch's watchers report meanwhile is
+    /// answered but not kept.
     pub fn pause(&self) {
         self.shared.paused.store(true, Ordering::SeqCst);
+        crate::lock(&self.aw).set_paused(true);
         self.shared.update(|s| s.paused = true);
         self.wake_capture();
     }
@@ -369,6 +377,7 @@ impl Agent {
     /// Resumes capture.
     pub fn resume(&self) {
         self.shared.paused.store(false, Ordering::SeqCst);
+        crate::lock(&self.aw).set_paused(false);
         self.shared.update(|s| s.paused = false);
         self.wake_capture();
     }
@@ -687,6 +696,7 @@ struct Session {
     device: String,
     last_seq: u64,
     last_end_ms: Option<i64>,
+    last_timeline_seq: u64,
     rules_version: u32,
     rules: Vec<CategoryRule>,
 }
@@ -708,6 +718,7 @@ async fn fetch_policy(
         device: p.device_id,
         last_seq: p.last_batch_seq,
         last_end_ms: (p.last_span_end_unix_ms > 0).then_some(p.last_span_end_unix_ms),
+        last_timeline_seq: p.last_timeline_seq,
         rules_version: p.rules_version,
         rules: p
             .category_rules
@@ -731,6 +742,7 @@ fn refused(status: &tonic::Status) -> bool {
 
 async fn upload_loop(
     shared: Arc<Shared>,
+    aw: Arc<Mutex<AwStore>>,
     config: AgentConfig,
     channel: Channel,
     bearer: MetadataValue<Ascii>,
@@ -772,10 +784,21 @@ async fn upload_loop(
                     device,
                     last_seq,
                     last_end_ms,
+                    last_timeline_seq,
                     rules_version,
                     rules,
                 }) => {
                     take_rules(&shared, rules_version, rules);
+                    match crate::lock(&aw).align_timeline(&device, last_timeline_seq) {
+                        Ok(true) => tracing::warn!(
+                            last_timeline_seq,
+                            "the raw timelines' batch is numbered again (another device, or the gateway holds later batches)"
+                        ),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot align the raw timelines' batches")
+                        }
+                    }
                     let stored = {
                         let mut outbox = shared.outbox();
                         outbox
@@ -864,10 +887,48 @@ async fn upload_loop(
                 }
             }
         }
+        if failures == 0 {
+            match upload_timelines(&shared, &aw, &config, &mut uploader, &policy).await {
+                Ok(()) => {}
+                Err(SyncError::Unauthorized(status)) => {
+                    stop_uploads(&shared, &status);
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    pause = uploader.backoff(failures);
+                    tracing::info!(error = %e, ?pause, "raw timeline upload failed; the changes stay queued");
+                }
+            }
+        }
         if stopping {
             return;
         }
     }
+}
+
+/// Queues the raw timelines' settled changes (off the async workers: it may
+/// read many events) and uploads the queue.
+async fn upload_timelines(
+    shared: &Shared,
+    aw: &Arc<Mutex<AwStore>>,
+    config: &AgentConfig,
+    uploader: &mut Uploader,
+    policy: &Policy,
+) -> Result<(), SyncError> {
+    let settled_us = (wall_now_ms() - config.settle.as_millis().min(i64::MAX as u128) as i64)
+        .saturating_mul(1000);
+    let store = aw.clone();
+    let max = config.sync.max_spans;
+    tokio::task::spawn_blocking(move || crate::lock(&store).queue_changes(settled_us, max * 10))
+        .await
+        .map_err(|e| SyncError::Timelines(AwError::Corrupt(format!("queueing stopped: {e}"))))??;
+    while uploader.upload_timeline_next(aw, policy).await? {
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Keeps the org's rules when they changed (compared whole: a version

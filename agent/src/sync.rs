@@ -10,8 +10,13 @@ use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
-use trackhrs_schemas::agent::v1::{Span, UploadBatchRequest};
+use trackhrs_schemas::agent::v1::timeline_change::Change;
+use trackhrs_schemas::agent::v1::{
+    Span, TimelineChange, UploadBatchRequest, UploadBatchResponse, UploadTimelineRequest,
+};
 
+use crate::aw::store::{AwError, AwStore};
+use crate::aw::timeline::{TimelineBatch, TimelineRefused};
 use crate::outbox::{Batch, Outbox, OutboxError, Refused};
 use crate::privacy::Policy;
 
@@ -71,6 +76,9 @@ pub enum SyncError {
     /// The outbox failed.
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+    /// The local ActivityWatch store (the raw timelines' queue) failed.
+    #[error(transparent)]
+    Timelines(#[from] AwError),
     /// The gateway could not be reached or answered with a passing error;
     /// the same batch is sent again later.
     #[error("upload failed, will retry: {0}")]
@@ -113,6 +121,86 @@ fn wire(batch: &Batch, policy: &Policy) -> UploadBatchRequest {
     }
 }
 
+/// A raw-timeline change as sent: the data's `title` and `url` removed when
+/// `policy` forbids them (data that is not a JSON object is sent as it is,
+/// for the gateway to refuse).
+fn wire_change(change: &TimelineChange, policy: &Policy) -> TimelineChange {
+    let mut change = change.clone();
+    if let Some(Change::Event(e)) = &mut change.change
+        && let Ok(serde_json::Value::Object(mut data)) = serde_json::from_str(&e.data_json)
+    {
+        if !policy.capture_titles {
+            data.remove("title");
+        }
+        if !policy.capture_urls {
+            data.remove("url");
+        }
+        e.data_json = serde_json::Value::Object(data).to_string();
+    }
+    change
+}
+
+/// A change named for a log line: its kind, bucket and key, never its data.
+fn described(change: &TimelineChange) -> String {
+    match &change.change {
+        Some(Change::Event(e)) => format!(
+            "event {} version {} of bucket {}",
+            e.event_key, e.version, e.bucket_id
+        ),
+        Some(Change::Retraction(r)) if r.event_key.is_empty() => {
+            format!("retraction of bucket {}", r.bucket_id)
+        }
+        Some(Change::Retraction(r)) => {
+            format!(
+                "retraction of event {} of bucket {}",
+                r.event_key, r.bucket_id
+            )
+        }
+        None => "an empty change".into(),
+    }
+}
+
+/// How an acknowledged or refused upload is taken.
+enum Sent {
+    Stored { position: u64, duplicate: bool },
+    Refused(tonic::Status),
+}
+
+/// Sorts an upload's answer: stored (also as an earlier attempt whose
+/// reply was lost), refused for good, or an error to retry or to stop on.
+fn sorted(answer: Result<UploadBatchResponse, tonic::Status>) -> Result<Sent, SyncError> {
+    match answer {
+        Ok(ack) => Ok(Sent::Stored {
+            position: ack.stream_sequence,
+            duplicate: ack.duplicate,
+        }),
+        // The batch id is ours alone (a fresh UUID): the gateway stored an
+        // earlier attempt of this batch whose reply was lost, sent before
+        // the privacy policy became stricter and changed its content.
+        Err(status) if status.code() == Code::AlreadyExists => Ok(Sent::Stored {
+            position: 0,
+            duplicate: true,
+        }),
+        Err(status)
+            if matches!(
+                status.code(),
+                Code::InvalidArgument | Code::ResourceExhausted
+            ) =>
+        {
+            Ok(Sent::Refused(status))
+        }
+        Err(status)
+            if matches!(
+                status.code(),
+                Code::Unauthenticated | Code::PermissionDenied
+            ) =>
+        {
+            Err(SyncError::Unauthorized(status))
+        }
+        Err(status) => Err(SyncError::Retry(status)),
+    }
+}
+
 impl Uploader {
     /// An uploader over `channel` with the device token `token`.
     pub fn new(channel: Channel, token: &str, config: SyncConfig) -> Result<Self, SyncError> {
@@ -134,7 +222,7 @@ impl Uploader {
         &mut self,
         batch: &Batch,
         policy: &Policy,
-    ) -> Result<trackhrs_schemas::agent::v1::UploadBatchResponse, tonic::Status> {
+    ) -> Result<UploadBatchResponse, tonic::Status> {
         let mut request = tonic::Request::new(wire(batch, policy));
         request
             .metadata_mut()
@@ -155,16 +243,11 @@ impl Uploader {
         let Some(batch) = batch else {
             return Ok(Uploaded::Nothing);
         };
-        let sent = match self.send(&batch, policy).await {
-            Ok(ack) => Ok((ack.stream_sequence, ack.duplicate)),
-            // The batch id is ours alone (a fresh UUID): the gateway stored an
-            // earlier attempt of this batch whose reply was lost, sent before
-            // the privacy policy became stricter and changed its content.
-            Err(status) if status.code() == Code::AlreadyExists => Ok((0, true)),
-            Err(status) => Err(status),
-        };
-        match sent {
-            Ok((position, duplicate)) => {
+        match sorted(self.send(&batch, policy).await)? {
+            Sent::Stored {
+                position,
+                duplicate,
+            } => {
                 crate::lock(outbox).acknowledge(batch.seq)?;
                 Ok(Uploaded::Stored {
                     seq: batch.seq,
@@ -172,12 +255,7 @@ impl Uploader {
                     duplicate,
                 })
             }
-            Err(status)
-                if matches!(
-                    status.code(),
-                    Code::InvalidArgument | Code::ResourceExhausted
-                ) =>
-            {
+            Sent::Refused(status) => {
                 let reason = status.message().to_owned();
                 let outcome = crate::lock(outbox).refuse(batch.seq, &reason)?;
                 match &outcome {
@@ -201,16 +279,63 @@ impl Uploader {
                     reason,
                 })
             }
-            Err(status)
-                if matches!(
-                    status.code(),
-                    Code::Unauthenticated | Code::PermissionDenied
-                ) =>
-            {
-                Err(SyncError::Unauthorized(status))
-            }
-            Err(status) => Err(SyncError::Retry(status)),
         }
+    }
+
+    /// Sends one batch of raw-timeline changes under `policy`.
+    pub async fn send_timeline(
+        &mut self,
+        batch: &TimelineBatch,
+        policy: &Policy,
+    ) -> Result<UploadBatchResponse, tonic::Status> {
+        let mut request = tonic::Request::new(UploadTimelineRequest {
+            batch_id: batch.batch_id.clone(),
+            device_timeline_seq: batch.seq,
+            changes: batch
+                .changes
+                .iter()
+                .map(|c| wire_change(c, policy))
+                .collect(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", self.bearer.clone());
+        Ok(self.client.upload_timeline(request).await?.into_inner())
+    }
+
+    /// Uploads the next batch of raw-timeline changes queued in `store`, if
+    /// any; returns false when nothing was queued. A batch the gateway
+    /// refuses for good is split, and a single refused change set aside
+    /// with a logged error (never retried forever, never dropped silently).
+    pub async fn upload_timeline_next(
+        &mut self,
+        store: &Mutex<AwStore>,
+        policy: &Policy,
+    ) -> Result<bool, SyncError> {
+        let batch = crate::lock(store).next_timeline_batch(self.config.max_spans)?;
+        let Some(batch) = batch else {
+            return Ok(false);
+        };
+        match sorted(self.send_timeline(&batch, policy).await)? {
+            Sent::Stored { .. } => crate::lock(store).acknowledge_timeline(batch.seq)?,
+            Sent::Refused(status) => {
+                let reason = status.message();
+                match crate::lock(store).refuse_timeline(batch.seq, reason)? {
+                    TimelineRefused::Split { changes } => tracing::warn!(
+                        seq = batch.seq,
+                        changes,
+                        %reason,
+                        "the gateway refused a timeline batch; sending its changes one by one to find the bad one"
+                    ),
+                    TimelineRefused::SetAside { change } => tracing::error!(
+                        change = %described(&change),
+                        %reason,
+                        "the gateway refused a raw timeline change; it is set aside in the ActivityWatch store and not sent again"
+                    ),
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Uploads until the outbox is empty; failed attempts are retried after

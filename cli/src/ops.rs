@@ -7,6 +7,7 @@ use anyhow::{Context as _, bail};
 use trackhrs_nats::EventStore;
 use trackhrs_projections::activity::{self, Activity};
 use trackhrs_projections::directory::{self, Directory};
+use trackhrs_projections::timeline::{self, Timeline};
 use trackhrs_projections::{Runner, RunnerConfig, VersionState, catalog};
 
 use crate::platform::{self, pg_connect};
@@ -21,9 +22,10 @@ pub async fn rebuild(
 ) -> anyhow::Result<()> {
     if name != activity::NAME {
         bail!(
-            "`rebuild` builds new versions of `{}`; `{}` is rebuilt by raising its version in code",
+            "`rebuild` builds new versions of `{}`; `{}` and `{}` are rebuilt by raising their version in code",
             activity::NAME,
-            directory::NAME
+            directory::NAME,
+            timeline::NAME
         );
     }
     let client = pg_connect(&pg).await?;
@@ -125,11 +127,14 @@ pub async fn dlq_replay(
         let live = live.context("the activity projection has no live version")?;
         trackhrs_projections::replay_dead_letters(&mut client, store, &Activity::new(live.version))
             .await?
+    } else if name == timeline::NAME {
+        trackhrs_projections::replay_dead_letters(&mut client, store, &Timeline).await?
     } else {
         bail!(
-            "unknown projection {name}; the projections are {} and {}",
+            "unknown projection {name}; the projections are {}, {} and {}",
             directory::NAME,
-            activity::NAME
+            activity::NAME,
+            timeline::NAME
         );
     };
     let mut out = std::io::stdout().lock();

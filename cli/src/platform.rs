@@ -10,6 +10,7 @@ use trackhrs_gateway::GatewayConfig;
 use trackhrs_nats::EventStore;
 use trackhrs_projections::activity::{self, Activity};
 use trackhrs_projections::directory::Directory;
+use trackhrs_projections::timeline::Timeline;
 use trackhrs_projections::{RunOutcome, Runner, RunnerConfig, VersionInfo, VersionState};
 
 /// Where PostgreSQL is.
@@ -96,8 +97,8 @@ pub async fn versions(
     Ok((live, highest))
 }
 
-/// Runs every projection until shutdown: the organization directory and the
-/// activity read model.
+/// Runs every projection until shutdown: the organization directory, the
+/// activity read model and the raw timelines.
 pub async fn run_projections(
     store: EventStore,
     pg: tokio_postgres::Config,
@@ -118,9 +119,14 @@ pub async fn run_projections(
         },
     );
     let directory = tokio::spawn(directory.run(shutdown.clone().wait()));
+    // Raw timelines: like the spans, many events per commit.
+    let timeline = Runner::new(Timeline, store.clone(), pg.clone(), activity_config(false));
+    let timeline = tokio::spawn(timeline.run(shutdown.clone().wait()));
     run_activity(store, pg, shutdown).await?;
     let outcome = directory.await??;
     tracing::info!(?outcome, "directory projection stopped");
+    let outcome = timeline.await??;
+    tracing::info!(?outcome, "timeline projection stopped");
     Ok(())
 }
 

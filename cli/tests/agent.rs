@@ -8,6 +8,7 @@
 mod platform;
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -28,11 +29,13 @@ use trackhrs_agent::outbox::{Outbox, Refused};
 use trackhrs_agent::privacy::Policy;
 use trackhrs_agent::runner::{Agent, AgentConfig, UploadState};
 use trackhrs_agent::sync::{SyncConfig, Uploaded, Uploader};
-use trackhrs_domain::Token;
 use trackhrs_domain::activity::DeviceActivity;
+use trackhrs_domain::timeline::DeviceTimeline;
+use trackhrs_domain::{Aggregate, Token};
 use trackhrs_harness::desktop::{Display, open_window, set_class, set_title};
 use trackhrs_nats::EventStore;
 use trackhrs_nats::reader::{StartAt, read};
+use trackhrs_projections::timeline::{self, TimelineRow};
 use trackhrs_schemas::activity::v1 as activity_pb;
 use trackhrs_schemas::activity::v1::activity_client::ActivityClient;
 use trackhrs_schemas::agent::v1 as agent_pb;
@@ -97,25 +100,20 @@ async fn enrolled(platform: &Platform) -> (pb::Session, String, String) {
     (owner, device.device_id, device.device_token)
 }
 
-/// Every span stored for the device, in stream order: (start, end, app, title).
-async fn stored_spans(
+/// The events of aggregate `A` of the device, as stored (personal data
+/// opened), in stream order: (event type, payload).
+async fn device_log<A: Aggregate>(
     platform: &Platform,
     org: &str,
     device: &str,
-) -> Vec<(i64, i64, String, String)> {
+) -> (A, Vec<(String, serde_json::Value)>) {
     let store = &platform.store;
-    let subject = EventStore::subject::<DeviceActivity>(
-        &Token::new(org).unwrap(),
-        &Token::new(device).unwrap(),
-    );
-    let state = store
-        .load_fresh::<DeviceActivity>(&Token::new(org).unwrap(), &Token::new(device).unwrap())
-        .await
-        .unwrap()
-        .state;
-    let mut spans = Vec::new();
-    if state.last_seq == 0 {
-        return spans;
+    let (org, device) = (Token::new(org).unwrap(), Token::new(device).unwrap());
+    let subject = EventStore::subject::<A>(&org, &device);
+    let loaded = store.load_fresh::<A>(&org, &device).await.unwrap();
+    let mut events = Vec::new();
+    if loaded.version == 0 {
+        return (loaded.state, events);
     }
     let js = async_nats::jetstream::new(store.client().clone());
     let mut log = read(
@@ -129,27 +127,38 @@ async fn stored_spans(
     .unwrap();
     while let Some(item) = log.next().await {
         let commit = item.commit.unwrap();
-        for e in commit.events {
-            if e.event_type == "SpanRecorded" {
-                let p = &e.payload;
-                // Personal data reads back opened: {"$pd": person, "v": text}.
-                let text = |v: &serde_json::Value| {
-                    v.get("v")
-                        .unwrap_or(v)
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned()
-                };
-                spans.push((
-                    p["start_ms"].as_i64().unwrap(),
-                    p["end_ms"].as_i64().unwrap(),
-                    text(&p["app"]),
-                    text(&p["title"]),
-                ));
-            }
-        }
+        events.extend(commit.events.into_iter().map(|e| (e.event_type, e.payload)));
         if item.pending == 0 {
             break;
+        }
+    }
+    (loaded.state, events)
+}
+
+/// Every span stored for the device, in stream order: (start, end, app, title).
+async fn stored_spans(
+    platform: &Platform,
+    org: &str,
+    device: &str,
+) -> Vec<(i64, i64, String, String)> {
+    let (state, log) = device_log::<DeviceActivity>(platform, org, device).await;
+    let mut spans = Vec::new();
+    for (event_type, p) in &log {
+        if event_type == "SpanRecorded" {
+            // Personal data reads back opened: {"$pd": person, "v": text}.
+            let text = |v: &serde_json::Value| {
+                v.get("v")
+                    .unwrap_or(v)
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            spans.push((
+                p["start_ms"].as_i64().unwrap(),
+                p["end_ms"].as_i64().unwrap(),
+                text(&p["app"]),
+                text(&p["title"]),
+            ));
         }
     }
     assert_eq!(
@@ -311,7 +320,10 @@ const LOSE_REPLY: u8 = 2;
 struct Proxy {
     upstream: Channel,
     received: Arc<Mutex<Vec<agent_pb::UploadBatchRequest>>>,
+    timelines: Arc<Mutex<Vec<agent_pb::UploadTimelineRequest>>>,
     mode: Arc<AtomicU8>,
+    /// The same for raw-timeline uploads.
+    timeline_mode: Arc<AtomicU8>,
 }
 
 fn forwarded<T>(request: &Request<T>, message: T) -> Request<T> {
@@ -332,20 +344,30 @@ impl AgentIngest for Proxy {
             .lock()
             .unwrap()
             .push(request.get_ref().clone());
-        let mode = self.mode.load(Ordering::SeqCst);
-        if mode == FAIL {
-            return Err(Status::unavailable("the gateway is failing"));
-        }
         let message = request.get_ref().clone();
-        let reply = AgentIngestClient::new(self.upstream.clone())
-            .upload_batch(forwarded(&request, message))
-            .await;
-        if mode == LOSE_REPLY {
-            // Stored upstream; the reply never reaches the agent.
-            self.mode.store(PASS, Ordering::SeqCst);
-            return Err(Status::unavailable("connection reset"));
-        }
-        reply
+        let mut upstream = AgentIngestClient::new(self.upstream.clone());
+        self.relay(
+            &self.mode,
+            upstream.upload_batch(forwarded(&request, message)),
+        )
+        .await
+    }
+
+    async fn upload_timeline(
+        &self,
+        request: Request<agent_pb::UploadTimelineRequest>,
+    ) -> Result<Response<agent_pb::UploadBatchResponse>, Status> {
+        self.timelines
+            .lock()
+            .unwrap()
+            .push(request.get_ref().clone());
+        let message = request.get_ref().clone();
+        let mut upstream = AgentIngestClient::new(self.upstream.clone());
+        self.relay(
+            &self.timeline_mode,
+            upstream.upload_timeline(forwarded(&request, message)),
+        )
+        .await
     }
 }
 
@@ -362,6 +384,36 @@ impl AgentSession for Proxy {
 }
 
 impl Proxy {
+    fn new(upstream: Channel) -> Self {
+        Self {
+            upstream,
+            received: Arc::default(),
+            timelines: Arc::default(),
+            mode: Arc::new(AtomicU8::new(PASS)),
+            timeline_mode: Arc::new(AtomicU8::new(PASS)),
+        }
+    }
+
+    /// Fails the upload, or forwards it (and loses the reply once), as
+    /// `mode` says.
+    async fn relay<R>(
+        &self,
+        mode: &AtomicU8,
+        upstream: impl Future<Output = Result<Response<R>, Status>>,
+    ) -> Result<Response<R>, Status> {
+        let now = mode.load(Ordering::SeqCst);
+        if now == FAIL {
+            return Err(Status::unavailable("the gateway is failing"));
+        }
+        let reply = upstream.await;
+        if now == LOSE_REPLY {
+            // Stored upstream; the reply never reaches the agent.
+            mode.store(PASS, Ordering::SeqCst);
+            return Err(Status::unavailable("connection reset"));
+        }
+        reply
+    }
+
     /// Serves on `addr` until `down` fires.
     async fn serve(&self, addr: SocketAddr, down: tokio::sync::oneshot::Receiver<()>) {
         let listener = loop {
@@ -432,11 +484,7 @@ async fn the_agent_obeys_the_policy_and_rides_out_a_failing_gateway() {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let proxy_addr = probe.local_addr().unwrap();
     drop(probe);
-    let proxy = Proxy {
-        upstream: platform.gw().channel.clone(),
-        received: Arc::default(),
-        mode: Arc::new(AtomicU8::new(PASS)),
-    };
+    let proxy = Proxy::new(platform.gw().channel.clone());
     let (down, rx) = tokio::sync::oneshot::channel();
     proxy.serve(proxy_addr, rx).await;
 
@@ -965,4 +1013,259 @@ async fn the_employees_day_is_classified_with_the_orgs_rules_also_offline() {
         (Some(3), BTreeSet::from(["Work".into()]))
     );
     offline.stop(Duration::from_millis(100)).await;
+}
+
+/// The timeline read model's rows of the device, once `done` holds for
+/// them (polled: the projection applies in the background).
+async fn raw_timeline(
+    platform: &Platform,
+    org: &str,
+    device: &str,
+    what: &str,
+    done: impl Fn(&[TimelineRow]) -> bool,
+) -> Vec<TimelineRow> {
+    let pg = platform.db.connect().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = match trackhrs_projections::live_schema(&pg, timeline::NAME)
+            .await
+            .unwrap()
+        {
+            Some(schema) => timeline::device_events(&pg, &schema, org, device, i64::MIN, i64::MAX)
+                .await
+                .unwrap(),
+            None => Vec::new(),
+        };
+        if done(&rows) {
+            return rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; the read model holds {rows:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_activitywatch_timelines_are_synced_with_versions_and_retractions() {
+    let platform = Platform::start().await;
+    let (owner, device, token) = enrolled(&platform).await;
+    change_titles(&platform, &owner, false, "titles-off").await;
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = probe.local_addr().unwrap();
+    drop(probe);
+    let proxy = Proxy::new(platform.gw().channel.clone());
+    let (_down, rx) = tokio::sync::oneshot::channel();
+    proxy.serve(proxy_addr, rx).await;
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let aw_addr = probe.local_addr().unwrap();
+    drop(probe);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AgentConfig::new(
+        format!("http://{proxy_addr}"),
+        token,
+        dir.path().join("outbox.db"),
+    );
+    config.activitywatch_listen = Some(aw_addr);
+    config.settle = Duration::from_millis(300);
+    config.upload_every = Duration::from_millis(100);
+    config.sync.base_backoff = Duration::from_millis(50);
+    config.sync.max_backoff = Duration::from_millis(200);
+    let agent = Agent::start_activitywatch(config).unwrap();
+    let status = agent.status();
+    wait_until("the policy", Duration::from_secs(20), || {
+        status.borrow().policy.is_some()
+    })
+    .await;
+
+    let call = |method: &'static str, path: String, body: serde_json::Value| async move {
+        trackhrs_harness::http::call(aw_addr, method, &path, "localhost:5600", &body.to_string())
+            .await
+            .unwrap()
+    };
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let at = |s: i64| {
+        chrono::DateTime::from_timestamp(now_s + s, 0)
+            .unwrap()
+            .to_rfc3339()
+    };
+    let (window, afk, vim) = (
+        "aw-watcher-window_laptop",
+        "aw-watcher-afk_laptop",
+        "aw-watcher-vim_laptop",
+    );
+    for (bucket, kind, client) in [
+        (window, "currentwindow", "aw-watcher-window"),
+        (afk, "afkstatus", "aw-watcher-afk"),
+        (vim, "app.editor.activity", "aw-watcher-vim"),
+    ] {
+        let body = serde_json::json!({"client": client, "type": kind, "hostname": "laptop"});
+        assert_eq!(
+            call("POST", format!("/api/0/buckets/{bucket}"), body)
+                .await
+                .0,
+            200
+        );
+    }
+    let secret = serde_json::json!({"app": "Code", "title": "Secret plans", "url": "https://secret.example/"});
+    for s in [-60, -50] {
+        let beat = serde_json::json!({"timestamp": at(s), "duration": 0, "data": secret});
+        let path = format!("/api/0/buckets/{window}/heartbeat?pulsetime=16");
+        assert_eq!(call("POST", path, beat).await.0, 200);
+    }
+    let beat =
+        serde_json::json!({"timestamp": at(-60), "duration": 10, "data": {"status": "not-afk"}});
+    let path = format!("/api/0/buckets/{afk}/heartbeat?pulsetime=30");
+    assert_eq!(call("POST", path, beat).await.0, 200);
+    let edits = serde_json::json!([
+        {"timestamp": at(-58), "duration": 5, "data": {"file": "main.rs", "language": "rust"}},
+        {"timestamp": at(-52), "duration": 2, "data": {"file": "Cargo.toml", "language": "toml"}},
+    ]);
+    let (code, inserted) = call("POST", format!("/api/0/buckets/{vim}/events"), edits).await;
+    assert_eq!(code, 200);
+    let inserted: serde_json::Value = serde_json::from_str(&inserted).unwrap();
+    let (first, second) = (
+        inserted[0]["id"].as_i64().unwrap(),
+        inserted[1]["id"].as_i64().unwrap(),
+    );
+
+    // All three timelines reach the platform, the editor's bucket type
+    // as it is, the window's data without what the policy forbids.
+    let (org, dev) = (owner.org_id.as_str(), device.as_str());
+    let rows = raw_timeline(&platform, org, dev, "three timelines", |rows| {
+        rows.len() == 4
+    })
+    .await;
+    let in_bucket = |rows: &[TimelineRow], b: &str| {
+        rows.iter()
+            .filter(|r| r.bucket == b)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let w = in_bucket(&rows, window);
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].data, Some(serde_json::json!({"app": "Code"})));
+    assert_eq!(w[0].bucket_type, "currentwindow");
+    assert_eq!(
+        (w[0].start_us, w[0].end_us),
+        ((now_s - 60) * 1_000_000, (now_s - 50) * 1_000_000)
+    );
+    let v = in_bucket(&rows, vim);
+    assert_eq!(v.len(), 2);
+    assert!(
+        v.iter()
+            .all(|r| r.bucket_type == "app.editor.activity" && r.client == "aw-watcher-vim")
+    );
+    assert_eq!(v[0].data.as_ref().unwrap()["file"], "main.rs");
+
+    // The first edit replaced (version 2) and the second deleted while the
+    // gateway stores an upload but its reply is lost.
+    proxy.timeline_mode.store(LOSE_REPLY, Ordering::SeqCst);
+    let replaced = serde_json::json!({"id": first, "timestamp": at(-58), "duration": 6, "data": {"file": "lib.rs"}});
+    assert_eq!(
+        call("POST", format!("/api/0/buckets/{vim}/events"), replaced)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(
+            "DELETE",
+            format!("/api/0/buckets/{vim}/events/{second}"),
+            serde_json::json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    let rows = raw_timeline(
+        &platform,
+        org,
+        dev,
+        "the edit replaced, the other deleted",
+        |rows| {
+            let v = in_bucket(rows, vim);
+            v.len() == 1 && v[0].version == 2
+        },
+    )
+    .await;
+    let v = in_bucket(&rows, vim);
+    assert_eq!(v[0].data, Some(serde_json::json!({"file": "lib.rs"})));
+    assert_eq!(v[0].end_us - v[0].start_us, 6_000_000);
+
+    // The AFK bucket deleted while the gateway fails for a while.
+    let failing_from = proxy.timelines.lock().unwrap().len();
+    proxy.timeline_mode.store(FAIL, Ordering::SeqCst);
+    assert_eq!(
+        call(
+            "DELETE",
+            format!("/api/0/buckets/{afk}"),
+            serde_json::json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    wait_until(
+        "failed uploads of the retraction",
+        Duration::from_secs(10),
+        || proxy.timelines.lock().unwrap().len() >= failing_from + 2,
+    )
+    .await;
+    proxy.timeline_mode.store(PASS, Ordering::SeqCst);
+    let rows = raw_timeline(&platform, org, dev, "the AFK bucket dropped", |rows| {
+        in_bucket(rows, afk).is_empty()
+    })
+    .await;
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+
+    // The log keeps every version once and the retractions; nothing the
+    // policy forbids left the machine.
+    let (state, log) = device_log::<DeviceTimeline>(&platform, org, dev).await;
+    let mut versions = Vec::new();
+    let mut retracted = Vec::new();
+    for (event_type, p) in &log {
+        match event_type.as_str() {
+            "TimelineEventRecorded" => versions.push((
+                p["bucket"].as_str().unwrap().to_owned(),
+                p["key"].as_str().unwrap().to_owned(),
+                p["version"].as_u64().unwrap(),
+            )),
+            "TimelineEventRetracted" => retracted.push(p["bucket"].as_str().unwrap().to_owned()),
+            "TimelineBucketRetracted" => {
+                retracted.push(format!("bucket {}", p["bucket"].as_str().unwrap()))
+            }
+            _ => {}
+        }
+    }
+    let distinct: BTreeSet<_> = versions.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        versions.len(),
+        "a version recorded twice: {versions:?}"
+    );
+    // Two editor events, one replaced; the window and the AFK event (each
+    // once, or twice when a heartbeat came after its first upload).
+    assert!(versions.len() >= 5, "{versions:?}");
+    assert_eq!(retracted, vec![vim.to_owned(), format!("bucket {afk}")]);
+    assert_eq!(
+        (state.versions, state.retractions),
+        (versions.len() as u64, 2)
+    );
+    let sent = proxy.timelines.lock().unwrap().clone();
+    assert!(sent.len() >= 3, "{sent:?}");
+    for request in &sent {
+        for change in &request.changes {
+            let text = format!("{change:?}");
+            assert!(
+                !text.contains("Secret plans") && !text.contains("secret.example"),
+                "{text}"
+            );
+        }
+    }
+    agent.stop(Duration::from_secs(1)).await;
 }

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod organization;
 pub mod personal;
 pub mod testing;
+pub mod timeline;
 
 pub use aggregate::{Aggregate, DomainEvent, UpcastError};
 pub use ids::{IdError, PersonId, Token};

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use trackhrs_domain::Token;
 use trackhrs_domain::activity::DeviceActivity;
 use trackhrs_domain::categories::CategoryRule;
+use trackhrs_domain::timeline::DeviceTimeline;
 use trackhrs_projections::{activity, classifier, directory};
 use trackhrs_schemas::agent::v1 as pb;
 use trackhrs_schemas::agent::v1::agent_session_server::AgentSession;
@@ -52,18 +53,16 @@ impl AgentSession for AgentSessionService {
         request: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::Policy>, Status> {
         let device = caller::device(&self.core.auth, &request).await?;
-        let timeline = {
+        let (timeline, raw) = {
             let org = Token::new(&device.org_id)
                 .map_err(|_| Status::unauthenticated("invalid credentials"))?;
             let id = Token::new(&device.device_id)
                 .map_err(|_| Status::unauthenticated("invalid credentials"))?;
-            self.core
-                .commands
-                .store()
-                .load::<DeviceActivity>(&org, &id)
-                .await
-                .map_err(|e| status::store(&e))?
-                .state
+            let store = self.core.commands.store();
+            let spans = store.load::<DeviceActivity>(&org, &id);
+            let raw = store.load::<DeviceTimeline>(&org, &id);
+            let (spans, raw) = tokio::try_join!(spans, raw).map_err(|e| status::store(&e))?;
+            (spans.state, raw.state)
         };
         let (client, schema, _) = self.core.directory(0).await?;
         let org = directory::organization(&client, &schema, &device.org_id)
@@ -92,6 +91,7 @@ impl AgentSession for AgentSessionService {
             last_span_end_unix_ms: timeline.last_end_ms.unwrap_or_default(),
             rules_version,
             category_rules: rules_in_force.iter().map(rule_to_wire).collect(),
+            last_timeline_seq: raw.last_seq,
         }))
     }
 }

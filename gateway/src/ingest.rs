@@ -1,20 +1,28 @@
-//! `trackhrs.agent.v1.AgentIngest`: a device uploads a batch of spans with
-//! its device token; the batch becomes one commit on the device's timeline.
+//! `trackhrs.agent.v1.AgentIngest`: a device uploads a batch of spans, or a
+//! batch of changes to its raw ActivityWatch timelines, with its device
+//! token; each batch becomes one commit on the device's activity (or raw
+//! timeline) aggregate.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tonic::{Request, Response, Status};
 use trackhrs_commands::CommandError;
+use trackhrs_domain::Aggregate;
 use trackhrs_domain::Token;
 use trackhrs_domain::activity::{
     ActivityCommand, ActivityError, DeviceActivity, DeviceStatus, IngestLimits, Privacy, SpanInput,
 };
 use trackhrs_domain::organization::Organization;
+use trackhrs_domain::timeline::{
+    DeviceTimeline, TimelineChange, TimelineCommand, TimelineError, TimelineEventInput,
+    TimelineLimits,
+};
 use trackhrs_nats::CommitMeta;
 use trackhrs_schemas::agent::v1 as pb;
 use trackhrs_schemas::agent::v1::agent_ingest_server::AgentIngest;
 
+use crate::auth::DeviceIdentity;
 use crate::core::Core;
 use crate::{caller, status, validate};
 
@@ -82,35 +90,36 @@ fn standing(org: &Organization, device: &Token) -> (DeviceStatus, Option<Token>,
     (status, Some(d.member.clone()), privacy)
 }
 
-#[tonic::async_trait]
-impl AgentIngest for IngestService {
-    async fn upload_batch(
+/// What both uploads check and look up before deciding: the request's size,
+/// its batch id, and the device's standing and privacy policy.
+struct Admitted {
+    org: Token,
+    device: Token,
+    batch_id: String,
+    digest: String,
+    status: DeviceStatus,
+    member: Token,
+    privacy: Privacy,
+}
+
+impl IngestService {
+    async fn admit(
         &self,
-        request: Request<pb::UploadBatchRequest>,
-    ) -> Result<Response<pb::UploadBatchResponse>, Status> {
-        let identity = caller::device(&self.core.auth, &request).await?;
-        let r = request.into_inner();
-        let encoded = prost::Message::encode_to_vec(&r);
+        identity: &DeviceIdentity,
+        encoded: &[u8],
+        batch_id: &str,
+        field: &str,
+    ) -> Result<Admitted, Status> {
         let config = &self.core.ingest;
         if encoded.len() > config.max_batch_bytes {
             return Err(Status::resource_exhausted(format!(
-                "spans: a batch is at most {} bytes; split it",
+                "{field}: a batch is at most {} bytes; split it",
                 config.max_batch_bytes
             )));
         }
-        let request_digest = crate::core::digest_hex(&encoded);
-        if r.spans.len() > config.max_spans {
-            return Err(Status::resource_exhausted(format!(
-                "spans: a batch holds at most {} spans; split it",
-                config.max_spans
-            )));
-        }
-        let batch_id = validate::command_id(&r.batch_id).map_err(|_| {
+        let batch_id = validate::command_id(batch_id).map_err(|_| {
             Status::invalid_argument("batch_id: must be 1 to 128 characters of A-Z a-z 0-9 - _ . :")
         })?;
-        if r.device_batch_seq == 0 {
-            return Err(Status::invalid_argument("device_batch_seq: starts at 1"));
-        }
         let org = Token::new(&identity.org_id)
             .map_err(|_| Status::unauthenticated("invalid credentials"))?;
         let device = Token::new(&identity.device_id)
@@ -130,8 +139,121 @@ impl AgentIngest for IngestService {
                 .await
                 .map_err(|e| status::store(&e))?;
         }
-        let (device_status, member, privacy) = standing(&org_state.state, &device);
+        let (status, member, privacy) = standing(&org_state.state, &device);
         let member = member.unwrap_or_else(|| device.clone());
+        Ok(Admitted {
+            org,
+            member,
+            digest: crate::core::digest_hex(encoded),
+            batch_id,
+            device,
+            status,
+            privacy,
+        })
+    }
+
+    /// Runs an upload's command; a sequence used before answers with the
+    /// original acknowledgement when it was this batch (sent again after the
+    /// store forgot its id), and is refused when it was another.
+    async fn record<A: Aggregate>(
+        &self,
+        admitted: &Admitted,
+        command: A::Command,
+        used: impl Fn(&CommandError<A::Error>) -> bool,
+        refused: impl Fn(CommandError<A::Error>) -> Status,
+    ) -> Result<Response<pb::UploadBatchResponse>, Status> {
+        let Admitted {
+            org,
+            device,
+            batch_id,
+            digest,
+            ..
+        } = admitted;
+        let meta = CommitMeta::new(batch_id, format!("device:{device}"), now_ms() * 1000)
+            .with_request_digest(digest.clone());
+        let appended = match self
+            .core
+            .commands
+            .execute::<A>(org, device, command, &meta)
+            .await
+        {
+            Ok(executed) => executed.appended,
+            Err(e) if used(&e) => {
+                let original = self
+                    .core
+                    .commands
+                    .store()
+                    .find_command::<A>(org, device, batch_id)
+                    .await
+                    .map_err(|e| status::store(&e))?
+                    .ok_or_else(|| refused(e))?;
+                Some(
+                    original
+                        .for_retry_of(&meta)
+                        .map_err(|e| status::store(&e))?,
+                )
+            }
+            Err(e) => return Err(refused(e)),
+        };
+        let appended = appended.ok_or_else(|| Status::internal("a batch always records events"))?;
+        Ok(Response::new(pb::UploadBatchResponse {
+            batch_id: batch_id.clone(),
+            stream_sequence: appended.position,
+            duplicate: appended.duplicate,
+        }))
+    }
+}
+
+fn timeline_change(change: pb::TimelineChange) -> Result<TimelineChange, Status> {
+    use pb::timeline_change::Change;
+    match change.change {
+        Some(Change::Event(e)) => Ok(TimelineChange::Event(TimelineEventInput {
+            bucket: e.bucket_id,
+            bucket_type: e.bucket_type,
+            client: e.client,
+            key: e.event_key,
+            version: e.version,
+            start_us: e.start_unix_us,
+            end_us: e.end_unix_us,
+            data: e.data_json,
+        })),
+        Some(Change::Retraction(r)) if r.event_key.is_empty() => {
+            Ok(TimelineChange::RetractBucket {
+                bucket: r.bucket_id,
+            })
+        }
+        Some(Change::Retraction(r)) => Ok(TimelineChange::RetractEvent {
+            bucket: r.bucket_id,
+            key: r.event_key,
+        }),
+        None => Err(Status::invalid_argument(
+            "changes: a change must be an event or a retraction",
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl AgentIngest for IngestService {
+    async fn upload_batch(
+        &self,
+        request: Request<pb::UploadBatchRequest>,
+    ) -> Result<Response<pb::UploadBatchResponse>, Status> {
+        let identity = caller::device(&self.core.auth, &request).await?;
+        let r = request.into_inner();
+        let config = &self.core.ingest;
+        if r.spans.len() > config.max_spans {
+            return Err(Status::resource_exhausted(format!(
+                "spans: a batch holds at most {} spans; split it",
+                config.max_spans
+            )));
+        }
+        let encoded = prost::Message::encode_to_vec(&r);
+        let admitted = self
+            .admit(&identity, &encoded, &r.batch_id, "spans")
+            .await?;
+        if r.device_batch_seq == 0 {
+            return Err(Status::invalid_argument("device_batch_seq: starts at 1"));
+        }
         let spans = r
             .spans
             .into_iter()
@@ -145,12 +267,12 @@ impl AgentIngest for IngestService {
             })
             .collect();
         let command = ActivityCommand::RecordBatch {
-            device: device_status,
-            member,
-            batch_id: batch_id.clone(),
+            device: admitted.status,
+            member: admitted.member.clone(),
+            batch_id: admitted.batch_id.clone(),
             seq: r.device_batch_seq,
             spans,
-            privacy,
+            privacy: admitted.privacy,
             limits: IngestLimits {
                 now_ms: now_ms(),
                 max_skew_ms: config.max_skew.as_millis() as i64,
@@ -158,36 +280,59 @@ impl AgentIngest for IngestService {
                 max_spans: config.max_spans,
             },
         };
-        let meta = CommitMeta::new(&batch_id, format!("device:{device}"), now_ms() * 1000)
-            .with_request_digest(request_digest);
-        let appended = match self
-            .core
-            .commands
-            .execute::<DeviceActivity>(&org, &device, command, &meta)
-            .await
-        {
-            Ok(executed) => executed.appended,
-            // A sequence used before: the same batch sent again after the
-            // store forgot its id, or a different batch reusing the number.
-            Err(CommandError::Denied(ActivityError::SequenceUsed { seq })) => {
-                let original = store
-                    .find_command::<DeviceActivity>(&org, &device, &batch_id)
-                    .await
-                    .map_err(|e| status::store(&e))?
-                    .ok_or_else(|| status::activity_denied(&ActivityError::SequenceUsed { seq }))?;
-                Some(
-                    original
-                        .for_retry_of(&meta)
-                        .map_err(|e| status::store(&e))?,
-                )
-            }
-            Err(e) => return Err(status::activity_command(e)),
+        self.record::<DeviceActivity>(
+            &admitted,
+            command,
+            |e| matches!(e, CommandError::Denied(ActivityError::SequenceUsed { .. })),
+            status::activity_command,
+        )
+        .await
+    }
+
+    async fn upload_timeline(
+        &self,
+        request: Request<pb::UploadTimelineRequest>,
+    ) -> Result<Response<pb::UploadBatchResponse>, Status> {
+        let identity = caller::device(&self.core.auth, &request).await?;
+        let r = request.into_inner();
+        let config = &self.core.ingest;
+        if r.changes.len() > config.max_spans {
+            return Err(Status::resource_exhausted(format!(
+                "changes: a batch holds at most {} changes; split it",
+                config.max_spans
+            )));
+        }
+        let encoded = prost::Message::encode_to_vec(&r);
+        let admitted = self
+            .admit(&identity, &encoded, &r.batch_id, "changes")
+            .await?;
+        if r.device_timeline_seq == 0 {
+            return Err(Status::invalid_argument("device_timeline_seq: starts at 1"));
+        }
+        let changes = r
+            .changes
+            .into_iter()
+            .map(timeline_change)
+            .collect::<Result<_, _>>()?;
+        let command = TimelineCommand::RecordChanges {
+            device: admitted.status,
+            member: admitted.member.clone(),
+            batch_id: admitted.batch_id.clone(),
+            seq: r.device_timeline_seq,
+            changes,
+            privacy: admitted.privacy,
+            limits: TimelineLimits {
+                now_ms: now_ms(),
+                max_skew_ms: config.max_skew.as_millis() as i64,
+                max_changes: config.max_spans,
+            },
         };
-        let appended = appended.ok_or_else(|| Status::internal("a batch always records events"))?;
-        Ok(Response::new(pb::UploadBatchResponse {
-            batch_id,
-            stream_sequence: appended.position,
-            duplicate: appended.duplicate,
-        }))
+        self.record::<DeviceTimeline>(
+            &admitted,
+            command,
+            |e| matches!(e, CommandError::Denied(TimelineError::SequenceUsed { .. })),
+            status::timeline_command,
+        )
+        .await
     }
 }

@@ -16,6 +16,7 @@ use tonic::{Code, Status};
 use trackhrs_commands::CommandError;
 use trackhrs_domain::activity::ActivityError;
 use trackhrs_domain::organization::OrgError;
+use trackhrs_domain::timeline::TimelineError;
 use trackhrs_nats::StoreError;
 
 use crate::auth::AuthError;
@@ -68,6 +69,33 @@ pub fn activity_denied(denied: &ActivityError) -> Status {
             Status::permission_denied(denied.to_string())
         }
         ActivityError::SequenceUsed { .. } | ActivityError::SequenceGap { .. } => {
+            Status::failed_precondition(denied.to_string())
+        }
+    }
+}
+
+/// Status of a timeline upload.
+pub fn timeline_command(error: CommandError<TimelineError>) -> Status {
+    match error {
+        CommandError::Denied(denied) => timeline_denied(&denied),
+        CommandError::Conflict { .. } => {
+            Status::aborted("the device's timelines kept changing; send the batch again")
+        }
+        CommandError::Store(e) => store(&e),
+    }
+}
+
+/// Status of a refused timeline upload: bad changes name the change.
+pub fn timeline_denied(denied: &TimelineError) -> Status {
+    match denied {
+        TimelineError::Change { .. } | TimelineError::Empty => {
+            Status::invalid_argument(format!("changes: {denied}"))
+        }
+        TimelineError::TooManyChanges { .. } => Status::resource_exhausted(denied.to_string()),
+        TimelineError::UnknownDevice | TimelineError::DeviceRevoked => {
+            Status::permission_denied(denied.to_string())
+        }
+        TimelineError::SequenceUsed { .. } | TimelineError::SequenceGap { .. } => {
             Status::failed_precondition(denied.to_string())
         }
     }

@@ -27,6 +27,7 @@ pub mod error;
 pub mod invalidation;
 pub mod projection;
 pub mod runner;
+pub mod timeline;
 
 pub use catalog::{
     Promoted, VersionInfo, VersionState, VersionStatus, Waited, drop_version, live_schema, migrate,

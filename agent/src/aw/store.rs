@@ -21,9 +21,20 @@ pub enum AwError {
     /// SQLite failed.
     #[error("activitywatch store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The file was written by a newer agent.
+    #[error(
+        "the activitywatch store was written by a newer agent (schema {found}); upgrade the agent"
+    )]
+    NewerSchema {
+        /// Its schema version.
+        found: i64,
+    },
     /// Stored JSON did not parse (the file was changed by someone else).
     #[error("activitywatch store: corrupt JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// What the store holds cannot be read back.
+    #[error("activitywatch store: {0}")]
+    Corrupt(String),
 }
 
 /// A bucket as a watcher creates it (`POST /api/0/buckets/<id>`).
@@ -145,10 +156,18 @@ pub struct OwnBuckets {
 
 /// The local ActivityWatch store.
 pub struct AwStore {
-    db: Connection,
+    pub(super) db: Connection,
+    /// Tracking is paused by the user: what watchers report is answered
+    /// as usual but not kept (so it is neither synced nor combined, and
+    /// does not show in the employee's day).
+    paused: bool,
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Client name of the buckets the agent's own capture writes (their
+/// content reaches the platform as spans, so they are not synced raw).
+pub const OWN_CLIENT: &str = "trackhrs-agent";
 
 const SCHEMA: &str = "
     CREATE TABLE buckets (
@@ -169,6 +188,66 @@ const SCHEMA: &str = "
     );
     CREATE INDEX events_by_time ON events (bucket, start_us);
 ";
+
+/// Version 2: changes are tracked for the platform's copy of the raw
+/// timelines. Event ids are never reused (AUTOINCREMENT: a synced event's
+/// key must not name another event after it is deleted); each event has a
+/// version bumped by every change, the wall time of its last change and the
+/// version queued for upload; a bucket remembers whether any of its events
+/// was. Changes wait in `queue` (encoded `TimelineChange`s, in order); the
+/// batch being uploaded is `batch`; refused changes are kept in
+/// `set_aside`. `sync` holds the store's random id (part of every event's
+/// key), the device its batches were numbered for and the last acknowledged
+/// sequence.
+const SCHEMA_V2: &str = "
+    CREATE TABLE events_v2 (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        bucket     TEXT NOT NULL REFERENCES buckets (id) ON DELETE CASCADE,
+        start_us   INTEGER NOT NULL,
+        end_us     INTEGER NOT NULL,
+        data       TEXT NOT NULL,
+        version    INTEGER NOT NULL DEFAULT 1,
+        changed_us INTEGER NOT NULL DEFAULT 0,
+        synced     INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO events_v2 (id, bucket, start_us, end_us, data)
+        SELECT id, bucket, start_us, end_us, data FROM events;
+    DROP TABLE events;
+    ALTER TABLE events_v2 RENAME TO events;
+    CREATE INDEX events_by_time ON events (bucket, start_us);
+    CREATE INDEX events_unsynced ON events (changed_us) WHERE synced < version;
+    ALTER TABLE buckets ADD COLUMN synced INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE sync (
+        one       INTEGER PRIMARY KEY CHECK (one = 1),
+        store_id  TEXT NOT NULL,
+        device_id TEXT,
+        last_seq  INTEGER NOT NULL DEFAULT 0,
+        solo_until INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE queue (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        change BLOB NOT NULL
+    );
+    CREATE TABLE batch (
+        one      INTEGER PRIMARY KEY CHECK (one = 1),
+        seq      INTEGER NOT NULL,
+        batch_id TEXT NOT NULL,
+        last_id  INTEGER NOT NULL
+    );
+    CREATE TABLE set_aside (
+        id         INTEGER PRIMARY KEY,
+        change     BLOB NOT NULL,
+        reason     TEXT NOT NULL,
+        refused_at INTEGER NOT NULL
+    );
+";
+
+/// Now, µs since the Unix epoch, by the wall clock.
+pub(super) fn wall_now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
 
 fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, i64, String)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -192,12 +271,27 @@ impl AwStore {
         db.pragma_update(None, "foreign_keys", true)?;
         let tx = db.transaction()?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(AwError::NewerSchema { found: version });
+        }
         if version == 0 {
             tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
+        if version < 2 {
+            tx.execute_batch(SCHEMA_V2)?;
+            tx.execute(
+                "INSERT INTO sync (one, store_id) VALUES (1, ?1)",
+                params![uuid::Uuid::new_v4().simple().to_string()],
+            )?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
-        Ok(Self { db })
+        Ok(Self { db, paused: false })
+    }
+
+    /// Pauses (true) or resumes keeping what watchers report.
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
     }
 
     fn exists(&self, id: &str) -> Result<(), AwError> {
@@ -220,9 +314,7 @@ impl AwStore {
                 new.kind,
                 new.client,
                 new.hostname,
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros() as i64),
+                wall_now_us(),
                 data
             ],
         )?;
@@ -242,7 +334,7 @@ impl AwStore {
         };
         for (id, kind) in [(&own.window, "currentwindow"), (&own.afk, "afkstatus")] {
             let new = NewBucket {
-                client: "trackhrs-agent".into(),
+                client: OWN_CLIENT.into(),
                 kind: kind.into(),
                 hostname: hostname.into(),
                 name: None,
@@ -253,12 +345,15 @@ impl AwStore {
         Ok(own)
     }
 
-    /// Deletes every event that ended before `before` (the store keeps
-    /// recent activity; the platform keeps history). Returns how many.
+    /// Deletes every event that ended before `before` and whose last
+    /// change is queued for the platform (the store keeps recent activity;
+    /// the platform keeps history). Returns how many. Forgetting is not
+    /// deleting: nothing is retracted.
     pub fn forget_before(&mut self, before: DateTime<Utc>) -> Result<usize, AwError> {
         Ok(self.db.execute(
-            "DELETE FROM events WHERE end_us < ?1",
-            params![before.timestamp_micros()],
+            "DELETE FROM events WHERE end_us < ?1 AND (synced >= version OR bucket IN \
+             (SELECT id FROM buckets WHERE client = ?2))",
+            params![before.timestamp_micros(), OWN_CLIENT],
         )?)
     }
 
@@ -301,15 +396,25 @@ impl AwStore {
             .ok_or_else(|| AwError::NoSuchBucket(id.to_owned()))
     }
 
-    /// Deletes bucket `id` and its events.
+    /// Deletes bucket `id` and its events; when any of them was queued for
+    /// the platform, the bucket's retraction is queued.
     pub fn delete_bucket(&mut self, id: &str) -> Result<(), AwError> {
-        if self
-            .db
-            .execute("DELETE FROM buckets WHERE id = ?1", params![id])?
-            == 0
-        {
+        let tx = self.db.transaction()?;
+        let synced: Option<bool> = tx
+            .query_row(
+                "SELECT synced FROM buckets WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(synced) = synced else {
             return Err(AwError::NoSuchBucket(id.to_owned()));
+        };
+        if synced {
+            super::timeline::queue_retraction(&tx, id, None)?;
         }
+        tx.execute("DELETE FROM buckets WHERE id = ?1", params![id])?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -318,6 +423,9 @@ impl AwStore {
     /// ActivityWatch; any other id is ignored.
     pub fn insert(&mut self, id: &str, events: &[AwEvent]) -> Result<Vec<AwEvent>, AwError> {
         self.exists(id)?;
+        if self.paused {
+            return Ok(events.to_vec());
+        }
         let tx = self.db.transaction()?;
         let mut out = Vec::with_capacity(events.len());
         for e in events {
@@ -325,15 +433,16 @@ impl AwStore {
             let replaced = match e.id {
                 Some(event) => {
                     tx.prepare_cached(
-                        "UPDATE events SET start_us = ?3, end_us = ?4, data = ?5 \
-                         WHERE bucket = ?1 AND id = ?2",
+                        "UPDATE events SET start_us = ?3, end_us = ?4, data = ?5, \
+                         version = version + 1, changed_us = ?6 WHERE bucket = ?1 AND id = ?2",
                     )?
                     .execute(params![
                         id,
                         event,
                         e.start_us(),
                         e.end_us(),
-                        data
+                        data,
+                        wall_now_us()
                     ])? == 1
                 }
                 None => false,
@@ -342,9 +451,16 @@ impl AwStore {
                 e.id
             } else {
                 tx.prepare_cached(
-                    "INSERT INTO events (bucket, start_us, end_us, data) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO events (bucket, start_us, end_us, data, changed_us) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?
-                .execute(params![id, e.start_us(), e.end_us(), data])?;
+                .execute(params![
+                    id,
+                    e.start_us(),
+                    e.end_us(),
+                    data,
+                    wall_now_us()
+                ])?;
                 Some(tx.last_insert_rowid())
             };
             out.push(AwEvent {
@@ -412,13 +528,27 @@ impl AwStore {
         )? as u64)
     }
 
-    /// Deletes event `event` of bucket `id` (nothing when it is not there).
+    /// Deletes event `event` of bucket `id` (nothing when it is not there);
+    /// when a version of it was queued for the platform, its retraction is
+    /// queued.
     pub fn delete_event(&mut self, id: &str, event: i64) -> Result<(), AwError> {
         self.exists(id)?;
-        self.db.execute(
+        let tx = self.db.transaction()?;
+        let synced: Option<bool> = tx
+            .query_row(
+                "SELECT synced > 0 FROM events WHERE bucket = ?1 AND id = ?2",
+                params![id, event],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if synced == Some(true) {
+            super::timeline::queue_retraction(&tx, id, Some(event))?;
+        }
+        tx.execute(
             "DELETE FROM events WHERE bucket = ?1 AND id = ?2",
             params![id, event],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -431,6 +561,9 @@ impl AwStore {
         pulsetime_s: f64,
     ) -> Result<AwEvent, AwError> {
         self.exists(id)?;
+        if self.paused {
+            return Ok(heartbeat.clone());
+        }
         let tx = self.db.transaction()?;
         let last = tx
             .prepare_cached(
@@ -445,19 +578,22 @@ impl AwStore {
         let stored = match merged {
             Some(m) => {
                 tx.execute(
-                    "UPDATE events SET end_us = ?2 WHERE id = ?1",
-                    params![m.id, m.end_us()],
+                    "UPDATE events SET end_us = ?2, version = version + 1, changed_us = ?3 \
+                     WHERE id = ?1",
+                    params![m.id, m.end_us(), wall_now_us()],
                 )?;
                 m
             }
             None => {
                 tx.execute(
-                    "INSERT INTO events (bucket, start_us, end_us, data) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO events (bucket, start_us, end_us, data, changed_us) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![
                         id,
                         heartbeat.start_us(),
                         heartbeat.end_us(),
-                        serde_json::to_string(&heartbeat.data)?
+                        serde_json::to_string(&heartbeat.data)?,
+                        wall_now_us()
                     ],
                 )?;
                 AwEvent {
@@ -582,7 +718,9 @@ mod tests {
             store.events("nope", None, None, None),
             Err(AwError::NoSuchBucket(_))
         ));
-        // Only events that ended before the cut are forgotten.
+        // Only events that ended before the cut (and are queued for the
+        // platform) are forgotten.
+        store.queue_changes(i64::MAX, 100).unwrap();
         assert_eq!(
             store
                 .forget_before(DateTime::from_timestamp(25, 0).unwrap())

@@ -16,6 +16,7 @@ use trackhrs_harness::{NatsServer, TestDb};
 use trackhrs_nats::{EventStore, StoreConfig, provision};
 use trackhrs_projections::activity::Activity;
 use trackhrs_projections::directory::Directory;
+use trackhrs_projections::timeline::Timeline;
 use trackhrs_projections::{Projection, Runner, RunnerConfig};
 use trackhrs_schemas::agent::v1::agent_session_client::AgentSessionClient;
 use trackhrs_schemas::org::v1 as pb;
@@ -115,6 +116,7 @@ impl Platform {
         stop.push(spawn_projection(Directory, &store, &pg_config));
         if activity {
             stop.push(spawn_projection(Activity::new(1), &store, &pg_config));
+            stop.push(spawn_projection(Timeline, &store, &pg_config));
         }
         let mut platform = Self {
             nats,
