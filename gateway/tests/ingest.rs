@@ -1,6 +1,6 @@
-//! Agent ingest: a batch of spans stored once as one commit, its
-//! acknowledgement carrying the stream position; bad batches refused with
-//! nothing stored.
+//! Agent ingest: a batch of spans (or of raw timeline changes) stored once
+//! as one commit, its acknowledgement carrying the stream position; bad
+//! batches refused with nothing stored.
 
 mod common;
 
@@ -10,7 +10,11 @@ use common::*;
 use tonic::Code;
 use trackhrs_nats::StoreConfig;
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
-use trackhrs_schemas::agent::v1::{Span, UploadBatchRequest};
+use trackhrs_schemas::agent::v1::timeline_change::Change;
+use trackhrs_schemas::agent::v1::{
+    GetPolicyRequest, Span, TimelineChange, TimelineEvent, TimelineRetraction, UploadBatchRequest,
+    UploadTimelineRequest,
+};
 use trackhrs_schemas::org::v1 as pb;
 
 fn now_ms() -> i64 {
@@ -291,4 +295,159 @@ async fn bad_batches_are_refused_and_store_nothing() {
         "revoked device",
     );
     assert_eq!(p.last_sequence().await, revoked.position);
+}
+
+fn timeline_event(key: &str, version: u64, start_ms: i64, data: &str) -> TimelineChange {
+    TimelineChange {
+        change: Some(Change::Event(TimelineEvent {
+            bucket_id: "aw-watcher-vim_laptop".into(),
+            bucket_type: "app.editor.activity".into(),
+            client: "aw-watcher-vim".into(),
+            event_key: key.into(),
+            version,
+            start_unix_us: start_ms * 1000,
+            end_unix_us: (start_ms + 5_000) * 1000,
+            data_json: data.into(),
+        })),
+    }
+}
+
+fn timeline(id: &str, seq: u64, changes: Vec<TimelineChange>) -> UploadTimelineRequest {
+    UploadTimelineRequest {
+        batch_id: id.into(),
+        device_timeline_seq: seq,
+        changes,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeline_batch_is_stored_once_and_bad_ones_store_nothing() {
+    let p = Platform::start().await;
+    let (owner, device, ingest) = device(&p).await;
+    let token = device.device_token.clone();
+    let start = now_ms() - 60_000;
+    let good = timeline(
+        "t-1",
+        1,
+        vec![
+            timeline_event("s-1", 1, start, r#"{"file": "main.rs"}"#),
+            TimelineChange {
+                change: Some(Change::Retraction(TimelineRetraction {
+                    bucket_id: "aw-watcher-vim_laptop".into(),
+                    event_key: "s-0".into(),
+                })),
+            },
+        ],
+    );
+    // Sent four times at once: one commit, the same acknowledgement.
+    let acks = futures::future::join_all((0..4).map(|_| {
+        let mut ingest = ingest.clone();
+        let request = authed(&token, good.clone());
+        async move { ingest.upload_timeline(request).await.unwrap().into_inner() }
+    }))
+    .await;
+    assert!(
+        acks.iter()
+            .all(|a| a.stream_sequence == acks[0].stream_sequence)
+    );
+    assert_eq!(acks.iter().filter(|a| !a.duplicate).count(), 1);
+    let stored = p.last_sequence().await;
+    assert_eq!(stored, acks[0].stream_sequence);
+
+    let mut ingest = ingest;
+    let next = |changes| timeline("t-2", 2, changes);
+    let too_many = (0..1001)
+        .map(|i| timeline_event(&format!("s-{i}"), 1, start, "{}"))
+        .collect();
+    assert_code(
+        ingest.upload_timeline(authed(&token, next(too_many))).await,
+        Code::ResourceExhausted,
+        "too many changes",
+    );
+    let cases = [
+        (
+            "data not an object",
+            timeline_event("s-2", 1, start, "[1]"),
+            "change 0 has data that is not a JSON object",
+        ),
+        (
+            "malformed data",
+            timeline_event("s-2", 1, start, "{\"a\":"),
+            "change 0 has data that is not a JSON object",
+        ),
+        (
+            "far future",
+            timeline_event("s-2", 1, now_ms() + 3_600_000, "{}"),
+            "change 0 ends in the future",
+        ),
+        (
+            "version 0",
+            timeline_event("s-2", 0, start, "{}"),
+            "change 0 has version 0",
+        ),
+        (
+            "no key",
+            timeline_event("", 1, start, "{}"),
+            "change 0 needs a bucket",
+        ),
+        (
+            "empty change",
+            TimelineChange { change: None },
+            "an event or a retraction",
+        ),
+    ];
+    for (what, change, needle) in cases {
+        let status = assert_code(
+            ingest
+                .upload_timeline(authed(&token, next(vec![change])))
+                .await,
+            Code::InvalidArgument,
+            what,
+        );
+        assert!(
+            status.message().contains(needle),
+            "{what}: {}",
+            status.message()
+        );
+    }
+    assert_code(
+        ingest.upload_timeline(authed(&token, next(vec![]))).await,
+        Code::InvalidArgument,
+        "no changes",
+    );
+    assert_code(
+        ingest
+            .upload_timeline(authed(
+                &token,
+                timeline("t-3", 3, vec![timeline_event("s-2", 1, start, "{}")]),
+            ))
+            .await,
+        Code::FailedPrecondition,
+        "a skipped sequence number",
+    );
+    assert_code(
+        ingest
+            .upload_timeline(authed(
+                &owner.access_token,
+                next(vec![timeline_event("s-2", 1, start, "{}")]),
+            ))
+            .await,
+        Code::Unauthenticated,
+        "a person's access token",
+    );
+    assert_eq!(
+        p.last_sequence().await,
+        stored,
+        "a refused batch stored something"
+    );
+
+    // The policy tells an agent whose store was lost where to go on.
+    let policy = p
+        .gw()
+        .agent()
+        .get_policy(authed(&token, GetPolicyRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(policy.last_timeline_seq, 1);
 }

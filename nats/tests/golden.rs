@@ -267,24 +267,52 @@ async fn rules_event_versions_still_load() {
     assert_eq!((loaded.version, loaded.state.rules_version), (11, 1));
 }
 
-/// A device timeline: one batch of two spans, the first with a sealed
-/// title and URL, the second without.
-fn write_activity_fixture() {
-    let keys = read_fixture(path()).keys;
+/// A fixture of one commit of device `d1`'s aggregate `aggregate_type`
+/// (events of schema version 1), written to `path`.
+fn write_device_fixture(
+    path: PathBuf,
+    aggregate_type: &str,
+    command_id: &str,
+    what: &str,
+    events: Vec<(&str, serde_json::Value)>,
+) {
     let mut c = Commit {
-        command_id: "batch-1".into(),
+        command_id: command_id.into(),
         org_id: "acme".into(),
-        aggregate_type: "device_activity".into(),
+        aggregate_type: aggregate_type.into(),
         aggregate_id: "d1".into(),
         actor: "device:d1".into(),
-        correlation_id: "batch-1".into(),
-        causation_id: "batch-1".into(),
+        correlation_id: command_id.into(),
+        causation_id: command_id.into(),
         recorded_at_micros: 1_795_000_000_000_000,
         events: Vec::new(),
         // Commits written before request digests existed have none.
         request_digest: String::new(),
     };
-    let events = [
+    for (n, (t, p)) in events.into_iter().enumerate() {
+        c.events.push(EventEnvelope {
+            event_type: t.into(),
+            schema_version: 1,
+            aggregate_version: n as u64 + 1,
+            payload: serde_json::to_vec(&p).unwrap(),
+        });
+    }
+    let fixture = Fixture {
+        keys: BTreeMap::new(),
+        messages: vec![FixtureMessage {
+            what: what.into(),
+            subject: format!("evt.acme.{aggregate_type}.d1"),
+            commit: B64.encode(c.encode_to_vec()),
+        }],
+    };
+    std::fs::write(path, serde_json::to_string_pretty(&fixture).unwrap() + "\n").unwrap();
+}
+
+/// A device timeline: one batch of two spans, the first with a sealed
+/// title and URL, the second without.
+fn write_activity_fixture() {
+    let keys = read_fixture(path()).keys;
+    let events = vec![
         (
             "BatchAccepted",
             json!({"batch_id": "batch-1", "seq": 1, "member": "m1", "spans": 2}),
@@ -301,27 +329,84 @@ fn write_activity_fixture() {
             "app": "code", "title": null, "url": null, "active": false}),
         ),
     ];
-    for (n, (t, p)) in events.into_iter().enumerate() {
-        c.events.push(EventEnvelope {
-            event_type: t.into(),
-            schema_version: 1,
-            aggregate_version: n as u64 + 1,
-            payload: serde_json::to_vec(&p).unwrap(),
-        });
-    }
-    let fixture = Fixture {
-        keys: BTreeMap::new(),
-        messages: vec![FixtureMessage {
-            what: "BatchAccepted v1 and SpanRecorded v1 in one commit".into(),
-            subject: "evt.acme.device_activity.d1".into(),
-            commit: B64.encode(c.encode_to_vec()),
-        }],
-    };
-    std::fs::write(
+    write_device_fixture(
         activity_path(),
-        serde_json::to_string_pretty(&fixture).unwrap() + "\n",
-    )
-    .unwrap();
+        "device_activity",
+        "batch-1",
+        "BatchAccepted v1 and SpanRecorded v1 in one commit",
+        events,
+    );
+}
+
+fn timeline_path() -> PathBuf {
+    fixture_path("device_timeline_events.json")
+}
+
+/// Raw timelines: one batch with an event version (data sealed), an
+/// event's retraction and a bucket's retraction.
+fn write_timeline_fixture() {
+    let keys = read_fixture(path()).keys;
+    let events = vec![
+        (
+            "TimelineBatchAccepted",
+            json!({"batch_id": "timeline-1", "seq": 1, "member": "m1", "changes": 3}),
+        ),
+        (
+            "TimelineEventRecorded",
+            json!({"bucket": "aw-watcher-vim_laptop", "bucket_type": "app.editor.activity",
+            "client": "aw-watcher-vim", "key": "s1-4", "version": 2,
+            "start_us": 1_794_999_000_000_000i64, "end_us": 1_794_999_005_000_000i64,
+            "data": sealed(&keys, "m1", r#"{"file":"main.rs"}"#)}),
+        ),
+        (
+            "TimelineEventRetracted",
+            json!({"bucket": "aw-watcher-vim_laptop", "key": "s1-3"}),
+        ),
+        (
+            "TimelineBucketRetracted",
+            json!({"bucket": "aw-watcher-afk_laptop"}),
+        ),
+    ];
+    write_device_fixture(
+        timeline_path(),
+        "device_timeline",
+        "timeline-1",
+        "TimelineBatchAccepted, TimelineEventRecorded, TimelineEventRetracted and TimelineBucketRetracted v1 in one commit",
+        events,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeline_event_versions_still_load() {
+    use trackhrs_domain::timeline::DeviceTimeline;
+    if std::env::var_os("TRACKHRS_WRITE_FIXTURES").is_some() && !timeline_path().exists() {
+        write_timeline_fixture();
+    }
+    let (_server, store) = start().await;
+    publish_fixture(&store, &read_fixture(path())).await;
+    publish_fixture(&store, &read_fixture(timeline_path())).await;
+    let loaded = store
+        .load_fresh::<DeviceTimeline>(&tok("acme"), &tok("d1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            loaded.version,
+            loaded.state.last_seq,
+            loaded.state.versions,
+            loaded.state.retractions
+        ),
+        (4, 1, 1, 2)
+    );
+    let log = read_log(&store).await;
+    let last = log
+        .skip(read_fixture(path()).messages.len())
+        .next()
+        .await
+        .unwrap()
+        .commit
+        .unwrap();
+    assert_eq!(last.events[1].payload["data"]["v"], r#"{"file":"main.rs"}"#);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
