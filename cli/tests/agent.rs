@@ -1031,9 +1031,11 @@ async fn raw_timeline(
             .await
             .unwrap()
         {
-            Some(schema) => timeline::device_events(&pg, &schema, org, device, i64::MIN, i64::MAX)
-                .await
-                .unwrap(),
+            Some(schema) => {
+                timeline::device_events(&pg, &schema, org, device, (i64::MIN, i64::MAX), i64::MAX)
+                    .await
+                    .unwrap()
+            }
             None => Vec::new(),
         };
         if done(&rows) {
@@ -1256,6 +1258,63 @@ async fn raw_activitywatch_timelines_are_synced_with_versions_and_retractions() 
         (state.versions, state.retractions),
         (versions.len() as u64, 2)
     );
+    // The manager's view over gRPC: the same events; an employee sees
+    // only their own devices.
+    let ask = |token: &str, device: &str, from_ms: i64, to_ms: i64| {
+        authed(
+            token,
+            activity_pb::GetDeviceTimelineRequest {
+                org_id: owner.org_id.clone(),
+                device_id: device.into(),
+                from_unix_ms: from_ms,
+                to_unix_ms: to_ms,
+                min_position: 0,
+            },
+        )
+    };
+    let mut activity = ActivityClient::new(platform.gw().channel.clone());
+    let day = (now_s * 1000 - 3_600_000, now_s * 1000 + 60_000);
+    let answer = activity
+        .get_device_timeline(ask(&owner.access_token, dev, day.0, day.1))
+        .await
+        .unwrap()
+        .into_inner();
+    let seen: Vec<_> = answer
+        .events
+        .iter()
+        .map(|e| (e.bucket_id.as_str(), e.version, e.data_json.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (window, rows[0].version as u64, r#"{"app":"Code"}"#),
+            (vim, 2, r#"{"file":"lib.rs"}"#),
+        ]
+    );
+    assert!(!answer.truncated);
+    let later = activity
+        .get_device_timeline(ask(&owner.access_token, dev, now_s * 1000, day.1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(later.events.is_empty(), "{later:?}");
+    let employee = platform.member(&owner, "erin", pb::Role::Employee).await;
+    let status = activity
+        .get_device_timeline(ask(&employee.access_token, dev, day.0, day.1))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    let status = activity
+        .get_device_timeline(ask(&owner.access_token, "nope", day.0, day.1))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    let status = activity
+        .get_device_timeline(ask(&owner.access_token, dev, day.1, day.0))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
     let sent = proxy.timelines.lock().unwrap().clone();
     assert!(sent.len() >= 3, "{sent:?}");
     for request in &sent {

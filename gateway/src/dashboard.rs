@@ -399,6 +399,16 @@ impl Activity for ActivityService {
         Ok(Response::new(dashboard))
     }
 
+    async fn get_device_timeline(
+        &self,
+        request: Request<pb::GetDeviceTimelineRequest>,
+    ) -> Result<Response<pb::DeviceTimeline>, Status> {
+        let caller = caller::person(&self.core.auth, &request).await?;
+        crate::timeline::device_timeline(&self.core, &caller, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn set_category_rules(
         &self,
         request: Request<pb::SetCategoryRulesRequest>,

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod ingest;
 pub mod orgs;
 pub mod status;
+pub mod timeline;
 pub mod validate;
 
 use std::future::Future;

@@ -309,15 +309,15 @@ impl Projection for Timeline {
     }
 }
 
-/// A device's events overlapping `[from_us, to_us)`, by start, from the
-/// read model in `schema`.
+/// A device's events overlapping `[from_us, to_us)`, by start, at most
+/// `limit`, from the read model in `schema`.
 pub async fn device_events(
     pg: &impl GenericClient,
     schema: &str,
     org: &str,
     device: &str,
-    from_us: i64,
-    to_us: i64,
+    (from_us, to_us): (i64, i64),
+    limit: i64,
 ) -> Result<Vec<TimelineRow>, tokio_postgres::Error> {
     let rows = pg
         .query(
@@ -326,9 +326,9 @@ pub async fn device_events(
                         data::text
                  FROM {schema}.events
                  WHERE org_id = $1 AND device_id = $2 AND end_us >= $3 AND start_us < $4
-                 ORDER BY start_us, bucket, event_key"
+                 ORDER BY start_us, bucket, event_key LIMIT $5"
             ),
-            &[&org, &device, &from_us, &to_us],
+            &[&org, &device, &from_us, &to_us, &limit],
         )
         .await?;
     Ok(rows

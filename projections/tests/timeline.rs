@@ -102,7 +102,7 @@ async fn build(
         .unwrap();
     assert!(matches!(waited, Waited::Reached(_)), "{waited:?}");
     let schema = live_schema(&pg, NAME).await.unwrap().unwrap();
-    let rows = device_events(&pg, &schema, "acme", device, i64::MIN, i64::MAX)
+    let rows = device_events(&pg, &schema, "acme", device, (i64::MIN, i64::MAX), i64::MAX)
         .await
         .unwrap();
     let _ = stop.send(());
