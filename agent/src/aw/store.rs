@@ -346,14 +346,15 @@ impl AwStore {
     }
 
     /// Deletes every event that ended before `before` and whose last
-    /// change is queued for the platform (the store keeps recent activity;
-    /// the platform keeps history). Returns how many. Forgetting is not
-    /// deleting: nothing is retracted.
+    /// change is queued for the platform (the agent's own capture counts as
+    /// queued once [`AwStore::queue_changes`] ran: it reaches the platform
+    /// as spans). The store keeps recent activity; the platform keeps
+    /// history. Returns how many. Forgetting is not deleting: nothing is
+    /// retracted.
     pub fn forget_before(&mut self, before: DateTime<Utc>) -> Result<usize, AwError> {
         Ok(self.db.execute(
-            "DELETE FROM events WHERE end_us < ?1 AND (synced >= version OR bucket IN \
-             (SELECT id FROM buckets WHERE client = ?2))",
-            params![before.timestamp_micros(), OWN_CLIENT],
+            "DELETE FROM events WHERE end_us < ?1 AND synced >= version",
+            params![before.timestamp_micros()],
         )?)
     }
 

@@ -92,6 +92,14 @@ impl AwStore {
     pub fn queue_changes(&mut self, settled_us: i64, max: usize) -> Result<usize, AwError> {
         let tx = self.db.transaction()?;
         let store = store_id(&tx)?;
+        // The agent's own buckets are not synced raw: their changes are
+        // marked done, so they leave the index of pending changes and can be
+        // forgotten.
+        tx.prepare_cached(
+            "UPDATE events SET synced = version WHERE synced < version \
+             AND bucket IN (SELECT id FROM buckets WHERE client = ?1)",
+        )?
+        .execute(params![OWN_CLIENT])?;
         let rows = {
             let mut stmt = tx.prepare_cached(
                 "SELECT e.id, e.bucket, b.type, b.client, e.version, e.start_us, e.end_us, e.data \
