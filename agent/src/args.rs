@@ -62,8 +62,8 @@ pub struct AgentArgs {
     /// `--source activitywatch`, off with `--source x11`.
     #[arg(long)]
     activitywatch_listen: Option<String>,
-    /// With `--source activitywatch`: seconds after which the watchers'
-    /// timelines are final and become spans (at most a day).
+    /// Seconds after which the watchers' events are final (at most a day):
+    /// they are synced raw, and with `--source activitywatch` become spans.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     settle_secs: u64,
 }

@@ -216,24 +216,29 @@ impl Drop for AgentProcess {
 }
 
 fn spawn_agent(display: &str, gateway: SocketAddr, token_file: &Path, data: &Path) -> AgentProcess {
+    spawn_agent_with(
+        &["--display", display, "--poll-ms", "50", "--activitywatch-listen", "off"],
+        gateway,
+        token_file,
+        data,
+    )
+}
+
+/// `trackhrs agent` with `args`, uploading small batches often.
+fn spawn_agent_with(args: &[&str], gateway: SocketAddr, token_file: &Path, data: &Path) -> AgentProcess {
     let child = Command::new(env!("CARGO_BIN_EXE_trackhrs"))
         .args([
             "agent",
-            "--display",
-            display,
             "--gateway",
             &format!("http://{gateway}"),
-            "--poll-ms",
-            "50",
             "--upload-every-ms",
             "250",
             "--max-batch-spans",
             "7",
             "--max-backoff-ms",
             "500",
-            "--activitywatch-listen",
-            "off",
         ])
+        .args(args)
         .arg("--token-file")
         .arg(token_file)
         .arg("--data-dir")
@@ -1327,4 +1332,117 @@ async fn raw_activitywatch_timelines_are_synced_with_versions_and_retractions() 
         }
     }
     agent.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_timelines_lose_and_double_nothing_when_the_agent_is_killed_at_any_moment() {
+    let platform = Platform::start().await;
+    let (owner, device, token) = enrolled(&platform).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &token).unwrap();
+    let data = dir.path().join("agent");
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let aw_addr = probe.local_addr().unwrap();
+    drop(probe);
+    let listen = aw_addr.to_string();
+    let args = [
+        "--source",
+        "activitywatch",
+        "--activitywatch-listen",
+        &listen,
+        "--settle-secs",
+        "0",
+    ];
+    let call = |method: &'static str, path: String, body: serde_json::Value| async move {
+        trackhrs_harness::http::call(aw_addr, method, &path, "localhost:5600", &body.to_string())
+            .await
+            .ok()
+    };
+    let start_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 3600;
+    let bucket = "aw-watcher-counter_laptop";
+    let new_bucket =
+        serde_json::json!({"client": "aw-watcher-counter", "type": "test.counter", "hostname": "laptop"});
+    // A watcher inserting an event every ~20 ms and deleting every fourth
+    // one shortly after, while the agent is killed with SIGKILL six times.
+    let mut n = 0i64;
+    let mut inserted: Vec<i64> = Vec::new();
+    for round in 0..7 {
+        let mut agent = spawn_agent_with(&args, platform.gw().addr, &token_file, &data);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while call("GET", "/api/0/info".into(), serde_json::json!({})).await.is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "the agent's API never came up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        call("POST", format!("/api/0/buckets/{bucket}"), new_bucket.clone()).await;
+        let run = Duration::from_millis(if round == 6 { 1000 } else { rand::rng().random_range(300..1200) });
+        let until = tokio::time::Instant::now() + run;
+        while tokio::time::Instant::now() < until {
+            n += 1;
+            let at = chrono::DateTime::from_timestamp(start_s + n, 0).unwrap().to_rfc3339();
+            let event = serde_json::json!({"timestamp": at, "duration": 0.5, "data": {"n": n}});
+            if let Some((200, body)) = call("POST", format!("/api/0/buckets/{bucket}/events"), event).await {
+                let stored: serde_json::Value = serde_json::from_str(&body).unwrap();
+                inserted.push(stored[0]["id"].as_i64().unwrap());
+            }
+            if n % 4 == 0 && inserted.len() >= 2 {
+                let id = inserted.remove(inserted.len() - 2);
+                call("DELETE", format!("/api/0/buckets/{bucket}/events/{id}"), serde_json::json!({})).await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if round < 6 {
+            agent.kill9();
+            continue;
+        }
+        // The last run: the platform's copy ends up equal to the local store.
+        let local = || {
+            let store = AwStore::open(&data.join("activitywatch.db")).unwrap();
+            let mut events: Vec<_> = store
+                .events(bucket, None, None, None)
+                .unwrap()
+                .into_iter()
+                .map(|e| {
+                    let start = e.timestamp.timestamp_micros();
+                    (e.id.unwrap(), start, start + (e.duration * 1e6) as i64, e.data["n"].as_i64().unwrap())
+                })
+                .collect();
+            events.sort();
+            events
+        };
+        let as_local = |rows: &[TimelineRow]| {
+            let mut events: Vec<_> = rows
+                .iter()
+                .filter(|r| r.bucket == bucket)
+                .map(|r| {
+                    let id = r.key.rsplit('-').next().unwrap().parse::<i64>().unwrap();
+                    (id, r.start_us, r.end_us, r.data.as_ref().unwrap()["n"].as_i64().unwrap())
+                })
+                .collect();
+            events.sort();
+            events
+        };
+        let rows = raw_timeline(&platform, &owner.org_id, &device, "the local store's events", |rows| {
+            as_local(rows) == local()
+        })
+        .await;
+        assert!(rows.len() as i64 > n / 2, "{} of {n} events", rows.len());
+        agent.terminate();
+    }
+    let store = AwStore::open(&data.join("activitywatch.db")).unwrap();
+    assert_eq!(store.timeline_waiting().unwrap(), 0, "the queue was uploaded");
+    assert_eq!(store.timeline_set_aside().unwrap(), vec![], "nothing was refused");
+    let (_, log) = device_log::<DeviceTimeline>(&platform, &owner.org_id, &device).await;
+    let mut seen = BTreeSet::new();
+    for (event_type, p) in &log {
+        if event_type == "TimelineEventRecorded" {
+            let version = (p["key"].as_str().unwrap().to_owned(), p["version"].as_u64().unwrap());
+            assert!(seen.insert(version.clone()), "recorded twice: {version:?}");
+        }
+    }
+    assert!(log.iter().any(|(t, _)| t == "TimelineEventRetracted"));
 }

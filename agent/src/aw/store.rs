@@ -283,8 +283,8 @@ impl AwStore {
                 "INSERT INTO sync (one, store_id) VALUES (1, ?1)",
                 params![uuid::Uuid::new_v4().simple().to_string()],
             )?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
         Ok(Self { db, paused: false })
     }
