@@ -217,7 +217,14 @@ impl Drop for AgentProcess {
 
 fn spawn_agent(display: &str, gateway: SocketAddr, token_file: &Path, data: &Path) -> AgentProcess {
     spawn_agent_with(
-        &["--display", display, "--poll-ms", "50", "--activitywatch-listen", "off"],
+        &[
+            "--display",
+            display,
+            "--poll-ms",
+            "50",
+            "--activitywatch-listen",
+            "off",
+        ],
         gateway,
         token_file,
         data,
@@ -225,7 +232,12 @@ fn spawn_agent(display: &str, gateway: SocketAddr, token_file: &Path, data: &Pat
 }
 
 /// `trackhrs agent` with `args`, uploading small batches often.
-fn spawn_agent_with(args: &[&str], gateway: SocketAddr, token_file: &Path, data: &Path) -> AgentProcess {
+fn spawn_agent_with(
+    args: &[&str],
+    gateway: SocketAddr,
+    token_file: &Path,
+    data: &Path,
+) -> AgentProcess {
     let child = Command::new(env!("CARGO_BIN_EXE_trackhrs"))
         .args([
             "agent",
@@ -1365,8 +1377,7 @@ async fn raw_timelines_lose_and_double_nothing_when_the_agent_is_killed_at_any_m
         .as_secs() as i64
         - 3600;
     let bucket = "aw-watcher-counter_laptop";
-    let new_bucket =
-        serde_json::json!({"client": "aw-watcher-counter", "type": "test.counter", "hostname": "laptop"});
+    let new_bucket = serde_json::json!({"client": "aw-watcher-counter", "type": "test.counter", "hostname": "laptop"});
     // A watcher inserting an event every ~20 ms and deleting every fourth
     // one shortly after, while the agent is killed with SIGKILL six times.
     let mut n = 0i64;
@@ -1374,24 +1385,48 @@ async fn raw_timelines_lose_and_double_nothing_when_the_agent_is_killed_at_any_m
     for round in 0..7 {
         let mut agent = spawn_agent_with(&args, platform.gw().addr, &token_file, &data);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while call("GET", "/api/0/info".into(), serde_json::json!({})).await.is_none() {
-            assert!(tokio::time::Instant::now() < deadline, "the agent's API never came up");
+        while call("GET", "/api/0/info".into(), serde_json::json!({}))
+            .await
+            .is_none()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the agent's API never came up"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        call("POST", format!("/api/0/buckets/{bucket}"), new_bucket.clone()).await;
-        let run = Duration::from_millis(if round == 6 { 1000 } else { rand::rng().random_range(300..1200) });
+        call(
+            "POST",
+            format!("/api/0/buckets/{bucket}"),
+            new_bucket.clone(),
+        )
+        .await;
+        let run = Duration::from_millis(if round == 6 {
+            1000
+        } else {
+            rand::rng().random_range(300..1200)
+        });
         let until = tokio::time::Instant::now() + run;
         while tokio::time::Instant::now() < until {
             n += 1;
-            let at = chrono::DateTime::from_timestamp(start_s + n, 0).unwrap().to_rfc3339();
+            let at = chrono::DateTime::from_timestamp(start_s + n, 0)
+                .unwrap()
+                .to_rfc3339();
             let event = serde_json::json!({"timestamp": at, "duration": 0.5, "data": {"n": n}});
-            if let Some((200, body)) = call("POST", format!("/api/0/buckets/{bucket}/events"), event).await {
+            if let Some((200, body)) =
+                call("POST", format!("/api/0/buckets/{bucket}/events"), event).await
+            {
                 let stored: serde_json::Value = serde_json::from_str(&body).unwrap();
                 inserted.push(stored[0]["id"].as_i64().unwrap());
             }
             if n % 4 == 0 && inserted.len() >= 2 {
                 let id = inserted.remove(inserted.len() - 2);
-                call("DELETE", format!("/api/0/buckets/{bucket}/events/{id}"), serde_json::json!({})).await;
+                call(
+                    "DELETE",
+                    format!("/api/0/buckets/{bucket}/events/{id}"),
+                    serde_json::json!({}),
+                )
+                .await;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -1408,7 +1443,12 @@ async fn raw_timelines_lose_and_double_nothing_when_the_agent_is_killed_at_any_m
                 .into_iter()
                 .map(|e| {
                     let start = e.timestamp.timestamp_micros();
-                    (e.id.unwrap(), start, start + (e.duration * 1e6) as i64, e.data["n"].as_i64().unwrap())
+                    (
+                        e.id.unwrap(),
+                        start,
+                        start + (e.duration * 1e6) as i64,
+                        e.data["n"].as_i64().unwrap(),
+                    )
                 })
                 .collect();
             events.sort();
@@ -1420,27 +1460,47 @@ async fn raw_timelines_lose_and_double_nothing_when_the_agent_is_killed_at_any_m
                 .filter(|r| r.bucket == bucket)
                 .map(|r| {
                     let id = r.key.rsplit('-').next().unwrap().parse::<i64>().unwrap();
-                    (id, r.start_us, r.end_us, r.data.as_ref().unwrap()["n"].as_i64().unwrap())
+                    (
+                        id,
+                        r.start_us,
+                        r.end_us,
+                        r.data.as_ref().unwrap()["n"].as_i64().unwrap(),
+                    )
                 })
                 .collect();
             events.sort();
             events
         };
-        let rows = raw_timeline(&platform, &owner.org_id, &device, "the local store's events", |rows| {
-            as_local(rows) == local()
-        })
+        let rows = raw_timeline(
+            &platform,
+            &owner.org_id,
+            &device,
+            "the local store's events",
+            |rows| as_local(rows) == local(),
+        )
         .await;
         assert!(rows.len() as i64 > n / 2, "{} of {n} events", rows.len());
         agent.terminate();
     }
     let store = AwStore::open(&data.join("activitywatch.db")).unwrap();
-    assert_eq!(store.timeline_waiting().unwrap(), 0, "the queue was uploaded");
-    assert_eq!(store.timeline_set_aside().unwrap(), vec![], "nothing was refused");
+    assert_eq!(
+        store.timeline_waiting().unwrap(),
+        0,
+        "the queue was uploaded"
+    );
+    assert_eq!(
+        store.timeline_set_aside().unwrap(),
+        vec![],
+        "nothing was refused"
+    );
     let (_, log) = device_log::<DeviceTimeline>(&platform, &owner.org_id, &device).await;
     let mut seen = BTreeSet::new();
     for (event_type, p) in &log {
         if event_type == "TimelineEventRecorded" {
-            let version = (p["key"].as_str().unwrap().to_owned(), p["version"].as_u64().unwrap());
+            let version = (
+                p["key"].as_str().unwrap().to_owned(),
+                p["version"].as_u64().unwrap(),
+            );
             assert!(seen.insert(version.clone()), "recorded twice: {version:?}");
         }
     }
