@@ -441,6 +441,17 @@ impl Agent {
 
 /// How long the local ActivityWatch store keeps events.
 const KEEP_LOCALLY: Duration = Duration::from_secs(30 * 86_400);
+/// How often the local store forgets what is older than [`KEEP_LOCALLY`].
+const TIDY_EVERY: Duration = Duration::from_secs(3600);
+
+/// Forgets local activity older than [`KEEP_LOCALLY`] at `now_ms`.
+fn forget_old(aw: &Mutex<AwStore>, now_ms: i64) {
+    let before = chrono::DateTime::from_timestamp_millis(now_ms - KEEP_LOCALLY.as_millis() as i64)
+        .unwrap_or_default();
+    if let Err(e) = crate::lock(aw).forget_before(before) {
+        tracing::warn!(error = %e, "cannot forget old local activity");
+    }
+}
 
 /// The agent's own observation as ActivityWatch's window and AFK watchers
 /// would report it, into the local store (what the desktop app and
@@ -481,7 +492,6 @@ where
     F: FnMut() -> Result<C, CaptureError>,
 {
     const RECONNECT: Duration = Duration::from_secs(5);
-    const TIDY_EVERY: Duration = Duration::from_secs(3600);
     let mut recorder = Recorder::new(config.poll, config.idle_after);
     let pulsetime = crate::heartbeat::pulsetime(config.poll);
     let own = crate::lock(aw).own_buckets(&crate::aw::api::hostname());
@@ -547,13 +557,7 @@ where
                     }
                     if now >= next_tidy {
                         next_tidy = now + TIDY_EVERY;
-                        let before = chrono::DateTime::from_timestamp_millis(
-                            at - KEEP_LOCALLY.as_millis() as i64,
-                        )
-                        .unwrap_or_default();
-                        if let Err(e) = crate::lock(aw).forget_before(before) {
-                            tracing::warn!(error = %e, "cannot forget old local activity");
-                        }
+                        forget_old(aw, at);
                     }
                     let behind = match recorded {
                         Ok(Recorded::ClockBehind { by_ms }) => Some(by_ms),
@@ -595,10 +599,15 @@ where
 fn combine_loop(shared: &Shared, config: &AgentConfig, aw: &Mutex<AwStore>) {
     const EVERY: Duration = Duration::from_secs(5);
     let mut paused_at: Option<i64> = None;
+    let mut next_tidy = Instant::now();
     loop {
         let stopping = shared.stop.load(Ordering::SeqCst);
         let paused = shared.paused.load(Ordering::SeqCst);
         let now = wall_now_ms();
+        if Instant::now() >= next_tidy {
+            next_tidy = Instant::now() + TIDY_EVERY;
+            forget_old(aw, now);
+        }
         if paused && paused_at.is_none() {
             paused_at = Some(now);
         }

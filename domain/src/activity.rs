@@ -174,6 +174,9 @@ pub enum SpanProblem {
     /// A text field is too long.
     #[error("has an application, title or URL longer than {MAX_TEXT_BYTES} bytes")]
     TooLong,
+    /// A text field holds a NUL character (no database keeps text with one).
+    #[error("has an application, title or URL with a NUL character")]
+    Nul,
 }
 
 /// Why a batch was refused.
@@ -249,6 +252,12 @@ impl DeviceActivity {
                 || span.url.as_ref().is_some_and(|u| u.len() > MAX_TEXT_BYTES);
             if too_long {
                 return fail(SpanProblem::TooLong);
+            }
+            let nul = span.app.contains('\0')
+                || span.title.contains('\0')
+                || span.url.as_ref().is_some_and(|u| u.contains('\0'));
+            if nul {
+                return fail(SpanProblem::Nul);
             }
             previous_end = Some(span.end_ms);
         }
@@ -475,6 +484,14 @@ mod tests {
                 }],
                 0,
                 SpanProblem::TooLong,
+            ),
+            (
+                vec![SpanInput {
+                    url: Some("https://a.example/\u{0}".into()),
+                    ..span(0, 10)
+                }],
+                0,
+                SpanProblem::Nul,
             ),
         ];
         for (spans, index, problem) in cases {

@@ -209,6 +209,10 @@ pub enum ChangeProblem {
     /// The data is too big.
     #[error("has data over {MAX_DATA_BYTES} bytes")]
     DataTooLong,
+    /// A key or string of the data holds a NUL character (no database
+    /// keeps text with one).
+    #[error("has data with a NUL character")]
+    DataNul,
 }
 
 /// Why a timeline batch was refused.
@@ -265,6 +269,9 @@ fn kept_data(data: &str, privacy: Privacy) -> Result<Map<String, Value>, ChangeP
     let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(data) else {
         return Err(ChangeProblem::DataNotObject);
     };
+    if map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+        return Err(ChangeProblem::DataNul);
+    }
     if !privacy.titles {
         map.remove("title");
     }
@@ -272,6 +279,15 @@ fn kept_data(data: &str, privacy: Privacy) -> Result<Map<String, Value>, ChangeP
         map.remove("url");
     }
     Ok(map)
+}
+
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
 }
 
 fn check(change: &TimelineChange, limits: &TimelineLimits) -> Result<(), ChangeProblem> {
@@ -617,6 +633,14 @@ mod tests {
             (
                 TimelineChange::Event(event("s-2", 1, json!({"t": "x".repeat(MAX_DATA_BYTES)}))),
                 ChangeProblem::DataTooLong,
+            ),
+            (
+                TimelineChange::Event(event("s-2", 1, json!({"a": [{"b": "x\u{0}y"}]}))),
+                ChangeProblem::DataNul,
+            ),
+            (
+                TimelineChange::Event(event("s-2", 1, json!({"a\u{0}": 1}))),
+                ChangeProblem::DataNul,
             ),
             (
                 TimelineChange::Event(TimelineEventInput {

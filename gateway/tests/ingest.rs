@@ -381,6 +381,11 @@ async fn a_timeline_batch_is_stored_once_and_bad_ones_store_nothing() {
             "change 0 ends in the future",
         ),
         (
+            "NUL in data",
+            timeline_event("s-2", 1, start, r#"{"a": "x\u0000"}"#),
+            "change 0 has data with a NUL character",
+        ),
+        (
             "version 0",
             timeline_event("s-2", 0, start, "{}"),
             "change 0 has version 0",

@@ -187,7 +187,7 @@ impl Projection for Timeline {
                  position    bigint NOT NULL,
                  PRIMARY KEY (org_id, device_id, bucket, event_key)
              );
-             CREATE INDEX ON {schema}.events (org_id, device_id, start_us);"
+             CREATE INDEX ON {schema}.events (org_id, device_id, end_us);"
         ))
         .await
     }
@@ -309,8 +309,9 @@ impl Projection for Timeline {
     }
 }
 
-/// A device's events overlapping `[from_us, to_us)`, by start, at most
-/// `limit`, from the read model in `schema`.
+/// A device's events overlapping `[from_us, to_us)` (an event without
+/// duration: starting in it), by start, at most `limit`, from the read
+/// model in `schema`.
 pub async fn device_events(
     pg: &impl GenericClient,
     schema: &str,
@@ -326,6 +327,7 @@ pub async fn device_events(
                         data::text
                  FROM {schema}.events
                  WHERE org_id = $1 AND device_id = $2 AND end_us >= $3 AND start_us < $4
+                   AND (end_us > $3 OR start_us = end_us)
                  ORDER BY start_us, bucket, event_key LIMIT $5"
             ),
             &[&org, &device, &from_us, &to_us, &limit],

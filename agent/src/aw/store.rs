@@ -161,6 +161,10 @@ pub struct AwStore {
     /// as usual but not kept (so it is neither synced nor combined, and
     /// does not show in the employee's day).
     paused: bool,
+    /// When the pause in force or the last one began and (None: still
+    /// paused) ended, µs since the epoch: heartbeats arriving after it are
+    /// clipped so they do not cover it.
+    last_pause: Option<(i64, Option<i64>)>,
 }
 
 const SCHEMA_VERSION: i64 = 2;
@@ -286,12 +290,50 @@ impl AwStore {
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         tx.commit()?;
-        Ok(Self { db, paused: false })
+        Ok(Self {
+            db,
+            paused: false,
+            last_pause: None,
+        })
     }
 
     /// Pauses (true) or resumes keeping what watchers report.
     pub fn set_paused(&mut self, paused: bool) {
+        self.set_paused_at(paused, wall_now_us());
+    }
+
+    fn set_paused_at(&mut self, paused: bool, now_us: i64) {
+        match (self.paused, paused) {
+            (false, true) => self.last_pause = Some((now_us, None)),
+            (true, false) => {
+                self.last_pause = self.last_pause.map(|(from, _)| (from, Some(now_us)));
+            }
+            _ => {}
+        }
         self.paused = paused;
+    }
+
+    /// `heartbeat` without the time of the last pause (a watcher reports
+    /// its last input, from before the pause, with a growing duration), or
+    /// None when it lies within the pause; and the pause's end, before
+    /// which no event may be extended past it.
+    fn outside_pause(&self, heartbeat: &AwEvent) -> (Option<AwEvent>, Option<i64>) {
+        let Some((from, Some(to))) = self.last_pause else {
+            return (Some(heartbeat.clone()), None);
+        };
+        let (start, end) = (heartbeat.start_us(), heartbeat.end_us());
+        if end <= from || start >= to {
+            return (Some(heartbeat.clone()), Some(to));
+        }
+        if end <= to {
+            return (None, Some(to));
+        }
+        let clipped = AwEvent {
+            timestamp: DateTime::from_timestamp_micros(to).unwrap_or_default(),
+            duration: (end - to) as f64 / 1e6,
+            ..heartbeat.clone()
+        };
+        (Some(clipped), Some(to))
     }
 
     fn exists(&self, id: &str) -> Result<(), AwError> {
@@ -302,9 +344,27 @@ impl AwStore {
             .ok_or_else(|| AwError::NoSuchBucket(id.to_owned()))
     }
 
-    /// Creates bucket `id`, unless it exists.
+    /// Creates bucket `id`, unless it exists. A watcher creating a bucket
+    /// the agent's own capture made before under the same name (it names
+    /// its buckets as ActivityWatch's watchers do) takes it over: its
+    /// events from then on are the watcher's, and synced raw.
     pub fn create_bucket(&mut self, id: &str, new: &NewBucket) -> Result<Created, AwError> {
         let data = serde_json::to_string(&new.data.clone().unwrap_or_default())?;
+        if new.client != OWN_CLIENT {
+            self.db.execute(
+                "UPDATE buckets SET name = ?2, type = ?3, client = ?4, hostname = ?5, data = ?6 \
+                 WHERE id = ?1 AND client = ?7",
+                params![
+                    id,
+                    new.name,
+                    new.kind,
+                    new.client,
+                    new.hostname,
+                    data,
+                    OWN_CLIENT
+                ],
+            )?;
+        }
         let inserted = self.db.execute(
             "INSERT INTO buckets (id, name, type, client, hostname, created, data) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
@@ -346,15 +406,15 @@ impl AwStore {
     }
 
     /// Deletes every event that ended before `before` and whose last
-    /// change is queued for the platform (the agent's own capture counts as
-    /// queued once [`AwStore::queue_changes`] ran: it reaches the platform
-    /// as spans). The store keeps recent activity; the platform keeps
-    /// history. Returns how many. Forgetting is not deleting: nothing is
-    /// retracted.
+    /// change is queued for the platform (the agent's own capture is never
+    /// synced raw: it reaches the platform as spans). The store keeps recent
+    /// activity; the platform keeps history. Returns how many. Forgetting is
+    /// not deleting: nothing is retracted.
     pub fn forget_before(&mut self, before: DateTime<Utc>) -> Result<usize, AwError> {
         Ok(self.db.execute(
-            "DELETE FROM events WHERE end_us < ?1 AND synced >= version",
-            params![before.timestamp_micros()],
+            "DELETE FROM events WHERE end_us < ?1 AND (synced >= version OR bucket IN \
+             (SELECT id FROM buckets WHERE client = ?2))",
+            params![before.timestamp_micros(), OWN_CLIENT],
         )?)
     }
 
@@ -537,8 +597,9 @@ impl AwStore {
         let tx = self.db.transaction()?;
         let synced: Option<bool> = tx
             .query_row(
-                "SELECT synced > 0 FROM events WHERE bucket = ?1 AND id = ?2",
-                params![id, event],
+                "SELECT e.synced > 0 AND b.client != ?3 FROM events e \
+                 JOIN buckets b ON b.id = e.bucket WHERE e.bucket = ?1 AND e.id = ?2",
+                params![id, event, OWN_CLIENT],
                 |r| r.get(0),
             )
             .optional()?;
@@ -565,6 +626,12 @@ impl AwStore {
         if self.paused {
             return Ok(heartbeat.clone());
         }
+        let (kept, resumed) = self.outside_pause(heartbeat);
+        // Within the pause: answered, not kept.
+        let Some(kept) = kept else {
+            return Ok(heartbeat.clone());
+        };
+        let heartbeat = &kept;
         let tx = self.db.transaction()?;
         let last = tx
             .prepare_cached(
@@ -575,7 +642,11 @@ impl AwStore {
             .optional()?
             .map(to_event)
             .transpose()?;
-        let merged = last.and_then(|l| heartbeat_merge(&l, heartbeat, pulsetime_s));
+        // An event that ended before the last pause ended is not extended
+        // over it.
+        let merged = last
+            .filter(|l| resumed.is_none_or(|to| l.end_us() >= to || heartbeat.start_us() < to))
+            .and_then(|l| heartbeat_merge(&l, heartbeat, pulsetime_s));
         let stored = match merged {
             Some(m) => {
                 tx.execute(
@@ -632,6 +703,62 @@ mod tests {
         .unwrap();
         assert_eq!(store.create_bucket(id, &new).unwrap(), Created::Created);
         assert_eq!(store.create_bucket(id, &new).unwrap(), Created::Exists);
+    }
+
+    #[test]
+    fn nothing_of_a_pause_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = AwStore::open(&dir.path().join("aw.db")).unwrap();
+        bucket(&mut store, "afk");
+        let active = json!({"status": "not-afk"});
+        let s = |at: i64| at * 1_000_000;
+        let before = store
+            .heartbeat("afk", &ev(0, 0.0, active.clone()), 30.0)
+            .unwrap();
+        store.set_paused_at(true, s(10));
+        store
+            .heartbeat("afk", &ev(12, 0.0, active.clone()), 30.0)
+            .unwrap();
+        store.set_paused_at(false, s(20));
+        // Within the pause: not kept.
+        store
+            .heartbeat("afk", &ev(5, 10.0, active.clone()), 30.0)
+            .unwrap();
+        assert_eq!(store.count("afk", None, None).unwrap(), 1);
+        // Reaching past it: kept from the resume on, as a new event (the one
+        // from before the pause is not extended over it).
+        let after = store
+            .heartbeat("afk", &ev(5, 20.0, active.clone()), 30.0)
+            .unwrap();
+        assert_ne!(after.id, before.id);
+        assert_eq!((after.timestamp.timestamp(), after.duration), (20, 5.0));
+        let kept: Vec<_> = store
+            .events("afk", None, None, None)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.timestamp.timestamp(), e.duration))
+            .collect();
+        assert_eq!(kept, vec![(20, 5.0), (0, 0.0)]);
+    }
+
+    #[test]
+    fn a_watcher_takes_over_a_bucket_of_the_agents_own_capture() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = AwStore::open(&dir.path().join("aw.db")).unwrap();
+        let own = store.own_buckets("laptop").unwrap();
+        let new: NewBucket = serde_json::from_value(
+            json!({"client": "aw-watcher-window", "type": "currentwindow", "hostname": "laptop"}),
+        )
+        .unwrap();
+        assert_eq!(
+            store.create_bucket(&own.window, &new).unwrap(),
+            Created::Exists
+        );
+        assert_eq!(
+            store.bucket(&own.window).unwrap().client,
+            "aw-watcher-window"
+        );
+        assert_eq!(store.bucket(&own.afk).unwrap().client, OWN_CLIENT);
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub enum TimelineRefused {
     },
 }
 
+/// Most bytes of changes in one batch: the gateway takes batches of up to
+/// 256 KiB.
+pub const MAX_BATCH_BYTES: i64 = 192 * 1024;
+
 fn key(store_id: &str, event: i64) -> String {
     format!("{store_id}-{event}")
 }
@@ -142,8 +146,9 @@ impl AwStore {
     }
 
     /// The batch to upload: the one formed before and not acknowledged, or
-    /// a new one of up to `max` queued changes (one while a refused batch's
-    /// changes are being retried alone). None when nothing is queued.
+    /// a new one of up to `max` queued changes and [`MAX_BATCH_BYTES`] (at
+    /// least one change; one while a refused batch's changes are being
+    /// retried alone). None when nothing is queued.
     pub fn next_timeline_batch(&mut self, max: usize) -> Result<Option<TimelineBatch>, AwError> {
         let tx = self.db.transaction()?;
         let formed: Option<(u64, String, i64)> = tx
@@ -164,11 +169,26 @@ impl AwStore {
                     return Ok(None);
                 };
                 let take = if first <= solo_until { 1 } else { max.max(1) };
-                let last_id: i64 = tx.query_row(
-                    "SELECT max(id) FROM (SELECT id FROM queue ORDER BY id LIMIT ?1)",
-                    params![take as i64],
-                    |r| r.get(0),
-                )?;
+                let last_id = {
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT id, length(change) FROM queue ORDER BY id LIMIT ?1",
+                    )?;
+                    let sizes = stmt
+                        .query_map(params![take as i64], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                        })?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let mut bytes = 0;
+                    let mut last_id = first;
+                    for (id, size) in sizes {
+                        bytes += size;
+                        if id != first && bytes > MAX_BATCH_BYTES {
+                            break;
+                        }
+                        last_id = id;
+                    }
+                    last_id
+                };
                 let batch_id = uuid::Uuid::new_v4().to_string();
                 let seq = last_seq as u64 + 1;
                 tx.execute(
@@ -462,6 +482,25 @@ mod tests {
         assert_eq!((third.seq, third.changes.len()), (2, 1));
         s.acknowledge_timeline(2).unwrap();
         assert_eq!(s.next_timeline_batch(100).unwrap(), None);
+    }
+
+    #[test]
+    fn batches_hold_at_most_max_batch_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(&dir);
+        let big = "x".repeat(60 * 1024);
+        for at in 0..7 {
+            s.insert("vim", &[ev(at, 1.0, json!({"text": big}))])
+                .unwrap();
+        }
+        s.queue_changes(FAR, 100).unwrap();
+        let first = s.next_timeline_batch(100).unwrap().unwrap();
+        assert_eq!(first.changes.len(), 3);
+        s.acknowledge_timeline(first.seq).unwrap();
+        assert_eq!(
+            s.next_timeline_batch(100).unwrap().unwrap().changes.len(),
+            3
+        );
     }
 
     #[test]
