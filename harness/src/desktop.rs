@@ -62,6 +62,10 @@ impl Display {
                     "1024x768x24",
                     "-nolisten",
                     "tcp",
+                    // Without it Xvfb resets when its last client leaves
+                    // (the readiness probe below) and drops connections
+                    // made meanwhile.
+                    "-noreset",
                 ])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
