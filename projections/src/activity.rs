@@ -22,7 +22,7 @@ use tokio_postgres::{GenericClient, Transaction};
 use trackhrs_nats::DecodedCommit;
 
 use crate::classifier::{CLASSIFIER_VERSION, CategoryRule, Rules};
-use crate::error::ApplyError;
+use crate::error::{ApplyError, poison};
 use crate::projection::Projection;
 
 /// Its name in the catalog.
@@ -140,13 +140,6 @@ fn for_each_day(start_ms: i64, end_ms: i64, tz: Tz, mut f: impl FnMut(NaiveDate,
         let piece_end = next_ms.clamp(cursor + 1, end_ms);
         f(day, piece_end - cursor);
         cursor = piece_end;
-    }
-}
-
-fn poison(commit: &DecodedCommit, reason: impl Into<String>) -> ApplyError {
-    ApplyError::Poison {
-        stream_sequence: commit.stream_sequence,
-        reason: reason.into(),
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio_postgres::{Client, Transaction};
 use trackhrs_nats::DecodedCommit;
 
-use crate::error::ApplyError;
+use crate::error::{ApplyError, poison, text};
 use crate::projection::Projection;
 
 /// The directory projection.
@@ -88,23 +88,6 @@ impl Projection for Directory {
         }
         Ok(())
     }
-}
-
-fn poison(commit: &DecodedCommit, reason: impl Into<String>) -> ApplyError {
-    ApplyError::Poison {
-        stream_sequence: commit.stream_sequence,
-        reason: reason.into(),
-    }
-}
-
-fn text<'a>(
-    commit: &DecodedCommit,
-    payload: &'a Value,
-    field: &str,
-) -> Result<&'a str, ApplyError> {
-    payload[field]
-        .as_str()
-        .ok_or_else(|| poison(commit, format!("{field} is not a string")))
 }
 
 /// The opened value of a personal-data field (`{"$pd": .., "v": ..}`), None

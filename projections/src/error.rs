@@ -1,6 +1,8 @@
 //! Errors of the projection runtime and of projection handlers.
 
+use serde_json::Value;
 use tokio_postgres::error::SqlState;
+use trackhrs_nats::DecodedCommit;
 
 /// What a projection's [`apply`](crate::Projection::apply) can report.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,25 @@ pub enum ApplyError {
     /// rolled back and applied again after a backoff).
     #[error("{0}")]
     Retry(String),
+}
+
+/// `commit` cannot be applied, for `reason`.
+pub(crate) fn poison(commit: &DecodedCommit, reason: impl Into<String>) -> ApplyError {
+    ApplyError::Poison {
+        stream_sequence: commit.stream_sequence,
+        reason: reason.into(),
+    }
+}
+
+/// The string `field` of an event's `payload`; a poison commit otherwise.
+pub(crate) fn text<'a>(
+    commit: &DecodedCommit,
+    payload: &'a Value,
+    field: &str,
+) -> Result<&'a str, ApplyError> {
+    payload[field]
+        .as_str()
+        .ok_or_else(|| poison(commit, format!("{field} is not a string")))
 }
 
 impl ApplyError {

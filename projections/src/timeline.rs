@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio_postgres::{GenericClient, Transaction};
 use trackhrs_nats::DecodedCommit;
 
-use crate::error::ApplyError;
+use crate::error::{ApplyError, poison, text};
 use crate::projection::Projection;
 
 /// Its name in the catalog.
@@ -56,19 +56,6 @@ struct Row {
     row: TimelineRow,
     data: Option<String>,
     position: i64,
-}
-
-fn poison(commit: &DecodedCommit, reason: impl Into<String>) -> ApplyError {
-    ApplyError::Poison {
-        stream_sequence: commit.stream_sequence,
-        reason: reason.into(),
-    }
-}
-
-fn text<'a>(commit: &DecodedCommit, p: &'a Value, field: &str) -> Result<&'a str, ApplyError> {
-    p[field]
-        .as_str()
-        .ok_or_else(|| poison(commit, format!("{field} is not a string")))
 }
 
 fn number(commit: &DecodedCommit, p: &Value, field: &str) -> Result<i64, ApplyError> {
