@@ -153,6 +153,53 @@ pub(crate) fn seal(
     }
 }
 
+/// Opens one sealed value of `subject`: the clear value, or `None` when the
+/// subject's key is gone (erased) or was replaced. A value whose key exists
+/// but which does not authenticate has been tampered with: an error.
+fn open_sealed(
+    key: Option<&DataKey>,
+    subject: &str,
+    key_id: Option<&str>,
+    sealed: &str,
+) -> Result<Option<String>, String> {
+    match (key, key_id) {
+        (Some(key), Some(id)) if key.id == id => key
+            .open(subject, sealed)
+            .map(Some)
+            .ok_or_else(|| format!("personal data of {subject} fails authentication")),
+        _ => Ok(None),
+    }
+}
+
+/// A personal-data object as stored, read straight from a payload's JSON
+/// (no `serde_json::Value` tree): what a reader of a hot event type
+/// deserializes its personal fields into before opening them with
+/// [`StoredPersonal::open`].
+#[derive(Debug, serde::Deserialize)]
+pub struct StoredPersonal<'a> {
+    /// The data subject.
+    #[serde(rename = "$pd", borrow)]
+    pub subject: std::borrow::Cow<'a, str>,
+    /// Id of the key that sealed the value (hex, never escaped).
+    #[serde(rename = "k", default)]
+    key_id: Option<&'a str>,
+    /// The sealed value (base64, never escaped); absent once erased at write.
+    #[serde(rename = "ct", default)]
+    sealed: Option<&'a str>,
+}
+
+impl StoredPersonal<'_> {
+    /// The clear value, opened with `key` (the subject's key as
+    /// [`KeyStore::key_for_read`] gives it); `None` when the subject was
+    /// erased. Err when the value does not authenticate under its key.
+    pub fn open(&self, key: Option<&DataKey>) -> Result<Option<String>, String> {
+        match self.sealed {
+            Some(sealed) => open_sealed(key, &self.subject, self.key_id, sealed),
+            None => Ok(None),
+        }
+    }
+}
+
 /// Replaces every sealed personal value with its clear value, or with an
 /// erased marker when the subject's key is gone. A value whose key exists
 /// but which does not authenticate has been tampered with: an error.
@@ -166,16 +213,12 @@ pub(crate) fn unseal(
                 let key_id = map.remove(KEY_ID_KEY);
                 if let Some(Value::String(sealed)) = map.remove(SEALED_KEY) {
                     let key = keys.get(&subject).cloned().flatten();
-                    let clear = match (key, key_id) {
-                        (Some(key), Some(Value::String(id))) if key.id == id => {
-                            let clear = key.open(&subject, &sealed).ok_or_else(|| {
-                                format!("personal data of {subject} fails authentication")
-                            })?;
-                            Value::String(clear)
-                        }
-                        _ => Value::Null,
+                    let key_id = match &key_id {
+                        Some(Value::String(id)) => Some(id.as_str()),
+                        _ => None,
                     };
-                    map.insert(VALUE_KEY.into(), clear);
+                    let clear = open_sealed(key.as_deref(), &subject, key_id, &sealed)?;
+                    map.insert(VALUE_KEY.into(), clear.map_or(Value::Null, Value::String));
                 }
                 return Ok(());
             }
@@ -217,12 +260,9 @@ pub(crate) async fn keys_for(
     Ok(found)
 }
 
-/// Decodes the protobuf commit of a stored message.
-pub(crate) fn decode_commit(
-    subject: &str,
-    sequence: u64,
-    bytes: &[u8],
-) -> Result<Commit, StoreError> {
+/// Decodes the protobuf commit of a stored message (payloads left as
+/// stored: JSON with personal data sealed).
+pub fn decode_commit(subject: &str, sequence: u64, bytes: &[u8]) -> Result<Commit, StoreError> {
     let decode_err = |reason: String| StoreError::Decode {
         subject: subject.to_owned(),
         sequence,

@@ -382,18 +382,25 @@ async fn a_server_killed_during_appends_keeps_whole_commits_and_never_lies() {
                         acked.push((command_id, a.position));
                         loaded = store.load(&tok("acme"), &tok(&id)).await.unwrap();
                     }
-                    Err(StoreError::Conflict { .. }) => panic!("no other writer exists"),
-                    Err(_) => return acked,
+                    // No other writer exists: report it with what the log
+                    // holds once the server is back.
+                    Err(e @ StoreError::Conflict { .. }) => {
+                        return (acked, Some(format!("{command_id}: {e}")));
+                    }
+                    Err(_) => return (acked, None),
                 }
             }
-            acked
+            (acked, None)
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.kill();
     let mut acked = Vec::new();
+    let mut conflicts = Vec::new();
     for w in writers {
-        acked.push(w.await.unwrap());
+        let (a, conflict) = w.await.unwrap();
+        conflicts.extend(conflict.map(|c| (a.clone(), c)));
+        acked.push(a);
     }
     assert!(
         acked.iter().map(Vec::len).sum::<usize>() > 0,
@@ -422,6 +429,10 @@ async fn a_server_killed_during_appends_keeps_whole_commits_and_never_lies() {
         })
         .collect()
         .await;
+    assert!(
+        conflicts.is_empty(),
+        "a conflict without another writer: {conflicts:?}; stored: {stored:?}"
+    );
     for (a, acked) in acked.iter().enumerate() {
         let loaded: Loaded<Organization> = store
             .load_fresh(&tok("acme"), &tok(&format!("o{a}")))

@@ -19,11 +19,13 @@ use chrono_tz::Tz;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio_postgres::{GenericClient, Transaction};
-use trackhrs_nats::DecodedCommit;
+use trackhrs_nats::codec::{StoredPersonal, decode_commit, decode_generic};
+use trackhrs_nats::keys::DataKey;
+use trackhrs_nats::{DecodedCommit, KeyStore, StoreError};
 
 use crate::classifier::{CLASSIFIER_VERSION, CategoryRule, Rules};
 use crate::error::{ApplyError, poison};
-use crate::projection::Projection;
+use crate::projection::{Committed, Projection};
 
 /// Its name in the catalog.
 pub const NAME: &str = "activity";
@@ -70,6 +72,173 @@ impl Activity {
             }))
         })
     }
+}
+
+/// A stored commit as the activity projection reads it.
+#[derive(Debug)]
+pub enum ActivityCommit {
+    /// An organization's commit (time zone, category rules), decoded
+    /// generically; also any other commit a subject filter let through
+    /// (refused by `apply`).
+    Org(DecodedCommit),
+    /// A device's batch of spans, read typed: a span is a hot event (most
+    /// of the log), and a JSON tree per span cost most of the apply time.
+    Device(DeviceBatch),
+}
+
+/// A device-activity commit: its member and spans, personal data opened.
+#[derive(Debug)]
+pub struct DeviceBatch {
+    /// Stream sequence of the commit.
+    pub stream_sequence: u64,
+    /// Organization.
+    pub org_id: String,
+    /// Events in the commit.
+    pub events: usize,
+    /// From the commit's `BatchAccepted` (a commit without one has no spans).
+    pub member: Option<String>,
+    /// The spans, in commit order.
+    pub spans: Vec<OpenedSpan>,
+}
+
+/// One `SpanRecorded`, title and URL opened (`None` when absent or erased).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedSpan {
+    /// Start, ms since the epoch.
+    pub start_ms: i64,
+    /// End (exclusive), ms since the epoch.
+    pub end_ms: i64,
+    /// Application.
+    pub app: String,
+    /// Window title.
+    pub title: Option<String>,
+    /// URL.
+    pub url: Option<String>,
+    /// Active or idle.
+    pub active: bool,
+}
+
+/// `BatchAccepted` v1, the part this projection reads.
+#[derive(serde::Deserialize)]
+struct StoredAccepted {
+    member: String,
+}
+
+/// `SpanRecorded` v1 as stored.
+#[derive(serde::Deserialize)]
+struct StoredSpan<'a> {
+    start_ms: i64,
+    end_ms: i64,
+    #[serde(borrow)]
+    app: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    title: Option<StoredPersonal<'a>>,
+    #[serde(borrow)]
+    url: Option<StoredPersonal<'a>>,
+    active: bool,
+}
+
+impl Committed for ActivityCommit {
+    fn stream_sequence(&self) -> u64 {
+        match self {
+            Self::Org(c) => c.stream_sequence,
+            Self::Device(b) => b.stream_sequence,
+        }
+    }
+
+    fn org_id(&self) -> &str {
+        match self {
+            Self::Org(c) => &c.org_id,
+            Self::Device(b) => &b.org_id,
+        }
+    }
+
+    fn events(&self) -> usize {
+        match self {
+            Self::Org(c) => c.events.len(),
+            Self::Device(b) => b.events,
+        }
+    }
+}
+
+/// Decodes a device-activity commit without a JSON tree per event. Only
+/// schema version 1 of its events exists; any other version, an unknown
+/// event type or a malformed payload makes the commit a dead letter.
+async fn decode_device(
+    keys: &KeyStore,
+    subject: &str,
+    sequence: u64,
+    bytes: &[u8],
+) -> Result<ActivityCommit, StoreError> {
+    let bad = |reason: String| StoreError::Decode {
+        subject: subject.to_owned(),
+        sequence,
+        reason,
+    };
+    let commit = decode_commit(subject, sequence, bytes)?;
+    if commit.aggregate_type != "device_activity" {
+        return decode_generic(keys, subject, sequence, bytes)
+            .await
+            .map(ActivityCommit::Org);
+    }
+    // The subjects' keys met in this commit (one: the member's).
+    let mut found: Vec<(String, Option<Arc<DataKey>>)> = Vec::new();
+    let mut batch = DeviceBatch {
+        stream_sequence: sequence,
+        org_id: commit.org_id.clone(),
+        events: commit.events.len(),
+        member: None,
+        spans: Vec::with_capacity(commit.events.len()),
+    };
+    for event in &commit.events {
+        let kind = event.event_type.as_str();
+        if event.schema_version != 1 {
+            return Err(bad(format!(
+                "{kind} v{} is not a version this projection reads",
+                event.schema_version
+            )));
+        }
+        match kind {
+            "BatchAccepted" => {
+                let accepted: StoredAccepted = serde_json::from_slice(&event.payload)
+                    .map_err(|e| bad(format!("{kind}: {e}")))?;
+                batch.member = Some(accepted.member);
+            }
+            "SpanRecorded" => {
+                if batch.member.is_none() {
+                    return Err(bad("a span before its BatchAccepted".into()));
+                }
+                let span: StoredSpan = serde_json::from_slice(&event.payload)
+                    .map_err(|e| bad(format!("{kind}: {e}")))?;
+                let mut open = async |pd: &Option<StoredPersonal<'_>>| {
+                    let Some(pd) = pd else {
+                        return Ok(None);
+                    };
+                    let key = match found.iter().find(|(s, _)| *s == pd.subject) {
+                        Some((_, key)) => key.clone(),
+                        None => {
+                            let key = keys.key_for_read(&pd.subject).await?;
+                            found.push((pd.subject.to_string(), key.clone()));
+                            key
+                        }
+                    };
+                    pd.open(key.as_deref()).map_err(bad)
+                };
+                let title = open(&span.title).await?;
+                let url = open(&span.url).await?;
+                batch.spans.push(OpenedSpan {
+                    start_ms: span.start_ms,
+                    end_ms: span.end_ms,
+                    app: span.app.into_owned(),
+                    title,
+                    url,
+                    active: span.active,
+                });
+            }
+            other => return Err(bad(format!("unknown device activity event {other}"))),
+        }
+    }
+    Ok(ActivityCommit::Device(batch))
 }
 
 /// What the projection keeps per org.
@@ -144,6 +313,17 @@ fn for_each_day(start_ms: i64, end_ms: i64, tz: Tz, mut f: impl FnMut(NaiveDate,
 }
 
 impl Projection for Activity {
+    type Commit = ActivityCommit;
+
+    async fn decode(
+        keys: &KeyStore,
+        subject: &str,
+        sequence: u64,
+        bytes: &[u8],
+    ) -> Result<ActivityCommit, StoreError> {
+        decode_device(keys, subject, sequence, bytes).await
+    }
+
     fn name(&self) -> &str {
         NAME
     }
@@ -211,21 +391,28 @@ impl Projection for Activity {
         &self,
         tx: &Transaction<'_>,
         schema: &str,
-        batch: &[DecodedCommit],
+        batch: &[ActivityCommit],
     ) -> Result<(), ApplyError> {
-        let orgs: BTreeSet<&str> = batch.iter().map(|c| c.org_id.as_str()).collect();
+        let orgs: BTreeSet<&str> = batch.iter().map(|c| c.org_id()).collect();
         let mut states = load_org_states(tx, schema, &orgs).await?;
         let mut facts: BTreeMap<FactKey, i64> = BTreeMap::new();
         let mut activities: Activities = BTreeMap::new();
         for commit in batch {
-            match commit.aggregate_type.as_str() {
-                "organization" => apply_org_commit(commit, &mut states)?,
-                "device_activity" => {
-                    let state = states.entry(commit.org_id.clone()).or_default();
-                    let tz: Tz = state.timezone.parse().unwrap_or(Tz::UTC);
-                    collect_spans(commit, tz, &mut facts, &mut activities)?;
+            match commit {
+                ActivityCommit::Org(c) if c.aggregate_type == "organization" => {
+                    apply_org_commit(c, &mut states)?;
                 }
-                other => return Err(poison(commit, format!("unexpected aggregate type {other}"))),
+                ActivityCommit::Org(c) => {
+                    return Err(poison(
+                        c,
+                        format!("unexpected aggregate type {}", c.aggregate_type),
+                    ));
+                }
+                ActivityCommit::Device(b) => {
+                    let state = states.entry(b.org_id.clone()).or_default();
+                    let tz: Tz = state.timezone.parse().unwrap_or(Tz::UTC);
+                    collect_spans(b, tz, &mut facts, &mut activities);
+                }
             }
         }
         save_org_states(tx, schema, &states).await?;
@@ -320,67 +507,37 @@ fn apply_org_commit(
     Ok(())
 }
 
-/// Adds a device-activity commit's spans to the batch's facts and
-/// activities. Spans are summed per (day, activity, active) within the
-/// commit first, so the org and member strings are copied once per distinct
-/// fact, and each distinct (app, title, url) of the commit is hashed once.
+/// Adds a device batch's spans to the batch's facts and activities. Spans
+/// are summed per (day, activity, active) within the commit first, so the
+/// org and member strings are copied once per distinct fact, and each
+/// distinct (app, title, url) of the commit is hashed once.
 fn collect_spans(
-    commit: &DecodedCommit,
+    batch: &DeviceBatch,
     tz: Tz,
     facts: &mut BTreeMap<FactKey, i64>,
     activities: &mut Activities,
-) -> Result<(), ApplyError> {
-    let mut member: Option<&str> = None;
+) {
+    let Some(person) = &batch.member else {
+        return;
+    };
     let mut local: HashMap<(NaiveDate, i64, bool), i64> = HashMap::new();
     let mut ids: HashMap<(&str, Option<&str>, Option<&str>), i64> = HashMap::new();
-    for event in &commit.events {
-        let p = &event.payload;
-        match event.event_type.as_str() {
-            "BatchAccepted" => {
-                member = Some(
-                    p["member"]
-                        .as_str()
-                        .ok_or_else(|| poison(commit, "member is not a string"))?,
-                );
-            }
-            "SpanRecorded" => {
-                if member.is_none() {
-                    return Err(poison(commit, "a span before its BatchAccepted"));
-                }
-                let (Some(start), Some(end), Some(app), Some(active)) = (
-                    p["start_ms"].as_i64(),
-                    p["end_ms"].as_i64(),
-                    p["app"].as_str(),
-                    p["active"].as_bool(),
-                ) else {
-                    return Err(poison(
-                        commit,
-                        "a span lacks start_ms, end_ms, app or active",
-                    ));
-                };
-                let title = p["title"]["v"].as_str();
-                let url = p["url"]["v"].as_str();
-                let id = *ids
-                    .entry((app, title, url))
-                    .or_insert_with(|| activity_id(app, title, url));
-                for_each_day(start, end, tz, |day, ms| {
-                    *local.entry((day, id, active)).or_default() += ms;
-                });
-            }
-            other => {
-                return Err(poison(
-                    commit,
-                    format!("unknown device activity event {other}"),
-                ));
-            }
-        }
+    for span in &batch.spans {
+        let (app, title, url) = (
+            span.app.as_str(),
+            span.title.as_deref(),
+            span.url.as_deref(),
+        );
+        let id = *ids
+            .entry((app, title, url))
+            .or_insert_with(|| activity_id(app, title, url));
+        for_each_day(span.start_ms, span.end_ms, tz, |day, ms| {
+            *local.entry((day, id, span.active)).or_default() += ms;
+        });
     }
-    let Some(person) = member else {
-        return Ok(());
-    };
     for ((app, title, url), id) in ids {
         activities
-            .entry((commit.org_id.clone(), id))
+            .entry((batch.org_id.clone(), id))
             .or_insert_with(|| {
                 (
                     app.to_owned(),
@@ -391,10 +548,9 @@ fn collect_spans(
     }
     for ((day, id, active), ms) in local {
         *facts
-            .entry((commit.org_id.clone(), person.to_owned(), day, id, active))
+            .entry((batch.org_id.clone(), person.clone(), day, id, active))
             .or_default() += ms;
     }
-    Ok(())
 }
 
 async fn save_org_states(

@@ -7,7 +7,8 @@
 
 use serde_json::Value;
 use tokio_postgres::{Client, Transaction};
-use trackhrs_nats::DecodedCommit;
+use trackhrs_nats::codec::decode_generic;
+use trackhrs_nats::{DecodedCommit, KeyStore, StoreError};
 
 use crate::error::{ApplyError, poison, text};
 use crate::projection::Projection;
@@ -20,6 +21,17 @@ pub struct Directory;
 pub const NAME: &str = "org_directory";
 
 impl Projection for Directory {
+    type Commit = DecodedCommit;
+
+    async fn decode(
+        keys: &KeyStore,
+        subject: &str,
+        sequence: u64,
+        bytes: &[u8],
+    ) -> Result<DecodedCommit, StoreError> {
+        decode_generic(keys, subject, sequence, bytes).await
+    }
+
     fn name(&self) -> &str {
         NAME
     }

@@ -8,12 +8,12 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use tokio_postgres::Client;
-use trackhrs_nats::{EventStore, StoreError, codec::decode_generic};
+use trackhrs_nats::{EventStore, StoreError};
 
 use crate::catalog::{CATALOG_SCHEMA, VersionState, already_deleted, select_version, to_i64};
 use crate::error::{ApplyError, ProjectionError, describe};
 use crate::invalidation;
-use crate::projection::{Projection, validate};
+use crate::projection::{Committed, Projection, validate};
 
 /// Name of the dead-letter stream.
 pub const DLQ_STREAM: &str = "TRACKHRS_DLQ";
@@ -263,7 +263,7 @@ pub async fn replay_dead_letters<P: Projection>(
     let letters = list_dead_letters(store, Some(name)).await?;
     let mut report = ReplayReport::default();
     for letter in letters.into_iter().filter(|l| l.version == version) {
-        let commit = match decode_generic(
+        let commit = match P::decode(
             store.keys(),
             &letter.subject,
             letter.stream_sequence,
@@ -324,11 +324,7 @@ pub async fn replay_dead_letters<P: Projection>(
                          updated_at = now()
                      WHERE name = $1 AND version = $2"
                 ),
-                &[
-                    &name,
-                    &i64::from(version),
-                    &to_i64(commit.events.len() as u64),
-                ],
+                &[&name, &i64::from(version), &to_i64(commit.events() as u64)],
             )
             .await?;
         }
@@ -336,7 +332,7 @@ pub async fn replay_dead_letters<P: Projection>(
         if fresh {
             report.replayed += 1;
             if info.state == VersionState::Live {
-                let orgs = std::iter::once(commit.org_id.clone()).collect();
+                let orgs = std::iter::once(commit.org_id().to_owned()).collect();
                 invalidation::publish_orgs(store.client(), name, &orgs, info.position).await;
             }
         } else {

@@ -35,5 +35,5 @@ pub use catalog::{
 };
 pub use dlq::{DeadLetter, ReplayReport, list_dead_letters, replay_dead_letters};
 pub use error::{ApplyError, ProjectionError};
-pub use projection::{Projection, consumer_name, schema_name, validate_name};
+pub use projection::{Committed, Projection, consumer_name, schema_name, validate_name};
 pub use runner::{RunOutcome, Runner, RunnerConfig};

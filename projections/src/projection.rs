@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use tokio_postgres::Transaction;
-use trackhrs_nats::DecodedCommit;
+use trackhrs_nats::{DecodedCommit, KeyStore, StoreError};
 
 use crate::error::{ApplyError, ProjectionError};
 
@@ -19,6 +19,23 @@ const MAX_NAME_LEN: usize = 40;
 /// ([`schema_name`]); a new version (new tables, new classifier, new rules)
 /// is built beside the live one from the start of the log and then promoted.
 pub trait Projection: Send + Sync + 'static {
+    /// A stored commit as this projection reads it: usually
+    /// [`DecodedCommit`] (JSON payloads, personal data opened), or a typed
+    /// form for event types read so often that a JSON tree per event would
+    /// cost most of the projection's time.
+    type Commit: Committed;
+
+    /// Decodes one stored message (`subject`, stream `sequence`, `bytes`).
+    /// The runner decodes a batch on several tasks at once. A
+    /// [`StoreError::Decode`] makes the message a dead letter; any other
+    /// error is retried.
+    fn decode(
+        keys: &KeyStore,
+        subject: &str,
+        sequence: u64,
+        bytes: &[u8],
+    ) -> impl Future<Output = Result<Self::Commit, StoreError>> + Send;
+
     /// Identifier `[a-z][a-z0-9_]{0,39}`; used in schema, consumer, dead-letter
     /// and invalidation names.
     fn name(&self) -> &str;
@@ -53,8 +70,32 @@ pub trait Projection: Send + Sync + 'static {
         &self,
         tx: &Transaction<'_>,
         schema: &str,
-        batch: &[DecodedCommit],
+        batch: &[Self::Commit],
     ) -> impl Future<Output = Result<(), ApplyError>> + Send;
+}
+
+/// What the runner needs to know of a decoded commit.
+pub trait Committed: Send + Sync + 'static {
+    /// Its stream sequence (the checkpoint it moves to).
+    fn stream_sequence(&self) -> u64;
+    /// Its organization (whose cached reads are invalidated).
+    fn org_id(&self) -> &str;
+    /// How many events it holds (for the catalog's counters).
+    fn events(&self) -> usize;
+}
+
+impl Committed for DecodedCommit {
+    fn stream_sequence(&self) -> u64 {
+        self.stream_sequence
+    }
+
+    fn org_id(&self) -> &str {
+        &self.org_id
+    }
+
+    fn events(&self) -> usize {
+        self.events.len()
+    }
 }
 
 /// Checks a projection name: `[a-z][a-z0-9_]{0,39}`.

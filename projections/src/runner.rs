@@ -47,7 +47,7 @@ use async_nats::jetstream::{self, Message};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio_postgres::{Client, NoTls};
-use trackhrs_nats::{DecodedCommit, EventStore, StoreError, codec::decode_generic};
+use trackhrs_nats::{EventStore, StoreError};
 
 use crate::catalog::{
     self, LOCK_CLASS_RUNNER, VersionInfo, VersionState, advance, migrate, register, select_version,
@@ -55,7 +55,7 @@ use crate::catalog::{
 use crate::dlq::{self, Poisoned};
 use crate::error::{ApplyError, ProjectionError, describe};
 use crate::invalidation;
-use crate::projection::{Projection, consumer_name, schema_name, validate};
+use crate::projection::{Committed, Projection, consumer_name, schema_name, validate};
 
 /// Tunables of a runner.
 #[derive(Debug, Clone)]
@@ -186,8 +186,8 @@ struct Fetched {
 }
 
 /// A batch decoded and split.
-struct Prepared {
-    commits: Vec<DecodedCommit>,
+struct Prepared<C> {
+    commits: Vec<C>,
     poison: Vec<Poisoned>,
     /// Subject and original bytes of every message to apply, by stream
     /// sequence, for dead-lettering a commit the projection refuses.
@@ -553,7 +553,11 @@ impl<P: Projection> Run<'_, P> {
         target: u64,
     ) -> Result<(BTreeSet<String>, bool), Halt> {
         let mut prepared = loop {
-            match self.stop.race(prepare(self.ctx.store, deliveries)).await? {
+            match self
+                .stop
+                .race(prepare::<P>(self.ctx.store, deliveries))
+                .await?
+            {
                 Ok(p) => break p,
                 Err(e) => {
                     tracing::warn!(projection = self.ctx.name, error = %e, "cannot decode the batch; retrying");
@@ -578,7 +582,11 @@ impl<P: Projection> Run<'_, P> {
                 .await?;
             match result {
                 Ok(Attempt::Committed { live }) => {
-                    let orgs = prepared.commits.iter().map(|c| c.org_id.clone()).collect();
+                    let orgs = prepared
+                        .commits
+                        .iter()
+                        .map(|c| c.org_id().to_owned())
+                        .collect();
                     tracing::debug!(
                         projection = self.ctx.name,
                         version = self.ctx.version,
@@ -686,7 +694,10 @@ async fn probe(
 /// (decoding and unsealing is most of a batch's CPU), keeping stream order.
 /// An undecodable message is poison; a failure to reach the key store is an
 /// error (retried).
-async fn prepare(store: &EventStore, deliveries: &[Delivery]) -> Result<Prepared, StoreError> {
+async fn prepare<P: Projection>(
+    store: &EventStore,
+    deliveries: &[Delivery],
+) -> Result<Prepared<P::Commit>, StoreError> {
     let todo: Vec<(String, u64, Bytes)> = deliveries
         .iter()
         .filter(|d| !d.skip)
@@ -703,7 +714,7 @@ async fn prepare(store: &EventStore, deliveries: &[Delivery]) -> Result<Prepared
         handles.push(tokio::spawn(async move {
             let mut out = Vec::with_capacity(part.len());
             for (subject, sequence, payload) in part {
-                let decoded = decode_generic(&keys, &subject, sequence, &payload).await;
+                let decoded = P::decode(&keys, &subject, sequence, &payload).await;
                 out.push((subject, sequence, payload, decoded));
             }
             out
@@ -739,7 +750,7 @@ async fn prepare(store: &EventStore, deliveries: &[Delivery]) -> Result<Prepared
 async fn attempt<P: Projection>(
     ctx: &Ctx<'_, P>,
     client: &mut Client,
-    prepared: &mut Prepared,
+    prepared: &mut Prepared<P::Commit>,
     position: u64,
     target: u64,
     isolate: bool,
@@ -791,7 +802,7 @@ async fn attempt<P: Projection>(
                         match prepared
                             .commits
                             .iter()
-                            .position(|c| c.stream_sequence == stream_sequence)
+                            .position(|c| c.stream_sequence() == stream_sequence)
                         {
                             Some(i) => {
                                 take_poison(prepared, i, reason);
@@ -811,7 +822,7 @@ async fn attempt<P: Projection>(
     for p in &prepared.poison {
         dlq::publish(&ctx.js, ctx.name, ctx.version, p).await?;
     }
-    let events: usize = prepared.commits.iter().map(|c| c.events.len()).sum();
+    let events: usize = prepared.commits.iter().map(|c| c.events()).sum();
     advance(
         &tx,
         ctx.name,
@@ -844,16 +855,13 @@ fn apply_failure(e: ApplyError) -> Halt {
 
 /// Moves commit `i` from the batch to the dead letters, with the original
 /// bytes of its message.
-fn take_poison(prepared: &mut Prepared, i: usize, reason: String) {
+fn take_poison<C: Committed>(prepared: &mut Prepared<C>, i: usize, reason: String) {
     let commit = prepared.commits.remove(i);
-    let (subject, payload) = prepared
-        .originals
-        .get(&commit.stream_sequence)
-        .cloned()
-        .unwrap_or_else(|| (commit.subject.clone(), Bytes::new()));
+    let sequence = commit.stream_sequence();
+    let (subject, payload) = prepared.originals.remove(&sequence).unwrap_or_default();
     prepared.poison.push(Poisoned {
         subject,
-        stream_sequence: commit.stream_sequence,
+        stream_sequence: sequence,
         reason,
         payload,
     });

@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use tokio_postgres::{GenericClient, Transaction};
-use trackhrs_nats::DecodedCommit;
+use trackhrs_nats::codec::decode_generic;
+use trackhrs_nats::{DecodedCommit, KeyStore, StoreError};
 
 use crate::error::{ApplyError, poison, text};
 use crate::projection::Projection;
@@ -141,6 +142,17 @@ impl Changes {
 }
 
 impl Projection for Timeline {
+    type Commit = DecodedCommit;
+
+    async fn decode(
+        keys: &KeyStore,
+        subject: &str,
+        sequence: u64,
+        bytes: &[u8],
+    ) -> Result<DecodedCommit, StoreError> {
+        decode_generic(keys, subject, sequence, bytes).await
+    }
+
     fn name(&self) -> &str {
         NAME
     }

@@ -19,7 +19,8 @@ use trackhrs_commands::CommandHandler;
 use trackhrs_domain::Token;
 use trackhrs_domain::organization::{OrgCommand, Organization, Role};
 use trackhrs_harness::{NatsServer, TestDb, wait_until};
-use trackhrs_nats::{CommitMeta, DecodedCommit, EventStore, StoreConfig};
+use trackhrs_nats::codec::decode_generic;
+use trackhrs_nats::{CommitMeta, DecodedCommit, EventStore, KeyStore, StoreConfig, StoreError};
 use trackhrs_projections::{
     ApplyError, Projection, ProjectionError, RunOutcome, Runner, RunnerConfig, catalog,
 };
@@ -75,6 +76,17 @@ impl CountEvents {
 }
 
 impl Projection for CountEvents {
+    type Commit = DecodedCommit;
+
+    async fn decode(
+        keys: &KeyStore,
+        subject: &str,
+        sequence: u64,
+        bytes: &[u8],
+    ) -> Result<DecodedCommit, StoreError> {
+        decode_generic(keys, subject, sequence, bytes).await
+    }
+
     fn name(&self) -> &str {
         &self.name
     }
