@@ -1,6 +1,9 @@
 //! The runner: feeds one projection version from a durable pull consumer,
 //! in batches, each applied together with the checkpoint in one PostgreSQL
 //! transaction and acknowledged only after that transaction committed.
+//! A task of the session fetches and decodes the next batches (up to two
+//! ahead) while the session writes the current one; batches are applied,
+//! committed and acknowledged in the order they were delivered.
 //!
 //! # Why no event is lost or applied twice
 //!
@@ -385,7 +388,7 @@ impl<P: Projection> Run<'_, P> {
         check_state(&info)?;
         let mut position = info.position;
         let mut live = info.state == VersionState::Live;
-        let mut events = self
+        let events = self
             .stop
             .race(
                 self.ctx
@@ -404,20 +407,29 @@ impl<P: Projection> Run<'_, P> {
             position,
             "projection session started"
         );
-        // Consumer sequence of the next delivery (the consumer is new).
-        let mut next_delivery = 1;
-        let mut last_sequence = position;
+        // Batches are fetched and decoded by a task of their own, up to two
+        // ahead, so decoding the next batch overlaps with PostgreSQL writing
+        // this one. It ends with the session (aborted when dropped).
+        let (ahead, mut ready) = tokio::sync::mpsc::channel(1);
+        let _reader = AbortOnDrop(tokio::spawn(read_ahead::<P>(
+            self.ctx.store.clone(),
+            consumer,
+            events,
+            self.ctx.consumer.clone(),
+            self.ctx.config.clone(),
+            position,
+            ahead,
+        )));
         loop {
-            let fetched = self
-                .fetch(&consumer, position, &mut next_delivery, &mut last_sequence)
-                .await?;
-            let caught_up = if fetched.anomaly.is_none() && fetched.last_pending.unwrap_or(0) == 0 {
-                self.stop
-                    .race(probe(&mut events, &self.ctx.consumer, next_delivery - 1))
-                    .await?
-            } else {
-                None
-            };
+            let Ready {
+                fetched,
+                prepared,
+                caught_up,
+            } = self
+                .stop
+                .race(ready.recv())
+                .await?
+                .ok_or_else(|| Halt::Reset("the read-ahead task ended".into()))??;
             let batch_last = fetched
                 .deliveries
                 .iter()
@@ -426,9 +438,7 @@ impl<P: Projection> Run<'_, P> {
                 .unwrap_or(0);
             let target = position.max(batch_last).max(caught_up.unwrap_or(0));
             if target > position {
-                let (orgs, now_live) = self
-                    .commit_batch(&fetched.deliveries, position, target)
-                    .await?;
+                let (orgs, now_live) = self.commit_batch(prepared, position, target).await?;
                 position = target;
                 live = now_live;
                 self.backoff = MIN_BACKOFF;
@@ -466,105 +476,15 @@ impl<P: Projection> Run<'_, P> {
         }
     }
 
-    /// Pulls up to `batch_max` messages, waiting at most `batch_wait`.
-    async fn fetch(
-        &mut self,
-        consumer: &PullConsumer,
-        position: u64,
-        next_delivery: &mut u64,
-        last_sequence: &mut u64,
-    ) -> Result<Fetched, Halt> {
-        let mut batch = self
-            .stop
-            .race(
-                consumer
-                    .batch()
-                    .max_messages(self.ctx.config.batch_max)
-                    .expires(self.ctx.config.batch_wait)
-                    .messages(),
-            )
-            .await?
-            .map_err(ProjectionError::nats)?;
-        let mut fetched = Fetched {
-            deliveries: Vec::new(),
-            last_pending: None,
-            anomaly: None,
-        };
-        while let Some(item) = self.stop.race(batch.next()).await? {
-            let msg = match item {
-                Ok(msg) => msg,
-                Err(e) => {
-                    fetched.anomaly = Some(format!("pull failed: {e}"));
-                    break;
-                }
-            };
-            let (sequence, delivery, delivered, pending) = match msg.info() {
-                Ok(i) => (
-                    i.stream_sequence,
-                    i.consumer_sequence,
-                    i.delivered,
-                    i.pending,
-                ),
-                Err(e) => {
-                    fetched.anomaly = Some(format!("message without JetStream metadata: {e}"));
-                    break;
-                }
-            };
-            if delivery != *next_delivery {
-                fetched.anomaly = Some(format!(
-                    "delivery {delivery} arrived where {} was expected (a delivery was missed or the consumer was reset)",
-                    *next_delivery
-                ));
-                break;
-            }
-            *next_delivery += 1;
-            if sequence <= position {
-                fetched.deliveries.push(Delivery {
-                    msg,
-                    sequence,
-                    skip: true,
-                });
-            } else if sequence <= *last_sequence || delivered > 1 {
-                fetched.anomaly = Some(format!(
-                    "stream sequence {sequence} (delivery attempt {delivered}) arrived after {}",
-                    *last_sequence
-                ));
-                break;
-            } else {
-                *last_sequence = sequence;
-                fetched.deliveries.push(Delivery {
-                    msg,
-                    sequence,
-                    skip: false,
-                });
-            }
-            fetched.last_pending = Some(pending);
-        }
-        Ok(fetched)
-    }
-
     /// Applies the batch and moves the checkpoint from `position` to
     /// `target` in one transaction, retrying until it commits. Returns the
     /// organizations touched and whether the version is live.
     async fn commit_batch(
         &mut self,
-        deliveries: &[Delivery],
+        mut prepared: Prepared<P::Commit>,
         position: u64,
         target: u64,
     ) -> Result<(BTreeSet<String>, bool), Halt> {
-        let mut prepared = loop {
-            match self
-                .stop
-                .race(prepare::<P>(self.ctx.store, deliveries))
-                .await?
-            {
-                Ok(p) => break p,
-                Err(e) => {
-                    tracing::warn!(projection = self.ctx.name, error = %e, "cannot decode the batch; retrying");
-                    self.pause().await?;
-                }
-            }
-        };
         let mut isolate = false;
         loop {
             self.connect().await?;
@@ -610,6 +530,157 @@ impl<P: Projection> Run<'_, P> {
             }
         }
     }
+}
+
+/// A batch fetched and decoded ahead of the applying loop.
+struct Ready<C> {
+    fetched: Fetched,
+    prepared: Prepared<C>,
+    /// From [`probe`], when nothing was pending after this batch.
+    caught_up: Option<u64>,
+}
+
+/// Aborts a task when dropped: the read-ahead task lives as long as its
+/// session.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Fetches and decodes the session's batches in order and hands them over
+/// (the channel holds one more). Ends after a batch with an anomaly, on a
+/// fetch error (sent on), or when the session drops the receiver. Decoding
+/// that fails for want of the key store is retried with backoff.
+async fn read_ahead<P: Projection>(
+    store: EventStore,
+    consumer: PullConsumer,
+    mut events: jetstream::stream::Stream,
+    consumer_name: String,
+    config: RunnerConfig,
+    position: u64,
+    ready: tokio::sync::mpsc::Sender<Result<Ready<P::Commit>, ProjectionError>>,
+) {
+    // Consumer sequence of the next delivery (the consumer is new).
+    let mut next_delivery = 1;
+    let mut last_sequence = position;
+    loop {
+        let fetched = match fetch(
+            &consumer,
+            &config,
+            position,
+            &mut next_delivery,
+            &mut last_sequence,
+        )
+        .await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = ready.send(Err(e)).await;
+                return;
+            }
+        };
+        let caught_up = if fetched.anomaly.is_none() && fetched.last_pending.unwrap_or(0) == 0 {
+            probe(&mut events, &consumer_name, next_delivery - 1).await
+        } else {
+            None
+        };
+        let mut backoff = MIN_BACKOFF;
+        let prepared = loop {
+            match prepare::<P>(&store, &fetched.deliveries).await {
+                Ok(p) => break p,
+                Err(e) => {
+                    tracing::warn!(projection = %consumer_name, error = %e, "cannot decode the batch; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(config.max_backoff);
+                }
+            }
+        };
+        let last = fetched.anomaly.is_some();
+        let batch = Ready {
+            fetched,
+            prepared,
+            caught_up,
+        };
+        if ready.send(Ok(batch)).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// Pulls up to `batch_max` messages, waiting at most `batch_wait`.
+async fn fetch(
+    consumer: &PullConsumer,
+    config: &RunnerConfig,
+    position: u64,
+    next_delivery: &mut u64,
+    last_sequence: &mut u64,
+) -> Result<Fetched, ProjectionError> {
+    let mut batch = consumer
+        .batch()
+        .max_messages(config.batch_max)
+        .expires(config.batch_wait)
+        .messages()
+        .await
+        .map_err(ProjectionError::nats)?;
+    let mut fetched = Fetched {
+        deliveries: Vec::new(),
+        last_pending: None,
+        anomaly: None,
+    };
+    while let Some(item) = batch.next().await {
+        let msg = match item {
+            Ok(msg) => msg,
+            Err(e) => {
+                fetched.anomaly = Some(format!("pull failed: {e}"));
+                break;
+            }
+        };
+        let (sequence, delivery, delivered, pending) = match msg.info() {
+            Ok(i) => (
+                i.stream_sequence,
+                i.consumer_sequence,
+                i.delivered,
+                i.pending,
+            ),
+            Err(e) => {
+                fetched.anomaly = Some(format!("message without JetStream metadata: {e}"));
+                break;
+            }
+        };
+        if delivery != *next_delivery {
+            fetched.anomaly = Some(format!(
+                "delivery {delivery} arrived where {} was expected (a delivery was missed or the consumer was reset)",
+                *next_delivery
+            ));
+            break;
+        }
+        *next_delivery += 1;
+        if sequence <= position {
+            fetched.deliveries.push(Delivery {
+                msg,
+                sequence,
+                skip: true,
+            });
+        } else if sequence <= *last_sequence || delivered > 1 {
+            fetched.anomaly = Some(format!(
+                "stream sequence {sequence} (delivery attempt {delivered}) arrived after {}",
+                *last_sequence
+            ));
+            break;
+        } else {
+            *last_sequence = sequence;
+            fetched.deliveries.push(Delivery {
+                msg,
+                sequence,
+                skip: false,
+            });
+        }
+        fetched.last_pending = Some(pending);
+    }
+    Ok(fetched)
 }
 
 /// Deletes the version's consumer if it exists and creates it at
