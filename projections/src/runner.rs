@@ -65,7 +65,9 @@ use crate::projection::{Committed, Projection, consumer_name, schema_name, valid
 pub struct RunnerConfig {
     /// Most commits in one batch (one PostgreSQL transaction).
     pub batch_max: usize,
-    /// Longest a batch waits to fill up before it is applied as it is.
+    /// Longest a batch waits to fill up before it is applied as it is. A
+    /// version catching up on a backlog does not wait: the backlog's last,
+    /// partial batch is applied at once.
     pub batch_wait: Duration,
     /// How long JetStream waits for an acknowledgement before it considers a
     /// delivery lost. Redeliveries are harmless (skipped by the checkpoint);
@@ -566,10 +568,12 @@ async fn read_ahead<P: Projection>(
     // Consumer sequence of the next delivery (the consumer is new).
     let mut next_delivery = 1;
     let mut last_sequence = position;
+    let mut backlog = true;
     loop {
         let fetched = match fetch(
             &consumer,
             &config,
+            backlog,
             position,
             &mut next_delivery,
             &mut last_sequence,
@@ -582,6 +586,7 @@ async fn read_ahead<P: Projection>(
                 return;
             }
         };
+        backlog = fetched.deliveries.len() >= config.batch_max;
         let caught_up = if fetched.anomaly.is_none() && fetched.last_pending.unwrap_or(0) == 0 {
             probe(&mut events, &consumer_name, next_delivery - 1).await
         } else {
@@ -610,21 +615,33 @@ async fn read_ahead<P: Projection>(
     }
 }
 
-/// Pulls up to `batch_max` messages, waiting at most `batch_wait`.
+/// Pulls up to `batch_max` messages. While catching up (`backlog`: the
+/// previous batch was full, or the session just started) it takes only what
+/// the stream holds now, so the last partial batch of a backlog is applied
+/// at once; otherwise it waits at most `batch_wait` for a batch to fill.
 async fn fetch(
     consumer: &PullConsumer,
     config: &RunnerConfig,
+    backlog: bool,
     position: u64,
     next_delivery: &mut u64,
     last_sequence: &mut u64,
 ) -> Result<Fetched, ProjectionError> {
-    let mut batch = consumer
-        .batch()
-        .max_messages(config.batch_max)
-        .expires(config.batch_wait)
-        .messages()
-        .await
-        .map_err(ProjectionError::nats)?;
+    let batch = if backlog {
+        consumer
+            .fetch()
+            .max_messages(config.batch_max)
+            .messages()
+            .await
+    } else {
+        consumer
+            .batch()
+            .max_messages(config.batch_max)
+            .expires(config.batch_wait)
+            .messages()
+            .await
+    };
+    let mut batch = batch.map_err(ProjectionError::nats)?;
     let mut fetched = Fetched {
         deliveries: Vec::new(),
         last_pending: None,

@@ -184,6 +184,32 @@ async fn the_timer_flushes_a_partial_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_applied_without_waiting_for_the_timer() {
+    let env = Env::start().await;
+    let pg = env.pg().await;
+    let mut last = 0;
+    for i in 0..25 {
+        last = env.create_org(&format!("o{i}")).await;
+    }
+    let projection = CountEvents::new(1);
+    let hooks = projection.hooks.clone();
+    // The timer is far longer than the test's patience: only a runner that
+    // applies the backlog's last partial batch at once gets there.
+    let runner = env.spawn_runner(
+        projection,
+        RunnerConfig {
+            batch_max: 10,
+            batch_wait: PATIENCE * 2,
+            ..Default::default()
+        },
+    );
+    wait_position(&pg, NAME, 1, last).await;
+    assert_eq!(*hooks.batches.lock().unwrap(), [10, 10, 5]);
+    assert_eq!(seen(&pg, V1).await, (25, 25));
+    assert_eq!(runner.shutdown().await, RunOutcome::Shutdown);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_go_to_the_dead_letter_stream_and_later_events_apply() {
     let env = Env::start().await;
     let pg = env.pg().await;
