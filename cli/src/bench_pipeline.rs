@@ -3,7 +3,8 @@
 //! PostgreSQL with `pg_stat_statements` to count write statements): gRPC
 //! ingest against raw JetStream publishes of the same messages, projection
 //! apply against raw COPY + upsert of equivalent rows, and a full rebuild
-//! against a read-only replay of the stream.
+//! against a read-only replay of the stream (decoded) and a read of its
+//! bytes alone.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -202,8 +203,30 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
         raw_replay.as_secs_f64()
     ));
 
-    // 3. The same messages published raw, acknowledgements pipelined.
+    // 2b. The same ordered read without decoding: the stream's bytes only.
     let source = js.get_stream(&config.events_stream).await?;
+    let started = Instant::now();
+    let mut bytes_read = 0usize;
+    let mut whole = source
+        .create_consumer(pull::OrderedConfig::default())
+        .await?
+        .messages()
+        .await?;
+    loop {
+        let msg = whole.next().await.context("raw read ended early")??;
+        bytes_read += msg.payload.len();
+        if msg.info().map_err(|e| anyhow::anyhow!(e))?.stream_sequence >= last {
+            break;
+        }
+    }
+    drop(whole);
+    let raw_read = started.elapsed();
+    say(&format!(
+        "raw read: {bytes_read} bytes in {:.1} s",
+        raw_read.as_secs_f64()
+    ));
+
+    // 3. The same messages published raw, acknowledgements pipelined.
     let ordered = source
         .create_consumer(pull::OrderedConfig {
             filter_subject: "evt.*.device_activity.*".into(),
@@ -332,6 +355,10 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     report.insert(
         "raw_replay_s".into(),
         json!((raw_replay.as_secs_f64() * 100.0).round() / 100.0),
+    );
+    report.insert(
+        "raw_read_s".into(),
+        json!((raw_read.as_secs_f64() * 100.0).round() / 100.0),
     );
     report.insert(
         "rebuild_s".into(),

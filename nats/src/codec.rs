@@ -57,30 +57,36 @@ pub struct DecodedCommit {
     pub events: Vec<RecordedEvent>,
 }
 
-/// Splits a domain event into (type, schema version, payload JSON).
-pub(crate) fn split_event<E: DomainEvent>(event: &E) -> Result<(String, u32, Value), StoreError> {
-    let value = serde_json::to_value(event).map_err(|e| StoreError::Encode(e.to_string()))?;
-    let Value::Object(mut fields) = value else {
+/// A domain event's payload as JSON bytes: the `data` of its adjacently
+/// tagged serialization (`{"type": ..., "data": ...}`), `null` when it has
+/// none. Serialized straight to bytes: no JSON tree per event.
+pub(crate) fn event_payload<E: DomainEvent>(event: &E) -> Result<Vec<u8>, StoreError> {
+    let json = serde_json::to_vec(event).map_err(|e| StoreError::Encode(e.to_string()))?;
+    let tag =
+        serde_json::to_vec(event.event_type()).map_err(|e| StoreError::Encode(e.to_string()))?;
+    let rest = json
+        .strip_prefix(b"{\"type\":".as_slice())
+        .and_then(|r| r.strip_prefix(tag.as_slice()));
+    let Some(rest) = rest else {
         return Err(StoreError::Encode(format!(
-            "{} must serialize as an adjacently tagged object",
+            "{}: must serialize adjacently tagged, with the serde tag \"type\" equal to event_type()",
             event.event_type()
         )));
     };
-    match fields.remove("type") {
-        Some(Value::String(t)) if t == event.event_type() => {}
-        _ => {
-            return Err(StoreError::Encode(format!(
-                "{}: serde tag \"type\" must equal event_type()",
+    match rest.strip_prefix(b",\"data\":".as_slice()) {
+        Some(data) => match data.strip_suffix(b"}".as_slice()) {
+            Some(payload) => Ok(payload.to_vec()),
+            None => Err(StoreError::Encode(format!(
+                "{}: \"data\" must be the last field",
                 event.event_type()
-            )));
-        }
+            ))),
+        },
+        None if rest == b"}" => Ok(b"null".to_vec()),
+        None => Err(StoreError::Encode(format!(
+            "{}: must serialize as {{\"type\": ..., \"data\": ...}}",
+            event.event_type()
+        ))),
     }
-    let payload = fields.remove("data").unwrap_or(Value::Null);
-    Ok((
-        event.event_type().to_owned(),
-        event.schema_version(),
-        payload,
-    ))
 }
 
 /// Rebuilds a domain event from its type and a payload already upcast to the
@@ -126,31 +132,143 @@ pub(crate) fn personal_subjects(value: &Value, out: &mut BTreeSet<String>) {
     }
 }
 
-/// Replaces every clear personal value with its sealed form.
-pub(crate) fn seal(
-    value: &mut Value,
-    keys: &HashMap<String, Arc<DataKey>>,
-) -> Result<(), StoreError> {
-    match value {
-        Value::Object(map) => {
-            if let Some(subject) = personal_object(map).map(str::to_owned) {
-                if let Some(Value::String(clear)) = map.remove(VALUE_KEY) {
-                    let key = keys.get(&subject).ok_or_else(|| {
-                        StoreError::Keys(format!("no data key for {subject} while sealing"))
-                    })?;
-                    map.insert(KEY_ID_KEY.into(), Value::String(key.id.clone()));
-                    map.insert(
-                        SEALED_KEY.into(),
-                        Value::String(key.seal(&subject, &clear)?),
-                    );
-                }
-                return Ok(());
-            }
-            map.values_mut().try_for_each(|v| seal(v, keys))
-        }
-        Value::Array(items) => items.iter_mut().try_for_each(|v| seal(v, keys)),
-        _ => Ok(()),
+/// How `PersonalData` starts in serialized JSON. A JSON string holds no
+/// unescaped quote, so these bytes can only start an object with the key
+/// `$pd`, never sit inside a string.
+const PERSONAL_START: &[u8] = b"{\"$pd\":";
+
+/// One personal-data object in serialized JSON, exactly as `PersonalData`
+/// serializes itself: `{"$pd":<subject>,"v":<string or null>}`.
+struct PersonalSpan {
+    /// Its bytes in the JSON.
+    range: std::ops::Range<usize>,
+    /// The subject's JSON string, as written.
+    subject_json: std::ops::Range<usize>,
+    subject: String,
+    value: Option<String>,
+}
+
+/// The JSON string token starting at `at` (a quote): its end (exclusive).
+fn string_end(json: &[u8], at: usize) -> Option<usize> {
+    if json.get(at) != Some(&b'"') {
+        return None;
     }
+    let mut i = at + 1;
+    while i < json.len() {
+        match json[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The personal-data object starting at `at`, if it has `PersonalData`'s
+/// exact shape (anything else is not personal data and stays as it is).
+fn personal_at(json: &[u8], at: usize) -> Result<Option<PersonalSpan>, StoreError> {
+    let subject_at = at + PERSONAL_START.len();
+    let Some(subject_end) = string_end(json, subject_at) else {
+        return Ok(None);
+    };
+    let Some(after) = json[subject_end..].strip_prefix(b",\"v\":".as_slice()) else {
+        return Ok(None);
+    };
+    let value_at = json.len() - after.len();
+    let (value_end, value) = if after.starts_with(b"null") {
+        (value_at + 4, None)
+    } else {
+        let Some(end) = string_end(json, value_at) else {
+            return Ok(None);
+        };
+        let value: String = serde_json::from_slice(&json[value_at..end])
+            .map_err(|e| StoreError::Encode(format!("personal data value: {e}")))?;
+        (end, Some(value))
+    };
+    if json.get(value_end) != Some(&b'}') {
+        return Ok(None);
+    }
+    let subject: String = serde_json::from_slice(&json[subject_at..subject_end])
+        .map_err(|e| StoreError::Encode(format!("personal data subject: {e}")))?;
+    Ok(Some(PersonalSpan {
+        range: at..value_end + 1,
+        subject_json: subject_at..subject_end,
+        subject,
+        value,
+    }))
+}
+
+/// Every personal-data object of serialized JSON, in order.
+fn find_personal(json: &[u8]) -> Result<Vec<PersonalSpan>, StoreError> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(offset) = json[from..]
+        .windows(PERSONAL_START.len())
+        .position(|w| w == PERSONAL_START)
+    {
+        let at = from + offset;
+        match personal_at(json, at)? {
+            Some(p) => {
+                from = p.range.end;
+                found.push(p);
+            }
+            None => from = at + 1,
+        }
+    }
+    Ok(found)
+}
+
+/// Seals every clear personal value in serialized JSON documents with the
+/// subjects' keys (created on first use): `{"$pd":s,"v":x}` becomes
+/// `{"$pd":s,"k":<key id>,"ct":<sealed x>}`, and an erased value
+/// (`"v":null`) becomes `{"$pd":s}`.
+pub(crate) async fn seal_all(keys: &KeyStore, docs: &mut [Vec<u8>]) -> Result<(), StoreError> {
+    let found = docs
+        .iter()
+        .map(|d| find_personal(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut by_subject: HashMap<&str, Arc<DataKey>> = HashMap::new();
+    for p in found.iter().flatten() {
+        if p.value.is_some() && !by_subject.contains_key(p.subject.as_str()) {
+            by_subject.insert(&p.subject, keys.key_for_write(&p.subject).await?);
+        }
+    }
+    for (doc, found) in docs.iter_mut().zip(&found) {
+        if !found.is_empty() {
+            *doc = sealed(doc, found, &by_subject)?;
+        }
+    }
+    Ok(())
+}
+
+/// `doc` with the personal-data objects `found` in it sealed with `keys`
+/// (which hold every subject with a value).
+fn sealed(
+    doc: &[u8],
+    found: &[PersonalSpan],
+    keys: &HashMap<&str, Arc<DataKey>>,
+) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(doc.len() + found.len() * 64);
+    let mut copied = 0;
+    for p in found {
+        out.extend_from_slice(&doc[copied..p.range.start]);
+        out.extend_from_slice(PERSONAL_START);
+        out.extend_from_slice(&doc[p.subject_json.clone()]);
+        if let Some(clear) = &p.value {
+            let key = keys.get(p.subject.as_str()).ok_or_else(|| {
+                StoreError::Keys(format!("no data key for {} while sealing", p.subject))
+            })?;
+            out.extend_from_slice(
+                format!(",\"{KEY_ID_KEY}\":\"{}\",\"{SEALED_KEY}\":\"", key.id).as_bytes(),
+            );
+            out.extend_from_slice(key.seal(&p.subject, clear)?.as_bytes());
+            out.push(b'"');
+        }
+        out.push(b'}');
+        copied = p.range.end;
+    }
+    out.extend_from_slice(&doc[copied..]);
+    Ok(out)
 }
 
 /// Opens one sealed value of `subject`: the clear value, or `None` when the
@@ -227,20 +345,6 @@ pub(crate) fn unseal(
         Value::Array(items) => items.iter_mut().try_for_each(|v| unseal(v, keys)),
         _ => Ok(()),
     }
-}
-
-/// Seals every personal value in `values` with the subjects' keys (created on first use).
-pub(crate) async fn seal_all(keys: &KeyStore, values: &mut [Value]) -> Result<(), StoreError> {
-    let mut subjects = BTreeSet::new();
-    values
-        .iter()
-        .for_each(|v| personal_subjects(v, &mut subjects));
-    let mut found = HashMap::with_capacity(subjects.len());
-    for s in subjects {
-        let key = keys.key_for_write(&s).await?;
-        found.insert(s, key);
-    }
-    values.iter_mut().try_for_each(|v| seal(v, &found))
 }
 
 /// Looks up the keys of every subject with personal data in `values`.
@@ -339,9 +443,96 @@ pub async fn decode_generic(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
     use serde_json::json;
+    use trackhrs_domain::PersonId;
+    use trackhrs_domain::personal::PersonalData;
 
     use super::*;
+
+    fn test_key(byte: u8) -> Arc<DataKey> {
+        Arc::new(DataKey::from_bytes(&[byte; 40]).unwrap())
+    }
+
+    /// Seals serialized JSON with test keys, the way `seal_all` does.
+    fn seal_with(json: &[u8], keys: &HashMap<&str, Arc<DataKey>>) -> Vec<u8> {
+        sealed(json, &find_personal(json).unwrap(), keys).unwrap()
+    }
+
+    #[test]
+    fn personal_data_serializes_in_the_shape_the_sealer_finds() {
+        let p1 = PersonId::new("p1").unwrap();
+        let clear = serde_json::to_vec(&PersonalData::new(p1.clone(), "a\"b")).unwrap();
+        assert_eq!(clear, br#"{"$pd":"p1","v":"a\"b"}"#);
+        assert!(clear.starts_with(PERSONAL_START));
+        let found = find_personal(&clear).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].subject.as_str(), found[0].value.as_deref()),
+            ("p1", Some("a\"b"))
+        );
+        assert_eq!(found[0].range, 0..clear.len());
+    }
+
+    #[test]
+    fn only_whole_personal_objects_are_sealed() {
+        let keys = HashMap::from([("p1", test_key(1))]);
+        // Inside a string, and objects of another shape, stay as they are.
+        let other = br#"{"a":"{\"$pd\":\"p1\",\"v\":\"x\"}","b":{"$pd":"p1","w":"x"},"c":{"$pd":"p1","v":"x","d":1}}"#;
+        assert_eq!(seal_with(other, &keys), other.to_vec());
+        // An erased value keeps only its subject.
+        assert_eq!(
+            seal_with(br#"[{"$pd":"p1","v":null}]"#, &keys),
+            br#"[{"$pd":"p1"}]"#.to_vec()
+        );
+        let no_key = br#"{"$pd":"p2","v":"x"}"#;
+        assert!(matches!(
+            sealed(no_key, &find_personal(no_key).unwrap(), &keys),
+            Err(StoreError::Keys(_))
+        ));
+    }
+
+    #[derive(Debug, serde::Serialize)]
+    struct Sample {
+        app: String,
+        title: Option<PersonalData>,
+        nested: Vec<(String, PersonalData)>,
+    }
+
+    proptest! {
+        /// Sealing the bytes and opening the JSON tree gives back exactly
+        /// what was serialized, whatever the text (quotes, backslashes,
+        /// control characters, any Unicode, the marker itself).
+        #[test]
+        fn sealed_bytes_open_to_the_original(
+            app in any::<String>(),
+            title in proptest::option::of(any::<String>()),
+            nested in proptest::collection::vec((any::<String>(), any::<String>(), any::<bool>()), 0..4),
+        ) {
+            let p1 = PersonId::new("p1").unwrap();
+            let p2 = PersonId::new("p-2").unwrap();
+            let sample = Sample {
+                app: format!("{app}{{\"$pd\":\"p1\",\"v\":\"{app}\"}}"),
+                title: title.map(|t| PersonalData::new(p1.clone(), t)),
+                nested: nested
+                    .into_iter()
+                    .map(|(k, v, mine)| (k, PersonalData::new(if mine { p1.clone() } else { p2.clone() }, v)))
+                    .collect(),
+            };
+            let json = serde_json::to_vec(&sample).unwrap();
+            let keys = HashMap::from([("p1", test_key(1)), ("p-2", test_key(2))]);
+            let sealed = seal_with(&json, &keys);
+            let text = String::from_utf8(sealed.clone()).unwrap();
+            prop_assert!(!text.contains("\"v\":\""), "no clear value left: {}", text);
+            let mut opened: Value = serde_json::from_slice(&sealed).unwrap();
+            let open_keys: HashMap<String, Option<Arc<DataKey>>> = keys
+                .iter()
+                .map(|(s, k)| ((*s).to_owned(), Some(k.clone())))
+                .collect();
+            unseal(&mut opened, &open_keys).unwrap();
+            prop_assert_eq!(opened, serde_json::to_value(&sample).unwrap());
+        }
+    }
 
     #[test]
     fn finds_personal_objects_at_any_depth() {

@@ -12,10 +12,10 @@ use async_nats::{Client, HeaderMap};
 use prost::Message as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use trackhrs_domain::{Aggregate, Token};
+use trackhrs_domain::{Aggregate, DomainEvent, Token};
 use trackhrs_schemas::events::v1::{Commit, EventEnvelope};
 
-use crate::codec::{self, decode_commit, join_event, payload_json, split_event, unseal};
+use crate::codec::{self, decode_commit, event_payload, join_event, payload_json, unseal};
 use crate::config::{EVENT_SUBJECT_PREFIX, StoreConfig};
 use crate::direct;
 use crate::error::StoreError;
@@ -516,8 +516,10 @@ impl EventStore {
         loaded: &Loaded<A>,
     ) -> Result<(), StoreError> {
         let mut state =
-            serde_json::to_value(&loaded.state).map_err(|e| StoreError::Encode(e.to_string()))?;
+            serde_json::to_vec(&loaded.state).map_err(|e| StoreError::Encode(e.to_string()))?;
         codec::seal_all(&self.inner.keys, std::slice::from_mut(&mut state)).await?;
+        let state: Value =
+            serde_json::from_slice(&state).map_err(|e| StoreError::Encode(e.to_string()))?;
         let snap = Snapshot {
             format: SNAPSHOT_FORMAT,
             aggregate_type: A::TYPE.to_owned(),
@@ -571,26 +573,22 @@ impl EventStore {
             ));
         }
         let subject = Self::subject::<A>(org, id);
-        let mut parts = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
-        for e in &events {
-            let (event_type, schema_version, payload) = split_event(e)?;
-            parts.push((event_type, schema_version));
-            payloads.push(payload);
-        }
+        let mut payloads = events
+            .iter()
+            .map(event_payload)
+            .collect::<Result<Vec<_>, _>>()?;
         codec::seal_all(&self.inner.keys, &mut payloads).await?;
-        let mut envelopes = Vec::with_capacity(events.len());
-        for (i, ((event_type, schema_version), payload)) in
-            parts.into_iter().zip(payloads).enumerate()
-        {
-            envelopes.push(EventEnvelope {
-                event_type,
-                schema_version,
+        let envelopes = events
+            .iter()
+            .zip(payloads)
+            .enumerate()
+            .map(|(i, (e, payload))| EventEnvelope {
+                event_type: e.event_type().to_owned(),
+                schema_version: e.schema_version(),
                 aggregate_version: current.version + 1 + i as u64,
-                payload: serde_json::to_vec(&payload)
-                    .map_err(|e| StoreError::Encode(e.to_string()))?,
-            });
-        }
+                payload,
+            })
+            .collect();
         let commit = Commit {
             command_id: meta.command_id.clone(),
             org_id: org.to_string(),
