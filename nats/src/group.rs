@@ -17,11 +17,16 @@ use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-/// Batches being committed at once.
-const BATCHES_IN_FLIGHT: usize = 32;
-/// Largest batch. With [`BATCHES_IN_FLIGHT`] this keeps the appends awaiting
-/// acknowledgement (3,200) below async-nats's default of 5,000 acks in flight,
-/// and below the server's default limit of 1,000 messages per atomic batch.
+/// Batches being committed at once. The server stores a stream's batches
+/// one after the other, so more in flight only makes each batch smaller:
+/// measured with fsync on every write (`benches/results.md`, 2026-11-29),
+/// 4 gave 10.2k appends/s (p99 177 ms) with 1,000 appenders where 32 gave
+/// 9.2k (p99 243 ms), and 6.0k/s (p99 36 ms) with 100 appenders where 32
+/// gave 2.9k (p99 101 ms); 2 was no better than 4.
+const BATCHES_IN_FLIGHT: usize = 4;
+/// Largest batch: below async-nats's default of 5,000 acknowledgements in
+/// flight with [`BATCHES_IN_FLIGHT`], and below the server's default limit
+/// of 1,000 messages per atomic batch.
 pub const MAX_BATCH: usize = 100;
 
 /// One append waiting to be published.
