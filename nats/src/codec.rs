@@ -132,10 +132,11 @@ pub(crate) fn personal_subjects(value: &Value, out: &mut BTreeSet<String>) {
     }
 }
 
-/// How `PersonalData` starts in serialized JSON. A JSON string holds no
-/// unescaped quote, so these bytes can only start an object with the key
-/// `$pd`, never sit inside a string.
+/// How `PersonalData` starts in serialized JSON.
 const PERSONAL_START: &[u8] = b"{\"$pd\":";
+/// The key that marks personal data. A JSON string holds no unescaped
+/// quote, so these bytes are always a key, never part of a string.
+const PERSONAL_KEY: &[u8] = b"\"$pd\":";
 
 /// One personal-data object in serialized JSON, exactly as `PersonalData`
 /// serializes itself: `{"$pd":<subject>,"v":<string or null>}`.
@@ -198,22 +199,30 @@ fn personal_at(json: &[u8], at: usize) -> Result<Option<PersonalSpan>, StoreErro
     }))
 }
 
-/// Every personal-data object of serialized JSON, in order.
+/// Every personal-data object of serialized JSON, in order. Fails closed:
+/// a `$pd` key anywhere but at the start of an object of `PersonalData`'s
+/// exact shape (for example one flattened into another struct, or inside an
+/// internally tagged enum) is an error, never stored unsealed.
 fn find_personal(json: &[u8]) -> Result<Vec<PersonalSpan>, StoreError> {
     let mut found = Vec::new();
     let mut from = 0;
     while let Some(offset) = json[from..]
-        .windows(PERSONAL_START.len())
-        .position(|w| w == PERSONAL_START)
+        .windows(PERSONAL_KEY.len())
+        .position(|w| w == PERSONAL_KEY)
     {
-        let at = from + offset;
-        match personal_at(json, at)? {
-            Some(p) => {
-                from = p.range.end;
-                found.push(p);
-            }
-            None => from = at + 1,
-        }
+        let key_at = from + offset;
+        let personal = match key_at.checked_sub(1) {
+            Some(at) if json[at] == b'{' => personal_at(json, at)?,
+            _ => None,
+        };
+        let Some(p) = personal else {
+            return Err(StoreError::Encode(
+                "personal data must serialize exactly as PersonalData does: {\"$pd\": subject, \"v\": value}"
+                    .into(),
+            ));
+        };
+        from = p.range.end;
+        found.push(p);
     }
     Ok(found)
 }
@@ -298,22 +307,26 @@ pub struct StoredPersonal<'a> {
     /// The data subject.
     #[serde(rename = "$pd", borrow)]
     pub subject: std::borrow::Cow<'a, str>,
-    /// Id of the key that sealed the value (hex, never escaped).
-    #[serde(rename = "k", default)]
-    key_id: Option<&'a str>,
-    /// The sealed value (base64, never escaped); absent once erased at write.
-    #[serde(rename = "ct", default)]
-    sealed: Option<&'a str>,
+    /// Id of the key that sealed the value.
+    #[serde(rename = "k", borrow, default)]
+    key_id: Option<std::borrow::Cow<'a, str>>,
+    /// The sealed value; absent once erased at write.
+    #[serde(rename = "ct", borrow, default)]
+    sealed: Option<std::borrow::Cow<'a, str>>,
+    /// A clear value, as the generic reading accepts one.
+    #[serde(rename = "v", borrow, default)]
+    clear: Option<std::borrow::Cow<'a, str>>,
 }
 
 impl StoredPersonal<'_> {
     /// The clear value, opened with `key` (the subject's key as
     /// [`KeyStore::key_for_read`] gives it); `None` when the subject was
     /// erased. Err when the value does not authenticate under its key.
+    /// Reads as [`decode_generic`] does.
     pub fn open(&self, key: Option<&DataKey>) -> Result<Option<String>, String> {
-        match self.sealed {
-            Some(sealed) => open_sealed(key, &self.subject, self.key_id, sealed),
-            None => Ok(None),
+        match (&self.sealed, &self.clear) {
+            (Some(sealed), _) => open_sealed(key, &self.subject, self.key_id.as_deref(), sealed),
+            (None, clear) => Ok(clear.as_deref().map(str::to_owned)),
         }
     }
 }
@@ -477,9 +490,23 @@ mod tests {
     #[test]
     fn only_whole_personal_objects_are_sealed() {
         let keys = HashMap::from([("p1", test_key(1))]);
-        // Inside a string, and objects of another shape, stay as they are.
-        let other = br#"{"a":"{\"$pd\":\"p1\",\"v\":\"x\"}","b":{"$pd":"p1","w":"x"},"c":{"$pd":"p1","v":"x","d":1}}"#;
-        assert_eq!(seal_with(other, &keys), other.to_vec());
+        // The marker inside a string is text.
+        let text = br#"{"a":"{\"$pd\":\"p1\",\"v\":\"x\"}"}"#;
+        assert_eq!(seal_with(text, &keys), text.to_vec());
+        // Personal data in any other shape is refused, never stored clear.
+        for other in [
+            br#"{"b":{"$pd":"p1","w":"x"}}"#.as_slice(),
+            br#"{"c":{"$pd":"p1","v":"x","d":1}}"#,
+            br#"{"kind":"Email","$pd":"p1","v":"x"}"#,
+            br#"{"v":"x","$pd":"p1"}"#,
+            br#"{"$pd":null,"v":"x"}"#,
+        ] {
+            assert!(
+                matches!(find_personal(other), Err(StoreError::Encode(_))),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
         // An erased value keeps only its subject.
         assert_eq!(
             seal_with(br#"[{"$pd":"p1","v":null}]"#, &keys),
@@ -489,6 +516,55 @@ mod tests {
         assert!(matches!(
             sealed(no_key, &find_personal(no_key).unwrap(), &keys),
             Err(StoreError::Keys(_))
+        ));
+    }
+
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(tag = "type", content = "data")]
+    enum Event {
+        Unit,
+        Named { n: u32 },
+    }
+
+    impl DomainEvent for Event {
+        fn event_type(&self) -> &'static str {
+            match self {
+                Self::Unit => "Unit",
+                Self::Named { .. } => "Named",
+            }
+        }
+
+        fn schema_version(&self) -> u32 {
+            1
+        }
+    }
+
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(tag = "kind")]
+    enum Mistagged {
+        Named { n: u32 },
+    }
+
+    impl DomainEvent for Mistagged {
+        fn event_type(&self) -> &'static str {
+            "Named"
+        }
+
+        fn schema_version(&self) -> u32 {
+            1
+        }
+    }
+
+    #[test]
+    fn an_event_payload_is_its_data_or_null() {
+        assert_eq!(
+            event_payload(&Event::Named { n: 7 }).unwrap(),
+            br#"{"n":7}"#
+        );
+        assert_eq!(event_payload(&Event::Unit).unwrap(), b"null");
+        assert!(matches!(
+            event_payload(&Mistagged::Named { n: 7 }),
+            Err(StoreError::Encode(_))
         ));
     }
 

@@ -102,7 +102,10 @@ pub struct DeviceBatch {
 }
 
 /// One `SpanRecorded`, title and URL opened (`None` when absent or erased).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its debug output hides them, as [`PersonalData`]'s does.
+///
+/// [`PersonalData`]: trackhrs_domain::personal::PersonalData
+#[derive(Clone, PartialEq, Eq)]
 pub struct OpenedSpan {
     /// Start, ms since the epoch.
     pub start_ms: i64,
@@ -116,6 +119,20 @@ pub struct OpenedSpan {
     pub url: Option<String>,
     /// Active or idle.
     pub active: bool,
+}
+
+impl std::fmt::Debug for OpenedSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("OpenedSpan")
+            .field("start_ms", &self.start_ms)
+            .field("end_ms", &self.end_ms)
+            .field("app", &self.app)
+            .field("title", &hidden(&self.title))
+            .field("url", &hidden(&self.url))
+            .field("active", &self.active)
+            .finish()
+    }
 }
 
 /// `BatchAccepted` v1, the part this projection reads.
@@ -931,7 +948,55 @@ pub fn iso_weekday(day: NaiveDate) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use trackhrs_domain::DomainEvent;
+    use trackhrs_domain::activity::{ActivityEvent, Span};
+
     use super::*;
+
+    /// `decode_device` reads version 1 of the device events only (and
+    /// dead-letters others): a new version must be taught to it first.
+    #[test]
+    fn the_typed_reading_knows_every_current_device_event_version() {
+        let accepted = ActivityEvent::BatchAccepted {
+            batch_id: "b".into(),
+            seq: 1,
+            member: trackhrs_domain::Token::new("p1").unwrap(),
+            spans: 0,
+        };
+        let span = ActivityEvent::SpanRecorded(Span {
+            start_ms: 0,
+            end_ms: 1,
+            app: "a".into(),
+            title: None,
+            url: None,
+            active: true,
+        });
+        for event in [accepted, span] {
+            assert_eq!(
+                (event.event_type(), event.schema_version()),
+                (event.event_type(), 1),
+                "teach decode_device the new version"
+            );
+        }
+    }
+
+    #[test]
+    fn an_opened_span_hides_title_and_url_in_debug_output() {
+        let span = OpenedSpan {
+            start_ms: 0,
+            end_ms: 1,
+            app: "code".into(),
+            title: Some("secret.rs".into()),
+            url: Some("https://secret.example".into()),
+            active: true,
+        };
+        let shown = format!("{span:?}");
+        assert!(
+            shown.contains("code") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        assert!(!shown.contains("secret"), "{shown}");
+    }
 
     #[test]
     fn spans_split_at_local_midnight() {

@@ -71,7 +71,9 @@ pub struct RunnerConfig {
     pub batch_wait: Duration,
     /// How long JetStream waits for an acknowledgement before it considers a
     /// delivery lost. Redeliveries are harmless (skipped by the checkpoint);
-    /// this only has to exceed a normal batch's processing time.
+    /// this only has to exceed the processing time of three batches (a
+    /// batch is acknowledged after it commits, and up to two more are
+    /// fetched ahead meanwhile).
     pub ack_wait: Duration,
     /// Longest pause between retries when PostgreSQL or NATS fails.
     pub max_backoff: Duration,
@@ -413,13 +415,14 @@ impl<P: Projection> Run<'_, P> {
         // ahead, so decoding the next batch overlaps with PostgreSQL writing
         // this one. It ends with the session (aborted when dropped).
         let (ahead, mut ready) = tokio::sync::mpsc::channel(1);
+        let (committed, committed_rx) = tokio::sync::watch::channel(position);
         let _reader = AbortOnDrop(tokio::spawn(read_ahead::<P>(
             self.ctx.store.clone(),
             consumer,
             events,
             self.ctx.consumer.clone(),
             self.ctx.config.clone(),
-            position,
+            committed_rx,
             ahead,
         )));
         loop {
@@ -442,6 +445,7 @@ impl<P: Projection> Run<'_, P> {
             if target > position {
                 let (orgs, now_live) = self.commit_batch(prepared, position, target).await?;
                 position = target;
+                committed.send_replace(position);
                 live = now_live;
                 self.backoff = MIN_BACKOFF;
                 if live {
@@ -562,14 +566,16 @@ async fn read_ahead<P: Projection>(
     mut events: jetstream::stream::Stream,
     consumer_name: String,
     config: RunnerConfig,
-    position: u64,
+    committed: tokio::sync::watch::Receiver<u64>,
     ready: tokio::sync::mpsc::Sender<Result<Ready<P::Commit>, ProjectionError>>,
 ) {
     // Consumer sequence of the next delivery (the consumer is new).
     let mut next_delivery = 1;
-    let mut last_sequence = position;
+    let mut last_sequence = *committed.borrow();
     let mut backlog = true;
     loop {
+        // The session's checkpoint: a redelivery at or below it is skipped.
+        let position = *committed.borrow();
         let fetched = match fetch(
             &consumer,
             &config,
@@ -627,10 +633,13 @@ async fn fetch(
     next_delivery: &mut u64,
     last_sequence: &mut u64,
 ) -> Result<Fetched, ProjectionError> {
+    // Either way the request expires: a lost reply (a reconnect, a server
+    // restart) ends the batch instead of waiting for it forever.
     let batch = if backlog {
         consumer
             .fetch()
             .max_messages(config.batch_max)
+            .expires(config.batch_wait)
             .messages()
             .await
     } else {
