@@ -208,7 +208,10 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut bytes_read = 0usize;
     let mut whole = source
-        .create_consumer(pull::OrderedConfig::default())
+        .create_consumer(pull::OrderedConfig {
+            max_batch: reader::ORDERED_PULL_MAX,
+            ..Default::default()
+        })
         .await?
         .messages()
         .await?;
@@ -230,6 +233,7 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let ordered = source
         .create_consumer(pull::OrderedConfig {
             filter_subject: "evt.*.device_activity.*".into(),
+            max_batch: reader::ORDERED_PULL_MAX,
             ..Default::default()
         })
         .await?;

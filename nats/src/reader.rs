@@ -21,6 +21,13 @@ pub enum StartAt {
     New,
 }
 
+/// Most messages one pull of an ordered read asks for. async-nats asks for
+/// 500 by default: with commits of 100-300 KB that outruns the 64 MiB the
+/// server buffers for a client, which then drops the connection's messages
+/// as a slow consumer (seen in `bench pipeline`: the server logged a slow
+/// consumer and the run stalled).
+pub const ORDERED_PULL_MAX: i64 = 100;
+
 /// One item of a log read: a decoded commit, or a message that could not be
 /// decoded (named by subject and sequence; the read goes on after it).
 pub struct LogItem {
@@ -53,6 +60,7 @@ pub async fn read(
         .create_consumer(pull::OrderedConfig {
             deliver_policy,
             filter_subject: filter_subject.unwrap_or_default(),
+            max_batch: ORDERED_PULL_MAX,
             ..Default::default()
         })
         .await
