@@ -48,6 +48,10 @@ pub struct PipelineBenchArgs {
     /// Devices uploading at once, and acknowledgements in flight for raw publishes.
     #[arg(long, default_value_t = 32)]
     concurrency: u64,
+    /// Most appends the event store commits together as one atomic batch
+    /// (as `trackhrs run --group-commit-max`; 1 turns group commit off).
+    #[arg(long, default_value_t = StoreConfig::default().group_commit_max)]
+    group_commit_max: usize,
 }
 
 const SPAN_MS: i64 = 30_000;
@@ -106,7 +110,10 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     db.batch_execute("CREATE EXTENSION pg_stat_statements")
         .await?;
 
-    let config = StoreConfig::default();
+    let config = StoreConfig {
+        group_commit_max: args.group_commit_max,
+        ..StoreConfig::default()
+    };
     trackhrs_nats::provision(&client, &config).await?;
     let store = EventStore::open(client.clone(), config.clone()).await?;
     let core = trackhrs_gateway::open(
@@ -338,6 +345,8 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let mut report = Map::new();
     report.insert("spans".into(), json!(ingested));
     report.insert("batch".into(), json!(args.batch));
+    report.insert("concurrency".into(), json!(args.concurrency));
+    report.insert("group_commit_max".into(), json!(args.group_commit_max));
     report.insert("commits".into(), json!(messages));
     report.insert(
         "raw_publish_per_s".into(),

@@ -1,6 +1,7 @@
 //! Encoding of domain events into stored commits and back, including the
 //! sealing of personal data and the upcasting of old schema versions.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -140,36 +141,52 @@ const PERSONAL_KEY: &[u8] = b"\"$pd\":";
 
 /// One personal-data object in serialized JSON, exactly as `PersonalData`
 /// serializes itself: `{"$pd":<subject>,"v":<string or null>}`.
-struct PersonalSpan {
+struct PersonalSpan<'a> {
     /// Its bytes in the JSON.
     range: std::ops::Range<usize>,
     /// The subject's JSON string, as written.
     subject_json: std::ops::Range<usize>,
-    subject: String,
-    value: Option<String>,
+    subject: Cow<'a, str>,
+    value: Option<Cow<'a, str>>,
 }
 
-/// The JSON string token starting at `at` (a quote): its end (exclusive).
-fn string_end(json: &[u8], at: usize) -> Option<usize> {
+/// The JSON string token starting at `at` (a quote): its end (exclusive),
+/// and whether it holds an escape.
+fn string_end(json: &[u8], at: usize) -> Option<(usize, bool)> {
     if json.get(at) != Some(&b'"') {
         return None;
     }
+    let mut escaped = false;
     let mut i = at + 1;
-    while i < json.len() {
-        match json[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
+    loop {
+        i += memchr::memchr2(b'"', b'\\', json.get(i..)?)?;
+        if json[i] == b'"' {
+            return Some((i + 1, escaped));
+        }
+        escaped = true;
+        i += 2;
+    }
+}
+
+/// The text of the JSON string token `token`: borrowed when it holds no
+/// escape (serde_json writes every other character as it is), else decoded.
+fn json_str<'a>(token: &'a [u8], escaped: bool, what: &str) -> Result<Cow<'a, str>, StoreError> {
+    if !escaped {
+        let inner = &token[1..token.len() - 1];
+        if let Ok(text) = std::str::from_utf8(inner) {
+            return Ok(Cow::Borrowed(text));
         }
     }
-    None
+    serde_json::from_slice::<String>(token)
+        .map(Cow::Owned)
+        .map_err(|e| StoreError::Encode(format!("personal data {what}: {e}")))
 }
 
 /// The personal-data object starting at `at`, if it has `PersonalData`'s
 /// exact shape (anything else is not personal data and stays as it is).
-fn personal_at(json: &[u8], at: usize) -> Result<Option<PersonalSpan>, StoreError> {
+fn personal_at(json: &[u8], at: usize) -> Result<Option<PersonalSpan<'_>>, StoreError> {
     let subject_at = at + PERSONAL_START.len();
-    let Some(subject_end) = string_end(json, subject_at) else {
+    let Some((subject_end, subject_escaped)) = string_end(json, subject_at) else {
         return Ok(None);
     };
     let Some(after) = json[subject_end..].strip_prefix(b",\"v\":".as_slice()) else {
@@ -179,18 +196,15 @@ fn personal_at(json: &[u8], at: usize) -> Result<Option<PersonalSpan>, StoreErro
     let (value_end, value) = if after.starts_with(b"null") {
         (value_at + 4, None)
     } else {
-        let Some(end) = string_end(json, value_at) else {
+        let Some((end, escaped)) = string_end(json, value_at) else {
             return Ok(None);
         };
-        let value: String = serde_json::from_slice(&json[value_at..end])
-            .map_err(|e| StoreError::Encode(format!("personal data value: {e}")))?;
-        (end, Some(value))
+        (end, Some(json_str(&json[value_at..end], escaped, "value")?))
     };
     if json.get(value_end) != Some(&b'}') {
         return Ok(None);
     }
-    let subject: String = serde_json::from_slice(&json[subject_at..subject_end])
-        .map_err(|e| StoreError::Encode(format!("personal data subject: {e}")))?;
+    let subject = json_str(&json[subject_at..subject_end], subject_escaped, "subject")?;
     Ok(Some(PersonalSpan {
         range: at..value_end + 1,
         subject_json: subject_at..subject_end,
@@ -203,14 +217,17 @@ fn personal_at(json: &[u8], at: usize) -> Result<Option<PersonalSpan>, StoreErro
 /// a `$pd` key anywhere but at the start of an object of `PersonalData`'s
 /// exact shape (for example one flattened into another struct, or inside an
 /// internally tagged enum) is an error, never stored unsealed.
-fn find_personal(json: &[u8]) -> Result<Vec<PersonalSpan>, StoreError> {
+fn find_personal(json: &[u8]) -> Result<Vec<PersonalSpan<'_>>, StoreError> {
     let mut found = Vec::new();
-    let mut from = 0;
-    while let Some(offset) = json[from..]
-        .windows(PERSONAL_KEY.len())
-        .position(|w| w == PERSONAL_KEY)
-    {
-        let key_at = from + offset;
+    for key_at in memchr::memmem::find_iter(json, PERSONAL_KEY) {
+        if found
+            .last()
+            .is_some_and(|p: &PersonalSpan| key_at < p.range.end)
+        {
+            // Inside the object just found: only its subject or value,
+            // whose text may hold these bytes escaped.
+            continue;
+        }
         let personal = match key_at.checked_sub(1) {
             Some(at) if json[at] == b'{' => personal_at(json, at)?,
             _ => None,
@@ -221,7 +238,6 @@ fn find_personal(json: &[u8]) -> Result<Vec<PersonalSpan>, StoreError> {
                     .into(),
             ));
         };
-        from = p.range.end;
         found.push(p);
     }
     Ok(found)
@@ -238,13 +254,23 @@ pub(crate) async fn seal_all(keys: &KeyStore, docs: &mut [Vec<u8>]) -> Result<()
         .collect::<Result<Vec<_>, _>>()?;
     let mut by_subject: HashMap<&str, Arc<DataKey>> = HashMap::new();
     for p in found.iter().flatten() {
-        if p.value.is_some() && !by_subject.contains_key(p.subject.as_str()) {
+        if p.value.is_some() && !by_subject.contains_key(&*p.subject) {
             by_subject.insert(&p.subject, keys.key_for_write(&p.subject).await?);
         }
     }
-    for (doc, found) in docs.iter_mut().zip(&found) {
-        if !found.is_empty() {
-            *doc = sealed(doc, found, &by_subject)?;
+    let sealed_docs = docs
+        .iter()
+        .zip(&found)
+        .map(|(doc, found)| {
+            (!found.is_empty())
+                .then(|| sealed(doc, found, &by_subject))
+                .transpose()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(found);
+    for (doc, sealed_doc) in docs.iter_mut().zip(sealed_docs) {
+        if let Some(sealed_doc) = sealed_doc {
+            *doc = sealed_doc;
         }
     }
     Ok(())
@@ -264,13 +290,17 @@ fn sealed(
         out.extend_from_slice(PERSONAL_START);
         out.extend_from_slice(&doc[p.subject_json.clone()]);
         if let Some(clear) = &p.value {
-            let key = keys.get(p.subject.as_str()).ok_or_else(|| {
+            let key = keys.get(&*p.subject).ok_or_else(|| {
                 StoreError::Keys(format!("no data key for {} while sealing", p.subject))
             })?;
-            out.extend_from_slice(
-                format!(",\"{KEY_ID_KEY}\":\"{}\",\"{SEALED_KEY}\":\"", key.id).as_bytes(),
-            );
-            out.extend_from_slice(key.seal(&p.subject, clear)?.as_bytes());
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(KEY_ID_KEY.as_bytes());
+            out.extend_from_slice(b"\":\"");
+            out.extend_from_slice(key.id.as_bytes());
+            out.extend_from_slice(b"\",\"");
+            out.extend_from_slice(SEALED_KEY.as_bytes());
+            out.extend_from_slice(b"\":\"");
+            key.seal_into(&p.subject, clear, &mut out)?;
             out.push(b'"');
         }
         out.push(b'}');
@@ -306,16 +336,16 @@ fn open_sealed(
 pub struct StoredPersonal<'a> {
     /// The data subject.
     #[serde(rename = "$pd", borrow)]
-    pub subject: std::borrow::Cow<'a, str>,
+    pub subject: Cow<'a, str>,
     /// Id of the key that sealed the value.
     #[serde(rename = "k", borrow, default)]
-    key_id: Option<std::borrow::Cow<'a, str>>,
+    key_id: Option<Cow<'a, str>>,
     /// The sealed value; absent once erased at write.
     #[serde(rename = "ct", borrow, default)]
-    sealed: Option<std::borrow::Cow<'a, str>>,
+    sealed: Option<Cow<'a, str>>,
     /// A clear value, as the generic reading accepts one.
     #[serde(rename = "v", borrow, default)]
-    clear: Option<std::borrow::Cow<'a, str>>,
+    clear: Option<Cow<'a, str>>,
 }
 
 impl StoredPersonal<'_> {
@@ -481,7 +511,7 @@ mod tests {
         let found = find_personal(&clear).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(
-            (found[0].subject.as_str(), found[0].value.as_deref()),
+            (&*found[0].subject, found[0].value.as_deref()),
             ("p1", Some("a\"b"))
         );
         assert_eq!(found[0].range, 0..clear.len());

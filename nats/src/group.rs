@@ -29,6 +29,16 @@ const BATCHES_IN_FLIGHT: usize = 4;
 /// of 1,000 messages per atomic batch.
 pub const MAX_BATCH: usize = 100;
 
+/// Commits of this many bytes or more are published on their own, not
+/// grouped: they already carry many events per message (an agent's batch of
+/// 500 spans is about 117 KB), so a shared flush saves them little, while
+/// holding them in an atomic batch makes the server stage megabytes before
+/// it stores any and lets only [`BATCHES_IN_FLIGHT`] of them move at once.
+/// Measured with fsync on every write (`benches/results.md`, 2026-11-29,
+/// `bench pipeline`): ingest of such commits was faster without group
+/// commit at both 32 and 64 uploads at once.
+pub const MAX_GROUPED_BYTES: usize = 64 * 1024;
+
 /// One append waiting to be published.
 pub(crate) struct Pending {
     pub subject: String,

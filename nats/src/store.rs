@@ -679,14 +679,20 @@ impl EventStore {
         }
     }
 
-    /// Publishes one commit, through the group committer when there is one.
+    /// Publishes one commit, through the group committer when there is one
+    /// and the commit is small enough to gain from sharing a flush.
     async fn publish(
         &self,
         subject: String,
         headers: HeaderMap,
         payload: bytes::Bytes,
     ) -> Result<Result<PublishAck, PublishError>, StoreError> {
-        let Some(committer) = &self.inner.committer else {
+        let grouped = self
+            .inner
+            .committer
+            .as_ref()
+            .filter(|_| payload.len() < crate::group::MAX_GROUPED_BYTES);
+        let Some(committer) = grouped else {
             let ack = self
                 .inner
                 .js

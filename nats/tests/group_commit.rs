@@ -66,6 +66,50 @@ async fn concurrent_appends_share_batches_and_each_gets_its_own_position() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_commits_are_published_on_their_own() {
+    let (_server, store) = start().await;
+    // 40 commits of 2,000 events each (well over MAX_GROUPED_BYTES) at once:
+    // each is stored whole at its own position, and none joins a batch.
+    let mut tasks = Vec::new();
+    for a in 0..40u32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let events = (0..2000)
+                .map(|i| OrgEvent::SeatsChanged {
+                    seats: a * 10_000 + i,
+                })
+                .collect();
+            let id = tok(&format!("big{a}"));
+            let done = append_org(
+                &store,
+                id.as_str(),
+                &Loaded::default(),
+                events,
+                &format!("b{a}"),
+            )
+            .await
+            .unwrap();
+            (a, done)
+        }));
+    }
+    for t in tasks {
+        let (a, done) = t.await.unwrap();
+        let loaded = load_org(&store, &format!("big{a}")).await;
+        assert_eq!(
+            (loaded.position, loaded.version, loaded.state.seats),
+            (done.position, 2000, a * 10_000 + 1999)
+        );
+    }
+    let stats = store.group_commit_stats();
+    assert_eq!(
+        stats.batched_appends.load(Ordering::Relaxed),
+        0,
+        "{stats:?}"
+    );
+    assert_eq!(stats.fallbacks.load(Ordering::Relaxed), 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflict_inside_a_batch_fails_only_its_own_append() {
     let (_server, store) = start().await;
     // 300 appends to new aggregates race with 100 duplicates of the same
