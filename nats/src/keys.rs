@@ -50,7 +50,7 @@ impl DataKey {
     pub fn seal(&self, subject: &str, plaintext: &str) -> Result<String, StoreError> {
         let mut out = Vec::new();
         self.seal_into(subject, plaintext, &mut out)?;
-        Ok(String::from_utf8(out).expect("base64 is ASCII"))
+        String::from_utf8(out).map_err(|_| StoreError::Keys("encoding failed".into()))
     }
 
     /// [`DataKey::seal`], appending the base64 to `out`.
