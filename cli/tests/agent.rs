@@ -113,7 +113,7 @@ async fn device_log<A: Aggregate>(
     let loaded = store.load_fresh::<A>(&org, &device).await.unwrap();
     let mut events = Vec::new();
     if loaded.version == 0 {
-        return (loaded.state, events);
+        return (Arc::unwrap_or_clone(loaded.state), events);
     }
     let js = async_nats::jetstream::new(store.client().clone());
     let mut log = read(
@@ -132,7 +132,7 @@ async fn device_log<A: Aggregate>(
             break;
         }
     }
-    (loaded.state, events)
+    (Arc::unwrap_or_clone(loaded.state), events)
 }
 
 /// Every span stored for the device, in stream order: (start, end, app, title).

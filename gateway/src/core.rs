@@ -2,6 +2,7 @@
 //! credential store, PostgreSQL for read models, and the helpers that turn
 //! requests into commands and read-model queries.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::Pool;
@@ -94,7 +95,7 @@ impl Core {
 
     /// The organization's current state, read from the log (not from this
     /// replica's cache, so changes made through other replicas count).
-    pub async fn organization(&self, org: &Token) -> Result<Organization, Status> {
+    pub async fn organization(&self, org: &Token) -> Result<Arc<Organization>, Status> {
         Ok(self
             .commands
             .store()

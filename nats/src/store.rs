@@ -32,8 +32,9 @@ const MAX_COMMAND_ID_LEN: usize = 128;
 /// An aggregate's state as of its last commit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded<A> {
-    /// The state.
-    pub state: A,
+    /// The state. Shared with the state cache: a load copies nothing, and
+    /// an append copies the state once to apply its events.
+    pub state: Arc<A>,
     /// Number of events applied (0 for an aggregate that does not exist yet).
     pub version: u64,
     /// Stream sequence of the aggregate's last commit (0 when none): the
@@ -41,18 +42,19 @@ pub struct Loaded<A> {
     pub position: u64,
     /// Version covered by the newest snapshot known to this process.
     snapshot_version: u64,
-    /// The last commits' command ids and results, newest last.
-    recent: VecDeque<(Arc<str>, Appended)>,
+    /// The last commits' command ids and results, newest last (shared like
+    /// the state).
+    recent: Arc<VecDeque<(Arc<str>, Appended)>>,
 }
 
 impl<A: Default> Default for Loaded<A> {
     fn default() -> Self {
         Self {
-            state: A::default(),
+            state: Arc::default(),
             version: 0,
             position: 0,
             snapshot_version: 0,
-            recent: VecDeque::new(),
+            recent: Arc::default(),
         }
     }
 }
@@ -89,10 +91,11 @@ impl<A> Loaded<A> {
     }
 
     fn remember_command(&mut self, command_id: &str, appended: Appended) {
-        if self.recent.len() == RECENT_COMMANDS {
-            self.recent.pop_front();
+        let recent = Arc::make_mut(&mut self.recent);
+        if recent.len() == RECENT_COMMANDS {
+            recent.pop_front();
         }
-        self.recent.push_back((command_id.into(), appended));
+        recent.push_back((command_id.into(), appended));
     }
 }
 
@@ -433,7 +436,7 @@ impl EventStore {
             .map_err(|e| decode_err(e.to_string()))?;
             unseal(&mut upcast, &keys).map_err(decode_err)?;
             let event = join_event::<A>(&envelope.event_type, upcast).map_err(decode_err)?;
-            loaded.state.apply(&event);
+            Arc::make_mut(&mut loaded.state).apply(&event);
             loaded.version = envelope.aggregate_version;
         }
         loaded.position = sequence;
@@ -479,13 +482,13 @@ impl EventStore {
             .await
             .map_err(|e| e.to_string())?;
         unseal(&mut snap.state, &keys)?;
-        let state: A = serde_json::from_value(snap.state).map_err(|e| e.to_string())?;
+        let state: Arc<A> = serde_json::from_value(snap.state).map_err(|e| e.to_string())?;
         Ok(Some(Loaded {
             state,
             version: snap.version,
             position: snap.position,
             snapshot_version: snap.version,
-            recent: snap.recent,
+            recent: Arc::new(snap.recent),
         }))
     }
 
@@ -525,7 +528,7 @@ impl EventStore {
             aggregate_type: A::TYPE.to_owned(),
             version: loaded.version,
             position: loaded.position,
-            recent: loaded.recent.clone(),
+            recent: (*loaded.recent).clone(),
             state,
         };
         let bytes = serde_json::to_vec(&snap).map_err(|e| StoreError::Encode(e.to_string()))?;
@@ -619,8 +622,9 @@ impl EventStore {
             }
             Ok(ack) => {
                 let mut next = current.clone();
+                let state = Arc::make_mut(&mut next.state);
                 for e in &events {
-                    next.state.apply(e);
+                    state.apply(e);
                 }
                 next.version = current.version + events.len() as u64;
                 next.position = ack.sequence;
