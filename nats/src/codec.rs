@@ -133,6 +133,8 @@ pub(crate) fn personal_subjects(value: &Value, out: &mut BTreeSet<String>) {
     }
 }
 
+/// Bytes AES-GCM adds to a sealed value: the nonce and the tag.
+const NONCE_AND_TAG_LEN: usize = 12 + 16;
 /// How `PersonalData` starts in serialized JSON.
 const PERSONAL_START: &[u8] = b"{\"$pd\":";
 /// The key that marks personal data. A JSON string holds no unescaped
@@ -283,7 +285,17 @@ fn sealed(
     found: &[PersonalSpan],
     keys: &HashMap<&str, Arc<DataKey>>,
 ) -> Result<Vec<u8>, StoreError> {
-    let mut out = Vec::with_capacity(doc.len() + found.len() * 64);
+    // Each sealed value grows by its key id and field names and by base64's
+    // third of nonce, ciphertext and tag: reserved at once, not regrown.
+    let growth: usize = found
+        .iter()
+        .map(|p| {
+            p.value
+                .as_ref()
+                .map_or(0, |v| 40 + (NONCE_AND_TAG_LEN + v.len()).div_ceil(3) * 4)
+        })
+        .sum();
+    let mut out = Vec::with_capacity(doc.len() + growth);
     let mut copied = 0;
     for p in found {
         out.extend_from_slice(&doc[copied..p.range.start]);
