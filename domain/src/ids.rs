@@ -23,9 +23,17 @@ pub enum IdError {
 
 /// A validated identifier token: `[A-Za-z0-9_-]{1,64}`. Safe as one NATS subject
 /// token and as a KV key part.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Token(String);
+
+/// Written as its text, without the copy `into = "String"` would make (a
+/// token is serialized with every event that names a member or device).
+impl Serialize for Token {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 impl Token {
     /// Validates `s` as a token.
@@ -88,5 +96,12 @@ mod tests {
             assert!(matches!(Token::new(bad), Err(IdError::BadChar(_))), "{bad}");
         }
         assert!(serde_json::from_str::<Token>("\"a.b\"").is_err());
+    }
+
+    #[test]
+    fn tokens_serialize_as_their_text() {
+        let t = Token::new("dev-7_A").unwrap();
+        assert_eq!(serde_json::to_string(&t).unwrap(), "\"dev-7_A\"");
+        assert_eq!(serde_json::from_str::<Token>("\"dev-7_A\"").unwrap(), t);
     }
 }

@@ -617,12 +617,16 @@ impl Auth {
 
     async fn lookup_device(&self, digest: &Vec<u8>) -> Result<DeviceIdentity, AuthError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
+        // Every upload comes this way: prepared once per pooled connection,
+        // not parsed and planned again for each request.
+        let lookup = client
+            .prepare_cached(
                 "SELECT org_id, device_id, person_id, revoked_at IS NOT NULL \
                  FROM auth.device_tokens WHERE token_hash = $1",
-                &[digest],
             )
+            .await?;
+        let row = client
+            .query_opt(&lookup, &[digest])
             .await?
             .ok_or(AuthError::BadToken)?;
         if row.get::<_, bool>(3) {
