@@ -222,14 +222,6 @@ fn personal_at(json: &[u8], at: usize) -> Result<Option<PersonalSpan<'_>>, Store
 fn find_personal(json: &[u8]) -> Result<Vec<PersonalSpan<'_>>, StoreError> {
     let mut found = Vec::new();
     for key_at in memchr::memmem::find_iter(json, PERSONAL_KEY) {
-        if found
-            .last()
-            .is_some_and(|p: &PersonalSpan| key_at < p.range.end)
-        {
-            // Inside the object just found: only its subject or value,
-            // whose text may hold these bytes escaped.
-            continue;
-        }
         let personal = match key_at.checked_sub(1) {
             Some(at) if json[at] == b'{' => personal_at(json, at)?,
             _ => None,

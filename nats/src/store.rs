@@ -217,7 +217,10 @@ struct Snapshot {
 impl EventStore {
     /// Opens the store on a provisioned server (see [`crate::provision`]).
     pub async fn open(client: Client, config: StoreConfig) -> Result<Self, StoreError> {
+        // `timeout` bounds awaited acknowledgements and API requests;
+        // `ack_timeout` only acknowledgements nobody awaits.
         let js = jetstream::ContextBuilder::new()
+            .timeout(config.ack_timeout)
             .ack_timeout(config.ack_timeout)
             .build(client.clone());
         let states: moka::sync::Cache<String, Arc<dyn Any + Send + Sync>> =
@@ -670,9 +673,11 @@ impl EventStore {
                     expected: current.position,
                 })
             }
-            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => Err(StoreError::Encode(
-                format!("commit on {subject} is too large"),
-            )),
+            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded || exceeds_maximum(&e) => {
+                Err(StoreError::Encode(format!(
+                    "commit on {subject} is too large"
+                )))
+            }
             Err(e) if e.kind() == PublishErrorKind::StreamNotFound => Err(StoreError::Unavailable(
                 format!("no stream for {subject}: is the store provisioned?"),
             )),
@@ -697,13 +702,23 @@ impl EventStore {
             .as_ref()
             .filter(|_| payload.len() < crate::group::MAX_GROUPED_BYTES);
         let Some(committer) = grouped else {
-            let ack = self
-                .inner
-                .js
-                .publish_with_headers(subject.clone(), headers, payload)
+            // Answered as the committer answers: a refused send is the
+            // append's error (too large, no stream, unacknowledged), and the
+            // wait has the same bound.
+            let published = async {
+                match self
+                    .inner
+                    .js
+                    .publish_with_headers(subject.clone(), headers, payload)
+                    .await
+                {
+                    Ok(ack) => ack.await,
+                    Err(e) => Err(e),
+                }
+            };
+            return tokio::time::timeout(self.inner.config.ack_timeout * 4, published)
                 .await
-                .map_err(|e| StoreError::Unavailable(format!("publish to {subject}: {e}")))?;
-            return Ok(ack.await);
+                .map_err(|_| StoreError::Unacknowledged(format!("{subject}: no answer in time")));
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
         committer
@@ -756,6 +771,13 @@ impl EventStore {
         }
         Ok(appended_from(&commit, sequence))
     }
+}
+
+/// Whether the server refused a message as larger than the stream allows.
+fn exceeds_maximum(e: &PublishError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|s| s.error_code() == jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM)
 }
 
 fn appended_from(commit: &Commit, sequence: u64) -> Appended {

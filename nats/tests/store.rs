@@ -12,6 +12,7 @@ use futures::StreamExt;
 use prost::Message as _;
 use trackhrs_domain::Aggregate;
 use trackhrs_domain::organization::{OrgEvent, Organization};
+use trackhrs_domain::personal::PersonalData;
 use trackhrs_harness::{NatsOptions, NatsServer};
 use trackhrs_nats::{EventStore, Loaded, StoreConfig, StoreError};
 use trackhrs_schemas::events::v1::{Commit, EventEnvelope};
@@ -236,6 +237,39 @@ async fn the_server_refuses_to_delete_or_purge_the_event_log() {
 
     let loaded = load_org(&store, "org").await;
     assert_eq!(loaded.version, 1, "history intact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_too_large_is_refused_as_such_and_nothing_is_stored() {
+    let (_server, store) = start().await;
+    // Over the stream's 4 MiB message limit (the server refuses it), and
+    // over the connection's 8 MB payload limit (refused before sending).
+    for (i, bytes) in [5usize << 20, 9 << 20].into_iter().enumerate() {
+        let owner = tok("olive");
+        let event = OrgEvent::OrganizationCreated {
+            name: "x".repeat(bytes),
+            owner: owner.clone(),
+            owner_email: PersonalData::new(owner.clone(), "olive@acme.test"),
+            owner_name: PersonalData::new(owner, "Olive"),
+            seats: 1,
+        };
+        let id = format!("huge{i}");
+        let refused = append_org(
+            &store,
+            &id,
+            &Loaded::default(),
+            vec![event],
+            &format!("h{i}"),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&refused, StoreError::Encode(m) if m.contains("too large")),
+            "{bytes} bytes: {refused:?}"
+        );
+        let loaded = load_org(&store, &id).await;
+        assert_eq!((loaded.version, loaded.position), (0, 0));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
