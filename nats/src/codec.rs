@@ -12,7 +12,7 @@ use trackhrs_domain::{Aggregate, DomainEvent};
 use trackhrs_schemas::events::v1::{Commit, EventEnvelope};
 
 use crate::error::StoreError;
-use crate::keys::{DataKey, KeyStore};
+use crate::keys::{DataKey, KeyStore, NONCE_LEN, TAG_LEN};
 
 /// JSON key of the key id stored beside a sealed value.
 const KEY_ID_KEY: &str = "k";
@@ -133,8 +133,6 @@ pub(crate) fn personal_subjects(value: &Value, out: &mut BTreeSet<String>) {
     }
 }
 
-/// Bytes AES-GCM adds to a sealed value: the nonce and the tag.
-const NONCE_AND_TAG_LEN: usize = 12 + 16;
 /// How `PersonalData` starts in serialized JSON.
 const PERSONAL_START: &[u8] = b"{\"$pd\":";
 /// The key that marks personal data. A JSON string holds no unescaped
@@ -284,7 +282,7 @@ fn sealed(
         .map(|p| {
             p.value
                 .as_ref()
-                .map_or(0, |v| 40 + (NONCE_AND_TAG_LEN + v.len()).div_ceil(3) * 4)
+                .map_or(0, |v| 40 + (NONCE_LEN + TAG_LEN + v.len()).div_ceil(3) * 4)
         })
         .sum();
     let mut out = Vec::with_capacity(doc.len() + growth);

@@ -22,8 +22,8 @@ use crate::error::StoreError;
 
 const KEY_ID_LEN: usize = 8;
 const KEY_LEN: usize = 32;
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
+pub(crate) const NONCE_LEN: usize = 12;
+pub(crate) const TAG_LEN: usize = 16;
 
 /// One person's data key.
 pub struct DataKey {
