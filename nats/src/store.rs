@@ -701,45 +701,42 @@ impl EventStore {
             .committer
             .as_ref()
             .filter(|_| payload.len() < crate::group::MAX_GROUPED_BYTES);
-        let Some(committer) = grouped else {
-            // Answered as the committer answers: a refused send is the
-            // append's error (too large, no stream, unacknowledged), and the
-            // wait has the same bound.
-            let published = async {
-                match self
+        let answer = async {
+            let Some(committer) = grouped else {
+                // Answered as the committer answers: a refused send is the
+                // append's own error (too large, no stream, unacknowledged).
+                let sent = self
                     .inner
                     .js
                     .publish_with_headers(subject.clone(), headers, payload)
-                    .await
-                {
+                    .await;
+                return Ok(match sent {
                     Ok(ack) => ack.await,
                     Err(e) => Err(e),
-                }
+                });
             };
-            return tokio::time::timeout(self.inner.config.ack_timeout * 4, published)
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            committer
+                .send(crate::group::Pending {
+                    subject: subject.clone(),
+                    headers,
+                    payload,
+                    reply,
+                })
                 .await
-                .map_err(|_| StoreError::Unacknowledged(format!("{subject}: no answer in time")));
-        };
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        committer
-            .send(crate::group::Pending {
-                subject: subject.clone(),
-                headers,
-                payload,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Unavailable("the group committer stopped".into()))?;
-        // The committer answers within its own timeouts; this bound only
-        // guards against it being stuck, so no caller ever waits forever.
-        tokio::time::timeout(self.inner.config.ack_timeout * 4, answer)
-            .await
-            .map_err(|_| StoreError::Unacknowledged(format!("{subject}: no answer in time")))?
-            .map_err(|_| {
+                .map_err(|_| StoreError::Unavailable("the group committer stopped".into()))?;
+            answer.await.map_err(|_| {
                 StoreError::Unacknowledged(format!(
                     "{subject}: the group committer dropped the append"
                 ))
             })
+        };
+        // The client and the committer answer within their own timeouts;
+        // this bound only guards against either being stuck, so no caller
+        // ever waits forever.
+        tokio::time::timeout(self.inner.config.ack_timeout * 4, answer)
+            .await
+            .map_err(|_| StoreError::Unacknowledged(format!("{subject}: no answer in time")))?
     }
 
     async fn original_result(
