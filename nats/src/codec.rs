@@ -3,8 +3,9 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
+use memchr::memmem::Finder;
 use prost::Message as _;
 use serde_json::{Map, Value};
 use trackhrs_domain::personal::{SEALED_KEY, SUBJECT_KEY, VALUE_KEY};
@@ -60,34 +61,37 @@ pub struct DecodedCommit {
 
 /// A domain event's payload as JSON bytes: the `data` of its adjacently
 /// tagged serialization (`{"type": ..., "data": ...}`), `null` when it has
-/// none. Serialized straight to bytes: no JSON tree per event.
+/// none. Serialized straight to bytes (no JSON tree per event) and cut out in
+/// place (no second buffer).
 pub(crate) fn event_payload<E: DomainEvent>(event: &E) -> Result<Vec<u8>, StoreError> {
-    let json = serde_json::to_vec(event).map_err(|e| StoreError::Encode(e.to_string()))?;
-    let tag =
-        serde_json::to_vec(event.event_type()).map_err(|e| StoreError::Encode(e.to_string()))?;
-    let rest = json
-        .strip_prefix(b"{\"type\":".as_slice())
-        .and_then(|r| r.strip_prefix(tag.as_slice()));
-    let Some(rest) = rest else {
+    let mut json = serde_json::to_vec(event).map_err(|e| StoreError::Encode(e.to_string()))?;
+    let event_type = event.event_type();
+    let tagged = json
+        .strip_prefix(b"{\"type\":\"".as_slice())
+        .and_then(|r| r.strip_prefix(event_type.as_bytes()))
+        .and_then(|r| r.strip_prefix(b"\"".as_slice()));
+    let Some(rest) = tagged else {
         return Err(StoreError::Encode(format!(
-            "{}: must serialize adjacently tagged, with the serde tag \"type\" equal to event_type()",
-            event.event_type()
+            "{event_type}: must serialize adjacently tagged, with the serde tag \"type\" equal to event_type()"
         )));
     };
-    match rest.strip_prefix(b",\"data\":".as_slice()) {
-        Some(data) => match data.strip_suffix(b"}".as_slice()) {
-            Some(payload) => Ok(payload.to_vec()),
-            None => Err(StoreError::Encode(format!(
-                "{}: \"data\" must be the last field",
-                event.event_type()
-            ))),
-        },
-        None if rest == b"}" => Ok(b"null".to_vec()),
-        None => Err(StoreError::Encode(format!(
-            "{}: must serialize as {{\"type\": ..., \"data\": ...}}",
-            event.event_type()
-        ))),
+    if rest == b"}" {
+        return Ok(b"null".to_vec());
     }
+    if !rest.starts_with(b",\"data\":") {
+        return Err(StoreError::Encode(format!(
+            "{event_type}: must serialize as {{\"type\": ..., \"data\": ...}}"
+        )));
+    }
+    if json.last() != Some(&b'}') {
+        return Err(StoreError::Encode(format!(
+            "{event_type}: \"data\" must be the last field"
+        )));
+    }
+    let prefix = json.len() - rest.len() + b",\"data\":".len();
+    json.pop();
+    json.drain(..prefix);
+    Ok(json)
 }
 
 /// Rebuilds a domain event from its type and a payload already upcast to the
@@ -219,7 +223,8 @@ fn personal_at(json: &[u8], at: usize) -> Result<Option<PersonalSpan<'_>>, Store
 /// internally tagged enum) is an error, never stored unsealed.
 fn find_personal(json: &[u8]) -> Result<Vec<PersonalSpan<'_>>, StoreError> {
     let mut found = Vec::new();
-    for key_at in memchr::memmem::find_iter(json, PERSONAL_KEY) {
+    static FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(PERSONAL_KEY));
+    for key_at in FINDER.find_iter(json) {
         let personal = match key_at.checked_sub(1) {
             Some(at) if json[at] == b'{' => personal_at(json, at)?,
             _ => None,
@@ -587,6 +592,23 @@ mod tests {
         }
     }
 
+    /// Serializes with the tag "Named" but names itself "Name".
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(tag = "type", content = "data")]
+    enum Misnamed {
+        Named { n: u32 },
+    }
+
+    impl DomainEvent for Misnamed {
+        fn event_type(&self) -> &'static str {
+            "Name"
+        }
+
+        fn schema_version(&self) -> u32 {
+            1
+        }
+    }
+
     #[test]
     fn an_event_payload_is_its_data_or_null() {
         assert_eq!(
@@ -596,6 +618,10 @@ mod tests {
         assert_eq!(event_payload(&Event::Unit).unwrap(), b"null");
         assert!(matches!(
             event_payload(&Mistagged::Named { n: 7 }),
+            Err(StoreError::Encode(_))
+        ));
+        assert!(matches!(
+            event_payload(&Misnamed::Named { n: 7 }),
             Err(StoreError::Encode(_))
         ));
     }
