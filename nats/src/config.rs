@@ -15,8 +15,13 @@ pub struct StoreConfig {
     pub replicas: usize,
     /// Window in which JetStream drops a repeated `Nats-Msg-Id` (command id).
     pub duplicate_window: Duration,
-    /// Write a snapshot when this many events were applied since the last one.
+    /// Write a snapshot once this many events were applied since the last
+    /// one, over at least `snapshot_min_commits` commits.
     pub snapshot_every: u64,
+    /// Fewest commits between two snapshots: an aggregate whose commits are
+    /// large (an agent's batch is hundreds of events) is not snapshotted
+    /// after every commit, which cost a second durable write per upload.
+    pub snapshot_min_commits: u64,
     /// Aggregate states kept in the in-process cache.
     pub state_cache_capacity: u64,
     /// How long a publish waits for its acknowledgement.
@@ -35,6 +40,7 @@ impl Default for StoreConfig {
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
             snapshot_every: 32,
+            snapshot_min_commits: 8,
             state_cache_capacity: 200_000,
             ack_timeout: Duration::from_secs(5),
             group_commit_max: 100,

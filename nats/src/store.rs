@@ -42,6 +42,8 @@ pub struct Loaded<A> {
     pub position: u64,
     /// Version covered by the newest snapshot known to this process.
     snapshot_version: u64,
+    /// Commits applied since that snapshot.
+    commits_since_snapshot: u64,
     /// The last commits' command ids and results, newest last (shared like
     /// the state).
     recent: Arc<VecDeque<(Arc<str>, Appended)>>,
@@ -54,6 +56,7 @@ impl<A: Default> Default for Loaded<A> {
             version: 0,
             position: 0,
             snapshot_version: 0,
+            commits_since_snapshot: 0,
             recent: Arc::default(),
         }
     }
@@ -362,8 +365,8 @@ impl EventStore {
             self.apply_commit(&subject, msg.sequence, &msg.payload, &mut loaded)
                 .await?;
         }
+        self.maybe_snapshot(&subject, &mut loaded);
         self.remember(&subject, &loaded);
-        self.maybe_snapshot(&subject, &loaded);
         Ok(loaded)
     }
 
@@ -443,6 +446,7 @@ impl EventStore {
             loaded.version = envelope.aggregate_version;
         }
         loaded.position = sequence;
+        loaded.commits_since_snapshot += 1;
         let mut appended = appended_from(&commit, sequence);
         appended.duplicate = false;
         loaded.remember_command(&commit.command_id, appended);
@@ -491,6 +495,7 @@ impl EventStore {
             version: snap.version,
             position: snap.position,
             snapshot_version: snap.version,
+            commits_since_snapshot: 0,
             recent: Arc::new(snap.recent),
         }))
     }
@@ -501,16 +506,27 @@ impl EventStore {
             .insert(subject.to_owned(), Arc::new(loaded.clone()));
     }
 
-    fn maybe_snapshot<A: Aggregate>(&self, subject: &str, loaded: &Loaded<A>) {
-        if loaded.version < loaded.snapshot_version + self.inner.config.snapshot_every {
+    /// Starts writing a snapshot of `loaded` when it is due, and counts it
+    /// as written in `loaded` at once: appends that follow before the write
+    /// completes do not start another one.
+    fn maybe_snapshot<A: Aggregate>(&self, subject: &str, loaded: &mut Loaded<A>) {
+        let config = &self.inner.config;
+        if loaded.version
+            < loaded
+                .snapshot_version
+                .saturating_add(config.snapshot_every)
+            || loaded.commits_since_snapshot < config.snapshot_min_commits
+        {
             return;
         }
+        loaded.snapshot_version = loaded.version;
+        loaded.commits_since_snapshot = 0;
         let store = self.clone();
         let subject = subject.to_owned();
-        let loaded = loaded.clone();
+        let snapshot = loaded.clone();
         // Off the command's path: a lost snapshot only costs a longer replay.
         tokio::spawn(async move {
-            if let Err(e) = store.write_snapshot(&subject, &loaded).await {
+            if let Err(e) = store.write_snapshot(&subject, &snapshot).await {
                 tracing::warn!(subject, error = %e, "snapshot not written");
             }
         });
@@ -540,16 +556,6 @@ impl EventStore {
             .put(subject, bytes.into())
             .await
             .map_err(StoreError::unavailable)?;
-        let mut remembered = loaded.clone();
-        remembered.snapshot_version = loaded.version;
-        // Only record the snapshot in the cache if nothing newer is there.
-        if let Some(hit) = self.inner.states.get(subject)
-            && hit
-                .downcast_ref::<Loaded<A>>()
-                .is_some_and(|cur| cur.position == loaded.position)
-        {
-            self.remember(subject, &remembered);
-        }
         Ok(())
     }
 
@@ -631,6 +637,7 @@ impl EventStore {
                 }
                 next.version = current.version + events.len() as u64;
                 next.position = ack.sequence;
+                next.commits_since_snapshot += 1;
                 let appended = Appended {
                     position: ack.sequence,
                     first_version: current.version + 1,
@@ -639,7 +646,7 @@ impl EventStore {
                     origin: meta.origin(),
                 };
                 next.remember_command(&meta.command_id, appended);
-                self.maybe_snapshot(&subject, &next);
+                self.maybe_snapshot(&subject, &mut next);
                 self.inner.states.insert(subject, Arc::new(next));
                 Ok(appended)
             }

@@ -25,9 +25,10 @@ async fn run(store: &EventStore, cmd: <Organization as Aggregate>::Command, id: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasing_a_person_erases_their_data_everywhere_and_keeps_the_log() {
     let server = trackhrs_harness::NatsServer::start().await.unwrap();
-    // Snapshot after every event, so snapshots are exercised too.
+    // Snapshot after every commit, so snapshots are exercised too.
     let config = StoreConfig {
         snapshot_every: 1,
+        snapshot_min_commits: 1,
         ..Default::default()
     };
     let client = server.connect().await.unwrap();

@@ -491,3 +491,72 @@ async fn a_server_killed_during_appends_keeps_whole_commits_and_never_lies() {
         }
     }
 }
+
+/// The snapshot's version in the KV bucket, if one was written.
+async fn snapshot_version(kv: &async_nats::jetstream::kv::Store, subject: &str) -> Option<u64> {
+    let bytes = kv.get(subject).await.unwrap()?;
+    let snapshot: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    snapshot["version"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_of_many_events_are_snapshotted_every_few_commits_not_after_each() {
+    let server = NatsServer::start().await.unwrap();
+    let config = StoreConfig {
+        snapshot_every: 4,
+        snapshot_min_commits: 3,
+        ..Default::default()
+    };
+    let client = server.connect().await.unwrap();
+    trackhrs_nats::provision(&client, &config).await.unwrap();
+    let store = EventStore::open(client.clone(), config.clone())
+        .await
+        .unwrap();
+    let kv = async_nats::jetstream::new(client)
+        .get_key_value(&config.snapshot_bucket)
+        .await
+        .unwrap();
+    let subject = EventStore::subject::<Organization>(&tok("acme"), &tok("big"));
+    // Snapshots are written off the command's path: wait for the expected
+    // one, or long enough for an unexpected one to show.
+    let settled = async |expected: Option<u64>| {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        loop {
+            let found = snapshot_version(&kv, &subject).await;
+            if (expected.is_some() && found == expected) || tokio::time::Instant::now() > deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // Every commit holds 5 events, more than `snapshot_every`.
+    let mut loaded: Loaded<Organization> = store.load(&tok("acme"), &tok("big")).await.unwrap();
+    for n in 1..=6u32 {
+        let events = (0..5)
+            .map(|i| OrgEvent::SeatsChanged { seats: n * 10 + i })
+            .collect();
+        store
+            .append(
+                &tok("acme"),
+                &tok("big"),
+                &loaded,
+                events,
+                &meta(&format!("c{n}")),
+            )
+            .await
+            .unwrap();
+        loaded = store.load(&tok("acme"), &tok("big")).await.unwrap();
+        let expected = match n {
+            1 | 2 => None,
+            3..=5 => Some(15),
+            _ => Some(30),
+        };
+        assert_eq!(settled(expected).await, expected, "after commit {n}");
+    }
+    // A replica loading from that snapshot counts its commits afresh.
+    let other = EventStore::open(server.connect().await.unwrap(), config)
+        .await
+        .unwrap();
+    let fresh: Loaded<Organization> = other.load(&tok("acme"), &tok("big")).await.unwrap();
+    assert_eq!((fresh.version, fresh.state), (30, loaded.state));
+}
