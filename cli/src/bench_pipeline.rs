@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde_json::{Map, json};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{Ascii, MetadataValue};
 use trackhrs_commands::CommandHandler;
 use trackhrs_domain::Token;
 use trackhrs_domain::organization::OrgCommand;
@@ -32,6 +32,7 @@ use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
 use trackhrs_schemas::agent::v1::{Span, UploadBatchRequest};
 
 use crate::bench::{publish_all, say};
+use crate::bench_floor;
 
 /// Arguments of `bench pipeline`.
 #[derive(clap::Args)]
@@ -90,6 +91,126 @@ fn device_spans(device: u64, n: u64, start: i64) -> Vec<Span> {
         .collect()
 }
 
+/// One uploader's requests, each with its device's bearer token.
+type Uploads = Vec<(MetadataValue<Ascii>, UploadBatchRequest)>;
+
+/// Every device's uploads, built before the clock starts (as the raw
+/// publishes' messages are): one list per concurrent uploader, the devices
+/// dealt round-robin, each device's batches in its sequence.
+fn requests(
+    tokens: &[String],
+    args: &PipelineBenchArgs,
+    per_device: u64,
+    start: i64,
+) -> anyhow::Result<Vec<Uploads>> {
+    let mut uploaders = Vec::new();
+    for w in 0..args.concurrency {
+        let mut uploads = Vec::new();
+        for d in (w..args.devices).step_by(args.concurrency as usize) {
+            let bearer = MetadataValue::try_from(format!("Bearer {}", tokens[d as usize]))?;
+            let all = device_spans(d, per_device, start);
+            for (i, chunk) in all.chunks(args.batch as usize).enumerate() {
+                let request = UploadBatchRequest {
+                    batch_id: format!("dev{d}-{}", i + 1),
+                    device_batch_seq: i as u64 + 1,
+                    spans: chunk.to_vec(),
+                };
+                uploads.push((bearer.clone(), request));
+            }
+        }
+        uploaders.push(uploads);
+    }
+    Ok(uploaders)
+}
+
+/// Uploads each list to the service at `addr`, the lists at once, each in
+/// order on a connection of its own (as agents on their own machines);
+/// returns the spans acknowledged.
+async fn upload_all(
+    addr: std::net::SocketAddr,
+    uploaders: Vec<Uploads>,
+) -> anyhow::Result<u64> {
+    let mut workers = Vec::new();
+    for uploads in uploaders {
+        let mut client = AgentIngestClient::new(
+            tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+                .connect()
+                .await?,
+        );
+        workers.push(tokio::spawn(async move {
+            let mut spans = 0u64;
+            for (bearer, batch) in uploads {
+                let n = batch.spans.len() as u64;
+                let mut request = tonic::Request::new(batch);
+                request.metadata_mut().insert("authorization", bearer);
+                client.upload_batch(request).await?;
+                spans += n;
+            }
+            anyhow::Ok(spans)
+        }));
+    }
+    let mut total = 0;
+    for w in workers {
+        total += w.await??;
+    }
+    Ok(total)
+}
+
+/// CPU time (user and system) used so far by this process (the gateway,
+/// the projections and the load generator) and by nats-server.
+#[derive(Debug, Clone, Copy)]
+struct CpuUsed {
+    process: Duration,
+    nats_server: Duration,
+}
+
+impl std::ops::Sub for CpuUsed {
+    type Output = CpuUsed;
+    fn sub(self, earlier: CpuUsed) -> CpuUsed {
+        CpuUsed {
+            process: self.process.saturating_sub(earlier.process),
+            nats_server: self.nats_server.saturating_sub(earlier.nats_server),
+        }
+    }
+}
+
+impl CpuUsed {
+    /// Microseconds of CPU per span, per process, for the report.
+    fn per_span(&self, spans: u64) -> serde_json::Value {
+        let us =
+            |d: Duration| (d.as_secs_f64() * 1e6 / spans.max(1) as f64 * 100.0).round() / 100.0;
+        json!({"process": us(self.process), "nats_server": us(self.nats_server)})
+    }
+}
+
+fn cpu_used(nats_pid: &str) -> anyhow::Result<CpuUsed> {
+    Ok(CpuUsed {
+        process: cpu_time("self")?,
+        nats_server: cpu_time(nats_pid)?,
+    })
+}
+
+/// CPU time (user and system, all threads) used so far by process `pid`,
+/// from `/proc/<pid>/stat`: its 14th and 15th fields, in the kernel's
+/// USER_HZ ticks (100 a second on Linux).
+fn cpu_time(pid: &str) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("unexpected /proc stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = |field: usize| -> anyhow::Result<u64> {
+        Ok(fields
+            .get(field - 3)
+            .context("unexpected /proc stat")?
+            .parse()?)
+    };
+    Ok(Duration::from_millis((ticks(14)? + ticks(15)?) * 10))
+}
+
 fn per_s(n: u64, elapsed: Duration) -> f64 {
     (n as f64 / elapsed.as_secs_f64().max(1e-9)).round()
 }
@@ -97,7 +218,7 @@ fn per_s(n: u64, elapsed: Duration) -> f64 {
 /// Runs the benchmark and prints one JSON object as its last line.
 pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (_nats, _pg, client, pg_config) = bench_servers(
+    let (nats, _pg, client, pg_config) = bench_servers(
         dir.path(),
         &[
             "shared_preload_libraries=pg_stat_statements",
@@ -130,12 +251,11 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     )
     .await?;
 
-    let (tokens, channel, _) = serve_devices(core, args.devices).await?;
+    let (tokens, _, gateway_addr) = serve_devices(core, args.devices).await?;
 
     // 1. Ingest through gRPC.
     let per_device = args.spans / args.devices;
     let start = now_ms() - 20 * 24 * 3_600_000;
-    let tokens = Arc::new(tokens);
     let before_ingest = store.last_sequence().await?;
     say(&format!(
         "ingest: {} spans from {} devices in batches of {}, {} devices at once",
@@ -144,39 +264,17 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
         args.batch,
         args.concurrency
     ));
+    let nats_pid = nats
+        .pid()
+        .context("nats-server is not running")?
+        .to_string();
+    let cpu = || cpu_used(&nats_pid);
+    let uploads = requests(&tokens, &args, per_device, start)?;
+    let cpu_before = cpu()?;
     let started = Instant::now();
-    let mut workers = Vec::new();
-    for w in 0..args.concurrency {
-        let channel = channel.clone();
-        let tokens = tokens.clone();
-        let (devices, batch) = (args.devices, args.batch);
-        workers.push(tokio::spawn(async move {
-            let mut client = AgentIngestClient::new(channel);
-            let mut spans = 0u64;
-            for d in (w..devices).step_by(args.concurrency as usize) {
-                let bearer = MetadataValue::try_from(format!("Bearer {}", tokens[d as usize]))?;
-                let all = device_spans(d, per_device, start);
-                for (i, chunk) in all.chunks(batch as usize).enumerate() {
-                    let mut request = tonic::Request::new(UploadBatchRequest {
-                        batch_id: format!("dev{d}-{}", i + 1),
-                        device_batch_seq: i as u64 + 1,
-                        spans: chunk.to_vec(),
-                    });
-                    request
-                        .metadata_mut()
-                        .insert("authorization", bearer.clone());
-                    client.upload_batch(request).await?;
-                    spans += chunk.len() as u64;
-                }
-            }
-            anyhow::Ok(spans)
-        }));
-    }
-    let mut ingested = 0;
-    for w in workers {
-        ingested += w.await??;
-    }
+    let ingested = upload_all(gateway_addr, uploads).await?;
     let ingest_elapsed = started.elapsed();
+    let ingest_cpu = cpu()? - cpu_before;
     let last = store.last_sequence().await?;
     let messages = last - before_ingest;
     say(&format!(
@@ -257,9 +355,21 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
         ..Default::default()
     })
     .await?;
+    let cpu_before = cpu()?;
     let started = Instant::now();
     publish_all(&js, raw.into_iter(), args.concurrency as usize, true).await?;
     let raw_publish = started.elapsed();
+    let raw_cpu = cpu()? - cpu_before;
+
+    // 3b. The same uploads through the floor service: gRPC and a publish,
+    // none of the gateway's own work.
+    let floor_addr = bench_floor::serve(js.clone()).await?;
+    let uploads = requests(&tokens, &args, per_device, start)?;
+    let cpu_before = cpu()?;
+    let started = Instant::now();
+    upload_all(floor_addr, uploads).await?;
+    let grpc_floor = started.elapsed();
+    let floor_cpu = cpu()? - cpu_before;
 
     // 4. Raw COPY into a temp table + upsert of one row per span.
     db.batch_execute(
@@ -355,6 +465,18 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     report.insert(
         "ingest_spans_per_s".into(),
         json!(per_s(ingested, ingest_elapsed)),
+    );
+    report.insert(
+        "grpc_floor_spans_per_s".into(),
+        json!(per_s(ingested, grpc_floor)),
+    );
+    report.insert(
+        "cpu_us_per_span".into(),
+        json!({
+            "ingest": ingest_cpu.per_span(ingested),
+            "grpc_floor": floor_cpu.per_span(ingested),
+            "raw_publish": raw_cpu.per_span(ingested),
+        }),
     );
     report.insert(
         "raw_upsert_rows_per_s".into(),

@@ -4,6 +4,7 @@
 mod agent;
 mod bench;
 mod bench_agent;
+mod bench_floor;
 mod bench_pipeline;
 mod dev;
 mod ops;

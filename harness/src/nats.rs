@@ -108,6 +108,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The server's process id while it runs (for measuring its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Connects a client (as the application user when accounts are on).
     pub async fn connect(&self) -> Result<async_nats::Client, HarnessError> {
         connect(&self.url(), self.accounts.then_some("trackhrs")).await
