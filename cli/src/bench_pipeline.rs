@@ -126,10 +126,7 @@ fn requests(
 /// Uploads each list to the service at `addr`, the lists at once, each in
 /// order on a connection of its own (as agents on their own machines);
 /// returns the spans acknowledged.
-async fn upload_all(
-    addr: std::net::SocketAddr,
-    uploaders: Vec<Uploads>,
-) -> anyhow::Result<u64> {
+async fn upload_all(addr: std::net::SocketAddr, uploaders: Vec<Uploads>) -> anyhow::Result<u64> {
     let mut workers = Vec::new();
     for uploads in uploaders {
         let mut client = AgentIngestClient::new(
@@ -237,9 +234,10 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     };
     trackhrs_nats::provision(&client, &config).await?;
     let store = EventStore::open(client.clone(), config.clone()).await?;
+    let gateway_pool = trackhrs_gateway::pool(pg_config.clone(), 16)?;
     let core = trackhrs_gateway::open(
         CommandHandler::new(store.clone()),
-        trackhrs_gateway::pool(pg_config.clone(), 16)?,
+        gateway_pool.clone(),
         GatewayConfig {
             auth: AuthConfig::default(),
             ingest: IngestConfig {
@@ -507,6 +505,10 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     );
     report.insert("nats_server".into(), json!(client.server_info().version));
     say(&serde_json::to_string(&serde_json::Value::Object(report))?);
+    // The gateway's pooled connections end before PostgreSQL stops (each
+    // would report the server's shutdown as a connection error).
+    gateway_pool.close();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
 }
 
