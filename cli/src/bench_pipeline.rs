@@ -123,17 +123,30 @@ fn requests(
     Ok(uploaders)
 }
 
-/// Uploads each list to the service at `addr`, the lists at once, each in
-/// order on a connection of its own (as agents on their own machines);
-/// returns the spans acknowledged.
-async fn upload_all(addr: std::net::SocketAddr, uploaders: Vec<Uploads>) -> anyhow::Result<u64> {
+/// One connection to the service at `addr` per uploader (as agents on
+/// their own machines each have theirs), opened before the clock starts.
+async fn connect_all(
+    addr: std::net::SocketAddr,
+    uploaders: usize,
+) -> anyhow::Result<Vec<AgentIngestClient<tonic::transport::Channel>>> {
+    let mut clients = Vec::with_capacity(uploaders);
+    for _ in 0..uploaders {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        clients.push(AgentIngestClient::new(channel));
+    }
+    Ok(clients)
+}
+
+/// Uploads each list on its own client, the lists at once and each in
+/// order; returns the spans acknowledged.
+async fn upload_all(
+    clients: Vec<AgentIngestClient<tonic::transport::Channel>>,
+    uploaders: Vec<Uploads>,
+) -> anyhow::Result<u64> {
     let mut workers = Vec::new();
-    for uploads in uploaders {
-        let mut client = AgentIngestClient::new(
-            tonic::transport::Channel::from_shared(format!("http://{addr}"))?
-                .connect()
-                .await?,
-        );
+    for (mut client, uploads) in clients.into_iter().zip(uploaders) {
         workers.push(tokio::spawn(async move {
             let mut spans = 0u64;
             for (bearer, batch) in uploads {
@@ -153,8 +166,9 @@ async fn upload_all(addr: std::net::SocketAddr, uploaders: Vec<Uploads>) -> anyh
     Ok(total)
 }
 
-/// CPU time (user and system) used so far by this process (the gateway,
-/// the projections and the load generator) and by nats-server.
+/// CPU time (user and system) used so far by this process (in the phases
+/// measured: the gateway or the floor service, and the load generator) and
+/// by nats-server.
 #[derive(Debug, Clone, Copy)]
 struct CpuUsed {
     process: Duration,
@@ -187,12 +201,17 @@ fn cpu_used(nats_pid: &str) -> anyhow::Result<CpuUsed> {
     })
 }
 
-/// CPU time (user and system, all threads) used so far by process `pid`,
-/// from `/proc/<pid>/stat`: its 14th and 15th fields, in the kernel's
-/// USER_HZ ticks (100 a second on Linux).
+/// CPU time (user and system, all threads) used so far by process `pid`.
 fn cpu_time(pid: &str) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name (field 2) is in parentheses and may hold spaces.
+    Ok(Duration::from_millis(cpu_ticks(&stat)? * 10))
+}
+
+/// User plus system time from a `/proc/<pid>/stat` line: its 14th and 15th
+/// fields, in the kernel's USER_HZ ticks (100 a second on Linux).
+fn cpu_ticks(stat: &str) -> anyhow::Result<u64> {
+    // The command name (field 2) is in parentheses and may hold spaces and
+    // parentheses: the fields start after its last ')', with field 3.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .context("unexpected /proc stat")?
@@ -205,7 +224,7 @@ fn cpu_time(pid: &str) -> anyhow::Result<Duration> {
             .context("unexpected /proc stat")?
             .parse()?)
     };
-    Ok(Duration::from_millis((ticks(14)? + ticks(15)?) * 10))
+    Ok(ticks(14)? + ticks(15)?)
 }
 
 fn per_s(n: u64, elapsed: Duration) -> f64 {
@@ -268,9 +287,10 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
         .to_string();
     let cpu = || cpu_used(&nats_pid);
     let uploads = requests(&tokens, &args, per_device, start)?;
+    let clients = connect_all(gateway_addr, uploads.len()).await?;
     let cpu_before = cpu()?;
     let started = Instant::now();
-    let ingested = upload_all(gateway_addr, uploads).await?;
+    let ingested = upload_all(clients, uploads).await?;
     let ingest_elapsed = started.elapsed();
     let ingest_cpu = cpu()? - cpu_before;
     let last = store.last_sequence().await?;
@@ -363,9 +383,10 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     // none of the gateway's own work.
     let floor_addr = bench_floor::serve(js.clone()).await?;
     let uploads = requests(&tokens, &args, per_device, start)?;
+    let clients = connect_all(floor_addr, uploads.len()).await?;
     let cpu_before = cpu()?;
     let started = Instant::now();
-    upload_all(floor_addr, uploads).await?;
+    let floor_spans = upload_all(clients, uploads).await?;
     let grpc_floor = started.elapsed();
     let floor_cpu = cpu()? - cpu_before;
 
@@ -466,13 +487,13 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     );
     report.insert(
         "grpc_floor_spans_per_s".into(),
-        json!(per_s(ingested, grpc_floor)),
+        json!(per_s(floor_spans, grpc_floor)),
     );
     report.insert(
         "cpu_us_per_span".into(),
         json!({
             "ingest": ingest_cpu.per_span(ingested),
-            "grpc_floor": floor_cpu.per_span(ingested),
+            "grpc_floor": floor_cpu.per_span(floor_spans),
             "raw_publish": raw_cpu.per_span(ingested),
         }),
     );
@@ -645,4 +666,18 @@ async fn project(
         elapsed.as_secs_f64()
     ));
     Ok(elapsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_ticks;
+
+    #[test]
+    fn cpu_time_is_read_after_the_command_name_whatever_it_holds() {
+        let stat = "4242 (a) b (c) S 1 4242 4242 0 -1 4194304 90 0 0 0 1234 56 0 0 20 0 3 0";
+        assert_eq!(cpu_ticks(stat).unwrap(), 1234 + 56);
+        assert!(cpu_ticks("4242 (cut short) S 1").is_err());
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(cpu_ticks(&own).is_ok());
+    }
 }

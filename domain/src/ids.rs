@@ -25,8 +25,7 @@ pub enum IdError {
 /// A validated identifier token: `[A-Za-z0-9_-]{1,64}`. Safe as one NATS subject
 /// token and as a KV key part. Shared, not copied, when cloned: events name
 /// the member of every span they record.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Token(Arc<str>);
 
 /// Written as its text, without the copy `into = "String"` would make (a
@@ -38,9 +37,9 @@ impl Serialize for Token {
 }
 
 impl Token {
-    /// Validates `s` as a token.
-    pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
-        let s = s.into();
+    /// Validates `s` as a token (one allocation, once valid).
+    pub fn new(s: impl AsRef<str>) -> Result<Self, IdError> {
+        let s = s.as_ref();
         if s.is_empty() {
             return Err(IdError::Empty);
         }
@@ -51,7 +50,7 @@ impl Token {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Err(IdError::BadChar(s));
+            return Err(IdError::BadChar(s.to_owned()));
         }
         Ok(Self(s.into()))
     }
@@ -69,9 +68,27 @@ impl TryFrom<String> for Token {
     }
 }
 
+/// Read from the text as it is (borrowed where the format allows), validated,
+/// then stored: one allocation per token read, on every replay.
+impl<'de> Deserialize<'de> for Token {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Token;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an identifier token")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Token, E> {
+                Token::new(s).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
 impl From<Token> for String {
     fn from(t: Token) -> String {
-        t.0.to_string()
+        String::from(&*t.0)
     }
 }
 
@@ -105,5 +122,14 @@ mod tests {
         let t = Token::new("dev-7_A").unwrap();
         assert_eq!(serde_json::to_string(&t).unwrap(), "\"dev-7_A\"");
         assert_eq!(serde_json::from_str::<Token>("\"dev-7_A\"").unwrap(), t);
+        // Escaped text, and a JSON tree, read the same.
+        assert_eq!(
+            serde_json::from_str::<Token>("\"dev-7\\u005fA\"").unwrap(),
+            t
+        );
+        assert_eq!(
+            serde_json::from_value::<Token>(serde_json::json!("dev-7_A")).unwrap(),
+            t
+        );
     }
 }

@@ -18,6 +18,9 @@ use crate::keys::{DataKey, KeyStore, NONCE_LEN, TAG_LEN};
 /// JSON key of the key id stored beside a sealed value.
 const KEY_ID_KEY: &str = "k";
 
+/// What follows the tag in an event with data.
+const DATA_KEY: &[u8] = b",\"data\":";
+
 /// One stored event, decoded generically (without knowing its aggregate's
 /// Rust type): what `trackhrs events tail` and audits print.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -60,9 +63,11 @@ pub struct DecodedCommit {
 }
 
 /// A domain event's payload as JSON bytes: the `data` of its adjacently
-/// tagged serialization (`{"type": ..., "data": ...}`), `null` when it has
-/// none. Serialized straight to bytes (no JSON tree per event) and cut out in
-/// place (no second buffer).
+/// tagged serialization (`{"type": ..., "data": ...}`, as serde's derive
+/// writes it: `data` last), `null` when it has none. Serialized straight to
+/// bytes (no JSON tree per event) and cut out in place (no second buffer).
+/// The tag is compared as bytes: event types are identifiers, which JSON
+/// writes without escapes.
 pub(crate) fn event_payload<E: DomainEvent>(event: &E) -> Result<Vec<u8>, StoreError> {
     let mut json = serde_json::to_vec(event).map_err(|e| StoreError::Encode(e.to_string()))?;
     let event_type = event.event_type();
@@ -78,17 +83,13 @@ pub(crate) fn event_payload<E: DomainEvent>(event: &E) -> Result<Vec<u8>, StoreE
     if rest == b"}" {
         return Ok(b"null".to_vec());
     }
-    if !rest.starts_with(b",\"data\":") {
+    if !rest.starts_with(DATA_KEY) {
         return Err(StoreError::Encode(format!(
             "{event_type}: must serialize as {{\"type\": ..., \"data\": ...}}"
         )));
     }
-    if json.last() != Some(&b'}') {
-        return Err(StoreError::Encode(format!(
-            "{event_type}: \"data\" must be the last field"
-        )));
-    }
-    let prefix = json.len() - rest.len() + b",\"data\":".len();
+    let prefix = json.len() - rest.len() + DATA_KEY.len();
+    // The closing brace of the tagged object.
     json.pop();
     json.drain(..prefix);
     Ok(json)
@@ -142,6 +143,9 @@ const PERSONAL_START: &[u8] = b"{\"$pd\":";
 /// The key that marks personal data. A JSON string holds no unescaped
 /// quote, so these bytes are always a key, never part of a string.
 const PERSONAL_KEY: &[u8] = b"\"$pd\":";
+
+/// Searches for [`PERSONAL_KEY`]; built once.
+static PERSONAL_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(PERSONAL_KEY));
 
 /// One personal-data object in serialized JSON, exactly as `PersonalData`
 /// serializes itself: `{"$pd":<subject>,"v":<string or null>}`.
@@ -223,8 +227,7 @@ fn personal_at(json: &[u8], at: usize) -> Result<Option<PersonalSpan<'_>>, Store
 /// internally tagged enum) is an error, never stored unsealed.
 fn find_personal(json: &[u8]) -> Result<Vec<PersonalSpan<'_>>, StoreError> {
     let mut found = Vec::new();
-    static FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(PERSONAL_KEY));
-    for key_at in FINDER.find_iter(json) {
+    for key_at in PERSONAL_FINDER.find_iter(json) {
         let personal = match key_at.checked_sub(1) {
             Some(at) if json[at] == b'{' => personal_at(json, at)?,
             _ => None,

@@ -492,11 +492,31 @@ async fn a_server_killed_during_appends_keeps_whole_commits_and_never_lies() {
     }
 }
 
-/// The snapshot's version in the KV bucket, if one was written.
-async fn snapshot_version(kv: &async_nats::jetstream::kv::Store, subject: &str) -> Option<u64> {
-    let bytes = kv.get(subject).await.unwrap()?;
-    let snapshot: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    snapshot["version"].as_u64()
+/// The snapshot of `subject` in the KV bucket, if one was written: its
+/// version, and how many were written (the entry's revision: the bucket
+/// holds this one key).
+async fn snapshot_of(kv: &async_nats::jetstream::kv::Store, subject: &str) -> Option<(u64, u64)> {
+    let entry = kv.entry(subject).await.unwrap()?;
+    let snapshot: serde_json::Value = serde_json::from_slice(&entry.value).unwrap();
+    Some((snapshot["version"].as_u64().unwrap(), entry.revision))
+}
+
+/// Appends one commit of 5 events to `acme/big` from the cached state.
+async fn append_five(store: &EventStore, n: u32) {
+    let loaded: Loaded<Organization> = store.load(&tok("acme"), &tok("big")).await.unwrap();
+    let events = (0..5)
+        .map(|i| OrgEvent::SeatsChanged { seats: n * 10 + i })
+        .collect();
+    store
+        .append(
+            &tok("acme"),
+            &tok("big"),
+            &loaded,
+            events,
+            &meta(&format!("c{n}")),
+        )
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -518,45 +538,44 @@ async fn commits_of_many_events_are_snapshotted_every_few_commits_not_after_each
         .unwrap();
     let subject = EventStore::subject::<Organization>(&tok("acme"), &tok("big"));
     // Snapshots are written off the command's path: wait for the expected
-    // one, or long enough for an unexpected one to show.
-    let settled = async |expected: Option<u64>| {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-        loop {
-            let found = snapshot_version(&kv, &subject).await;
-            if (expected.is_some() && found == expected) || tokio::time::Instant::now() > deadline {
-                return found;
-            }
+    // one, then a little longer for an unexpected one to show.
+    let settled = async |expected: Option<(u64, u64)>| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while snapshot_of(&kv, &subject).await != expected && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        snapshot_of(&kv, &subject).await
     };
-    // Every commit holds 5 events, more than `snapshot_every`.
-    let mut loaded: Loaded<Organization> = store.load(&tok("acme"), &tok("big")).await.unwrap();
-    for n in 1..=6u32 {
-        let events = (0..5)
-            .map(|i| OrgEvent::SeatsChanged { seats: n * 10 + i })
-            .collect();
-        store
-            .append(
-                &tok("acme"),
-                &tok("big"),
-                &loaded,
-                events,
-                &meta(&format!("c{n}")),
-            )
-            .await
-            .unwrap();
-        loaded = store.load(&tok("acme"), &tok("big")).await.unwrap();
-        let expected = match n {
-            1 | 2 => None,
-            3..=5 => Some(15),
-            _ => Some(30),
-        };
+    // Every commit holds 5 events, more than `snapshot_every`: the third
+    // commit is the first snapshotted.
+    for n in 1..=3 {
+        append_five(&store, n).await;
+        let expected = (n == 3).then_some((15, 1));
         assert_eq!(settled(expected).await, expected, "after commit {n}");
     }
-    // A replica loading from that snapshot counts its commits afresh.
+    // Back to back, each append before the last snapshot's write is done:
+    // the sixth and ninth commits only.
+    for n in 4..=9 {
+        append_five(&store, n).await;
+    }
+    assert_eq!(settled(Some((45, 3))).await, Some((45, 3)));
+    // A replica that loads from the snapshot counts commits from it.
     let other = EventStore::open(server.connect().await.unwrap(), config)
         .await
         .unwrap();
     let fresh: Loaded<Organization> = other.load(&tok("acme"), &tok("big")).await.unwrap();
-    assert_eq!((fresh.version, fresh.state), (30, loaded.state));
+    let cached: Loaded<Organization> = store.load(&tok("acme"), &tok("big")).await.unwrap();
+    assert_eq!((fresh.version, &fresh.state), (45, &cached.state));
+    for n in 10..=11 {
+        append_five(&other, n).await;
+        assert_eq!(
+            settled(Some((45, 3))).await,
+            Some((45, 3)),
+            "after commit {n}"
+        );
+    }
+    append_five(&other, 12).await;
+    assert_eq!(settled(Some((60, 4))).await, Some((60, 4)));
 }
