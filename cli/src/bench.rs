@@ -64,6 +64,34 @@ pub(crate) fn say(line: &str) {
     let _ = writeln!(out, "{line}");
 }
 
+/// User plus system time from a `/proc/<pid>/stat` line, all threads, in
+/// clock ticks (see [`clock_ticks`]): its 14th and 15th fields.
+pub(crate) fn cpu_ticks(stat: &str) -> anyhow::Result<u64> {
+    // The command name (field 2) is in parentheses and may hold spaces and
+    // parentheses: the fields start after its last ')', with field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("unexpected /proc stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = |field: usize| -> anyhow::Result<u64> {
+        Ok(fields
+            .get(field - 3)
+            .context("unexpected /proc stat")?
+            .parse()?)
+    };
+    Ok(ticks(14)? + ticks(15)?)
+}
+
+/// The kernel's clock ticks per second, in which `/proc` counts CPU time.
+pub(crate) fn clock_ticks() -> anyhow::Result<u64> {
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()?;
+    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+}
+
 /// A realistic one-event commit, as the store writes it.
 fn commit_bytes(aggregate_id: &str, version: u64, command_id: &str) -> Vec<u8> {
     Commit {
@@ -516,4 +544,19 @@ pub async fn run_store(args: StoreBenchArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(10)).await;
     say(&serde_json::to_string(&Value::Object(report))?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{clock_ticks, cpu_ticks};
+
+    #[test]
+    fn cpu_time_is_read_after_the_command_name_whatever_it_holds() {
+        let stat = "4242 (a) b (c) S 1 4242 4242 0 -1 4194304 90 0 0 0 1234 56 0 0 20 0 3 0";
+        assert_eq!(cpu_ticks(stat).unwrap(), 1234 + 56);
+        assert!(cpu_ticks("4242 (cut short) S 1").is_err());
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(cpu_ticks(&own).is_ok());
+        assert!(clock_ticks().unwrap() > 0);
+    }
 }

@@ -29,7 +29,7 @@ use trackhrs_nats::{EventStore, StoreConfig};
 use trackhrs_projections::directory::Directory;
 use trackhrs_projections::{Runner, RunnerConfig};
 
-use crate::bench::say;
+use crate::bench::{clock_ticks, cpu_ticks, say};
 use crate::bench_pipeline::{bench_servers, serve_devices};
 
 /// Arguments of `bench agent`.
@@ -141,13 +141,7 @@ struct Sample {
 
 fn sample(pid: u32, ticks_per_s: u64) -> anyhow::Result<Sample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed /proc stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let ticks = cpu_ticks(&stat)?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss_kib = status
         .lines()
@@ -159,13 +153,6 @@ fn sample(pid: u32, ticks_per_s: u64) -> anyhow::Result<Sample> {
         cpu: Duration::from_millis(ticks * 1000 / ticks_per_s),
         rss_kib,
     })
-}
-
-fn clock_ticks() -> anyhow::Result<u64> {
-    let out = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()?;
-    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
 }
 
 /// The `n`th change of the active window: another application and title.
@@ -185,9 +172,10 @@ pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
     let config = StoreConfig::default();
     trackhrs_nats::provision(&client, &config).await?;
     let store = EventStore::open(client, config).await?;
+    let gateway_pool = trackhrs_gateway::pool(pg_config.clone(), 8)?;
     let core = trackhrs_gateway::open(
         CommandHandler::new(store.clone()),
-        trackhrs_gateway::pool(pg_config.clone(), 8)?,
+        gateway_pool.clone(),
         GatewayConfig::default(),
     )
     .await?;
@@ -201,7 +189,10 @@ pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
             ..RunnerConfig::default()
         },
     );
-    tokio::spawn(directory.run(std::future::pending()));
+    let (stop_directory, directory_stopped) = tokio::sync::oneshot::channel::<()>();
+    let directory = tokio::spawn(directory.run(async {
+        let _ = directory_stopped.await;
+    }));
     let (tokens, channel, addr) = serve_devices(core, 3).await?;
 
     // 1. Outbox throughput.
@@ -301,54 +292,60 @@ pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
     ));
 
     // 3. The desktop app on the same desktop.
-    let Some(app) = &args.desktop_app else {
-        return Ok(());
-    };
-    std::fs::write(&token_file, &tokens[2])?;
-    let mut desktop = std::process::Command::new(app)
-        .arg("--gateway")
-        .arg(format!("http://{addr}"))
-        .arg("--token-file")
-        .arg(&token_file)
-        .arg("--data-dir")
-        .arg(dir.path().join("desktop"))
-        .args(["--activitywatch-listen", "off"])
-        .env("DISPLAY", &display.name)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .with_context(|| format!("cannot start {}", app.display()))?;
-    let pid = desktop.id();
-    // Start-up: the window, WebKit's processes, the first page.
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    display.xdotool(&["windowactivate", "--sync", &window.to_string()]);
-    let first = sample_tree(pid, ticks)?;
-    let began = Instant::now();
-    let mut most = first;
-    while began.elapsed() < Duration::from_secs(args.desktop_seconds) {
-        tokio::time::sleep(Duration::from_secs(args.switch_every)).await;
-        n += 1;
-        switch_window(&conn, window, n);
-        let now = sample_tree(pid, ticks)?;
-        most.rss_kib = most.rss_kib.max(now.rss_kib);
-        most.pss_kib = most.pss_kib.max(now.pss_kib);
+    if let Some(app) = &args.desktop_app {
+        std::fs::write(&token_file, &tokens[2])?;
+        let mut desktop = std::process::Command::new(app)
+            .arg("--gateway")
+            .arg(format!("http://{addr}"))
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--data-dir")
+            .arg(dir.path().join("desktop"))
+            .args(["--activitywatch-listen", "off"])
+            .env("DISPLAY", &display.name)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .with_context(|| format!("cannot start {}", app.display()))?;
+        let pid = desktop.id();
+        // Start-up: the window, WebKit's processes, the first page.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        display.xdotool(&["windowactivate", "--sync", &window.to_string()]);
+        let first = sample_tree(pid, ticks)?;
+        let began = Instant::now();
+        let mut most = first;
+        while began.elapsed() < Duration::from_secs(args.desktop_seconds) {
+            tokio::time::sleep(Duration::from_secs(args.switch_every)).await;
+            n += 1;
+            switch_window(&conn, window, n);
+            let now = sample_tree(pid, ticks)?;
+            most.rss_kib = most.rss_kib.max(now.rss_kib);
+            most.pss_kib = most.pss_kib.max(now.pss_kib);
+        }
+        let last = sample_tree(pid, ticks)?;
+        let wall = began.elapsed();
+        desktop.kill()?;
+        desktop.wait()?;
+        let cpu = last.cpu.saturating_sub(first.cpu);
+        say(&format!(
+            "desktop app over {:.0} s ({} processes: the app and WebKit's): RSS {:.1} MiB for the app process, \
+             {:.1} MiB with WebKit's (at most {:.1}), PSS {:.1} MiB (at most {:.1}); CPU {:.3} s = {:.3}% of one core",
+            wall.as_secs_f64(),
+            last.processes,
+            last.main_rss_kib as f64 / 1024.0,
+            last.rss_kib as f64 / 1024.0,
+            most.rss_kib as f64 / 1024.0,
+            last.pss_kib as f64 / 1024.0,
+            most.pss_kib as f64 / 1024.0,
+            cpu.as_secs_f64(),
+            cpu.as_secs_f64() * 100.0 / wall.as_secs_f64(),
+        ));
     }
-    let last = sample_tree(pid, ticks)?;
-    let wall = began.elapsed();
-    desktop.kill()?;
-    desktop.wait()?;
-    let cpu = last.cpu.saturating_sub(first.cpu);
-    say(&format!(
-        "desktop app over {:.0} s ({} processes: the app and WebKit's): RSS {:.1} MiB for the app process, \
-         {:.1} MiB with WebKit's (at most {:.1}), PSS {:.1} MiB (at most {:.1}); CPU {:.3} s = {:.3}% of one core",
-        wall.as_secs_f64(),
-        last.processes,
-        last.main_rss_kib as f64 / 1024.0,
-        last.rss_kib as f64 / 1024.0,
-        most.rss_kib as f64 / 1024.0,
-        last.pss_kib as f64 / 1024.0,
-        most.pss_kib as f64 / 1024.0,
-        cpu.as_secs_f64(),
-        cpu.as_secs_f64() * 100.0 / wall.as_secs_f64(),
-    ));
+
+    // The projection and the gateway's pooled connections end before
+    // PostgreSQL stops (each would report the server's shutdown).
+    let _ = stop_directory.send(());
+    directory.await??;
+    gateway_pool.close();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
 }

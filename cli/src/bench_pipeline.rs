@@ -31,7 +31,7 @@ use trackhrs_projections::{Runner, VersionState, catalog};
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
 use trackhrs_schemas::agent::v1::{Span, UploadBatchRequest};
 
-use crate::bench::{publish_all, say};
+use crate::bench::{clock_ticks, cpu_ticks, publish_all, say};
 use crate::bench_floor;
 
 /// Arguments of `bench pipeline`.
@@ -194,37 +194,19 @@ impl CpuUsed {
     }
 }
 
-fn cpu_used(nats_pid: &str) -> anyhow::Result<CpuUsed> {
+fn cpu_used(nats_pid: &str, ticks_per_s: u64) -> anyhow::Result<CpuUsed> {
     Ok(CpuUsed {
-        process: cpu_time("self")?,
-        nats_server: cpu_time(nats_pid)?,
+        process: cpu_time("self", ticks_per_s)?,
+        nats_server: cpu_time(nats_pid, ticks_per_s)?,
     })
 }
 
 /// CPU time (user and system, all threads) used so far by process `pid`.
-fn cpu_time(pid: &str) -> anyhow::Result<Duration> {
+fn cpu_time(pid: &str, ticks_per_s: u64) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    Ok(Duration::from_millis(cpu_ticks(&stat)? * 10))
-}
-
-/// User plus system time from a `/proc/<pid>/stat` line: its 14th and 15th
-/// fields, in the kernel's USER_HZ ticks (100 a second on Linux).
-fn cpu_ticks(stat: &str) -> anyhow::Result<u64> {
-    // The command name (field 2) is in parentheses and may hold spaces and
-    // parentheses: the fields start after its last ')', with field 3.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("unexpected /proc stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks = |field: usize| -> anyhow::Result<u64> {
-        Ok(fields
-            .get(field - 3)
-            .context("unexpected /proc stat")?
-            .parse()?)
-    };
-    Ok(ticks(14)? + ticks(15)?)
+    Ok(Duration::from_millis(
+        cpu_ticks(&stat)? * 1000 / ticks_per_s,
+    ))
 }
 
 fn per_s(n: u64, elapsed: Duration) -> f64 {
@@ -285,7 +267,8 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
         .pid()
         .context("nats-server is not running")?
         .to_string();
-    let cpu = || cpu_used(&nats_pid);
+    let ticks_per_s = clock_ticks()?;
+    let cpu = || cpu_used(&nats_pid, ticks_per_s);
     let uploads = requests(&tokens, &args, per_device, start)?;
     let clients = connect_all(gateway_addr, uploads.len()).await?;
     let cpu_before = cpu()?;
@@ -666,18 +649,4 @@ async fn project(
         elapsed.as_secs_f64()
     ));
     Ok(elapsed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cpu_ticks;
-
-    #[test]
-    fn cpu_time_is_read_after_the_command_name_whatever_it_holds() {
-        let stat = "4242 (a) b (c) S 1 4242 4242 0 -1 4194304 90 0 0 0 1234 56 0 0 20 0 3 0";
-        assert_eq!(cpu_ticks(stat).unwrap(), 1234 + 56);
-        assert!(cpu_ticks("4242 (cut short) S 1").is_err());
-        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
-        assert!(cpu_ticks(&own).is_ok());
-    }
 }
