@@ -194,11 +194,31 @@ impl CpuUsed {
     }
 }
 
-fn cpu_used(nats_pid: &str, ticks_per_s: u64) -> anyhow::Result<CpuUsed> {
-    Ok(CpuUsed {
-        process: cpu_time("self", ticks_per_s)?,
-        nats_server: cpu_time(nats_pid, ticks_per_s)?,
-    })
+/// Measures a phase: its wall-clock time and the CPU time this process and
+/// nats-server used in it.
+struct Meter {
+    nats_pid: String,
+    ticks_per_s: u64,
+}
+
+impl Meter {
+    fn used(&self) -> anyhow::Result<CpuUsed> {
+        Ok(CpuUsed {
+            process: cpu_time("self", self.ticks_per_s)?,
+            nats_server: cpu_time(&self.nats_pid, self.ticks_per_s)?,
+        })
+    }
+
+    async fn measure<T>(
+        &self,
+        work: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<(T, Duration, CpuUsed)> {
+        let before = self.used()?;
+        let started = Instant::now();
+        let value = work.await?;
+        let elapsed = started.elapsed();
+        Ok((value, elapsed, self.used()? - before))
+    }
 }
 
 /// CPU time (user and system, all threads) used so far by process `pid`.
@@ -263,19 +283,17 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
         args.batch,
         args.concurrency
     ));
-    let nats_pid = nats
-        .pid()
-        .context("nats-server is not running")?
-        .to_string();
-    let ticks_per_s = clock_ticks()?;
-    let cpu = || cpu_used(&nats_pid, ticks_per_s);
+    let meter = Meter {
+        nats_pid: nats
+            .pid()
+            .context("nats-server is not running")?
+            .to_string(),
+        ticks_per_s: clock_ticks()?,
+    };
     let uploads = requests(&tokens, &args, per_device, start)?;
     let clients = connect_all(gateway_addr, uploads.len()).await?;
-    let cpu_before = cpu()?;
-    let started = Instant::now();
-    let ingested = upload_all(clients, uploads).await?;
-    let ingest_elapsed = started.elapsed();
-    let ingest_cpu = cpu()? - cpu_before;
+    let (ingested, ingest_elapsed, ingest_cpu) =
+        meter.measure(upload_all(clients, uploads)).await?;
     let last = store.last_sequence().await?;
     let messages = last - before_ingest;
     say(&format!(
@@ -356,22 +374,21 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
         ..Default::default()
     })
     .await?;
-    let cpu_before = cpu()?;
-    let started = Instant::now();
-    publish_all(&js, raw.into_iter(), args.concurrency as usize, true).await?;
-    let raw_publish = started.elapsed();
-    let raw_cpu = cpu()? - cpu_before;
+    let (_, raw_publish, raw_cpu) = meter
+        .measure(publish_all(
+            &js,
+            raw.into_iter(),
+            args.concurrency as usize,
+            true,
+        ))
+        .await?;
 
     // 3b. The same uploads through the floor service: gRPC and a publish,
     // none of the gateway's own work.
     let floor_addr = bench_floor::serve(js.clone()).await?;
     let uploads = requests(&tokens, &args, per_device, start)?;
     let clients = connect_all(floor_addr, uploads.len()).await?;
-    let cpu_before = cpu()?;
-    let started = Instant::now();
-    let floor_spans = upload_all(clients, uploads).await?;
-    let grpc_floor = started.elapsed();
-    let floor_cpu = cpu()? - cpu_before;
+    let (floor_spans, grpc_floor, floor_cpu) = meter.measure(upload_all(clients, uploads)).await?;
 
     // 4. Raw COPY into a temp table + upsert of one row per span.
     db.batch_execute(
