@@ -20,14 +20,11 @@ use trackhrs_agent::heartbeat::{Event, SpanData};
 use trackhrs_agent::outbox::Outbox;
 use trackhrs_agent::privacy::Policy;
 use trackhrs_agent::sync::{SyncConfig, Uploader};
-use trackhrs_commands::CommandHandler;
+use trackhrs_app::AppConfig;
 use trackhrs_domain::Token;
 use trackhrs_domain::activity::DeviceActivity;
-use trackhrs_gateway::GatewayConfig;
 use trackhrs_harness::desktop::{Display, open_window, set_class, set_title};
 use trackhrs_nats::{EventStore, StoreConfig};
-use trackhrs_projections::directory::Directory;
-use trackhrs_projections::{Runner, RunnerConfig};
 
 use crate::bench::{clock_ticks, cpu_ticks, say};
 use crate::bench_pipeline::{bench_servers, serve_devices};
@@ -172,28 +169,11 @@ pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
     let config = StoreConfig::default();
     trackhrs_nats::provision(&client, &config).await?;
     let store = EventStore::open(client, config).await?;
-    let gateway_pool = trackhrs_gateway::pool(pg_config.clone(), 8)?;
-    let core = trackhrs_gateway::open(
-        CommandHandler::new(store.clone()),
-        gateway_pool.clone(),
-        GatewayConfig::default(),
-    )
-    .await?;
-    // The directory read model answers the agent's GetPolicy.
-    let directory = Runner::new(
-        Directory,
-        store.clone(),
-        pg_config,
-        RunnerConfig {
-            batch_wait: Duration::from_millis(50),
-            ..RunnerConfig::default()
-        },
+    let gateway_pool = trackhrs_app::pg_pool(pg_config, 8)?;
+    let app = Arc::new(
+        trackhrs_app::App::open(store.clone(), gateway_pool.clone(), AppConfig::default()).await?,
     );
-    let (stop_directory, directory_stopped) = tokio::sync::oneshot::channel::<()>();
-    let directory = tokio::spawn(directory.run(async {
-        let _ = directory_stopped.await;
-    }));
-    let (tokens, channel, addr) = serve_devices(core, 3).await?;
+    let (tokens, channel, addr) = serve_devices(app, 3).await?;
 
     // 1. Outbox throughput.
     let outbox_path = dir.path().join("bench-outbox.db");
@@ -279,7 +259,7 @@ pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
         .await?
         .state;
     say(&format!(
-        "headless agent over {:.0} s (poll 1 s, window change every {} s): CPU {:.3} s = {:.3}% of one core; \
+        "headless agent over {:.0} s (poll 1 s, window change every {} s): CPU {:.3} s = {:.3}% of one app; \
          RSS {:.1} MiB at the end, {:.1} MiB at most; {} spans stored from it in {} batches",
         wall.as_secs_f64(),
         args.switch_every,
@@ -328,7 +308,7 @@ pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
         let cpu = last.cpu.saturating_sub(first.cpu);
         say(&format!(
             "desktop app over {:.0} s ({} processes: the app and WebKit's): RSS {:.1} MiB for the app process, \
-             {:.1} MiB with WebKit's (at most {:.1}), PSS {:.1} MiB (at most {:.1}); CPU {:.3} s = {:.3}% of one core",
+             {:.1} MiB with WebKit's (at most {:.1}), PSS {:.1} MiB (at most {:.1}); CPU {:.3} s = {:.3}% of one app",
             wall.as_secs_f64(),
             last.processes,
             last.main_rss_kib as f64 / 1024.0,
@@ -341,10 +321,8 @@ pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
         ));
     }
 
-    // The projection and the gateway's pooled connections end before
-    // PostgreSQL stops (each would report the server's shutdown).
-    let _ = stop_directory.send(());
-    directory.await??;
+    // The gateway's pooled connections end before PostgreSQL stops (each
+    // would report the server's shutdown).
     gateway_pool.close();
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())

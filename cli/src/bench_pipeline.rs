@@ -17,11 +17,11 @@ use serde_json::{Map, json};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 use tonic::metadata::{Ascii, MetadataValue};
-use trackhrs_commands::CommandHandler;
+use trackhrs_app::AppConfig;
+use trackhrs_app::IngestConfig;
+use trackhrs_credentials::AuthConfig;
 use trackhrs_domain::Token;
 use trackhrs_domain::organization::OrgCommand;
-use trackhrs_gateway::ingest::IngestConfig;
-use trackhrs_gateway::{AuthConfig, GatewayConfig};
 use trackhrs_harness::pg::Durability;
 use trackhrs_harness::{NatsOptions, NatsServer, PgServer};
 use trackhrs_nats::reader::{self, StartAt};
@@ -255,22 +255,24 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     };
     trackhrs_nats::provision(&client, &config).await?;
     let store = EventStore::open(client.clone(), config.clone()).await?;
-    let gateway_pool = trackhrs_gateway::pool(pg_config.clone(), 16)?;
-    let core = trackhrs_gateway::open(
-        CommandHandler::new(store.clone()),
-        gateway_pool.clone(),
-        GatewayConfig {
-            auth: AuthConfig::default(),
-            ingest: IngestConfig {
-                max_spans: args.batch as usize,
-                ..IngestConfig::default()
+    let gateway_pool = trackhrs_app::pg_pool(pg_config.clone(), 16)?;
+    let app = Arc::new(
+        trackhrs_app::App::open(
+            store.clone(),
+            gateway_pool.clone(),
+            AppConfig {
+                auth: AuthConfig::default(),
+                ingest: IngestConfig {
+                    max_spans: args.batch as usize,
+                    ..IngestConfig::default()
+                },
+                ..AppConfig::default()
             },
-            ..GatewayConfig::default()
-        },
-    )
-    .await?;
+        )
+        .await?,
+    );
 
-    let (tokens, _, gateway_addr) = serve_devices(core, args.devices).await?;
+    let (tokens, _, gateway_addr) = serve_devices(app, args.devices).await?;
 
     // 1. Ingest through gRPC.
     let per_device = args.spans / args.devices;
@@ -567,41 +569,43 @@ pub async fn bench_servers(
 /// gateway on a free port, and returns the device tokens, a channel to it
 /// and its address.
 pub async fn serve_devices(
-    core: Arc<trackhrs_gateway::Core>,
+    app: Arc<trackhrs_app::App>,
     devices: u64,
 ) -> anyhow::Result<(Vec<String>, tonic::transport::Channel, std::net::SocketAddr)> {
     // One org, one owner who enrolled every device.
     let org = Token::new("bench")?;
     let owner = Token::new("owner")?;
-    core.org_command(
-        &org,
-        "system:bench",
-        "bench-org",
-        OrgCommand::Create {
-            name: "Bench".into(),
-            owner: owner.clone(),
-            owner_email: "owner@bench.test".into(),
-            owner_name: "Owner".into(),
-            seats: 10,
-        },
-    )
-    .await?;
-    let mut tokens = Vec::new();
-    for d in 0..devices {
-        let device = Token::new(format!("dev{d}"))?;
-        core.org_command(
+    app.org_commands()
+        .execute(
             &org,
-            "person:owner",
-            &format!("enroll-{d}"),
-            OrgCommand::EnrollDevice {
-                actor: owner.clone(),
-                device: device.clone(),
-                name: format!("laptop {d}"),
+            "system:bench",
+            "bench-org",
+            OrgCommand::Create {
+                name: "Bench".into(),
+                owner: owner.clone(),
+                owner_email: "owner@bench.test".into(),
+                owner_name: "Owner".into(),
+                seats: 10,
             },
         )
         .await?;
+    let mut tokens = Vec::new();
+    for d in 0..devices {
+        let device = Token::new(format!("dev{d}"))?;
+        app.org_commands()
+            .execute(
+                &org,
+                "person:owner",
+                &format!("enroll-{d}"),
+                OrgCommand::EnrollDevice {
+                    actor: owner.clone(),
+                    device: device.clone(),
+                    name: format!("laptop {d}"),
+                },
+            )
+            .await?;
         tokens.push(
-            core.auth
+            app.credentials()
                 .put_device_token("bench", device.as_str(), "owner")
                 .await?,
         );
@@ -611,8 +615,7 @@ pub async fn serve_devices(
     let addr = listener.local_addr()?;
     tokio::spawn(trackhrs_gateway::serve(
         listener,
-        core.clone(),
-        || true,
+        app.clone(),
         std::future::pending(),
     ));
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use trackhrs_app::App;
 use trackhrs_domain::Token;
 use trackhrs_domain::organization::{OrgCommand, Role};
-use trackhrs_gateway::Core;
 use trackhrs_harness::pg::Durability;
 use trackhrs_harness::{NatsOptions, NatsServer, PgServer};
 use trackhrs_nats::{EventStore, StoreConfig};
@@ -96,8 +96,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let config = StoreConfig::default();
     trackhrs_nats::provision(&client, &config).await?;
     let store = EventStore::open(client.clone(), config).await?;
-    let core = platform::open_gateway(store.clone(), pg.clone(), &args.gateway).await?;
-    seed_demo_org(&core).await?;
+    let app = platform::open_app(store.clone(), pg.clone(), &args.gateway).await?;
+    seed_demo_org(&app).await?;
 
     let listen = args.gateway.listen;
     let mut out = std::io::stdout().lock();
@@ -146,12 +146,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signal();
     let projections = tokio::spawn(platform::run_projections(store, pg, shutdown.clone()));
     let agents = tokio::spawn(crate::simulate::run(
-        core.clone(),
+        app.clone(),
         Token::new("acme")?,
         format!("http://{listen}"),
         shutdown.clone(),
     ));
-    platform::serve_gateway(core, client, listen, shutdown).await?;
+    platform::serve_gateway(app, listen, shutdown).await?;
     projections.await??;
     agents.await??;
     Ok(())
@@ -160,12 +160,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 /// Creates the demo organization and its members' passwords. Fixed command
 /// ids make it idempotent: a second run gets the original results and
 /// stores nothing new.
-async fn seed_demo_org(core: &Core) -> anyhow::Result<()> {
+async fn seed_demo_org(app: &App) -> anyhow::Result<()> {
     let org = Token::new("acme")?;
     let olive = Token::new("olive")?;
     // What exists already is left alone, so a second run stores nothing
     // however many commands the org has had since.
-    let state = core.organization(&org).await?;
+    let state = app.org_commands().state(&org).await?;
     if !state.created {
         let create = OrgCommand::Create {
             name: "Acme Corp".into(),
@@ -174,7 +174,8 @@ async fn seed_demo_org(core: &Core) -> anyhow::Result<()> {
             owner_name: "Olive Owner".into(),
             seats: 10,
         };
-        core.org_command(&org, "system:dev", "demo-create-org", create)
+        app.org_commands()
+            .execute(&org, "system:dev", "demo-create-org", create)
             .await
             .context("seed the demo org")?;
     }
@@ -196,13 +197,17 @@ async fn seed_demo_org(core: &Core) -> anyhow::Result<()> {
             name: name.into(),
             role,
         };
-        core.org_command(&org, "system:dev", &format!("demo-invite-{who}"), invite)
+        app.org_commands()
+            .execute(&org, "system:dev", &format!("demo-invite-{who}"), invite)
             .await
             .with_context(|| format!("seed demo member {who}"))?;
     }
-    let hash = core.auth.hash_password(DEMO_PASSWORD.into()).await?;
+    let hash = app
+        .credentials()
+        .hash_password(DEMO_PASSWORD.into())
+        .await?;
     for who in ["olive", "manny", "erin", "ed", "ada"] {
-        core.auth
+        app.credentials()
             .put_account_if_absent("acme", who, &format!("{who}@acme.test"), &hash)
             .await
             .with_context(|| format!("seed the password of {who}"))?;

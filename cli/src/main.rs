@@ -258,10 +258,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Role::Gateway { nats, pg, gateway } => {
             let store = open_store(&nats).await?;
-            let client = store.client().clone();
-            let core = platform::open_gateway(store, pg.config()?, &gateway).await?;
+            let app = platform::open_app(store, pg.config()?, &gateway).await?;
             let shutdown = platform::Shutdown::on_signal();
-            platform::serve_gateway(core, client, gateway.listen, shutdown).await
+            platform::serve_gateway(app, gateway.listen, shutdown).await
         }
         Role::Projections {
             command: ProjectionsCommand::Run { nats, pg },
@@ -298,12 +297,15 @@ async fn main() -> anyhow::Result<()> {
             nats,
             pg,
         } => {
+            let org_id = trackhrs_domain::Token::new(&org).context("invalid org id")?;
             let person_id = trackhrs_domain::Token::new(&person).context("invalid person id")?;
-            let store = open_store(&nats).await?;
-            let pool = trackhrs_gateway::pool(pg.config()?, 2)?;
-            let auth = trackhrs_gateway::Auth::open(pool, Default::default()).await?;
-            let rows = auth.erase_person(&org, &person).await?;
-            store.erase_person(&person_id).await?;
+            let app = trackhrs_app::App::open(
+                open_store(&nats).await?,
+                trackhrs_app::pg_pool(pg.config()?, 2)?,
+                Default::default(),
+            )
+            .await?;
+            let rows = app.erase_person(&org_id, &person_id).await?;
             let mut out = std::io::stdout().lock();
             use std::io::Write as _;
             writeln!(
@@ -367,8 +369,8 @@ async fn auth_command(command: AuthCommand) -> anyhow::Result<()> {
         | AuthCommand::RotateKey { pg }
         | AuthCommand::RetireKey { pg, .. } => pg,
     };
-    let pool = trackhrs_gateway::pool(pg.config()?, 2)?;
-    let auth = trackhrs_gateway::Auth::open(pool, Default::default()).await?;
+    let pool = trackhrs_app::pg_pool(pg.config()?, 2)?;
+    let auth = trackhrs_credentials::Auth::open(pool, Default::default()).await?;
     let mut out = std::io::stdout().lock();
     use std::io::Write as _;
     match command {

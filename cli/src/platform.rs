@@ -2,11 +2,12 @@
 //! runners, and the shared shutdown.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use trackhrs_commands::CommandHandler;
-use trackhrs_gateway::GatewayConfig;
+use trackhrs_app::policy::Revocation;
+use trackhrs_app::{App, AppConfig};
 use trackhrs_nats::EventStore;
 use trackhrs_projections::activity::{self, Activity};
 use trackhrs_projections::directory::Directory;
@@ -98,33 +99,35 @@ pub async fn versions(
 }
 
 /// Runs every projection until shutdown: the organization directory, the
-/// activity read model and the raw timelines.
+/// activity read model and the raw timelines; and the revocation policy.
 pub async fn run_projections(
     store: EventStore,
     pg: tokio_postgres::Config,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    // The directory revokes credentials in the gateway's schema: make sure
-    // it exists.
-    trackhrs_gateway::auth::migrate(&trackhrs_gateway::pool(pg.clone(), 1)?).await?;
-    let directory = Runner::new(
-        Directory,
+    // Organization events are rare and people wait for them (a query with
+    // min_position, a revocation): apply them promptly.
+    let prompt = RunnerConfig {
+        batch_wait: Duration::from_millis(50),
+        ..RunnerConfig::default()
+    };
+    let directory = Runner::new(Directory, store.clone(), pg.clone(), prompt.clone());
+    let directory = tokio::spawn(directory.run(shutdown.clone().wait()));
+    let revocation = Runner::new(
+        Revocation::new(store.clone()),
         store.clone(),
         pg.clone(),
-        RunnerConfig {
-            // Organization events are rare and people wait for them (a
-            // query with min_position): apply them promptly.
-            batch_wait: Duration::from_millis(50),
-            ..RunnerConfig::default()
-        },
+        prompt,
     );
-    let directory = tokio::spawn(directory.run(shutdown.clone().wait()));
+    let revocation = tokio::spawn(revocation.run(shutdown.clone().wait()));
     // Raw timelines: like the spans, many events per commit.
     let timeline = Runner::new(Timeline, store.clone(), pg.clone(), activity_config(false));
     let timeline = tokio::spawn(timeline.run(shutdown.clone().wait()));
     run_activity(store, pg, shutdown).await?;
     let outcome = directory.await??;
     tracing::info!(?outcome, "directory projection stopped");
+    let outcome = revocation.await??;
+    tracing::info!(?outcome, "revocation policy stopped");
     let outcome = timeline.await??;
     tracing::info!(?outcome, "timeline projection stopped");
     Ok(())
@@ -243,31 +246,30 @@ async fn building_of_this_code(
     Ok(None)
 }
 
-/// Opens the gateway's state (credential schema, signing keys).
-pub async fn open_gateway(
+/// Opens the application layer (credential schema, signing keys).
+pub async fn open_app(
     store: EventStore,
     pg: tokio_postgres::Config,
     args: &GatewayArgs,
-) -> anyhow::Result<std::sync::Arc<trackhrs_gateway::Core>> {
-    let pool = trackhrs_gateway::pool(pg, args.pg_pool)?;
-    let mut config = GatewayConfig::default();
+) -> anyhow::Result<Arc<App>> {
+    let pool = trackhrs_app::pg_pool(pg, args.pg_pool)?;
+    let mut config = AppConfig::default();
     config.auth.access_ttl = Duration::from_secs(args.access_ttl_secs);
-    trackhrs_gateway::open(CommandHandler::new(store), pool, config)
+    let app = App::open(store, pool, config)
         .await
-        .context("open the gateway (PostgreSQL credential store)")
+        .context("open the application (PostgreSQL credential store)")?;
+    Ok(Arc::new(app))
 }
 
 /// Serves the gateway until shutdown.
 pub async fn serve_gateway(
-    core: std::sync::Arc<trackhrs_gateway::Core>,
-    client: async_nats::Client,
+    app: Arc<App>,
     listen: SocketAddr,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let probe = move || client.connection_state() == async_nats::connection::State::Connected;
-    trackhrs_gateway::serve(listener, core, probe, shutdown.wait()).await?;
+    trackhrs_gateway::serve(listener, app, shutdown.wait()).await?;
     Ok(())
 }

@@ -8,14 +8,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
+use trackhrs_app::App;
 use trackhrs_domain::Token;
-use trackhrs_domain::activity::DeviceActivity;
 use trackhrs_domain::organization::OrgCommand;
-use trackhrs_gateway::Core;
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
-use trackhrs_schemas::agent::v1::{Span, UploadBatchRequest};
+use trackhrs_schemas::agent::v1::agent_session_client::AgentSessionClient;
+use trackhrs_schemas::agent::v1::{GetPolicyRequest, Span, UploadBatchRequest};
 
 use crate::platform::Shutdown;
 
@@ -102,33 +103,34 @@ fn now_ms() -> i64 {
 /// Enrolls (once) a laptop for each demo member who tracks time, with a
 /// fresh device token, and runs their agents until shutdown.
 pub async fn run(
-    core: std::sync::Arc<Core>,
+    app: std::sync::Arc<App>,
     org: Token,
     gateway: String,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let people: [(&'static str, Persona); 3] =
         [("manny", MANAGER), ("erin", DEVELOPER), ("ed", DEVELOPER)];
-    let state = core.organization(&org).await?;
+    let state = app.org_commands().state(&org).await?;
     let mut agents = Vec::new();
     for (who, persona) in people {
         let device = Token::new(format!("laptop-{who}"))?;
         if !state.devices.contains_key(&device) {
-            core.org_command(
-                &org,
-                &format!("person:{who}"),
-                &format!("demo-enroll-{who}"),
-                OrgCommand::EnrollDevice {
-                    actor: Token::new(who)?,
-                    device: device.clone(),
-                    name: format!("{who}'s laptop"),
-                },
-            )
-            .await
-            .with_context(|| format!("enroll the demo laptop of {who}"))?;
+            app.org_commands()
+                .execute(
+                    &org,
+                    &format!("person:{who}"),
+                    &format!("demo-enroll-{who}"),
+                    OrgCommand::EnrollDevice {
+                        actor: Token::new(who)?,
+                        device: device.clone(),
+                        name: format!("{who}'s laptop"),
+                    },
+                )
+                .await
+                .with_context(|| format!("enroll the demo laptop of {who}"))?;
         }
-        let token = core
-            .auth
+        let token = app
+            .credentials()
             .put_device_token(org.as_str(), device.as_str(), who)
             .await
             .with_context(|| format!("device token of {who}"))?;
@@ -141,12 +143,10 @@ pub async fn run(
     }
     let mut tasks = Vec::new();
     for (n, agent) in agents.into_iter().enumerate() {
-        let core = core.clone();
-        let org = org.clone();
         let gateway = gateway.clone();
         let shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = simulate(core, org, gateway, agent, n as u64, shutdown).await {
+            if let Err(e) = simulate(gateway, agent, n as u64, shutdown).await {
                 tracing::warn!(error = %e, "simulated agent stopped");
             }
         }));
@@ -158,8 +158,6 @@ pub async fn run(
 }
 
 async fn simulate(
-    core: std::sync::Arc<Core>,
-    org: Token,
     gateway: String,
     agent: Agent,
     seed: u64,
@@ -171,21 +169,19 @@ async fn simulate(
     })
     .await
     .context("the gateway did not come up")?;
-    let mut client = AgentIngestClient::new(channel);
-    let timeline = core
-        .commands
-        .store()
-        .load_fresh::<DeviceActivity>(&org, &agent.device)
-        .await?;
-    let mut seq = timeline.state.last_seq;
-    // The workday so far: from 8 hours ago (or where the last run stopped).
-    let mut cursor = timeline
-        .state
-        .last_end_ms
-        .unwrap_or(0)
-        .max(now_ms() - 8 * 3_600_000);
-    let mut rng = StdRng::seed_from_u64(seed ^ seq);
     let bearer = MetadataValue::try_from(format!("Bearer {}", agent.token))?;
+    // Where the last run stopped, as a real agent learns it.
+    let mut ask = Request::new(GetPolicyRequest {});
+    ask.metadata_mut().insert("authorization", bearer.clone());
+    let policy = AgentSessionClient::new(channel.clone())
+        .get_policy(ask)
+        .await?
+        .into_inner();
+    let mut client = AgentIngestClient::new(channel);
+    let mut seq = policy.last_batch_seq;
+    // The workday so far: from 8 hours ago (or where the last run stopped).
+    let mut cursor = policy.last_span_end_unix_ms.max(now_ms() - 8 * 3_600_000);
+    let mut rng = StdRng::seed_from_u64(seed ^ seq);
     let mut stop = Box::pin(shutdown.wait());
     loop {
         let now = now_ms();
@@ -219,7 +215,7 @@ async fn simulate(
             // Like a real agent: the same batch again until it is
             // acknowledged (the gateway recognises a repeat).
             loop {
-                let mut request = tonic::Request::new(batch.clone());
+                let mut request = Request::new(batch.clone());
                 request
                     .metadata_mut()
                     .insert("authorization", bearer.clone());

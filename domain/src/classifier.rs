@@ -283,6 +283,16 @@ impl Rules {
         })
     }
 
+    /// The rules an org's stored rules stand for: the default rules while
+    /// it has set none (an empty list).
+    pub fn in_force(rules: &[CategoryRule]) -> Vec<CategoryRule> {
+        if rules.is_empty() {
+            Self::default_rules()
+        } else {
+            rules.to_vec()
+        }
+    }
+
     /// The category tree used when an org has defined none, modelled on
     /// ActivityWatch's defaults: Work (+100) with Programming, Image, Video
     /// and Audio; Comms (+25) with IM, Email and Video; Media (-50) with

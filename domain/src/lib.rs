@@ -11,6 +11,7 @@ pub mod categories;
 pub mod classifier;
 pub mod ids;
 pub mod organization;
+pub mod permissions;
 pub mod personal;
 pub mod testing;
 pub mod timeline;

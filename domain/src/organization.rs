@@ -24,6 +24,9 @@ pub const AGGREGATE_ID: &str = "org";
 /// Longest organization name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
 
+/// Longest e-mail address, in bytes.
+pub const MAX_EMAIL_LEN: usize = 254;
+
 /// A member's role in the organization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -38,6 +41,33 @@ pub enum Role {
     Employee,
     /// Reads everything, changes nothing.
     Auditor,
+}
+
+impl Role {
+    /// Every role, most powerful first.
+    pub const ALL: [Role; 5] = [
+        Role::Owner,
+        Role::Admin,
+        Role::Manager,
+        Role::Employee,
+        Role::Auditor,
+    ];
+
+    /// Its name as stored and shown (`owner`, `admin`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Manager => "manager",
+            Role::Employee => "employee",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    /// The role of that name.
+    pub fn from_name(name: &str) -> Option<Role> {
+        Self::ALL.into_iter().find(|r| r.name() == name)
+    }
 }
 
 /// A day of the week (ISO order, Monday first).
@@ -141,6 +171,9 @@ pub struct Organization {
     /// Version of the classification rules (0: the default rules).
     #[serde(default)]
     pub rules_version: u32,
+    /// The classification rules as last set (empty: the default rules).
+    #[serde(default)]
+    pub rules: Vec<CategoryRule>,
 }
 
 /// A device enrolled by a member (the desktop agent's machine).
@@ -168,8 +201,18 @@ impl Organization {
             .count()
     }
 
+    /// Whether `actor` may invite (or send the invitation of) a member with
+    /// `role`: owners and admins may, and only owners grant the owner role.
+    pub fn check_invite(&self, actor: &PersonId, role: Role) -> Result<(), OrgError> {
+        let actor_role = self.require_manager(actor)?;
+        if role == Role::Owner && actor_role != Role::Owner {
+            return Err(OrgError::NotAllowed);
+        }
+        Ok(())
+    }
+
     /// The actor's role, if they are an active member.
-    fn active_role(&self, actor: &PersonId) -> Option<Role> {
+    pub fn active_role(&self, actor: &PersonId) -> Option<Role> {
         self.members.get(actor).filter(|m| m.active).map(|m| m.role)
     }
 
@@ -469,16 +512,18 @@ pub enum OrgError {
     DeviceRevoked,
 }
 
-fn valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && email.len() <= 254
-        && !email.chars().any(char::is_whitespace)
+/// Whether `email` is an e-mail address the organization accepts: the one
+/// rule, used by the aggregate and by the gateway's input checks.
+pub fn valid_email(email: &str) -> bool {
+    email.len() <= MAX_EMAIL_LEN
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
 }
 
 fn valid_name(name: &str) -> bool {
@@ -642,10 +687,7 @@ impl Aggregate for Organization {
                 if !self.created {
                     return Err(OrgError::NotFound);
                 }
-                let actor_role = self.require_manager(&actor)?;
-                if role == Role::Owner && actor_role != Role::Owner {
-                    return Err(OrgError::NotAllowed);
-                }
+                self.check_invite(&actor, role)?;
                 if !valid_name(&name) {
                     return Err(OrgError::InvalidName);
                 }
@@ -790,7 +832,10 @@ impl Aggregate for Organization {
                 }
             }
             OrgEvent::SettingsChanged { settings } => self.settings.clone_from(settings),
-            OrgEvent::CategoryRulesChanged { version, .. } => self.rules_version = *version,
+            OrgEvent::CategoryRulesChanged { version, rules } => {
+                self.rules_version = *version;
+                self.rules.clone_from(rules);
+            }
         }
     }
 

@@ -1,56 +1,59 @@
 //! `trackhrs.org.v1.Organizations`: administration of the caller's own
-//! organization. Commands go to the `Organization` aggregate, which checks
-//! roles and invariants; queries read the directory read model.
-
-use std::sync::Arc;
+//! organization, through the administration use cases.
 
 use tonic::{Request, Response, Status};
-use trackhrs_domain::organization::{OrgCommand, Role};
-use trackhrs_projections::directory;
+use trackhrs_app::administration::{Administration, Invitation, NewMember};
+use trackhrs_app::{Authenticator, Caller, Outcome};
+use trackhrs_domain::organization::{Role, Settings};
 use trackhrs_schemas::org::v1 as pb;
 use trackhrs_schemas::org::v1::organizations_server::Organizations;
 
-use crate::auth::AuthError;
-use crate::caller::{self, Caller};
-use crate::core::{Core, command_result, derived_id};
-use crate::{status, validate};
+use crate::status::status;
+use crate::{caller, validate};
 
 /// The organizations service.
 pub struct OrganizationsService {
-    core: Arc<Core>,
+    auth: Authenticator,
+    admin: Administration,
 }
 
 impl OrganizationsService {
-    /// A service over the shared state.
-    pub fn new(core: Arc<Core>) -> Self {
-        Self { core }
+    /// A service over the administration use cases.
+    pub fn new(auth: Authenticator, admin: Administration) -> Self {
+        Self { auth, admin }
     }
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        caller::person(&self.core.auth, request).await
+        caller::person(&self.auth, request).await
     }
+}
 
-    /// Runs a command of the caller on their org; returns the wire result.
-    async fn command(
-        &self,
-        caller: &Caller,
-        org_id: &str,
-        command_id: &str,
-        command: impl FnOnce(&Caller) -> Result<OrgCommand, Status>,
-    ) -> Result<pb::CommandResult, Status> {
-        let org = caller.scope(org_id)?;
-        let command_id = validate::command_id(command_id)?;
-        let command = command(caller)?;
-        let executed = self
-            .core
-            .org_command(&org, &caller.actor(), &command_id, command)
-            .await?;
-        Ok(command_result(&executed))
+/// The wire result of a command.
+pub(crate) fn command_result(outcome: Outcome) -> pb::CommandResult {
+    pb::CommandResult {
+        version: outcome.version,
+        position: outcome.position,
+        duplicate: outcome.duplicate,
+    }
+}
+
+fn reply(
+    outcome: Result<Outcome, trackhrs_app::AppError>,
+) -> Result<Response<pb::CommandResult>, Status> {
+    Ok(Response::new(command_result(outcome.map_err(status)?)))
+}
+
+fn invitation(invitation: Invitation) -> pb::InviteMemberResponse {
+    pb::InviteMemberResponse {
+        result: Some(command_result(invitation.outcome)),
+        person_id: invitation.person.to_string(),
+        invitation_token: invitation.token,
+        invitation_expires_at: invitation.expires_at,
     }
 }
 
 fn wire_role(name: &str) -> i32 {
-    validate::role_from_name(name).map_or(pb::Role::Unspecified, validate::role_to_wire) as i32
+    Role::from_name(name).map_or(pb::Role::Unspecified, validate::role_to_wire) as i32
 }
 
 #[tonic::async_trait]
@@ -61,16 +64,13 @@ impl Organizations for OrganizationsService {
     ) -> Result<Response<pb::Organization>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
-        let org = caller.scope(&r.org_id)?;
-        let (client, schema, position) = self.core.directory(r.min_position).await?;
-        self.core
-            .directory_role(&client, &schema, &org, &caller.person)
-            .await?;
-        let row = directory::organization(&client, &schema, org.as_str())
+        let found = self
+            .admin
+            .organization(&caller, &r.org_id, r.min_position)
             .await
-            .map_err(|e| status::query(&e))?
-            .ok_or_else(|| Status::unavailable("the organization is not in the directory yet"))?;
-        let settings = trackhrs_domain::organization::Settings {
+            .map_err(status)?;
+        let row = found.value;
+        let settings = Settings {
             timezone: row.timezone,
             work_week: row
                 .work_week
@@ -86,7 +86,7 @@ impl Organizations for OrganizationsService {
             seats: row.seats,
             active_members: row.active_members,
             settings: Some(validate::settings_to_wire(&settings)),
-            position,
+            position: found.position,
         }))
     }
 
@@ -96,15 +96,14 @@ impl Organizations for OrganizationsService {
     ) -> Result<Response<pb::CommandResult>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
-        let result = self
-            .command(&caller, &r.org_id, &r.command_id, |c| {
-                Ok(OrgCommand::ChangeSettings {
-                    actor: c.person.clone(),
-                    settings: validate::settings(r.settings)?,
-                })
-            })
-            .await?;
-        Ok(Response::new(result))
+        caller.scope(&r.org_id).map_err(status)?;
+        let command_id = validate::command_id(&r.command_id)?;
+        let settings = validate::settings(r.settings)?;
+        reply(
+            self.admin
+                .change_settings(&caller, &r.org_id, &command_id, settings)
+                .await,
+        )
     }
 
     async fn change_seats(
@@ -113,15 +112,14 @@ impl Organizations for OrganizationsService {
     ) -> Result<Response<pb::CommandResult>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
-        let result = self
-            .command(&caller, &r.org_id, &r.command_id, |c| {
-                Ok(OrgCommand::ChangeSeats {
-                    actor: c.person.clone(),
-                    seats: validate::seats(r.seats)?,
-                })
-            })
-            .await?;
-        Ok(Response::new(result))
+        caller.scope(&r.org_id).map_err(status)?;
+        let command_id = validate::command_id(&r.command_id)?;
+        let seats = validate::seats(r.seats)?;
+        reply(
+            self.admin
+                .change_seats(&caller, &r.org_id, &command_id, seats)
+                .await,
+        )
     }
 
     async fn invite_member(
@@ -130,33 +128,19 @@ impl Organizations for OrganizationsService {
     ) -> Result<Response<pb::InviteMemberResponse>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
-        let org = caller.scope(&r.org_id)?;
+        caller.scope(&r.org_id).map_err(status)?;
         let command_id = validate::command_id(&r.command_id)?;
-        let email = validate::email("email", &r.email)?;
-        let member = derived_id("p", &org, "invite", &command_id);
-        let result = self
-            .command(&caller, &r.org_id, &command_id, |c| {
-                Ok(OrgCommand::InviteMember {
-                    actor: c.person.clone(),
-                    member: member.clone(),
-                    email: email.clone(),
-                    name: validate::name("name", &r.name)?,
-                    role: validate::role(r.role)?,
-                })
-            })
-            .await?;
-        let (token, expires) = self
-            .core
-            .auth
-            .put_invitation(org.as_str(), member.as_str(), &email)
+        let new = NewMember {
+            email: validate::email("email", &r.email)?,
+            name: validate::name("name", &r.name)?,
+            role: validate::role(r.role)?,
+        };
+        let invited = self
+            .admin
+            .invite(&caller, &r.org_id, &command_id, new)
             .await
-            .map_err(status::auth)?;
-        Ok(Response::new(pb::InviteMemberResponse {
-            result: Some(result),
-            person_id: member.to_string(),
-            invitation_token: token,
-            invitation_expires_at: expires,
-        }))
+            .map_err(status)?;
+        Ok(Response::new(invitation(invited)))
     }
 
     async fn resend_invitation(
@@ -165,54 +149,14 @@ impl Organizations for OrganizationsService {
     ) -> Result<Response<pb::InviteMemberResponse>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
-        let org = caller.scope(&r.org_id)?;
-        let (client, schema, position) = self.core.directory(0).await?;
-        let role = self
-            .core
-            .directory_role(&client, &schema, &org, &caller.person)
-            .await?;
-        if !matches!(role, Role::Owner | Role::Admin) {
-            return Err(Status::permission_denied(
-                "only owners and admins send invitations",
-            ));
-        }
+        caller.scope(&r.org_id).map_err(status)?;
         let person = validate::id("person_id", &r.person_id)?;
-        let member = directory::members(&client, &schema, org.as_str())
+        let sent = self
+            .admin
+            .resend_invitation(&caller, &r.org_id, person)
             .await
-            .map_err(|e| status::query(&e))?
-            .into_iter()
-            .find(|m| m.person_id == person.as_str() && m.active)
-            .ok_or_else(|| Status::failed_precondition("no active member with this id"))?;
-        if self
-            .core
-            .auth
-            .has_account(org.as_str(), person.as_str())
-            .await
-            .map_err(status::auth)?
-        {
-            return Err(Status::failed_precondition(
-                "this member accepted their invitation already",
-            ));
-        }
-        let email = member
-            .email
-            .ok_or_else(|| Status::failed_precondition("this member's data was erased"))?;
-        let (token, expires) = self
-            .core
-            .auth
-            .put_invitation(org.as_str(), person.as_str(), &email)
-            .await
-            .map_err(status::auth)?;
-        Ok(Response::new(pb::InviteMemberResponse {
-            result: Some(pb::CommandResult {
-                version: 0,
-                position,
-                duplicate: false,
-            }),
-            person_id: person.to_string(),
-            invitation_token: token,
-            invitation_expires_at: expires,
-        }))
+            .map_err(status)?;
+        Ok(Response::new(invitation(sent)))
     }
 
     async fn change_role(
@@ -221,16 +165,15 @@ impl Organizations for OrganizationsService {
     ) -> Result<Response<pb::CommandResult>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
-        let result = self
-            .command(&caller, &r.org_id, &r.command_id, |c| {
-                Ok(OrgCommand::ChangeRole {
-                    actor: c.person.clone(),
-                    member: validate::id("person_id", &r.person_id)?,
-                    role: validate::role(r.role)?,
-                })
-            })
-            .await?;
-        Ok(Response::new(result))
+        caller.scope(&r.org_id).map_err(status)?;
+        let command_id = validate::command_id(&r.command_id)?;
+        let member = validate::id("person_id", &r.person_id)?;
+        let role = validate::role(r.role)?;
+        reply(
+            self.admin
+                .change_role(&caller, &r.org_id, &command_id, member, role)
+                .await,
+        )
     }
 
     async fn deactivate_member(
@@ -239,26 +182,14 @@ impl Organizations for OrganizationsService {
     ) -> Result<Response<pb::CommandResult>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
-        caller.scope(&r.org_id)?;
+        caller.scope(&r.org_id).map_err(status)?;
         let member = validate::id("person_id", &r.person_id)?;
-        let result = self
-            .command(&caller, &r.org_id, &r.command_id, |c| {
-                Ok(OrgCommand::Deactivate {
-                    actor: c.person.clone(),
-                    member: member.clone(),
-                })
-            })
-            .await?;
-        // The aggregate revoked the member's devices in the same commit; their
-        // tokens stop working now, on every replica. A retried command id
-        // comes through here again, so a crash before this line is repaired
-        // by the client's retry.
-        self.core
-            .auth
-            .revoke_person(caller.org.as_str(), member.as_str())
-            .await
-            .map_err(status::auth)?;
-        Ok(Response::new(result))
+        let command_id = validate::command_id(&r.command_id)?;
+        reply(
+            self.admin
+                .deactivate(&caller, &r.org_id, &command_id, member)
+                .await,
+        )
     }
 
     async fn reactivate_member(
@@ -267,15 +198,14 @@ impl Organizations for OrganizationsService {
     ) -> Result<Response<pb::CommandResult>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
-        let result = self
-            .command(&caller, &r.org_id, &r.command_id, |c| {
-                Ok(OrgCommand::Reactivate {
-                    actor: c.person.clone(),
-                    member: validate::id("person_id", &r.person_id)?,
-                })
-            })
-            .await?;
-        Ok(Response::new(result))
+        caller.scope(&r.org_id).map_err(status)?;
+        let command_id = validate::command_id(&r.command_id)?;
+        let member = validate::id("person_id", &r.person_id)?;
+        reply(
+            self.admin
+                .reactivate(&caller, &r.org_id, &command_id, member)
+                .await,
+        )
     }
 
     async fn list_members(
@@ -284,21 +214,13 @@ impl Organizations for OrganizationsService {
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
-        let org = caller.scope(&r.org_id)?;
-        let (client, schema, position) = self.core.directory(r.min_position).await?;
-        if self
-            .core
-            .directory_role(&client, &schema, &org, &caller.person)
-            .await?
-            == Role::Employee
-        {
-            return Err(Status::permission_denied(
-                "employees cannot list the organization's members",
-            ));
-        }
-        let members = directory::members(&client, &schema, org.as_str())
+        let found = self
+            .admin
+            .members(&caller, &r.org_id, r.min_position)
             .await
-            .map_err(|e| status::query(&e))?
+            .map_err(status)?;
+        let members = found
+            .value
             .into_iter()
             .map(|m| pb::Member {
                 role: wire_role(&m.role),
@@ -308,7 +230,10 @@ impl Organizations for OrganizationsService {
                 active: m.active,
             })
             .collect();
-        Ok(Response::new(pb::ListMembersResponse { members, position }))
+        Ok(Response::new(pb::ListMembersResponse {
+            members,
+            position: found.position,
+        }))
     }
 
     async fn enroll_device(
@@ -317,44 +242,18 @@ impl Organizations for OrganizationsService {
     ) -> Result<Response<pb::EnrollDeviceResponse>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
-        let org = caller.scope(&r.org_id)?;
+        caller.scope(&r.org_id).map_err(status)?;
         let command_id = validate::command_id(&r.command_id)?;
-        let device = derived_id("d", &org, "device", &command_id);
-        let result = self
-            .command(&caller, &r.org_id, &command_id, |c| {
-                Ok(OrgCommand::EnrollDevice {
-                    actor: c.person.clone(),
-                    device: device.clone(),
-                    name: validate::name("name", &r.name)?,
-                })
-            })
-            .await?;
-        let token = match self
-            .core
-            .auth
-            .put_device_token(org.as_str(), device.as_str(), caller.person.as_str())
+        let name = validate::name("name", &r.name)?;
+        let enrolled = self
+            .admin
+            .enroll_device(&caller, &r.org_id, &command_id, name)
             .await
-        {
-            Ok(token) => token,
-            Err(AuthError::Revoked) => {
-                return Err(Status::failed_precondition("this device was revoked"));
-            }
-            Err(e) => return Err(status::auth(e)),
-        };
-        // A deactivation may have revoked the device between the command and
-        // the token: then the token must not live.
-        if !self.core.device_active(&org, &device).await? {
-            self.core
-                .auth
-                .revoke_device(org.as_str(), device.as_str())
-                .await
-                .map_err(status::auth)?;
-            return Err(Status::failed_precondition("this device was revoked"));
-        }
+            .map_err(status)?;
         Ok(Response::new(pb::EnrollDeviceResponse {
-            result: Some(result),
-            device_id: device.to_string(),
-            device_token: token,
+            result: Some(command_result(enrolled.outcome)),
+            device_id: enrolled.device.to_string(),
+            device_token: enrolled.token,
         }))
     }
 
@@ -364,17 +263,13 @@ impl Organizations for OrganizationsService {
     ) -> Result<Response<pb::ListDevicesResponse>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
-        let org = caller.scope(&r.org_id)?;
-        let (client, schema, position) = self.core.directory(r.min_position).await?;
-        let role = self
-            .core
-            .directory_role(&client, &schema, &org, &caller.person)
-            .await?;
-        let own_only = !matches!(role, Role::Owner | Role::Admin | Role::Auditor);
-        let person = own_only.then(|| caller.person.as_str());
-        let devices = directory::devices(&client, &schema, org.as_str(), person)
+        let found = self
+            .admin
+            .devices(&caller, &r.org_id, r.min_position)
             .await
-            .map_err(|e| status::query(&e))?
+            .map_err(status)?;
+        let devices = found
+            .value
             .into_iter()
             .map(|d| pb::Device {
                 device_id: d.device_id,
@@ -383,7 +278,10 @@ impl Organizations for OrganizationsService {
                 revoked: d.revoked,
             })
             .collect();
-        Ok(Response::new(pb::ListDevicesResponse { devices, position }))
+        Ok(Response::new(pb::ListDevicesResponse {
+            devices,
+            position: found.position,
+        }))
     }
 
     async fn revoke_device(
@@ -392,21 +290,13 @@ impl Organizations for OrganizationsService {
     ) -> Result<Response<pb::CommandResult>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
-        caller.scope(&r.org_id)?;
+        caller.scope(&r.org_id).map_err(status)?;
         let device = validate::id("device_id", &r.device_id)?;
-        let result = self
-            .command(&caller, &r.org_id, &r.command_id, |c| {
-                Ok(OrgCommand::RevokeDevice {
-                    actor: c.person.clone(),
-                    device: device.clone(),
-                })
-            })
-            .await?;
-        self.core
-            .auth
-            .revoke_device(caller.org.as_str(), device.as_str())
-            .await
-            .map_err(status::auth)?;
-        Ok(Response::new(result))
+        let command_id = validate::command_id(&r.command_id)?;
+        reply(
+            self.admin
+                .revoke_device(&caller, &r.org_id, &command_id, device)
+                .await,
+        )
     }
 }

@@ -3,13 +3,11 @@
 
 use tonic::Status;
 use trackhrs_domain::Token;
-use trackhrs_domain::organization::{MAX_NAME_CHARS, Role};
+use trackhrs_domain::organization::{MAX_NAME_CHARS, Role, valid_email};
 use trackhrs_schemas::org::v1 as pb;
 
-use crate::auth::password;
+use crate::status::status;
 
-/// Longest e-mail address accepted (RFC 5321's path limit).
-pub const MAX_EMAIL_LEN: usize = 254;
 /// Largest seat count accepted.
 pub const MAX_SEATS: u32 = 100_000;
 
@@ -17,21 +15,9 @@ fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {reason}"))
 }
 
-/// A command id: 1 to 128 characters of `[A-Za-z0-9-_.:]`.
+/// A command id: 1 to 128 characters of `A-Z a-z 0-9 - _ . :`.
 pub fn command_id(value: &str) -> Result<String, Status> {
-    let ok = !value.is_empty()
-        && value.len() <= 128
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
-    if ok {
-        Ok(value.to_owned())
-    } else {
-        Err(invalid(
-            "command_id",
-            "must be 1 to 128 characters of A-Z a-z 0-9 - _ . :",
-        ))
-    }
+    trackhrs_app::command_id(value).map_err(status)
 }
 
 /// An id: 1 to 64 characters of `[A-Za-z0-9_-]`.
@@ -61,27 +47,10 @@ pub fn name(field: &str, value: &str) -> Result<String, Status> {
 /// An e-mail address: one `@`, a dotted domain, no spaces, at most 254 bytes.
 pub fn email(field: &str, value: &str) -> Result<String, Status> {
     let value = value.trim();
-    let ok = value.len() <= MAX_EMAIL_LEN
-        && !value.chars().any(|c| c.is_whitespace() || c.is_control())
-        && value.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && !domain.contains('@')
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        });
-    if ok {
+    if valid_email(value) {
         Ok(value.to_owned())
     } else {
         Err(invalid(field, "is not a valid e-mail address"))
-    }
-}
-
-/// A password under the policy.
-pub fn new_password(field: &str, value: &str, email: &str) -> Result<String, Status> {
-    match password::policy_violation(value, email) {
-        Some(reason) => Err(invalid(field, reason)),
-        None => Ok(value.to_owned()),
     }
 }
 
@@ -118,30 +87,6 @@ pub fn role_to_wire(role: Role) -> pb::Role {
         Role::Employee => pb::Role::Employee,
         Role::Auditor => pb::Role::Auditor,
     }
-}
-
-/// A role's name as stored in tokens and read models.
-pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Owner => "owner",
-        Role::Admin => "admin",
-        Role::Manager => "manager",
-        Role::Employee => "employee",
-        Role::Auditor => "auditor",
-    }
-}
-
-/// The role named in a token or read model.
-pub fn role_from_name(name: &str) -> Option<Role> {
-    [
-        Role::Owner,
-        Role::Admin,
-        Role::Manager,
-        Role::Employee,
-        Role::Auditor,
-    ]
-    .into_iter()
-    .find(|r| role_name(*r) == name)
 }
 
 /// Settings: a real IANA time zone and at least one working day, each once.

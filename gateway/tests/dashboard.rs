@@ -280,7 +280,7 @@ async fn every_replica_evicts_its_cached_dashboards_when_the_projection_commits(
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(p.replicas[1].core.dashboards.len(), 1);
+    assert_eq!(p.replicas[1].app.activity().cache().len(), 1);
     // Served from the cache: the same answer.
     let cached = on_b
         .get_dashboard(dashboard_request(&s.owner.access_token, s.day, 0))
@@ -305,7 +305,7 @@ async fn every_replica_evicts_its_cached_dashboards_when_the_projection_commits(
         .unwrap()
         .into_inner();
     let evicted = trackhrs_harness::wait_until(Duration::from_secs(10), || {
-        let len = p.replicas[1].core.dashboards.len();
+        let len = p.replicas[1].app.activity().cache().len();
         async move { (len == 0).then_some(()) }
     })
     .await;
@@ -381,7 +381,7 @@ async fn a_rebuild_with_changed_rules_builds_beside_the_live_version_and_reads_n
     let pg = p.db.connect().await.unwrap();
     let mut reads = 0;
     loop {
-        p.gw().core.dashboards.clear();
+        p.gw().app.activity().cache().clear();
         let dash = activity
             .get_dashboard(dashboard_request(&s.owner.access_token, s.day, 0))
             .await

@@ -1,7 +1,5 @@
 //! The gateway answers standard gRPC health checks, reflecting the event store's reachability.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tonic::transport::Channel;
@@ -29,37 +27,8 @@ mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_the_event_store() {
-    let platform = common::Platform::start_with(Default::default(), 0).await;
-    let client = platform.nats.connect().await.unwrap();
-    let store = trackhrs_nats::EventStore::open(client, Default::default())
-        .await
-        .unwrap();
-    let pg_config = platform.db.connection_string().parse().unwrap();
-    let core = trackhrs_gateway::open(
-        trackhrs_commands::CommandHandler::new(store),
-        trackhrs_gateway::pool(pg_config, 2).unwrap(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let up = Arc::new(AtomicBool::new(true));
-    let probe = up.clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(trackhrs_gateway::serve(
-        listener,
-        core,
-        move || probe.load(Ordering::SeqCst),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let mut platform = common::Platform::start_with(Default::default(), 1).await;
+    let channel = platform.gw().channel.clone();
     // Reflection lists the services, so grpcurl needs no .proto files.
     let mut reflection =
         tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
@@ -101,10 +70,11 @@ async fn health_follows_the_event_store() {
             "{service} missing from {names:?}"
         );
     }
+    // The real probe: the gateway's own NATS connection.
     let client = HealthClient::new(channel);
     assert!(reaches(&client, ServingStatus::Serving).await);
-    up.store(false, Ordering::SeqCst);
+    platform.nats.kill();
     assert!(reaches(&client, ServingStatus::NotServing).await);
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    platform.nats.restart().await.unwrap();
+    assert!(reaches(&client, ServingStatus::Serving).await);
 }

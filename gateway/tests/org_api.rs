@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use tonic::Code;
+use trackhrs_schemas::activity::v1::activity_client::ActivityClient;
 use trackhrs_schemas::agent::v1::GetPolicyRequest;
 use trackhrs_schemas::org::v1 as pb;
 
@@ -507,13 +508,38 @@ async fn twenty_invitations_race_for_the_last_three_seats() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_policy_is_answered_while_the_rules_cannot_be_read() {
-    // No activity read model: the policy comes without rules (the agent
-    // keeps its own), never an error that would stop the agent's uploads.
+async fn the_policy_comes_from_the_organization_without_waiting_for_read_models() {
+    // No activity read model: the policy and its rules come from the
+    // organization's aggregate, the same source ingest admits uploads by.
     let p = Platform::start_without_activity().await;
     let owner = p.sign_up("norules", 3).await;
     let device = p.enroll(&owner, "Laptop").await;
     let policy = policy(&p, &device.device_token).await;
     assert_eq!(policy.device_id, device.device_id);
-    assert_eq!((policy.rules_version, policy.category_rules.len()), (0, 0));
+    let defaults = trackhrs_domain::classifier::Rules::default_rules().len();
+    assert_eq!(
+        (policy.rules_version, policy.category_rules.len()),
+        (0, defaults)
+    );
+    let rules = vec![trackhrs_schemas::activity::v1::CategoryRule {
+        name: vec!["Work".into()],
+        regex: Some("editor".into()),
+        ignore_case: true,
+        score: Some(100),
+    }];
+    ActivityClient::new(p.gw().channel.clone())
+        .set_category_rules(authed(
+            &owner.access_token,
+            trackhrs_schemas::activity::v1::SetCategoryRulesRequest {
+                command_id: "rules-1".into(),
+                org_id: "norules".into(),
+                rules,
+                activitywatch_json: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let policy = self::policy(&p, &device.device_token).await;
+    assert_eq!((policy.rules_version, policy.category_rules.len()), (1, 1));
+    assert_eq!(policy.category_rules[0].regex.as_deref(), Some("editor"));
 }

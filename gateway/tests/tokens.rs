@@ -11,8 +11,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tonic::Code;
-use trackhrs_gateway::GatewayConfig;
-use trackhrs_gateway::auth::{AuthConfig, Claims, now_secs};
+use trackhrs_app::AppConfig;
+use trackhrs_credentials::{AuthConfig, Claims, now_secs};
 use trackhrs_schemas::agent::v1::GetPolicyRequest;
 use trackhrs_schemas::org::v1 as pb;
 
@@ -118,10 +118,10 @@ async fn bad_access_tokens_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_keys_verify_until_retired() {
-    let p = Platform::start_with(GatewayConfig::default(), 2).await;
+    let p = Platform::start_with(AppConfig::default(), 2).await;
     let owner = p.sign_up("acme", 3).await;
     let (old_kid, _) = current_key(&p).await;
-    let keys = p.replicas[0].core.auth.keys();
+    let keys = p.replicas[0].app.credentials().keys();
     let new_kid = keys.rotate().await.unwrap();
     assert_ne!(new_kid, old_kid);
     // Replica 0 signs with the new key; replica 1 has never seen it and
@@ -168,7 +168,7 @@ async fn rotated_keys_verify_until_retired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocations_take_effect_on_every_replica() {
-    let p = Platform::start_with(GatewayConfig::default(), 2).await;
+    let p = Platform::start_with(AppConfig::default(), 2).await;
     let owner = p.sign_up("acme", 3).await;
     let device = p.enroll(&owner, "laptop").await;
     for replica in &p.replicas {
@@ -238,14 +238,14 @@ async fn revocations_take_effect_on_every_replica() {
     );
 }
 
-fn throttled_config() -> GatewayConfig {
-    GatewayConfig {
+fn throttled_config() -> AppConfig {
+    AppConfig {
         auth: AuthConfig {
             account_failures: 3,
             address_attempts: 12,
             ..AuthConfig::default()
         },
-        ..GatewayConfig::default()
+        ..AppConfig::default()
     }
 }
 
@@ -301,13 +301,13 @@ async fn brute_force_is_throttled_per_account_and_per_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_timing_does_not_reveal_whether_an_email_exists() {
-    let generous = GatewayConfig {
+    let generous = AppConfig {
         auth: AuthConfig {
             account_failures: 100,
             address_attempts: 100,
             ..AuthConfig::default()
         },
-        ..GatewayConfig::default()
+        ..AppConfig::default()
     };
     let p = Platform::start_with(generous, 1).await;
     p.sign_up("acme", 3).await;
@@ -382,13 +382,13 @@ async fn a_reused_refresh_token_revokes_its_whole_family() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_guesses_do_not_slip_past_the_account_limit() {
     let p = Platform::start_with(
-        GatewayConfig {
+        AppConfig {
             auth: AuthConfig {
                 account_failures: 3,
                 address_attempts: 1000,
                 ..AuthConfig::default()
             },
-            ..GatewayConfig::default()
+            ..AppConfig::default()
         },
         1,
     )
@@ -447,7 +447,7 @@ async fn a_revocation_in_the_log_revokes_the_token_even_without_the_gateway() {
         )
         .await
         .unwrap();
-    // The directory projection applies the revocation to the credential store.
+    // The revocation policy applies the revocation to the credential store.
     let refused = trackhrs_harness::wait_until(Duration::from_secs(10), || {
         let mut agent = p.gw().agent();
         let token = device.device_token.clone();

@@ -451,6 +451,83 @@ pub(crate) fn payload_json(
     })
 }
 
+/// Opens one stored event of aggregate `A`: upcast to the current schema,
+/// personal data opened with `keys` (or shown erased), as the domain's own
+/// event type.
+pub(crate) fn open_event<A: Aggregate>(
+    envelope: &EventEnvelope,
+    payload: Value,
+    keys: &HashMap<String, Option<Arc<DataKey>>>,
+) -> Result<A::Event, String> {
+    let mut upcast = A::upcast(&envelope.event_type, envelope.schema_version, payload)
+        .map_err(|e| e.to_string())?;
+    unseal(&mut upcast, keys)?;
+    join_event::<A>(&envelope.event_type, upcast)
+}
+
+/// One stored commit of one aggregate type, its events decoded into the
+/// domain's own event type (upcast, personal data opened or shown erased).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypedCommit<E> {
+    /// Global stream sequence: a reader's checkpoint.
+    pub stream_sequence: u64,
+    /// Organization.
+    pub org_id: String,
+    /// Aggregate id.
+    pub aggregate_id: String,
+    /// Who issued the command.
+    pub actor: String,
+    /// Recorded at, microseconds since the Unix epoch.
+    pub recorded_at_micros: i64,
+    /// The events, oldest first.
+    pub events: Vec<E>,
+}
+
+/// Decodes a stored commit of aggregate `A` into its typed events. A commit
+/// of another aggregate type, or an event this code cannot read, is a
+/// [`StoreError::Decode`].
+pub async fn decode_typed<A: Aggregate>(
+    keys: &KeyStore,
+    subject: &str,
+    sequence: u64,
+    bytes: &[u8],
+) -> Result<TypedCommit<A::Event>, StoreError> {
+    let decode_err = |reason: String| StoreError::Decode {
+        subject: subject.to_owned(),
+        sequence,
+        reason,
+    };
+    let commit = decode_commit(subject, sequence, bytes)?;
+    if commit.aggregate_type != A::TYPE {
+        return Err(decode_err(format!(
+            "commit of aggregate type {:?} read as {}",
+            commit.aggregate_type,
+            A::TYPE
+        )));
+    }
+    let payloads = commit
+        .events
+        .iter()
+        .map(|e| payload_json(subject, sequence, e))
+        .collect::<Result<Vec<_>, _>>()?;
+    let found = keys_for(keys, &payloads.iter().collect::<Vec<_>>()).await?;
+    let events = commit
+        .events
+        .iter()
+        .zip(payloads)
+        .map(|(envelope, payload)| open_event::<A>(envelope, payload, &found))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(decode_err)?;
+    Ok(TypedCommit {
+        stream_sequence: sequence,
+        org_id: commit.org_id,
+        aggregate_id: commit.aggregate_id,
+        actor: commit.actor,
+        recorded_at_micros: commit.recorded_at_micros,
+        events,
+    })
+}
+
 /// Decodes a stored message generically, opening personal data.
 pub async fn decode_generic(
     keys: &KeyStore,

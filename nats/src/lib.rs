@@ -25,7 +25,7 @@ pub mod provision;
 pub mod reader;
 pub mod store;
 
-pub use codec::{DecodedCommit, RecordedEvent};
+pub use codec::{DecodedCommit, RecordedEvent, TypedCommit, decode_typed};
 pub use config::StoreConfig;
 pub use error::StoreError;
 pub use keys::KeyStore;

@@ -15,14 +15,17 @@ use sha2::{Digest, Sha256};
 use trackhrs_domain::{Aggregate, DomainEvent, Token};
 use trackhrs_schemas::events::v1::{Commit, EventEnvelope};
 
-use crate::codec::{self, decode_commit, event_payload, join_event, payload_json, unseal};
+use crate::codec::{self, decode_commit, event_payload, payload_json, unseal};
 use crate::config::{EVENT_SUBJECT_PREFIX, StoreConfig};
 use crate::direct;
 use crate::error::StoreError;
 use crate::keys::KeyStore;
 
-/// Format version of stored snapshots; a snapshot of another format is ignored.
-const SNAPSHOT_FORMAT: u64 = 1;
+/// Format version of stored snapshots; a snapshot of another format is
+/// ignored (and the state replayed from the log). Bump it whenever an
+/// aggregate's state gains a field that events fill in, since an older
+/// snapshot would load the field empty: 2 added `Organization::rules`.
+const SNAPSHOT_FORMAT: u64 = 2;
 /// Command ids remembered per aggregate, so a retried command gets its original
 /// result even after JetStream's duplicate window has passed.
 const RECENT_COMMANDS: usize = 32;
@@ -434,14 +437,8 @@ impl EventStore {
                     envelope.aggregate_version, loaded.version
                 )));
             }
-            let mut upcast = A::upcast(
-                &envelope.event_type,
-                envelope.schema_version,
-                std::mem::take(payload),
-            )
-            .map_err(|e| decode_err(e.to_string()))?;
-            unseal(&mut upcast, &keys).map_err(decode_err)?;
-            let event = join_event::<A>(&envelope.event_type, upcast).map_err(decode_err)?;
+            let event = codec::open_event::<A>(envelope, std::mem::take(payload), &keys)
+                .map_err(decode_err)?;
             Arc::make_mut(&mut loaded.state).apply(&event);
             loaded.version = envelope.aggregate_version;
         }

@@ -58,11 +58,7 @@ impl Activity {
     fn compiled(&self, org: &str, state: &OrgState) -> Arc<Rules> {
         let key = (org.to_owned(), state.rules_version);
         self.rules.get_with(key, || {
-            let rules = if state.rules.is_empty() {
-                Rules::default_rules()
-            } else {
-                state.rules.clone()
-            };
+            let rules = Rules::in_force(&state.rules);
             // Stored rules were compiled when they were set; if this code
             // cannot compile them, the defaults keep the dashboard useful.
             Arc::new(Rules::compile(&rules).unwrap_or_else(|e| {

@@ -185,15 +185,6 @@ async fn apply_event(
         }
         "MemberDeactivated" => {
             member_update(tx, schema, commit, payload, None, Some(false)).await?;
-            revoke_credentials(
-                tx,
-                "UPDATE auth.refresh_tokens SET revoked_at = now() \
-                 WHERE org_id = $1 AND person_id = $2 AND revoked_at IS NULL \
-                 AND issued_at <= to_timestamp($3) + interval '1 minute'",
-                commit,
-                text(commit, payload, "member")?,
-            )
-            .await?;
         }
         "MemberReactivated" => {
             member_update(tx, schema, commit, payload, None, Some(true)).await?;
@@ -247,15 +238,6 @@ async fn apply_event(
                 &[&org, &text(commit, payload, "device")?, &position],
             )
             .await?;
-            revoke_credentials(
-                tx,
-                "UPDATE auth.device_tokens SET revoked_at = now() \
-                 WHERE org_id = $1 AND device_id = $2 AND revoked_at IS NULL \
-                 AND created_at <= to_timestamp($3) + interval '1 minute'",
-                commit,
-                text(commit, payload, "device")?,
-            )
-            .await?;
         }
         // Classification rules are the activity projection's business.
         "CategoryRulesChanged" => {}
@@ -265,34 +247,6 @@ async fn apply_event(
                 format!("unknown organization event {other}"),
             ));
         }
-    }
-    Ok(())
-}
-
-/// The reactor half of the directory: a revocation in the log revokes the
-/// credentials in the gateway's credential store (schema `auth`), so a
-/// gateway that died between storing the command and revoking the token
-/// leaves no token alive. Only credentials issued before the revocation was
-/// recorded (with a minute of slack for clock skew between the gateway and
-/// PostgreSQL: revoking a little too much beats too little) are touched, so
-/// a rebuild or a replay of an old revocation does not revoke what was
-/// issued after it (after a reactivation, say).
-/// Idempotent; skipped when the credential store does not exist in this
-/// database.
-async fn revoke_credentials(
-    tx: &Transaction<'_>,
-    sql: &str,
-    commit: &DecodedCommit,
-    id: &str,
-) -> Result<(), ApplyError> {
-    let exists: bool = tx
-        .query_one("SELECT to_regclass('auth.device_tokens') IS NOT NULL", &[])
-        .await?
-        .get(0);
-    if exists {
-        let recorded_at = commit.recorded_at_micros as f64 / 1e6;
-        tx.execute(sql, &[&commit.org_id, &id, &recorded_at])
-            .await?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use tokio_postgres::Transaction;
-use trackhrs_nats::{DecodedCommit, KeyStore, StoreError};
+use trackhrs_nats::{DecodedCommit, KeyStore, StoreError, TypedCommit};
 
 use crate::error::{ApplyError, ProjectionError};
 
@@ -85,6 +85,20 @@ pub trait Committed: Send + Sync + 'static {
 }
 
 impl Committed for DecodedCommit {
+    fn stream_sequence(&self) -> u64 {
+        self.stream_sequence
+    }
+
+    fn org_id(&self) -> &str {
+        &self.org_id
+    }
+
+    fn events(&self) -> usize {
+        self.events.len()
+    }
+}
+
+impl<E: Send + Sync + 'static> Committed for TypedCommit<E> {
     fn stream_sequence(&self) -> u64 {
         self.stream_sequence
     }

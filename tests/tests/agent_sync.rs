@@ -1,4 +1,4 @@
-//! The agent core against a real gateway: heartbeats become spans in the
+//! The agent app against a real gateway: heartbeats become spans in the
 //! SQLite outbox, batches upload through gRPC ingest, and a batch whose
 //! acknowledgement was lost (the agent died between the gateway storing it
 //! and the outbox deleting it) is sent again and stored once.
@@ -10,7 +10,6 @@ use trackhrs_agent::heartbeat::{Event, Merger, SpanData};
 use trackhrs_agent::outbox::Outbox;
 use trackhrs_agent::privacy::Policy;
 use trackhrs_agent::sync::{SyncConfig, Uploaded, Uploader};
-use trackhrs_commands::CommandHandler;
 use trackhrs_domain::Token;
 use trackhrs_domain::activity::DeviceActivity;
 use trackhrs_domain::organization::OrgCommand;
@@ -37,43 +36,47 @@ async fn the_outbox_uploads_every_span_once_even_when_an_ack_is_lost() {
         .await
         .unwrap();
     let db = TestDb::create().await.unwrap();
-    let core = trackhrs_gateway::open(
-        CommandHandler::new(store.clone()),
-        trackhrs_gateway::pool(db.connection_string().parse().unwrap(), 4).unwrap(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let app = Arc::new(
+        trackhrs_app::App::open(
+            store.clone(),
+            trackhrs_app::pg_pool(db.connection_string().parse().unwrap(), 4).unwrap(),
+            Default::default(),
+        )
+        .await
+        .unwrap(),
+    );
     let org = Token::new("acme").unwrap();
     let owner = Token::new("olive").unwrap();
-    core.org_command(
-        &org,
-        "test",
-        "create",
-        OrgCommand::Create {
-            name: "Acme".into(),
-            owner: owner.clone(),
-            owner_email: "olive@acme.test".into(),
-            owner_name: "Olive".into(),
-            seats: 3,
-        },
-    )
-    .await
-    .unwrap();
-    core.org_command(
-        &org,
-        "person:olive",
-        "enroll",
-        OrgCommand::EnrollDevice {
-            actor: owner,
-            device: Token::new("laptop").unwrap(),
-            name: "Laptop".into(),
-        },
-    )
-    .await
-    .unwrap();
-    let token = core
-        .auth
+    app.org_commands()
+        .execute(
+            &org,
+            "test",
+            "create",
+            OrgCommand::Create {
+                name: "Acme".into(),
+                owner: owner.clone(),
+                owner_email: "olive@acme.test".into(),
+                owner_name: "Olive".into(),
+                seats: 3,
+            },
+        )
+        .await
+        .unwrap();
+    app.org_commands()
+        .execute(
+            &org,
+            "person:olive",
+            "enroll",
+            OrgCommand::EnrollDevice {
+                actor: owner,
+                device: Token::new("laptop").unwrap(),
+                name: "Laptop".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let token = app
+        .credentials()
         .put_device_token("acme", "laptop", "olive")
         .await
         .unwrap();
@@ -81,8 +84,7 @@ async fn the_outbox_uploads_every_span_once_even_when_an_ack_is_lost() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(trackhrs_gateway::serve(
         listener,
-        core,
-        || true,
+        app,
         std::future::pending(),
     ));
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))

@@ -320,3 +320,116 @@ fn the_agent_reaches_the_platform_only_through_the_schemas() {
         offending.join("\n  ")
     );
 }
+
+/// The direct normal and build dependencies of workspace member `name`.
+fn direct_dependencies(name: &str) -> Vec<String> {
+    let graph = Graph::get();
+    graph
+        .edges
+        .get(graph.member(name))
+        .into_iter()
+        .flatten()
+        .map(|id| graph.name(id).to_owned())
+        .collect()
+}
+
+#[test]
+fn the_gateway_reaches_stores_only_through_the_application_layer() {
+    let forbidden = [
+        "trackhrs-nats",
+        "trackhrs-commands",
+        "trackhrs-projections",
+        "trackhrs-credentials",
+        "async-nats",
+        "tokio-postgres",
+        "postgres",
+        "deadpool-postgres",
+    ];
+    let direct = direct_dependencies(GATEWAY);
+    assert!(
+        direct.iter().any(|d| d == "trackhrs-app"),
+        "the graph lost the edge {GATEWAY} -> trackhrs-app"
+    );
+    let offending: Vec<&String> = direct
+        .iter()
+        .filter(|d| forbidden.contains(&d.as_str()))
+        .collect();
+    assert!(
+        offending.is_empty(),
+        "{GATEWAY} holds adapters only and reaches the event store, PostgreSQL and the \
+         credential store through trackhrs-app, but it depends directly on: {offending:?}"
+    );
+}
+
+#[test]
+fn the_application_layer_holds_no_wire_types() {
+    let offending: Vec<String> = direct_dependencies("trackhrs-app")
+        .into_iter()
+        .filter(|d| ["trackhrs-schemas", "tonic", "prost", GATEWAY].contains(&d.as_str()))
+        .collect();
+    assert!(
+        offending.is_empty(),
+        "trackhrs-app speaks the domain's types, not the wire's, but it depends directly on: {offending:?}"
+    );
+}
+
+/// Every file under a `src/` folder of the workspace (code that ships, not
+/// tests), with its path relative to the workspace root.
+fn shipped_sources() -> Vec<(String, String)> {
+    fn walk(dir: &Path, root: &Path, in_src: bool, out: &mut Vec<(String, String)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" && name != "node_modules" {
+                    walk(&path, root, in_src || name == "src", out);
+                }
+            } else if in_src && (name.ends_with(".rs") || name.ends_with(".sql")) {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let relative = path.strip_prefix(root).unwrap_or(&path);
+                out.push((relative.display().to_string(), text));
+            }
+        }
+    }
+    let root = workspace_root();
+    let mut out = Vec::new();
+    walk(&root, &root, false, &mut out);
+    out
+}
+
+#[test]
+fn only_the_credentials_crate_touches_the_credential_tables() {
+    let tables = [
+        "auth.accounts",
+        "auth.invitations",
+        "auth.refresh_tokens",
+        "auth.device_tokens",
+        "auth.signing_keys",
+        "auth.login_throttle",
+    ];
+    let sources = shipped_sources();
+    assert!(
+        sources
+            .iter()
+            .any(|(path, text)| path.starts_with("credentials/") && text.contains("auth.accounts")),
+        "the scan lost the credentials crate's own SQL"
+    );
+    let offending: Vec<String> = sources
+        .iter()
+        .filter(|(path, _)| !path.starts_with("credentials/"))
+        .flat_map(|(path, text)| {
+            tables
+                .iter()
+                .filter(|t| text.contains(*t))
+                .map(move |t| format!("{path} names {t}"))
+        })
+        .collect();
+    assert!(
+        offending.is_empty(),
+        "only trackhrs-credentials reads or writes the credential tables, but:\n  {}",
+        offending.join("\n  ")
+    );
+}

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
-use trackhrs_commands::CommandHandler;
-use trackhrs_gateway::{Core, GatewayConfig};
+use trackhrs_app::policy::Revocation;
+use trackhrs_app::{App, AppConfig};
 use trackhrs_harness::{NatsServer, TestDb};
 use trackhrs_nats::{EventStore, StoreConfig, provision};
 use trackhrs_projections::activity::Activity;
@@ -35,7 +35,7 @@ pub struct Platform {
 }
 
 pub struct Replica {
-    pub core: Arc<Core>,
+    pub app: Arc<App>,
     pub channel: Channel,
     pub addr: std::net::SocketAddr,
 }
@@ -54,18 +54,14 @@ impl Replica {
 
 impl Platform {
     pub async fn start() -> Self {
-        Self::start_with(GatewayConfig::default(), 1).await
+        Self::start_with(AppConfig::default(), 1).await
     }
 
-    pub async fn start_with(config: GatewayConfig, replicas: usize) -> Self {
+    pub async fn start_with(config: AppConfig, replicas: usize) -> Self {
         Self::start_full(config, replicas, StoreConfig::default()).await
     }
 
-    pub async fn start_full(
-        config: GatewayConfig,
-        replicas: usize,
-        store_config: StoreConfig,
-    ) -> Self {
+    pub async fn start_full(config: AppConfig, replicas: usize, store_config: StoreConfig) -> Self {
         Self::start_on(
             config,
             replicas,
@@ -77,7 +73,7 @@ impl Platform {
 
     /// A platform whose PostgreSQL database is `db`.
     pub async fn start_on(
-        config: GatewayConfig,
+        config: AppConfig,
         replicas: usize,
         store_config: StoreConfig,
         db: TestDb,
@@ -89,7 +85,7 @@ impl Platform {
     /// built for the first time, or run elsewhere).
     pub async fn start_without_activity() -> Self {
         Self::launch(
-            GatewayConfig::default(),
+            AppConfig::default(),
             1,
             StoreConfig::default(),
             TestDb::create().await.unwrap(),
@@ -99,7 +95,7 @@ impl Platform {
     }
 
     async fn launch(
-        config: GatewayConfig,
+        config: AppConfig,
         replicas: usize,
         store_config: StoreConfig,
         db: TestDb,
@@ -114,6 +110,11 @@ impl Platform {
         let pg_config: tokio_postgres::Config = db.connection_string().parse().unwrap();
         let mut stop = Vec::new();
         stop.push(spawn_projection(Directory, &store, &pg_config));
+        stop.push(spawn_projection(
+            Revocation::new(store.clone()),
+            &store,
+            &pg_config,
+        ));
         if activity {
             stop.push(spawn_projection(Activity::new(1), &store, &pg_config));
             stop.push(spawn_projection(Timeline, &store, &pg_config));
@@ -134,38 +135,27 @@ impl Platform {
 
     /// Another gateway process on the same NATS and PostgreSQL (its own
     /// NATS connection and event-store caches).
-    pub async fn add_replica(&mut self, config: GatewayConfig) {
+    pub async fn add_replica(&mut self, config: AppConfig) {
         let client = self.nats.connect().await.unwrap();
         let store = EventStore::open(client, self.store_config.clone())
             .await
             .unwrap();
         let pg_config: tokio_postgres::Config = self.db.connection_string().parse().unwrap();
-        let pool = trackhrs_gateway::pool(pg_config, 8).unwrap();
-        let core = trackhrs_gateway::open(CommandHandler::new(store), pool, config)
-            .await
-            .unwrap();
+        let pool = trackhrs_app::pg_pool(pg_config, 8).unwrap();
+        let app = Arc::new(App::open(store, pool, config).await.unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         self.stop.push(tx);
-        tokio::spawn(trackhrs_gateway::serve(
-            listener,
-            core.clone(),
-            || true,
-            async {
-                let _ = rx.await;
-            },
-        ));
+        tokio::spawn(trackhrs_gateway::serve(listener, app.clone(), async {
+            let _ = rx.await;
+        }));
         let channel = Channel::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect()
             .await
             .unwrap();
-        self.replicas.push(Replica {
-            core,
-            channel,
-            addr,
-        });
+        self.replicas.push(Replica { app, channel, addr });
     }
 
     pub fn gw(&self) -> &Replica {

@@ -1,6 +1,10 @@
-//! Authentication: accounts with argon2id password hashes, access tokens
+//! Credentials: accounts with argon2id password hashes, access tokens
 //! signed with rotating keys, refresh, device and invitation tokens, and the
 //! log-in throttle.
+//!
+//! Architecture invariant: this crate is the only one that reads or writes
+//! the credential tables (PostgreSQL schema `auth`); secrets are stored only
+//! as hashes and never logged.
 //!
 //! Credentials live in PostgreSQL (schema `auth`), never in the event log: the
 //! log is immutable, and a credential must be replaceable and erasable. Secrets
@@ -693,18 +697,76 @@ impl Auth {
     }
 }
 
+/// A revocation recorded in the event log, as the revocation policy hands it
+/// on (see [`revoke_recorded`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Revocation<'a> {
+    /// A member was deactivated: their refresh tokens go.
+    Member {
+        /// Their organization.
+        org: &'a str,
+        /// The member.
+        person: &'a str,
+    },
+    /// A device was revoked: its token goes.
+    Device {
+        /// Its organization.
+        org: &'a str,
+        /// The device.
+        device: &'a str,
+    },
+}
+
+/// Revokes, inside `tx`, the credentials a revocation recorded at
+/// `recorded_at_micros` applies to: only those issued before it was recorded
+/// (with a minute of slack for clock skew between the gateway and
+/// PostgreSQL: revoking a little too much beats too little), so a replay of
+/// an old revocation does not revoke what was issued after it (after a
+/// reactivation, say). Idempotent.
+pub async fn revoke_recorded(
+    tx: &tokio_postgres::Transaction<'_>,
+    revocation: Revocation<'_>,
+    recorded_at_micros: i64,
+) -> Result<(), AuthError> {
+    let recorded_at = recorded_at_micros as f64 / 1e6;
+    let (sql, org, id) = match revocation {
+        Revocation::Member { org, person } => (
+            "UPDATE auth.refresh_tokens SET revoked_at = now() \
+             WHERE org_id = $1 AND person_id = $2 AND revoked_at IS NULL \
+             AND issued_at <= to_timestamp($3) + interval '1 minute'",
+            org,
+            person,
+        ),
+        Revocation::Device { org, device } => (
+            "UPDATE auth.device_tokens SET revoked_at = now() \
+             WHERE org_id = $1 AND device_id = $2 AND revoked_at IS NULL \
+             AND created_at <= to_timestamp($3) + interval '1 minute'",
+            org,
+            device,
+        ),
+    };
+    tx.execute(sql, &[&org, &id, &recorded_at]).await?;
+    Ok(())
+}
+
 /// Applies the `auth` schema under an advisory lock.
 pub async fn migrate(pool: &Pool) -> Result<(), AuthError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    migrate_in(&tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Applies the `auth` schema inside `tx`, under an advisory lock held until
+/// it ends.
+pub async fn migrate_in(tx: &tokio_postgres::Transaction<'_>) -> Result<(), tokio_postgres::Error> {
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext('trackhrs.auth.schema'))",
         &[],
     )
     .await?;
-    tx.batch_execute(SCHEMA).await?;
-    tx.commit().await?;
-    Ok(())
+    tx.batch_execute(SCHEMA).await
 }
 
 /// Counts one more in `key`'s window (starting a new window when the old one

@@ -1,0 +1,448 @@
+//! Activity use cases: dashboards over the activity read model (through the
+//! [`DashboardCache`]), a device's raw timelines, and the org's
+//! classification rules.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use trackhrs_domain::Token;
+use trackhrs_domain::categories::CategoryRule;
+use trackhrs_domain::classifier::{self, Rules};
+use trackhrs_domain::organization::OrgCommand;
+use trackhrs_domain::permissions::{Read, Scope};
+use trackhrs_projections::activity::{self, DashboardCell};
+pub use trackhrs_projections::timeline::TimelineRow;
+use trackhrs_projections::{directory, timeline};
+
+use crate::cache::{DashboardCache, DashboardKey};
+use crate::caller::Caller;
+use crate::error::{AppError, NOT_YOURS};
+use crate::org::{OrgCommands, Outcome};
+use crate::reads::{ReadModels, role_in, scope_of};
+
+/// Longest dashboard range, in days.
+pub const MAX_RANGE_DAYS: i64 = 366;
+/// Top window titles per member.
+const TOP_TITLES: i64 = 10;
+/// Longest range of one timeline query.
+pub const MAX_TIMELINE_RANGE_MS: i64 = 31 * 24 * 3_600_000;
+/// Most events in one timeline answer.
+pub const MAX_TIMELINE_EVENTS: usize = 10_000;
+
+/// Time of one member on one day, or in one category or app of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breakdown {
+    /// Category path (`Work > Programming`) or app name.
+    pub name: String,
+    /// Active milliseconds.
+    pub active_ms: i64,
+    /// Idle milliseconds.
+    pub idle_ms: i64,
+}
+
+/// One member's day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberDay {
+    /// The member.
+    pub person_id: String,
+    /// The day in the org's time zone.
+    pub day: NaiveDate,
+    /// Active milliseconds.
+    pub active_ms: i64,
+    /// Idle milliseconds.
+    pub idle_ms: i64,
+    /// Active time weighted by category scores, per active millisecond.
+    pub productivity: f64,
+    /// By category, largest first.
+    pub categories: Vec<Breakdown>,
+    /// By app, largest first.
+    pub apps: Vec<Breakdown>,
+}
+
+/// A window title a member spent much time in.
+pub use trackhrs_projections::activity::TopTitle;
+
+/// A dashboard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dashboard {
+    /// The organization.
+    pub org_id: String,
+    /// Its IANA time zone (days are its days).
+    pub timezone: String,
+    /// The classification rules version the figures use.
+    pub rules_version: u32,
+    /// The classifier version the figures use.
+    pub classifier_version: u32,
+    /// The stream position the figures reflect.
+    pub position: u64,
+    /// Member days.
+    pub days: Vec<MemberDay>,
+    /// Top titles per member.
+    pub top_titles: Vec<TopTitle>,
+}
+
+/// A device's raw timeline events in a range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceTimelineView {
+    /// The device.
+    pub device_id: String,
+    /// The stream position the answer reflects.
+    pub position: u64,
+    /// True when more events overlap the range than one answer holds.
+    pub truncated: bool,
+    /// The events.
+    pub events: Vec<TimelineRow>,
+}
+
+/// The classification rules in force.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RulesInForce {
+    /// Their version (0: the default rules).
+    pub version: u32,
+    /// The rules.
+    pub rules: Vec<CategoryRule>,
+    /// The same rules as an ActivityWatch categories export.
+    pub activitywatch_json: String,
+}
+
+/// New classification rules, as given or as an ActivityWatch export.
+#[derive(Debug, Clone)]
+pub enum NewRules {
+    /// Rules as a list (empty: back to the default rules).
+    List(Vec<CategoryRule>),
+    /// An ActivityWatch categories export (JSON).
+    ActivityWatch(String),
+}
+
+/// Folds dashboard cells into member days.
+fn member_days(cells: &[DashboardCell]) -> Vec<MemberDay> {
+    #[derive(Default)]
+    struct Day {
+        active: i64,
+        idle: i64,
+        weighted: f64,
+        categories: BTreeMap<String, (i64, i64)>,
+        apps: BTreeMap<String, (i64, i64)>,
+    }
+    let mut days: BTreeMap<(String, NaiveDate), Day> = BTreeMap::new();
+    for cell in cells {
+        let day = days.entry((cell.person_id.clone(), cell.day)).or_default();
+        let category = day.categories.entry(cell.category.join(" > ")).or_default();
+        let app = day.apps.entry(cell.app.clone()).or_default();
+        if cell.active {
+            day.active += cell.ms;
+            day.weighted += cell.ms as f64 * f64::from(cell.score);
+            category.0 += cell.ms;
+            app.0 += cell.ms;
+        } else {
+            day.idle += cell.ms;
+            category.1 += cell.ms;
+            app.1 += cell.ms;
+        }
+    }
+    let breakdown = |m: BTreeMap<String, (i64, i64)>| {
+        let mut v: Vec<Breakdown> = m
+            .into_iter()
+            .map(|(name, (active_ms, idle_ms))| Breakdown {
+                name,
+                active_ms,
+                idle_ms,
+            })
+            .collect();
+        v.sort_by_key(|b| std::cmp::Reverse(b.active_ms + b.idle_ms));
+        v
+    };
+    days.into_iter()
+        .map(|((person_id, day), d)| MemberDay {
+            person_id,
+            day,
+            active_ms: d.active,
+            idle_ms: d.idle,
+            productivity: if d.active > 0 {
+                d.weighted / d.active as f64
+            } else {
+                0.0
+            },
+            categories: breakdown(d.categories),
+            apps: breakdown(d.apps),
+        })
+        .collect()
+}
+
+/// Why a dashboard read failed.
+enum ReadError {
+    /// The schema was dropped under the read (a rebuild switched).
+    SchemaGone,
+    /// Anything else.
+    App(AppError),
+}
+
+impl From<AppError> for ReadError {
+    fn from(error: AppError) -> Self {
+        Self::App(error)
+    }
+}
+
+fn read_error(e: tokio_postgres::Error) -> ReadError {
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        Some(c) if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::INVALID_SCHEMA_NAME => {
+            ReadError::SchemaGone
+        }
+        _ => ReadError::App(e.into()),
+    }
+}
+
+/// The activity use cases.
+#[derive(Clone)]
+pub struct Activity {
+    orgs: OrgCommands,
+    reads: ReadModels,
+    dashboards: DashboardCache,
+}
+
+impl Activity {
+    pub(crate) fn new(orgs: OrgCommands, reads: ReadModels, dashboards: DashboardCache) -> Self {
+        Self {
+            orgs,
+            reads,
+            dashboards,
+        }
+    }
+
+    /// The dashboard cache (for operators and tests).
+    pub fn cache(&self) -> &DashboardCache {
+        &self.dashboards
+    }
+
+    /// Reads one dashboard in one read-only repeatable-read transaction, so
+    /// its parts agree with each other (a rules change committed between two
+    /// of them cannot show up in only one) and a rebuild's drop waits for it.
+    async fn read_dashboard(
+        &self,
+        key: &DashboardKey,
+        min_position: u64,
+    ) -> Result<Dashboard, ReadError> {
+        let mut model = self.reads.read_model(activity::NAME, min_position).await?;
+        let schema = model.schema.clone();
+        let (org, from, to, people) = (key.org.as_str(), key.from, key.to, key.people.as_deref());
+        let tx = model
+            .client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(read_error)?;
+        let t: &tokio_postgres::Transaction<'_> = &tx;
+        let (timezone, rules_version) = activity::org_info(t, &schema, org)
+            .await
+            .map_err(read_error)?;
+        let classifier_version = activity::classifier_version(t, &schema)
+            .await
+            .map_err(read_error)?;
+        let cells = activity::dashboard(t, &schema, org, from, to, people, rules_version)
+            .await
+            .map_err(read_error)?;
+        let top_titles = activity::top_titles(t, &schema, org, from, to, people, TOP_TITLES)
+            .await
+            .map_err(read_error)?;
+        tx.commit().await.map_err(read_error)?;
+        Ok(Dashboard {
+            org_id: org.to_owned(),
+            timezone,
+            rules_version,
+            classifier_version,
+            position: model.position,
+            days: member_days(&cells),
+            top_titles,
+        })
+    }
+
+    /// The dashboard of `from..=to` (days in the org's time zone) for the
+    /// people asked (everyone when none), as far as the caller may see them.
+    #[tracing::instrument(skip_all)]
+    pub async fn dashboard(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        (from, to): (NaiveDate, NaiveDate),
+        people: Vec<Token>,
+        min_position: u64,
+    ) -> Result<Arc<Dashboard>, AppError> {
+        let org = caller.scope(org_id)?;
+        if to < from {
+            return Err(AppError::invalid("to", "must not be before from"));
+        }
+        if (to - from).num_days() >= MAX_RANGE_DAYS {
+            return Err(AppError::invalid(
+                "to",
+                format!("a dashboard covers at most {MAX_RANGE_DAYS} days"),
+            ));
+        }
+        let people: Vec<String> = people.into_iter().map(|p| p.to_string()).collect();
+        let people = match self.reads.authorize(caller, Read::Dashboard).await? {
+            Scope::Org => (!people.is_empty()).then(|| {
+                let mut people = people;
+                people.sort();
+                people.dedup();
+                people
+            }),
+            _ => {
+                let me = caller.person.to_string();
+                if people.iter().any(|p| *p != me) {
+                    return Err(AppError::not_allowed(NOT_YOURS));
+                }
+                Some(vec![me])
+            }
+        };
+        let key = DashboardKey {
+            org: org.to_string(),
+            from,
+            to,
+            people,
+        };
+        if let Some(hit) = self.dashboards.get(&key, min_position) {
+            return Ok(hit);
+        }
+        let generation = self.dashboards.generation();
+        // A rebuild's switch may drop the schema just looked up: look again once.
+        let mut attempt = 0;
+        let dashboard = loop {
+            attempt += 1;
+            match self.read_dashboard(&key, min_position).await {
+                Err(ReadError::SchemaGone) if attempt == 1 => continue,
+                Err(ReadError::SchemaGone) => {
+                    return Err(AppError::unavailable(
+                        "the activity read model is switching versions; try again",
+                    ));
+                }
+                Err(ReadError::App(e)) => return Err(e),
+                Ok(dashboard) => break Arc::new(dashboard),
+            }
+        };
+        self.dashboards.put(key, dashboard.clone(), generation);
+        Ok(dashboard)
+    }
+
+    /// A device's raw timeline events overlapping `from_ms..to_ms`, for the
+    /// people who may see its member's time. A device the caller may not
+    /// see gets the same answer as one that does not exist.
+    #[tracing::instrument(skip_all)]
+    pub async fn device_timeline(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        device: Token,
+        (from_ms, to_ms): (i64, i64),
+        min_position: u64,
+    ) -> Result<DeviceTimelineView, AppError> {
+        let org = caller.scope(org_id)?;
+        if to_ms <= from_ms {
+            return Err(AppError::invalid(
+                "to_unix_ms",
+                "must be after from_unix_ms",
+            ));
+        }
+        if to_ms.saturating_sub(from_ms) > MAX_TIMELINE_RANGE_MS {
+            return Err(AppError::invalid(
+                "to_unix_ms",
+                "a query covers at most 31 days",
+            ));
+        }
+        let dir = self.reads.read_model(directory::NAME, 0).await?;
+        let scope = scope_of(role_in(&dir, caller).await?, Read::DeviceTimeline)?;
+        let owner = directory::devices(&dir.client, &dir.schema, org.as_str(), None)
+            .await?
+            .into_iter()
+            .find(|d| d.device_id == device.as_str())
+            .map(|d| d.person_id);
+        drop(dir);
+        match owner {
+            Some(owner) if scope == Scope::Org || owner == caller.person.as_str() => {}
+            None if scope == Scope::Org => {
+                return Err(AppError::new(
+                    crate::error::ErrorKind::NotFound,
+                    "no such device in this organization",
+                ));
+            }
+            _ => return Err(AppError::not_allowed(NOT_YOURS)),
+        }
+        let model = self.reads.read_model(timeline::NAME, min_position).await?;
+        let range = (from_ms.saturating_mul(1000), to_ms.saturating_mul(1000));
+        let pg: &tokio_postgres::Client = &model.client;
+        let mut events = timeline::device_events(
+            pg,
+            &model.schema,
+            org.as_str(),
+            device.as_str(),
+            range,
+            MAX_TIMELINE_EVENTS as i64 + 1,
+        )
+        .await?;
+        let truncated = events.len() > MAX_TIMELINE_EVENTS;
+        events.truncate(MAX_TIMELINE_EVENTS);
+        Ok(DeviceTimelineView {
+            device_id: device.to_string(),
+            position: model.position,
+            truncated,
+            events,
+        })
+    }
+
+    /// Sets the org's classification rules (a new rules version; the
+    /// activity projection reclassifies with it).
+    #[tracing::instrument(skip_all)]
+    pub async fn set_rules(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        command_id: &str,
+        rules: NewRules,
+    ) -> Result<(Outcome, u32), AppError> {
+        let org = caller.scope(org_id)?;
+        let rules = match rules {
+            NewRules::List(rules) => {
+                if !rules.is_empty() {
+                    Rules::compile(&rules).map_err(|e| AppError::invalid("rules", e))?;
+                }
+                rules
+            }
+            NewRules::ActivityWatch(json) => classifier::parse_activitywatch(&json)
+                .map_err(|e| AppError::invalid("activitywatch_json", e))?,
+        };
+        let categories = rules.len() as u32;
+        let command = OrgCommand::SetCategoryRules {
+            actor: caller.person.clone(),
+            rules,
+        };
+        let outcome = self
+            .orgs
+            .execute(&org, &caller.actor(), command_id, command)
+            .await?;
+        Ok((outcome, categories))
+    }
+
+    /// The org's classification rules in force, as the activity read model
+    /// has applied them.
+    #[tracing::instrument(skip_all)]
+    pub async fn rules(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        min_position: u64,
+    ) -> Result<RulesInForce, AppError> {
+        let org = caller.scope(org_id)?;
+        self.reads.authorize(caller, Read::CategoryRules).await?;
+        let model = self.reads.read_model(activity::NAME, min_position).await?;
+        let pg: &tokio_postgres::Client = &model.client;
+        let (version, rules) = activity::org_rules(pg, &model.schema, org.as_str()).await?;
+        let rules = Rules::in_force(&rules);
+        Ok(RulesInForce {
+            version,
+            activitywatch_json: classifier::to_activitywatch(&rules),
+            rules,
+        })
+    }
+}

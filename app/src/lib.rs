@@ -1,0 +1,201 @@
+//! The application layer: the use cases of TrackHrs, between the adapters
+//! (the gRPC gateway, the CLI) and the domain, the event store, the read
+//! models and the credential store.
+//!
+//! - [`Identity`]: sign-up, log-in, refresh, log-out, accepting invitations.
+//! - [`Administration`]: each command on an organization together with its
+//!   side effects (invitation and device tokens, revocations), and the
+//!   directory's queries.
+//! - [`Ingest`]: admission and recording of the agents' uploads, and the
+//!   policy an agent must obey.
+//! - [`Activity`]: dashboards (through the [`DashboardCache`]), raw device
+//!   timelines and classification rules.
+//! - [`policy`]: reactions to events that consume the log.
+//!
+//! Architecture invariant: no wire types and no gRPC here; every use case
+//! returns [`AppError`], which only the adapters turn into their own codes.
+//! Every query checks the domain's permission table
+//! (`trackhrs_domain::permissions`) on the caller's current role.
+
+pub mod activity;
+pub mod administration;
+pub mod cache;
+pub mod caller;
+pub mod error;
+pub mod identity;
+pub mod ingest;
+pub mod org;
+pub mod policy;
+mod reads;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use trackhrs_credentials::{Auth, AuthConfig};
+use trackhrs_domain::Token;
+use trackhrs_nats::EventStore;
+
+pub use activity::Activity;
+pub use administration::Administration;
+pub use cache::DashboardCache;
+pub use caller::{Authenticator, Caller, DeviceIdentity};
+pub use error::{AppError, ErrorKind, NOT_YOURS};
+pub use identity::Identity;
+pub use ingest::{Ingest, IngestConfig};
+pub use org::{OrgCommands, Outcome};
+
+/// Settings of the application layer.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// Token lifetimes and log-in limits.
+    pub auth: AuthConfig,
+    /// How long a query waits for a read model to reach the position the
+    /// caller asked for.
+    pub read_wait: Duration,
+    /// Upload limits.
+    pub ingest: IngestConfig,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self {
+            auth: AuthConfig::default(),
+            read_wait: Duration::from_secs(5),
+            ingest: IngestConfig::default(),
+        }
+    }
+}
+
+/// The use cases, over one event store, one PostgreSQL pool and one
+/// credential store.
+pub struct App {
+    authenticator: Authenticator,
+    identity: Identity,
+    administration: Administration,
+    ingest: Ingest,
+    activity: Activity,
+    orgs: OrgCommands,
+    credentials: Arc<Auth>,
+}
+
+impl App {
+    /// Opens the application: applies the credential schema, loads the
+    /// signing keys, and starts following the log (organization commits
+    /// evict this replica's cached org state; the activity projection's
+    /// invalidations evict its dashboards).
+    pub async fn open(store: EventStore, pool: Pool, config: AppConfig) -> Result<Self, AppError> {
+        let credentials = Arc::new(Auth::open(pool.clone(), config.auth).await?);
+        let orgs = OrgCommands::new(store.clone());
+        let reads = reads::ReadModels::new(pool, store.clone(), config.read_wait);
+        let dashboards = DashboardCache::default();
+        tokio::spawn(org::follow_org_commits(store.clone()));
+        tokio::spawn(cache::follow_invalidations(
+            store.client().clone(),
+            dashboards.clone(),
+        ));
+        Ok(Self {
+            authenticator: Authenticator::new(credentials.clone()),
+            identity: Identity::new(credentials.clone(), orgs.clone()),
+            administration: Administration::new(credentials.clone(), orgs.clone(), reads.clone()),
+            ingest: Ingest::new(orgs.clone(), config.ingest),
+            activity: Activity::new(orgs.clone(), reads, dashboards),
+            orgs,
+            credentials,
+        })
+    }
+
+    /// Checks bearer tokens.
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.authenticator
+    }
+
+    /// Sign-up, log-in and sessions.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Administration of organizations.
+    pub fn administration(&self) -> &Administration {
+        &self.administration
+    }
+
+    /// The agents' uploads.
+    pub fn ingest(&self) -> &Ingest {
+        &self.ingest
+    }
+
+    /// Dashboards, timelines and rules.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
+    }
+
+    /// Commands on organizations as the system (operator tools, the demo
+    /// seed), without a signed-in caller.
+    pub fn org_commands(&self) -> &OrgCommands {
+        &self.orgs
+    }
+
+    /// The credential store (operator tools: keys, demo accounts).
+    pub fn credentials(&self) -> &Auth {
+        &self.credentials
+    }
+
+    /// Whether the event store is reachable now (the NATS connection is up).
+    pub fn store_reachable(&self) -> bool {
+        self.orgs.store().client().connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Erases a person (right to be forgotten): deletes their credentials
+    /// and destroys their data key, after which every replay shows their
+    /// personal data as erased. Returns the credential rows deleted.
+    #[tracing::instrument(skip_all)]
+    pub async fn erase_person(&self, org: &Token, person: &Token) -> Result<u64, AppError> {
+        let rows = self
+            .credentials
+            .erase_person(org.as_str(), person.as_str())
+            .await?;
+        self.orgs.store().erase_person(person).await?;
+        Ok(rows)
+    }
+}
+
+/// A PostgreSQL connection pool (credentials and read-model queries).
+pub fn pg_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, AppError> {
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    let timeout = Some(Duration::from_secs(5));
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .timeouts(deadpool_postgres::Timeouts {
+            wait: timeout,
+            create: timeout,
+            recycle: timeout,
+        })
+        .build()
+        .map_err(|e| AppError::unavailable(format!("PostgreSQL pool: {e}")))
+}
+
+/// Checks a command id (or an upload's batch id): 1 to 128 characters of
+/// `A-Z a-z 0-9 - _ . :`.
+pub fn command_id(value: &str) -> Result<String, AppError> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(AppError::invalid(
+            "command_id",
+            "must be 1 to 128 characters of A-Z a-z 0-9 - _ . :",
+        ))
+    }
+}

@@ -1,0 +1,7 @@
+//! Policies: reactions to events that consume the log, each idempotent by
+//! the event's position (run by the projection runtime, so the checkpoint
+//! moves in the transaction that carries out the reaction).
+
+pub mod revocation;
+
+pub use revocation::Revocation;

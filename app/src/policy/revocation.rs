@@ -1,0 +1,144 @@
+//! The revocation policy: a member's deactivation or a device's revocation
+//! in the log revokes their credentials (refresh tokens, the device's
+//! token). The administration use cases revoke at once when they record the
+//! command; this policy makes sure a process that died between the commit
+//! and that revocation leaves no token alive.
+//!
+//! Only credentials issued before the event was recorded are touched (see
+//! [`trackhrs_credentials::revoke_recorded`]), and a deactivation is acted
+//! on only while the member is still inactive in the organization's current
+//! state: a policy that lags, or replays an old deactivation, takes nothing
+//! away from a member who was reactivated since.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_postgres::Transaction;
+use trackhrs_credentials::revoke_recorded;
+use trackhrs_domain::organization::{OrgEvent, Organization};
+use trackhrs_domain::{Aggregate, Token};
+use trackhrs_nats::{EventStore, KeyStore, StoreError, TypedCommit, decode_typed};
+use trackhrs_projections::{ApplyError, Projection};
+
+/// The policy's name in the projection catalog.
+pub const NAME: &str = "revocation";
+
+/// The revocation policy, run as a projection without tables.
+pub struct Revocation {
+    store: EventStore,
+}
+
+impl Revocation {
+    /// The policy, reading organizations' current state from `store`.
+    pub fn new(store: EventStore) -> Self {
+        Self { store }
+    }
+
+    /// Whether `member` is active in `org` now.
+    async fn active_now(
+        &self,
+        states: &mut HashMap<String, Arc<Organization>>,
+        org: &str,
+        member: &Token,
+    ) -> Result<bool, ApplyError> {
+        if !states.contains_key(org) {
+            let id = Token::new(org).map_err(|e| ApplyError::Retry(e.to_string()))?;
+            let state = self
+                .store
+                .load_fresh::<Organization>(&id, &crate::org::aggregate_id())
+                .await
+                .map_err(|e| ApplyError::Retry(e.to_string()))?
+                .state;
+            states.insert(org.to_owned(), state);
+        }
+        Ok(states
+            .get(org)
+            .and_then(|s| s.members.get(member))
+            .is_some_and(|m| m.active))
+    }
+}
+
+impl Projection for Revocation {
+    type Commit = TypedCommit<OrgEvent>;
+
+    async fn decode(
+        keys: &KeyStore,
+        subject: &str,
+        sequence: u64,
+        bytes: &[u8],
+    ) -> Result<Self::Commit, StoreError> {
+        decode_typed::<Organization>(keys, subject, sequence, bytes).await
+    }
+
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn subjects(&self) -> Vec<String> {
+        vec![format!(
+            "{}.*.{}.*",
+            trackhrs_nats::config::EVENT_SUBJECT_PREFIX,
+            Organization::TYPE
+        )]
+    }
+
+    /// The policy has no tables of its own; it makes sure the credential
+    /// tables it revokes in exist.
+    async fn migrate(
+        &self,
+        tx: &Transaction<'_>,
+        _schema: &str,
+    ) -> Result<(), tokio_postgres::Error> {
+        trackhrs_credentials::migrate_in(tx).await
+    }
+
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        _schema: &str,
+        batch: &[Self::Commit],
+    ) -> Result<(), ApplyError> {
+        let mut states = HashMap::new();
+        for commit in batch {
+            let org = commit.org_id.as_str();
+            for event in &commit.events {
+                let revocation = match event {
+                    OrgEvent::MemberDeactivated { member }
+                        if self.active_now(&mut states, org, member).await? =>
+                    {
+                        continue;
+                    }
+                    OrgEvent::MemberDeactivated { member } => {
+                        trackhrs_credentials::Revocation::Member {
+                            org,
+                            person: member.as_str(),
+                        }
+                    }
+                    OrgEvent::DeviceRevoked { device } => {
+                        trackhrs_credentials::Revocation::Device {
+                            org,
+                            device: device.as_str(),
+                        }
+                    }
+                    _ => continue,
+                };
+                revoke_recorded(tx, revocation, commit.recorded_at_micros)
+                    .await
+                    .map_err(revocation_failed)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A revocation that failed is retried with the whole batch.
+fn revocation_failed(error: trackhrs_credentials::AuthError) -> ApplyError {
+    match error {
+        trackhrs_credentials::AuthError::Db(e) => ApplyError::from(e),
+        other => ApplyError::Retry(other.to_string()),
+    }
+}

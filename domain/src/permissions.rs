@@ -1,0 +1,76 @@
+//! Who may read what: one table, role x what is read -> how much of it.
+//! Every query of the application layer asks this table, and the table's
+//! test below is the specification.
+//!
+//! Commands are not here: the aggregates decide them (`Organization` checks
+//! the actor's role as part of each command's invariants).
+
+use crate::organization::Role;
+
+/// What a query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Read {
+    /// The organization's name, seats and settings.
+    Organization,
+    /// The member list (names, e-mail addresses, roles).
+    Members,
+    /// Enrolled devices.
+    Devices,
+    /// Time per member and day (dashboards).
+    Dashboard,
+    /// A device's raw timelines (window titles where the policy allows).
+    DeviceTimeline,
+    /// The classification rules.
+    CategoryRules,
+}
+
+/// How much of it the reader sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// Nothing: the query is refused.
+    Nothing,
+    /// Only what is about the reader themselves.
+    Own,
+    /// Everything in the organization.
+    Org,
+}
+
+/// The scope of `read` for an active member with `role`.
+pub fn scope(role: Role, read: Read) -> Scope {
+    use Read::*;
+    use Role::*;
+    match (read, role) {
+        (Organization | CategoryRules, _) => Scope::Org,
+        (Members, Employee) => Scope::Nothing,
+        (Members, Owner | Admin | Manager | Auditor) => Scope::Org,
+        (Devices, Owner | Admin | Auditor) => Scope::Org,
+        (Devices, Manager | Employee) => Scope::Own,
+        (Dashboard | DeviceTimeline, Owner | Admin | Manager | Auditor) => Scope::Org,
+        (Dashboard | DeviceTimeline, Employee) => Scope::Own,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_permission_table() {
+        use Read::*;
+        use Scope::{Nothing as No, Org, Own};
+        // Columns: owner, admin, manager, employee, auditor.
+        let table: [(Read, [Scope; 5]); 6] = [
+            (Organization, [Org, Org, Org, Org, Org]),
+            (Members, [Org, Org, Org, No, Org]),
+            (Devices, [Org, Org, Own, Own, Org]),
+            (Dashboard, [Org, Org, Org, Own, Org]),
+            (DeviceTimeline, [Org, Org, Org, Own, Org]),
+            (CategoryRules, [Org, Org, Org, Org, Org]),
+        ];
+        for (read, scopes) in table {
+            for (role, expected) in Role::ALL.into_iter().zip(scopes) {
+                assert_eq!(scope(role, read), expected, "{read:?} for {role:?}");
+            }
+        }
+    }
+}
