@@ -125,10 +125,15 @@ async fn device_log<A: Aggregate>(
     )
     .await
     .unwrap();
+    // Up to the commit the state was loaded at: an upload stored since
+    // would make the log and the state disagree.
     while let Some(item) = log.next().await {
         let commit = item.commit.unwrap();
+        if commit.stream_sequence > loaded.position {
+            break;
+        }
         events.extend(commit.events.into_iter().map(|e| (e.event_type, e.payload)));
-        if item.pending == 0 {
+        if item.pending == 0 || commit.stream_sequence == loaded.position {
             break;
         }
     }
