@@ -232,8 +232,10 @@ impl Ingest {
             digest,
             ..
         } = admitted;
-        let meta = CommitMeta::new(batch_id, format!("device:{device}"), now_ms() * 1000)
-            .with_request_digest(digest.clone());
+        let meta = crate::request::stamp(
+            CommitMeta::new(batch_id, format!("device:{device}"), now_ms() * 1000)
+                .with_request_digest(digest.clone()),
+        );
         let handler = self.orgs.handler();
         let appended = match handler.execute::<A>(org, device, command, &meta).await {
             Ok(executed) => executed.appended,
@@ -267,6 +269,7 @@ impl Ingest {
         if upload.seq == 0 {
             return Err(AppError::invalid("device_batch_seq", "starts at 1"));
         }
+        let spans = upload.items.len();
         let command = ActivityCommand::RecordBatch {
             device: admitted.status,
             member: admitted.member.clone(),
@@ -281,10 +284,15 @@ impl Ingest {
                 max_spans: self.config.max_spans,
             },
         };
-        self.record::<DeviceActivity>(&admitted, command, |e| {
-            matches!(e, CommandError::Denied(ActivityError::SequenceUsed { .. }))
-        })
-        .await
+        let recorded = self
+            .record::<DeviceActivity>(&admitted, command, |e| {
+                matches!(e, CommandError::Denied(ActivityError::SequenceUsed { .. }))
+            })
+            .await?;
+        if !recorded.duplicate {
+            metrics::counter!("trackhrs_spans_ingested_total").increment(spans as u64);
+        }
+        Ok(recorded)
     }
 
     /// Records a batch of raw timeline changes.
@@ -298,6 +306,7 @@ impl Ingest {
         if upload.seq == 0 {
             return Err(AppError::invalid("device_timeline_seq", "starts at 1"));
         }
+        let changes = upload.items.len();
         let command = TimelineCommand::RecordChanges {
             device: admitted.status,
             member: admitted.member.clone(),
@@ -311,10 +320,15 @@ impl Ingest {
                 max_changes: self.config.max_spans,
             },
         };
-        self.record::<DeviceTimeline>(&admitted, command, |e| {
-            matches!(e, CommandError::Denied(TimelineError::SequenceUsed { .. }))
-        })
-        .await
+        let recorded = self
+            .record::<DeviceTimeline>(&admitted, command, |e| {
+                matches!(e, CommandError::Denied(TimelineError::SequenceUsed { .. }))
+            })
+            .await?;
+        if !recorded.duplicate {
+            metrics::counter!("trackhrs_timeline_changes_ingested_total").increment(changes as u64);
+        }
+        Ok(recorded)
     }
 
     /// The policy the device must obey, from the organization's aggregate

@@ -11,6 +11,8 @@
 //! - [`Activity`]: dashboards (through the [`DashboardCache`]), raw device
 //!   timelines and classification rules.
 //! - [`policy`]: reactions to events that consume the log.
+//! - [`request`]: the ids of the request a use case runs for, recorded in
+//!   the commits it causes.
 //!
 //! Architecture invariant: no wire types and no gRPC here; every use case
 //! returns [`AppError`], which only the adapters turn into their own codes.
@@ -27,6 +29,7 @@ pub mod ingest;
 pub mod org;
 pub mod policy;
 mod reads;
+pub mod request;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -95,8 +95,10 @@ impl OrgCommands {
     ) -> Result<Outcome, AppError> {
         // The command (without secrets, which never enter commands) is what
         // a retry must repeat exactly.
-        let meta = CommitMeta::new(command_id, actor, now_micros())
-            .with_request_digest(digest_hex(format!("{command:?}").as_bytes()));
+        let meta = crate::request::stamp(
+            CommitMeta::new(command_id, actor, now_micros())
+                .with_request_digest(digest_hex(format!("{command:?}").as_bytes())),
+        );
         let executed = self
             .commands
             .execute::<Organization>(org, &aggregate_id(), command, &meta)

@@ -12,6 +12,7 @@ use trackhrs_harness::{NatsOptions, NatsServer, PgServer};
 use trackhrs_nats::{EventStore, StoreConfig};
 
 use crate::platform::{self, GatewayArgs, Shutdown};
+use crate::telemetry::{MetricsArgs, serve_metrics};
 
 /// Password of every demo account.
 pub const DEMO_PASSWORD: &str = "trackhrs demo 2026";
@@ -36,6 +37,8 @@ pub struct DevArgs {
     pg_port: u16,
     #[command(flatten)]
     gateway: GatewayArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Start, provision and seed, then stop (a smoke test of the set-up).
     #[arg(long)]
     once: bool,
@@ -100,11 +103,26 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     seed_demo_org(&app).await?;
 
     let listen = args.gateway.listen;
+    let metrics = if args.once {
+        None
+    } else {
+        Some(serve_metrics(&args.metrics).await?)
+    };
     let mut out = std::io::stdout().lock();
     use std::io::Write as _;
-    writeln!(out, "TrackHrs is running.")?;
+    if args.once {
+        writeln!(
+            out,
+            "TrackHrs is set up (--once: stopping now, nothing is served)."
+        )?;
+    } else {
+        writeln!(out, "TrackHrs is running.")?;
+    }
     writeln!(out, "  NATS:        {nats_url}")?;
     writeln!(out, "  PostgreSQL:  {database_url}")?;
+    if let Some(metrics) = metrics {
+        writeln!(out, "  metrics:     http://{metrics}/metrics (Prometheus)")?;
+    }
     writeln!(
         out,
         "  gRPC:        {listen} (identity, organizations, agent session, health, reflection)"

@@ -11,6 +11,7 @@ mod ops;
 mod platform;
 mod simulate;
 mod tail;
+mod telemetry;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -46,6 +47,8 @@ enum Role {
         pg: platform::PgArgs,
         #[command(flatten)]
         gateway: platform::GatewayArgs,
+        #[command(flatten)]
+        metrics: telemetry::MetricsArgs,
     },
     /// Run the desktop agent without a window: observe the X11 desktop,
     /// keep spans in a local outbox, upload them with a device token.
@@ -116,6 +119,8 @@ enum ProjectionsCommand {
         nats: NatsArgs,
         #[command(flatten)]
         pg: platform::PgArgs,
+        #[command(flatten)]
+        metrics: telemetry::MetricsArgs,
     },
     /// Print every projection version: state, position, lag.
     Status {
@@ -256,15 +261,22 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("streams and buckets are provisioned");
             Ok(())
         }
-        Role::Gateway { nats, pg, gateway } => {
+        Role::Gateway {
+            nats,
+            pg,
+            gateway,
+            metrics,
+        } => {
+            telemetry::serve_metrics(&metrics).await?;
             let store = open_store(&nats).await?;
             let app = platform::open_app(store, pg.config()?, &gateway).await?;
             let shutdown = platform::Shutdown::on_signal();
             platform::serve_gateway(app, gateway.listen, shutdown).await
         }
         Role::Projections {
-            command: ProjectionsCommand::Run { nats, pg },
+            command: ProjectionsCommand::Run { nats, pg, metrics },
         } => {
+            telemetry::serve_metrics(&metrics).await?;
             let store = open_store(&nats).await?;
             platform::run_projections(store, pg.config()?, platform::Shutdown::on_signal()).await
         }

@@ -32,7 +32,7 @@ fn dev_starts_seeds_once_and_tail_shows_the_log() {
         ])
     };
     let first = dev(());
-    assert!(String::from_utf8_lossy(&first.stdout).contains("TrackHrs is running"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("TrackHrs is set up"));
     dev(());
 
     // The embedded nats-server stopped with `dev --once`; start it again on the
@@ -70,6 +70,21 @@ fn dev_starts_seeds_once_and_tail_shows_the_log() {
     );
 }
 
+/// The value of the sample named `series` (name and labels as printed) on
+/// the metrics endpoint at `addr`; 0 when it is not there yet.
+async fn scrape(addr: std::net::SocketAddr, series: &str) -> f64 {
+    let (status, body) = trackhrs_harness::http::call(addr, "GET", "/metrics", "localhost", "")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    body.lines()
+        .filter_map(|line| line.strip_prefix(series))
+        .filter_map(|rest| rest.strip_prefix(' '))
+        .filter_map(|value| value.trim().parse().ok())
+        .next()
+        .unwrap_or(0.0)
+}
+
 /// Stops the child on drop (SIGKILL), so a failed assertion leaves no process.
 struct Child(std::process::Child);
 
@@ -88,6 +103,7 @@ async fn dev_serves_the_demo_org_over_grpc() {
 
     let data = tempfile::tempdir().unwrap();
     let (nats_port, pg_port, grpc_port) = (free_port(), free_port(), free_port());
+    let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_trackhrs"))
             .args([
@@ -100,6 +116,8 @@ async fn dev_serves_the_demo_org_over_grpc() {
                 &pg_port.to_string(),
                 "--listen",
                 &format!("127.0.0.1:{grpc_port}"),
+                "--metrics-listen",
+                &metrics_addr.to_string(),
             ])
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -179,6 +197,25 @@ async fn dev_serves_the_demo_org_over_grpc() {
             .iter()
             .any(|d| d.categories.iter().any(|c| c.name.starts_with("Work")))
     );
+    // Operators see it run: the counters move while the agents upload.
+    let ingested = scrape(metrics_addr, "trackhrs_spans_ingested_total").await;
+    assert!(ingested > 0.0, "no spans counted as ingested");
+    let uploads_ok = r#"trackhrs_rpc_requests_total{method="/trackhrs.agent.v1.AgentIngest/UploadBatch",code="Ok"}"#;
+    assert!(scrape(metrics_addr, uploads_ok).await > 0.0);
+    assert!(
+        scrape(
+            metrics_addr,
+            r#"trackhrs_projection_events_applied_total{projection="activity"}"#
+        )
+        .await
+            > 0.0
+    );
+    assert!(scrape(metrics_addr, "trackhrs_store_append_seconds_count").await > 0.0);
+    let moved = trackhrs_harness::wait_until(std::time::Duration::from_secs(30), || async {
+        (scrape(metrics_addr, "trackhrs_spans_ingested_total").await > ingested).then_some(())
+    })
+    .await;
+    assert!(moved.is_some(), "the ingest counter did not move");
     // SIGTERM stops every role cleanly.
     let pid = child.0.id().to_string();
     assert!(

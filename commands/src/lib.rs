@@ -120,6 +120,8 @@ impl CommandHandler {
                 }
                 Err(StoreError::Conflict { subject, .. }) => {
                     tracing::debug!(attempt, subject, "conflict; deciding again");
+                    metrics::counter!("trackhrs_command_conflicts_total", "aggregate" => A::TYPE)
+                        .increment(1);
                     fresh = true;
                     if attempt < self.max_attempts {
                         tokio::time::sleep(backoff(attempt)).await;
@@ -128,6 +130,7 @@ impl CommandHandler {
                 Err(e) => return Err(CommandError::Store(e)),
             }
         }
+        metrics::counter!("trackhrs_command_gave_up_total", "aggregate" => A::TYPE).increment(1);
         Err(CommandError::Conflict {
             subject: EventStore::subject::<A>(org, id),
             attempts: self.max_attempts,

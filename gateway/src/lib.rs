@@ -18,6 +18,7 @@ pub mod identity;
 pub mod ingest;
 pub mod orgs;
 pub mod status;
+pub mod telemetry;
 pub mod validate;
 
 use std::future::Future;
@@ -93,6 +94,7 @@ pub async fn serve(
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
     let auth = app.authenticator().clone();
     let served = tonic::transport::Server::builder()
+        .layer(telemetry::RpcLayer)
         .add_service(health)
         .add_service(reflection)
         .add_service(IdentityServer::new(identity::IdentityService::new(

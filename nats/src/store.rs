@@ -140,6 +140,18 @@ impl CommitMeta {
         }
     }
 
+    /// Sets the business flow the command belongs to (`correlation_id`) and
+    /// what caused it (`causation_id`: the request or event it answers).
+    pub fn with_flow(
+        mut self,
+        correlation_id: impl Into<String>,
+        causation_id: impl Into<String>,
+    ) -> Self {
+        self.correlation_id = correlation_id.into();
+        self.causation_id = causation_id.into();
+        self
+    }
+
     /// Sets the digest of what the command asks for. A later command with
     /// the same id is a retry only if it has the same actor and digest;
     /// otherwise the store refuses it with [`StoreError::CommandIdReused`]
@@ -616,9 +628,12 @@ impl EventStore {
             "Nats-Expected-Last-Subject-Sequence",
             current.position.to_string().as_str(),
         );
+        let started = std::time::Instant::now();
         let ack = self
             .publish(subject.clone(), headers, commit.encode_to_vec().into())
             .await?;
+        metrics::histogram!("trackhrs_store_append_seconds")
+            .record(started.elapsed().as_secs_f64());
         match ack {
             Ok(ack) if ack.duplicate => {
                 self.inner.states.invalidate(&subject);

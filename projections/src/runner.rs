@@ -442,6 +442,9 @@ impl<P: Projection> Run<'_, P> {
                 .max()
                 .unwrap_or(0);
             let target = position.max(batch_last).max(caught_up.unwrap_or(0));
+            // Commits of this projection's subjects still to apply.
+            metrics::gauge!("trackhrs_projection_lag", "projection" => name.to_owned())
+                .set(fetched.last_pending.unwrap_or(0) as f64);
             if target > position {
                 let (orgs, now_live) = self.commit_batch(prepared, position, target).await?;
                 position = target;
@@ -513,6 +516,16 @@ impl<P: Projection> Run<'_, P> {
                         .iter()
                         .map(|c| c.org_id().to_owned())
                         .collect();
+                    let name = self.ctx.name;
+                    let events: usize = prepared.commits.iter().map(Committed::events).sum();
+                    metrics::counter!("trackhrs_projection_events_applied_total", "projection" => name.to_owned())
+                        .increment(events as u64);
+                    metrics::histogram!("trackhrs_projection_batch_commits", "projection" => name.to_owned())
+                        .record(prepared.commits.len() as f64);
+                    metrics::counter!("trackhrs_projection_dead_letters_total", "projection" => name.to_owned())
+                        .increment(prepared.poison.len() as u64);
+                    metrics::gauge!("trackhrs_projection_position", "projection" => name.to_owned())
+                        .set(target as f64);
                     tracing::debug!(
                         projection = self.ctx.name,
                         version = self.ctx.version,
