@@ -117,7 +117,7 @@ impl Setup {
     async fn run_policy(&self) {
         let pg: tokio_postgres::Config = self.db.connection_string().parse().unwrap();
         let runner = Runner::new(
-            Revocation::new(self.store.clone()),
+            Revocation::new(self.store.clone(), 1),
             self.store.clone(),
             pg,
             RunnerConfig {

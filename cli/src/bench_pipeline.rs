@@ -27,7 +27,7 @@ use trackhrs_harness::{NatsOptions, NatsServer, PgServer};
 use trackhrs_nats::reader::{self, StartAt};
 use trackhrs_nats::{EventStore, StoreConfig};
 use trackhrs_projections::activity::{self, Activity};
-use trackhrs_projections::{Runner, VersionState, catalog};
+use trackhrs_projections::{Runner, RunnerConfig, VersionState, catalog};
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
 use trackhrs_schemas::agent::v1::{Span, UploadBatchRequest};
 
@@ -641,7 +641,10 @@ async fn project(
         Activity::new(version),
         store.clone(),
         pg_config.clone(),
-        crate::platform::activity_config(rebuild),
+        RunnerConfig {
+            promote_when_caught_up: rebuild,
+            ..crate::platform::activity_config()
+        },
     );
     let started = Instant::now();
     let task = tokio::spawn(runner.run(async {

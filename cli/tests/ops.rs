@@ -1,5 +1,5 @@
 //! The operator commands against real servers: `projections status`,
-//! `rebuild activity` (progress, switch, old version dropped), `dlq list` and
+//! `rebuild` of every read model (progress, switch, old version dropped), `dlq list` and
 //! `dlq replay`.
 
 mod common;
@@ -151,14 +151,34 @@ async fn status_rebuild_and_dead_letters_from_the_command_line() {
         "the rebuilt read model holds all five batches"
     );
 
-    // A worker started by newer code (here: v2 marked as built by classifier
-    // 0) builds the next version beside the live one, switches, and drops
-    // the old one by itself.
+    // Every read model rebuilds the same way, policies too.
+    for name in ["org_directory", "timeline", "revocation"] {
+        let rebuilt = String::from_utf8(trackhrs(&["rebuild", name], &url, &conn).stdout).unwrap();
+        assert!(rebuilt.contains(&format!("{name} v2 is live")), "{rebuilt}");
+        assert!(rebuilt.contains(&format!("dropped {name} v1")), "{rebuilt}");
+    }
+    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_trackhrs"))
+        .args(["rebuild", "nonsense"])
+        .envs(common::platform_env(&url, &conn))
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("the projections are"),
+        "{unknown:?}"
+    );
+
+    // A worker started by newer code (here: v2 marked as built by code
+    // version 0) builds the next version beside the live one, switches, and
+    // drops the old one by itself.
     worker.kill().unwrap();
     worker.wait().unwrap();
-    pg.batch_execute("UPDATE proj_activity_v2.meta SET classifier_version = 0")
-        .await
-        .unwrap();
+    pg.batch_execute(
+        "UPDATE trackhrs_catalog.projection_versions SET code_version = 0 \
+         WHERE name = 'activity' AND version = 2",
+    )
+    .await
+    .unwrap();
     let mut worker = common::spawn_worker(&url, &conn);
     let upgraded = wait_until(Duration::from_secs(60), || async {
         let rows = pg

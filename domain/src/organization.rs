@@ -90,6 +90,37 @@ pub enum Weekday {
     Sunday,
 }
 
+impl Weekday {
+    /// Every day, Monday first.
+    pub const ALL: [Weekday; 7] = [
+        Weekday::Monday,
+        Weekday::Tuesday,
+        Weekday::Wednesday,
+        Weekday::Thursday,
+        Weekday::Friday,
+        Weekday::Saturday,
+        Weekday::Sunday,
+    ];
+
+    /// Its name as stored (`monday`, ...), the same as its serialized form.
+    pub fn name(self) -> &'static str {
+        match self {
+            Weekday::Monday => "monday",
+            Weekday::Tuesday => "tuesday",
+            Weekday::Wednesday => "wednesday",
+            Weekday::Thursday => "thursday",
+            Weekday::Friday => "friday",
+            Weekday::Saturday => "saturday",
+            Weekday::Sunday => "sunday",
+        }
+    }
+
+    /// The day of that name.
+    pub fn from_name(name: &str) -> Option<Weekday> {
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+}
+
 /// Longest time-zone name accepted, in bytes (IANA names are far shorter).
 pub const MAX_TIMEZONE_LEN: usize = 64;
 
@@ -920,6 +951,18 @@ mod tests {
             email: email.into(),
             name: format!("Member {id}"),
             role: Role::Employee,
+        }
+    }
+
+    #[test]
+    fn names_are_the_serialized_forms() {
+        for role in Role::ALL {
+            assert_eq!(serde_json::to_value(role).unwrap(), role.name());
+            assert_eq!(Role::from_name(role.name()), Some(role));
+        }
+        for day in Weekday::ALL {
+            assert_eq!(serde_json::to_value(day).unwrap(), day.name());
+            assert_eq!(Weekday::from_name(day.name()), Some(day));
         }
     }
 

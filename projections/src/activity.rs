@@ -19,12 +19,15 @@ use chrono_tz::Tz;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio_postgres::{GenericClient, Transaction};
-use trackhrs_nats::codec::{StoredPersonal, decode_commit, decode_generic};
+use trackhrs_domain::Aggregate;
+use trackhrs_domain::activity::DeviceActivity;
+use trackhrs_domain::organization::{OrgEvent, Organization};
+use trackhrs_nats::codec::{StoredPersonal, decode_commit};
 use trackhrs_nats::keys::DataKey;
-use trackhrs_nats::{DecodedCommit, KeyStore, StoreError};
+use trackhrs_nats::{KeyStore, StoreError, TypedCommit, decode_typed};
 
 use crate::classifier::{CLASSIFIER_VERSION, CategoryRule, Rules};
-use crate::error::{ApplyError, poison};
+use crate::error::{ApplyError, poison_at};
 use crate::projection::{Committed, Projection};
 
 /// Its name in the catalog.
@@ -73,10 +76,9 @@ impl Activity {
 /// A stored commit as the activity projection reads it.
 #[derive(Debug)]
 pub enum ActivityCommit {
-    /// An organization's commit (time zone, category rules), decoded
-    /// generically; also any other commit a subject filter let through
-    /// (refused by `apply`).
-    Org(DecodedCommit),
+    /// An organization's commit (time zone, category rules), its events
+    /// typed.
+    Org(TypedCommit<OrgEvent>),
     /// A device's batch of spans, read typed: a span is a hot event (most
     /// of the log), and a JSON tree per span cost most of the apply time.
     Device(DeviceBatch),
@@ -189,8 +191,8 @@ async fn decode_device(
         reason,
     };
     let commit = decode_commit(subject, sequence, bytes)?;
-    if commit.aggregate_type != "device_activity" {
-        return decode_generic(keys, subject, sequence, bytes)
+    if commit.aggregate_type != DeviceActivity::TYPE {
+        return decode_typed::<Organization>(keys, subject, sequence, bytes)
             .await
             .map(ActivityCommit::Org);
     }
@@ -346,10 +348,15 @@ impl Projection for Activity {
     }
 
     fn subjects(&self) -> Vec<String> {
+        let prefix = trackhrs_nats::config::EVENT_SUBJECT_PREFIX;
         vec![
-            "evt.*.organization.*".into(),
-            "evt.*.device_activity.*".into(),
+            format!("{prefix}.*.{}.*", Organization::TYPE),
+            format!("{prefix}.*.{}.*", DeviceActivity::TYPE),
         ]
+    }
+
+    fn code_version(&self) -> u64 {
+        code_version_number(code_version())
     }
 
     async fn migrate(
@@ -412,15 +419,7 @@ impl Projection for Activity {
         let mut activities: Activities = BTreeMap::new();
         for commit in batch {
             match commit {
-                ActivityCommit::Org(c) if c.aggregate_type == "organization" => {
-                    apply_org_commit(c, &mut states)?;
-                }
-                ActivityCommit::Org(c) => {
-                    return Err(poison(
-                        c,
-                        format!("unexpected aggregate type {}", c.aggregate_type),
-                    ));
-                }
+                ActivityCommit::Org(c) => apply_org_commit(c, &mut states)?,
                 ActivityCommit::Device(b) => {
                     let state = states.entry(b.org_id.clone()).or_default();
                     let tz: Tz = state.timezone.parse().unwrap_or(Tz::UTC);
@@ -481,7 +480,7 @@ async fn load_org_states(
 }
 
 fn apply_org_commit(
-    commit: &DecodedCommit,
+    commit: &TypedCommit<OrgEvent>,
     states: &mut HashMap<String, OrgState>,
 ) -> Result<(), ApplyError> {
     let state = states.entry(commit.org_id.clone()).or_default();
@@ -491,27 +490,19 @@ fn apply_org_commit(
     state.position = commit.stream_sequence;
     state.changed = true;
     for event in &commit.events {
-        match event.event_type.as_str() {
-            "SettingsChanged" => {
-                let tz = event.payload["settings"]["timezone"]
-                    .as_str()
-                    .ok_or_else(|| poison(commit, "settings.timezone is not a string"))?;
-                if tz.parse::<Tz>().is_err() {
-                    return Err(poison(commit, format!("unknown time zone {tz}")));
+        match event {
+            OrgEvent::SettingsChanged { settings } => {
+                if settings.timezone.parse::<Tz>().is_err() {
+                    return Err(poison_at(
+                        commit.stream_sequence,
+                        format!("unknown time zone {}", settings.timezone),
+                    ));
                 }
-                state.timezone = tz.to_owned();
-                state.changed = true;
+                state.timezone.clone_from(&settings.timezone);
             }
-            "CategoryRulesChanged" => {
-                let version = event.payload["version"]
-                    .as_u64()
-                    .ok_or_else(|| poison(commit, "version is not a number"))?;
-                let rules: Vec<CategoryRule> =
-                    serde_json::from_value(event.payload["rules"].clone())
-                        .map_err(|e| poison(commit, format!("rules: {e}")))?;
-                state.rules_version = version as u32;
-                state.rules = rules;
-                state.changed = true;
+            OrgEvent::CategoryRulesChanged { version, rules } => {
+                state.rules_version = *version;
+                state.rules.clone_from(rules);
                 state.reclassify = true;
             }
             _ => {}
@@ -857,6 +848,12 @@ pub async fn built_with(
 /// (schema version, classifier version) of this code.
 pub fn code_version() -> (u32, u32) {
     (SCHEMA_VERSION, CLASSIFIER_VERSION)
+}
+
+/// (schema version, classifier version) as one number that orders the same
+/// way, for the catalog.
+fn code_version_number((schema, classifier): (u32, u32)) -> u64 {
+    (u64::from(schema) << 32) | u64::from(classifier)
 }
 
 /// Dashboard cells of an org from `from` to `to` (inclusive), optionally for

@@ -31,7 +31,8 @@ pub(crate) const LOCK_CLASS_RUNNER: i32 = 0x7472_6b02;
 
 /// The catalog's migrations, in order. Never edit one that has shipped:
 /// append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE trackhrs_catalog.projection_versions (
     name            text        NOT NULL CHECK (name ~ '^[a-z][a-z0-9_]{0,39}$'),
     version         bigint      NOT NULL CHECK (version BETWEEN 1 AND 4294967295),
@@ -58,7 +59,11 @@ CREATE TABLE trackhrs_catalog.replayed_dead_letters (
     FOREIGN KEY (name, version)
         REFERENCES trackhrs_catalog.projection_versions (name, version) ON DELETE CASCADE
 );
-"#];
+"#,
+    r#"
+ALTER TABLE trackhrs_catalog.projection_versions ADD COLUMN code_version bigint;
+"#,
+];
 
 /// Lifecycle of a projection version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +121,9 @@ pub struct VersionInfo {
     pub dead_letters: u64,
     /// Last change, microseconds since the Unix epoch.
     pub updated_at_micros: i64,
+    /// The [`Projection::code_version`] of the code that registered it;
+    /// `None` for versions registered before the catalog recorded it.
+    pub code_version: Option<u64>,
 }
 
 /// A version with where it stands against the log.
@@ -197,7 +205,7 @@ pub async fn migrate(pg: &mut Client) -> Result<(), ProjectionError> {
 
 const SELECT_COLUMNS: &str = "name, version, schema_name, subjects, state, position, \
      events_applied, commits_applied, dead_letters, \
-     (extract(epoch FROM updated_at) * 1000000)::bigint";
+     (extract(epoch FROM updated_at) * 1000000)::bigint, code_version";
 
 fn row_to_info(row: &tokio_postgres::Row) -> Result<VersionInfo, ProjectionError> {
     let version: i64 = row.get(1);
@@ -213,6 +221,7 @@ fn row_to_info(row: &tokio_postgres::Row) -> Result<VersionInfo, ProjectionError
         commits_applied: to_u64(row.get(7)),
         dead_letters: to_u64(row.get(8)),
         updated_at_micros: row.get(9),
+        code_version: row.get::<_, Option<i64>>(10).map(to_u64),
     })
 }
 
@@ -280,8 +289,8 @@ pub async fn register<P: Projection>(
     tx.execute(
         &format!(
             "INSERT INTO {CATALOG_SCHEMA}.projection_versions
-                 (name, version, schema_name, subjects, state, promoted_at)
-             VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 = 'live' THEN now() END)"
+                 (name, version, schema_name, subjects, state, promoted_at, code_version)
+             VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 = 'live' THEN now() END, $6)"
         ),
         &[
             &name,
@@ -289,6 +298,7 @@ pub async fn register<P: Projection>(
             &schema,
             &subjects,
             &state.as_str(),
+            &to_i64(projection.code_version()),
         ],
     )
     .await?;

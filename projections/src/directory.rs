@@ -1,35 +1,45 @@
 //! The organization directory: organizations with their settings, members
-//! and devices, from the `Organization` aggregate's events. The gateway's
+//! and devices, from the `Organization` aggregate's events. The
 //! administration queries read it.
 //!
-//! Personal data (e-mails, names) arrives opened by the reader; a value whose
-//! key was erased arrives as null and is stored as NULL.
+//! Events arrive typed (upcast, personal data opened); a value whose key was
+//! erased arrives as `None` and is stored as NULL.
 
-use serde_json::Value;
 use tokio_postgres::{Client, Transaction};
-use trackhrs_nats::codec::decode_generic;
-use trackhrs_nats::{DecodedCommit, KeyStore, StoreError};
+use trackhrs_domain::Aggregate;
+use trackhrs_domain::organization::{OrgEvent, Organization};
+use trackhrs_nats::{KeyStore, StoreError, TypedCommit, decode_typed};
 
-use crate::error::{ApplyError, poison, text};
+use crate::error::ApplyError;
 use crate::projection::Projection;
 
-/// The directory projection.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Directory;
+/// The directory projection at a catalog version.
+#[derive(Debug, Clone, Copy)]
+pub struct Directory {
+    version: u32,
+}
+
+impl Directory {
+    /// The directory at catalog `version` (1 on a new database; a rebuild
+    /// registers the next).
+    pub fn new(version: u32) -> Self {
+        Self { version }
+    }
+}
 
 /// Its name in the catalog.
 pub const NAME: &str = "org_directory";
 
 impl Projection for Directory {
-    type Commit = DecodedCommit;
+    type Commit = TypedCommit<OrgEvent>;
 
     async fn decode(
         keys: &KeyStore,
         subject: &str,
         sequence: u64,
         bytes: &[u8],
-    ) -> Result<DecodedCommit, StoreError> {
-        decode_generic(keys, subject, sequence, bytes).await
+    ) -> Result<Self::Commit, StoreError> {
+        decode_typed::<Organization>(keys, subject, sequence, bytes).await
     }
 
     fn name(&self) -> &str {
@@ -37,11 +47,15 @@ impl Projection for Directory {
     }
 
     fn version(&self) -> u32 {
-        1
+        self.version
     }
 
     fn subjects(&self) -> Vec<String> {
-        vec!["evt.*.organization.*".into()]
+        vec![format!(
+            "{}.*.{}.*",
+            trackhrs_nats::config::EVENT_SUBJECT_PREFIX,
+            Organization::TYPE
+        )]
     }
 
     async fn migrate(
@@ -91,48 +105,40 @@ impl Projection for Directory {
         &self,
         tx: &Transaction<'_>,
         schema: &str,
-        batch: &[DecodedCommit],
+        batch: &[Self::Commit],
     ) -> Result<(), ApplyError> {
         for commit in batch {
+            let org = commit.org_id.as_str();
+            let position = commit.stream_sequence as i64;
             for event in &commit.events {
-                apply_event(tx, schema, commit, &event.event_type, &event.payload).await?;
+                apply_event(tx, schema, org, position, event).await?;
             }
         }
         Ok(())
     }
 }
 
-/// The opened value of a personal-data field (`{"$pd": .., "v": ..}`), None
-/// when erased or absent.
-fn personal(payload: &Value, field: &str) -> Option<String> {
-    payload[field]["v"].as_str().map(str::to_owned)
-}
-
 async fn apply_event(
     tx: &Transaction<'_>,
     schema: &str,
-    commit: &DecodedCommit,
-    event_type: &str,
-    payload: &Value,
+    org: &str,
+    position: i64,
+    event: &OrgEvent,
 ) -> Result<(), ApplyError> {
-    let org = commit.org_id.as_str();
-    let position = commit.stream_sequence as i64;
-    match event_type {
-        "OrganizationCreated" => {
-            let seats = payload["seats"]
-                .as_i64()
-                .ok_or_else(|| poison(commit, "seats is not a number"))?;
+    match event {
+        OrgEvent::OrganizationCreated {
+            name,
+            owner,
+            owner_email,
+            owner_name,
+            seats,
+        } => {
             tx.execute(
                 &format!(
                     "INSERT INTO {schema}.organizations (org_id, name, seats, position) \
                      VALUES ($1, $2, $3, $4)"
                 ),
-                &[
-                    &org,
-                    &text(commit, payload, "name")?,
-                    &(seats as i32),
-                    &position,
-                ],
+                &[&org, name, &(*seats as i32), &position],
             )
             .await?;
             tx.execute(
@@ -142,15 +148,20 @@ async fn apply_event(
                 ),
                 &[
                     &org,
-                    &text(commit, payload, "owner")?,
-                    &personal(payload, "owner_email"),
-                    &personal(payload, "owner_name"),
+                    &owner.as_str(),
+                    &owner_email.value(),
+                    &owner_name.value(),
                     &position,
                 ],
             )
             .await?;
         }
-        "MemberInvited" => {
+        OrgEvent::MemberInvited {
+            member,
+            email,
+            name,
+            role,
+        } => {
             tx.execute(
                 &format!(
                     "INSERT INTO {schema}.members (org_id, person_id, email, name, role, active, position) \
@@ -158,45 +169,59 @@ async fn apply_event(
                 ),
                 &[
                     &org,
-                    &text(commit, payload, "member")?,
-                    &personal(payload, "email"),
-                    &personal(payload, "name"),
-                    &text(commit, payload, "role")?,
+                    &member.as_str(),
+                    &email.value(),
+                    &name.as_ref().and_then(|n| n.value()),
+                    &role.name(),
                     &position,
                 ],
             )
             .await?;
         }
-        "SeatsChanged" => {
-            let seats = payload["seats"]
-                .as_i64()
-                .ok_or_else(|| poison(commit, "seats is not a number"))?;
+        OrgEvent::SeatsChanged { seats } => {
             tx.execute(
                 &format!(
                     "UPDATE {schema}.organizations SET seats = $2, position = $3 WHERE org_id = $1"
                 ),
-                &[&org, &(seats as i32), &position],
+                &[&org, &(*seats as i32), &position],
             )
             .await?;
         }
-        "MemberRoleChanged" => {
-            let role = text(commit, payload, "role")?;
-            member_update(tx, schema, commit, payload, Some(role), None).await?;
+        OrgEvent::MemberRoleChanged { member, role } => {
+            member_update(
+                tx,
+                schema,
+                (org, position),
+                member.as_str(),
+                Some(role.name()),
+                None,
+            )
+            .await?;
         }
-        "MemberDeactivated" => {
-            member_update(tx, schema, commit, payload, None, Some(false)).await?;
+        OrgEvent::MemberDeactivated { member } => {
+            member_update(
+                tx,
+                schema,
+                (org, position),
+                member.as_str(),
+                None,
+                Some(false),
+            )
+            .await?;
         }
-        "MemberReactivated" => {
-            member_update(tx, schema, commit, payload, None, Some(true)).await?;
+        OrgEvent::MemberReactivated { member } => {
+            member_update(
+                tx,
+                schema,
+                (org, position),
+                member.as_str(),
+                None,
+                Some(true),
+            )
+            .await?;
         }
-        "SettingsChanged" => {
-            let settings = &payload["settings"];
-            let days: Vec<String> = settings["work_week"]
-                .as_array()
-                .ok_or_else(|| poison(commit, "settings.work_week is not a list"))?
-                .iter()
-                .filter_map(|d| d.as_str().map(str::to_owned))
-                .collect();
+        OrgEvent::SettingsChanged { settings } => {
+            let days: Vec<&str> = settings.work_week.iter().map(|d| d.name()).collect();
             tx.execute(
                 &format!(
                     "UPDATE {schema}.organizations SET timezone = $2, work_week = $3, \
@@ -204,16 +229,20 @@ async fn apply_event(
                 ),
                 &[
                     &org,
-                    &text(commit, settings, "timezone")?,
+                    &settings.timezone,
                     &days,
-                    &settings["capture_titles"].as_bool().unwrap_or(true),
-                    &settings["capture_urls"].as_bool().unwrap_or(false),
+                    &settings.capture_titles,
+                    &settings.capture_urls,
                     &position,
                 ],
             )
             .await?;
         }
-        "DeviceEnrolled" => {
+        OrgEvent::DeviceEnrolled {
+            device,
+            member,
+            name,
+        } => {
             tx.execute(
                 &format!(
                     "INSERT INTO {schema}.devices (org_id, device_id, person_id, name, revoked, position) \
@@ -221,32 +250,26 @@ async fn apply_event(
                 ),
                 &[
                     &org,
-                    &text(commit, payload, "device")?,
-                    &text(commit, payload, "member")?,
-                    &personal(payload, "name"),
+                    &device.as_str(),
+                    &member.as_str(),
+                    &name.value(),
                     &position,
                 ],
             )
             .await?;
         }
-        "DeviceRevoked" => {
+        OrgEvent::DeviceRevoked { device } => {
             tx.execute(
                 &format!(
                     "UPDATE {schema}.devices SET revoked = true, position = $3 \
                      WHERE org_id = $1 AND device_id = $2"
                 ),
-                &[&org, &text(commit, payload, "device")?, &position],
+                &[&org, &device.as_str(), &position],
             )
             .await?;
         }
         // Classification rules are the activity projection's business.
-        "CategoryRulesChanged" => {}
-        other => {
-            return Err(poison(
-                commit,
-                format!("unknown organization event {other}"),
-            ));
-        }
+        OrgEvent::CategoryRulesChanged { .. } => {}
     }
     Ok(())
 }
@@ -255,8 +278,8 @@ async fn apply_event(
 async fn member_update(
     tx: &Transaction<'_>,
     schema: &str,
-    commit: &DecodedCommit,
-    payload: &Value,
+    (org, position): (&str, i64),
+    member: &str,
     role: Option<&str>,
     active: Option<bool>,
 ) -> Result<(), ApplyError> {
@@ -266,13 +289,7 @@ async fn member_update(
              active = coalesce($4, active), position = $5 \
              WHERE org_id = $1 AND person_id = $2"
         ),
-        &[
-            &commit.org_id,
-            &text(commit, payload, "member")?,
-            &role,
-            &active,
-            &(commit.stream_sequence as i64),
-        ],
+        &[&org, &member, &role, &active, &position],
     )
     .await?;
     Ok(())

@@ -1,8 +1,6 @@
 //! Errors of the projection runtime and of projection handlers.
 
-use serde_json::Value;
 use tokio_postgres::error::SqlState;
-use trackhrs_nats::DecodedCommit;
 
 /// What a projection's [`apply`](crate::Projection::apply) can report.
 #[derive(Debug, thiserror::Error)]
@@ -31,23 +29,12 @@ pub enum ApplyError {
     Retry(String),
 }
 
-/// `commit` cannot be applied, for `reason`.
-pub(crate) fn poison(commit: &DecodedCommit, reason: impl Into<String>) -> ApplyError {
+/// The commit at `stream_sequence` cannot be applied, for `reason`.
+pub(crate) fn poison_at(stream_sequence: u64, reason: impl Into<String>) -> ApplyError {
     ApplyError::Poison {
-        stream_sequence: commit.stream_sequence,
+        stream_sequence,
         reason: reason.into(),
     }
-}
-
-/// The string `field` of an event's `payload`; a poison commit otherwise.
-pub(crate) fn text<'a>(
-    commit: &DecodedCommit,
-    payload: &'a Value,
-    field: &str,
-) -> Result<&'a str, ApplyError> {
-    payload[field]
-        .as_str()
-        .ok_or_else(|| poison(commit, format!("{field} is not a string")))
 }
 
 impl ApplyError {
@@ -126,6 +113,9 @@ pub enum ProjectionError {
     /// The catalog holds something this code does not understand.
     #[error("catalog: {0}")]
     Catalog(String),
+    /// A runner's task panicked or was cancelled.
+    #[error("projection runner task: {0}")]
+    Task(String),
     /// A projection's `migrate` failed.
     #[error("migrating {schema}: {source}")]
     Migrate {

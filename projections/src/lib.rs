@@ -10,6 +10,9 @@
 //!   projection version: state, checkpoint, counters), versioned schemas
 //!   `proj_<name>_v<version>`, [`promote`], [`drop_version`], [`status`],
 //!   [`live_schema`] and [`wait_for_position`] (read-your-writes).
+//! - [`Supervisor`]: runs a read model in versions: builds the next version
+//!   beside the live one when the code changed (or on request: a rebuild),
+//!   switches when it has caught up, drops the old one.
 //! - [`Runner`]: a durable pull consumer per projection version; batches of up
 //!   to N commits or T milliseconds, applied together with the checkpoint in
 //!   one PostgreSQL transaction, acknowledged only after it committed.
@@ -27,6 +30,7 @@ pub mod error;
 pub mod invalidation;
 pub mod projection;
 pub mod runner;
+pub mod supervisor;
 pub mod timeline;
 
 pub use catalog::{
@@ -37,3 +41,4 @@ pub use dlq::{DeadLetter, ReplayReport, list_dead_letters, replay_dead_letters};
 pub use error::{ApplyError, ProjectionError};
 pub use projection::{Committed, Projection, consumer_name, schema_name, validate_name};
 pub use runner::{RunOutcome, Runner, RunnerConfig};
+pub use supervisor::{DROP_GRACE, Progress, Rebuilt, Supervise, Supervisor};

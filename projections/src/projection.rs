@@ -44,6 +44,17 @@ pub trait Projection: Send + Sync + 'static {
     /// rows change: the new version rebuilds from the first event.
     fn version(&self) -> u32;
 
+    /// Which code builds this projection's rows. Raise it whenever this
+    /// code would build other rows from the same events (a classifier
+    /// upgrade, a fixed bug): the [`Supervisor`](crate::Supervisor) then
+    /// builds the next version beside a live one built with a lower code
+    /// version and switches to it when it has caught up. A live version
+    /// built with a higher one (newer code in a rolling deploy) is served as
+    /// it is.
+    fn code_version(&self) -> u64 {
+        1
+    }
+
     /// Subject filters on the events stream, a few wildcards such as
     /// `evt.*.organization.*` (never one per aggregate). Changing them needs
     /// a new version.

@@ -2,9 +2,9 @@
 //! event of every bucket, as the device's watchers wrote it, without the
 //! events and buckets deleted on the device (their retractions drop them).
 //!
-//! Personal data (the event's data) arrives opened by the reader; when its
-//! member was erased it arrives as null and is stored as NULL, while the
-//! event's bucket and times stay.
+//! Events arrive typed, personal data (the event's data) opened by the
+//! reader; when its member was erased it arrives as `None` and is stored as
+//! NULL, while the event's bucket and times stay.
 //!
 //! Each batch is written with at most three statements: the buckets
 //! retracted (their rows from before the batch), the events retracted, and
@@ -15,18 +15,31 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use tokio_postgres::{GenericClient, Transaction};
-use trackhrs_nats::codec::decode_generic;
-use trackhrs_nats::{DecodedCommit, KeyStore, StoreError};
+use trackhrs_domain::Aggregate;
+use trackhrs_domain::timeline::{DeviceTimeline, TimelineEventKind};
+use trackhrs_nats::{KeyStore, StoreError, TypedCommit, decode_typed};
 
-use crate::error::{ApplyError, poison, text};
+use crate::error::{ApplyError, poison_at};
 use crate::projection::Projection;
 
 /// Its name in the catalog.
 pub const NAME: &str = "timeline";
 
-/// The raw-timeline projection.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Timeline;
+/// The raw-timeline projection at a catalog version.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeline {
+    version: u32,
+}
+
+impl Timeline {
+    /// The projection at catalog `version` (1 on a new database; a rebuild
+    /// registers the next).
+    pub fn new(version: u32) -> Self {
+        Self { version }
+    }
+}
+
+type Commit = TypedCommit<TimelineEventKind>;
 
 /// One event as the read model keeps it.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,12 +72,6 @@ struct Row {
     position: i64,
 }
 
-fn number(commit: &DecodedCommit, p: &Value, field: &str) -> Result<i64, ApplyError> {
-    p[field]
-        .as_i64()
-        .ok_or_else(|| poison(commit, format!("{field} is not an integer")))
-}
-
 /// The batch's changes, folded in stream order.
 #[derive(Default)]
 struct Changes {
@@ -75,28 +82,34 @@ struct Changes {
 }
 
 impl Changes {
-    fn fold(&mut self, commit: &DecodedCommit) -> Result<(), ApplyError> {
+    fn fold(&mut self, commit: &Commit) -> Result<(), ApplyError> {
         let (org, device) = (&commit.org_id, &commit.aggregate_id);
         let mut member: Option<String> = None;
         for event in &commit.events {
-            let p = &event.payload;
-            match event.event_type.as_str() {
-                "TimelineBatchAccepted" => member = Some(text(commit, p, "member")?.to_owned()),
-                "TimelineEventRecorded" => {
+            match event {
+                TimelineEventKind::TimelineBatchAccepted { member: m, .. } => {
+                    member = Some(m.to_string());
+                }
+                TimelineEventKind::TimelineEventRecorded(e) => {
                     let person = member.clone().ok_or_else(|| {
-                        poison(commit, "an event before its TimelineBatchAccepted")
+                        poison_at(
+                            commit.stream_sequence,
+                            "an event before its TimelineBatchAccepted",
+                        )
                     })?;
                     let row = TimelineRow {
-                        bucket: text(commit, p, "bucket")?.to_owned(),
-                        bucket_type: text(commit, p, "bucket_type")?.to_owned(),
-                        client: text(commit, p, "client")?.to_owned(),
-                        key: text(commit, p, "key")?.to_owned(),
-                        version: number(commit, p, "version")?,
-                        start_us: number(commit, p, "start_us")?,
-                        end_us: number(commit, p, "end_us")?,
+                        bucket: e.bucket.clone(),
+                        bucket_type: e.bucket_type.clone(),
+                        client: e.client.clone(),
+                        key: e.key.clone(),
+                        version: i64::try_from(e.version).map_err(|_| {
+                            poison_at(commit.stream_sequence, "version is out of range")
+                        })?,
+                        start_us: e.start_us,
+                        end_us: e.end_us,
                         data: None,
                     };
-                    let data = p["data"]["v"].as_str().map(str::to_owned);
+                    let data = e.data.value().map(str::to_owned);
                     let key = (
                         org.clone(),
                         device.clone(),
@@ -119,22 +132,16 @@ impl Changes {
                         );
                     }
                 }
-                "TimelineEventRetracted" => {
-                    let key = (
-                        org.clone(),
-                        device.clone(),
-                        text(commit, p, "bucket")?.to_owned(),
-                        text(commit, p, "key")?.to_owned(),
-                    );
+                TimelineEventKind::TimelineEventRetracted { bucket, key } => {
+                    let key = (org.clone(), device.clone(), bucket.clone(), key.clone());
                     self.events.insert(key, None);
                 }
-                "TimelineBucketRetracted" => {
-                    let bucket = text(commit, p, "bucket")?.to_owned();
+                TimelineEventKind::TimelineBucketRetracted { bucket } => {
                     self.events
-                        .retain(|(o, d, b, _), _| !(o == org && d == device && *b == bucket));
-                    self.buckets.insert((org.clone(), device.clone(), bucket));
+                        .retain(|(o, d, b, _), _| !(o == org && d == device && b == bucket));
+                    self.buckets
+                        .insert((org.clone(), device.clone(), bucket.clone()));
                 }
-                other => return Err(poison(commit, format!("unknown timeline event {other}"))),
             }
         }
         Ok(())
@@ -142,15 +149,15 @@ impl Changes {
 }
 
 impl Projection for Timeline {
-    type Commit = DecodedCommit;
+    type Commit = Commit;
 
     async fn decode(
         keys: &KeyStore,
         subject: &str,
         sequence: u64,
         bytes: &[u8],
-    ) -> Result<DecodedCommit, StoreError> {
-        decode_generic(keys, subject, sequence, bytes).await
+    ) -> Result<Commit, StoreError> {
+        decode_typed::<DeviceTimeline>(keys, subject, sequence, bytes).await
     }
 
     fn name(&self) -> &str {
@@ -158,11 +165,15 @@ impl Projection for Timeline {
     }
 
     fn version(&self) -> u32 {
-        1
+        self.version
     }
 
     fn subjects(&self) -> Vec<String> {
-        vec!["evt.*.device_timeline.*".into()]
+        vec![format!(
+            "{}.*.{}.*",
+            trackhrs_nats::config::EVENT_SUBJECT_PREFIX,
+            DeviceTimeline::TYPE
+        )]
     }
 
     async fn migrate(
@@ -195,16 +206,10 @@ impl Projection for Timeline {
         &self,
         tx: &Transaction<'_>,
         schema: &str,
-        batch: &[DecodedCommit],
+        batch: &[Commit],
     ) -> Result<(), ApplyError> {
         let mut changes = Changes::default();
         for commit in batch {
-            if commit.aggregate_type != "device_timeline" {
-                return Err(poison(
-                    commit,
-                    format!("unexpected aggregate type {}", commit.aggregate_type),
-                ));
-            }
             changes.fold(commit)?;
         }
         if !changes.buckets.is_empty() {

@@ -83,7 +83,7 @@ async fn build(
     device: &str,
 ) -> Vec<TimelineRow> {
     let runner = Runner::new(
-        Timeline,
+        Timeline::new(1),
         env.store.clone(),
         db.connection_string().parse().unwrap(),
         RunnerConfig {

@@ -26,12 +26,15 @@ pub const NAME: &str = "revocation";
 /// The revocation policy, run as a projection without tables.
 pub struct Revocation {
     store: EventStore,
+    version: u32,
 }
 
 impl Revocation {
-    /// The policy, reading organizations' current state from `store`.
-    pub fn new(store: EventStore) -> Self {
-        Self { store }
+    /// The policy at catalog `version`, reading organizations' current state
+    /// from `store`. A new version replays every revocation, which takes
+    /// away nothing that was issued since (see the module documentation).
+    pub fn new(store: EventStore, version: u32) -> Self {
+        Self { store, version }
     }
 
     /// Whether `member` is active in `org` now.
@@ -75,7 +78,7 @@ impl Projection for Revocation {
     }
 
     fn version(&self) -> u32 {
-        1
+        self.version
     }
 
     fn subjects(&self) -> Vec<String> {

@@ -109,15 +109,15 @@ impl Platform {
             .unwrap();
         let pg_config: tokio_postgres::Config = db.connection_string().parse().unwrap();
         let mut stop = Vec::new();
-        stop.push(spawn_projection(Directory, &store, &pg_config));
+        stop.push(spawn_projection(Directory::new(1), &store, &pg_config));
         stop.push(spawn_projection(
-            Revocation::new(store.clone()),
+            Revocation::new(store.clone(), 1),
             &store,
             &pg_config,
         ));
         if activity {
             stop.push(spawn_projection(Activity::new(1), &store, &pg_config));
-            stop.push(spawn_projection(Timeline, &store, &pg_config));
+            stop.push(spawn_projection(Timeline::new(1), &store, &pg_config));
         }
         let mut platform = Self {
             nats,
