@@ -31,6 +31,15 @@ pub struct AtPosition<T> {
     pub position: u64,
 }
 
+/// A member as the directory shows them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    /// The directory's row.
+    pub row: MemberRow,
+    /// Invited but not accepted yet (no account).
+    pub invitation_pending: bool,
+}
+
 /// An invitation handed out. Its `Debug` hides the token.
 pub struct Invitation {
     /// The command's outcome (for a resend: nothing recorded, position 0).
@@ -395,24 +404,29 @@ impl Administration {
         })
     }
 
-    /// The organization's members.
+    /// The organization's members, each with whether their invitation is
+    /// still pending.
     #[tracing::instrument(skip_all)]
     pub async fn members(
         &self,
         caller: &Caller,
         org_id: &str,
         min_position: u64,
-    ) -> Result<AtPosition<Vec<MemberRow>>, AppError> {
+    ) -> Result<AtPosition<Vec<Member>>, AppError> {
         let org = caller.scope(org_id)?;
         let dir = self.reads.read_model(directory::NAME, min_position).await?;
-        let members = match scope_of(role_in(&dir, caller).await?, Read::Members)? {
-            Scope::Org => directory::members(&dir.client, &dir.schema, org.as_str()).await?,
-            _ => directory::members(&dir.client, &dir.schema, org.as_str())
-                .await?
-                .into_iter()
-                .filter(|m| m.person_id == caller.person.as_str())
-                .collect(),
-        };
+        let scope = scope_of(role_in(&dir, caller).await?, Read::Members)?;
+        let rows = directory::members(&dir.client, &dir.schema, org.as_str()).await?;
+        drop(dir.client);
+        let accounts = self.credentials.account_holders(org.as_str()).await?;
+        let members = rows
+            .into_iter()
+            .filter(|m| scope == Scope::Org || m.person_id == caller.person.as_str())
+            .map(|row| Member {
+                invitation_pending: !accounts.contains(&row.person_id),
+                row,
+            })
+            .collect();
         Ok(AtPosition {
             value: members,
             position: dir.position,

@@ -21,7 +21,7 @@ pub const DEMO_PASSWORD: &str = "trackhrs demo 2026";
 #[derive(clap::Args)]
 pub struct DevArgs {
     /// Folder for the embedded servers' data.
-    #[arg(long, env = "TRACKHRS_DATA_DIR", default_value = ".trackhrs")]
+    #[arg(long, env = "TRACKHRS_DATA_DIR", default_value = crate::local::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// Use this NATS server instead of starting one.
     #[arg(long, env = "TRACKHRS_NATS_URL")]
@@ -92,6 +92,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let pg: tokio_postgres::Config = database_url
         .parse()
         .context("invalid PostgreSQL connection string")?;
+    crate::local::write(&data_dir, &nats_url, &database_url)
+        .context("record the platform's endpoints in the data folder")?;
 
     let client = async_nats::connect(&nats_url)
         .await

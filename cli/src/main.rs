@@ -7,6 +7,7 @@ mod bench_agent;
 mod bench_floor;
 mod bench_pipeline;
 mod dev;
+mod local;
 mod ops;
 mod platform;
 mod simulate;
@@ -188,11 +189,7 @@ enum BenchCommand {
 #[derive(clap::Args, Clone)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated.
-    #[arg(
-        long,
-        env = "TRACKHRS_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
+    #[arg(long, env = "TRACKHRS_NATS_URL", default_value_t = local::nats_url())]
     pub nats_url: String,
     /// NATS user (the application user of infra/nats/accounts.conf).
     #[arg(long, env = "TRACKHRS_NATS_USER")]
@@ -243,7 +240,9 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,async_nats=warn".into()),
+                // PostgreSQL's NOTICEs ("relation ... already exists,
+                // skipping") are logged by tokio-postgres at INFO.
+                .unwrap_or_else(|_| "info,async_nats=warn,tokio_postgres=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -18,11 +18,7 @@ use trackhrs_projections::{RunnerConfig, Supervise, Supervisor};
 #[derive(clap::Args, Clone)]
 pub struct PgArgs {
     /// PostgreSQL connection string (URL or key=value form).
-    #[arg(
-        long,
-        env = "TRACKHRS_DATABASE_URL",
-        default_value = "host=127.0.0.1 port=5432 user=postgres dbname=trackhrs"
-    )]
+    #[arg(long, env = "TRACKHRS_DATABASE_URL", default_value_t = crate::local::database_url())]
     pub database_url: String,
 }
 

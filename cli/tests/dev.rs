@@ -147,6 +147,23 @@ async fn dev_serves_the_demo_org_over_grpc() {
         .unwrap()
         .into_inner();
     assert_eq!(session.role, pb::Role::Manager as i32);
+    // The operator tools find the local platform without flags.
+    let status = Command::new(env!("CARGO_BIN_EXE_trackhrs"))
+        .args(["projections", "status"])
+        .env("TRACKHRS_DATA_DIR", data.path().join("data"))
+        .env_remove("TRACKHRS_NATS_URL")
+        .env_remove("TRACKHRS_DATABASE_URL")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success() && printed.contains("org_directory"),
+        "{status:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&status.stderr).contains("NOTICE"),
+        "PostgreSQL's notices reached the screen: {status:?}"
+    );
     let mut request = tonic::Request::new(pb::ListMembersRequest {
         org_id: "acme".into(),
         min_position: 5,

@@ -527,6 +527,24 @@ impl Auth {
             .is_some())
     }
 
+    /// The members of `org` who have an account (accepted their invitation
+    /// or signed up).
+    pub async fn account_holders(
+        &self,
+        org: &str,
+    ) -> Result<std::collections::HashSet<String>, AuthError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .query(
+                "SELECT person_id FROM auth.accounts WHERE org_id = $1",
+                &[&org],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
     /// Accepts an invitation: spends the single-use token and sets the
     /// member's password, in one transaction.
     pub async fn accept_invitation(

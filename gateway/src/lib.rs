@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use trackhrs_app::App;
@@ -63,18 +64,33 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
 /// Serves the gateway on `listener` until `shutdown` completes.
 ///
 /// Whether the event store is reachable is checked every second; the health
-/// service reports SERVING for the server ("") and for
-/// [`EVENT_STORE_HEALTH`] only while it is.
+/// service reports SERVING for the server (""), for [`EVENT_STORE_HEALTH`]
+/// and for each gRPC service only while it is.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), GatewayError> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(trackhrs_schemas::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Reflection in both versions: older clients (grpcurl before 1.8.8, many
+    // IDEs) still ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(trackhrs_schemas::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    // Every service needs the event store: each is as healthy as it is.
+    let services = [
+        "",
+        EVENT_STORE_HEALTH,
+        <IdentityServer<identity::IdentityService> as NamedService>::NAME,
+        <OrganizationsServer<orgs::OrganizationsService> as NamedService>::NAME,
+        <AgentSessionServer<agent::AgentSessionService> as NamedService>::NAME,
+        <AgentIngestServer<ingest::IngestService> as NamedService>::NAME,
+        <ActivityServer<dashboard::ActivityService> as NamedService>::NAME,
+    ];
     let probed = app.clone();
     let probe = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -85,10 +101,9 @@ pub async fn serve(
             } else {
                 ServingStatus::NotServing
             };
-            reporter.set_service_status("", status).await;
-            reporter
-                .set_service_status(EVENT_STORE_HEALTH, status)
-                .await;
+            for service in services {
+                reporter.set_service_status(service, status).await;
+            }
         }
     });
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
@@ -96,7 +111,8 @@ pub async fn serve(
     let served = tonic::transport::Server::builder()
         .layer(telemetry::RpcLayer)
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(IdentityServer::new(identity::IdentityService::new(
             app.identity().clone(),
         )))

@@ -223,11 +223,12 @@ impl Organizations for OrganizationsService {
             .value
             .into_iter()
             .map(|m| pb::Member {
-                role: wire_role(&m.role),
-                person_id: m.person_id,
-                email: m.email.unwrap_or_default(),
-                name: m.name.unwrap_or_default(),
-                active: m.active,
+                role: wire_role(&m.row.role),
+                person_id: m.row.person_id,
+                email: m.row.email.unwrap_or_default(),
+                name: m.row.name.unwrap_or_default(),
+                active: m.row.active,
+                invitation_pending: m.invitation_pending,
             })
             .collect();
         Ok(Response::new(pb::ListMembersResponse {

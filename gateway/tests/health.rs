@@ -8,15 +8,39 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use trackhrs_harness::wait_until;
 
+/// The names health answers for: the server, the event store and each
+/// service.
+const NAMES: [&str; 7] = [
+    "",
+    trackhrs_gateway::EVENT_STORE_HEALTH,
+    "trackhrs.org.v1.Identity",
+    "trackhrs.org.v1.Organizations",
+    "trackhrs.activity.v1.Activity",
+    "trackhrs.agent.v1.AgentIngest",
+    "trackhrs.agent.v1.AgentSession",
+];
+
+/// Whether every name reaches `want` in time.
 async fn reaches(client: &HealthClient<Channel>, want: ServingStatus) -> bool {
     wait_until(Duration::from_secs(10), || {
-        let mut client = client.clone();
+        let client = client.clone();
         async move {
-            let request = HealthCheckRequest {
-                service: trackhrs_gateway::EVENT_STORE_HEALTH.into(),
-            };
-            let status = client.check(request).await.ok()?.into_inner().status();
-            (status == want).then_some(())
+            for name in NAMES {
+                let request = HealthCheckRequest {
+                    service: name.into(),
+                };
+                let status = client
+                    .clone()
+                    .check(request)
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .status();
+                if status != want {
+                    return None;
+                }
+            }
+            Some(())
         }
     })
     .await
@@ -70,6 +94,32 @@ async fn health_follows_the_event_store() {
             "{service} missing from {names:?}"
         );
     }
+    // Older clients ask reflection v1alpha.
+    let mut alpha =
+        tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(
+            channel.clone(),
+        );
+    let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    };
+    let answer = alpha
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        format!("{answer:?}").contains("trackhrs.org.v1.Identity"),
+        "{answer:?}"
+    );
     // The real probe: the gateway's own NATS connection.
     let client = HealthClient::new(channel);
     assert!(reaches(&client, ServingStatus::Serving).await);

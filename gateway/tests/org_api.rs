@@ -543,3 +543,67 @@ async fn the_policy_comes_from_the_organization_without_waiting_for_read_models(
     assert_eq!((policy.rules_version, policy.category_rules.len()), (1, 1));
     assert_eq!(policy.category_rules[0].regex.as_deref(), Some("editor"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_show_who_has_yet_to_accept_their_invitation() {
+    let p = Platform::start().await;
+    let owner = p.sign_up("acme", 5).await;
+    let invited = p
+        .gw()
+        .orgs()
+        .invite_member(authed(
+            &owner.access_token,
+            pb::InviteMemberRequest {
+                command_id: "invite-ivy".into(),
+                org_id: "acme".into(),
+                email: "ivy@acme.test".into(),
+                name: "Ivy".into(),
+                role: pb::Role::Employee as i32,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    p.caught_up().await;
+    let pending = |members: &[pb::Member]| -> Vec<(String, bool, bool)> {
+        members
+            .iter()
+            .map(|m| (m.person_id.clone(), m.active, m.invitation_pending))
+            .collect()
+    };
+    let list = || {
+        let mut orgs = p.gw().orgs();
+        let request = authed(
+            &owner.access_token,
+            pb::ListMembersRequest {
+                org_id: "acme".into(),
+                min_position: 0,
+            },
+        );
+        async move {
+            orgs.list_members(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .members
+        }
+    };
+    let mut expected = vec![
+        (owner.person_id.clone(), true, false),
+        (invited.person_id.clone(), true, true),
+    ];
+    expected.sort();
+    let mut seen = pending(&list().await);
+    seen.sort();
+    assert_eq!(seen, expected);
+    p.gw()
+        .identity()
+        .accept_invitation(pb::AcceptInvitationRequest {
+            org_id: "acme".into(),
+            invitation_token: invited.invitation_token,
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap();
+    assert!(list().await.iter().all(|m| !m.invitation_pending));
+}

@@ -1,0 +1,49 @@
+//! The local platform that `trackhrs dev` started: it writes its endpoints
+//! to `<data dir>/platform.env`, and the operator tools run from the same
+//! folder (or with the same `TRACKHRS_DATA_DIR`) use them as their
+//! defaults, so `trackhrs projections status` after `scripts/run.sh` talks to
+//! that platform without flags. Flags and environment variables still win.
+
+use std::path::{Path, PathBuf};
+
+/// The file in the data folder.
+const FILE: &str = "platform.env";
+
+/// The data folder of `trackhrs dev` when none is configured.
+pub const DEFAULT_DATA_DIR: &str = ".trackhrs";
+
+/// NATS URL variable.
+const NATS_URL: &str = "TRACKHRS_NATS_URL";
+/// PostgreSQL connection variable.
+const DATABASE_URL: &str = "TRACKHRS_DATABASE_URL";
+
+/// Records the local platform's endpoints in `data_dir`.
+pub fn write(data_dir: &Path, nats_url: &str, database_url: &str) -> std::io::Result<()> {
+    std::fs::write(
+        data_dir.join(FILE),
+        format!("{NATS_URL}={nats_url}\n{DATABASE_URL}={database_url}\n"),
+    )
+}
+
+/// `key` as the local platform recorded it, if one did.
+fn recorded(key: &str) -> Option<String> {
+    let dir = std::env::var_os("TRACKHRS_DATA_DIR")
+        .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from);
+    let text = std::fs::read_to_string(dir.join(FILE)).ok()?;
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.trim().to_owned())
+}
+
+/// The default NATS URL: the local platform's, else the standard port.
+pub fn nats_url() -> String {
+    recorded(NATS_URL).unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// The default PostgreSQL connection: the local platform's, else the
+/// standard port.
+pub fn database_url() -> String {
+    recorded(DATABASE_URL)
+        .unwrap_or_else(|| "host=127.0.0.1 port=5432 user=postgres dbname=trackhrs".to_owned())
+}
