@@ -80,6 +80,7 @@ pub struct App {
     activity: Activity,
     orgs: OrgCommands,
     credentials: Arc<Auth>,
+    pool: Pool,
 }
 
 impl App {
@@ -90,7 +91,7 @@ impl App {
     pub async fn open(store: EventStore, pool: Pool, config: AppConfig) -> Result<Self, AppError> {
         let credentials = Arc::new(Auth::open(pool.clone(), config.auth).await?);
         let orgs = OrgCommands::new(store.clone());
-        let reads = reads::ReadModels::new(pool, store.clone(), config.read_wait);
+        let reads = reads::ReadModels::new(pool.clone(), store.clone(), config.read_wait);
         let dashboards = DashboardCache::default();
         tokio::spawn(org::follow_org_commits(store.clone()));
         tokio::spawn(cache::follow_invalidations(
@@ -105,7 +106,14 @@ impl App {
             activity: Activity::new(orgs.clone(), reads, dashboards),
             orgs,
             credentials,
+            pool,
         })
+    }
+
+    /// Closes the PostgreSQL pool (queries after it fail): for a clean exit
+    /// before PostgreSQL itself stops.
+    pub fn close(&self) {
+        self.pool.close();
     }
 
     /// Checks bearer tokens.

@@ -12,6 +12,7 @@
 //!    (RSS, and PSS, which counts a page shared by several processes once)
 //!    and CPU.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,11 +21,11 @@ use trackhrs_agent::heartbeat::{Event, SpanData};
 use trackhrs_agent::outbox::Outbox;
 use trackhrs_agent::privacy::Policy;
 use trackhrs_agent::sync::{SyncConfig, Uploader};
-use trackhrs_app::AppConfig;
 use trackhrs_domain::Token;
 use trackhrs_domain::activity::DeviceActivity;
 use trackhrs_harness::desktop::{Display, open_window, set_class, set_title};
 use trackhrs_nats::{EventStore, StoreConfig};
+use trackhrs_platform::{Platform, Settings};
 
 use crate::bench::{clock_ticks, cpu_ticks, say};
 use crate::bench_pipeline::{bench_servers, serve_devices};
@@ -169,11 +170,17 @@ pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
     let config = StoreConfig::default();
     trackhrs_nats::provision(&client, &config).await?;
     let store = EventStore::open(client, config).await?;
-    let gateway_pool = trackhrs_app::pg_pool(pg_config, 8)?;
-    let app = Arc::new(
-        trackhrs_app::App::open(store.clone(), gateway_pool.clone(), AppConfig::default()).await?,
-    );
-    let (tokens, channel, addr) = serve_devices(app, 3).await?;
+    let gateway = Platform::build(
+        store.clone(),
+        pg_config,
+        Settings {
+            pg_pool: 8,
+            gateway: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..Settings::default()
+        },
+    )
+    .await?;
+    let (tokens, channel, addr, app) = serve_devices(gateway, 3).await?;
 
     // 1. Outbox throughput.
     let outbox_path = dir.path().join("bench-outbox.db");
@@ -323,7 +330,7 @@ pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
 
     // The gateway's pooled connections end before PostgreSQL stops (each
     // would report the server's shutdown).
-    gateway_pool.close();
+    app.close();
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
 }

@@ -67,7 +67,7 @@ pub async fn serve(js: jetstream::Context) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let service = AgentIngestServer::new(Floor { js })
-        .max_decoding_message_size(trackhrs_gateway::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(trackhrs_platform::MAX_MESSAGE_BYTES);
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)

@@ -6,6 +6,7 @@
 //! against a read-only replay of the stream (decoded) and a read of its
 //! bytes alone.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +27,7 @@ use trackhrs_harness::pg::Durability;
 use trackhrs_harness::{NatsOptions, NatsServer, PgServer};
 use trackhrs_nats::reader::{self, StartAt};
 use trackhrs_nats::{EventStore, StoreConfig};
+use trackhrs_platform::{Platform, Settings};
 use trackhrs_projections::activity::{self, Activity};
 use trackhrs_projections::{Runner, RunnerConfig, VersionState, catalog};
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
@@ -126,7 +128,7 @@ fn requests(
 /// One connection to the service at `addr` per uploader (as agents on
 /// their own machines each have theirs), opened before the clock starts.
 async fn connect_all(
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
     uploaders: usize,
 ) -> anyhow::Result<Vec<AgentIngestClient<tonic::transport::Channel>>> {
     let mut clients = Vec::with_capacity(uploaders);
@@ -255,24 +257,26 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     };
     trackhrs_nats::provision(&client, &config).await?;
     let store = EventStore::open(client.clone(), config.clone()).await?;
-    let gateway_pool = trackhrs_app::pg_pool(pg_config.clone(), 16)?;
-    let app = Arc::new(
-        trackhrs_app::App::open(
-            store.clone(),
-            gateway_pool.clone(),
-            AppConfig {
-                auth: AuthConfig::default(),
-                ingest: IngestConfig {
-                    max_spans: args.batch as usize,
-                    ..IngestConfig::default()
-                },
-                ..AppConfig::default()
-            },
-        )
-        .await?,
-    );
-
-    let (tokens, _, gateway_addr) = serve_devices(app, args.devices).await?;
+    let app_config = AppConfig {
+        auth: AuthConfig::default(),
+        ingest: IngestConfig {
+            max_spans: args.batch as usize,
+            ..IngestConfig::default()
+        },
+        ..AppConfig::default()
+    };
+    let gateway = Platform::build(
+        store.clone(),
+        pg_config.clone(),
+        Settings {
+            app: app_config,
+            pg_pool: 16,
+            gateway: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..Settings::default()
+        },
+    )
+    .await?;
+    let (tokens, _, gateway_addr, app) = serve_devices(gateway, args.devices).await?;
 
     // 1. Ingest through gRPC.
     let per_device = args.spans / args.devices;
@@ -530,7 +534,7 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     say(&serde_json::to_string(&serde_json::Value::Object(report))?);
     // The gateway's pooled connections end before PostgreSQL stops (each
     // would report the server's shutdown as a connection error).
-    gateway_pool.close();
+    app.close();
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
 }
@@ -565,13 +569,19 @@ pub async fn bench_servers(
     Ok((nats, pg, client, pg_config))
 }
 
+/// A gateway with one org whose owner enrolled `devices` devices.
+type Served = (
+    Vec<String>,
+    tonic::transport::Channel,
+    SocketAddr,
+    Arc<trackhrs_app::App>,
+);
+
 /// Creates one org whose owner enrolled `devices` devices, serves the
-/// gateway on a free port, and returns the device tokens, a channel to it
-/// and its address.
-pub async fn serve_devices(
-    app: Arc<trackhrs_app::App>,
-    devices: u64,
-) -> anyhow::Result<(Vec<String>, tonic::transport::Channel, std::net::SocketAddr)> {
+/// `gateway` platform (which has a gateway), and returns the device tokens,
+/// a channel to the gateway, its address and the application layer.
+pub async fn serve_devices(gateway: Platform, devices: u64) -> anyhow::Result<Served> {
+    let app = gateway.app().clone();
     // One org, one owner who enrolled every device.
     let org = Token::new("bench")?;
     let owner = Token::new("owner")?;
@@ -611,18 +621,15 @@ pub async fn serve_devices(
         );
     }
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(trackhrs_gateway::serve(
-        listener,
-        app.clone(),
-        std::future::pending(),
-    ));
+    let addr = gateway
+        .gateway_addr()
+        .context("the platform has no gateway")?;
+    tokio::spawn(gateway.run(std::future::pending()));
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
         .connect()
         .await?;
 
-    Ok((tokens, channel, addr))
+    Ok((tokens, channel, addr, app))
 }
 
 /// Runs activity version `version`, configured as `trackhrs projections run`
@@ -643,7 +650,7 @@ async fn project(
         pg_config.clone(),
         RunnerConfig {
             promote_when_caught_up: rebuild,
-            ..crate::platform::activity_config()
+            ..trackhrs_platform::activity_config()
         },
     );
     let started = Instant::now();

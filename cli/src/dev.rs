@@ -11,6 +11,8 @@ use trackhrs_harness::pg::Durability;
 use trackhrs_harness::{NatsOptions, NatsServer, PgServer};
 use trackhrs_nats::{EventStore, StoreConfig};
 
+use trackhrs_platform::{Platform, ReadModels};
+
 use crate::platform::{self, GatewayArgs, Shutdown};
 use crate::telemetry::{MetricsArgs, serve_metrics};
 
@@ -100,9 +102,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .context("connect to NATS")?;
     let config = StoreConfig::default();
     trackhrs_nats::provision(&client, &config).await?;
-    let store = EventStore::open(client.clone(), config).await?;
-    let app = platform::open_app(store.clone(), pg.clone(), &args.gateway).await?;
-    seed_demo_org(&app).await?;
+    let store = EventStore::open(client, config).await?;
+    let mut settings = platform::settings(&args.gateway, ReadModels::All);
+    if args.once {
+        settings.gateway = None;
+        settings.read_models = ReadModels::None;
+    }
+    let assembled = Platform::build(store, pg, settings).await?;
+    seed_demo_org(assembled.app()).await?;
 
     let listen = args.gateway.listen;
     let metrics = if args.once {
@@ -164,15 +171,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let shutdown = Shutdown::on_signal();
-    let projections = tokio::spawn(platform::run_projections(store, pg, shutdown.clone()));
     let agents = tokio::spawn(crate::simulate::run(
-        app.clone(),
+        assembled.app().clone(),
         Token::new("acme")?,
         format!("http://{listen}"),
         shutdown.clone(),
     ));
-    platform::serve_gateway(app, listen, shutdown).await?;
-    projections.await??;
+    assembled.run(shutdown.wait()).await?;
     agents.await??;
     Ok(())
 }

@@ -268,16 +268,30 @@ async fn main() -> anyhow::Result<()> {
         } => {
             telemetry::serve_metrics(&metrics).await?;
             let store = open_store(&nats).await?;
-            let app = platform::open_app(store, pg.config()?, &gateway).await?;
-            let shutdown = platform::Shutdown::on_signal();
-            platform::serve_gateway(app, gateway.listen, shutdown).await
+            let settings = platform::settings(&gateway, trackhrs_platform::ReadModels::None);
+            let assembled =
+                trackhrs_platform::Platform::build(store, pg.config()?, settings).await?;
+            assembled
+                .run(platform::Shutdown::on_signal().wait())
+                .await?;
+            Ok(())
         }
         Role::Projections {
             command: ProjectionsCommand::Run { nats, pg, metrics },
         } => {
             telemetry::serve_metrics(&metrics).await?;
             let store = open_store(&nats).await?;
-            platform::run_projections(store, pg.config()?, platform::Shutdown::on_signal()).await
+            let settings = trackhrs_platform::Settings {
+                pg_pool: 2,
+                read_models: trackhrs_platform::ReadModels::All,
+                ..Default::default()
+            };
+            let assembled =
+                trackhrs_platform::Platform::build(store, pg.config()?, settings).await?;
+            assembled
+                .run(platform::Shutdown::on_signal().wait())
+                .await?;
+            Ok(())
         }
         Role::Projections {
             command: ProjectionsCommand::Status { nats, pg },

@@ -7,8 +7,6 @@ use anyhow::Context as _;
 use trackhrs_nats::EventStore;
 use trackhrs_projections::Progress;
 
-use crate::platform;
-
 /// Builds the next version of `name` from the start of the stream into its
 /// own schema while the live one keeps answering; the catalog switches to it
 /// when it has caught up, and the old version is dropped.
@@ -17,7 +15,7 @@ pub async fn rebuild(
     pg: tokio_postgres::Config,
     name: &str,
 ) -> anyhow::Result<()> {
-    let supervisor = platform::read_model(&store, &pg, name)?;
+    let supervisor = trackhrs_platform::read_model(&store, &pg, name)?;
     let bar = indicatif::ProgressBar::new(1);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -77,7 +75,7 @@ pub async fn dlq_replay(
     pg: tokio_postgres::Config,
     name: &str,
 ) -> anyhow::Result<()> {
-    let report = platform::read_model(store, &pg, name)?
+    let report = trackhrs_platform::read_model(store, &pg, name)?
         .replay_dead_letters()
         .await?;
     let mut out = std::io::stdout().lock();

@@ -4,8 +4,7 @@
 //! in-process behind a recording gRPC proxy that can fail, lose replies and
 //! go down (to see exactly what left the machine).
 
-#[path = "../../gateway/tests/common/mod.rs"]
-mod platform;
+use trackhrs_testkit as platform;
 
 use std::collections::BTreeSet;
 use std::future::Future;

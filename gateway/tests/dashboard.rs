@@ -2,12 +2,9 @@
 //! projection, classification with default and imported rules, the cache and
 //! its invalidation across replicas, and a rebuild beside the live version.
 
-mod common;
-
 use std::time::Duration;
 
 use chrono::{NaiveDate, TimeZone, Utc};
-use common::*;
 use tonic::Code;
 use trackhrs_projections::activity::Activity;
 use trackhrs_projections::{Runner, RunnerConfig, VersionState, catalog};
@@ -16,6 +13,7 @@ use trackhrs_schemas::activity::v1::activity_client::ActivityClient;
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
 use trackhrs_schemas::agent::v1::{Span, UploadBatchRequest};
 use trackhrs_schemas::org::v1 as pb;
+use trackhrs_testkit::*;
 
 /// Yesterday 09:00 UTC, so every span is in the past and on one UTC day.
 fn morning() -> (i64, NaiveDate) {

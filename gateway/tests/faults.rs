@@ -1,11 +1,8 @@
 //! Faults around the activity pipeline: PostgreSQL stopped under a running
 //! platform, and a poison event in the log.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
 use trackhrs_harness::pg::Durability;
 use trackhrs_harness::{PgServer, TestDb, wait_until};
 use trackhrs_projections::{VersionState, catalog};
@@ -13,6 +10,7 @@ use trackhrs_schemas::activity::v1 as apb;
 use trackhrs_schemas::activity::v1::activity_client::ActivityClient;
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
 use trackhrs_schemas::agent::v1::{Span, UploadBatchRequest};
+use trackhrs_testkit::*;
 
 fn now_ms() -> i64 {
     SystemTime::now()

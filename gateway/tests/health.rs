@@ -47,11 +47,9 @@ async fn reaches(client: &HealthClient<Channel>, want: ServingStatus) -> bool {
     .is_some()
 }
 
-mod common;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_the_event_store() {
-    let mut platform = common::Platform::start_with(Default::default(), 1).await;
+    let mut platform = trackhrs_testkit::Platform::start_with(Default::default(), 1).await;
     let channel = platform.gw().channel.clone();
     // Reflection lists the services, so grpcurl needs no .proto files.
     let mut reflection =

@@ -2,11 +2,8 @@
 //! as one commit, its acknowledgement carrying the stream position; bad
 //! batches refused with nothing stored.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
 use tonic::Code;
 use trackhrs_nats::StoreConfig;
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
@@ -16,6 +13,7 @@ use trackhrs_schemas::agent::v1::{
     UploadTimelineRequest,
 };
 use trackhrs_schemas::org::v1 as pb;
+use trackhrs_testkit::*;
 
 fn now_ms() -> i64 {
     SystemTime::now()

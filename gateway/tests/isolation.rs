@@ -3,15 +3,13 @@
 //! nothing is written. (The agent methods take no org: a device token
 //! stands for one device of one org, so there is nothing to aim elsewhere.)
 
-mod common;
-
-use common::*;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use trackhrs_schemas::activity::v1 as apb;
 use trackhrs_schemas::activity::v1::activity_client::ActivityClient;
 use trackhrs_schemas::org::v1 as pb;
 use trackhrs_schemas::org::v1::organizations_client::OrganizationsClient;
+use trackhrs_testkit::*;
 
 fn req<T>(token: Option<&str>, message: T) -> tonic::Request<T> {
     match token {

@@ -1,13 +1,11 @@
 //! The organization API end to end: sign-up, invitations, roles, settings,
 //! devices and the read models behind the queries, against real servers.
 
-mod common;
-
-use common::*;
 use tonic::Code;
 use trackhrs_schemas::activity::v1::activity_client::ActivityClient;
 use trackhrs_schemas::agent::v1::GetPolicyRequest;
 use trackhrs_schemas::org::v1 as pb;
+use trackhrs_testkit::*;
 
 async fn policy(p: &Platform, device_token: &str) -> trackhrs_schemas::agent::v1::Policy {
     p.gw()
@@ -606,4 +604,93 @@ async fn members_show_who_has_yet_to_accept_their_invitation() {
         .await
         .unwrap();
     assert!(list().await.iter().all(|m| !m.invitation_pending));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_change_and_a_reactivation_read_back() {
+    let p = Platform::start().await;
+    let owner = p.sign_up("acme", 3).await;
+    let erin = p.member(&owner, "erin", pb::Role::Employee).await;
+    let erin_id = erin.person_id.clone();
+    let member = |command_id: &str| pb::MemberRequest {
+        command_id: command_id.into(),
+        org_id: "acme".into(),
+        person_id: erin_id.clone(),
+    };
+    // Erin's (role, active) as ListMembers shows them at `position`.
+    async fn seen(p: &Platform, token: &str, erin: &str, position: u64) -> (i32, bool) {
+        let request = authed(
+            token,
+            pb::ListMembersRequest {
+                org_id: "acme".into(),
+                min_position: position,
+            },
+        );
+        let all = p
+            .gw()
+            .orgs()
+            .list_members(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .members;
+        all.into_iter()
+            .find(|m| m.person_id == erin)
+            .map(|m| (m.role, m.active))
+            .unwrap()
+    }
+    async fn login(p: &Platform) -> Result<tonic::Response<pb::Session>, tonic::Status> {
+        p.gw()
+            .identity()
+            .login(pb::LoginRequest {
+                org_id: "acme".into(),
+                email: "erin@acme.test".into(),
+                password: PASSWORD.into(),
+            })
+            .await
+    }
+    let token = owner.access_token.as_str();
+    let mut orgs = p.gw().orgs();
+    let promoted = orgs
+        .change_role(authed(
+            token,
+            pb::ChangeRoleRequest {
+                command_id: "promote-erin".into(),
+                org_id: "acme".into(),
+                person_id: erin_id.clone(),
+                role: pb::Role::Manager as i32,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        seen(&p, token, &erin_id, promoted.position).await,
+        (pb::Role::Manager as i32, true)
+    );
+    let deactivated = orgs
+        .deactivate_member(authed(token, member("deactivate-erin")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        seen(&p, token, &erin_id, deactivated.position).await,
+        (pb::Role::Manager as i32, false)
+    );
+    assert_code(
+        login(&p).await,
+        Code::PermissionDenied,
+        "a deactivated member's log-in",
+    );
+    let reactivated = orgs
+        .reactivate_member(authed(token, member("reactivate-erin")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        seen(&p, token, &erin_id, reactivated.position).await,
+        (pb::Role::Manager as i32, true)
+    );
+    let session = login(&p).await.unwrap().into_inner();
+    assert_eq!(session.role, pb::Role::Manager as i32);
 }

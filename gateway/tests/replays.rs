@@ -2,12 +2,10 @@
 //! to someone who may no longer ask for it, and never a side effect that
 //! would undo what happened since.
 
-mod common;
-
-use common::*;
 use tonic::Code;
 use trackhrs_schemas::agent::v1::GetPolicyRequest;
 use trackhrs_schemas::org::v1 as pb;
+use trackhrs_testkit::*;
 
 fn invite(org: &str, command_id: &str, email: &str, role: pb::Role) -> pb::InviteMemberRequest {
     pb::InviteMemberRequest {

@@ -3,14 +3,12 @@
 //! sign-up, log-in, invitation, enrollment and refresh is captured and
 //! searched for the passwords and tokens.
 
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::*;
 use trackhrs_schemas::agent::v1::GetPolicyRequest;
 use trackhrs_schemas::org::v1 as pb;
+use trackhrs_testkit::*;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

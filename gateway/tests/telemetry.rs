@@ -2,14 +2,12 @@
 //! the commits a request causes record it as their causation id, with the
 //! caller's flow as their correlation id.
 
-mod common;
-
-use common::*;
 use futures::StreamExt;
 use tonic::metadata::MetadataValue;
 use trackhrs_nats::DecodedCommit;
 use trackhrs_nats::reader::{StartAt, read};
 use trackhrs_schemas::org::v1 as pb;
+use trackhrs_testkit::*;
 
 /// The commit at stream position `position`.
 async fn commit_at(p: &Platform, position: u64) -> DecodedCommit {

@@ -2,19 +2,17 @@
 //! revoked and rotated tokens, revocation seen by every replica, and the
 //! log-in throttle.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tonic::Code;
 use trackhrs_app::AppConfig;
 use trackhrs_credentials::{AuthConfig, Claims, now_secs};
 use trackhrs_schemas::agent::v1::GetPolicyRequest;
 use trackhrs_schemas::org::v1 as pb;
+use trackhrs_testkit::*;
 
 fn get_org(token: &str) -> tonic::Request<pb::GetOrganizationRequest> {
     authed(

@@ -1,10 +1,8 @@
 //! Malformed input is INVALID_ARGUMENT naming the field, and nothing is stored.
 
-mod common;
-
-use common::*;
 use tonic::Code;
 use trackhrs_schemas::org::v1 as pb;
+use trackhrs_testkit::*;
 
 fn sign_up() -> pb::SignUpRequest {
     pb::SignUpRequest {

@@ -994,36 +994,54 @@ mod tests {
     #[test]
     fn spans_split_at_local_midnight() {
         let tz: Tz = "Europe/Berlin".parse().unwrap();
-        // 2026-03-10 22:30 to 2026-03-11 01:30 Berlin (UTC+1).
+        let day = |d| NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+        // 2026-03-10 21:30 to 2026-03-11 00:30 UTC, that is 22:30 to 01:30
+        // in Berlin (UTC+1): an hour and a half on each side of Berlin's
+        // midnight.
         let start = Utc
             .with_ymd_and_hms(2026, 3, 10, 21, 30, 0)
             .unwrap()
             .timestamp_millis();
         let end = start + 3 * 3_600_000;
-        let pieces = split_by_day(start, end, tz);
         assert_eq!(
-            pieces,
-            vec![
-                (NaiveDate::from_ymd_opt(2026, 3, 10).unwrap(), 5_400_000),
-                (NaiveDate::from_ymd_opt(2026, 3, 11).unwrap(), 5_400_000)
-            ]
+            split_by_day(start, end, tz),
+            vec![(day(10), 5_400_000), (day(11), 5_400_000)]
         );
-        assert_eq!(pieces.iter().map(|p| p.1).sum::<i64>(), end - start);
-        // The same span in UTC stays on one day.
-        assert_eq!(split_by_day(start, end, Tz::UTC).len(), 2 - 1 + 1);
+        // In UTC the same span splits at UTC's midnight: two and a half
+        // hours, then half an hour.
+        assert_eq!(
+            split_by_day(start, end, Tz::UTC),
+            vec![(day(10), 9_000_000), (day(11), 1_800_000)]
+        );
     }
 
     #[test]
-    fn a_dst_night_keeps_every_millisecond() {
+    fn days_with_a_daylight_saving_change_have_their_real_length() {
         let tz: Tz = "Europe/Berlin".parse().unwrap();
-        // Across the spring-forward night of 2026-03-29.
-        let start = Utc
-            .with_ymd_and_hms(2026, 3, 28, 20, 0, 0)
-            .unwrap()
-            .timestamp_millis();
-        let end = start + 10 * 3_600_000;
-        let total: i64 = split_by_day(start, end, tz).iter().map(|p| p.1).sum();
-        assert_eq!(total, end - start);
+        let at = |m, d, h| {
+            Utc.with_ymd_and_hms(2026, m, d, h, 0, 0)
+                .unwrap()
+                .timestamp_millis()
+        };
+        let hours = |h: i64| h * 3_600_000;
+        // Spring forward on 2026-03-29: the local day runs from 00:00 CET
+        // (23:00 UTC the day before) to 00:00 CEST (22:00 UTC): 23 hours.
+        let (start, end) = (at(3, 28, 20), at(3, 30, 1));
+        assert_eq!(
+            split_by_day(start, end, tz),
+            vec![
+                (NaiveDate::from_ymd_opt(2026, 3, 28).unwrap(), hours(3)),
+                (NaiveDate::from_ymd_opt(2026, 3, 29).unwrap(), hours(23)),
+                (NaiveDate::from_ymd_opt(2026, 3, 30).unwrap(), hours(3)),
+            ]
+        );
+        // Fall back on 2026-10-25: from 00:00 CEST (22:00 UTC the day
+        // before) to 00:00 CET (23:00 UTC): 25 hours.
+        let (start, end) = (at(10, 24, 22), at(10, 25, 23));
+        assert_eq!(
+            split_by_day(start, end, tz),
+            vec![(NaiveDate::from_ymd_opt(2026, 10, 25).unwrap(), hours(25))]
+        );
     }
 
     #[test]

@@ -36,15 +36,18 @@ async fn the_outbox_uploads_every_span_once_even_when_an_ack_is_lost() {
         .await
         .unwrap();
     let db = TestDb::create().await.unwrap();
-    let app = Arc::new(
-        trackhrs_app::App::open(
-            store.clone(),
-            trackhrs_app::pg_pool(db.connection_string().parse().unwrap(), 4).unwrap(),
-            Default::default(),
-        )
-        .await
-        .unwrap(),
-    );
+    let gateway = trackhrs_platform::Platform::build(
+        store.clone(),
+        db.connection_string().parse().unwrap(),
+        trackhrs_platform::Settings {
+            pg_pool: 4,
+            gateway: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let app = gateway.app().clone();
     let org = Token::new("acme").unwrap();
     let owner = Token::new("olive").unwrap();
     app.org_commands()
@@ -80,13 +83,8 @@ async fn the_outbox_uploads_every_span_once_even_when_an_ack_is_lost() {
         .put_device_token("acme", "laptop", "olive")
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(trackhrs_gateway::serve(
-        listener,
-        app,
-        std::future::pending(),
-    ));
+    let addr = gateway.gateway_addr().unwrap();
+    tokio::spawn(gateway.run(std::future::pending()));
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()

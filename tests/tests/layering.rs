@@ -19,8 +19,12 @@ use serde_json::Value;
 const DOMAIN: &str = "trackhrs-domain";
 /// The wire-types crate.
 const SCHEMAS: &str = "trackhrs-schemas";
-/// The gRPC gateway, which nothing but the binary may import.
+/// The gRPC gateway, which only the platform assembly imports.
 const GATEWAY: &str = "trackhrs-gateway";
+/// The platform assembly, imported by the binary and the test-kit.
+const PLATFORM: &str = "trackhrs-platform";
+/// The tests' fixtures, only ever a dev-dependency.
+const TESTKIT: &str = "trackhrs-testkit";
 /// The `trackhrs` binary (package `cli/`).
 const BINARY: &str = "trackhrs";
 
@@ -236,21 +240,59 @@ fn the_domain_depends_on_no_runtime_database_or_network_client() {
     );
 }
 
-#[test]
-fn nothing_but_the_binary_depends_on_the_gateway() {
+/// The members that depend on `target` through normal or build edges, with
+/// the path, other than `allowed` (and `target` itself).
+fn importers_of(target: &str, allowed: &[&str]) -> Vec<String> {
     let graph = Graph::get();
-    let gateway = graph.member(GATEWAY);
-    let offending: Vec<String> = graph
+    let id = graph.member(target);
+    graph
         .members
         .iter()
-        .filter(|(name, _)| name.as_str() != BINARY && name.as_str() != GATEWAY)
-        .filter_map(|(_, id)| graph.reachable(id).remove(gateway))
+        .filter(|(name, _)| name.as_str() != target && !allowed.contains(&name.as_str()))
+        .filter_map(|(_, member)| graph.reachable(member).remove(id))
         .map(|path| graph.show(&path))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn only_the_platform_assembly_imports_the_gateway() {
+    // The binary reaches the gateway through the platform.
+    let offending = importers_of(GATEWAY, &[PLATFORM, BINARY, TESTKIT]);
     assert!(
         offending.is_empty(),
-        "nothing may import {GATEWAY} except the `{BINARY}` binary \
-         (end-to-end tests reach it through [dev-dependencies]), but:\n  {}",
+        "nothing may import {GATEWAY} but {PLATFORM} (and so the `{BINARY}` binary; \
+         end-to-end tests reach it through [dev-dependencies]), but:\n  {}",
+        offending.join("\n  ")
+    );
+    let direct: Vec<String> = Graph::get()
+        .members
+        .keys()
+        .filter(|name| name.as_str() != PLATFORM && name.as_str() != GATEWAY)
+        .filter(|name| direct_dependencies(name).iter().any(|d| d == GATEWAY))
+        .cloned()
+        .collect();
+    assert!(
+        direct.is_empty(),
+        "only {PLATFORM} assembles the gateway, but these depend on it directly: {direct:?}"
+    );
+}
+
+#[test]
+fn only_the_binary_and_the_test_kit_import_the_platform_assembly() {
+    let offending = importers_of(PLATFORM, &[BINARY, TESTKIT]);
+    assert!(
+        offending.is_empty(),
+        "{PLATFORM} is assembled by the `{BINARY}` binary and the tests only, but:\n  {}",
+        offending.join("\n  ")
+    );
+}
+
+#[test]
+fn the_test_kit_is_only_ever_a_dev_dependency() {
+    let offending = importers_of(TESTKIT, &[]);
+    assert!(
+        offending.is_empty(),
+        "{TESTKIT} is for tests ([dev-dependencies]), but:\n  {}",
         offending.join("\n  ")
     );
 }
@@ -374,7 +416,8 @@ fn the_application_layer_holds_no_wire_types() {
 }
 
 /// Every file under a `src/` folder of the workspace (code that ships, not
-/// tests), with its path relative to the workspace root.
+/// tests: the test-kit is left out), with its path relative to the
+/// workspace root.
 fn shipped_sources() -> Vec<(String, String)> {
     fn walk(dir: &Path, root: &Path, in_src: bool, out: &mut Vec<(String, String)>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -384,7 +427,8 @@ fn shipped_sources() -> Vec<(String, String)> {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             if path.is_dir() {
-                if !name.starts_with('.') && name != "target" && name != "node_modules" {
+                let skipped = ["target", "node_modules", "testkit"];
+                if !name.starts_with('.') && !skipped.contains(&name.as_str()) {
                     walk(&path, root, in_src || name == "src", out);
                 }
             } else if in_src && (name.ends_with(".rs") || name.ends_with(".sql")) {

@@ -4,8 +4,7 @@
 //! clicked with synthetic input, and what it captured read back from its
 //! local store through its ActivityWatch API.
 
-#[path = "../../../gateway/tests/common/mod.rs"]
-mod platform;
+use trackhrs_testkit as platform;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

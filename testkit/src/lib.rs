@@ -1,66 +1,87 @@
-//! A whole platform per test: a real nats-server, a fresh PostgreSQL
-//! database, the directory projection running, and gateway replicas on free
-//! ports.
+//! The test-kit: a whole platform per test, assembled as the binary
+//! assembles it (`trackhrs-platform`): a real nats-server, a fresh
+//! PostgreSQL database, every read model and policy running, and gateway
+//! replicas on free ports; with the helpers the end-to-end tests share
+//! (sign-up, members, devices, authenticated requests).
+//!
+//! Only ever a dev-dependency (`tests/tests/layering.rs` checks it).
 
-#![allow(dead_code)]
-
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
-use trackhrs_app::policy::Revocation;
 use trackhrs_app::{App, AppConfig};
 use trackhrs_harness::{NatsServer, TestDb};
 use trackhrs_nats::{EventStore, StoreConfig, provision};
-use trackhrs_projections::activity::Activity;
-use trackhrs_projections::directory::Directory;
-use trackhrs_projections::timeline::Timeline;
-use trackhrs_projections::{Projection, Runner, RunnerConfig};
+use trackhrs_platform::{Platform as Assembled, ReadModels, Settings};
 use trackhrs_schemas::agent::v1::agent_session_client::AgentSessionClient;
 use trackhrs_schemas::org::v1 as pb;
 use trackhrs_schemas::org::v1::identity_client::IdentityClient;
 use trackhrs_schemas::org::v1::organizations_client::OrganizationsClient;
 
+/// The password of every account the helpers make.
 pub const PASSWORD: &str = "correct horse battery";
 
+/// A platform under test; everything stops when it is dropped.
 pub struct Platform {
+    /// Its nats-server.
     pub nats: NatsServer,
+    /// Its database.
     pub db: TestDb,
+    /// An event store of its own (not one of a replica's).
     pub store: EventStore,
+    /// The store's configuration.
     pub store_config: StoreConfig,
+    /// The gateway replicas.
     pub replicas: Vec<Replica>,
     stop: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
+/// One gateway process.
 pub struct Replica {
+    /// Its application layer.
     pub app: Arc<App>,
+    /// A channel to it.
     pub channel: Channel,
-    pub addr: std::net::SocketAddr,
+    /// Where it listens.
+    pub addr: SocketAddr,
 }
 
 impl Replica {
+    /// An `Identity` client.
     pub fn identity(&self) -> IdentityClient<Channel> {
         IdentityClient::new(self.channel.clone())
     }
+
+    /// An `Organizations` client.
     pub fn orgs(&self) -> OrganizationsClient<Channel> {
         OrganizationsClient::new(self.channel.clone())
     }
+
+    /// An `AgentSession` client.
     pub fn agent(&self) -> AgentSessionClient<Channel> {
         AgentSessionClient::new(self.channel.clone())
     }
 }
 
+/// Read models apply at once in tests.
+const BATCH_WAIT: Duration = Duration::from_millis(20);
+
 impl Platform {
+    /// One replica, default settings.
     pub async fn start() -> Self {
         Self::start_with(AppConfig::default(), 1).await
     }
 
+    /// `replicas` replicas with `config`.
     pub async fn start_with(config: AppConfig, replicas: usize) -> Self {
         Self::start_full(config, replicas, StoreConfig::default()).await
     }
 
+    /// `replicas` replicas with `config`, on a store configured so.
     pub async fn start_full(config: AppConfig, replicas: usize, store_config: StoreConfig) -> Self {
         Self::start_on(
             config,
@@ -107,49 +128,67 @@ impl Platform {
         let store = EventStore::open(client, store_config.clone())
             .await
             .unwrap();
-        let pg_config: tokio_postgres::Config = db.connection_string().parse().unwrap();
-        let mut stop = Vec::new();
-        stop.push(spawn_projection(Directory::new(1), &store, &pg_config));
-        stop.push(spawn_projection(
-            Revocation::new(store.clone(), 1),
-            &store,
-            &pg_config,
-        ));
-        if activity {
-            stop.push(spawn_projection(Activity::new(1), &store, &pg_config));
-            stop.push(spawn_projection(Timeline::new(1), &store, &pg_config));
-        }
+        let read_models = if activity {
+            ReadModels::All
+        } else {
+            ReadModels::AllBut(vec![
+                trackhrs_projections::activity::NAME.into(),
+                trackhrs_projections::timeline::NAME.into(),
+            ])
+        };
         let mut platform = Self {
             nats,
             db,
             store,
             store_config,
             replicas: Vec::new(),
-            stop,
+            stop: Vec::new(),
         };
+        let projections = Settings {
+            app: config.clone(),
+            pg_pool: 2,
+            gateway: None,
+            read_models,
+            batch_wait: Some(BATCH_WAIT),
+        };
+        platform.spawn(projections).await;
         for _ in 0..replicas {
             platform.add_replica(config.clone()).await;
         }
         platform
     }
 
-    /// Another gateway process on the same NATS and PostgreSQL (its own
-    /// NATS connection and event-store caches).
-    pub async fn add_replica(&mut self, config: AppConfig) {
+    /// Assembles a platform with `settings` on this one's servers (its own
+    /// NATS connection and caches) and runs it until this one is dropped;
+    /// returns its application layer and its gateway's address.
+    async fn spawn(&mut self, settings: Settings) -> (Arc<App>, Option<SocketAddr>) {
         let client = self.nats.connect().await.unwrap();
         let store = EventStore::open(client, self.store_config.clone())
             .await
             .unwrap();
-        let pg_config: tokio_postgres::Config = self.db.connection_string().parse().unwrap();
-        let pool = trackhrs_app::pg_pool(pg_config, 8).unwrap();
-        let app = Arc::new(App::open(store, pool, config).await.unwrap());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let pg: tokio_postgres::Config = self.db.connection_string().parse().unwrap();
+        let assembled = Assembled::build(store, pg, settings).await.unwrap();
+        let running = (assembled.app().clone(), assembled.gateway_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         self.stop.push(tx);
-        tokio::spawn(trackhrs_gateway::serve(listener, app.clone(), async {
+        tokio::spawn(assembled.run(async {
             let _ = rx.await;
         }));
+        running
+    }
+
+    /// Another gateway process on the same NATS and PostgreSQL (its own
+    /// NATS connection and event-store caches).
+    pub async fn add_replica(&mut self, config: AppConfig) {
+        let settings = Settings {
+            app: config,
+            pg_pool: 8,
+            gateway: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            read_models: ReadModels::None,
+            batch_wait: None,
+        };
+        let (app, addr) = self.spawn(settings).await;
+        let addr = addr.expect("a replica has a gateway");
         let channel = Channel::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect()
@@ -158,6 +197,7 @@ impl Platform {
         self.replicas.push(Replica { app, channel, addr });
     }
 
+    /// The first replica.
     pub fn gw(&self) -> &Replica {
         &self.replicas[0]
     }
@@ -200,6 +240,8 @@ impl Platform {
         );
     }
 
+    /// Signs up `org` with `seats` seats; returns the owner's session once
+    /// the directory has it.
     pub async fn sign_up(&self, org: &str, seats: u32) -> pb::Session {
         let session = self
             .gw()
@@ -254,6 +296,7 @@ impl Platform {
         session
     }
 
+    /// Enrolls a device of `session`'s member named `name`.
     pub async fn enroll(&self, session: &pb::Session, name: &str) -> pb::EnrollDeviceResponse {
         let enrolled = self
             .gw()
@@ -303,28 +346,6 @@ impl Drop for Platform {
     }
 }
 
-/// Runs `projection` until the returned sender is dropped or used.
-fn spawn_projection<P: Projection>(
-    projection: P,
-    store: &EventStore,
-    pg_config: &tokio_postgres::Config,
-) -> tokio::sync::oneshot::Sender<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let runner = Runner::new(
-        projection,
-        store.clone(),
-        pg_config.clone(),
-        RunnerConfig {
-            batch_wait: Duration::from_millis(20),
-            ..RunnerConfig::default()
-        },
-    );
-    tokio::spawn(runner.run(async {
-        let _ = rx.await;
-    }));
-    tx
-}
-
 /// A request carrying `token` as its bearer credential.
 pub fn authed<T>(token: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);
@@ -335,6 +356,7 @@ pub fn authed<T>(token: &str, message: T) -> Request<T> {
     request
 }
 
+/// Asserts that `result` failed with `code`; returns the status.
 pub fn assert_code<T: std::fmt::Debug>(
     result: Result<T, Status>,
     code: Code,

@@ -1,0 +1,288 @@
+//! Assembles the platform, once, for everything that runs it: the
+//! `trackhrs` binary's roles (`dev`, `gateway`, `projections run`,
+//! `rebuild`, `dlq replay`) and the tests. [`Platform::build`] opens the
+//! application layer and binds the gateway; [`Platform::run`] serves it and
+//! runs the read models and policies until shutdown.
+//!
+//! Architecture invariant: the only crate besides the binary that imports
+//! the gateway; it holds no business rule, only the wiring. The list of
+//! read models and policies ([`read_models`]) lives here and nowhere else.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, future};
+use tokio::net::TcpListener;
+use trackhrs_app::policy::Revocation;
+use trackhrs_app::{App, AppConfig, AppError};
+use trackhrs_nats::EventStore;
+use trackhrs_projections::activity::Activity;
+use trackhrs_projections::directory::Directory;
+use trackhrs_projections::timeline::Timeline;
+use trackhrs_projections::{ProjectionError, RunnerConfig, Supervise, Supervisor};
+
+pub use trackhrs_gateway::MAX_MESSAGE_BYTES;
+
+/// What went wrong assembling or running the platform.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// The application layer could not open (credential store).
+    #[error("opening the application: {0}")]
+    App(#[from] AppError),
+    /// The gateway's address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gateway failed.
+    #[error(transparent)]
+    Gateway(#[from] trackhrs_gateway::GatewayError),
+    /// A read model or policy failed.
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    /// A task panicked or was cancelled.
+    #[error("platform task: {0}")]
+    Task(String),
+    /// No read model or policy has that name.
+    #[error("unknown projection {name}; the projections are {known}")]
+    UnknownProjection {
+        /// The name asked for.
+        name: String,
+        /// The names there are.
+        known: String,
+    },
+}
+
+/// Which read models and policies a platform runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ReadModels {
+    /// None (a gateway replica).
+    #[default]
+    None,
+    /// All of them (the projections role, `dev`).
+    All,
+    /// All but these (tests of a read model being built or missing).
+    AllBut(Vec<String>),
+}
+
+/// How to assemble a platform.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The application layer's settings.
+    pub app: AppConfig,
+    /// PostgreSQL connections of the application layer.
+    pub pg_pool: usize,
+    /// Where the gateway listens; `None`: no gateway.
+    pub gateway: Option<SocketAddr>,
+    /// The read models and policies to run.
+    pub read_models: ReadModels,
+    /// Overrides every read model's batch wait (tests apply at once).
+    pub batch_wait: Option<Duration>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            app: AppConfig::default(),
+            pg_pool: 16,
+            gateway: None,
+            read_models: ReadModels::None,
+            batch_wait: None,
+        }
+    }
+}
+
+/// How the activity and timeline projections batch: up to 100 commits or
+/// 1 s. Commits of uploads carry many spans each, so a batch is thousands of
+/// events.
+pub fn activity_config() -> RunnerConfig {
+    RunnerConfig {
+        batch_max: 100,
+        batch_wait: Duration::from_millis(1000),
+        ..RunnerConfig::default()
+    }
+}
+
+/// Every read model and policy, each under its supervisor (versions,
+/// rebuilds, dead-letter replays). A new read model is added here, and
+/// nowhere else.
+pub fn read_models(store: &EventStore, pg: &tokio_postgres::Config) -> Vec<Box<dyn Supervise>> {
+    read_models_with(store, pg, None)
+}
+
+fn read_models_with(
+    store: &EventStore,
+    pg: &tokio_postgres::Config,
+    batch_wait: Option<Duration>,
+) -> Vec<Box<dyn Supervise>> {
+    // Organization events are rare and people wait for them (a query with
+    // min_position, a revocation): apply them promptly.
+    let prompt = RunnerConfig {
+        batch_wait: Duration::from_millis(50),
+        ..RunnerConfig::default()
+    };
+    let configure = |config: RunnerConfig| RunnerConfig {
+        batch_wait: batch_wait.unwrap_or(config.batch_wait),
+        ..config
+    };
+    let policy_store = store.clone();
+    vec![
+        Box::new(Supervisor::new(
+            Directory::new,
+            store.clone(),
+            pg.clone(),
+            configure(prompt.clone()),
+        )),
+        Box::new(Supervisor::new(
+            move |version| Revocation::new(policy_store.clone(), version),
+            store.clone(),
+            pg.clone(),
+            configure(prompt),
+        )),
+        Box::new(Supervisor::new(
+            Activity::new,
+            store.clone(),
+            pg.clone(),
+            configure(activity_config()),
+        )),
+        Box::new(Supervisor::new(
+            Timeline::new,
+            store.clone(),
+            pg.clone(),
+            configure(activity_config()),
+        )),
+    ]
+}
+
+/// The read model or policy called `name`.
+pub fn read_model(
+    store: &EventStore,
+    pg: &tokio_postgres::Config,
+    name: &str,
+) -> Result<Box<dyn Supervise>, PlatformError> {
+    let all = read_models(store, pg);
+    let known: Vec<String> = all.iter().map(|r| r.name()).collect();
+    all.into_iter()
+        .find(|r| r.name() == name)
+        .ok_or_else(|| PlatformError::UnknownProjection {
+            name: name.to_owned(),
+            known: known.join(", "),
+        })
+}
+
+/// A platform assembled and ready to run.
+pub struct Platform {
+    app: Arc<App>,
+    store: EventStore,
+    pg: tokio_postgres::Config,
+    gateway: Option<TcpListener>,
+    gateway_addr: Option<SocketAddr>,
+    read_models: Vec<Box<dyn Supervise>>,
+}
+
+impl Platform {
+    /// Opens the application layer on `store` and PostgreSQL `pg`, binds the
+    /// gateway's address (port 0: a free one, see
+    /// [`Platform::gateway_addr`]) and prepares the read models.
+    pub async fn build(
+        store: EventStore,
+        pg: tokio_postgres::Config,
+        settings: Settings,
+    ) -> Result<Self, PlatformError> {
+        let pool = trackhrs_app::pg_pool(pg.clone(), settings.pg_pool)?;
+        let app = Arc::new(App::open(store.clone(), pool, settings.app).await?);
+        let gateway = match settings.gateway {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| PlatformError::Listen { addr, source })?,
+            ),
+            None => None,
+        };
+        let gateway_addr = gateway.as_ref().and_then(|l| l.local_addr().ok());
+        let read_models = match settings.read_models {
+            ReadModels::None => Vec::new(),
+            ReadModels::All => read_models_with(&store, &pg, settings.batch_wait),
+            ReadModels::AllBut(skip) => read_models_with(&store, &pg, settings.batch_wait)
+                .into_iter()
+                .filter(|r| !skip.contains(&r.name()))
+                .collect(),
+        };
+        Ok(Self {
+            app,
+            store,
+            pg,
+            gateway,
+            gateway_addr,
+            read_models,
+        })
+    }
+
+    /// The application layer (for seeding and operator tools).
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// PostgreSQL's settings.
+    pub fn pg(&self) -> &tokio_postgres::Config {
+        &self.pg
+    }
+
+    /// Where the gateway listens, when it has one.
+    pub fn gateway_addr(&self) -> Option<SocketAddr> {
+        self.gateway_addr
+    }
+
+    /// Serves the gateway and runs the read models and policies until
+    /// `shutdown` completes; then waits for each to stop.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), PlatformError> {
+        let stop = shutdown.boxed().shared();
+        let mut tasks: Vec<(String, BoxFuture<'static, Result<(), PlatformError>>)> = Vec::new();
+        for supervisor in self.read_models {
+            let name = supervisor.name();
+            let run = tokio::spawn(supervisor.run(stop.clone().boxed()));
+            tasks.push((
+                name,
+                async move {
+                    run.await
+                        .map_err(|e| PlatformError::Task(e.to_string()))?
+                        .map_err(PlatformError::from)
+                }
+                .boxed(),
+            ));
+        }
+        if let Some(listener) = self.gateway {
+            let serve = tokio::spawn(trackhrs_gateway::serve(listener, self.app, stop.clone()));
+            tasks.push((
+                "gateway".to_owned(),
+                async move {
+                    serve
+                        .await
+                        .map_err(|e| PlatformError::Task(e.to_string()))?
+                        .map_err(PlatformError::from)
+                }
+                .boxed(),
+            ));
+        }
+        let (names, runs): (Vec<_>, Vec<_>) = tasks.into_iter().unzip();
+        for (name, result) in names.into_iter().zip(future::join_all(runs).await) {
+            result?;
+            tracing::info!(role = name, "stopped");
+        }
+        Ok(())
+    }
+}
