@@ -11,21 +11,26 @@
 //! orgs' state, multi-row upserts of activities and facts, one read and one
 //! insert of classifications.
 
+mod decode;
+mod queries;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio_postgres::{GenericClient, Transaction};
+use tokio_postgres::Transaction;
 use trackhrs_domain::Aggregate;
 use trackhrs_domain::activity::DeviceActivity;
 use trackhrs_domain::organization::{OrgEvent, Organization};
-use trackhrs_nats::codec::{StoredPersonal, decode_commit};
-use trackhrs_nats::keys::DataKey;
-use trackhrs_nats::{KeyStore, StoreError, TypedCommit, decode_typed};
+use trackhrs_nats::{KeyStore, StoreError, TypedCommit};
 
+pub use self::decode::{ActivityCommit, DeviceBatch, OpenedSpan};
+pub use self::queries::{
+    DashboardCell, TopTitle, classifier_version, dashboard, org_info, org_rules, top_titles,
+};
 use crate::classifier::{CLASSIFIER_VERSION, CategoryRule, Rules};
 use crate::error::{ApplyError, poison_at};
 use crate::projection::{Committed, Projection};
@@ -73,189 +78,6 @@ impl Activity {
     }
 }
 
-/// A stored commit as the activity projection reads it.
-#[derive(Debug)]
-pub enum ActivityCommit {
-    /// An organization's commit (time zone, category rules), its events
-    /// typed.
-    Org(TypedCommit<OrgEvent>),
-    /// A device's batch of spans, read typed: a span is a hot event (most
-    /// of the log), and a JSON tree per span cost most of the apply time.
-    Device(DeviceBatch),
-}
-
-/// A device-activity commit: its member and spans, personal data opened.
-#[derive(Debug)]
-pub struct DeviceBatch {
-    /// Stream sequence of the commit.
-    pub stream_sequence: u64,
-    /// Organization.
-    pub org_id: String,
-    /// Events in the commit.
-    pub events: usize,
-    /// From the commit's `BatchAccepted` (a commit without one has no spans).
-    pub member: Option<String>,
-    /// The spans, in commit order.
-    pub spans: Vec<OpenedSpan>,
-}
-
-/// One `SpanRecorded`, title and URL opened (`None` when absent or erased).
-/// Its debug output hides them, as [`PersonalData`]'s does.
-///
-/// [`PersonalData`]: trackhrs_domain::personal::PersonalData
-#[derive(Clone, PartialEq, Eq)]
-pub struct OpenedSpan {
-    /// Start, ms since the epoch.
-    pub start_ms: i64,
-    /// End (exclusive), ms since the epoch.
-    pub end_ms: i64,
-    /// Application.
-    pub app: String,
-    /// Window title.
-    pub title: Option<String>,
-    /// URL.
-    pub url: Option<String>,
-    /// Active or idle.
-    pub active: bool,
-}
-
-impl std::fmt::Debug for OpenedSpan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hidden = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
-        f.debug_struct("OpenedSpan")
-            .field("start_ms", &self.start_ms)
-            .field("end_ms", &self.end_ms)
-            .field("app", &self.app)
-            .field("title", &hidden(&self.title))
-            .field("url", &hidden(&self.url))
-            .field("active", &self.active)
-            .finish()
-    }
-}
-
-/// `BatchAccepted` v1, the part this projection reads.
-#[derive(serde::Deserialize)]
-struct StoredAccepted {
-    member: String,
-}
-
-/// `SpanRecorded` v1 as stored.
-#[derive(serde::Deserialize)]
-struct StoredSpan<'a> {
-    start_ms: i64,
-    end_ms: i64,
-    #[serde(borrow)]
-    app: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    title: Option<StoredPersonal<'a>>,
-    #[serde(borrow)]
-    url: Option<StoredPersonal<'a>>,
-    active: bool,
-}
-
-impl Committed for ActivityCommit {
-    fn stream_sequence(&self) -> u64 {
-        match self {
-            Self::Org(c) => c.stream_sequence,
-            Self::Device(b) => b.stream_sequence,
-        }
-    }
-
-    fn org_id(&self) -> &str {
-        match self {
-            Self::Org(c) => &c.org_id,
-            Self::Device(b) => &b.org_id,
-        }
-    }
-
-    fn events(&self) -> usize {
-        match self {
-            Self::Org(c) => c.events.len(),
-            Self::Device(b) => b.events,
-        }
-    }
-}
-
-/// Decodes a device-activity commit without a JSON tree per event. Only
-/// schema version 1 of its events exists; any other version, an unknown
-/// event type or a malformed payload makes the commit a dead letter.
-async fn decode_device(
-    keys: &KeyStore,
-    subject: &str,
-    sequence: u64,
-    bytes: &[u8],
-) -> Result<ActivityCommit, StoreError> {
-    let bad = |reason: String| StoreError::Decode {
-        subject: subject.to_owned(),
-        sequence,
-        reason,
-    };
-    let commit = decode_commit(subject, sequence, bytes)?;
-    if commit.aggregate_type != DeviceActivity::TYPE {
-        return decode_typed::<Organization>(keys, subject, sequence, bytes)
-            .await
-            .map(ActivityCommit::Org);
-    }
-    // The subjects' keys met in this commit (one: the member's).
-    let mut found: Vec<(String, Option<Arc<DataKey>>)> = Vec::new();
-    let mut batch = DeviceBatch {
-        stream_sequence: sequence,
-        org_id: commit.org_id.clone(),
-        events: commit.events.len(),
-        member: None,
-        spans: Vec::with_capacity(commit.events.len()),
-    };
-    for event in &commit.events {
-        let kind = event.event_type.as_str();
-        if event.schema_version != 1 {
-            return Err(bad(format!(
-                "{kind} v{} is not a version this projection reads",
-                event.schema_version
-            )));
-        }
-        match kind {
-            "BatchAccepted" => {
-                let accepted: StoredAccepted = serde_json::from_slice(&event.payload)
-                    .map_err(|e| bad(format!("{kind}: {e}")))?;
-                batch.member = Some(accepted.member);
-            }
-            "SpanRecorded" => {
-                if batch.member.is_none() {
-                    return Err(bad("a span before its BatchAccepted".into()));
-                }
-                let span: StoredSpan = serde_json::from_slice(&event.payload)
-                    .map_err(|e| bad(format!("{kind}: {e}")))?;
-                let mut open = async |pd: &Option<StoredPersonal<'_>>| {
-                    let Some(pd) = pd else {
-                        return Ok(None);
-                    };
-                    let key = match found.iter().find(|(s, _)| *s == pd.subject) {
-                        Some((_, key)) => key.clone(),
-                        None => {
-                            let key = keys.key_for_read(&pd.subject).await?;
-                            found.push((pd.subject.to_string(), key.clone()));
-                            key
-                        }
-                    };
-                    pd.open(key.as_deref()).map_err(bad)
-                };
-                let title = open(&span.title).await?;
-                let url = open(&span.url).await?;
-                batch.spans.push(OpenedSpan {
-                    start_ms: span.start_ms,
-                    end_ms: span.end_ms,
-                    app: span.app.into_owned(),
-                    title,
-                    url,
-                    active: span.active,
-                });
-            }
-            other => return Err(bad(format!("unknown device activity event {other}"))),
-        }
-    }
-    Ok(ActivityCommit::Device(batch))
-}
-
 /// What the projection keeps per org.
 #[derive(Debug, Clone, Default)]
 struct OrgState {
@@ -291,6 +113,17 @@ pub fn activity_id(app: &str, title: Option<&str>, url: Option<&str>) -> i64 {
     }
     let digest = h.finalize();
     i64::from_le_bytes(digest[..8].try_into().unwrap_or_default())
+}
+
+/// (schema version, classifier version) of this code.
+pub fn code_version() -> (u32, u32) {
+    (SCHEMA_VERSION, CLASSIFIER_VERSION)
+}
+
+/// (schema version, classifier version) as one number that orders the same
+/// way, for the catalog.
+fn code_version_number((schema, classifier): (u32, u32)) -> u64 {
+    (u64::from(schema) << 32) | u64::from(classifier)
 }
 
 /// Splits `[start_ms, end_ms)` at local midnights of `tz`: (local day, ms).
@@ -336,7 +169,7 @@ impl Projection for Activity {
         sequence: u64,
         bytes: &[u8],
     ) -> Result<ActivityCommit, StoreError> {
-        decode_device(keys, subject, sequence, bytes).await
+        decode::decode_device(keys, subject, sequence, bytes).await
     }
 
     fn name(&self) -> &str {
@@ -435,7 +268,8 @@ impl Projection for Activity {
     }
 }
 
-fn timezone_default() -> String {
+/// The time zone of an org whose settings the projection has not seen.
+pub(crate) fn timezone_default() -> String {
     "UTC".into()
 }
 
@@ -749,194 +583,6 @@ impl Activity {
 /// array parameter that PostgreSQL splits back.
 fn format_category(path: &[String]) -> String {
     path.join("\u{1f}")
-}
-
-/// One row of the dashboard: time of one member on one day in one
-/// (category, app, active) cell.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DashboardCell {
-    /// Person id.
-    pub person_id: String,
-    /// Day in the org's time zone.
-    pub day: NaiveDate,
-    /// Category path (`["Uncategorized"]` when none applies).
-    pub category: Vec<String>,
-    /// Productivity score of the category.
-    pub score: i32,
-    /// Application.
-    pub app: String,
-    /// Active or idle.
-    pub active: bool,
-    /// Milliseconds.
-    pub ms: i64,
-}
-
-/// One of a member's most-used window titles.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopTitle {
-    /// Person id.
-    pub person_id: String,
-    /// Application.
-    pub app: String,
-    /// Window title.
-    pub title: String,
-    /// Milliseconds, active and idle.
-    pub ms: i64,
-}
-
-/// The org's time zone and rules version as the projection knows them.
-pub async fn org_info(
-    pg: &impl GenericClient,
-    schema: &str,
-    org: &str,
-) -> Result<(String, u32), tokio_postgres::Error> {
-    Ok(pg
-        .query_opt(
-            &format!("SELECT timezone, rules_version FROM {schema}.org_state WHERE org_id = $1"),
-            &[&org],
-        )
-        .await?
-        .map_or((timezone_default(), 0), |r| {
-            (r.get(0), r.get::<_, i32>(1) as u32)
-        }))
-}
-
-/// The org's rules version and rules (empty: the default rules).
-pub async fn org_rules(
-    pg: &impl GenericClient,
-    schema: &str,
-    org: &str,
-) -> Result<(u32, Vec<CategoryRule>), tokio_postgres::Error> {
-    Ok(pg
-        .query_opt(
-            &format!("SELECT rules_version, rules FROM {schema}.org_state WHERE org_id = $1"),
-            &[&org],
-        )
-        .await?
-        .map_or((0, Vec::new()), |r| {
-            let rules: Value = r.get(1);
-            (
-                r.get::<_, i32>(0) as u32,
-                serde_json::from_value(rules).unwrap_or_default(),
-            )
-        }))
-}
-
-/// The classifier version the projection's schema was built with.
-pub async fn classifier_version(
-    pg: &impl GenericClient,
-    schema: &str,
-) -> Result<u32, tokio_postgres::Error> {
-    Ok(built_with(pg, schema).await?.1)
-}
-
-/// (schema version, classifier version) a version's schema was built with;
-/// compare with [`code_version`].
-pub async fn built_with(
-    pg: &impl GenericClient,
-    schema: &str,
-) -> Result<(u32, u32), tokio_postgres::Error> {
-    let row = pg
-        .query_one(
-            &format!("SELECT schema_version, classifier_version FROM {schema}.meta"),
-            &[],
-        )
-        .await?;
-    Ok((row.get::<_, i32>(0) as u32, row.get::<_, i32>(1) as u32))
-}
-
-/// (schema version, classifier version) of this code.
-pub fn code_version() -> (u32, u32) {
-    (SCHEMA_VERSION, CLASSIFIER_VERSION)
-}
-
-/// (schema version, classifier version) as one number that orders the same
-/// way, for the catalog.
-fn code_version_number((schema, classifier): (u32, u32)) -> u64 {
-    (u64::from(schema) << 32) | u64::from(classifier)
-}
-
-/// Dashboard cells of an org from `from` to `to` (inclusive), optionally for
-/// some members only, classified under `rules_version`.
-pub async fn dashboard(
-    pg: &impl GenericClient,
-    schema: &str,
-    org: &str,
-    from: NaiveDate,
-    to: NaiveDate,
-    people: Option<&[String]>,
-    rules_version: u32,
-) -> Result<Vec<DashboardCell>, tokio_postgres::Error> {
-    let rows = pg
-        .query(
-            &format!(
-                "SELECT d.person_id, d.day, coalesce(c.category, ARRAY['Uncategorized']), \
-                 coalesce(c.score, 0), a.app, d.active, sum(d.ms)::int8 \
-                 FROM {schema}.daily d \
-                 JOIN {schema}.activities a ON a.org_id = d.org_id AND a.activity_id = d.activity_id \
-                 LEFT JOIN {schema}.classifications c ON c.org_id = d.org_id \
-                   AND c.activity_id = d.activity_id AND c.rules_version = $5 \
-                 WHERE d.org_id = $1 AND d.day BETWEEN $2 AND $3 \
-                   AND ($4::text[] IS NULL OR d.person_id = ANY($4)) \
-                 GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 5, 6"
-            ),
-            &[&org, &from, &to, &people, &(rules_version as i32)],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| DashboardCell {
-            person_id: r.get(0),
-            day: r.get(1),
-            category: r.get(2),
-            score: r.get(3),
-            app: r.get(4),
-            active: r.get(5),
-            ms: r.get(6),
-        })
-        .collect())
-}
-
-/// Each member's `limit` most-used window titles in the range.
-pub async fn top_titles(
-    pg: &impl GenericClient,
-    schema: &str,
-    org: &str,
-    from: NaiveDate,
-    to: NaiveDate,
-    people: Option<&[String]>,
-    limit: i64,
-) -> Result<Vec<TopTitle>, tokio_postgres::Error> {
-    let rows = pg
-        .query(
-            &format!(
-                "SELECT person_id, app, title, ms FROM ( \
-                   SELECT d.person_id, a.app, a.title, sum(d.ms)::int8 AS ms, \
-                     row_number() OVER (PARTITION BY d.person_id ORDER BY sum(d.ms) DESC, a.title) AS n \
-                   FROM {schema}.daily d \
-                   JOIN {schema}.activities a ON a.org_id = d.org_id AND a.activity_id = d.activity_id \
-                   WHERE d.org_id = $1 AND d.day BETWEEN $2 AND $3 AND a.title IS NOT NULL \
-                     AND ($4::text[] IS NULL OR d.person_id = ANY($4)) \
-                   GROUP BY d.person_id, a.app, a.title) t \
-                 WHERE n <= $5 ORDER BY person_id, ms DESC, title"
-            ),
-            &[&org, &from, &to, &people, &limit],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| TopTitle {
-            person_id: r.get(0),
-            app: r.get(1),
-            title: r.get(2),
-            ms: r.get(3),
-        })
-        .collect())
-}
-
-/// The week day of a date, Monday = 1 (used by callers building calendars).
-pub fn iso_weekday(day: NaiveDate) -> u32 {
-    day.weekday().number_from_monday()
 }
 
 #[cfg(test)]

@@ -1,0 +1,171 @@
+//! The activity read model's queries: what the dashboards read.
+
+use chrono::NaiveDate;
+use serde_json::Value;
+use tokio_postgres::GenericClient;
+
+use super::timezone_default;
+use crate::classifier::CategoryRule;
+
+/// One row of the dashboard: time of one member on one day in one
+/// (category, app, active) cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DashboardCell {
+    /// Person id.
+    pub person_id: String,
+    /// Day in the org's time zone.
+    pub day: NaiveDate,
+    /// Category path (`["Uncategorized"]` when none applies).
+    pub category: Vec<String>,
+    /// Productivity score of the category.
+    pub score: i32,
+    /// Application.
+    pub app: String,
+    /// Active or idle.
+    pub active: bool,
+    /// Milliseconds.
+    pub ms: i64,
+}
+
+/// One of a member's most-used window titles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopTitle {
+    /// Person id.
+    pub person_id: String,
+    /// Application.
+    pub app: String,
+    /// Window title.
+    pub title: String,
+    /// Milliseconds, active and idle.
+    pub ms: i64,
+}
+
+/// The org's time zone and rules version as the projection knows them.
+pub async fn org_info(
+    pg: &impl GenericClient,
+    schema: &str,
+    org: &str,
+) -> Result<(String, u32), tokio_postgres::Error> {
+    Ok(pg
+        .query_opt(
+            &format!("SELECT timezone, rules_version FROM {schema}.org_state WHERE org_id = $1"),
+            &[&org],
+        )
+        .await?
+        .map_or((timezone_default(), 0), |r| {
+            (r.get(0), r.get::<_, i32>(1) as u32)
+        }))
+}
+
+/// The org's rules version and rules (empty: the default rules).
+pub async fn org_rules(
+    pg: &impl GenericClient,
+    schema: &str,
+    org: &str,
+) -> Result<(u32, Vec<CategoryRule>), tokio_postgres::Error> {
+    Ok(pg
+        .query_opt(
+            &format!("SELECT rules_version, rules FROM {schema}.org_state WHERE org_id = $1"),
+            &[&org],
+        )
+        .await?
+        .map_or((0, Vec::new()), |r| {
+            let rules: Value = r.get(1);
+            (
+                r.get::<_, i32>(0) as u32,
+                serde_json::from_value(rules).unwrap_or_default(),
+            )
+        }))
+}
+
+/// The classifier version the projection's schema was built with.
+pub async fn classifier_version(
+    pg: &impl GenericClient,
+    schema: &str,
+) -> Result<u32, tokio_postgres::Error> {
+    let row = pg
+        .query_one(
+            &format!("SELECT classifier_version FROM {schema}.meta"),
+            &[],
+        )
+        .await?;
+    Ok(row.get::<_, i32>(0) as u32)
+}
+
+/// Dashboard cells of an org from `from` to `to` (inclusive), optionally for
+/// some members only, classified under `rules_version`.
+pub async fn dashboard(
+    pg: &impl GenericClient,
+    schema: &str,
+    org: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+    people: Option<&[String]>,
+    rules_version: u32,
+) -> Result<Vec<DashboardCell>, tokio_postgres::Error> {
+    let rows = pg
+        .query(
+            &format!(
+                "SELECT d.person_id, d.day, coalesce(c.category, ARRAY['Uncategorized']), \
+                 coalesce(c.score, 0), a.app, d.active, sum(d.ms)::int8 \
+                 FROM {schema}.daily d \
+                 JOIN {schema}.activities a ON a.org_id = d.org_id AND a.activity_id = d.activity_id \
+                 LEFT JOIN {schema}.classifications c ON c.org_id = d.org_id \
+                   AND c.activity_id = d.activity_id AND c.rules_version = $5 \
+                 WHERE d.org_id = $1 AND d.day BETWEEN $2 AND $3 \
+                   AND ($4::text[] IS NULL OR d.person_id = ANY($4)) \
+                 GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 5, 6"
+            ),
+            &[&org, &from, &to, &people, &(rules_version as i32)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| DashboardCell {
+            person_id: r.get(0),
+            day: r.get(1),
+            category: r.get(2),
+            score: r.get(3),
+            app: r.get(4),
+            active: r.get(5),
+            ms: r.get(6),
+        })
+        .collect())
+}
+
+/// Each member's `limit` most-used window titles in the range.
+pub async fn top_titles(
+    pg: &impl GenericClient,
+    schema: &str,
+    org: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+    people: Option<&[String]>,
+    limit: i64,
+) -> Result<Vec<TopTitle>, tokio_postgres::Error> {
+    let rows = pg
+        .query(
+            &format!(
+                "SELECT person_id, app, title, ms FROM ( \
+                   SELECT d.person_id, a.app, a.title, sum(d.ms)::int8 AS ms, \
+                     row_number() OVER (PARTITION BY d.person_id ORDER BY sum(d.ms) DESC, a.title) AS n \
+                   FROM {schema}.daily d \
+                   JOIN {schema}.activities a ON a.org_id = d.org_id AND a.activity_id = d.activity_id \
+                   WHERE d.org_id = $1 AND d.day BETWEEN $2 AND $3 AND a.title IS NOT NULL \
+                     AND ($4::text[] IS NULL OR d.person_id = ANY($4)) \
+                   GROUP BY d.person_id, a.app, a.title) t \
+                 WHERE n <= $5 ORDER BY person_id, ms DESC, title"
+            ),
+            &[&org, &from, &to, &people, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| TopTitle {
+            person_id: r.get(0),
+            app: r.get(1),
+            title: r.get(2),
+            ms: r.get(3),
+        })
+        .collect())
+}
