@@ -41,19 +41,29 @@ pub fn pulsetime(poll: Duration) -> Duration {
     (poll * 3 / 2).max(poll + Duration::from_secs(1))
 }
 
+/// ActivityWatch's heartbeat rule on times (in any one unit), the one rule
+/// both the agent's spans and its ActivityWatch store merge by: a heartbeat
+/// that starts between the last event's start and its end plus the
+/// pulsetime extends the event to the later of both ends (returned);
+/// otherwise it starts a new event. The caller checks that the data agree.
+pub fn merged_end(last: (i64, i64), heartbeat: (i64, i64), pulsetime: i64) -> Option<i64> {
+    let ((start, end), (beat_start, beat_end)) = (last, heartbeat);
+    (beat_start >= start && beat_start <= end.saturating_add(pulsetime)).then(|| end.max(beat_end))
+}
+
 /// The last event extended by `heartbeat`, or None when the heartbeat
 /// starts a new event (other data, or outside the pulsetime window).
 pub fn merge(last: &Event, heartbeat: &Event, pulsetime: Duration) -> Option<Event> {
     if last.data != heartbeat.data {
         return None;
     }
-    let window_end = last.end_ms() + pulsetime.as_millis() as i64;
-    if heartbeat.start_ms < last.start_ms || heartbeat.start_ms > window_end {
-        return None;
-    }
-    let new_duration = heartbeat.start_ms - last.start_ms + heartbeat.duration_ms;
+    let end = merged_end(
+        (last.start_ms, last.end_ms()),
+        (heartbeat.start_ms, heartbeat.end_ms()),
+        pulsetime.as_millis() as i64,
+    )?;
     Some(Event {
-        duration_ms: last.duration_ms.max(new_duration),
+        duration_ms: end - last.start_ms,
         ..last.clone()
     })
 }

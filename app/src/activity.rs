@@ -402,13 +402,10 @@ impl Activity {
         rules: NewRules,
     ) -> Result<(Outcome, u32), AppError> {
         let org = caller.scope(org_id)?;
+        // A list is checked by the aggregate (`Rules::compile`); an export is
+        // read first, naming the field it came in.
         let rules = match rules {
-            NewRules::List(rules) => {
-                if !rules.is_empty() {
-                    Rules::compile(&rules).map_err(|e| AppError::invalid("rules", e))?;
-                }
-                rules
-            }
+            NewRules::List(rules) => rules,
             NewRules::ActivityWatch(json) => classifier::parse_activitywatch(&json)
                 .map_err(|e| AppError::invalid("activitywatch_json", e))?,
         };

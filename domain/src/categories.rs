@@ -1,7 +1,7 @@
 //! Classification rules as an organization stores them: a category path, an
 //! optional regular expression, and a productivity score (ActivityWatch's
-//! rule format plus the score). The projections compile and apply them; the
-//! domain only keeps their shape sound.
+//! rule format plus the score). `classifier::Rules::compile` is the one check
+//! of a rule set, made by the organization aggregate when rules are set.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,34 +26,4 @@ pub struct CategoryRule {
     /// Productivity score; None inherits the nearest ancestor's.
     #[serde(default)]
     pub score: Option<i32>,
-}
-
-/// Why a rule set is malformed (its shape; whether a regex compiles is
-/// checked where regexes are compiled).
-pub fn shape_problem(rules: &[CategoryRule]) -> Option<String> {
-    if rules.len() > MAX_CATEGORIES {
-        return Some(format!("at most {MAX_CATEGORIES} categories"));
-    }
-    for (index, rule) in rules.iter().enumerate() {
-        if rule.name.is_empty() || rule.name.iter().any(|n| n.trim().is_empty()) {
-            return Some(format!("category {index}: the name path has an empty part"));
-        }
-        if rule
-            .regex
-            .as_ref()
-            .is_some_and(|r| r.len() > MAX_REGEX_BYTES)
-        {
-            return Some(format!(
-                "category {index} ({}): the regex is longer than {MAX_REGEX_BYTES} bytes",
-                rule.name.join(" > ")
-            ));
-        }
-        if rule.score.is_some_and(|s| !SCORE_RANGE.contains(&s)) {
-            return Some(format!(
-                "category {index} ({}): the score must be from -100 to 100",
-                rule.name.join(" > ")
-            ));
-        }
-    }
-    None
 }

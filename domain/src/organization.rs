@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::aggregate::{Aggregate, DomainEvent, UpcastError};
-use crate::categories::{self, CategoryRule};
+use crate::categories::CategoryRule;
+use crate::classifier::Rules;
 use crate::ids::{PersonId, Token};
 use crate::personal::PersonalData;
 
@@ -778,8 +779,8 @@ impl Aggregate for Organization {
             OrgCommand::ChangeSettings { actor, settings } => self.change_settings(actor, settings),
             OrgCommand::SetCategoryRules { actor, rules } => {
                 self.require_manager(&actor)?;
-                if let Some(problem) = categories::shape_problem(&rules) {
-                    return Err(OrgError::InvalidRules(problem));
+                if let Err(problem) = Rules::compile(&rules) {
+                    return Err(OrgError::InvalidRules(problem.to_string()));
                 }
                 Ok(vec![OrgEvent::CategoryRulesChanged {
                     version: self.rules_version + 1,

@@ -120,13 +120,11 @@ pub fn heartbeat_merge(last: &AwEvent, heartbeat: &AwEvent, pulsetime_s: f64) ->
     if last.data != heartbeat.data {
         return None;
     }
-    let allowed_end = last
-        .end_us()
-        .saturating_add((pulsetime_s * 1e6).round() as i64);
-    if heartbeat.start_us() < last.start_us() || heartbeat.start_us() > allowed_end {
-        return None;
-    }
-    let end = last.end_us().max(heartbeat.end_us());
+    let end = crate::heartbeat::merged_end(
+        (last.start_us(), last.end_us()),
+        (heartbeat.start_us(), heartbeat.end_us()),
+        (pulsetime_s * 1e6).round() as i64,
+    )?;
     Some(AwEvent {
         id: last.id,
         timestamp: last.timestamp,

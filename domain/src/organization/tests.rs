@@ -390,7 +390,7 @@ fn rules_are_versioned_and_set_by_managers_only() {
             }],
         })
         .then_expect_error(OrgError::InvalidRules(
-            "category 0: the name path has an empty part".into(),
+            "categories[0] (Work > \" \"): part 1 of the name is empty".into(),
         ));
 }
 
