@@ -39,6 +39,49 @@ pub enum DeviceStatus {
     Unknown,
 }
 
+/// Why a device's batch is refused before its content is looked at: one
+/// rule for both of a device's upload streams (spans, raw timelines), each
+/// of which turns it into its own error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchRefusal {
+    /// The device is not enrolled in this org.
+    UnknownDevice,
+    /// The device was revoked or its member deactivated.
+    DeviceRevoked,
+    /// The sequence number was used by an earlier batch.
+    SequenceUsed {
+        /// The sequence number sent.
+        seq: u64,
+    },
+    /// A sequence number was skipped.
+    SequenceGap {
+        /// The next sequence number expected.
+        expected: u64,
+        /// The one sent.
+        got: u64,
+    },
+}
+
+/// Admits batch `seq` of a device whose last batch was `last_seq`: the
+/// device must be active and the sequence the next one, without a gap.
+pub fn admit_batch(device: DeviceStatus, last_seq: u64, seq: u64) -> Result<(), BatchRefusal> {
+    match device {
+        DeviceStatus::Active => {}
+        DeviceStatus::Revoked => return Err(BatchRefusal::DeviceRevoked),
+        DeviceStatus::Unknown => return Err(BatchRefusal::UnknownDevice),
+    }
+    if seq <= last_seq {
+        return Err(BatchRefusal::SequenceUsed { seq });
+    }
+    if seq != last_seq + 1 {
+        return Err(BatchRefusal::SequenceGap {
+            expected: last_seq + 1,
+            got: seq,
+        });
+    }
+    Ok(())
+}
+
 /// What the org lets the agent keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Privacy {
@@ -179,6 +222,17 @@ pub enum SpanProblem {
     Nul,
 }
 
+impl From<BatchRefusal> for ActivityError {
+    fn from(refusal: BatchRefusal) -> Self {
+        match refusal {
+            BatchRefusal::UnknownDevice => Self::UnknownDevice,
+            BatchRefusal::DeviceRevoked => Self::DeviceRevoked,
+            BatchRefusal::SequenceUsed { seq } => Self::SequenceUsed { seq },
+            BatchRefusal::SequenceGap { expected, got } => Self::SequenceGap { expected, got },
+        }
+    }
+}
+
 /// Why a batch was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActivityError {
@@ -281,20 +335,7 @@ impl Aggregate for DeviceActivity {
             privacy,
             limits,
         } = command;
-        match device {
-            DeviceStatus::Active => {}
-            DeviceStatus::Revoked => return Err(ActivityError::DeviceRevoked),
-            DeviceStatus::Unknown => return Err(ActivityError::UnknownDevice),
-        }
-        if seq <= self.last_seq {
-            return Err(ActivityError::SequenceUsed { seq });
-        }
-        if seq != self.last_seq + 1 {
-            return Err(ActivityError::SequenceGap {
-                expected: self.last_seq + 1,
-                got: seq,
-            });
-        }
+        admit_batch(device, self.last_seq, seq)?;
         if spans.is_empty() {
             return Err(ActivityError::Empty);
         }

@@ -21,7 +21,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::activity::{DeviceStatus, Privacy};
+use crate::activity::{BatchRefusal, DeviceStatus, Privacy, admit_batch};
 use crate::aggregate::{Aggregate, DomainEvent, UpcastError};
 use crate::ids::PersonId;
 use crate::personal::PersonalData;
@@ -215,6 +215,17 @@ pub enum ChangeProblem {
     DataNul,
 }
 
+impl From<BatchRefusal> for TimelineError {
+    fn from(refusal: BatchRefusal) -> Self {
+        match refusal {
+            BatchRefusal::UnknownDevice => Self::UnknownDevice,
+            BatchRefusal::DeviceRevoked => Self::DeviceRevoked,
+            BatchRefusal::SequenceUsed { seq } => Self::SequenceUsed { seq },
+            BatchRefusal::SequenceGap { expected, got } => Self::SequenceGap { expected, got },
+        }
+    }
+}
+
 /// Why a timeline batch was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TimelineError {
@@ -345,20 +356,7 @@ impl Aggregate for DeviceTimeline {
             privacy,
             limits,
         } = command;
-        match device {
-            DeviceStatus::Active => {}
-            DeviceStatus::Revoked => return Err(TimelineError::DeviceRevoked),
-            DeviceStatus::Unknown => return Err(TimelineError::UnknownDevice),
-        }
-        if seq <= self.last_seq {
-            return Err(TimelineError::SequenceUsed { seq });
-        }
-        if seq != self.last_seq + 1 {
-            return Err(TimelineError::SequenceGap {
-                expected: self.last_seq + 1,
-                got: seq,
-            });
-        }
+        admit_batch(device, self.last_seq, seq)?;
         if changes.is_empty() {
             return Err(TimelineError::Empty);
         }
