@@ -133,11 +133,7 @@ impl OrgCommands {
 /// policy. Runs until the connection closes.
 pub(crate) async fn follow_org_commits(store: EventStore) {
     use futures::StreamExt as _;
-    let subject = format!(
-        "{}.*.{}.*",
-        trackhrs_nats::config::EVENT_SUBJECT_PREFIX,
-        <Organization as trackhrs_domain::Aggregate>::TYPE
-    );
+    let subject = EventStore::subjects_of::<Organization>();
     match store.client().subscribe(subject.clone()).await {
         Ok(mut commits) => {
             while let Some(msg) = commits.next().await {

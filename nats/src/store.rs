@@ -311,6 +311,12 @@ impl EventStore {
         format!("{EVENT_SUBJECT_PREFIX}.{org}.{}.{id}", A::TYPE)
     }
 
+    /// The subject filter of every aggregate of type `A` in every org
+    /// (`evt.*.<type>.*`): what a read model or policy of `A` reads.
+    pub fn subjects_of<A: Aggregate>() -> String {
+        format!("{EVENT_SUBJECT_PREFIX}.*.{}.*", A::TYPE)
+    }
+
     /// Drops this process's cached state of the aggregate on `subject`, so
     /// the next load reads it from the log (for processes that follow other
     /// writers' commits, e.g. a gateway replica).

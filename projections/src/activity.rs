@@ -22,10 +22,9 @@ use chrono_tz::Tz;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Transaction;
-use trackhrs_domain::Aggregate;
 use trackhrs_domain::activity::DeviceActivity;
 use trackhrs_domain::organization::{OrgEvent, Organization};
-use trackhrs_nats::{KeyStore, StoreError, TypedCommit};
+use trackhrs_nats::{EventStore, KeyStore, StoreError, TypedCommit};
 
 pub use self::decode::{ActivityCommit, DeviceBatch, OpenedSpan};
 pub use self::queries::{
@@ -181,10 +180,9 @@ impl Projection for Activity {
     }
 
     fn subjects(&self) -> Vec<String> {
-        let prefix = trackhrs_nats::config::EVENT_SUBJECT_PREFIX;
         vec![
-            format!("{prefix}.*.{}.*", Organization::TYPE),
-            format!("{prefix}.*.{}.*", DeviceActivity::TYPE),
+            EventStore::subjects_of::<Organization>(),
+            EventStore::subjects_of::<DeviceActivity>(),
         ]
     }
 

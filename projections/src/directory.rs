@@ -6,9 +6,8 @@
 //! erased arrives as `None` and is stored as NULL.
 
 use tokio_postgres::{Client, Transaction};
-use trackhrs_domain::Aggregate;
 use trackhrs_domain::organization::{OrgEvent, Organization};
-use trackhrs_nats::{KeyStore, StoreError, TypedCommit, decode_typed};
+use trackhrs_nats::{EventStore, KeyStore, StoreError, TypedCommit, decode_typed};
 
 use crate::error::ApplyError;
 use crate::projection::Projection;
@@ -51,11 +50,7 @@ impl Projection for Directory {
     }
 
     fn subjects(&self) -> Vec<String> {
-        vec![format!(
-            "{}.*.{}.*",
-            trackhrs_nats::config::EVENT_SUBJECT_PREFIX,
-            Organization::TYPE
-        )]
+        vec![EventStore::subjects_of::<Organization>()]
     }
 
     async fn migrate(

@@ -15,9 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use tokio_postgres::{GenericClient, Transaction};
-use trackhrs_domain::Aggregate;
 use trackhrs_domain::timeline::{DeviceTimeline, TimelineEventKind};
-use trackhrs_nats::{KeyStore, StoreError, TypedCommit, decode_typed};
+use trackhrs_nats::{EventStore, KeyStore, StoreError, TypedCommit, decode_typed};
 
 use crate::error::{ApplyError, poison_at};
 use crate::projection::Projection;
@@ -169,11 +168,7 @@ impl Projection for Timeline {
     }
 
     fn subjects(&self) -> Vec<String> {
-        vec![format!(
-            "{}.*.{}.*",
-            trackhrs_nats::config::EVENT_SUBJECT_PREFIX,
-            DeviceTimeline::TYPE
-        )]
+        vec![EventStore::subjects_of::<DeviceTimeline>()]
     }
 
     async fn migrate(

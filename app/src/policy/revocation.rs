@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use tokio_postgres::Transaction;
 use trackhrs_credentials::revoke_recorded;
+use trackhrs_domain::Token;
 use trackhrs_domain::organization::{OrgEvent, Organization};
-use trackhrs_domain::{Aggregate, Token};
 use trackhrs_nats::{EventStore, KeyStore, StoreError, TypedCommit, decode_typed};
 use trackhrs_projections::{ApplyError, Projection};
 
@@ -82,11 +82,7 @@ impl Projection for Revocation {
     }
 
     fn subjects(&self) -> Vec<String> {
-        vec![format!(
-            "{}.*.{}.*",
-            trackhrs_nats::config::EVENT_SUBJECT_PREFIX,
-            Organization::TYPE
-        )]
+        vec![EventStore::subjects_of::<Organization>()]
     }
 
     /// The policy has no tables of its own; it makes sure the credential
