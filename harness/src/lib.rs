@@ -42,6 +42,21 @@ pub enum HarnessError {
     /// A command ran but failed.
     #[error("{0}")]
     Failed(String),
+    /// Another process took the port between choosing it and the server
+    /// binding it: the server could not bind it, or another server answers.
+    #[error("port {port} is taken: {detail}")]
+    PortTaken {
+        /// The port.
+        port: u16,
+        /// What showed it.
+        detail: String,
+    },
+}
+
+/// The last lines of a server's log, on one line, for an error message.
+fn log_tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
 }
 
 impl HarnessError {

@@ -1,8 +1,14 @@
 //! nats-server processes: one node, or a 3-node JetStream cluster.
+//!
+//! A free port is only free until someone binds it, and a test that talked
+//! to another test's server would pass or fail for the wrong reasons. So
+//! every server gets a unique `server_name`, and it is ready only when the
+//! server answering on its port reports that name; when another process
+//! holds the port, the start is tried again on a new one.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -10,6 +16,9 @@ use tempfile::TempDir;
 use crate::HarnessError;
 use crate::paths::{free_port, nats_server_binary, workspace_root};
 use crate::wait::wait_until;
+
+/// Starts tried on fresh ports before giving up, when the port is ours to choose.
+const START_ATTEMPTS: usize = 5;
 
 /// Password of the `trackhrs` and `admin` users when [`NatsOptions::accounts`] is on.
 pub const TEST_PASSWORD: &str = "trackhrs-test-password";
@@ -21,7 +30,8 @@ pub struct NatsOptions {
     pub sync_always: bool,
     /// Keep JetStream data here instead of a temp dir (dev mode).
     pub store_dir: Option<PathBuf>,
-    /// Listen on this port instead of a free one.
+    /// Listen on this port instead of a free one. The start then fails with
+    /// [`HarnessError::PortTaken`] instead of moving to another port.
     pub port: Option<u16>,
     /// Use the users and permissions of `infra/nats/accounts.conf` (the
     /// application user may not delete or purge the event log).
@@ -32,6 +42,8 @@ pub struct NatsOptions {
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
+    /// The unique `server_name` this server reports in its INFO.
+    name: String,
     config: PathBuf,
     /// Temp dir holding config and store; removed on drop.
     _tmp: TempDir,
@@ -47,26 +59,41 @@ impl NatsServer {
 
     /// Starts a single node with `options`.
     pub async fn start_with(options: NatsOptions) -> Result<Self, HarnessError> {
+        let binary = nats_server_binary()?;
+        let mut attempt = 1;
+        loop {
+            let port = options.port.unwrap_or_else(free_port);
+            match Self::start_on(port, &options, binary.clone()).await {
+                Err(HarnessError::PortTaken { port, detail })
+                    if options.port.is_none() && attempt < START_ATTEMPTS =>
+                {
+                    tracing::debug!(port, %detail, "port taken before nats-server bound it; trying another");
+                    attempt += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    async fn start_on(
+        port: u16,
+        options: &NatsOptions,
+        binary: PathBuf,
+    ) -> Result<Self, HarnessError> {
         let tmp = tempfile::tempdir().map_err(HarnessError::io("create temp dir"))?;
-        let port = options.port.unwrap_or_else(free_port);
         let store = options
             .store_dir
             .clone()
             .unwrap_or_else(|| tmp.path().join("js"));
-        let config = write_config(
-            tmp.path(),
-            &format!("n{port}"),
-            port,
-            &store,
-            &options,
-            None,
-        )?;
+        let name = unique_name("n");
+        let config = write_config(tmp.path(), &name, port, &store, options, None)?;
         let mut server = Self {
             child: None,
             port,
+            name,
             config,
             _tmp: tmp,
-            binary: nats_server_binary()?,
+            binary,
             accounts: options.accounts,
         };
         server.spawn()?;
@@ -75,8 +102,8 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) -> Result<(), HarnessError> {
-        let log = std::fs::File::create(self.config.with_extension("log"))
-            .map_err(HarnessError::io("create nats log"))?;
+        let log =
+            std::fs::File::create(self.log_path()).map_err(HarnessError::io("create nats log"))?;
         let child = Command::new(&self.binary)
             .arg("-c")
             .arg(&self.config)
@@ -90,12 +117,30 @@ impl NatsServer {
         Ok(())
     }
 
-    async fn wait_ready(&self) -> Result<(), HarnessError> {
+    /// Waits until this process serves JetStream on its port. Fails with
+    /// [`HarnessError::PortTaken`] when it could not bind the port, or when
+    /// another server answers there.
+    async fn wait_ready(&mut self) -> Result<(), HarnessError> {
         let url = self.url();
         let user = self.accounts.then_some("trackhrs");
-        wait_until(Duration::from_secs(30), || jetstream_ready(&url, user))
-            .await
-            .ok_or_else(|| HarnessError::NotReady(format!("nats-server on {url}")))
+        let (port, name, log) = (self.port, self.name.clone(), self.log_path());
+        let child = &mut self.child;
+        wait_until(Duration::from_secs(30), || {
+            let exited = child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let (url, name, log) = (url.clone(), name.clone(), log.clone());
+            async move {
+                match exited {
+                    Some(status) => Some(Err(exited_early(port, status, &log))),
+                    None => ready(&url, user, port, &name).await,
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|| Err(HarnessError::NotReady(format!("nats-server on {url}"))))
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.config.with_extension("log")
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -108,19 +153,32 @@ impl NatsServer {
         self.port
     }
 
+    /// The unique `server_name` it reports to clients.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The server's process id while it runs (for measuring its CPU time).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
 
-    /// Connects a client (as the application user when accounts are on).
+    /// Connects a client (as the application user when accounts are on),
+    /// refusing a server other than this one.
     pub async fn connect(&self) -> Result<async_nats::Client, HarnessError> {
-        connect(&self.url(), self.accounts.then_some("trackhrs")).await
+        self.connect_as(self.accounts.then_some("trackhrs")).await
     }
 
-    /// Connects as `admin` (accounts on) or anonymously.
+    /// Connects as `admin` (accounts on) or anonymously, refusing a server
+    /// other than this one.
     pub async fn connect_admin(&self) -> Result<async_nats::Client, HarnessError> {
-        connect(&self.url(), self.accounts.then_some("admin")).await
+        self.connect_as(self.accounts.then_some("admin")).await
+    }
+
+    async fn connect_as(&self, user: Option<&str>) -> Result<async_nats::Client, HarnessError> {
+        let client = connect(&self.url(), user).await?;
+        ours(&client, self.port, &self.name)?;
+        Ok(client)
     }
 
     /// Kills the server with SIGKILL, as a crash would. Its store stays.
@@ -131,7 +189,9 @@ impl NatsServer {
         }
     }
 
-    /// Starts the server again on the same port and store.
+    /// Starts the server again on the same port and store (its clients
+    /// know that address). Fails with [`HarnessError::PortTaken`] when
+    /// another process took the port while the server was down.
     pub async fn restart(&mut self) -> Result<(), HarnessError> {
         self.kill();
         self.spawn()?;
@@ -155,6 +215,19 @@ impl NatsCluster {
     /// Starts `size` nodes (3 for a real quorum) with `sync_interval: always`.
     pub async fn start(size: usize) -> Result<Self, HarnessError> {
         let binary = nats_server_binary()?;
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(size, &binary).await {
+                Err(HarnessError::PortTaken { port, detail }) if attempt < START_ATTEMPTS => {
+                    tracing::debug!(port, %detail, "cluster port taken; starting on other ports");
+                    attempt += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    async fn start_once(size: usize, binary: &Path) -> Result<Self, HarnessError> {
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let routes: Vec<u16> = ports.iter().map(|(_, r)| *r).collect();
         let mut nodes = Vec::with_capacity(size);
@@ -164,9 +237,10 @@ impl NatsCluster {
                 sync_always: true,
                 ..Default::default()
             };
+            let name = unique_name(&format!("n{}", i + 1));
             let config = write_config(
                 tmp.path(),
-                &format!("n{}", i + 1),
+                &name,
                 *port,
                 &tmp.path().join("js"),
                 &options,
@@ -175,15 +249,16 @@ impl NatsCluster {
             let mut node = NatsServer {
                 child: None,
                 port: *port,
+                name,
                 config,
                 _tmp: tmp,
-                binary: binary.clone(),
+                binary: binary.to_path_buf(),
                 accounts: false,
             };
             node.spawn()?;
             nodes.push(node);
         }
-        for node in &nodes {
+        for node in &mut nodes {
             node.wait_ready().await?;
         }
         Ok(Self { nodes })
@@ -252,8 +327,53 @@ async fn connect(url: &str, user: Option<&str>) -> Result<async_nats::Client, Ha
         .map_err(|e| HarnessError::Failed(format!("connect to {url}: {e}")))
 }
 
-async fn jetstream_ready(url: &str, user: Option<&str>) -> Option<()> {
+/// `prefix` and a random suffix: no two servers on this machine share it.
+fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Whether `client` is connected to the server named `name`.
+fn ours(client: &async_nats::Client, port: u16, name: &str) -> Result<(), HarnessError> {
+    let found = client.server_info().server_name;
+    if found == name {
+        Ok(())
+    } else {
+        Err(HarnessError::PortTaken {
+            port,
+            detail: format!("nats-server {found:?} answers there, not {name:?}"),
+        })
+    }
+}
+
+/// `Some(Ok)` once the server named `name` serves JetStream on `url`,
+/// `Some(Err)` when another server answers there, `None` until then.
+async fn ready(
+    url: &str,
+    user: Option<&str>,
+    port: u16,
+    name: &str,
+) -> Option<Result<(), HarnessError>> {
     let client = connect(url, user).await.ok()?;
+    if let Err(e) = ours(&client, port, name) {
+        return Some(Err(e));
+    }
     let js = async_nats::jetstream::new(client);
-    js.query_account().await.ok().map(|_| ())
+    js.query_account().await.ok().map(|_| Ok(()))
+}
+
+/// Why a nats-server exited before it was ready, from its log.
+fn exited_early(port: u16, status: ExitStatus, log: &Path) -> HarnessError {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    if log.contains("address already in use") {
+        // A cluster node also listens on its route port: say which one failed.
+        HarnessError::PortTaken {
+            port,
+            detail: format!("nats-server could not listen: {}", crate::log_tail(&log)),
+        }
+    } else {
+        HarnessError::Failed(format!(
+            "nats-server exited ({status}) before it was ready: {}",
+            crate::log_tail(&log)
+        ))
+    }
 }

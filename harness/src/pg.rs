@@ -1,9 +1,13 @@
 //! PostgreSQL for tests and dev mode: a fresh database per test on a reachable
 //! server, or a private cluster started with initdb under a temp dir.
+//!
+//! A private cluster is ready only when the server answering on its port
+//! reports its data directory: another test's cluster that took the port
+//! first is never mistaken for it, and the start moves to a new port.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +20,8 @@ use crate::wait::wait_until;
 
 /// Server used for test databases unless `TRACKHRS_TEST_DATABASE_URL` names another.
 const DEFAULT_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
+/// Starts tried on fresh ports before giving up, when the port is ours to choose.
+const START_ATTEMPTS: usize = 5;
 
 /// A private PostgreSQL cluster, stopped when dropped.
 pub struct PgServer {
@@ -52,12 +58,22 @@ impl PgServer {
     ) -> Result<Self, HarnessError> {
         let tmp = tempfile::tempdir().map_err(HarnessError::io("create temp dir"))?;
         let data = tmp.path().join("pgdata");
-        let mut server = Self::start_with(&data, free_port(), durability, settings).await?;
+        let mut attempt = 1;
+        let mut server = loop {
+            match Self::start_with(&data, free_port(), durability, settings).await {
+                Err(HarnessError::PortTaken { port, detail }) if attempt < START_ATTEMPTS => {
+                    tracing::debug!(port, %detail, "port taken before PostgreSQL bound it; trying another");
+                    attempt += 1;
+                }
+                started => break started?,
+            }
+        };
         server._tmp = Some(tmp);
         Ok(server)
     }
 
     /// Starts (initialising on first use) a cluster whose data lives in `data`.
+    /// Fails with [`HarnessError::PortTaken`] when another process holds `port`.
     pub async fn start_in(
         data: &Path,
         port: u16,
@@ -114,18 +130,42 @@ impl PgServer {
             _tmp: None,
         };
         server.spawn(durability)?;
-        let conn = server.connection_string("postgres");
-        wait_until(Duration::from_secs(30), || async {
-            tokio_postgres::connect(&conn, NoTls).await.ok().map(|_| ())
-        })
-        .await
-        .ok_or_else(|| HarnessError::NotReady(format!("PostgreSQL on port {port}")))?;
+        server.wait_ready().await?;
         Ok(server)
     }
 
+    /// Waits until this cluster accepts connections on its port. Fails with
+    /// [`HarnessError::PortTaken`] when it could not bind the port, or when
+    /// another server answers there.
+    async fn wait_ready(&mut self) -> Result<(), HarnessError> {
+        let conn = self.connection_string("postgres");
+        let port = self.port;
+        // PostgreSQL reports the data directory as given, symlinks and all.
+        let data =
+            std::fs::canonicalize(&self.data).map_err(HarnessError::io("resolve pg data dir"))?;
+        let log = self.log_path();
+        let child = &mut self.child;
+        wait_until(Duration::from_secs(30), || {
+            let exited = child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let (conn, data, log) = (conn.clone(), data.clone(), log.clone());
+            async move {
+                match exited {
+                    Some(status) => Some(Err(exited_early(port, status, &log))),
+                    None => ready(&conn, port, &data).await,
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|| Err(HarnessError::NotReady(format!("PostgreSQL on port {port}"))))
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.data.with_extension("log")
+    }
+
     fn spawn(&mut self, durability: Durability) -> Result<(), HarnessError> {
-        let log = std::fs::File::create(self.data.with_extension("log"))
-            .map_err(HarnessError::io("create pg log"))?;
+        let log =
+            std::fs::File::create(self.log_path()).map_err(HarnessError::io("create pg log"))?;
         let mut cmd = as_user(Command::new(self.bin.join("postgres")), self.run_as);
         cmd.current_dir(&self.data)
             .arg("-D")
@@ -164,16 +204,13 @@ impl PgServer {
     }
 
     /// Starts the server again after [`PgServer::stop`], on the same data and
-    /// port, and waits until it accepts connections.
+    /// port (its clients know that address), and waits until it accepts
+    /// connections. Fails with [`HarnessError::PortTaken`] when another
+    /// process took the port while the server was down.
     pub async fn restart(&mut self, durability: Durability) -> Result<(), HarnessError> {
         self.stop();
         self.spawn(durability)?;
-        let conn = self.connection_string("postgres");
-        wait_until(Duration::from_secs(30), || async {
-            tokio_postgres::connect(&conn, NoTls).await.ok().map(|_| ())
-        })
-        .await
-        .ok_or_else(|| HarnessError::NotReady(format!("PostgreSQL on port {}", self.port)))
+        self.wait_ready().await
     }
 
     /// Stops the server: a fast shutdown, then a kill if it lingers.
@@ -195,6 +232,44 @@ impl PgServer {
 impl Drop for PgServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// `Some(Ok)` once the cluster whose data directory is `data` accepts
+/// connections on `conn`, `Some(Err)` when another server answers there,
+/// `None` until then.
+async fn ready(conn: &str, port: u16, data: &Path) -> Option<Result<(), HarnessError>> {
+    let (client, connection) = tokio_postgres::connect(conn, NoTls).await.ok()?;
+    tokio::spawn(connection);
+    let row = client.query_one("SHOW data_directory", &[]).await.ok()?;
+    let found = PathBuf::from(row.get::<_, String>(0));
+    if std::fs::canonicalize(&found).is_ok_and(|found| found == data) {
+        Some(Ok(()))
+    } else {
+        Some(Err(HarnessError::PortTaken {
+            port,
+            detail: format!(
+                "the PostgreSQL answering there serves {}, not {}",
+                found.display(),
+                data.display()
+            ),
+        }))
+    }
+}
+
+/// Why PostgreSQL exited before it was ready, from its log.
+fn exited_early(port: u16, status: ExitStatus, log: &Path) -> HarnessError {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    if log.to_lowercase().contains("address already in use") {
+        HarnessError::PortTaken {
+            port,
+            detail: "PostgreSQL could not bind it".into(),
+        }
+    } else {
+        HarnessError::Failed(format!(
+            "PostgreSQL exited ({status}) before it was ready: {}",
+            crate::log_tail(&log)
+        ))
     }
 }
 
