@@ -5,15 +5,18 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use common::*;
-use trackhrs_domain::organization::OrgEvent;
-use trackhrs_nats::{Loaded, StoreError};
+use futures::StreamExt;
+use trackhrs_domain::organization::{OrgEvent, Organization};
+use trackhrs_harness::{NatsOptions, NatsServer};
+use trackhrs_nats::{EventStore, Loaded, StoreError};
 
 /// Appends `event` to `id` as if it were a new aggregate (expected position 0).
 async fn append_new(
-    store: &trackhrs_nats::EventStore,
+    store: &EventStore,
     id: &trackhrs_domain::Token,
     event: OrgEvent,
     command_id: &str,
@@ -67,16 +70,15 @@ async fn concurrent_appends_share_batches_and_each_gets_its_own_position() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_commits_are_published_on_their_own() {
-    let server = trackhrs_harness::NatsServer::start().await.unwrap();
+    let server = NatsServer::start().await.unwrap();
     // No snapshots, so the loads below read what the log holds.
     let config = trackhrs_nats::StoreConfig {
         snapshot_every: u64::MAX,
         ..Default::default()
     };
-    let store =
-        trackhrs_nats::EventStore::provision_and_open(server.connect().await.unwrap(), config)
-            .await
-            .unwrap();
+    let store = EventStore::provision_and_open(server.connect().await.unwrap(), config)
+        .await
+        .unwrap();
     // 40 commits of 3,000 events each (about 110 KB, well over
     // MAX_GROUPED_BYTES) at once: each is stored whole at its own position,
     // and none joins a batch. With the bypass disabled, most were batched.
@@ -195,4 +197,115 @@ async fn thousands_of_refused_batches_at_once_all_get_an_answer() {
     .expect("every append is answered; nothing hangs");
     assert_eq!(answered, 6_000);
     assert!(store.group_commit_stats().fallbacks.load(Ordering::Relaxed) > 0);
+}
+
+/// Every acknowledged append, checked against what the log holds at its
+/// position. An append that went out in an atomic batch gets a position
+/// computed from the batch's acknowledgement, so a wrong computation shows
+/// here as another commit (or none) at the position its caller was given,
+/// where reading each aggregate back would only check its last commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_position_holds_its_own_commit() {
+    const APPENDERS: u32 = 200;
+    const COMMITS: u32 = 10;
+    let server = NatsServer::start_with(NatsOptions {
+        sync_always: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Four stores on four connections, as four gateway replicas would
+    // append: their batches and lone appends reach the stream interleaved.
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(open_store(&server).await);
+    }
+    let mut tasks = Vec::new();
+    for a in 0..APPENDERS {
+        let store = stores[a as usize % stores.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("p{a}");
+            let subject = EventStore::subject::<Organization>(&tok("acme"), &tok(&id));
+            let mut loaded = Loaded::default();
+            let mut acked = Vec::new();
+            for n in 0..COMMITS {
+                // One to three events, so versions and positions move apart.
+                let events = (0..=n % 3)
+                    .map(|i| OrgEvent::SeatsChanged { seats: n * 10 + i })
+                    .collect();
+                let command_id = format!("{id}-{n}");
+                let done = append_org(&store, &id, &loaded, events, &command_id)
+                    .await
+                    .unwrap();
+                let commit = Stored {
+                    subject: subject.clone(),
+                    command_id,
+                    versions: (done.first_version, done.last_version),
+                };
+                acked.push((done.position, commit));
+                loaded = store.load(&tok("acme"), &tok(&id)).await.unwrap();
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+
+    let stored = stored_commits(&stores[0]).await;
+    for (position, commit) in &acked {
+        assert_eq!(
+            stored.get(position),
+            Some(commit),
+            "acknowledged at {position}"
+        );
+    }
+    assert_eq!(stored.len(), acked.len(), "every commit stored once");
+    let batches: u64 = stores
+        .iter()
+        .map(|s| s.group_commit_stats().batches.load(Ordering::Relaxed))
+        .sum();
+    assert!(batches > 0, "the appends went out in batches");
+}
+
+/// What a commit in the log is, for comparing with what its caller was told.
+#[derive(Debug, PartialEq)]
+struct Stored {
+    subject: String,
+    command_id: String,
+    /// First and last aggregate version of its events.
+    versions: (u64, u64),
+}
+
+/// Every commit in the log, by stream sequence.
+async fn stored_commits(store: &EventStore) -> BTreeMap<u64, Stored> {
+    let js = async_nats::jetstream::new(store.client().clone());
+    let total = js
+        .get_stream("TRACKHRS_EVENTS")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    read_log(store)
+        .await
+        .take(total as usize)
+        .map(|item| {
+            let c = item.commit.unwrap();
+            let versions = (
+                c.events.first().unwrap().aggregate_version,
+                c.events.last().unwrap().aggregate_version,
+            );
+            let commit = Stored {
+                subject: c.subject,
+                command_id: c.command_id,
+                versions,
+            };
+            (c.stream_sequence, commit)
+        })
+        .collect()
+        .await
 }
