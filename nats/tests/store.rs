@@ -365,6 +365,9 @@ async fn undecodable_messages_are_named_by_subject_and_sequence_and_never_skippe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_during_appends_keeps_whole_commits_and_never_lies() {
+    /// Appends acknowledged before the kill: enough for several batches per
+    /// writer, however fast or slow the machine.
+    const ACKED_BEFORE_KILL: usize = 100;
     let mut server = NatsServer::start_with(NatsOptions {
         sync_always: true,
         ..Default::default()
@@ -375,10 +378,7 @@ async fn a_server_killed_during_appends_keeps_whole_commits_and_never_lies() {
         ack_timeout: Duration::from_secs(2),
         ..Default::default()
     };
-    let client = async_nats::ConnectOptions::new()
-        .connect(server.url())
-        .await
-        .unwrap();
+    let client = server.connect().await.unwrap();
     trackhrs_nats::provision(&client, &config).await.unwrap();
     let store = EventStore::open(client, config).await.unwrap();
     for a in 0..20 {
@@ -392,10 +392,14 @@ async fn a_server_killed_during_appends_keeps_whole_commits_and_never_lies() {
         .await
         .unwrap();
     }
-    // Each writer appends 3-event commits to its own aggregate until the server dies.
+    // Each writer appends 3-event commits to its own aggregate until the
+    // server dies, counting what was acknowledged.
+    let (acks, mut acks_seen) = tokio::sync::watch::channel(0usize);
+    let acks = Arc::new(acks);
     let mut writers = Vec::new();
     for a in 0..20 {
         let store = store.clone();
+        let acks = acks.clone();
         writers.push(tokio::spawn(async move {
             let id = format!("o{a}");
             let mut acked = Vec::new();
@@ -414,6 +418,7 @@ async fn a_server_killed_during_appends_keeps_whole_commits_and_never_lies() {
                 {
                     Ok(a) => {
                         acked.push((command_id, a.position));
+                        acks.send_modify(|n| *n += 1);
                         loaded = store.load(&tok("acme"), &tok(&id)).await.unwrap();
                     }
                     // No other writer exists: report it with what the log
@@ -427,7 +432,18 @@ async fn a_server_killed_during_appends_keeps_whole_commits_and_never_lies() {
             (acked, None)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The watch's value stays locked while its `Ref` lives: keep only whether
+    // the count was reached, or writers would block on their next ack.
+    let reached = tokio::time::timeout(
+        Duration::from_secs(60),
+        acks_seen.wait_for(|n| *n >= ACKED_BEFORE_KILL),
+    )
+    .await
+    .is_ok_and(|seen| seen.is_ok());
+    assert!(
+        reached,
+        "{ACKED_BEFORE_KILL} appends acknowledged before the kill"
+    );
     server.kill();
     let mut acked = Vec::new();
     let mut conflicts = Vec::new();
@@ -436,14 +452,11 @@ async fn a_server_killed_during_appends_keeps_whole_commits_and_never_lies() {
         conflicts.extend(conflict.map(|c| (a.clone(), c)));
         acked.push(a);
     }
-    assert!(
-        acked.iter().map(Vec::len).sum::<usize>() > 0,
-        "some appends were acknowledged"
-    );
+    assert!(acked.iter().map(Vec::len).sum::<usize>() >= ACKED_BEFORE_KILL);
 
     server.restart().await.unwrap();
     let store = open_store(&server).await;
-    // Every commit in the log, by command id.
+    // Every commit in the log, in log order.
     let js = async_nats::jetstream::new(store.client().clone());
     let total = js
         .get_stream("TRACKHRS_EVENTS")
@@ -454,19 +467,24 @@ async fn a_server_killed_during_appends_keeps_whole_commits_and_never_lies() {
         .unwrap()
         .state
         .messages;
-    let stored: std::collections::BTreeMap<String, (u64, usize)> = read_log(&store)
+    let log: Vec<(String, u64, usize)> = read_log(&store)
         .await
         .take(total as usize)
         .map(|item| {
             let c = item.commit.unwrap();
-            (c.command_id, (c.stream_sequence, c.events.len()))
+            (c.command_id, c.stream_sequence, c.events.len())
         })
         .collect()
         .await;
     assert!(
         conflicts.is_empty(),
-        "a conflict without another writer: {conflicts:?}; stored: {stored:?}"
+        "a conflict without another writer: {conflicts:?}; stored: {log:?}"
     );
+    let mut stored = std::collections::BTreeMap::new();
+    for (command_id, position, events) in &log {
+        let first = stored.insert(command_id.as_str(), (*position, *events));
+        assert!(first.is_none(), "{command_id} stored twice: {log:?}");
+    }
     for (a, acked) in acked.iter().enumerate() {
         let loaded: Loaded<Organization> = store
             .load_fresh(&tok("acme"), &tok(&format!("o{a}")))
@@ -484,7 +502,7 @@ async fn a_server_killed_during_appends_keeps_whole_commits_and_never_lies() {
         );
         for (command_id, position) in acked {
             assert_eq!(
-                stored.get(command_id),
+                stored.get(command_id.as_str()),
                 Some(&(*position, 3)),
                 "{command_id}"
             );
