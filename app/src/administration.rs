@@ -197,15 +197,23 @@ impl Administration {
             role,
         };
         let (org, outcome) = self.command(caller, org_id, command_id, command).await?;
+        let mut email = new.email;
         if outcome.duplicate {
             // The stored result of an earlier request: the caller must still
-            // be allowed to invite this member before a new token is made.
+            // be allowed to invite this member before a new token is made,
+            // and the member's data must not have been erased since.
             let state = self.orgs.state(&org).await?;
             self.may_send_invitation(&state, caller, &member)?;
+            email = state
+                .members
+                .get(&member)
+                .and_then(|m| m.email.value())
+                .ok_or_else(|| AppError::precondition("this member's data was erased"))?
+                .to_owned();
         }
         let (token, expires_at) = self
             .credentials
-            .put_invitation(org.as_str(), member.as_str(), &new.email)
+            .put_invitation(org.as_str(), member.as_str(), &email)
             .await?;
         Ok(Invitation {
             outcome,
@@ -275,10 +283,9 @@ impl Administration {
     }
 
     /// Deactivates a member: the aggregate revokes their devices in the same
-    /// commit, and their tokens stop working now, on every replica. A retried
-    /// command id revokes nothing (a late retry must not revoke what was
-    /// issued after a reactivation); a crash between the commit and the
-    /// revocation is repaired by the revocation policy, which follows the log.
+    /// commit, and their tokens stop working now, on every replica. A crash
+    /// between the commit and the revocation is repaired by the retry or by
+    /// the revocation policy, which follows the log.
     #[tracing::instrument(skip_all)]
     pub async fn deactivate(
         &self,
@@ -292,7 +299,18 @@ impl Administration {
             member: member.clone(),
         };
         let (org, outcome) = self.command(caller, org_id, command_id, command).await?;
-        if !outcome.duplicate {
+        // A retry (after a lost acknowledgement, say) revokes again only
+        // while the member is still inactive: everything issued after a
+        // reactivation stays.
+        let inactive = !outcome.duplicate
+            || self
+                .orgs
+                .state(&org)
+                .await?
+                .members
+                .get(&member)
+                .is_some_and(|m| !m.active);
+        if inactive {
             self.credentials
                 .revoke_person(org.as_str(), member.as_str())
                 .await?;
@@ -344,11 +362,11 @@ impl Administration {
             Err(e) => return Err(e.into()),
         };
         // A deactivation may have revoked the device between the command and
-        // the token (or before a replay of the command): then the token must
-        // not live.
+        // the token, or the caller may no longer enroll devices (a replay of
+        // an old command): then the token must not live.
         let state = self.orgs.state(&org).await?;
         let standing = state.devices.get(&device).is_some_and(|d| !d.revoked)
-            && state.active_role(&caller.person).is_some();
+            && state.check_enroll(&caller.person).is_ok();
         if !standing {
             self.credentials
                 .revoke_device(org.as_str(), device.as_str())
@@ -415,13 +433,12 @@ impl Administration {
     ) -> Result<AtPosition<Vec<Member>>, AppError> {
         let org = caller.scope(org_id)?;
         let dir = self.reads.read_model(directory::NAME, min_position).await?;
-        let scope = scope_of(role_in(&dir, caller).await?, Read::Members)?;
+        scope_of(role_in(&dir, caller).await?, Read::Members)?;
         let rows = directory::members(&dir.client, &dir.schema, org.as_str()).await?;
         drop(dir.client);
         let accounts = self.credentials.account_holders(org.as_str()).await?;
         let members = rows
             .into_iter()
-            .filter(|m| scope == Scope::Org || m.person_id == caller.person.as_str())
             .map(|row| Member {
                 invitation_pending: !accounts.contains(&row.person_id),
                 row,

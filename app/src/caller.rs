@@ -17,9 +17,6 @@ pub struct Caller {
     pub org: Token,
     /// Their person id.
     pub person: Token,
-    /// Their role when the token was issued (queries and commands check the
-    /// current one).
-    pub role: Role,
 }
 
 impl Caller {
@@ -60,8 +57,10 @@ impl Authenticator {
         let claims = self.credentials.verify_access(token).await?;
         let org = Token::new(&claims.org).map_err(|_| bad_credentials())?;
         let person = Token::new(&claims.sub).map_err(|_| bad_credentials())?;
-        let role = Role::from_name(&claims.role).ok_or_else(bad_credentials)?;
-        Ok(Caller { org, person, role })
+        // The token's role is checked for form only: queries and commands
+        // use the member's current role.
+        Role::from_name(&claims.role).ok_or_else(bad_credentials)?;
+        Ok(Caller { org, person })
     }
 
     /// The device a device token stands for (checked against the shared

@@ -52,7 +52,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)?;
 
     // Kept alive for the whole run: dropping them stops the servers.
-    let mut _nats_server = None;
+    let mut nats_server = None;
     let nats_url = match args.nats_url {
         Some(url) => url,
         None => {
@@ -65,11 +65,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .await
             .context("start the embedded nats-server")?;
             let url = server.url();
-            _nats_server = Some(server);
+            nats_server = Some(server);
             url
         }
     };
-    let mut _pg_server = None;
+    let mut pg_server = None;
     let database_url = match args.database_url {
         Some(url) => url,
         None => {
@@ -87,15 +87,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             if !exists {
                 client.batch_execute("CREATE DATABASE trackhrs").await?;
             }
-            _pg_server = Some(server);
+            pg_server = Some(server);
             PgServer::connection_string_for(args.pg_port, "trackhrs")
         }
     };
     let pg: tokio_postgres::Config = database_url
         .parse()
         .context("invalid PostgreSQL connection string")?;
-    crate::local::write(&data_dir, &nats_url, &database_url)
-        .context("record the platform's endpoints in the data folder")?;
+    crate::local::write(
+        &data_dir,
+        nats_server.is_some().then_some(nats_url.as_str()),
+        pg_server.is_some().then_some(database_url.as_str()),
+    )
+    .context("record the platform's endpoints in the data folder")?;
 
     let client = async_nats::connect(&nats_url)
         .await

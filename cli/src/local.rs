@@ -17,12 +17,35 @@ const NATS_URL: &str = "TRACKHRS_NATS_URL";
 /// PostgreSQL connection variable.
 const DATABASE_URL: &str = "TRACKHRS_DATABASE_URL";
 
-/// Records the local platform's endpoints in `data_dir`.
-pub fn write(data_dir: &Path, nats_url: &str, database_url: &str) -> std::io::Result<()> {
-    std::fs::write(
-        data_dir.join(FILE),
-        format!("{NATS_URL}={nats_url}\n{DATABASE_URL}={database_url}\n"),
-    )
+/// Records the endpoints of the servers `trackhrs dev` started itself in
+/// `data_dir` (readable by its owner only). Servers it was pointed at are
+/// not recorded (their URLs may hold credentials); with none of its own, a
+/// file left by an earlier run is removed.
+pub fn write(
+    data_dir: &Path,
+    nats_url: Option<&str>,
+    database_url: Option<&str>,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = data_dir.join(FILE);
+    let lines: String = [(NATS_URL, nats_url), (DATABASE_URL, database_url)]
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|v| format!("{key}={v}\n")))
+        .collect();
+    if lines.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(lines.as_bytes())
 }
 
 /// `key` as the local platform recorded it, if one did.

@@ -222,7 +222,7 @@ async fn dev_serves_the_demo_org_over_grpc() {
     assert!(
         scrape(
             metrics_addr,
-            r#"trackhrs_projection_events_applied_total{projection="activity"}"#
+            r#"trackhrs_projection_events_applied_total{projection="activity",version="1"}"#
         )
         .await
             > 0.0

@@ -735,35 +735,35 @@ pub enum Revocation<'a> {
     },
 }
 
-/// Revokes, inside `tx`, the credentials a revocation recorded at
-/// `recorded_at_micros` applies to: only those issued before it was recorded
-/// (with a minute of slack for clock skew between the gateway and
-/// PostgreSQL: revoking a little too much beats too little), so a replay of
-/// an old revocation does not revoke what was issued after it (after a
-/// reactivation, say). Idempotent.
+/// Revokes, inside `tx`, the credentials a revocation covers: those issued
+/// at or before `cutoff_micros` (microseconds since the Unix epoch), so a
+/// replay of an old revocation does not revoke what was issued after it.
+/// The caller picks the cutoff (the revocation policy adds slack for clock
+/// skew between the gateway and PostgreSQL where revoking a little too much
+/// beats too little). Idempotent.
 pub async fn revoke_recorded(
     tx: &tokio_postgres::Transaction<'_>,
     revocation: Revocation<'_>,
-    recorded_at_micros: i64,
+    cutoff_micros: i64,
 ) -> Result<(), AuthError> {
-    let recorded_at = recorded_at_micros as f64 / 1e6;
+    let cutoff = cutoff_micros as f64 / 1e6;
     let (sql, org, id) = match revocation {
         Revocation::Member { org, person } => (
             "UPDATE auth.refresh_tokens SET revoked_at = now() \
              WHERE org_id = $1 AND person_id = $2 AND revoked_at IS NULL \
-             AND issued_at <= to_timestamp($3) + interval '1 minute'",
+             AND issued_at <= to_timestamp($3)",
             org,
             person,
         ),
         Revocation::Device { org, device } => (
             "UPDATE auth.device_tokens SET revoked_at = now() \
              WHERE org_id = $1 AND device_id = $2 AND revoked_at IS NULL \
-             AND created_at <= to_timestamp($3) + interval '1 minute'",
+             AND created_at <= to_timestamp($3)",
             org,
             device,
         ),
     };
-    tx.execute(sql, &[&org, &id, &recorded_at]).await?;
+    tx.execute(sql, &[&org, &id, &cutoff]).await?;
     Ok(())
 }
 

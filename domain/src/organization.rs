@@ -636,18 +636,24 @@ impl Organization {
         Ok(vec![OrgEvent::SettingsChanged { settings }])
     }
 
+    /// Whether `actor` may enroll a device: any active member but an
+    /// auditor.
+    pub fn check_enroll(&self, actor: &PersonId) -> Result<(), OrgError> {
+        match self.active_role(actor) {
+            None if self.members.contains_key(actor) => Err(OrgError::MemberInactive),
+            None => Err(OrgError::NotAMember),
+            Some(Role::Auditor) => Err(OrgError::NotAllowed),
+            Some(_) => Ok(()),
+        }
+    }
+
     fn enroll_device(
         &self,
         actor: PersonId,
         device: Token,
         name: String,
     ) -> Result<Vec<OrgEvent>, OrgError> {
-        match self.active_role(&actor) {
-            None if self.members.contains_key(&actor) => return Err(OrgError::MemberInactive),
-            None => return Err(OrgError::NotAMember),
-            Some(Role::Auditor) => return Err(OrgError::NotAllowed),
-            Some(_) => {}
-        }
+        self.check_enroll(&actor)?;
         if !valid_name(&name) {
             return Err(OrgError::InvalidName);
         }

@@ -18,11 +18,13 @@ use tower::{Layer, Service};
 use tracing::Instrument as _;
 use trackhrs_app::request::{self, RequestIds};
 
-/// The metric label of a path no service has: an unknown path must not
-/// create a new time series per request.
-const UNKNOWN_METHOD: &str = "unknown";
+/// The metric label of every other path: streams (health's `Watch`,
+/// reflection), whose status and latency this layer cannot see, and paths no
+/// service has, which must not create a time series per request.
+const OTHER_METHOD: &str = "other";
 
-/// `/package.Service/Method` of every method the gateway's protocols define.
+/// `/package.Service/Method` of every unary method the gateway's protocols
+/// define.
 static KNOWN_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
     let mut known = HashSet::new();
     for set in [
@@ -37,6 +39,9 @@ static KNOWN_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
             for service in file.service {
                 let service_name = service.name.unwrap_or_default();
                 for method in service.method {
+                    if method.client_streaming() || method.server_streaming() {
+                        continue;
+                    }
                     known.insert(format!(
                         "/{package}.{service_name}/{}",
                         method.name.unwrap_or_default()
@@ -48,12 +53,12 @@ static KNOWN_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
     known
 });
 
-/// The method's label: its path when a service defines it.
+/// The method's label: its path when it is a unary method of a service.
 fn method_label(path: &str) -> String {
     if KNOWN_METHODS.contains(path) {
         path.to_owned()
     } else {
-        UNKNOWN_METHOD.to_owned()
+        OTHER_METHOD.to_owned()
     }
 }
 
@@ -63,9 +68,9 @@ fn caller_id<B>(request: &Request<B>, header: &str) -> Option<String> {
     trackhrs_app::command_id(value).ok()
 }
 
-/// The gRPC status code of a response: in the headers of a trailers-only
-/// response (every error a unary handler returns), else OK (the gateway has
-/// no streaming methods, so a unary success carries 0 in its trailers).
+/// The gRPC status code of a unary response: in the headers of a
+/// trailers-only response (every error a handler returns), else OK (a
+/// success carries 0 in its trailers).
 fn status_code<B>(response: &Response<B>) -> String {
     let code = response
         .headers()
@@ -168,6 +173,7 @@ mod tests {
             method_label("/grpc.health.v1.Health/Check"),
             "/grpc.health.v1.Health/Check"
         );
-        assert_eq!(method_label("/made.up/Path1"), UNKNOWN_METHOD);
+        assert_eq!(method_label("/made.up/Path1"), OTHER_METHOD);
+        assert_eq!(method_label("/grpc.health.v1.Health/Watch"), OTHER_METHOD);
     }
 }

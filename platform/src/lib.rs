@@ -245,7 +245,8 @@ impl Platform {
     }
 
     /// Serves the gateway and runs the read models and policies until
-    /// `shutdown` completes; then waits for each to stop.
+    /// `shutdown` completes; then waits for each to stop. A role that fails
+    /// ends the run with its error at once.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -278,10 +279,20 @@ impl Platform {
                 .boxed(),
             ));
         }
-        let (names, runs): (Vec<_>, Vec<_>) = tasks.into_iter().unzip();
-        for (name, result) in names.into_iter().zip(future::join_all(runs).await) {
-            result?;
+        // The first to fail ends the platform, so that the process exits
+        // (and is restarted) rather than serving without it.
+        let mut running: Vec<_> = tasks
+            .into_iter()
+            .map(|(name, run)| run.map(move |result| (name, result)).boxed())
+            .collect();
+        while !running.is_empty() {
+            let ((name, result), _, rest) = future::select_all(running).await;
+            if let Err(e) = result {
+                tracing::error!(role = name, error = %e, "stopped by an error");
+                return Err(e);
+            }
             tracing::info!(role = name, "stopped");
+            running = rest;
         }
         Ok(())
     }

@@ -345,6 +345,41 @@ pub(crate) async fn select_version(
     row.as_ref().map(row_to_info).transpose()
 }
 
+/// Every registered version of `name`, oldest first (the catalog alone; see
+/// [`status`] for where each stands against the log).
+pub async fn versions_of(pg: &Client, name: &str) -> Result<Vec<VersionInfo>, ProjectionError> {
+    pg.query(
+        &format!(
+            "SELECT {SELECT_COLUMNS} FROM {CATALOG_SCHEMA}.projection_versions
+             WHERE name = $1 ORDER BY version"
+        ),
+        &[&name],
+    )
+    .await?
+    .iter()
+    .map(row_to_info)
+    .collect()
+}
+
+/// Records the code version of a version registered before the catalog
+/// recorded code versions (its `code_version` is NULL); a recorded one stays.
+pub async fn set_code_version(
+    pg: &mut Client,
+    name: &str,
+    version: u32,
+    code_version: u64,
+) -> Result<(), ProjectionError> {
+    pg.execute(
+        &format!(
+            "UPDATE {CATALOG_SCHEMA}.projection_versions SET code_version = $3
+             WHERE name = $1 AND version = $2 AND code_version IS NULL"
+        ),
+        &[&name, &i64::from(version), &to_i64(code_version)],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Reads one version's row outside a transaction.
 pub async fn version_info(
     pg: &Client,

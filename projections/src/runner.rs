@@ -443,8 +443,12 @@ impl<P: Projection> Run<'_, P> {
                 .unwrap_or(0);
             let target = position.max(batch_last).max(caught_up.unwrap_or(0));
             // Commits of this projection's subjects still to apply.
-            metrics::gauge!("trackhrs_projection_lag", "projection" => name.to_owned())
-                .set(fetched.last_pending.unwrap_or(0) as f64);
+            metrics::gauge!(
+                "trackhrs_projection_lag",
+                "projection" => name.to_owned(),
+                "version" => version.to_string()
+            )
+            .set(fetched.last_pending.unwrap_or(0) as f64);
             if target > position {
                 let (orgs, now_live) = self.commit_batch(prepared, position, target).await?;
                 position = target;
@@ -516,16 +520,18 @@ impl<P: Projection> Run<'_, P> {
                         .iter()
                         .map(|c| c.org_id().to_owned())
                         .collect();
-                    let name = self.ctx.name;
+                    let labels = [
+                        ("projection", self.ctx.name.to_owned()),
+                        ("version", self.ctx.version.to_string()),
+                    ];
                     let events: usize = prepared.commits.iter().map(Committed::events).sum();
-                    metrics::counter!("trackhrs_projection_events_applied_total", "projection" => name.to_owned())
+                    metrics::counter!("trackhrs_projection_events_applied_total", &labels)
                         .increment(events as u64);
-                    metrics::histogram!("trackhrs_projection_batch_commits", "projection" => name.to_owned())
+                    metrics::histogram!("trackhrs_projection_batch_commits", &labels)
                         .record(prepared.commits.len() as f64);
-                    metrics::counter!("trackhrs_projection_dead_letters_total", "projection" => name.to_owned())
+                    metrics::counter!("trackhrs_projection_dead_letters_total", &labels)
                         .increment(prepared.poison.len() as u64);
-                    metrics::gauge!("trackhrs_projection_position", "projection" => name.to_owned())
-                        .set(target as f64);
+                    metrics::gauge!("trackhrs_projection_position", &labels).set(target as f64);
                     tracing::debug!(
                         projection = self.ctx.name,
                         version = self.ctx.version,
@@ -560,8 +566,8 @@ struct Ready<C> {
 }
 
 /// Aborts a task when dropped: the read-ahead task lives as long as its
-/// session.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+/// session, a supervisor's rebuild as long as its supervision.
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {

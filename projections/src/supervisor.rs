@@ -22,7 +22,7 @@ use crate::catalog::{self, VersionInfo, VersionState};
 use crate::dlq::ReplayReport;
 use crate::error::ProjectionError;
 use crate::projection::Projection;
-use crate::runner::{RunOutcome, Runner, RunnerConfig};
+use crate::runner::{AbortOnDrop, RunOutcome, Runner, RunnerConfig};
 
 /// Time a replaced version keeps its tables after the switch, for queries
 /// that started on it.
@@ -124,19 +124,18 @@ where
         &self,
         pg: &Client,
     ) -> Result<(Option<VersionInfo>, Vec<VersionInfo>), ProjectionError> {
-        let name = self.name();
-        let all: Vec<VersionInfo> = catalog::status(pg, &self.store)
-            .await?
-            .into_iter()
-            .map(|s| s.info)
-            .filter(|i| i.name == name)
-            .collect();
+        let all = catalog::versions_of(pg, &self.name()).await?;
         let live = all.iter().find(|i| i.state == VersionState::Live).cloned();
         Ok((live, all))
     }
 
-    async fn drop_version(&self, version: u32) -> Result<(), ProjectionError> {
-        tokio::time::sleep(self.drop_grace).await;
+    /// Drops `version` after the grace period (at once when `stop` fires
+    /// first: nothing is served any more).
+    async fn drop_version(&self, version: u32, stop: &Stop) -> Result<(), ProjectionError> {
+        tokio::select! {
+            () = stop.clone() => {}
+            () = tokio::time::sleep(self.drop_grace) => {}
+        }
         let mut client = self.connect().await?;
         catalog::drop_version(&mut client, &self.store, &self.name(), version).await?;
         tracing::info!(
@@ -148,24 +147,54 @@ where
     }
 
     /// Runs the read model until `shutdown` completes (see the module
-    /// documentation).
+    /// documentation). A server that is unreachable for a while (NATS,
+    /// PostgreSQL) is waited for with backoff; only an error that retrying
+    /// cannot cure (a definition or catalog problem) ends it.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ProjectionError> {
         let stop: Stop = shutdown.boxed().shared();
         let name = self.name();
-        let code = self.code_version();
-        let mut rebuild = None;
+        let mut pause = Duration::from_millis(100);
         loop {
-            let client = self.connect().await?;
+            match self.supervise(&stop).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(projection = name, error = %e, "supervisor failed; retrying");
+                    tokio::select! {
+                        () = stop.clone() => return Ok(()),
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => {
+                    tracing::error!(projection = name, error = %e, "supervisor stopped");
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// One supervision until shutdown or an error.
+    async fn supervise(&self, stop: &Stop) -> Result<(), ProjectionError> {
+        let name = self.name();
+        let code = self.code_version();
+        loop {
+            let mut client = self.connect().await?;
             let (live, all) = self.versions(&client).await?;
-            drop(client);
             let version = live.as_ref().map_or(1, |l| l.version);
-            if let Some(live) = &live
-                && rebuild.is_none()
-            {
-                let built = live.code_version.unwrap_or(0);
+            let mut rebuild = None;
+            if let Some(live) = &live {
+                let built = match live.code_version {
+                    Some(built) => built,
+                    // Registered before the catalog recorded code versions:
+                    // taken as built by the code that first runs it now.
+                    None => {
+                        catalog::set_code_version(&mut client, &name, live.version, code).await?;
+                        code
+                    }
+                };
                 if built < code {
                     let resumed = all
                         .iter()
@@ -180,8 +209,9 @@ where
                         target,
                         "the live version was built by older code: building the next one beside it"
                     );
-                    let task = tokio::spawn(self.runner(target, true).run(stop.clone()));
-                    rebuild = Some((task, live.version));
+                    rebuild = Some(AbortOnDrop(tokio::spawn(
+                        self.runner(target, true).run(stop.clone()),
+                    )));
                 } else if built > code {
                     tracing::warn!(
                         projection = name,
@@ -191,29 +221,47 @@ where
                     );
                 }
             }
-            match self.runner(version, false).run(stop.clone()).await? {
-                RunOutcome::Shutdown => break,
+            drop(client);
+            let live_run = self.runner(version, false).run(stop.clone());
+            let outcome = match rebuild {
+                None => live_run.await?,
+                Some(mut task) => {
+                    // The rebuild must not fail unseen: its end (an error, or
+                    // a shutdown) ends this supervision too.
+                    let outcome = tokio::select! {
+                        outcome = live_run => outcome?,
+                        ended = &mut task.0 => {
+                            ended.map_err(|e| ProjectionError::Task(e.to_string()))??;
+                            return Ok(());
+                        }
+                    };
+                    if outcome != RunOutcome::Shutdown {
+                        // The rebuilt version went live: the old one goes
+                        // after the grace period, and the new one is
+                        // followed as the live one from here on.
+                        self.drop_version(version, stop).await?;
+                        match (&mut task.0)
+                            .await
+                            .map_err(|e| ProjectionError::Task(e.to_string()))??
+                        {
+                            RunOutcome::Shutdown => return Ok(()),
+                            RunOutcome::Retired | RunOutcome::Dropped => {}
+                        }
+                    }
+                    outcome
+                }
+            };
+            match outcome {
+                RunOutcome::Shutdown => return Ok(()),
                 RunOutcome::Retired | RunOutcome::Dropped => {
                     tracing::info!(
                         projection = name,
                         version,
                         "version retired; following the live one"
                     );
-                    if let Some((task, old)) = rebuild.take() {
-                        // The rebuilt version went live and goes on in `task`.
-                        self.drop_version(old).await?;
-                        task.await
-                            .map_err(|e| ProjectionError::Task(e.to_string()))??;
-                        return Ok(());
-                    }
                 }
             }
         }
-        if let Some((task, _)) = rebuild {
-            task.await
-                .map_err(|e| ProjectionError::Task(e.to_string()))??;
-        }
-        Ok(())
     }
 
     /// Builds the next version from the start of the log beside the live
@@ -228,7 +276,19 @@ where
         let (live, all) = self.versions(&client).await?;
         let next = all.iter().map(|i| i.version).max().unwrap_or(0) + 1;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(self.runner(next, true).run(async {
+        // Catching up on the whole log: larger batches, applied at once.
+        let runner = Runner::new(
+            (self.make)(next),
+            self.store.clone(),
+            self.pg.clone(),
+            RunnerConfig {
+                batch_max: self.config.batch_max.max(500),
+                batch_wait: Duration::from_millis(200),
+                promote_when_caught_up: true,
+                ..self.config.clone()
+            },
+        );
+        let task = tokio::spawn(runner.run(async {
             let _ = stopped.await;
         }));
         let events = loop {
@@ -262,7 +322,8 @@ where
             .map_err(|e| ProjectionError::Task(e.to_string()))??;
         let replaced = live.map(|l| l.version);
         if let Some(old) = replaced {
-            self.drop_version(old).await?;
+            let never: Stop = futures::future::pending::<()>().boxed().shared();
+            self.drop_version(old, &never).await?;
         }
         Ok(Rebuilt {
             version: next,

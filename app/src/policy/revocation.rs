@@ -5,10 +5,10 @@
 //! and that revocation leaves no token alive.
 //!
 //! Only credentials issued before the event was recorded are touched (see
-//! [`trackhrs_credentials::revoke_recorded`]), and a deactivation is acted
-//! on only while the member is still inactive in the organization's current
-//! state: a policy that lags, or replays an old deactivation, takes nothing
-//! away from a member who was reactivated since.
+//! [`trackhrs_credentials::revoke_recorded`]), with a minute of slack for
+//! clock skew; for a member who is active again in the organization's
+//! current state, without slack, so a policy that lags, or replays an old
+//! deactivation, takes nothing away that was issued after a reactivation.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +22,10 @@ use trackhrs_projections::{ApplyError, Projection};
 
 /// The policy's name in the projection catalog.
 pub const NAME: &str = "revocation";
+
+/// Slack for clock skew between the gateway that recorded an event and
+/// PostgreSQL, which stamped the credentials.
+const CLOCK_SKEW_MICROS: i64 = 60_000_000;
 
 /// The revocation policy, run as a projection without tables.
 pub struct Revocation {
@@ -37,20 +41,30 @@ impl Revocation {
         Self { store, version }
     }
 
-    /// Whether `member` is active in `org` now.
+    /// Whether `member` is active in `org` now. An organization that cannot
+    /// be read for a reason retrying cannot cure makes this commit a dead
+    /// letter, so it does not hold up every other org's revocations.
     async fn active_now(
         &self,
         states: &mut HashMap<String, Arc<Organization>>,
-        org: &str,
+        commit: &TypedCommit<OrgEvent>,
         member: &Token,
     ) -> Result<bool, ApplyError> {
+        let org = commit.org_id.as_str();
+        let poison = |reason: String| ApplyError::Poison {
+            stream_sequence: commit.stream_sequence,
+            reason,
+        };
         if !states.contains_key(org) {
-            let id = Token::new(org).map_err(|e| ApplyError::Retry(e.to_string()))?;
+            let id = Token::new(org).map_err(|e| poison(e.to_string()))?;
             let state = self
                 .store
                 .load_fresh::<Organization>(&id, &crate::org::aggregate_id())
                 .await
-                .map_err(|e| ApplyError::Retry(e.to_string()))?
+                .map_err(|e| match e {
+                    StoreError::Decode { .. } | StoreError::Erased { .. } => poison(e.to_string()),
+                    other => ApplyError::Retry(other.to_string()),
+                })?
                 .state;
             states.insert(org.to_owned(), state);
         }
@@ -104,28 +118,32 @@ impl Projection for Revocation {
         let mut states = HashMap::new();
         for commit in batch {
             let org = commit.org_id.as_str();
+            let slack = commit.recorded_at_micros.saturating_add(CLOCK_SKEW_MICROS);
             for event in &commit.events {
-                let revocation = match event {
-                    OrgEvent::MemberDeactivated { member }
-                        if self.active_now(&mut states, org, member).await? =>
-                    {
-                        continue;
-                    }
+                let (revocation, cutoff) = match event {
                     OrgEvent::MemberDeactivated { member } => {
-                        trackhrs_credentials::Revocation::Member {
+                        let active = self.active_now(&mut states, commit, member).await?;
+                        let revocation = trackhrs_credentials::Revocation::Member {
                             org,
                             person: member.as_str(),
-                        }
+                        };
+                        let cutoff = if active {
+                            commit.recorded_at_micros
+                        } else {
+                            slack
+                        };
+                        (revocation, cutoff)
                     }
-                    OrgEvent::DeviceRevoked { device } => {
+                    OrgEvent::DeviceRevoked { device } => (
                         trackhrs_credentials::Revocation::Device {
                             org,
                             device: device.as_str(),
-                        }
-                    }
+                        },
+                        slack,
+                    ),
                     _ => continue,
                 };
-                revoke_recorded(tx, revocation, commit.recorded_at_micros)
+                revoke_recorded(tx, revocation, cutoff)
                     .await
                     .map_err(revocation_failed)?;
             }
