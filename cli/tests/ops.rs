@@ -193,8 +193,6 @@ async fn status_rebuild_and_dead_letters_from_the_command_line() {
         (versions == vec![(3, "live".to_owned())]).then_some(())
     })
     .await;
-    worker.kill().unwrap();
-    worker.wait().unwrap();
     assert!(
         upgraded.is_some(),
         "the classifier upgrade did not rebuild and switch by itself"
@@ -205,4 +203,27 @@ async fn status_rebuild_and_dead_letters_from_the_command_line() {
         .unwrap()
         .get(0);
     assert_eq!(ms, 5 * 600_000);
+
+    // After switching by itself, the worker still follows the live version:
+    // an operator's rebuild retires v3, and v4 gets the new batches.
+    let rebuilt =
+        String::from_utf8(trackhrs(&["rebuild", "activity"], &url, &conn).stdout).unwrap();
+    assert!(rebuilt.contains("activity v4 is live"), "{rebuilt}");
+    record_batches(&store, 6..=6).await;
+    let last = store.last_sequence().await.unwrap();
+    let followed = wait_until(Duration::from_secs(60), || async {
+        let row = pg
+            .query_opt(
+                "SELECT position FROM trackhrs_catalog.projection_versions \
+                 WHERE name = 'activity' AND version = 4",
+                &[],
+            )
+            .await
+            .ok()??;
+        (row.get::<_, i64>(0) as u64 >= last).then_some(())
+    })
+    .await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert!(followed.is_some(), "nothing applied the new batch to v4");
 }
