@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use trackhrs_credentials::{Auth, AuthError};
 use trackhrs_domain::Token;
-use trackhrs_domain::organization::{OrgCommand, Organization, Role, Settings};
+use trackhrs_domain::organization::{OrgCommand, Organization, Role};
 use trackhrs_domain::permissions::{Read, Scope};
 use trackhrs_projections::directory;
 pub use trackhrs_projections::directory::{DeviceRow, MemberRow, OrgRow};
@@ -127,53 +127,18 @@ impl Administration {
         Ok((org, outcome))
     }
 
-    /// Changes the organization's settings.
+    /// Runs a command that has no side effect beyond its events (settings,
+    /// seats, a role, a reactivation), made by `command` from the caller's
+    /// person id; the aggregate decides whether the caller may.
     #[tracing::instrument(skip_all)]
-    pub async fn change_settings(
+    pub async fn execute(
         &self,
         caller: &Caller,
         org_id: &str,
         command_id: &str,
-        settings: Settings,
+        command: impl FnOnce(Token) -> OrgCommand,
     ) -> Result<Outcome, AppError> {
-        let command = OrgCommand::ChangeSettings {
-            actor: caller.person.clone(),
-            settings,
-        };
-        Ok(self.command(caller, org_id, command_id, command).await?.1)
-    }
-
-    /// Changes the number of seats.
-    #[tracing::instrument(skip_all)]
-    pub async fn change_seats(
-        &self,
-        caller: &Caller,
-        org_id: &str,
-        command_id: &str,
-        seats: u32,
-    ) -> Result<Outcome, AppError> {
-        let command = OrgCommand::ChangeSeats {
-            actor: caller.person.clone(),
-            seats,
-        };
-        Ok(self.command(caller, org_id, command_id, command).await?.1)
-    }
-
-    /// Changes a member's role.
-    #[tracing::instrument(skip_all)]
-    pub async fn change_role(
-        &self,
-        caller: &Caller,
-        org_id: &str,
-        command_id: &str,
-        member: Token,
-        role: Role,
-    ) -> Result<Outcome, AppError> {
-        let command = OrgCommand::ChangeRole {
-            actor: caller.person.clone(),
-            member,
-            role,
-        };
+        let command = command(caller.person.clone());
         Ok(self.command(caller, org_id, command_id, command).await?.1)
     }
 
@@ -316,22 +281,6 @@ impl Administration {
                 .await?;
         }
         Ok(outcome)
-    }
-
-    /// Gives a deactivated member a seat again.
-    #[tracing::instrument(skip_all)]
-    pub async fn reactivate(
-        &self,
-        caller: &Caller,
-        org_id: &str,
-        command_id: &str,
-        member: Token,
-    ) -> Result<Outcome, AppError> {
-        let command = OrgCommand::Reactivate {
-            actor: caller.person.clone(),
-            member,
-        };
-        Ok(self.command(caller, org_id, command_id, command).await?.1)
     }
 
     /// Enrolls a device of the caller and hands out its token.

@@ -4,7 +4,7 @@
 use tonic::{Request, Response, Status};
 use trackhrs_app::administration::{Administration, Invitation, NewMember};
 use trackhrs_app::{Authenticator, Caller, Outcome};
-use trackhrs_domain::organization::{Role, Settings};
+use trackhrs_domain::organization::{OrgCommand, Role, Settings};
 use trackhrs_schemas::org::v1 as pb;
 use trackhrs_schemas::org::v1::organizations_server::Organizations;
 
@@ -101,7 +101,9 @@ impl Organizations for OrganizationsService {
         let settings = validate::settings(r.settings)?;
         reply(
             self.admin
-                .change_settings(&caller, &r.org_id, &command_id, settings)
+                .execute(&caller, &r.org_id, &command_id, |actor| {
+                    OrgCommand::ChangeSettings { actor, settings }
+                })
                 .await,
         )
     }
@@ -117,7 +119,9 @@ impl Organizations for OrganizationsService {
         let seats = validate::seats(r.seats)?;
         reply(
             self.admin
-                .change_seats(&caller, &r.org_id, &command_id, seats)
+                .execute(&caller, &r.org_id, &command_id, |actor| {
+                    OrgCommand::ChangeSeats { actor, seats }
+                })
                 .await,
         )
     }
@@ -171,7 +175,13 @@ impl Organizations for OrganizationsService {
         let role = validate::role(r.role)?;
         reply(
             self.admin
-                .change_role(&caller, &r.org_id, &command_id, member, role)
+                .execute(&caller, &r.org_id, &command_id, |actor| {
+                    OrgCommand::ChangeRole {
+                        actor,
+                        member,
+                        role,
+                    }
+                })
                 .await,
         )
     }
@@ -203,7 +213,9 @@ impl Organizations for OrganizationsService {
         let member = validate::id("person_id", &r.person_id)?;
         reply(
             self.admin
-                .reactivate(&caller, &r.org_id, &command_id, member)
+                .execute(&caller, &r.org_id, &command_id, |actor| {
+                    OrgCommand::Reactivate { actor, member }
+                })
                 .await,
         )
     }
