@@ -39,26 +39,29 @@
 //! subjects up to L is in hand, and the checkpoint moves to L (in the same
 //! transaction as the batch, or alone when the batch is empty).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
-use async_nats::jetstream::{self, Message};
-use bytes::Bytes;
-use futures::StreamExt;
+use async_nats::jetstream;
 use tokio_postgres::{Client, NoTls};
-use trackhrs_nats::{EventStore, StoreError};
+use trackhrs_nats::EventStore;
 
 use crate::catalog::{
-    self, LOCK_CLASS_RUNNER, VersionInfo, VersionState, advance, migrate, register, select_version,
+    self, LOCK_CLASS_RUNNER, VersionInfo, VersionState, migrate, register, select_version,
 };
-use crate::dlq::{self, Poisoned};
-use crate::error::{ApplyError, ProjectionError, describe};
+use crate::dlq;
+use crate::error::{ProjectionError, describe};
 use crate::invalidation;
+
+mod apply;
+mod fetch;
+
 use crate::projection::{Committed, Projection, consumer_name, schema_name, validate};
+use apply::{Attempt, Prepared, attempt};
+use fetch::{Ready, acknowledge, read_ahead, recreate_consumer};
 
 /// Tunables of a runner.
 #[derive(Debug, Clone)]
@@ -173,42 +176,6 @@ struct Ctx<'a, P> {
     store: &'a EventStore,
     js: jetstream::Context,
     config: &'a RunnerConfig,
-}
-
-/// One delivered message of a batch.
-struct Delivery {
-    msg: Message,
-    sequence: u64,
-    /// At or below the checkpoint: acknowledge, do not apply.
-    skip: bool,
-}
-
-/// A fetched batch.
-struct Fetched {
-    deliveries: Vec<Delivery>,
-    /// `pending` of the last delivery (messages left for the consumer).
-    last_pending: Option<u64>,
-    /// Why the session must start over after this batch, if it must.
-    anomaly: Option<String>,
-}
-
-/// A batch decoded and split.
-struct Prepared<C> {
-    commits: Vec<C>,
-    poison: Vec<Poisoned>,
-    /// Subject and original bytes of every message to apply, by stream
-    /// sequence, for dead-lettering a commit the projection refuses.
-    originals: HashMap<u64, (String, Bytes)>,
-}
-
-enum Attempt {
-    Committed {
-        live: bool,
-    },
-    /// A poison commit was taken out; apply the rest at once.
-    Again,
-    /// A deterministic error without a named commit: apply one by one.
-    Isolate(String),
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -557,14 +524,6 @@ impl<P: Projection> Run<'_, P> {
     }
 }
 
-/// A batch fetched and decoded ahead of the applying loop.
-struct Ready<C> {
-    fetched: Fetched,
-    prepared: Prepared<C>,
-    /// From [`probe`], when nothing was pending after this batch.
-    caught_up: Option<u64>,
-}
-
 /// Aborts a task when dropped: the read-ahead task lives as long as its
 /// session, a supervisor's rebuild as long as its supervision.
 pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
@@ -575,214 +534,10 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Fetches and decodes the session's batches in order and hands them over
-/// (the channel holds one more). Ends after a batch with an anomaly, on a
-/// fetch error (sent on), or when the session drops the receiver. Decoding
-/// that fails for want of the key store is retried with backoff.
-async fn read_ahead<P: Projection>(
-    store: EventStore,
-    consumer: PullConsumer,
-    mut events: jetstream::stream::Stream,
-    consumer_name: String,
-    config: RunnerConfig,
-    committed: tokio::sync::watch::Receiver<u64>,
-    ready: tokio::sync::mpsc::Sender<Result<Ready<P::Commit>, ProjectionError>>,
-) {
-    // Consumer sequence of the next delivery (the consumer is new).
-    let mut next_delivery = 1;
-    let mut last_sequence = *committed.borrow();
-    let mut backlog = true;
-    loop {
-        // The session's checkpoint: a redelivery at or below it is skipped.
-        let position = *committed.borrow();
-        let fetched = match fetch(
-            &consumer,
-            &config,
-            backlog,
-            position,
-            &mut next_delivery,
-            &mut last_sequence,
-        )
-        .await
-        {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = ready.send(Err(e)).await;
-                return;
-            }
-        };
-        backlog = fetched.deliveries.len() >= config.batch_max;
-        let caught_up = if fetched.anomaly.is_none() && fetched.last_pending.unwrap_or(0) == 0 {
-            probe(&mut events, &consumer_name, next_delivery - 1).await
-        } else {
-            None
-        };
-        let mut backoff = MIN_BACKOFF;
-        let prepared = loop {
-            match prepare::<P>(&store, &fetched.deliveries).await {
-                Ok(p) => break p,
-                Err(e) => {
-                    tracing::warn!(projection = %consumer_name, error = %e, "cannot decode the batch; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(config.max_backoff);
-                }
-            }
-        };
-        let last = fetched.anomaly.is_some();
-        let batch = Ready {
-            fetched,
-            prepared,
-            caught_up,
-        };
-        if ready.send(Ok(batch)).await.is_err() || last {
-            return;
-        }
-    }
-}
-
-/// Pulls up to `batch_max` messages. While catching up (`backlog`: the
-/// previous batch was full, or the session just started) it takes only what
-/// the stream holds now, so the last partial batch of a backlog is applied
-/// at once; otherwise it waits at most `batch_wait` for a batch to fill.
-async fn fetch(
-    consumer: &PullConsumer,
-    config: &RunnerConfig,
-    backlog: bool,
-    position: u64,
-    next_delivery: &mut u64,
-    last_sequence: &mut u64,
-) -> Result<Fetched, ProjectionError> {
-    // Either way the request expires: a lost reply (a reconnect, a server
-    // restart) ends the batch instead of waiting for it forever.
-    let batch = if backlog {
-        consumer
-            .fetch()
-            .max_messages(config.batch_max)
-            .expires(config.batch_wait)
-            .messages()
-            .await
-    } else {
-        consumer
-            .batch()
-            .max_messages(config.batch_max)
-            .expires(config.batch_wait)
-            .messages()
-            .await
-    };
-    let mut batch = batch.map_err(ProjectionError::nats)?;
-    let mut fetched = Fetched {
-        deliveries: Vec::new(),
-        last_pending: None,
-        anomaly: None,
-    };
-    while let Some(item) = batch.next().await {
-        let msg = match item {
-            Ok(msg) => msg,
-            Err(e) => {
-                fetched.anomaly = Some(format!("pull failed: {e}"));
-                break;
-            }
-        };
-        let (sequence, delivery, delivered, pending) = match msg.info() {
-            Ok(i) => (
-                i.stream_sequence,
-                i.consumer_sequence,
-                i.delivered,
-                i.pending,
-            ),
-            Err(e) => {
-                fetched.anomaly = Some(format!("message without JetStream metadata: {e}"));
-                break;
-            }
-        };
-        if delivery != *next_delivery {
-            fetched.anomaly = Some(format!(
-                "delivery {delivery} arrived where {} was expected (a delivery was missed or the consumer was reset)",
-                *next_delivery
-            ));
-            break;
-        }
-        *next_delivery += 1;
-        if sequence <= position {
-            fetched.deliveries.push(Delivery {
-                msg,
-                sequence,
-                skip: true,
-            });
-        } else if sequence <= *last_sequence || delivered > 1 {
-            fetched.anomaly = Some(format!(
-                "stream sequence {sequence} (delivery attempt {delivered}) arrived after {}",
-                *last_sequence
-            ));
-            break;
-        } else {
-            *last_sequence = sequence;
-            fetched.deliveries.push(Delivery {
-                msg,
-                sequence,
-                skip: false,
-            });
-        }
-        fetched.last_pending = Some(pending);
-    }
-    Ok(fetched)
-}
-
-/// Deletes the version's consumer if it exists and creates it at
-/// `position + 1`, so nothing is outstanding on it.
-async fn recreate_consumer<P: Projection>(
-    ctx: &Ctx<'_, P>,
-    events: &jetstream::stream::Stream,
-    position: u64,
-) -> Result<PullConsumer, ProjectionError> {
-    if let Err(e) = events.delete_consumer(&ctx.consumer).await {
-        let missing = matches!(e.kind(), jetstream::stream::ConsumerErrorKind::JetStream(ref je)
-            if je.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND);
-        if !missing {
-            return Err(ProjectionError::nats(e));
-        }
-    }
-    let mut subjects = ctx.projection.subjects();
-    let (filter_subject, filter_subjects) = if subjects.len() == 1 {
-        (subjects.remove(0), Vec::new())
-    } else {
-        (String::new(), subjects)
-    };
-    let batch_max = i64::try_from(ctx.config.batch_max).unwrap_or(i64::MAX);
-    events
-        .create_consumer(pull::Config {
-            durable_name: Some(ctx.consumer.clone()),
-            description: Some(format!("projection {} version {}", ctx.name, ctx.version)),
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: position + 1,
-            },
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: ctx.config.ack_wait,
-            max_deliver: -1,
-            filter_subject,
-            filter_subjects,
-            max_ack_pending: batch_max.saturating_mul(4).max(1000),
-            ..Default::default()
-        })
-        .await
-        .map_err(ProjectionError::nats)
-}
-
 /// The open connection.
 fn connected(pg: &mut Option<Client>) -> Result<&mut Client, Halt> {
     pg.as_mut()
         .ok_or_else(|| Halt::Reset("no PostgreSQL connection".into()))
-}
-
-/// Acknowledges every delivery of a committed batch. A lost acknowledgement
-/// only means a redelivery, which the checkpoint skips.
-async fn acknowledge(deliveries: &[Delivery]) {
-    for d in deliveries {
-        if let Err(e) = d.msg.ack().await {
-            tracing::debug!(error = %e, "acknowledgement not sent; the redelivery will be skipped");
-            return;
-        }
-    }
 }
 
 /// Stops a run of a version that is no longer wanted.
@@ -791,194 +546,4 @@ fn check_state(info: &VersionInfo) -> Result<(), Halt> {
         VersionState::Retired => Err(Halt::Retired),
         VersionState::Building | VersionState::Live => Ok(()),
     }
-}
-
-/// When the consumer has nothing pending and delivered nothing unseen, the
-/// stream's last sequence read before that check: every message of the
-/// projection's subjects up to it has been delivered to this session.
-async fn probe(
-    events: &mut jetstream::stream::Stream,
-    consumer: &str,
-    last_delivery: u64,
-) -> Option<u64> {
-    let last = events.info().await.ok()?.state.last_sequence;
-    let info = events.consumer_info(consumer).await.ok()?;
-    (info.num_pending == 0 && info.delivered.consumer_sequence == last_delivery).then_some(last)
-}
-
-/// Decodes the deliveries to apply, on as many tasks as there are cores
-/// (decoding and unsealing is most of a batch's CPU), keeping stream order.
-/// An undecodable message is poison; a failure to reach the key store is an
-/// error (retried).
-async fn prepare<P: Projection>(
-    store: &EventStore,
-    deliveries: &[Delivery],
-) -> Result<Prepared<P::Commit>, StoreError> {
-    let todo: Vec<(String, u64, Bytes)> = deliveries
-        .iter()
-        .filter(|d| !d.skip)
-        .map(|d| (d.msg.subject.to_string(), d.sequence, d.msg.payload.clone()))
-        .collect();
-    let tasks = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(todo.len().max(1));
-    let chunk = todo.len().div_ceil(tasks).max(1);
-    let mut handles = Vec::with_capacity(tasks);
-    for part in todo.chunks(chunk) {
-        let keys = store.keys().clone();
-        let part = part.to_vec();
-        handles.push(tokio::spawn(async move {
-            let mut out = Vec::with_capacity(part.len());
-            for (subject, sequence, payload) in part {
-                let decoded = P::decode(&keys, &subject, sequence, &payload).await;
-                out.push((subject, sequence, payload, decoded));
-            }
-            out
-        }));
-    }
-    let mut prepared = Prepared {
-        commits: Vec::with_capacity(todo.len()),
-        poison: Vec::new(),
-        originals: HashMap::with_capacity(todo.len()),
-    };
-    for handle in handles {
-        let decoded = handle
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("decoding task: {e}")))?;
-        for (subject, sequence, payload, result) in decoded {
-            match result {
-                Ok(commit) => prepared.commits.push(commit),
-                Err(StoreError::Decode { reason, .. }) => prepared.poison.push(Poisoned {
-                    subject: subject.clone(),
-                    stream_sequence: sequence,
-                    reason: format!("cannot decode: {reason}"),
-                    payload: payload.clone(),
-                }),
-                Err(e) => return Err(e),
-            }
-            prepared.originals.insert(sequence, (subject, payload));
-        }
-    }
-    Ok(prepared)
-}
-
-/// One try at committing a batch.
-async fn attempt<P: Projection>(
-    ctx: &Ctx<'_, P>,
-    client: &mut Client,
-    prepared: &mut Prepared<P::Commit>,
-    position: u64,
-    target: u64,
-    isolate: bool,
-) -> Result<Attempt, Halt> {
-    let mut tx = client.transaction().await?;
-    let info = select_version(&tx, ctx.name, ctx.version, true)
-        .await?
-        .ok_or(Halt::Dropped)?;
-    check_state(&info)?;
-    if info.position != position {
-        return Err(Halt::Reset(format!(
-            "the checkpoint is {} where this session expected {position}",
-            info.position
-        )));
-    }
-    if !prepared.commits.is_empty() {
-        if isolate {
-            let mut failed = Vec::new();
-            for (i, commit) in prepared.commits.iter().enumerate() {
-                let savepoint = tx.savepoint("trackhrs_commit").await?;
-                match ctx
-                    .projection
-                    .apply(&savepoint, &ctx.schema, std::slice::from_ref(commit))
-                    .await
-                {
-                    Ok(()) => savepoint.commit().await?,
-                    Err(e) if e.is_transient() => return Err(apply_failure(e)),
-                    Err(e) => {
-                        savepoint.rollback().await?;
-                        failed.push((i, reason_of(e)));
-                    }
-                }
-            }
-            for (i, reason) in failed.into_iter().rev() {
-                take_poison(prepared, i, reason);
-            }
-        } else {
-            match ctx
-                .projection
-                .apply(&tx, &ctx.schema, &prepared.commits)
-                .await
-            {
-                Ok(()) => {}
-                Err(ApplyError::Poison {
-                    stream_sequence,
-                    reason,
-                }) => {
-                    return Ok(
-                        match prepared
-                            .commits
-                            .iter()
-                            .position(|c| c.stream_sequence() == stream_sequence)
-                        {
-                            Some(i) => {
-                                take_poison(prepared, i, reason);
-                                Attempt::Again
-                            }
-                            None => Attempt::Isolate(format!(
-                                "poison reported for stream sequence {stream_sequence}, which is not in the batch: {reason}"
-                            )),
-                        },
-                    );
-                }
-                Err(e) if e.is_transient() => return Err(apply_failure(e)),
-                Err(e) => return Ok(Attempt::Isolate(describe(&e))),
-            }
-        }
-    }
-    for p in &prepared.poison {
-        dlq::publish(&ctx.js, ctx.name, ctx.version, p).await?;
-    }
-    let events: usize = prepared.commits.iter().map(|c| c.events()).sum();
-    advance(
-        &tx,
-        ctx.name,
-        ctx.version,
-        target,
-        prepared.commits.len() as u64,
-        events as u64,
-        prepared.poison.len() as u64,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Attempt::Committed {
-        live: info.state == VersionState::Live,
-    })
-}
-
-fn reason_of(e: ApplyError) -> String {
-    match e {
-        ApplyError::Poison { reason, .. } => reason,
-        other => describe(&other),
-    }
-}
-
-fn apply_failure(e: ApplyError) -> Halt {
-    Halt::Failed(match e {
-        ApplyError::Postgres(pg) => ProjectionError::Postgres(pg),
-        other => ProjectionError::Apply(describe(&other)),
-    })
-}
-
-/// Moves commit `i` from the batch to the dead letters, with the original
-/// bytes of its message.
-fn take_poison<C: Committed>(prepared: &mut Prepared<C>, i: usize, reason: String) {
-    let commit = prepared.commits.remove(i);
-    let sequence = commit.stream_sequence();
-    let (subject, payload) = prepared.originals.remove(&sequence).unwrap_or_default();
-    prepared.poison.push(Poisoned {
-        subject,
-        stream_sequence: sequence,
-        reason,
-        payload,
-    });
 }
