@@ -1,0 +1,539 @@
+//! ActivityWatch watchers reporting to the agent: their heartbeats become
+//! the device's activity and raw timelines, classified by the org's rules.
+
+use super::*;
+use crate::proxy::{FAIL, LOSE_REPLY, PASS, Proxy};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activitywatch_watchers_reporting_to_the_agent_become_the_devices_activity() {
+    let platform = Platform::start().await;
+    let (owner, device, token) = enrolled(&platform).await;
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let aw_addr = probe.local_addr().unwrap();
+    drop(probe);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AgentConfig::new(
+        format!("http://{}", platform.gw().addr),
+        token,
+        dir.path().join("outbox.db"),
+    );
+    config.activitywatch_listen = Some(aw_addr);
+    config.settle = Duration::from_millis(500);
+    config.upload_every = Duration::from_millis(200);
+    let agent = Agent::start_activitywatch(config).unwrap();
+    let status = agent.status();
+    wait_until("the policy", Duration::from_secs(20), || {
+        status.borrow().policy.is_some()
+    })
+    .await;
+
+    // What aw-watcher-window and aw-watcher-afk send: their buckets, then
+    // heartbeats (merged within the pulsetime).
+    let host = "localhost:5600";
+    let call = |method: &'static str, path: String, body: String| async move {
+        trackhrs_harness::http::call(aw_addr, method, &path, host, &body)
+            .await
+            .unwrap()
+            .0
+    };
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let at = |s: i64| {
+        chrono::DateTime::from_timestamp(now_s + s, 0)
+            .unwrap()
+            .to_rfc3339()
+    };
+    for (bucket, kind, client) in [
+        (
+            "aw-watcher-window_laptop",
+            "currentwindow",
+            "aw-watcher-window",
+        ),
+        ("aw-watcher-afk_laptop", "afkstatus", "aw-watcher-afk"),
+    ] {
+        let body = serde_json::json!({"client": client, "type": kind, "hostname": "laptop"});
+        assert_eq!(
+            call("POST", format!("/api/0/buckets/{bucket}"), body.to_string()).await,
+            200
+        );
+    }
+    let window = serde_json::json!({"app": "Code", "title": "main.rs - trackhrs"});
+    for s in [-60, -45, -30] {
+        let beat = serde_json::json!({"timestamp": at(s), "duration": 0, "data": window});
+        let path = "/api/0/buckets/aw-watcher-window_laptop/heartbeat?pulsetime=16".to_owned();
+        assert_eq!(call("POST", path, beat.to_string()).await, 200);
+    }
+    // As aw-watcher-afk reports: its status every few seconds, and at a
+    // change the old status up to the last input, then the new one.
+    for (s, afk) in [
+        (-60, "not-afk"),
+        (-50, "not-afk"),
+        (-45, "not-afk"),
+        (-45, "afk"),
+        (-30, "afk"),
+        (-20, "afk"),
+    ] {
+        let beat = serde_json::json!({"timestamp": at(s), "duration": 0, "data": {"status": afk}});
+        let path = "/api/0/buckets/aw-watcher-afk_laptop/heartbeat?pulsetime=30".to_owned();
+        assert_eq!(call("POST", path, beat.to_string()).await, 200);
+    }
+
+    // Window time while not AFK is active, while AFK idle; stored as the
+    // enrolled device's spans.
+    let expected = vec![
+        (
+            (now_s - 60) * 1000,
+            (now_s - 45) * 1000,
+            "Code".to_owned(),
+            "main.rs - trackhrs".to_owned(),
+        ),
+        (
+            (now_s - 45) * 1000,
+            (now_s - 30) * 1000,
+            "Code".to_owned(),
+            "main.rs - trackhrs".to_owned(),
+        ),
+    ];
+    let mut stored = Vec::new();
+    for _ in 0..200 {
+        stored = stored_spans(&platform, &owner.org_id, &device).await;
+        if stored.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored, expected);
+    let timeline = platform
+        .store
+        .load_fresh::<DeviceActivity>(
+            &Token::new(&owner.org_id).unwrap(),
+            &Token::new(&device).unwrap(),
+        )
+        .await
+        .unwrap()
+        .state;
+    assert_eq!(timeline.spans, 2);
+
+    // Paused: what the watchers report meanwhile never becomes spans.
+    agent.pause();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = |app: &'static str, from: i64| {
+        let call = &call;
+        async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            for s in [from, from + 1, from + 2] {
+                let t = chrono::DateTime::from_timestamp(now + s, 0)
+                    .unwrap()
+                    .to_rfc3339();
+                let w = serde_json::json!({"timestamp": t, "duration": 0, "data": {"app": app, "title": ""}});
+                let path =
+                    "/api/0/buckets/aw-watcher-window_laptop/heartbeat?pulsetime=2".to_owned();
+                assert_eq!(call("POST", path, w.to_string()).await, 200);
+                let a = serde_json::json!({"timestamp": t, "duration": 0, "data": {"status": "not-afk"}});
+                let path = "/api/0/buckets/aw-watcher-afk_laptop/heartbeat?pulsetime=2".to_owned();
+                assert_eq!(call("POST", path, a.to_string()).await, 200);
+            }
+        }
+    };
+    report("Secret", 0).await;
+    // Longer than the combining interval (5 s), so a paused round ran.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    agent.resume();
+    report("After", 1).await;
+    let mut apps = Vec::new();
+    for _ in 0..300 {
+        apps = stored_spans(&platform, &owner.org_id, &device)
+            .await
+            .into_iter()
+            .map(|s| s.2)
+            .collect::<Vec<_>>();
+        if apps.iter().any(|a| a == "After") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(apps.iter().any(|a| a == "After"), "{apps:?}");
+    assert!(
+        !apps.iter().any(|a| a == "Secret"),
+        "paused time uploaded: {apps:?}"
+    );
+    agent.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_employees_day_is_classified_with_the_orgs_rules_also_offline() {
+    let platform = Platform::start().await;
+    let (owner, _, token) = enrolled(&platform).await;
+    set_rules(
+        &platform,
+        &owner,
+        "rules-1",
+        &[("Editing", "EditorApp"), ("Browsing", "BrowserApp")],
+    )
+    .await;
+    let desktop = BusyDesktop::start(Duration::from_millis(150));
+    let dir = tempfile::tempdir().unwrap();
+    let run = |gateway: String| {
+        let mut config = AgentConfig::new(gateway, token.clone(), dir.path().join("outbox.db"));
+        config.poll = Duration::from_millis(50);
+        config.upload_every = Duration::from_millis(200);
+        config.policy_every = Duration::from_millis(200);
+        let display = desktop.display.name.clone();
+        Agent::start(config, move || X11Capture::connect(Some(&display))).unwrap()
+    };
+    let today = |agent: &Agent| {
+        let now = chrono::Utc::now().timestamp_millis();
+        agent.summary(now - 3_600_000, now + 1000).unwrap()
+    };
+    let names = |s: &trackhrs_agent::today::Summary| -> BTreeSet<String> {
+        s.categories.iter().map(|c| c.category.join("/")).collect()
+    };
+    let agent = run(format!("http://{}", platform.gw().addr));
+    // The org's rules arrive with the policy; the day is classified by
+    // them, every active millisecond in exactly one category.
+    wait_until("the org's rules", Duration::from_secs(20), || {
+        let s = today(&agent);
+        s.rules_version == Some(1)
+            && names(&s) == BTreeSet::from(["Browsing".into(), "Editing".into()])
+    })
+    .await;
+    let s = today(&agent);
+    assert!(s.active_ms > 0);
+    assert_eq!(
+        s.categories.iter().map(|c| c.active_ms).sum::<i64>(),
+        s.active_ms
+    );
+    // New rules: the whole day moves to the new category.
+    set_rules(
+        &platform,
+        &owner,
+        "rules-2",
+        &[("Work", "EditorApp|BrowserApp")],
+    )
+    .await;
+    wait_until("the new rules", Duration::from_secs(20), || {
+        let s = today(&agent);
+        s.rules_version == Some(2) && names(&s) == BTreeSet::from(["Work".into()])
+    })
+    .await;
+    // Titles forbidden, and a rule on titles listed first: the day is
+    // classified as the dashboards see it, without the titles recorded
+    // locally before the change.
+    change_titles(&platform, &owner, false, "titles-off").await;
+    set_rules(
+        &platform,
+        &owner,
+        "rules-3",
+        &[("Titled", "^doc "), ("Work", "EditorApp|BrowserApp")],
+    )
+    .await;
+    wait_until("the rules and policy", Duration::from_secs(20), || {
+        today(&agent).rules_version == Some(3)
+            && agent
+                .status()
+                .borrow()
+                .policy
+                .is_some_and(|p| !p.capture_titles)
+    })
+    .await;
+    assert_eq!(names(&today(&agent)), BTreeSet::from(["Work".into()]));
+    agent.stop(Duration::from_secs(3)).await;
+    // Started again with the gateway unreachable: the kept rules and policy
+    // classify.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let offline = run(format!("http://{closed}"));
+    let s = today(&offline);
+    assert_eq!(
+        (s.rules_version, names(&s)),
+        (Some(3), BTreeSet::from(["Work".into()]))
+    );
+    offline.stop(Duration::from_millis(100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_activitywatch_timelines_are_synced_with_versions_and_retractions() {
+    let platform = Platform::start().await;
+    let (owner, device, token) = enrolled(&platform).await;
+    change_titles(&platform, &owner, false, "titles-off").await;
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = probe.local_addr().unwrap();
+    drop(probe);
+    let proxy = Proxy::new(platform.gw().channel.clone());
+    let (_down, rx) = tokio::sync::oneshot::channel();
+    proxy.serve(proxy_addr, rx).await;
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let aw_addr = probe.local_addr().unwrap();
+    drop(probe);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AgentConfig::new(
+        format!("http://{proxy_addr}"),
+        token,
+        dir.path().join("outbox.db"),
+    );
+    config.activitywatch_listen = Some(aw_addr);
+    config.settle = Duration::from_millis(300);
+    config.upload_every = Duration::from_millis(100);
+    config.sync.base_backoff = Duration::from_millis(50);
+    config.sync.max_backoff = Duration::from_millis(200);
+    let agent = Agent::start_activitywatch(config).unwrap();
+    let status = agent.status();
+    wait_until("the policy", Duration::from_secs(20), || {
+        status.borrow().policy.is_some()
+    })
+    .await;
+
+    let call = |method: &'static str, path: String, body: serde_json::Value| async move {
+        trackhrs_harness::http::call(aw_addr, method, &path, "localhost:5600", &body.to_string())
+            .await
+            .unwrap()
+    };
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let at = |s: i64| {
+        chrono::DateTime::from_timestamp(now_s + s, 0)
+            .unwrap()
+            .to_rfc3339()
+    };
+    let (window, afk, vim) = (
+        "aw-watcher-window_laptop",
+        "aw-watcher-afk_laptop",
+        "aw-watcher-vim_laptop",
+    );
+    for (bucket, kind, client) in [
+        (window, "currentwindow", "aw-watcher-window"),
+        (afk, "afkstatus", "aw-watcher-afk"),
+        (vim, "app.editor.activity", "aw-watcher-vim"),
+    ] {
+        let body = serde_json::json!({"client": client, "type": kind, "hostname": "laptop"});
+        assert_eq!(
+            call("POST", format!("/api/0/buckets/{bucket}"), body)
+                .await
+                .0,
+            200
+        );
+    }
+    let secret = serde_json::json!({"app": "Code", "title": "Secret plans", "url": "https://secret.example/"});
+    for s in [-60, -50] {
+        let beat = serde_json::json!({"timestamp": at(s), "duration": 0, "data": secret});
+        let path = format!("/api/0/buckets/{window}/heartbeat?pulsetime=16");
+        assert_eq!(call("POST", path, beat).await.0, 200);
+    }
+    let beat =
+        serde_json::json!({"timestamp": at(-60), "duration": 10, "data": {"status": "not-afk"}});
+    let path = format!("/api/0/buckets/{afk}/heartbeat?pulsetime=30");
+    assert_eq!(call("POST", path, beat).await.0, 200);
+    let edits = serde_json::json!([
+        {"timestamp": at(-58), "duration": 5, "data": {"file": "main.rs", "language": "rust"}},
+        {"timestamp": at(-52), "duration": 2, "data": {"file": "Cargo.toml", "language": "toml"}},
+    ]);
+    let (code, inserted) = call("POST", format!("/api/0/buckets/{vim}/events"), edits).await;
+    assert_eq!(code, 200);
+    let inserted: serde_json::Value = serde_json::from_str(&inserted).unwrap();
+    let (first, second) = (
+        inserted[0]["id"].as_i64().unwrap(),
+        inserted[1]["id"].as_i64().unwrap(),
+    );
+
+    // All three timelines reach the platform, the editor's bucket type
+    // as it is, the window's data without what the policy forbids.
+    let (org, dev) = (owner.org_id.as_str(), device.as_str());
+    let rows = raw_timeline(&platform, org, dev, "three timelines", |rows| {
+        rows.len() == 4
+    })
+    .await;
+    let in_bucket = |rows: &[TimelineRow], b: &str| {
+        rows.iter()
+            .filter(|r| r.bucket == b)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let w = in_bucket(&rows, window);
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].data, Some(serde_json::json!({"app": "Code"})));
+    assert_eq!(w[0].bucket_type, "currentwindow");
+    assert_eq!(
+        (w[0].start_us, w[0].end_us),
+        ((now_s - 60) * 1_000_000, (now_s - 50) * 1_000_000)
+    );
+    let v = in_bucket(&rows, vim);
+    assert_eq!(v.len(), 2);
+    assert!(
+        v.iter()
+            .all(|r| r.bucket_type == "app.editor.activity" && r.client == "aw-watcher-vim")
+    );
+    assert_eq!(v[0].data.as_ref().unwrap()["file"], "main.rs");
+
+    // The first edit replaced (version 2) and the second deleted while the
+    // gateway stores an upload but its reply is lost.
+    proxy.timeline_mode.store(LOSE_REPLY, Ordering::SeqCst);
+    let replaced = serde_json::json!({"id": first, "timestamp": at(-58), "duration": 6, "data": {"file": "lib.rs"}});
+    assert_eq!(
+        call("POST", format!("/api/0/buckets/{vim}/events"), replaced)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(
+            "DELETE",
+            format!("/api/0/buckets/{vim}/events/{second}"),
+            serde_json::json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    let rows = raw_timeline(
+        &platform,
+        org,
+        dev,
+        "the edit replaced, the other deleted",
+        |rows| {
+            let v = in_bucket(rows, vim);
+            v.len() == 1 && v[0].version == 2
+        },
+    )
+    .await;
+    let v = in_bucket(&rows, vim);
+    assert_eq!(v[0].data, Some(serde_json::json!({"file": "lib.rs"})));
+    assert_eq!(v[0].end_us - v[0].start_us, 6_000_000);
+
+    // The AFK bucket deleted while the gateway fails for a while.
+    let failing_from = proxy.timelines.lock().unwrap().len();
+    proxy.timeline_mode.store(FAIL, Ordering::SeqCst);
+    assert_eq!(
+        call(
+            "DELETE",
+            format!("/api/0/buckets/{afk}"),
+            serde_json::json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    wait_until(
+        "failed uploads of the retraction",
+        Duration::from_secs(10),
+        || proxy.timelines.lock().unwrap().len() >= failing_from + 2,
+    )
+    .await;
+    proxy.timeline_mode.store(PASS, Ordering::SeqCst);
+    let rows = raw_timeline(&platform, org, dev, "the AFK bucket dropped", |rows| {
+        in_bucket(rows, afk).is_empty()
+    })
+    .await;
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+
+    // The log keeps every version once and the retractions; nothing the
+    // policy forbids left the machine.
+    let (state, log) = device_log::<DeviceTimeline>(&platform, org, dev).await;
+    let mut versions = Vec::new();
+    let mut retracted = Vec::new();
+    for (event_type, p) in &log {
+        match event_type.as_str() {
+            "TimelineEventRecorded" => versions.push((
+                p["bucket"].as_str().unwrap().to_owned(),
+                p["key"].as_str().unwrap().to_owned(),
+                p["version"].as_u64().unwrap(),
+            )),
+            "TimelineEventRetracted" => retracted.push(p["bucket"].as_str().unwrap().to_owned()),
+            "TimelineBucketRetracted" => {
+                retracted.push(format!("bucket {}", p["bucket"].as_str().unwrap()))
+            }
+            _ => {}
+        }
+    }
+    let distinct: BTreeSet<_> = versions.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        versions.len(),
+        "a version recorded twice: {versions:?}"
+    );
+    // Two editor events, one replaced; the window and the AFK event (each
+    // once, or twice when a heartbeat came after its first upload).
+    assert!(versions.len() >= 5, "{versions:?}");
+    assert_eq!(retracted, vec![vim.to_owned(), format!("bucket {afk}")]);
+    assert_eq!(
+        (state.versions, state.retractions),
+        (versions.len() as u64, 2)
+    );
+    // The manager's view over gRPC: the same events; an employee sees
+    // only their own devices.
+    let ask = |token: &str, device: &str, from_ms: i64, to_ms: i64| {
+        authed(
+            token,
+            activity_pb::GetDeviceTimelineRequest {
+                org_id: owner.org_id.clone(),
+                device_id: device.into(),
+                from_unix_ms: from_ms,
+                to_unix_ms: to_ms,
+                min_position: 0,
+            },
+        )
+    };
+    let mut activity = ActivityClient::new(platform.gw().channel.clone());
+    let day = (now_s * 1000 - 3_600_000, now_s * 1000 + 60_000);
+    let answer = activity
+        .get_device_timeline(ask(&owner.access_token, dev, day.0, day.1))
+        .await
+        .unwrap()
+        .into_inner();
+    let seen: Vec<_> = answer
+        .events
+        .iter()
+        .map(|e| (e.bucket_id.as_str(), e.version, e.data_json.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (window, rows[0].version as u64, r#"{"app":"Code"}"#),
+            (vim, 2, r#"{"file":"lib.rs"}"#),
+        ]
+    );
+    assert!(!answer.truncated);
+    let later = activity
+        .get_device_timeline(ask(&owner.access_token, dev, now_s * 1000, day.1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(later.events.is_empty(), "{later:?}");
+    let employee = platform.member(&owner, "erin", pb::Role::Employee).await;
+    let status = activity
+        .get_device_timeline(ask(&employee.access_token, dev, day.0, day.1))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    let status = activity
+        .get_device_timeline(ask(&owner.access_token, "nope", day.0, day.1))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    let status = activity
+        .get_device_timeline(ask(&owner.access_token, dev, day.1, day.0))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    let sent = proxy.timelines.lock().unwrap().clone();
+    assert!(sent.len() >= 3, "{sent:?}");
+    for request in &sent {
+        for change in &request.changes {
+            let text = format!("{change:?}");
+            assert!(
+                !text.contains("Secret plans") && !text.contains("secret.example"),
+                "{text}"
+            );
+        }
+    }
+    agent.stop(Duration::from_secs(1)).await;
+}
