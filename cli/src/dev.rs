@@ -138,8 +138,23 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "  gRPC:        {listen} (identity, organizations, agent session, health, reflection)"
+        "  gRPC:        {listen} (gRPC and gRPC-Web: identity, organizations, agent session, activity, health, reflection)"
     )?;
+    match &args.gateway.portal_dir {
+        Some(dir) if dir.join("index.html").is_file() => writeln!(
+            out,
+            "  portal:      http://{listen}/ (sign in as a demo member below)"
+        )?,
+        Some(dir) => writeln!(
+            out,
+            "  portal:      not built ({} has no index.html; scripts/deps.sh builds it)",
+            dir.display()
+        )?,
+        None => writeln!(
+            out,
+            "  portal:      not served (--portal-dir portal/dist serves it)"
+        )?,
+    }
     writeln!(
         out,
         "  demo org:    acme; members olive (owner), manny (manager), erin and ed (employees), ada (auditor)"

@@ -3,6 +3,7 @@
 //! `trackhrs-platform`'s.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -38,6 +39,10 @@ pub struct GatewayArgs {
     /// PostgreSQL connections of the gateway.
     #[arg(long, env = "TRACKHRS_GATEWAY_PG_POOL", default_value_t = 16)]
     pub pg_pool: usize,
+    /// The built portal (`portal/dist`) to serve on the gateway's address;
+    /// without it the gateway serves gRPC and gRPC-Web only.
+    #[arg(long, env = "TRACKHRS_PORTAL_DIR")]
+    pub portal_dir: Option<PathBuf>,
 }
 
 /// A shutdown signal that many tasks can wait for.
@@ -81,6 +86,7 @@ pub fn settings(gateway: &GatewayArgs, read_models: ReadModels) -> Settings {
         app,
         pg_pool: gateway.pg_pool,
         gateway: Some(gateway.listen),
+        portal: gateway.portal_dir.clone(),
         read_models,
         batch_wait: None,
     }

@@ -1,5 +1,6 @@
 //! `trackhrs.org.v1.Identity`: sign-up, log-in, refresh, log-out and
-//! accepting an invitation.
+//! accepting an invitation. A browser's session keeps its refresh token in
+//! a cookie ([`crate::web`]).
 
 use tonic::{Request, Response, Status};
 use trackhrs_app::identity::{self, SignUp, SignedIn};
@@ -7,7 +8,7 @@ use trackhrs_schemas::org::v1 as pb;
 use trackhrs_schemas::org::v1::identity_server::Identity;
 
 use crate::status::status;
-use crate::validate;
+use crate::{validate, web};
 
 /// The identity service.
 pub struct IdentityService {
@@ -21,11 +22,14 @@ impl IdentityService {
     }
 }
 
+/// The session as the caller gets it: for a browser (`web`), the refresh
+/// token goes into the cookie instead of the message.
 fn session(
     signed_in: Result<SignedIn, trackhrs_app::AppError>,
+    web: bool,
 ) -> Result<Response<pb::Session>, Status> {
     let s = signed_in.map_err(status)?;
-    Ok(Response::new(pb::Session {
+    let mut message = pb::Session {
         org_id: s.org.to_string(),
         person_id: s.person,
         role: validate::role_to_wire(s.role) as i32,
@@ -33,7 +37,25 @@ fn session(
         access_expires_at: s.session.access_expires_at,
         refresh_token: s.session.refresh_token,
         refresh_expires_at: s.session.refresh_expires_at,
-    }))
+    };
+    if !web {
+        return Ok(Response::new(message));
+    }
+    let token = std::mem::take(&mut message.refresh_token);
+    let expires_at = message.refresh_expires_at;
+    let mut response = Response::new(message);
+    web::set_cookie(response.metadata_mut(), Some((&token, expires_at)));
+    Ok(response)
+}
+
+/// The refresh token of a call: the message's, else (from a browser) the
+/// cookie's.
+fn refresh_token(metadata: &tonic::metadata::MetadataMap, given: String) -> String {
+    if given.is_empty() && web::is_web(metadata) {
+        web::cookie_token(metadata).unwrap_or_default()
+    } else {
+        given
+    }
 }
 
 #[tonic::async_trait]
@@ -43,6 +65,7 @@ impl Identity for IdentityService {
         request: Request<pb::SignUpRequest>,
     ) -> Result<Response<pb::Session>, Status> {
         let address = request.remote_addr().map(|a| a.ip());
+        let web = web::is_web(request.metadata());
         let r = request.into_inner();
         let sign_up = SignUp {
             command_id: validate::command_id(&r.command_id)?,
@@ -53,7 +76,7 @@ impl Identity for IdentityService {
             password: r.password,
             seats: validate::seats(r.seats)?,
         };
-        session(self.identity.sign_up(sign_up, address).await)
+        session(self.identity.sign_up(sign_up, address).await, web)
     }
 
     async fn login(
@@ -61,12 +84,14 @@ impl Identity for IdentityService {
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::Session>, Status> {
         let address = request.remote_addr().map(|a| a.ip());
+        let web = web::is_web(request.metadata());
         let r = request.into_inner();
         let org = validate::id("org_id", &r.org_id)?;
         session(
             self.identity
                 .login(org, &r.email, r.password, address)
                 .await,
+            web,
         )
     }
 
@@ -74,19 +99,25 @@ impl Identity for IdentityService {
         &self,
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::Session>, Status> {
-        let r = request.into_inner();
-        session(self.identity.refresh(&r.refresh_token).await)
+        let web = web::is_web(request.metadata());
+        let (metadata, _, r) = request.into_parts();
+        let token = refresh_token(&metadata, r.refresh_token);
+        session(self.identity.refresh(&token).await, web)
     }
 
     async fn logout(
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        self.identity
-            .logout(&request.into_inner().refresh_token)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(pb::LogoutResponse {}))
+        let web = web::is_web(request.metadata());
+        let (metadata, _, r) = request.into_parts();
+        let token = refresh_token(&metadata, r.refresh_token);
+        self.identity.logout(&token).await.map_err(status)?;
+        let mut response = Response::new(pb::LogoutResponse {});
+        if web {
+            web::set_cookie(response.metadata_mut(), None);
+        }
+        Ok(response)
     }
 
     async fn accept_invitation(
@@ -94,12 +125,14 @@ impl Identity for IdentityService {
         request: Request<pb::AcceptInvitationRequest>,
     ) -> Result<Response<pb::Session>, Status> {
         let address = request.remote_addr().map(|a| a.ip());
+        let web = web::is_web(request.metadata());
         let r = request.into_inner();
         let org = validate::id("org_id", &r.org_id)?;
         session(
             self.identity
                 .accept_invitation(org, &r.invitation_token, r.password, address)
                 .await,
+            web,
         )
     }
 }

@@ -20,13 +20,16 @@ pub mod orgs;
 pub mod status;
 pub mod telemetry;
 pub mod validate;
+pub mod web;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
+use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use trackhrs_app::App;
@@ -61,7 +64,10 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes.
+/// Serves the gateway on `listener` until `shutdown` completes: gRPC over
+/// HTTP/2, gRPC-Web over HTTP/1.1 and HTTP/2 for browsers, and, given
+/// `portal` (the built portal's folder), the portal's files on the same
+/// address.
 ///
 /// Whether the event store is reachable is checked every second; the health
 /// service reports SERVING for the server (""), for [`EVENT_STORE_HEALTH`]
@@ -69,6 +75,7 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    portal: Option<PathBuf>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), GatewayError> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -106,11 +113,9 @@ pub async fn serve(
             }
         }
     });
-    tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
+    tracing::info!(addr = ?listener.local_addr().ok(), portal = portal.is_some(), "gateway listening");
     let auth = app.authenticator().clone();
-    let served = tonic::transport::Server::builder()
-        .layer(telemetry::RpcLayer)
-        .add_service(health)
+    let grpc = Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(IdentityServer::new(identity::IdentityService::new(
@@ -136,7 +141,18 @@ pub async fn serve(
         .add_service(ActivityServer::new(dashboard::ActivityService::new(
             auth,
             app.activity().clone(),
-        )))
+        )));
+    // The telemetry layer sees every call as gRPC (inside the gRPC-Web
+    // translation), and only calls to the services: portal files are not
+    // RPCs.
+    let router = grpc
+        .into_axum_router()
+        .route_layer(telemetry::RpcLayer)
+        .route_layer(tonic_web::GrpcWebLayer::new())
+        .fallback(move |request| web::fallback(portal.clone(), request));
+    let served = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(Routes::from(router).prepare())
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     probe.abort();

@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,6 +81,8 @@ pub struct Settings {
     pub pg_pool: usize,
     /// Where the gateway listens; `None`: no gateway.
     pub gateway: Option<SocketAddr>,
+    /// The built portal's folder, served by the gateway; `None`: no portal.
+    pub portal: Option<PathBuf>,
     /// The read models and policies to run.
     pub read_models: ReadModels,
     /// Overrides every read model's batch wait (tests apply at once).
@@ -92,6 +95,7 @@ impl Default for Settings {
             app: AppConfig::default(),
             pg_pool: 16,
             gateway: None,
+            portal: None,
             read_models: ReadModels::None,
             batch_wait: None,
         }
@@ -183,6 +187,7 @@ pub struct Platform {
     pg: tokio_postgres::Config,
     gateway: Option<TcpListener>,
     gateway_addr: Option<SocketAddr>,
+    portal: Option<PathBuf>,
     read_models: Vec<Box<dyn Supervise>>,
 }
 
@@ -220,6 +225,7 @@ impl Platform {
             pg,
             gateway,
             gateway_addr,
+            portal: settings.portal,
             read_models,
         })
     }
@@ -267,7 +273,12 @@ impl Platform {
             ));
         }
         if let Some(listener) = self.gateway {
-            let serve = tokio::spawn(trackhrs_gateway::serve(listener, self.app, stop.clone()));
+            let serve = tokio::spawn(trackhrs_gateway::serve(
+                listener,
+                self.app,
+                self.portal,
+                stop.clone(),
+            ));
             tasks.push((
                 "gateway".to_owned(),
                 async move {

@@ -7,6 +7,7 @@
 //! Only ever a dev-dependency (`tests/tests/layering.rs` checks it).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,6 +149,7 @@ impl Platform {
             app: config.clone(),
             pg_pool: 2,
             gateway: None,
+            portal: None,
             read_models,
             batch_wait: Some(BATCH_WAIT),
         };
@@ -184,6 +186,7 @@ impl Platform {
             app: config,
             pg_pool: 8,
             gateway: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            portal: Some(portal_dist()),
             read_models: ReadModels::None,
             batch_wait: None,
         };
@@ -344,6 +347,12 @@ impl Drop for Platform {
             let _ = stop.send(());
         }
     }
+}
+
+/// The built portal of this checkout (`portal/dist`, written by
+/// `scripts/deps.sh`), which every replica's gateway serves.
+pub fn portal_dist() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../portal/dist")
 }
 
 /// A request carrying `token` as its bearer credential.
