@@ -14,8 +14,11 @@ use trackhrs_credentials::{Auth, AuthError};
 use trackhrs_domain::Token;
 use trackhrs_domain::organization::{OrgCommand, Organization, Role};
 use trackhrs_domain::permissions::{Read, Scope};
-use trackhrs_projections::directory;
 pub use trackhrs_projections::directory::{DeviceRow, MemberRow, OrgRow};
+pub use trackhrs_projections::history::{
+    Entry as HistoryEntry, Filter as HistoryFilter, MAX_PAGE as MAX_HISTORY_PAGE, Page,
+};
+use trackhrs_projections::{directory, history};
 
 use crate::caller::Caller;
 use crate::error::AppError;
@@ -396,6 +399,27 @@ impl Administration {
         Ok(AtPosition {
             value: members,
             position: dir.position,
+        })
+    }
+
+    /// A page of the organization's history, newest first.
+    #[tracing::instrument(skip_all)]
+    pub async fn history(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        filter: &HistoryFilter,
+        min_position: u64,
+    ) -> Result<AtPosition<Page>, AppError> {
+        let org = caller.scope(org_id)?;
+        self.reads.authorize(caller, Read::History).await?;
+        let model = self.reads.read_model(history::NAME, min_position).await?;
+        let page = history::entries(&model.client, &model.schema, org.as_str(), filter)
+            .await
+            .map_err(|e| crate::error::query(&e))?;
+        Ok(AtPosition {
+            value: page,
+            position: model.position,
         })
     }
 

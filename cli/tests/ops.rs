@@ -152,7 +152,7 @@ async fn status_rebuild_and_dead_letters_from_the_command_line() {
     );
 
     // Every read model rebuilds the same way, policies too.
-    for name in ["org_directory", "timeline", "revocation"] {
+    for name in ["org_directory", "org_history", "timeline", "revocation"] {
         let rebuilt = String::from_utf8(trackhrs(&["rebuild", name], &url, &conn).stdout).unwrap();
         assert!(rebuilt.contains(&format!("{name} v2 is live")), "{rebuilt}");
         assert!(rebuilt.contains(&format!("dropped {name} v1")), "{rebuilt}");

@@ -22,6 +22,8 @@ pub enum Read {
     DeviceTimeline,
     /// The classification rules.
     CategoryRules,
+    /// The organization's history: who did what and when.
+    History,
 }
 
 /// How much of it the reader sees.
@@ -47,6 +49,8 @@ pub fn scope(role: Role, read: Read) -> Scope {
         (Devices, Manager | Employee) => Scope::Own,
         (Dashboard | DeviceTimeline, Owner | Admin | Manager | Auditor) => Scope::Org,
         (Dashboard | DeviceTimeline, Employee) => Scope::Own,
+        (History, Owner | Admin | Auditor) => Scope::Org,
+        (History, Manager | Employee) => Scope::Nothing,
     }
 }
 
@@ -59,13 +63,14 @@ mod tests {
         use Read::*;
         use Scope::{Nothing as No, Org, Own};
         // Columns: owner, admin, manager, employee, auditor.
-        let table: [(Read, [Scope; 5]); 6] = [
+        let table: [(Read, [Scope; 5]); 7] = [
             (Organization, [Org, Org, Org, Org, Org]),
             (Members, [Org, Org, Org, No, Org]),
             (Devices, [Org, Org, Own, Own, Org]),
             (Dashboard, [Org, Org, Org, Own, Org]),
             (DeviceTimeline, [Org, Org, Org, Own, Org]),
             (CategoryRules, [Org, Org, Org, Org, Org]),
+            (History, [Org, Org, No, No, Org]),
         ];
         for (read, scopes) in table {
             for (role, expected) in Role::ALL.into_iter().zip(scopes) {

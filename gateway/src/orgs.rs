@@ -249,6 +249,39 @@ impl Organizations for OrganizationsService {
         }))
     }
 
+    async fn list_history(
+        &self,
+        request: Request<pb::ListHistoryRequest>,
+    ) -> Result<Response<pb::ListHistoryResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        let filter = validate::history_filter(&r)?;
+        let found = self
+            .admin
+            .history(&caller, &r.org_id, &filter, r.min_position)
+            .await
+            .map_err(status)?;
+        let entries = found
+            .value
+            .entries
+            .into_iter()
+            .map(|e| pb::HistoryEntry {
+                position: e.position,
+                recorded_at_micros: e.recorded_at_micros,
+                actor: e.actor,
+                event_type: e.event_type,
+                person_id: e.person_id.unwrap_or_default(),
+                device_id: e.device_id.unwrap_or_default(),
+                detail: e.detail,
+            })
+            .collect();
+        Ok(Response::new(pb::ListHistoryResponse {
+            entries,
+            next_before: found.value.next_before.unwrap_or(0),
+            position: found.position,
+        }))
+    }
+
     async fn enroll_device(
         &self,
         request: Request<pb::EnrollDeviceRequest>,

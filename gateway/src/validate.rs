@@ -54,6 +54,48 @@ pub fn email(field: &str, value: &str) -> Result<String, Status> {
     }
 }
 
+/// A history query's filter: an optional person id, at most 20 event type
+/// names (letters only), and a page size of 1 to 500 (100 when 0).
+pub fn history_filter(
+    r: &pb::ListHistoryRequest,
+) -> Result<trackhrs_app::administration::HistoryFilter, Status> {
+    let person = if r.person_id.is_empty() {
+        None
+    } else {
+        Some(id("person_id", &r.person_id)?.to_string())
+    };
+    if r.event_types.len() > 20 {
+        return Err(Status::invalid_argument(
+            "event_types: at most 20 event types",
+        ));
+    }
+    if let Some(bad) = r
+        .event_types
+        .iter()
+        .find(|t| t.is_empty() || t.len() > 64 || !t.chars().all(|c| c.is_ascii_alphabetic()))
+    {
+        return Err(Status::invalid_argument(format!(
+            "event_types: {bad:?} is not an event type name (letters only, e.g. MemberInvited)"
+        )));
+    }
+    let limit = match r.limit {
+        0 => 100,
+        n if n <= trackhrs_app::administration::MAX_HISTORY_PAGE => n,
+        n => {
+            return Err(Status::invalid_argument(format!(
+                "limit: {n} is more than {} entries",
+                trackhrs_app::administration::MAX_HISTORY_PAGE
+            )));
+        }
+    };
+    Ok(trackhrs_app::administration::HistoryFilter {
+        person,
+        event_types: r.event_types.clone(),
+        before: r.before,
+        limit,
+    })
+}
+
 /// A seat count from 1 to [`MAX_SEATS`].
 pub fn seats(value: u32) -> Result<u32, Status> {
     if (1..=MAX_SEATS).contains(&value) {

@@ -227,6 +227,19 @@ async fn call_every_method(
             .map(drop),
         ),
         (
+            "ListHistory",
+            c.list_history(req(
+                token,
+                pb::ListHistoryRequest {
+                    org_id: t.org.clone(),
+                    person_id: t.person.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
             "RevokeDevice",
             c.revoke_device(req(
                 token,
@@ -277,7 +290,7 @@ async fn no_role_of_another_org_reaches_org_a() {
         let against_a = call_every_method(p.gw().channel.clone(), token, &a_ids, role).await;
         let against_missing =
             call_every_method(p.gw().channel.clone(), token, &missing_org, role).await;
-        assert_eq!(against_a.len(), 15, "every method is called");
+        assert_eq!(against_a.len(), 16, "every method is called");
         for ((method, outcome), (_, missing)) in against_a.into_iter().zip(against_missing) {
             let status = outcome.expect_err(&format!("{role} of org B called {method} on org A"));
             let expected = if token.is_some() {
@@ -301,7 +314,7 @@ async fn no_role_of_another_org_reaches_org_a() {
             refused += 1;
         }
     }
-    assert_eq!(refused, 6 * 15);
+    assert_eq!(refused, 6 * 16);
     assert_eq!(
         (p.last_sequence().await, p.credential_rows().await),
         before,

@@ -22,6 +22,7 @@ use trackhrs_app::{App, AppConfig, AppError};
 use trackhrs_nats::EventStore;
 use trackhrs_projections::activity::Activity;
 use trackhrs_projections::directory::Directory;
+use trackhrs_projections::history::History;
 use trackhrs_projections::timeline::Timeline;
 use trackhrs_projections::{ProjectionError, RunnerConfig, Supervise, Supervisor};
 
@@ -139,6 +140,12 @@ fn read_models_with(
     vec![
         Box::new(Supervisor::new(
             Directory::new,
+            store.clone(),
+            pg.clone(),
+            configure(prompt.clone()),
+        )),
+        Box::new(Supervisor::new(
+            History::new,
             store.clone(),
             pg.clone(),
             configure(prompt.clone()),

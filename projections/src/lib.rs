@@ -27,6 +27,7 @@ pub use trackhrs_domain::classifier;
 pub mod directory;
 pub mod dlq;
 pub mod error;
+pub mod history;
 pub mod invalidation;
 pub mod projection;
 pub mod runner;
