@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/trackhrs/agent/v1/ingest.proto",
         "proto/trackhrs/org/v1/org.proto",
         "proto/trackhrs/activity/v1/activity.proto",
+        "proto/trackhrs/ops/v1/ops.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

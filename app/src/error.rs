@@ -156,6 +156,13 @@ impl From<tokio_postgres::Error> for AppError {
     }
 }
 
+impl From<trackhrs_projections::ProjectionError> for AppError {
+    fn from(error: trackhrs_projections::ProjectionError) -> Self {
+        tracing::error!(error = %error, "projection runtime failure");
+        Self::unavailable("the projection runtime is unavailable; try again")
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for AppError {
     fn from(error: deadpool_postgres::PoolError) -> Self {
         query(&error)

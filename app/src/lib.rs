@@ -26,6 +26,7 @@ pub mod caller;
 pub mod error;
 pub mod identity;
 pub mod ingest;
+pub mod operations;
 pub mod org;
 pub mod policy;
 mod reads;
@@ -46,6 +47,7 @@ pub use caller::{Authenticator, Caller, DeviceIdentity};
 pub use error::{AppError, ErrorKind, NOT_YOURS};
 pub use identity::Identity;
 pub use ingest::{Ingest, IngestConfig};
+pub use operations::{Finder, Operations};
 pub use org::{OrgCommands, Outcome};
 
 /// Settings of the application layer.
@@ -58,6 +60,9 @@ pub struct AppConfig {
     pub read_wait: Duration,
     /// Upload limits.
     pub ingest: IngestConfig,
+    /// The organization whose owners and admins operate the platform
+    /// (read models, dead letters); `None`: nobody may.
+    pub operator_org: Option<Token>,
 }
 
 impl Default for AppConfig {
@@ -66,6 +71,7 @@ impl Default for AppConfig {
             auth: AuthConfig::default(),
             read_wait: Duration::from_secs(5),
             ingest: IngestConfig::default(),
+            operator_org: None,
         }
     }
 }
@@ -78,6 +84,7 @@ pub struct App {
     administration: Administration,
     ingest: Ingest,
     activity: Activity,
+    operations: Operations,
     orgs: OrgCommands,
     credentials: Arc<Auth>,
     pool: Pool,
@@ -103,7 +110,8 @@ impl App {
             identity: Identity::new(credentials.clone(), orgs.clone()),
             administration: Administration::new(credentials.clone(), orgs.clone(), reads.clone()),
             ingest: Ingest::new(orgs.clone(), config.ingest),
-            activity: Activity::new(orgs.clone(), reads, dashboards),
+            activity: Activity::new(orgs.clone(), reads.clone(), dashboards),
+            operations: Operations::new(reads, store.clone(), pool.clone(), config.operator_org),
             orgs,
             credentials,
             pool,
@@ -139,6 +147,18 @@ impl App {
     /// Dashboards, timelines and rules.
     pub fn activity(&self) -> &Activity {
         &self.activity
+    }
+
+    /// Read models and dead letters, for operators.
+    pub fn operations(&self) -> &Operations {
+        &self.operations
+    }
+
+    /// Lets operators replay the dead letters of the read models `find`
+    /// finds by name (the platform's list).
+    pub fn with_read_models(mut self, find: Finder) -> Self {
+        self.operations.set_finder(find);
+        self
     }
 
     /// Commands on organizations as the system (operator tools, the demo

@@ -107,7 +107,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let config = StoreConfig::default();
     trackhrs_nats::provision(&client, &config).await?;
     let store = EventStore::open(client, config).await?;
-    let mut settings = platform::settings(&args.gateway, ReadModels::All);
+    let mut settings = platform::settings(&args.gateway, ReadModels::All)?;
+    // The demo org's owner operates the local platform, unless told otherwise.
+    if settings.app.operator_org.is_none() {
+        settings.app.operator_org = Some(Token::new("acme")?);
+    }
     if args.once {
         settings.gateway = None;
         settings.read_models = ReadModels::None;

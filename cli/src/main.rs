@@ -268,7 +268,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             telemetry::serve_metrics(&metrics).await?;
             let store = open_store(&nats).await?;
-            let settings = platform::settings(&gateway, trackhrs_platform::ReadModels::None);
+            let settings = platform::settings(&gateway, trackhrs_platform::ReadModels::None)?;
             let assembled =
                 trackhrs_platform::Platform::build(store, pg.config()?, settings).await?;
             assembled

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use trackhrs_app::AppConfig;
+use trackhrs_domain::Token;
 use trackhrs_platform::{ReadModels, Settings};
 
 /// Where PostgreSQL is.
@@ -43,6 +44,11 @@ pub struct GatewayArgs {
     /// without it the gateway serves gRPC and gRPC-Web only.
     #[arg(long, env = "TRACKHRS_PORTAL_DIR")]
     pub portal_dir: Option<PathBuf>,
+    /// The organization whose owners and admins operate the platform: read
+    /// models, dead letters and replays in the portal (`trackhrs dev`: the
+    /// demo org).
+    #[arg(long, env = "TRACKHRS_OPERATOR_ORG")]
+    pub operator_org: Option<String>,
 }
 
 /// A shutdown signal that many tasks can wait for.
@@ -79,15 +85,21 @@ pub async fn pg_connect(pg: &tokio_postgres::Config) -> anyhow::Result<tokio_pos
 
 /// The platform's settings for these flags: the application layer and its
 /// pool, and the gateway on `listen`.
-pub fn settings(gateway: &GatewayArgs, read_models: ReadModels) -> Settings {
+pub fn settings(gateway: &GatewayArgs, read_models: ReadModels) -> anyhow::Result<Settings> {
     let mut app = AppConfig::default();
     app.auth.access_ttl = Duration::from_secs(gateway.access_ttl_secs);
-    Settings {
+    app.operator_org = gateway
+        .operator_org
+        .as_deref()
+        .map(Token::new)
+        .transpose()
+        .context("--operator-org: not an organization id")?;
+    Ok(Settings {
         app,
         pg_pool: gateway.pg_pool,
         gateway: Some(gateway.listen),
         portal: gateway.portal_dir.clone(),
         read_models,
         batch_wait: None,
-    }
+    })
 }

@@ -24,6 +24,9 @@ pub enum Read {
     CategoryRules,
     /// The organization's history: who did what and when.
     History,
+    /// The platform's read models and dead letters (only in the operator
+    /// organization).
+    Operations,
 }
 
 /// How much of it the reader sees.
@@ -51,6 +54,8 @@ pub fn scope(role: Role, read: Read) -> Scope {
         (Dashboard | DeviceTimeline, Employee) => Scope::Own,
         (History, Owner | Admin | Auditor) => Scope::Org,
         (History, Manager | Employee) => Scope::Nothing,
+        (Operations, Owner | Admin) => Scope::Org,
+        (Operations, Manager | Employee | Auditor) => Scope::Nothing,
     }
 }
 
@@ -63,7 +68,7 @@ mod tests {
         use Read::*;
         use Scope::{Nothing as No, Org, Own};
         // Columns: owner, admin, manager, employee, auditor.
-        let table: [(Read, [Scope; 5]); 7] = [
+        let table: [(Read, [Scope; 5]); 8] = [
             (Organization, [Org, Org, Org, Org, Org]),
             (Members, [Org, Org, Org, No, Org]),
             (Devices, [Org, Org, Own, Own, Org]),
@@ -71,6 +76,7 @@ mod tests {
             (DeviceTimeline, [Org, Org, Org, Own, Org]),
             (CategoryRules, [Org, Org, Org, Org, Org]),
             (History, [Org, Org, No, No, Org]),
+            (Operations, [Org, Org, No, No, No]),
         ];
         for (read, scopes) in table {
             for (role, expected) in Role::ALL.into_iter().zip(scopes) {

@@ -16,6 +16,7 @@ pub mod caller;
 pub mod dashboard;
 pub mod identity;
 pub mod ingest;
+pub mod ops;
 pub mod orgs;
 pub mod status;
 pub mod telemetry;
@@ -36,6 +37,7 @@ use trackhrs_app::App;
 use trackhrs_schemas::activity::v1::activity_server::ActivityServer;
 use trackhrs_schemas::agent::v1::agent_ingest_server::AgentIngestServer;
 use trackhrs_schemas::agent::v1::agent_session_server::AgentSessionServer;
+use trackhrs_schemas::ops::v1::operations_server::OperationsServer;
 use trackhrs_schemas::org::v1::identity_server::IdentityServer;
 use trackhrs_schemas::org::v1::organizations_server::OrganizationsServer;
 
@@ -97,6 +99,7 @@ pub async fn serve(
         <AgentSessionServer<agent::AgentSessionService> as NamedService>::NAME,
         <AgentIngestServer<ingest::IngestService> as NamedService>::NAME,
         <ActivityServer<dashboard::ActivityService> as NamedService>::NAME,
+        <OperationsServer<ops::OperationsService> as NamedService>::NAME,
     ];
     let probed = app.clone();
     let probe = tokio::spawn(async move {
@@ -139,8 +142,12 @@ pub async fn serve(
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(ActivityServer::new(dashboard::ActivityService::new(
-            auth,
+            auth.clone(),
             app.activity().clone(),
+        )))
+        .add_service(OperationsServer::new(ops::OperationsService::new(
+            auth,
+            app.operations().clone(),
         )));
     // The telemetry layer sees every call as gRPC (inside the gRPC-Web
     // translation), and only calls to the services: portal files are not

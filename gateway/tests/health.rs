@@ -10,7 +10,7 @@ use trackhrs_harness::wait_until;
 
 /// The names health answers for: the server, the event store and each
 /// service.
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 8] = [
     "",
     trackhrs_gateway::EVENT_STORE_HEALTH,
     "trackhrs.org.v1.Identity",
@@ -18,6 +18,7 @@ const NAMES: [&str; 7] = [
     "trackhrs.activity.v1.Activity",
     "trackhrs.agent.v1.AgentIngest",
     "trackhrs.agent.v1.AgentSession",
+    "trackhrs.ops.v1.Operations",
 ];
 
 /// Whether every name reaches `want` in time.

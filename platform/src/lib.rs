@@ -208,7 +208,14 @@ impl Platform {
         settings: Settings,
     ) -> Result<Self, PlatformError> {
         let pool = trackhrs_app::pg_pool(pg.clone(), settings.pg_pool)?;
-        let app = Arc::new(App::open(store.clone(), pool, settings.app).await?);
+        let (finder_store, finder_pg) = (store.clone(), pg.clone());
+        let finder: trackhrs_app::Finder =
+            Arc::new(move |name| read_model(&finder_store, &finder_pg, name).ok());
+        let app = Arc::new(
+            App::open(store.clone(), pool, settings.app)
+                .await?
+                .with_read_models(finder),
+        );
         let gateway = match settings.gateway {
             Some(addr) => Some(
                 TcpListener::bind(addr)

@@ -38,6 +38,15 @@ pub mod activity {
     }
 }
 
+/// The operations API (read models, dead letters).
+pub mod ops {
+    /// Version 1 of the operations API.
+    #[allow(missing_docs, unused_qualifications, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("trackhrs.ops.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every .proto here, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/trackhrs_descriptor.bin"));

@@ -1,0 +1,140 @@
+//! Operators (owners and admins of the operator organization) read the read
+//! models' versions and lag and their dead letters, and replay them; every
+//! other caller, an owner of another org included, is refused.
+
+use tonic::Code;
+use trackhrs_app::AppConfig;
+use trackhrs_domain::Token;
+use trackhrs_schemas::ops::v1 as pb;
+use trackhrs_schemas::ops::v1::operations_client::OperationsClient;
+use trackhrs_schemas::org::v1 as org_pb;
+use trackhrs_testkit::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_the_read_models_and_replay_dead_letters() {
+    let config = AppConfig {
+        operator_org: Some(Token::new("ops").unwrap()),
+        ..AppConfig::default()
+    };
+    let p = Platform::start_with(config, 1).await;
+    let operator = p.sign_up("ops", 5).await;
+    let ops_admin = p.member(&operator, "alma", org_pb::Role::Admin).await;
+    let ops_auditor = p.member(&operator, "audrey", org_pb::Role::Auditor).await;
+    let ops_manager = p.member(&operator, "mick", org_pb::Role::Manager).await;
+    let tenant = p.sign_up("acme", 5).await;
+    let mut client = OperationsClient::new(p.gw().channel.clone());
+
+    for session in [&operator, &ops_admin] {
+        let listed = client
+            .list_projections(authed(&session.access_token, pb::ListProjectionsRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        let live: Vec<&str> = listed
+            .versions
+            .iter()
+            .filter(|v| v.state == "live")
+            .map(|v| v.name.as_str())
+            .collect();
+        for name in [
+            "activity",
+            "org_directory",
+            "org_history",
+            "revocation",
+            "timeline",
+        ] {
+            assert!(live.contains(&name), "{name} is not live: {listed:?}");
+        }
+        let directory = listed
+            .versions
+            .iter()
+            .find(|v| v.name == "org_directory")
+            .unwrap();
+        assert!(
+            directory.position > 0 && directory.events_applied >= 5,
+            "{directory:?}"
+        );
+        assert!(listed.stream_last_sequence >= directory.position);
+
+        let letters = client
+            .list_dead_letters(authed(
+                &session.access_token,
+                pb::ListDeadLettersRequest {
+                    projection: "activity".into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(letters.letters.is_empty());
+        let replayed = client
+            .replay_dead_letters(authed(
+                &session.access_token,
+                pb::ReplayDeadLettersRequest {
+                    projection: "activity".into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((replayed.replayed, replayed.already_applied), (0, 0));
+    }
+
+    // Owners of other orgs and the operator org's other roles get the answer
+    // of any read they may not make.
+    for session in [&tenant, &ops_auditor, &ops_manager] {
+        let refused = client
+            .list_projections(authed(&session.access_token, pb::ListProjectionsRequest {}))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+        let refused = client
+            .replay_dead_letters(authed(
+                &session.access_token,
+                pb::ReplayDeadLettersRequest {
+                    projection: "activity".into(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    }
+    let anonymous = client
+        .list_projections(pb::ListProjectionsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+
+    // Names that are no read model's are refused with the field named.
+    for (name, why) in [
+        ("nonsense", "no read model is called"),
+        ("Bad Name", "must be a read model's name"),
+        ("", "required"),
+    ] {
+        let refused = client
+            .replay_dead_letters(authed(
+                &operator.access_token,
+                pb::ReplayDeadLettersRequest {
+                    projection: name.into(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(
+            refused.message().starts_with("projection") && refused.message().contains(why),
+            "{refused:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_operator_org_nobody_operates() {
+    let p = Platform::start().await;
+    let owner = p.sign_up("acme", 5).await;
+    let refused = OperationsClient::new(p.gw().channel.clone())
+        .list_projections(authed(&owner.access_token, pb::ListProjectionsRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+}
