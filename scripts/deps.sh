@@ -11,6 +11,9 @@
 #    window manager and xdotool (for synthetic input), from Debian;
 #  - aw-client (ActivityWatch's Python client) from PyPI into .tools/, for
 #    the tests of the agent's ActivityWatch-compatible API;
+#  - the portal: Node.js packages from its lockfile (npm ci), its build into
+#    portal/dist (when its sources changed), and Debian's Chromium for its
+#    browser tests;
 #  - with --desktop: the system libraries the Tauri desktop app builds
 #    against (WebKitGTK 4.1, GTK 3, librsvg, the app indicator) and
 #    tesseract, which its end-to-end test reads the window with.
@@ -250,6 +253,41 @@ if [ "$DESKTOP" -eq 1 ]; then
     tesseract_ok || die "tesseract with English data is missing after installing it"
     say "desktop app: WebKitGTK $(pkg-config --modversion webkit2gtk-4.1), $(tesseract --version 2>&1 | head -n 1)"
 fi
+
+# --- the portal: npm packages, its build, Chromium for its browser tests ----------
+PORTAL="$ROOT/portal"
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+    || apt_install nodejs npm
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+node_minor="$(node -p 'process.versions.node.split(".")[1]')"
+# Vite needs Node.js 20.19 or later.
+if [ "$node_major" -lt 20 ] || { [ "$node_major" -eq 20 ] && [ "$node_minor" -lt 19 ]; }; then
+    die "Node.js $(node --version) is too old for the portal's build (20.19 or later needed)"
+fi
+lock_sum="$(sha256sum "$PORTAL/package-lock.json" | cut -d' ' -f1)"
+if [ -d "$PORTAL/node_modules" ] && [ "$(cat "$TOOLS/portal-lock.sha256" 2>/dev/null)" = "$lock_sum" ]; then
+    say "portal: npm packages already installed"
+else
+    say "portal: npm ci"
+    (cd "$PORTAL" && npm ci --no-audit --no-fund --loglevel=error)
+    printf '%s\n' "$lock_sum" >"$TOOLS/portal-lock.sha256"
+fi
+portal_stale() {
+    [ -f "$PORTAL/dist/index.html" ] || return 0
+    [ -n "$(find "$PORTAL/src" "$PORTAL/index.html" "$PORTAL/package-lock.json" \
+        "$PORTAL/vite.config.ts" "$PORTAL/tsconfig.json" "$PORTAL/buf.gen.yaml" \
+        "$ROOT/schemas/proto" -newer "$PORTAL/dist/index.html" \
+        -not -path "$PORTAL/src/gen/*" -print -quit 2>/dev/null)" ]
+}
+if portal_stale; then
+    say "portal: npm run build (into portal/dist)"
+    (cd "$PORTAL" && npm run build --silent)
+    touch "$PORTAL/dist/index.html"
+else
+    say "portal: portal/dist is up to date"
+fi
+command -v chromium >/dev/null 2>&1 || apt_install chromium
+say "portal: Node.js $(node --version), $(chromium --version 2>/dev/null | head -n 1)"
 
 # --- .tools/env ------------------------------------------------------------------
 # A TRACKHRS_NATS_SERVER already set by the caller wins over ours when the

@@ -17,4 +17,4 @@ fi
 # shellcheck source=/dev/null
 . "$ROOT/.tools/env"
 
-exec cargo run --release --bin trackhrs -- dev "$@"
+exec cargo run --release --bin trackhrs -- dev --portal-dir "$ROOT/portal/dist" "$@"

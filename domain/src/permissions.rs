@@ -48,8 +48,10 @@ pub fn scope(role: Role, read: Read) -> Scope {
         (Organization | CategoryRules, _) => Scope::Org,
         (Members, Employee) => Scope::Nothing,
         (Members, Owner | Admin | Manager | Auditor) => Scope::Org,
-        (Devices, Owner | Admin | Auditor) => Scope::Org,
-        (Devices, Manager | Employee) => Scope::Own,
+        // Managers read every member's timeline, so they see whose devices
+        // those timelines come from.
+        (Devices, Owner | Admin | Manager | Auditor) => Scope::Org,
+        (Devices, Employee) => Scope::Own,
         (Dashboard | DeviceTimeline, Owner | Admin | Manager | Auditor) => Scope::Org,
         (Dashboard | DeviceTimeline, Employee) => Scope::Own,
         (History, Owner | Admin | Auditor) => Scope::Org,
@@ -71,7 +73,7 @@ mod tests {
         let table: [(Read, [Scope; 5]); 8] = [
             (Organization, [Org, Org, Org, Org, Org]),
             (Members, [Org, Org, Org, No, Org]),
-            (Devices, [Org, Org, Own, Own, Org]),
+            (Devices, [Org, Org, Org, Own, Org]),
             (Dashboard, [Org, Org, Org, Own, Org]),
             (DeviceTimeline, [Org, Org, Org, Own, Org]),
             (CategoryRules, [Org, Org, Org, Org, Org]),

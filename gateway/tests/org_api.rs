@@ -157,6 +157,22 @@ async fn an_organization_is_run_through_the_api() {
             "olive@acme.test"
         ]
     );
+    // Managers read every member's timeline, so they list every device.
+    let manager = p.member(&owner, "max", pb::Role::Manager).await;
+    let theirs = orgs
+        .list_devices(authed(
+            &manager.access_token,
+            pb::ListDevicesRequest {
+                org_id: "acme".into(),
+                min_position: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .devices;
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].person_id, employee.person_id);
     // The auditor changes nothing.
     assert_code(
         orgs.change_seats(authed(
