@@ -3,6 +3,7 @@
 //! hours before now compressed into a burst of batches at start, then one
 //! span every few seconds as time passes.
 
+use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -16,7 +17,10 @@ use trackhrs_domain::Token;
 use trackhrs_domain::organization::OrgCommand;
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
 use trackhrs_schemas::agent::v1::agent_session_client::AgentSessionClient;
-use trackhrs_schemas::agent::v1::{GetPolicyRequest, Span, UploadBatchRequest};
+use trackhrs_schemas::agent::v1::{
+    GetPolicyRequest, Span, TimelineChange, TimelineEvent, UploadBatchRequest, UploadBatchResponse,
+    UploadTimelineRequest, timeline_change,
+};
 
 use crate::platform::Shutdown;
 
@@ -177,8 +181,9 @@ async fn simulate(
         .get_policy(ask)
         .await?
         .into_inner();
-    let mut client = AgentIngestClient::new(channel);
+    let client = AgentIngestClient::new(channel);
     let mut seq = policy.last_batch_seq;
+    let mut timeline_seq = policy.last_timeline_seq;
     // The workday so far: from 8 hours ago (or where the last run stopped).
     let mut cursor = policy.last_span_end_unix_ms.max(now_ms() - 8 * 3_600_000);
     let mut rng = StdRng::seed_from_u64(seed ^ seq);
@@ -207,36 +212,39 @@ async fn simulate(
         }
         if !spans.is_empty() {
             seq += 1;
+            // The watcher's raw timeline of the same windows, as a real
+            // agent with ActivityWatch's window watcher uploads it.
+            timeline_seq += 1;
+            let timeline = UploadTimelineRequest {
+                batch_id: format!("{}-timeline-{timeline_seq}", agent.device),
+                device_timeline_seq: timeline_seq,
+                changes: spans
+                    .iter()
+                    .map(|span| window_event(agent.device.as_str(), span, policy.capture_titles))
+                    .collect(),
+            };
             let batch = UploadBatchRequest {
                 batch_id: format!("{}-{seq}", agent.device),
                 device_batch_seq: seq,
                 spans,
             };
-            // Like a real agent: the same batch again until it is
-            // acknowledged (the gateway recognises a repeat).
-            loop {
-                let mut request = Request::new(batch.clone());
-                request
-                    .metadata_mut()
-                    .insert("authorization", bearer.clone());
-                match client.upload_batch(request).await {
-                    Ok(ack) => {
-                        tracing::debug!(
-                            who = agent.who,
-                            seq,
-                            position = ack.into_inner().stream_sequence,
-                            "uploaded"
-                        );
-                        break;
-                    }
-                    Err(status) => {
-                        tracing::warn!(who = agent.who, seq, %status, "upload failed; retrying");
-                        tokio::select! {
-                            _ = &mut stop => return Ok(()),
-                            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                        }
-                    }
-                }
+            let spans_client = client.clone();
+            if !until_acknowledged(agent.who, &batch, &bearer, &mut stop, |r| {
+                let mut c = spans_client.clone();
+                async move { c.upload_batch(r).await }
+            })
+            .await
+            {
+                return Ok(());
+            }
+            let timeline_client = client.clone();
+            if !until_acknowledged(agent.who, &timeline, &bearer, &mut stop, |r| {
+                let mut c = timeline_client.clone();
+                async move { c.upload_timeline(r).await }
+            })
+            .await
+            {
+                return Ok(());
             }
             if cursor < now - 1000 {
                 continue;
@@ -245,6 +253,62 @@ async fn simulate(
         tokio::select! {
             _ = &mut stop => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// A span as the window watcher's event: app and, where the policy allows,
+/// title.
+fn window_event(device: &str, span: &Span, titles: bool) -> TimelineChange {
+    let mut data = serde_json::json!({ "app": span.app });
+    if titles {
+        data["title"] = serde_json::Value::from(span.title.as_str());
+    }
+    TimelineChange {
+        change: Some(timeline_change::Change::Event(TimelineEvent {
+            bucket_id: format!("aw-watcher-window_{device}"),
+            bucket_type: "currentwindow".into(),
+            client: "aw-watcher-window".into(),
+            event_key: span.start_unix_ms.to_string(),
+            version: 1,
+            start_unix_us: span.start_unix_ms * 1000,
+            end_unix_us: span.end_unix_ms * 1000,
+            data_json: data.to_string(),
+        })),
+    }
+}
+
+/// Sends `message` until the gateway acknowledges it, like a real agent (the
+/// gateway recognises a repeat); `false` when stopped first.
+async fn until_acknowledged<T, F, Fut>(
+    who: &str,
+    message: &T,
+    bearer: &MetadataValue<tonic::metadata::Ascii>,
+    stop: &mut (impl Future<Output = ()> + Unpin),
+    mut send: F,
+) -> bool
+where
+    T: Clone,
+    F: FnMut(Request<T>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<UploadBatchResponse>, tonic::Status>>,
+{
+    loop {
+        let mut request = Request::new(message.clone());
+        request
+            .metadata_mut()
+            .insert("authorization", bearer.clone());
+        match send(request).await {
+            Ok(ack) => {
+                tracing::debug!(who, position = ack.into_inner().stream_sequence, "uploaded");
+                return true;
+            }
+            Err(status) => {
+                tracing::warn!(who, %status, "upload failed; retrying");
+                tokio::select! {
+                    _ = &mut *stop => return false,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
         }
     }
 }

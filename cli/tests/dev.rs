@@ -214,6 +214,47 @@ async fn dev_serves_the_demo_org_over_grpc() {
             .iter()
             .any(|d| d.categories.iter().any(|c| c.name.starts_with("Work")))
     );
+    // Each simulated laptop's raw window timeline reaches the manager too.
+    let mut devices_request = tonic::Request::new(pb::ListDevicesRequest {
+        org_id: "acme".into(),
+        min_position: 0,
+    });
+    devices_request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", session.access_token).parse().unwrap(),
+    );
+    let devices = OrganizationsClient::new(channel.clone())
+        .list_devices(devices_request)
+        .await
+        .unwrap()
+        .into_inner()
+        .devices;
+    assert_eq!(devices.len(), 3, "{devices:?}");
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for device in &devices {
+        let events = trackhrs_harness::wait_until(std::time::Duration::from_secs(60), || {
+            let mut client = ActivityClient::new(channel.clone());
+            let token = session.access_token.clone();
+            let device_id = device.device_id.clone();
+            async move {
+                let mut request = tonic::Request::new(apb::GetDeviceTimelineRequest {
+                    org_id: "acme".into(),
+                    device_id,
+                    from_unix_ms: now_ms - 24 * 3_600_000,
+                    to_unix_ms: now_ms + 60_000,
+                    min_position: 0,
+                });
+                request
+                    .metadata_mut()
+                    .insert("authorization", format!("Bearer {token}").parse().ok()?);
+                let timeline = client.get_device_timeline(request).await.ok()?.into_inner();
+                (!timeline.events.is_empty()).then_some(timeline.events)
+            }
+        })
+        .await
+        .expect("no raw timeline from a simulated laptop");
+        assert!(events.iter().all(|e| e.bucket_type == "currentwindow"));
+    }
     // Operators see it run: the counters move while the agents upload.
     let ingested = scrape(metrics_addr, "trackhrs_spans_ingested_total").await;
     assert!(ingested > 0.0, "no spans counted as ingested");
