@@ -8,28 +8,40 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use trackhrs_harness::wait_until;
 
+/// Every gRPC service of ours, from the descriptors the gateway serves (so
+/// a new service cannot be left out of this test).
+fn services() -> Vec<String> {
+    use prost::Message;
+    let set =
+        prost_types::FileDescriptorSet::decode(trackhrs_schemas::FILE_DESCRIPTOR_SET).unwrap();
+    let mut names = Vec::new();
+    for file in set.file {
+        for service in &file.service {
+            names.push(format!("{}.{}", file.package(), service.name()));
+        }
+    }
+    assert!(names.len() >= 6, "{names:?}");
+    names
+}
+
 /// The names health answers for: the server, the event store and each
 /// service.
-const NAMES: [&str; 8] = [
-    "",
-    trackhrs_gateway::EVENT_STORE_HEALTH,
-    "trackhrs.org.v1.Identity",
-    "trackhrs.org.v1.Organizations",
-    "trackhrs.activity.v1.Activity",
-    "trackhrs.agent.v1.AgentIngest",
-    "trackhrs.agent.v1.AgentSession",
-    "trackhrs.ops.v1.Operations",
-];
+fn names() -> Vec<String> {
+    let mut names = vec![
+        String::new(),
+        trackhrs_gateway::EVENT_STORE_HEALTH.to_owned(),
+    ];
+    names.extend(services());
+    names
+}
 
 /// Whether every name reaches `want` in time.
 async fn reaches(client: &HealthClient<Channel>, want: ServingStatus) -> bool {
     wait_until(Duration::from_secs(10), || {
         let client = client.clone();
         async move {
-            for name in NAMES {
-                let request = HealthCheckRequest {
-                    service: name.into(),
-                };
+            for name in names() {
+                let request = HealthCheckRequest { service: name };
                 let status = client
                     .clone()
                     .check(request)
@@ -80,18 +92,11 @@ async fn health_follows_the_event_store() {
         panic!("not a service list: {answer:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for service in [
-        "trackhrs.org.v1.Identity",
-        "trackhrs.org.v1.Organizations",
-        "trackhrs.activity.v1.Activity",
-        "trackhrs.agent.v1.AgentIngest",
-        "trackhrs.agent.v1.AgentSession",
-        "grpc.health.v1.Health",
-    ] {
-        assert!(
-            names.iter().any(|n| n == service),
-            "{service} missing from {names:?}"
-        );
+    for service in services()
+        .into_iter()
+        .chain(["grpc.health.v1.Health".to_owned()])
+    {
+        assert!(names.contains(&service), "{service} missing from {names:?}");
     }
     // Older clients ask reflection v1alpha.
     let mut alpha =

@@ -40,8 +40,9 @@ pub trait Projection: Send + Sync + 'static {
     /// and invalidation names.
     fn name(&self) -> &str;
 
-    /// Version, 1 or more. Bump it whenever the tables or the meaning of the
-    /// rows change: the new version rebuilds from the first event.
+    /// Version, 1 or more: the catalog's, given to the constructor (the
+    /// supervisor registers the next one for a rebuild). To change tables or
+    /// meaning, raise [`Projection::code_version`] instead.
     fn version(&self) -> u32;
 
     /// Which code builds this projection's rows. Raise it whenever this
