@@ -115,6 +115,26 @@ pub enum NewRules {
     ActivityWatch(String),
 }
 
+/// Days a rules preview covers, today included.
+pub const PREVIEW_DAYS: i64 = 7;
+
+/// How other rules would classify recent activity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesPreview {
+    /// First day covered, in the org's time zone.
+    pub from: NaiveDate,
+    /// Last day covered (today).
+    pub to: NaiveDate,
+    /// The version of the rules in force it compares with.
+    pub rules_version: u32,
+    /// Category path (`A > B`) -> (milliseconds now, with the new rules).
+    pub categories: BTreeMap<String, (i64, i64)>,
+    /// Milliseconds that would change category.
+    pub moved_ms: i64,
+    /// Milliseconds covered.
+    pub total_ms: i64,
+}
+
 /// Folds dashboard cells into member days.
 fn member_days(cells: &[DashboardCell]) -> Vec<MemberDay> {
     #[derive(Default)]
@@ -419,6 +439,70 @@ impl Activity {
             .execute(&org, &caller.actor(), command_id, command)
             .await?;
         Ok((outcome, categories))
+    }
+
+    /// How `rules` would classify the org's last [`PREVIEW_DAYS`] days (in
+    /// its time zone, today included) against the rules in force: time per
+    /// category both ways, and how much would change category. Nothing is
+    /// stored.
+    #[tracing::instrument(skip_all)]
+    pub async fn preview_rules(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        rules: NewRules,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<RulesPreview, AppError> {
+        let org = caller.scope(org_id)?;
+        let rules = match rules {
+            NewRules::List(rules) => rules,
+            NewRules::ActivityWatch(json) => classifier::parse_activitywatch(&json)
+                .map_err(|e| AppError::invalid("activitywatch_json", e))?,
+        };
+        let proposed = if rules.is_empty() {
+            Rules::in_force(&rules)
+        } else {
+            rules
+        };
+        let compiled = Rules::compile(&proposed).map_err(|e| AppError::invalid("rules", e))?;
+        self.reads.authorize(caller, Read::RulesPreview).await?;
+        let model = self.reads.read_model(activity::NAME, 0).await?;
+        let pg: &tokio_postgres::Client = &model.client;
+        let (timezone, rules_version) = activity::org_info(pg, &model.schema, org.as_str()).await?;
+        let tz: chrono_tz::Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
+        let to = now.with_timezone(&tz).date_naive();
+        let from = to - chrono::Duration::days(PREVIEW_DAYS - 1);
+        let times =
+            activity::activity_times(pg, &model.schema, org.as_str(), from, to, rules_version)
+                .await?;
+        let mut categories: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        let mut moved = 0;
+        let mut total = 0;
+        for time in times {
+            let now_in = time.category.join(" > ");
+            let then_in = compiled
+                .classify(
+                    &time.app,
+                    time.title.as_deref().unwrap_or(""),
+                    time.url.as_deref(),
+                )
+                .category
+                .join(" > ");
+            categories.entry(now_in.clone()).or_default().0 += time.ms;
+            categories.entry(then_in.clone()).or_default().1 += time.ms;
+            if now_in != then_in {
+                moved += time.ms;
+            }
+            total += time.ms;
+        }
+        Ok(RulesPreview {
+            from,
+            to,
+            rules_version,
+            categories,
+            moved_ms: moved,
+            total_ms: total,
+        })
     }
 
     /// The org's classification rules in force, as the activity read model

@@ -27,6 +27,9 @@ pub enum Read {
     /// The platform's read models and dead letters (only in the operator
     /// organization).
     Operations,
+    /// How proposed classification rules would classify recent activity
+    /// (those who may change the rules).
+    RulesPreview,
 }
 
 /// How much of it the reader sees.
@@ -58,6 +61,8 @@ pub fn scope(role: Role, read: Read) -> Scope {
         (History, Manager | Employee) => Scope::Nothing,
         (Operations, Owner | Admin) => Scope::Org,
         (Operations, Manager | Employee | Auditor) => Scope::Nothing,
+        (RulesPreview, Owner | Admin) => Scope::Org,
+        (RulesPreview, Manager | Employee | Auditor) => Scope::Nothing,
     }
 }
 
@@ -70,7 +75,7 @@ mod tests {
         use Read::*;
         use Scope::{Nothing as No, Org, Own};
         // Columns: owner, admin, manager, employee, auditor.
-        let table: [(Read, [Scope; 5]); 8] = [
+        let table: [(Read, [Scope; 5]); 9] = [
             (Organization, [Org, Org, Org, Org, Org]),
             (Members, [Org, Org, Org, No, Org]),
             (Devices, [Org, Org, Org, Own, Org]),
@@ -79,6 +84,7 @@ mod tests {
             (CategoryRules, [Org, Org, Org, Org, Org]),
             (History, [Org, Org, No, No, Org]),
             (Operations, [Org, Org, No, No, No]),
+            (RulesPreview, [Org, Org, No, No, No]),
         ];
         for (read, scopes) in table {
             for (role, expected) in Role::ALL.into_iter().zip(scopes) {

@@ -30,6 +30,19 @@ fn date(field: &str, value: &str) -> Result<NaiveDate, Status> {
         .map_err(|_| Status::invalid_argument(format!("{field}: must be a date as YYYY-MM-DD")))
 }
 
+/// Rules as a list or as an ActivityWatch export, not both.
+fn new_rules(rules: Vec<pb::CategoryRule>, activitywatch_json: String) -> Result<NewRules, Status> {
+    match (activitywatch_json.is_empty(), rules.is_empty()) {
+        (true, _) => Ok(NewRules::List(
+            rules.into_iter().map(rule_from_wire).collect(),
+        )),
+        (false, true) => Ok(NewRules::ActivityWatch(activitywatch_json)),
+        (false, false) => Err(Status::invalid_argument(
+            "rules: give either rules or activitywatch_json, not both",
+        )),
+    }
+}
+
 fn rule_from_wire(rule: pb::CategoryRule) -> CategoryRule {
     CategoryRule {
         name: rule.name,
@@ -162,15 +175,7 @@ impl ActivityRpc for ActivityService {
         let r = request.into_inner();
         caller.scope(&r.org_id).map_err(status)?;
         let command_id = validate::command_id(&r.command_id)?;
-        let rules = match (r.activitywatch_json.is_empty(), r.rules.is_empty()) {
-            (true, _) => NewRules::List(r.rules.into_iter().map(rule_from_wire).collect()),
-            (false, true) => NewRules::ActivityWatch(r.activitywatch_json),
-            (false, false) => {
-                return Err(Status::invalid_argument(
-                    "rules: give either rules or activitywatch_json, not both",
-                ));
-            }
-        };
+        let rules = new_rules(r.rules, r.activitywatch_json)?;
         let (outcome, categories) = self
             .activity
             .set_rules(&caller, &r.org_id, &command_id, rules)
@@ -181,6 +186,37 @@ impl ActivityRpc for ActivityService {
             position: outcome.position,
             duplicate: outcome.duplicate,
             categories,
+        }))
+    }
+
+    async fn preview_category_rules(
+        &self,
+        request: Request<pb::PreviewCategoryRulesRequest>,
+    ) -> Result<Response<pb::RulesPreview>, Status> {
+        let caller = caller::person(&self.auth, &request).await?;
+        let r = request.into_inner();
+        caller.scope(&r.org_id).map_err(status)?;
+        let rules = new_rules(r.rules, r.activitywatch_json)?;
+        let preview = self
+            .activity
+            .preview_rules(&caller, &r.org_id, rules, chrono::Utc::now())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RulesPreview {
+            from: preview.from.to_string(),
+            to: preview.to.to_string(),
+            rules_version: preview.rules_version,
+            categories: preview
+                .categories
+                .into_iter()
+                .map(|(name, (current_ms, proposed_ms))| pb::CategoryShift {
+                    name,
+                    current_ms,
+                    proposed_ms,
+                })
+                .collect(),
+            moved_ms: preview.moved_ms,
+            total_ms: preview.total_ms,
         }))
     }
 

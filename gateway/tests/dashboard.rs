@@ -424,3 +424,84 @@ async fn a_rebuild_with_changed_rules_builds_beside_the_live_version_and_reads_n
     let _ = stop.send(());
     rebuild.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rules_preview_shows_where_the_last_days_would_move_and_stores_nothing() {
+    let p = Platform::start().await;
+    let s = upload_workday(&p).await;
+    let manager = p.member(&s.owner, "max", pb::Role::Manager).await;
+    let mut activity = ActivityClient::new(p.gw().channel.clone());
+    activity
+        .get_dashboard(dashboard_request(&s.owner.access_token, s.day, s.position))
+        .await
+        .unwrap();
+    let fun = apb::CategoryRule {
+        name: vec!["Fun".into()],
+        regex: Some("YouTube".into()),
+        ignore_case: false,
+        score: Some(-1),
+    };
+    let preview = |token: &str, rules: Vec<apb::CategoryRule>| {
+        authed(
+            token,
+            apb::PreviewCategoryRulesRequest {
+                org_id: "acme".into(),
+                rules,
+                activitywatch_json: String::new(),
+            },
+        )
+    };
+    let before = p.last_sequence().await;
+    let shown = activity
+        .preview_category_rules(preview(&s.owner.access_token, vec![fun.clone()]))
+        .await
+        .unwrap()
+        .into_inner();
+    let minutes = |name: &str| {
+        shown
+            .categories
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| (c.current_ms / 60_000, c.proposed_ms / 60_000))
+    };
+    // Coding (75 min, 15 of them idle) loses its category; YouTube (30 min)
+    // goes to Fun.
+    assert_eq!(minutes("Work > Programming"), Some((75, 0)));
+    assert_eq!(minutes("Fun"), Some((0, 30)));
+    assert_eq!(minutes("Uncategorized").map(|m| m.1), Some(75));
+    assert_eq!(shown.total_ms, 105 * 60_000);
+    assert_eq!(shown.moved_ms, 105 * 60_000);
+    assert_eq!(shown.rules_version, 0);
+    assert!(shown.from.as_str() <= s.day.to_string().as_str() && s.day.to_string() <= shown.to);
+    // The rules in force, previewed: nothing moves.
+    let same = activity
+        .preview_category_rules(preview(&s.owner.access_token, vec![]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((same.moved_ms, same.total_ms), (0, 105 * 60_000));
+    assert_eq!(
+        p.last_sequence().await,
+        before,
+        "a preview stored something"
+    );
+
+    // Only those who may change the rules preview them; bad rules are named.
+    let refused = activity
+        .preview_category_rules(preview(&manager.access_token, vec![fun]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let bad = apb::CategoryRule {
+        name: vec!["Broken".into()],
+        regex: Some("(unclosed".into()),
+        ignore_case: false,
+        score: None,
+    };
+    let refused = activity
+        .preview_category_rules(preview(&s.owner.access_token, vec![bad]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().starts_with("rules"), "{refused:?}");
+}

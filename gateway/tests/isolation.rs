@@ -215,6 +215,19 @@ async fn call_every_method(
             .map(drop),
         ),
         (
+            "PreviewCategoryRules",
+            a.preview_category_rules(req(
+                token,
+                apb::PreviewCategoryRulesRequest {
+                    org_id: t.org.clone(),
+                    rules: vec![],
+                    activitywatch_json: String::new(),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
             "GetCategoryRules",
             a.get_category_rules(req(
                 token,
@@ -290,7 +303,7 @@ async fn no_role_of_another_org_reaches_org_a() {
         let against_a = call_every_method(p.gw().channel.clone(), token, &a_ids, role).await;
         let against_missing =
             call_every_method(p.gw().channel.clone(), token, &missing_org, role).await;
-        assert_eq!(against_a.len(), 16, "every method is called");
+        assert_eq!(against_a.len(), 17, "every method is called");
         for ((method, outcome), (_, missing)) in against_a.into_iter().zip(against_missing) {
             let status = outcome.expect_err(&format!("{role} of org B called {method} on org A"));
             let expected = if token.is_some() {
@@ -314,7 +327,7 @@ async fn no_role_of_another_org_reaches_org_a() {
             refused += 1;
         }
     }
-    assert_eq!(refused, 6 * 16);
+    assert_eq!(refused, 6 * 17);
     assert_eq!(
         (p.last_sequence().await, p.credential_rows().await),
         before,

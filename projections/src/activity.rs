@@ -28,7 +28,8 @@ use trackhrs_nats::{EventStore, KeyStore, StoreError, TypedCommit};
 
 pub use self::decode::{ActivityCommit, DeviceBatch, OpenedSpan};
 pub use self::queries::{
-    DashboardCell, TopTitle, classifier_version, dashboard, org_info, org_rules, top_titles,
+    ActivityTime, DashboardCell, TopTitle, activity_times, classifier_version, dashboard, org_info,
+    org_rules, top_titles,
 };
 use crate::classifier::{CLASSIFIER_VERSION, CategoryRule, Rules};
 use crate::error::{ApplyError, poison_at};

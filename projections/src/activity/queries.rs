@@ -169,3 +169,56 @@ pub async fn top_titles(
         })
         .collect())
 }
+
+/// One activity's time in a range, with its category under the rules in
+/// force (for previewing other rules).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ActivityTime {
+    /// Application.
+    pub app: String,
+    /// Window title, when captured.
+    pub title: Option<String>,
+    /// URL, when captured.
+    pub url: Option<String>,
+    /// Category path under the rules in force.
+    pub category: Vec<String>,
+    /// Milliseconds, active and idle.
+    pub ms: i64,
+}
+
+/// Every activity of an org from `from` to `to` (inclusive) with its time and
+/// its category under `rules_version`.
+pub async fn activity_times(
+    pg: &impl GenericClient,
+    schema: &str,
+    org: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+    rules_version: u32,
+) -> Result<Vec<ActivityTime>, tokio_postgres::Error> {
+    let rows = pg
+        .query(
+            &format!(
+                "SELECT a.app, a.title, a.url, coalesce(c.category, ARRAY['Uncategorized']), \
+                 sum(d.ms)::int8 \
+                 FROM {schema}.daily d \
+                 JOIN {schema}.activities a ON a.org_id = d.org_id AND a.activity_id = d.activity_id \
+                 LEFT JOIN {schema}.classifications c ON c.org_id = d.org_id \
+                   AND c.activity_id = d.activity_id AND c.rules_version = $4 \
+                 WHERE d.org_id = $1 AND d.day BETWEEN $2 AND $3 \
+                 GROUP BY a.activity_id, a.app, a.title, a.url, c.category"
+            ),
+            &[&org, &from, &to, &(rules_version as i32)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ActivityTime {
+            app: r.get(0),
+            title: r.get(1),
+            url: r.get(2),
+            category: r.get(3),
+            ms: r.get(4),
+        })
+        .collect())
+}
