@@ -1,0 +1,153 @@
+//! The portal in a real browser: `trackhrs dev` (its own nats-server and
+//! PostgreSQL, the demo org and its simulated agents) serving the built
+//! portal, driven through Debian's Chromium by the scenarios of
+//! `portal/tests/` (playwright-core). Each test runs its own platform.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use trackhrs_harness::paths::free_port;
+
+/// The demo org's password (README.md).
+const DEMO_PASSWORD: &str = "trackhrs demo 2026";
+
+fn portal() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../portal")
+}
+
+/// Stops `trackhrs dev` on drop (SIGKILL), so a failed assertion leaves no
+/// process.
+struct Dev {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `trackhrs dev` serving the built portal and waits until the portal
+/// answers.
+async fn start_dev() -> Dev {
+    let dist = portal().join("dist");
+    assert!(
+        dist.join("index.html").is_file(),
+        "the portal is not built: run scripts/deps.sh (it builds portal/dist)"
+    );
+    let data = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_trackhrs"))
+        .args([
+            "dev",
+            "--data-dir",
+            data.path().join("data").to_str().unwrap(),
+            "--nats-port",
+            &free_port().to_string(),
+            "--pg-port",
+            &free_port().to_string(),
+            "--listen",
+            &addr.to_string(),
+            "--metrics-listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--portal-dir",
+            dist.to_str().unwrap(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dev = Dev {
+        child,
+        addr,
+        _data: data,
+    };
+    trackhrs_harness::wait_until(Duration::from_secs(90), || async move {
+        let (status, body) = trackhrs_harness::http::call(addr, "GET", "/", "localhost", "")
+            .await
+            .ok()?;
+        (status == 200 && body.contains("<div id=\"root\"")).then_some(())
+    })
+    .await
+    .expect("`trackhrs dev` did not serve the portal");
+    dev
+}
+
+/// Runs the browser scenario `name` against a fresh `trackhrs dev` and
+/// fails with what it printed when it fails.
+async fn scenario(name: &str) {
+    let dev = start_dev().await;
+    let fixture = serde_json::json!({
+        "url": format!("http://{}", dev.addr),
+        "org": "acme",
+        "password": DEMO_PASSWORD,
+        // The demo org has no admin: its owner does what an admin does.
+        "users": {
+            "owner": "olive@acme.test",
+            "admin": "olive@acme.test",
+            "manager": "manny@acme.test",
+            "employee": "erin@acme.test",
+            "auditor": "ada@acme.test",
+        },
+    });
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("portal");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let out = tokio::process::Command::new("node")
+        .arg("tests/run.mjs")
+        .arg(name)
+        .current_dir(portal())
+        .env("PORTAL_FIXTURE", fixture.to_string())
+        .env("PORTAL_ARTIFACTS", &artifacts)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run node (Node.js is installed by scripts/deps.sh)");
+    assert!(
+        out.status.success(),
+        "portal scenario {name} failed (screenshots in {}):\n{}\n{}",
+        artifacts.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(dev);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_and_out_keeps_no_token_where_scripts_can_read_it() {
+    scenario("signin").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_simulated_agents_day_by_role() {
+    scenario("dashboard").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_invite_and_manage_members_and_auditors_only_read() {
+    scenario("members").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_fits_a_phone_and_a_laptop_screen() {
+    scenario("layout").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditors_read_the_history_filtered_and_managers_cannot() {
+    scenario("history").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_the_read_models_and_replay_others_see_no_operations() {
+    scenario("operations").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_are_edited_with_the_servers_messages_and_imported() {
+    scenario("rules").await;
+}

@@ -1,0 +1,396 @@
+import { useMemo, useState } from "react";
+import type { ChartConfiguration } from "chart.js";
+import { activity, can } from "../api";
+import { ACTIVE_COLOR, ChartView, IDLE_COLOR } from "../components/ChartView";
+import { Card, ErrorAlert, Loading, Notice, useAsync } from "../components/ui";
+import type { Dashboard } from "../gen/trackhrs/activity/v1/activity_pb";
+import { useOrg } from "../org";
+import { navigate } from "../router";
+import { daysBetween, duration, hours, thisWeek, today } from "../time";
+
+type Mode = "today" | "week" | "custom";
+
+interface MemberTotals {
+  personId: string;
+  name: string;
+  activeMs: number;
+  idleMs: number;
+  /** Sum of productivity x active time, for the weighted mean. */
+  weighted: number;
+  days: number;
+}
+
+export function DashboardPage() {
+  const { org, orgError, session, timeZone, members, nameOf, categoryColor } = useOrg();
+  const team = can(session.role).seeTeam;
+  const [mode, setMode] = useState<Mode>("today");
+  const [custom, setCustom] = useState<{ from: string; to: string } | null>(null);
+
+  if (orgError && !org) return <ErrorAlert error={orgError} />;
+  if (!org) return <Loading what="Loading the organization" />;
+
+  const now = today(timeZone);
+  const week = thisWeek(timeZone, org.settings?.workWeek ?? []);
+  const range = mode === "today" ? { from: now, to: now } : mode === "week" ? week : (custom ?? { from: week.from, to: now });
+
+  return (
+    <>
+      <div className="page-head">
+        <h1>{team ? "Team dashboard" : "My dashboard"}</h1>
+        <div className="range" role="group" aria-label="Range" data-testid="range">
+          <button type="button" className={mode === "today" ? "seg on" : "seg"} data-testid="range-today" onClick={() => setMode("today")}>
+            Today
+          </button>
+          <button type="button" className={mode === "week" ? "seg on" : "seg"} data-testid="range-week" onClick={() => setMode("week")}>
+            This week
+          </button>
+          <button
+            type="button"
+            className={mode === "custom" ? "seg on" : "seg"}
+            data-testid="range-custom"
+            onClick={() => {
+              setCustom((c) => c ?? { from: range.from, to: range.to });
+              setMode("custom");
+            }}
+          >
+            Dates
+          </button>
+          {mode === "custom" && (
+            <span className="dates">
+              <input
+                type="date"
+                aria-label="From"
+                data-testid="range-from"
+                value={range.from}
+                max={range.to}
+                onChange={(e) => e.target.value && setCustom({ from: e.target.value, to: range.to })}
+              />
+              <span aria-hidden="true">–</span>
+              <input
+                type="date"
+                aria-label="To"
+                data-testid="range-to"
+                value={range.to}
+                min={range.from}
+                onChange={(e) => e.target.value && setCustom({ from: range.from, to: e.target.value })}
+              />
+            </span>
+          )}
+        </div>
+      </div>
+      <p className="muted small" data-testid="range-label">
+        {range.from === range.to ? range.from : `${range.from} to ${range.to}`} · {timeZone}
+      </p>
+      <DashboardBody
+        orgId={session.orgId}
+        from={range.from}
+        to={range.to}
+        team={team}
+        selfId={session.personId}
+        members={members.filter((m) => m.active && !m.invitationPending).map((m) => m.personId)}
+        nameOf={nameOf}
+        timeZone={timeZone}
+        categoryColor={categoryColor}
+      />
+    </>
+  );
+}
+
+function DashboardBody(props: {
+  orgId: string;
+  from: string;
+  to: string;
+  team: boolean;
+  selfId: string;
+  members: string[];
+  nameOf: (id: string) => string;
+  timeZone: string;
+  categoryColor: (path: string) => string;
+}) {
+  const { orgId, from, to, team, selfId, nameOf, categoryColor } = props;
+  const valid = from <= to;
+  const dash = useAsync(
+    () => (valid ? activity.getDashboard({ orgId, from, to }) : Promise.reject(new Error("The first day is after the last."))),
+    [orgId, from, to],
+  );
+  const memberKey = props.members.join(",");
+  const model = useMemo(
+    () => (dash.data ? summarise(dash.data, team ? props.members : [selfId], nameOf, from, to, categoryColor) : null),
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+    [dash.data, memberKey, team, selfId, nameOf, from, to, categoryColor],
+  );
+
+  if (dash.error) return <ErrorAlert error={dash.error} />;
+  if (!model) return <Loading what="Loading the dashboard" />;
+
+  const openTimeline = (personId: string) =>
+    navigate("timeline", { person: personId, day: to > today(props.timeZone) ? today(props.timeZone) : to });
+
+  return (
+    <div data-testid="dashboard">
+      <div className="stats">
+        <Stat label="Active" value={duration(model.totalActive)} testId="total-active" />
+        <Stat label="Idle" value={duration(model.totalIdle)} testId="total-idle" />
+        <Stat label={team ? "Members with time" : "Days with time"} value={String(team ? model.membersWithTime : model.byDay.filter((d) => d.activeMs + d.idleMs > 0).length)} />
+        <Stat label="Productivity" value={model.productivity === null ? "–" : model.productivity.toFixed(0)} />
+      </div>
+      {model.totalActive + model.totalIdle === 0 && <Notice testId="no-time">No time recorded in this range.</Notice>}
+      <div className="grid">
+        <Card title={team ? "Time per member" : "Active and idle"} testId="chart-members">
+          <ChartView config={model.memberChart} height={Math.max(160, 48 + model.rows.length * 34)} testId="chart-canvas" label="Active and idle hours per member" />
+        </Card>
+        <Card title="Time per day" testId="chart-days">
+          <ChartView config={model.dayChart} testId="chart-canvas" label="Active and idle hours per day" />
+        </Card>
+        <Card title="By category" testId="chart-categories">
+          {model.categories.length ? (
+            <ChartView config={model.categoryChart} testId="chart-canvas" label="Active time by category" />
+          ) : (
+            <p className="muted">No categories yet.</p>
+          )}
+        </Card>
+        <Card title="Top applications" testId="chart-apps">
+          {model.apps.length ? (
+            <ChartView config={model.appChart} testId="chart-canvas" label="Active hours of the top applications" />
+          ) : (
+            <p className="muted">No applications yet.</p>
+          )}
+        </Card>
+      </div>
+
+      <Card title={team ? "Members" : "Totals"} testId="member-table-card" wide>
+        <div className="table-wrap">
+          <table data-testid="member-table">
+            <thead>
+              <tr>
+                <th>Member</th>
+                <th className="num">Active</th>
+                <th className="num">Idle</th>
+                <th className="num">Productivity</th>
+                <th className="num">Days</th>
+              </tr>
+            </thead>
+            <tbody>
+              {model.rows.map((r) => (
+                <tr key={r.personId} data-testid="member-row" data-person-id={r.personId} className="clickable" onClick={() => openTimeline(r.personId)}>
+                  <td>
+                    <a
+                      href={`#/timeline?person=${encodeURIComponent(r.personId)}`}
+                      data-testid="member-link"
+                      onClick={(e) => {
+                        e.preventDefault();
+                        e.stopPropagation();
+                        openTimeline(r.personId);
+                      }}
+                    >
+                      {r.name}
+                    </a>
+                  </td>
+                  <td className="num">{duration(r.activeMs)}</td>
+                  <td className="num">{duration(r.idleMs)}</td>
+                  <td className="num">{r.activeMs > 0 ? (r.weighted / r.activeMs).toFixed(0) : "–"}</td>
+                  <td className="num">{r.days}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      </Card>
+
+      <Card title="Per day" wide testId="day-table-card">
+        <details>
+          <summary>Each member's days ({model.memberDays.length})</summary>
+          <div className="table-wrap">
+            <table data-testid="day-table">
+              <thead>
+                <tr>
+                  <th>Day</th>
+                  <th>Member</th>
+                  <th className="num">Active</th>
+                  <th className="num">Idle</th>
+                  <th>Top category</th>
+                  <th>Top app</th>
+                </tr>
+              </thead>
+              <tbody>
+                {model.memberDays.map((d) => (
+                  <tr key={`${d.personId}/${d.day}`}>
+                    <td>{d.day}</td>
+                    <td>{nameOf(d.personId)}</td>
+                    <td className="num">{duration(d.activeMs)}</td>
+                    <td className="num">{duration(d.idleMs)}</td>
+                    <td>{top(d.categories)}</td>
+                    <td>{top(d.apps)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        </details>
+      </Card>
+
+      {dash.data && dash.data.topTitles.length > 0 && (
+        <Card title="Top window titles" wide testId="titles-card">
+          <div className="table-wrap">
+            <table data-testid="titles-table">
+              <thead>
+                <tr>
+                  {team && <th>Member</th>}
+                  <th>App</th>
+                  <th>Title</th>
+                  <th className="num">Time</th>
+                </tr>
+              </thead>
+              <tbody>
+                {dash.data.topTitles.slice(0, 30).map((t, i) => (
+                  <tr key={i}>
+                    {team && <td>{nameOf(t.personId)}</td>}
+                    <td>{t.app}</td>
+                    <td className="title-cell">{t.title}</td>
+                    <td className="num">{duration(t.ms)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        </Card>
+      )}
+      <p className="muted small">
+        Rules version {dash.data?.rulesVersion ?? 0} · classifier {dash.data?.classifierVersion ?? 0}
+      </p>
+    </div>
+  );
+}
+
+function Stat({ label, value, testId }: { label: string; value: string; testId?: string }) {
+  return (
+    <div className="stat" data-testid={testId}>
+      <div className="stat-value">{value}</div>
+      <div className="stat-label">{label}</div>
+    </div>
+  );
+}
+
+function top(list: { name: string; activeMs: bigint }[]): string {
+  let best: { name: string; activeMs: bigint } | undefined;
+  for (const x of list) if (!best || x.activeMs > best.activeMs) best = x;
+  return best ? best.name : "–";
+}
+
+function summarise(dash: Dashboard, include: string[], nameOf: (id: string) => string, from: string, to: string, colorFor: (path: string) => string) {
+  const byMember = new Map<string, MemberTotals>();
+  const totals = (personId: string) => {
+    let t = byMember.get(personId);
+    if (!t) {
+      t = { personId, name: nameOf(personId), activeMs: 0, idleMs: 0, weighted: 0, days: 0 };
+      byMember.set(personId, t);
+    }
+    return t;
+  };
+  for (const id of include) totals(id);
+  const days = daysBetween(from, to);
+  const dayIndex = new Map(days.map((d, i) => [d, i]));
+  const dayActive = days.map(() => 0);
+  const dayIdle = days.map(() => 0);
+  const categories = new Map<string, number>();
+  const apps = new Map<string, number>();
+  let weighted = 0;
+  for (const d of dash.days) {
+    const active = Number(d.activeMs);
+    const idle = Number(d.idleMs);
+    const t = totals(d.personId);
+    t.activeMs += active;
+    t.idleMs += idle;
+    t.weighted += d.productivity * active;
+    if (active + idle > 0) t.days += 1;
+    weighted += d.productivity * active;
+    const i = dayIndex.get(d.day);
+    if (i !== undefined) {
+      dayActive[i]! += active;
+      dayIdle[i]! += idle;
+    }
+    for (const c of d.categories) categories.set(c.name, (categories.get(c.name) ?? 0) + Number(c.activeMs));
+    for (const a of d.apps) apps.set(a.name, (apps.get(a.name) ?? 0) + Number(a.activeMs));
+  }
+  const rows = [...byMember.values()].sort((a, b) => b.activeMs - a.activeMs || a.name.localeCompare(b.name));
+  const totalActive = rows.reduce((s, r) => s + r.activeMs, 0);
+  const totalIdle = rows.reduce((s, r) => s + r.idleMs, 0);
+  const cats = [...categories.entries()].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]);
+  const topApps = [...apps.entries()].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]).slice(0, 10);
+
+  const hoursAxis = { beginAtZero: true, stacked: true, title: { display: true, text: "hours" } };
+  const tooltipHours = {
+    callbacks: {
+      label: (ctx: { dataset: { label?: string }; raw: unknown }) => `${ctx.dataset.label ?? ""}: ${duration(Number(ctx.raw) * 3_600_000)}`,
+    },
+  };
+
+  const memberChart: ChartConfiguration = {
+    type: "bar",
+    data: {
+      labels: rows.map((r) => r.name),
+      datasets: [
+        { label: "Active", data: rows.map((r) => hours(r.activeMs)), backgroundColor: ACTIVE_COLOR },
+        { label: "Idle", data: rows.map((r) => hours(r.idleMs)), backgroundColor: IDLE_COLOR },
+      ],
+    },
+    options: {
+      indexAxis: "y",
+      scales: { x: hoursAxis, y: { stacked: true } },
+      plugins: { tooltip: tooltipHours as never },
+    },
+  };
+  const dayChart: ChartConfiguration = {
+    type: "bar",
+    data: {
+      labels: days.map((d) => d.slice(5)),
+      datasets: [
+        { label: "Active", data: dayActive.map(hours), backgroundColor: ACTIVE_COLOR },
+        { label: "Idle", data: dayIdle.map(hours), backgroundColor: IDLE_COLOR },
+      ],
+    },
+    options: { scales: { y: hoursAxis, x: { stacked: true } }, plugins: { tooltip: tooltipHours as never } },
+  };
+  const categoryChart: ChartConfiguration = {
+    type: "doughnut",
+    data: {
+      labels: cats.map(([n]) => n),
+      datasets: [{ data: cats.map(([, ms]) => hours(ms)), backgroundColor: cats.map(([n]) => colorFor(n)) }],
+    },
+    options: {
+      plugins: {
+        legend: { position: "bottom", labels: { boxWidth: 12 } },
+        tooltip: { callbacks: { label: (ctx) => `${ctx.label}: ${duration(Number(ctx.raw) * 3_600_000)}` } },
+      },
+    },
+  };
+  const appChart: ChartConfiguration = {
+    type: "bar",
+    data: {
+      labels: topApps.map(([n]) => n),
+      datasets: [{ label: "Active", data: topApps.map(([, ms]) => hours(ms)), backgroundColor: "#2563eb" }],
+    },
+    options: {
+      indexAxis: "y",
+      scales: { x: { beginAtZero: true, title: { display: true, text: "hours" } } },
+      plugins: { legend: { display: false }, tooltip: tooltipHours as never },
+    },
+  };
+  const memberDays = [...dash.days].sort((a, b) => b.day.localeCompare(a.day) || nameOf(a.personId).localeCompare(nameOf(b.personId)));
+
+  return {
+    rows,
+    totalActive,
+    totalIdle,
+    membersWithTime: rows.filter((r) => r.activeMs + r.idleMs > 0).length,
+    productivity: totalActive > 0 ? weighted / totalActive : null,
+    byDay: days.map((d, i) => ({ day: d, activeMs: dayActive[i]!, idleMs: dayIdle[i]! })),
+    categories: cats,
+    apps: topApps,
+    memberChart,
+    dayChart,
+    categoryChart,
+    appChart,
+    memberDays,
+  };
+}

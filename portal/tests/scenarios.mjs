@@ -1,0 +1,568 @@
+// The portal's browser scenarios. Each gets a Run (checks, pages) and
+// throws CheckFailed with a clear message when something is not as expected.
+
+import { CheckFailed, open, signIn, signedInPage, text, userFor } from "./lib.mjs";
+
+const TOKENISH = /(thr_|tha_|thi_|thd_|eyJ[A-Za-z0-9_-]{10,})/;
+
+/** Wrong password; sign in; reload keeps the session; nothing readable holds a token; sign out; reload stays out. */
+async function signin(run) {
+  const { fixture } = run;
+  const owner = userFor(fixture, "owner");
+  const page = await run.newPage();
+  const bearers = new Set();
+  page.on("request", (req) => {
+    const auth = req.headers()["authorization"];
+    if (auth?.startsWith("Bearer ")) bearers.add(auth.slice(7));
+  });
+
+  await open(page, fixture);
+  await run.expectVisible(page.getByTestId("signin-form"), "a fresh browser shows the sign-in form");
+
+  await page.getByTestId("signin-org").fill(fixture.org);
+  await page.getByTestId("signin-email").fill(owner);
+  await page.getByTestId("signin-password").fill(`${fixture.password} wrong`);
+  await page.getByTestId("signin-submit").click();
+  const alert = page.getByTestId("signin-error");
+  await run.expectVisible(alert, "a wrong password shows an alert");
+  const message = await text(alert);
+  run.check(message.length > 0 && (await alert.getAttribute("role")) === "alert", `the alert holds the server's message: "${message}"`);
+  run.check((await page.getByTestId("session-role").count()) === 0, "not signed in after the wrong password");
+
+  await page.getByTestId("signin-password").fill(fixture.password);
+  await page.getByTestId("signin-submit").click();
+  await run.expectVisible(page.getByTestId("session-role"), `signed in as ${owner}`);
+  run.check((await text(page.getByTestId("session-role"))) === "Owner", "the shell shows the role Owner");
+  await run.expectVisible(page.getByTestId("page-dashboard"), "the dashboard opens after sign-in");
+
+  await page.reload({ waitUntil: "domcontentloaded" });
+  await run.expectVisible(page.getByTestId("session-role"), "a reload keeps the session (Refresh with the cookie)");
+  run.check((await page.getByTestId("signin-form").count()) === 0, "no sign-in form after the reload");
+  await run.until(() => bearers.size > 0, "the portal sent calls with an access token");
+
+  const stored = await page.evaluate(async () => {
+    const dump = (s) => Object.keys(s).map((k) => [k, s.getItem(k) ?? ""]);
+    const dbs = indexedDB.databases ? (await indexedDB.databases()).map((d) => d.name) : [];
+    return { local: dump(localStorage), session: dump(sessionStorage), cookie: document.cookie, dbs };
+  });
+  const holds = (value) => TOKENISH.test(value) || [...bearers].some((t) => value.includes(t));
+  const leaks = [...stored.local, ...stored.session].filter(([k, v]) => holds(k) || holds(v));
+  run.check(leaks.length === 0, `localStorage (${stored.local.length} keys) and sessionStorage (${stored.session.length} keys) hold no token`, JSON.stringify(leaks));
+  run.check(!holds(stored.cookie), `document.cookie shows no token (it is "${stored.cookie}")`);
+  run.check(stored.dbs.length === 0, "no IndexedDB database", JSON.stringify(stored.dbs));
+  const cookies = await page.context().cookies();
+  const readable = cookies.filter((c) => !c.httpOnly && holds(c.value));
+  run.check(readable.length === 0, "no script-readable cookie holds a token");
+  const refreshCookie = cookies.find((c) => c.httpOnly && c.path.startsWith("/trackhrs.org.v1.Identity"));
+  if (refreshCookie) {
+    run.check(refreshCookie.sameSite === "Strict", `the refresh cookie "${refreshCookie.name}" is HttpOnly, SameSite=${refreshCookie.sameSite}, path ${refreshCookie.path}`);
+  } else {
+    run.log(`note: no HttpOnly cookie with path /trackhrs.org.v1.Identity/ seen (cookies: ${cookies.map((c) => `${c.name}@${c.path}`).join(", ") || "none"})`);
+  }
+
+  await page.getByTestId("sign-out").click();
+  await run.expectVisible(page.getByTestId("signin-form"), "sign out returns to the sign-in form");
+  await page.reload({ waitUntil: "domcontentloaded" });
+  await run.expectVisible(page.getByTestId("signin-form"), "a reload after sign-out stays signed out");
+  run.check((await page.getByTestId("session-role").count()) === 0, "no session after the reload");
+}
+
+/** Manager: members' rows and charts, a member's timeline. Employee: only themself, no Members. */
+async function dashboard(run) {
+  const { fixture } = run;
+  const manager = userFor(fixture, "manager");
+  const page = await signedInPage(run, manager);
+  await run.expectVisible(page.getByTestId("page-dashboard"), "the manager lands on the dashboard");
+  await run.expectVisible(page.getByTestId("member-table"), "the dashboard shows the member table");
+  const rows = page.getByTestId("member-row");
+  const count = await run.until(async () => {
+    const n = await rows.count();
+    return n >= 2 ? n : 0;
+  }, "the manager sees at least two members' rows");
+  run.check(true, `the manager sees ${count} member rows: ${(await rows.allTextContents()).map((t) => t.slice(0, 40)).join(" | ")}`);
+  await run.expectVisible(page.locator('[data-testid="dashboard"] canvas[data-testid="chart-canvas"]'), "a chart canvas is drawn");
+  const canvases = await page.locator('canvas[data-testid="chart-canvas"]').count();
+  run.log(`${canvases} chart canvases on the dashboard`);
+
+  const self = await page.getByTestId("session-name").getAttribute("data-person-id");
+  const other = page.locator(`[data-testid="member-row"]:not([data-person-id="${self}"])`).first();
+  const otherId = await other.getAttribute("data-person-id");
+  await other.getByTestId("member-link").click();
+  await run.expectVisible(page.getByTestId("page-timeline"), `clicking the member ${otherId} opens the timeline`);
+  run.check(page.url().includes(`person=${encodeURIComponent(otherId)}`), "the timeline is that member's", page.url());
+  await run.expectVisible(page.locator('canvas[data-testid="timeline-chart"]'), "the timeline chart is drawn");
+  for (const id of ["timeline-no-devices", "timeline-empty"]) {
+    if (await page.getByTestId(id).count()) run.log(`note (${id}): ${await text(page.getByTestId(id))}`);
+  }
+  const errors = page.locator('[data-testid="timeline-card"] ~ [role="alert"], [data-testid="page-timeline"] [role="alert"]');
+  if (await errors.count()) run.log(`note: the timeline shows an alert: ${await text(errors)}`);
+
+  const employee = userFor(fixture, "employee");
+  const epage = await signedInPage(run, employee);
+  run.check((await text(epage.getByTestId("session-role"))) === "Employee", "the employee's shell shows the role Employee");
+  await run.expectVisible(epage.getByTestId("member-table"), "the employee's dashboard shows the table");
+  const eself = await epage.getByTestId("session-name").getAttribute("data-person-id");
+  const erows = epage.getByTestId("member-row");
+  await run.until(async () => (await erows.count()) >= 1, "the employee's table has a row");
+  const ids = await erows.evaluateAll((els) => els.map((e) => e.getAttribute("data-person-id")));
+  run.check(ids.length === 1 && ids[0] === eself, `the employee sees only themself (${eself})`, JSON.stringify(ids));
+  run.check((await epage.getByTestId("nav-members").count()) === 0, "the employee has no Members nav");
+  await run.expectVisible(epage.locator('canvas[data-testid="chart-canvas"]'), "the employee's dashboard draws a chart");
+  await erows.first().getByTestId("member-link").click();
+  await run.expectVisible(epage.locator('canvas[data-testid="timeline-chart"]'), "the employee's own timeline chart is drawn");
+}
+
+/** Admin invites, the link signs the new member in, admin changes role, deactivates, reactivates; auditor reads only. */
+async function members(run) {
+  const { fixture } = run;
+  const admin = userFor(fixture, "admin", "owner");
+  if (!fixture.users.admin) run.log(`note: the fixture has no admin; the owner ${admin} stands in`);
+  const page = await signedInPage(run, admin);
+  page.on("dialog", (d) => void d.accept());
+  await page.getByTestId("nav-members").click();
+  await run.expectVisible(page.getByTestId("members-table"), "the admin sees the member table");
+  await run.expectVisible(page.getByTestId("invite-form"), "the admin sees the invite form");
+
+  const stamp = Date.now().toString(36);
+  const email = `portal-${stamp}@${fixture.org}.test`;
+  await page.getByTestId("invite-email").fill(email);
+  await page.getByTestId("invite-name").fill(`Portal ${stamp}`);
+  await page.getByTestId("invite-role").selectOption({ label: "Employee" });
+  await page.getByTestId("invite-submit").click();
+  const linkBox = page.getByTestId("invite-link");
+  await run.expectVisible(linkBox, `inviting ${email} shows a link`);
+  const link = await linkBox.inputValue();
+  run.check(link.startsWith(`${fixture.url}/#/accept?`) && link.includes(`org=${encodeURIComponent(fixture.org)}`) && /token=[^&]+/.test(link), `the link is ${link.replace(/token=[^&]+/, "token=…")}`);
+  const row = page.locator(`[data-testid="members-row"][data-email="${email}"]`);
+  await run.expectVisible(row, "the invited member is listed");
+  await run.until(async () => (await text(row.getByTestId("members-status"))).includes("pending"), "the invitation shows as pending");
+  run.check(true, "the invitation shows as pending");
+
+  // The invitee, in a browser of their own.
+  const invitee = await run.newPage();
+  await invitee.goto(link, { waitUntil: "domcontentloaded" });
+  await run.expectVisible(invitee.getByTestId("accept-form"), "the link opens the accept page");
+  await invitee.getByTestId("accept-password").fill("too short");
+  await invitee.getByTestId("accept-confirm").fill("too short");
+  await invitee.getByTestId("accept-submit").click();
+  await run.expectVisible(invitee.getByTestId("accept-error"), "a short password is refused");
+  run.check(true, `the server's message is shown: "${await text(invitee.getByTestId("accept-error"))}"`);
+  const password = `portal passphrase ${stamp}`;
+  await invitee.getByTestId("accept-password").fill(password);
+  await invitee.getByTestId("accept-confirm").fill(password);
+  await invitee.getByTestId("accept-submit").click();
+  await run.expectVisible(invitee.getByTestId("session-role"), "accepting signs the new member in");
+  run.check((await text(invitee.getByTestId("session-role"))) === "Employee", "the new member's role Employee is shown");
+  await run.expectVisible(invitee.getByTestId("page-dashboard"), "the new member lands on the dashboard");
+
+  // Back to the admin: role, deactivate, reactivate.
+  await page.reload({ waitUntil: "domcontentloaded" });
+  await run.expectVisible(row, "the admin's list shows the new member after a reload");
+  await run.until(async () => (await text(row.getByTestId("members-status"))) === "Active", "the new member is active");
+  run.check(true, "the new member is active, the invitation accepted");
+
+  await row.getByTestId("role-select").selectOption({ label: "Manager" });
+  await row.getByTestId("role-apply").click();
+  await run.until(async () => (await text(row.getByTestId("members-role"))) === "Manager", "the role changes to Manager");
+  run.check(true, "the admin changed the role to Manager");
+
+  await row.getByTestId("member-deactivate").click();
+  await run.until(async () => (await text(row.getByTestId("members-status"))) === "Deactivated", "the member shows as deactivated");
+  run.check(true, "the admin deactivated the member");
+  await row.getByTestId("member-reactivate").click();
+  await run.until(async () => (await text(row.getByTestId("members-status"))) === "Active", "the member shows as active again");
+  run.check(true, "the admin reactivated the member");
+  // Leave the seat free for the next run.
+  await row.getByTestId("member-deactivate").click();
+  await run.until(async () => (await text(row.getByTestId("members-status"))) === "Deactivated", "the test member is deactivated again at the end");
+  run.check(true, "the test member is deactivated again (its seat freed)");
+
+  // The auditor reads only.
+  const auditor = userFor(fixture, "auditor");
+  const apage = await signedInPage(run, auditor);
+  await apage.getByTestId("nav-members").click();
+  await run.expectVisible(apage.getByTestId("members-table"), "the auditor sees the member table");
+  await run.expectVisible(apage.getByTestId("read-only"), "the auditor's Members page says read-only");
+  const actionable = await apage.locator('[data-testid="page-members"] button, [data-testid="page-members"] select, [data-testid="invite-form"]').count();
+  run.check(actionable === 0, "the auditor's Members page has no action buttons, selects or invite form", `${actionable} found`);
+  run.check((await apage.getByTestId("members-row").count()) >= 5, `the auditor sees ${await apage.getByTestId("members-row").count()} members`);
+}
+
+/** 390x844: the nav collapses and the dashboard does not overflow sideways; 1280x800: the nav is open. */
+async function layout(run) {
+  const { fixture } = run;
+  const manager = userFor(fixture, "manager");
+  const page = await run.newPage({ width: 390, height: 844 });
+  await open(page, fixture);
+  await run.until(async () => (await page.evaluate(() => document.documentElement.scrollWidth)) <= 390, "the sign-in page fits 390px");
+  run.check(true, "the sign-in page has no horizontal overflow at 390px");
+  await signIn(run, page, manager);
+  await run.expectVisible(page.getByTestId("nav-toggle"), "at 390x844 the menu button is shown");
+  run.check(!(await page.getByTestId("nav-dashboard").isVisible()), "at 390x844 the nav links are collapsed");
+  await run.expectVisible(page.getByTestId("member-table"), "the dashboard renders");
+  await run.expectVisible(page.locator('canvas[data-testid="chart-canvas"]'), "the charts render");
+  await page.waitForTimeout(500);
+  const widths = await page.evaluate(() => ({ doc: document.documentElement.scrollWidth, body: document.body.scrollWidth }));
+  run.check(widths.doc <= 390, `no horizontal overflow at 390px: document.documentElement.scrollWidth = ${widths.doc}`);
+  await page.getByTestId("nav-toggle").click();
+  await run.expectVisible(page.getByTestId("nav-dashboard"), "the menu button opens the nav");
+  await page.getByTestId("nav-rules").click();
+  await run.expectVisible(page.getByTestId("page-rules"), "a nav link navigates");
+  await run.expectHidden(page.getByTestId("nav-dashboard"), "the nav collapses again after navigating");
+  for (const p of ["timeline", "devices", "rules"]) {
+    await page.goto(`${fixture.url}/#/${p}`);
+    await page.getByTestId(`page-${p}`).waitFor();
+    await page.waitForTimeout(400);
+    const w = await page.evaluate(() => document.documentElement.scrollWidth);
+    run.check(w <= 390, `the ${p} page has no horizontal overflow at 390px (${w})`);
+  }
+
+  const wide = await signedInPage(run, manager, { width: 1280, height: 800 });
+  await run.expectVisible(wide.getByTestId("nav-dashboard"), "at 1280x800 the nav links are shown");
+  run.check(!(await wide.getByTestId("nav-toggle").isVisible()), "at 1280x800 there is no menu button");
+  await run.expectVisible(wide.getByTestId("member-table"), "the dashboard renders at 1280x800");
+  const w = await wide.evaluate(() => document.documentElement.scrollWidth);
+  run.check(w <= 1280, `no horizontal overflow at 1280px (${w})`);
+}
+
+
+/**
+ * An access token refused with UNAUTHENTICATED is refreshed once and the
+ * call retried; the session refreshes silently before the token expires
+ * (the page's clock fast-forwarded to a minute before the expiry; the
+ * fixture's optional "access_ttl_secs" says the gateway's token lifetime,
+ * 900 s by default).
+ */
+async function session(run) {
+  const { fixture } = run;
+  const owner = userFor(fixture, "owner");
+  const page = await run.newPage();
+  await page.clock.install();
+  const refreshes = [];
+  page.on("request", (req) => {
+    if (new URL(req.url()).pathname === "/trackhrs.org.v1.Identity/Refresh") refreshes.push(req.headers()["x-trackhrs-client"]);
+  });
+  await open(page, fixture);
+  await signIn(run, page, owner);
+  await run.expectVisible(page.getByTestId("member-table"), "the dashboard loads");
+  const startRefreshes = refreshes.length;
+
+  let spoiled = 0;
+  await page.route("**/trackhrs.activity.v1.Activity/GetDashboard", async (route) => {
+    spoiled += 1;
+    if (spoiled === 1) await route.continue({ headers: { ...route.request().headers(), authorization: "Bearer spoiled-by-the-test" } });
+    else await route.continue();
+  });
+  await page.getByTestId("range-week").click();
+  await run.until(() => spoiled >= 2, "the refused GetDashboard is sent again");
+  await run.expectVisible(page.getByTestId("member-table"), "after UNAUTHENTICATED the dashboard still loads");
+  run.check((await page.locator('[data-testid="page-dashboard"] [role="alert"]').count()) === 0, "no error is shown for the retried call");
+  run.check(refreshes.length === startRefreshes + 1, `exactly one Refresh for the refused call (${refreshes.length - startRefreshes})`);
+  run.check((await page.getByTestId("session-role").count()) === 1, "still signed in");
+  await page.unrouteAll();
+
+  const ttl = Number(fixture.access_ttl_secs ?? 900);
+  const before = refreshes.length;
+  await page.clock.fastForward((ttl - 50) * 1000);
+  await run.until(() => refreshes.length > before, `a silent Refresh before the access token expires (clock moved ${ttl - 50}s on)`);
+  run.check(true, `a silent Refresh happened before the access token expired (page clock moved ${ttl - 50}s on)`);
+  run.check(refreshes.every((h) => h === "web"), "every Refresh carries x-trackhrs-client: web");
+  await page.getByTestId("range-today").click();
+  await run.expectVisible(page.getByTestId("member-table"), "calls work with the refreshed token");
+  run.check((await page.getByTestId("signin-form").count()) === 0, "still signed in after the silent refresh");
+}
+
+/**
+ * Owner: a rule the server refuses shows its message; an ActivityWatch
+ * export is imported (a bad one refused with the server's message); the
+ * default rules are restored at the end. Auditor: rules and settings read-only.
+ */
+async function rules(run) {
+  const { fixture } = run;
+  const owner = userFor(fixture, "admin", "owner");
+  const page = await signedInPage(run, owner);
+  page.on("dialog", (d) => void d.accept());
+  await page.getByTestId("nav-rules").click();
+  await run.expectVisible(page.getByTestId("rules-table"), "the rules are listed");
+  const rows = await page.getByTestId("rule-row").count();
+  run.check(rows > 0, `${rows} categories in force`);
+
+  await page.getByTestId("rule-regex").first().fill("(unclosed");
+  await page.getByTestId("rules-save").click();
+  const alert = page.locator('[data-testid="rules-card"] [data-testid="error"]');
+  await run.expectVisible(alert, "a regex the server cannot compile is refused");
+  run.check(true, `the server's message is shown: "${await text(alert)}"`);
+
+  const upload = (name, json) => page.getByTestId("rules-import-file").setInputFiles({ name, mimeType: "application/json", buffer: Buffer.from(json) });
+  await upload("bad.json", JSON.stringify({ categories: [{ name: "Work", rule: { type: "regex", regex: "code" } }] }));
+  await run.expectVisible(page.getByTestId("rules-import-summary"), "the chosen file is summarised");
+  await page.getByTestId("rules-import-submit").click();
+  await run.expectVisible(alert, "an export with a malformed category is refused");
+  run.check(true, `the server's message is shown: "${await text(alert)}"`);
+
+  const good = {
+    categories: [
+      { id: 0, name: ["Work"], rule: { type: "regex", regex: "LibreOffice|Jira", ignore_case: true }, data: { score: 100, color: "#0F0" }, depth: 0 },
+      { id: 1, name: ["Work", "Programming"], rule: { type: "regex", regex: "^(code|alacritty)$|GitHub", ignore_case: true }, data: {}, depth: 1 },
+      { id: 2, name: ["Media"], rule: { type: "regex", regex: "YouTube|reddit" }, data: { score: -50 }, depth: 0 },
+    ],
+  };
+  await upload("aw-categories.json", JSON.stringify(good));
+  await page.getByTestId("rules-import-submit").click();
+  await run.expectVisible(page.getByTestId("rules-saved"), "a valid ActivityWatch export is imported");
+  run.check(true, `the answer: "${await text(page.getByTestId("rules-saved"))}"`);
+  await run.until(async () => (await page.getByTestId("rule-row").count()) === 3, "the imported 3 categories are listed");
+  run.check(true, "the imported 3 categories are listed");
+
+  await page.getByTestId("rules-defaults").click();
+  await run.until(async () => (await page.getByTestId("rule-row").count()) > 3, "the default rules are restored");
+  run.check(true, `the default rules are restored (${await page.getByTestId("rule-row").count()} categories)`);
+  run.check((await page.getByTestId("rules-preview-placeholder").count()) === 1, "the preview has its place, marked as not available yet");
+
+  const auditor = userFor(fixture, "auditor");
+  const apage = await signedInPage(run, auditor);
+  await apage.getByTestId("nav-rules").click();
+  await run.expectVisible(apage.getByTestId("rules-table"), "the auditor reads the rules");
+  run.check((await apage.locator('[data-testid="page-rules"] input:not([type="checkbox"]), [data-testid="rules-save"], [data-testid="rules-import"]').count()) === 0, "the auditor cannot edit or import rules");
+  await apage.getByTestId("nav-settings").click();
+  await run.expectVisible(apage.getByTestId("settings-form"), "the auditor reads the settings");
+  run.check((await apage.getByTestId("settings-save").count()) === 0, "the auditor has no Save button on Settings");
+  run.check(await apage.getByTestId("settings-timezone").isDisabled(), "the auditor's settings fields are disabled");
+}
+
+/** The person id and name of the member with `email`, from the History page's person filter. */
+async function memberOption(page, email) {
+  const option = page.locator('[data-testid="history-person"] option').filter({ hasText: `<${email}>` });
+  if ((await option.count()) !== 1) return null;
+  const id = await option.getAttribute("value");
+  const label = (await option.textContent()) ?? "";
+  return { id, name: label.slice(0, label.indexOf(" <")).trim() };
+}
+
+/** The History rows as {type, actor, person, position, who, about}. */
+async function historyRows(page) {
+  return page.getByTestId("history-row").evaluateAll((rows) =>
+    rows.map((r) => ({
+      type: r.getAttribute("data-event-type"),
+      actor: r.getAttribute("data-actor"),
+      person: r.getAttribute("data-person-id"),
+      position: Number(r.getAttribute("data-position")),
+      who: r.querySelector('[data-testid="history-who"]')?.textContent?.trim() ?? "",
+      about: r.querySelector('[data-testid="history-about"]')?.textContent?.trim() ?? "",
+    })),
+  );
+}
+
+/** Positions newest first and never repeated across pages (a commit's events share one). */
+function newestFirst(rows) {
+  for (let i = 1; i < rows.length; i++) if (rows[i].position > rows[i - 1].position) return false;
+  return true;
+}
+
+/**
+ * Owner invites a member (and deactivates it again, freeing the seat).
+ * Auditor: the History lists the org's creation, the seeded invitations and
+ * the owner's invitation and deactivation by the owner's name; "Load more"
+ * pages back; filters by event type and by person. Manager: no History nav,
+ * and the route shows the server's refusal.
+ */
+async function history(run) {
+  const { fixture } = run;
+  const auditor = userFor(fixture, "auditor");
+  const owner = userFor(fixture, "owner");
+  const manager = userFor(fixture, "manager");
+
+  // Something the owner did: invite a member, then deactivate it (its seat freed).
+  const opage = await signedInPage(run, owner);
+  opage.on("dialog", (d) => void d.accept());
+  await opage.getByTestId("nav-members").click();
+  await run.expectVisible(opage.getByTestId("invite-form"), "the owner opens Members");
+  const stamp = Date.now().toString(36);
+  const email = `history-${stamp}@${fixture.org}.test`;
+  const invitee = `History ${stamp}`;
+  await opage.getByTestId("invite-email").fill(email);
+  await opage.getByTestId("invite-name").fill(invitee);
+  await opage.getByTestId("invite-role").selectOption({ label: "Employee" });
+  await opage.getByTestId("invite-submit").click();
+  await run.expectVisible(opage.getByTestId("invite-link"), `the owner invited ${email}`);
+  const row = opage.locator(`[data-testid="members-row"][data-email="${email}"]`);
+  await run.expectVisible(row, "the invited member is listed");
+  const inviteeId = await row.getAttribute("data-person-id");
+  await row.getByTestId("member-deactivate").click();
+  await run.until(async () => (await text(row.getByTestId("members-status"))).includes("deactivated"), "the invited member is deactivated");
+  run.check(true, `the owner deactivated ${inviteeId} again (seat freed)`);
+
+  const page = await signedInPage(run, auditor);
+  await run.expectVisible(page.getByTestId("nav-history"), "the auditor has a History nav item");
+  await page.getByTestId("nav-history").click();
+  await run.expectVisible(page.getByTestId("page-history"), "the History page opens");
+  await run.expectVisible(page.getByTestId("history-table"), "the history table is shown");
+  await run.expectVisible(page.getByTestId("history-person"), "the person filter is shown");
+  await run.expectVisible(page.getByTestId("history-type-MemberInvited"), "the event type filter is shown");
+  const olive = await run.until(() => memberOption(page, owner), `the person filter lists ${owner}`);
+  const manny = await run.until(() => memberOption(page, manager), `the person filter lists ${manager}`);
+  run.check(olive.name.length > 0 && olive.name !== olive.id, `the owner is "${olive.name}" (${olive.id}), the manager "${manny.name}" (${manny.id})`);
+  await run.until(async () => {
+    const r = await historyRows(page);
+    if (r.some((x) => x.type === "MemberDeactivated" && x.person === inviteeId)) return true;
+    await page.getByTestId("history-refresh").click();
+    await page.waitForTimeout(500);
+    return false;
+  }, "the owner's deactivation of the invited member is listed (Refresh)");
+  run.check(true, "the newest entries include the owner's actions");
+
+  // Page back to the beginning: the org's creation is the oldest entry.
+  for (let i = 0; i < 100 && (await page.getByTestId("history-more").count()) > 0; i++) {
+    const before = await page.getByTestId("history-row").count();
+    await page.getByTestId("history-more").click();
+    await run.until(async () => (await page.getByTestId("history-row").count()) > before || (await page.getByTestId("history-more-error").count()) > 0, "Load more adds rows");
+    if (await page.getByTestId("history-more-error").count()) throw new CheckFailed(`Load more failed: ${await text(page.getByTestId("history-more-error"))}`);
+  }
+  await run.expectVisible(page.getByTestId("history-end"), "the history is read to its beginning");
+  let rows = await historyRows(page);
+  run.check(newestFirst(rows), `${rows.length} entries, newest first`);
+  const created = rows.filter((r) => r.type === "OrganizationCreated");
+  run.check(created.length === 1 && rows.at(-1).type === "OrganizationCreated", `the oldest entry is OrganizationCreated (by "${created[0]?.who}", about "${created[0]?.about}")`, JSON.stringify(rows.at(-1)));
+  const seeded = rows.filter((r) => r.type === "MemberInvited" && ["manny", "erin", "ed", "ada"].some((n) => r.about.toLowerCase().startsWith(n)));
+  run.check(seeded.length >= 4, `the demo invitations are listed: ${seeded.map((r) => `"${r.about}" by "${r.who}" (${r.actor})`).join(", ")}`);
+  const byOlive = rows.filter((r) => r.type === "MemberInvited" && r.actor === `person:${olive.id}`);
+  const mine = byOlive.find((r) => r.person === inviteeId);
+  run.check(mine && mine.who === olive.name && mine.about === invitee, `the owner's invitation shows "${mine?.who}" invited "${mine?.about}"`, JSON.stringify(mine));
+  run.check(
+    byOlive.length > 0 && byOlive.every((r) => r.who === olive.name),
+    `${byOlive.length} MemberInvited entries done by person:${olive.id}, each shown by the name "${olive.name}"`,
+    JSON.stringify(byOlive.map((r) => r.who)),
+  );
+  const deactivated = rows.find((r) => r.type === "MemberDeactivated" && r.person === inviteeId);
+  run.check(deactivated?.who === olive.name && deactivated?.about === invitee, `the deactivation shows "${deactivated?.who}" about "${deactivated?.about}"`);
+  const when = await text(page.getByTestId("history-when"));
+  run.check(/^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$/.test(when), `times are shown in the org's zone: "${when}"`);
+
+  // Filter by event type.
+  await page.getByTestId("history-type-MemberInvited").check();
+  rows = await run.until(async () => {
+    const r = await historyRows(page);
+    return r.length > 0 && r.every((x) => x.type === "MemberInvited") ? r : null;
+  }, "only MemberInvited entries are listed after filtering");
+  run.check(page.url().includes("types=MemberInvited"), `the filter is in the route (${page.url().replace(fixture.url, "")})`);
+  run.check(rows.length >= 5, `filtered by MemberInvited: ${rows.length} entries, every one MemberInvited`);
+
+  // And by person: manny's.
+  await page.getByTestId("history-person").selectOption(manny.id);
+  rows = await run.until(async () => {
+    const r = await historyRows(page);
+    return r.length > 0 && r.every((x) => x.type === "MemberInvited" && (x.person === manny.id || x.actor === `person:${manny.id}`)) ? r : null;
+  }, "only MemberInvited entries by or about manny are listed");
+  run.check(rows.some((r) => r.person === manny.id), `filtered by person ${manny.name} and MemberInvited: ${rows.length} entr${rows.length === 1 ? "y" : "ies"} (${rows.map((r) => `${r.who} → ${r.about}`).join(", ")})`);
+
+  // By the owner alone: everything done by or about olive, the test member's entries among them.
+  await page.getByTestId("history-type-MemberInvited").uncheck();
+  await page.getByTestId("history-person").selectOption(olive.id);
+  rows = await run.until(async () => {
+    const r = await historyRows(page);
+    return !page.url().includes("types=") && r.length > 0 && r.every((x) => x.person === olive.id || x.actor === `person:${olive.id}`) && r.some((x) => x.person === inviteeId) ? r : null;
+  }, "the person filter alone lists entries by or about the owner");
+  run.check(true, `filtered by person ${olive.name}: ${rows.length} entries (${[...new Set(rows.map((r) => r.type))].join(", ")})`);
+  await page.getByTestId("history-clear").click();
+  await run.until(async () => !page.url().includes("person=") && (await historyRows(page)).some((r) => r.person !== olive.id && r.actor !== `person:${olive.id}`), "clearing the filters lists everyone's entries again");
+  run.check(true, "clearing the filters lists everyone's entries again");
+
+  // Small pages: "Load more" continues where the first page ended.
+  await page.goto(`${fixture.url}/#/history?limit=3`);
+  await run.until(async () => (await page.getByTestId("history-row").count()) > 0 && (await page.getByTestId("history-row").count()) <= 3, "a page of at most 3 entries");
+  const firstPage = await historyRows(page);
+  run.check(firstPage.length <= 3 && firstPage.length > 0, `with limit=3 the first page has ${firstPage.length} entries`);
+  await run.expectVisible(page.getByTestId("history-more"), "a Load more button follows it");
+  await page.getByTestId("history-more").click();
+  const twoPages = await run.until(async () => {
+    const r = await historyRows(page);
+    return r.length > firstPage.length ? r : null;
+  }, "Load more appends the next page");
+  run.check(newestFirst(twoPages) && twoPages.slice(0, firstPage.length).every((r, i) => r.position === firstPage[i].position), `Load more appended ${twoPages.length - firstPage.length} older entries (positions ${twoPages.map((r) => r.position).join(", ")})`);
+
+  // The manager: no nav item; the route shows the server's refusal.
+  const mpage = await signedInPage(run, manager);
+  await run.expectVisible(mpage.getByTestId("nav-dashboard"), "the manager's nav is shown");
+  run.check((await mpage.getByTestId("nav-history").count()) === 0, "the manager has no History nav item");
+  await mpage.goto(`${fixture.url}/#/history`);
+  await run.expectVisible(mpage.getByTestId("page-history"), "the manager can open #/history");
+  const refusal = mpage.getByTestId("history-error");
+  await run.expectVisible(refusal, "the History route shows a refusal to the manager");
+  run.check((await refusal.getAttribute("role")) === "alert" && (await text(refusal)).length > 0, `the server's message: "${await text(refusal)}"`);
+  run.check((await mpage.getByTestId("history-row").count()) === 0, "the manager sees no entries");
+}
+
+/** Waits for the first ListProjections answer (the Operations probe) after signing in as `email`. */
+async function signedInProbed(run, email) {
+  const page = await run.newPage();
+  const probe = page.waitForResponse((r) => new URL(r.url()).pathname === "/trackhrs.ops.v1.Operations/ListProjections", { timeout: 20_000 });
+  await open(page, run.fixture);
+  await signIn(run, page, email);
+  await probe;
+  await page.waitForTimeout(300);
+  return page;
+}
+
+/**
+ * Owner of the operator org: the Operations nav, the read models live with
+ * their lag, refreshed; Replay on activity shows a report. Auditor and
+ * manager: no Operations nav, and the route shows the refusal.
+ */
+async function operations(run) {
+  const { fixture } = run;
+  const owner = userFor(fixture, "owner");
+  const page = await signedInProbed(run, owner);
+  await run.expectVisible(page.getByTestId("nav-operations"), "the owner of the operator org has an Operations nav item");
+  await page.getByTestId("nav-operations").click();
+  await run.expectVisible(page.getByTestId("page-operations"), "the Operations page opens");
+  await run.expectVisible(page.getByTestId("ops-table"), "the read models are listed");
+  const readRows = () =>
+    page.getByTestId("ops-row").evaluateAll((rows) =>
+      rows.map((r) => {
+        const cell = (id) => r.querySelector(`[data-testid="${id}"]`)?.textContent?.trim() ?? "";
+        return { name: r.getAttribute("data-name"), version: r.getAttribute("data-version"), state: r.getAttribute("data-state"), position: cell("ops-position"), lag: cell("ops-lag"), pending: cell("ops-pending"), events: cell("ops-events"), dead: cell("ops-dead") };
+      }),
+    );
+  const wanted = ["org_directory", "org_history", "activity", "timeline", "revocation"];
+  const rows = await run.until(async () => {
+    const r = await readRows();
+    return wanted.every((n) => r.some((x) => x.name === n && x.state === "live")) ? r : null;
+  }, `the read models ${wanted.join(", ")} are live`);
+  for (const n of wanted) {
+    const v = rows.find((x) => x.name === n && x.state === "live");
+    run.check(/^\d+$/.test(v.lag) && /^\d+$/.test(v.position) && /^\d+$/.test(v.events) && /^\d+$/.test(v.dead), `${n} v${v.version} live: position ${v.position}, lag ${v.lag}, pending ${v.pending}, events applied ${v.events}, dead letters ${v.dead}`);
+  }
+  const others = rows.filter((x) => !(wanted.includes(x.name) && x.state === "live"));
+  if (others.length) run.log(`other versions: ${others.map((x) => `${x.name} v${x.version} ${x.state}`).join(", ")}`);
+
+  const stamp = await text(page.getByTestId("ops-updated"));
+  await run.until(async () => (await text(page.getByTestId("ops-updated"))) !== stamp, "the figures are fetched again within 12 s", 12_000);
+  run.check(true, `the figures refresh by themselves ("${await text(page.getByTestId("ops-updated"))}")`);
+
+  const model = page.getByTestId("ops-model-activity");
+  await run.expectVisible(model, "the activity read model has its dead letters section");
+  const letters = await model.getByTestId("ops-letter").count();
+  run.log(`activity has ${letters} dead letters listed${letters ? `: ${(await model.getByTestId("ops-letter-reason").allTextContents()).slice(0, 3).join(" | ")}` : ""}`);
+  await page.locator('[data-testid="ops-replay"][data-name="activity"]').click();
+  await run.until(async () => (await model.getByTestId("ops-report").count()) > 0 || (await model.getByTestId("ops-replay-error").count()) > 0, "Replay on activity answers");
+  if (await model.getByTestId("ops-replay-error").count()) {
+    throw new CheckFailed(`Replay on activity was refused: ${await text(model.getByTestId("ops-replay-error"))}`);
+  }
+  const report = await text(model.getByTestId("ops-report-summary"));
+  run.check(/\d+ replayed, \d+ already applied, \d+ still failing/.test(report), `Replay on activity shows the report: "${report}"`);
+
+  for (const [role, email] of [
+    ["auditor", userFor(fixture, "auditor")],
+    ["manager", userFor(fixture, "manager")],
+  ]) {
+    const other = await signedInProbed(run, email);
+    await run.expectVisible(other.getByTestId("nav-dashboard"), `the ${role}'s nav is shown`);
+    run.check((await other.getByTestId("nav-operations").count()) === 0, `the ${role} (${email}) has no Operations nav item after the probe`);
+    await other.goto(`${fixture.url}/#/operations`);
+    const refusal = other.getByTestId("ops-error");
+    await run.expectVisible(refusal, `#/operations shows the ${role} a refusal`);
+    run.check((await other.getByTestId("ops-table").count()) === 0, `the ${role} sees no read models; the server's message: "${await text(refusal)}"`);
+  }
+}
+
+export const scenarios = { signin, dashboard, members, layout, session, rules, history, operations };
