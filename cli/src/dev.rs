@@ -142,7 +142,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "  gRPC:        {listen} (gRPC and gRPC-Web: identity, organizations, agent session, activity, health, reflection)"
+        "  gRPC:        {listen} (gRPC and gRPC-Web: identity, organizations, agent session, activity, operations, health, reflection)"
     )?;
     match &args.gateway.portal_dir {
         Some(dir) if dir.join("index.html").is_file() => writeln!(
