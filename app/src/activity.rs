@@ -83,7 +83,8 @@ pub struct Dashboard {
 }
 
 /// A device's raw timeline events in a range.
-#[derive(Debug, Clone, PartialEq)]
+/// Not `Debug`: events hold window titles and URLs.
+#[derive(Clone, PartialEq)]
 pub struct DeviceTimelineView {
     /// The device.
     pub device_id: String,
@@ -91,8 +92,35 @@ pub struct DeviceTimelineView {
     pub position: u64,
     /// True when more events overlap the range than one answer holds.
     pub truncated: bool,
-    /// The events.
-    pub events: Vec<TimelineRow>,
+    /// The events, each with its category.
+    pub events: Vec<ClassifiedEvent>,
+}
+
+/// A raw timeline event with its category under the org's rules in force.
+#[derive(Clone, PartialEq)]
+pub struct ClassifiedEvent {
+    /// The event as stored.
+    pub row: TimelineRow,
+    /// Category path for window and browser-tab events; empty for others
+    /// (AFK, editors, ...).
+    pub category: Vec<String>,
+}
+
+/// The category of a window or browser-tab event, classified as the
+/// dashboards classify a span: by app, title and URL.
+fn categorize(rules: &Rules, row: &TimelineRow) -> Vec<String> {
+    let Some(data) = row.data.as_ref() else {
+        return Vec::new();
+    };
+    let field = |name: &str| data.get(name).and_then(|v| v.as_str());
+    let app = match row.bucket_type.as_str() {
+        "currentwindow" => field("app").unwrap_or(""),
+        t if t.starts_with("web.tab") => field("app").unwrap_or(""),
+        _ => return Vec::new(),
+    };
+    rules
+        .classify(app, field("title").unwrap_or(""), field("url"))
+        .category
 }
 
 /// The classification rules in force.
@@ -403,11 +431,26 @@ impl Activity {
         .await?;
         let truncated = events.len() > MAX_TIMELINE_EVENTS;
         events.truncate(MAX_TIMELINE_EVENTS);
+        let position = model.position;
+        drop(model);
+        let activity = self.reads.read_model(activity::NAME, 0).await?;
+        let pg: &tokio_postgres::Client = &activity.client;
+        let (_, rules) = activity::org_rules(pg, &activity.schema, org.as_str()).await?;
+        drop(activity);
+        // Rules in force were checked when they were set: they compile.
+        let rules =
+            Rules::compile(&Rules::in_force(&rules)).map_err(|e| AppError::invalid("rules", e))?;
         Ok(DeviceTimelineView {
             device_id: device.to_string(),
-            position: model.position,
+            position,
             truncated,
-            events,
+            events: events
+                .into_iter()
+                .map(|row| ClassifiedEvent {
+                    category: categorize(&rules, &row),
+                    row,
+                })
+                .collect(),
         })
     }
 

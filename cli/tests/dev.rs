@@ -254,6 +254,14 @@ async fn dev_serves_the_demo_org_over_grpc() {
         .await
         .expect("no raw timeline from a simulated laptop");
         assert!(events.iter().all(|e| e.bucket_type == "currentwindow"));
+        // Classified on the server as the dashboards classify.
+        assert!(events.iter().all(|e| !e.category.is_empty()), "{events:?}");
+        if device.person_id == "erin" {
+            assert!(
+                events.iter().any(|e| e.category == ["Work", "Programming"]),
+                "{events:?}"
+            );
+        }
     }
     // Operators see it run: the counters move while the agents upload.
     let ingested = scrape(metrics_addr, "trackhrs_spans_ingested_total").await;

@@ -153,15 +153,16 @@ impl ActivityRpc for ActivityService {
             events: view
                 .events
                 .into_iter()
-                .map(|row| pb::RawEvent {
-                    bucket_id: row.bucket,
-                    bucket_type: row.bucket_type,
-                    client: row.client,
-                    event_key: row.key,
-                    version: row.version as u64,
-                    start_unix_us: row.start_us,
-                    end_unix_us: row.end_us,
-                    data_json: row.data.map(|d| d.to_string()).unwrap_or_default(),
+                .map(|e| pb::RawEvent {
+                    bucket_id: e.row.bucket,
+                    bucket_type: e.row.bucket_type,
+                    client: e.row.client,
+                    event_key: e.row.key,
+                    version: e.row.version as u64,
+                    start_unix_us: e.row.start_us,
+                    end_unix_us: e.row.end_us,
+                    data_json: e.row.data.map(|d| d.to_string()).unwrap_or_default(),
+                    category: e.category,
                 })
                 .collect(),
         }))
