@@ -33,11 +33,15 @@ pub struct DashboardCache {
     generation: Arc<AtomicU64>,
 }
 
-impl Default for DashboardCache {
-    fn default() -> Self {
+/// Dashboards a replica keeps by default.
+pub const DEFAULT_ENTRIES: u64 = 10_000;
+
+impl DashboardCache {
+    /// A cache of at most `entries` dashboards (0: none is kept).
+    pub fn with_capacity(entries: u64) -> Self {
         Self {
             cache: moka::sync::Cache::builder()
-                .max_capacity(10_000)
+                .max_capacity(entries)
                 .time_to_live(std::time::Duration::from_secs(600))
                 .support_invalidation_closures()
                 .build(),
@@ -45,9 +49,7 @@ impl Default for DashboardCache {
             generation: Arc::default(),
         }
     }
-}
 
-impl DashboardCache {
     /// Evicts every dashboard of `org` older than `position`.
     pub fn evict_org(&self, org: &str, position: u64) {
         self.invalidated

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use trackhrs_credentials::Auth;
 use trackhrs_credentials::password::{MAX_PASSWORD_CHARS, policy_violation};
 use trackhrs_domain::Token;
-use trackhrs_domain::organization::{MAX_EMAIL_LEN, OrgCommand, Role};
+use trackhrs_domain::organization::{MAX_EMAIL_LEN, OrgCommand, OrgError, Role};
 
 use crate::error::{AppError, ErrorKind};
 use crate::org::{OrgCommands, derived_id};
@@ -69,11 +69,20 @@ fn new_password(field: &str, password: &str, email: &str) -> Result<(), AppError
 pub struct Identity {
     credentials: Arc<Auth>,
     orgs: OrgCommands,
+    operator_org: Option<Token>,
 }
 
 impl Identity {
-    pub(crate) fn new(credentials: Arc<Auth>, orgs: OrgCommands) -> Self {
-        Self { credentials, orgs }
+    pub(crate) fn new(
+        credentials: Arc<Auth>,
+        orgs: OrgCommands,
+        operator_org: Option<Token>,
+    ) -> Self {
+        Self {
+            credentials,
+            orgs,
+            operator_org,
+        }
     }
 
     /// A session for a member who proved who they are, if they are active.
@@ -121,6 +130,12 @@ impl Identity {
             password,
             seats,
         } = request;
+        // The operator org's owners operate every tenant's read models: it
+        // is created deliberately (before gateways name it), never by a
+        // stranger's sign-up, and answers as an org that exists.
+        if self.operator_org.as_ref() == Some(&org) {
+            return Err(OrgError::AlreadyExists.into());
+        }
         let owner = derived_id("p", &org, "sign-up", &command_id);
         self.credentials.throttle("sign-up", address).await?;
         let hash = self.credentials.hash_password(password.clone()).await?;

@@ -63,6 +63,8 @@ pub struct AppConfig {
     /// The organization whose owners and admins operate the platform
     /// (read models, dead letters); `None`: nobody may.
     pub operator_org: Option<Token>,
+    /// Dashboards each replica keeps in memory (0: none).
+    pub dashboard_cache_entries: u64,
 }
 
 impl Default for AppConfig {
@@ -72,6 +74,7 @@ impl Default for AppConfig {
             read_wait: Duration::from_secs(5),
             ingest: IngestConfig::default(),
             operator_org: None,
+            dashboard_cache_entries: cache::DEFAULT_ENTRIES,
         }
     }
 }
@@ -99,7 +102,7 @@ impl App {
         let credentials = Arc::new(Auth::open(pool.clone(), config.auth).await?);
         let orgs = OrgCommands::new(store.clone());
         let reads = reads::ReadModels::new(pool.clone(), store.clone(), config.read_wait);
-        let dashboards = DashboardCache::default();
+        let dashboards = DashboardCache::with_capacity(config.dashboard_cache_entries);
         tokio::spawn(org::follow_org_commits(store.clone()));
         tokio::spawn(cache::follow_invalidations(
             store.client().clone(),
@@ -107,7 +110,11 @@ impl App {
         ));
         Ok(Self {
             authenticator: Authenticator::new(credentials.clone()),
-            identity: Identity::new(credentials.clone(), orgs.clone()),
+            identity: Identity::new(
+                credentials.clone(),
+                orgs.clone(),
+                config.operator_org.clone(),
+            ),
             administration: Administration::new(credentials.clone(), orgs.clone(), reads.clone()),
             ingest: Ingest::new(orgs.clone(), config.ingest),
             activity: Activity::new(orgs.clone(), reads.clone(), dashboards),

@@ -112,7 +112,15 @@ impl Identity for IdentityService {
         let web = web::is_web(request.metadata());
         let (metadata, _, r) = request.into_parts();
         let token = refresh_token(&metadata, r.refresh_token);
-        self.identity.logout(&token).await.map_err(status)?;
+        // A browser loses its cookie whatever happens: a log-out that could
+        // not revoke the token must not leave it for the next page load.
+        if let Err(e) = self.identity.logout(&token).await {
+            let mut refused = status(e);
+            if web {
+                web::set_cookie(refused.metadata_mut(), None);
+            }
+            return Err(refused);
+        }
         let mut response = Response::new(pb::LogoutResponse {});
         if web {
             web::set_cookie(response.metadata_mut(), None);

@@ -88,6 +88,11 @@ pub fn history_filter(
             )));
         }
     };
+    if i64::try_from(r.before).is_err() {
+        return Err(Status::invalid_argument(
+            "before: not a position of the log (use a page's next_before)",
+        ));
+    }
     Ok(trackhrs_app::administration::HistoryFilter {
         person,
         event_types: r.event_types.clone(),

@@ -172,3 +172,84 @@ async fn auditors_read_who_did_what_and_when() {
         assert!(refused.message().starts_with(field), "{refused:?}");
     }
 }
+
+/// A deactivation revokes the member's devices in the same commit: pages of
+/// one entry still show every event once, the commit whole on one page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_never_cut_a_commit() {
+    let p = Platform::start().await;
+    let owner = p.sign_up("acme", 5).await;
+    let erin = p.member(&owner, "erin", pb::Role::Employee).await;
+    p.enroll(&erin, "laptop").await;
+    p.enroll(&erin, "desktop").await;
+    let mut orgs = p.gw().orgs();
+    let deactivated = orgs
+        .deactivate_member(authed(
+            &owner.access_token,
+            pb::MemberRequest {
+                command_id: "deactivate-erin".into(),
+                org_id: "acme".into(),
+                person_id: erin.person_id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let all = orgs
+        .list_history(history(
+            &owner,
+            pb::ListHistoryRequest {
+                min_position: deactivated.position,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let newest: Vec<&str> = all.iter().take(3).map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        newest,
+        ["DeviceRevoked", "DeviceRevoked", "MemberDeactivated"]
+    );
+    assert!(all[..3].iter().all(|e| e.position == deactivated.position));
+
+    let mut paged = Vec::new();
+    let mut sizes = Vec::new();
+    let mut before = 0;
+    loop {
+        let page = orgs
+            .list_history(history(
+                &owner,
+                pb::ListHistoryRequest {
+                    before,
+                    limit: 1,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        sizes.push(page.entries.len());
+        paged.extend(page.entries);
+        if page.next_before == 0 {
+            break;
+        }
+        before = page.next_before;
+    }
+    assert_eq!(paged, all, "pages of one lost or repeated entries");
+    assert_eq!(sizes[0], 3, "the three-event commit comes whole: {sizes:?}");
+
+    let refused = orgs
+        .list_history(history(
+            &owner,
+            pb::ListHistoryRequest {
+                before: u64::MAX,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().starts_with("before"), "{refused:?}");
+}

@@ -12,17 +12,21 @@ use trackhrs_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_see_the_read_models_and_replay_dead_letters() {
-    let config = AppConfig {
-        operator_org: Some(Token::new("ops").unwrap()),
-        ..AppConfig::default()
-    };
-    let p = Platform::start_with(config, 1).await;
+    // The operator org is signed up before any gateway names it; gateways
+    // started with --operator-org then refuse its id on sign-up.
+    let mut p = Platform::start().await;
     let operator = p.sign_up("ops", 5).await;
     let ops_admin = p.member(&operator, "alma", org_pb::Role::Admin).await;
     let ops_auditor = p.member(&operator, "audrey", org_pb::Role::Auditor).await;
     let ops_manager = p.member(&operator, "mick", org_pb::Role::Manager).await;
     let tenant = p.sign_up("acme", 5).await;
-    let mut client = OperationsClient::new(p.gw().channel.clone());
+    p.add_replica(AppConfig {
+        operator_org: Some(Token::new("ops").unwrap()),
+        ..AppConfig::default()
+    })
+    .await;
+    let operating = p.replicas[1].channel.clone();
+    let mut client = OperationsClient::new(operating.clone());
 
     for session in [&operator, &ops_admin] {
         let listed = client
@@ -126,6 +130,41 @@ async fn operators_see_the_read_models_and_replay_dead_letters() {
             "{refused:?}"
         );
     }
+}
+
+/// A stranger cannot become an operator by signing up the operator org's id
+/// before anyone did: a gateway that names it refuses the sign-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_orgs_id_cannot_be_signed_up() {
+    let p = Platform::start_with(
+        AppConfig {
+            operator_org: Some(Token::new("ops").unwrap()),
+            ..AppConfig::default()
+        },
+        1,
+    )
+    .await;
+    let before = (p.last_sequence().await, p.credential_rows().await);
+    let refused = p
+        .gw()
+        .identity()
+        .sign_up(org_pb::SignUpRequest {
+            command_id: "grab-ops".into(),
+            org_id: "ops".into(),
+            org_name: "Mine now".into(),
+            owner_name: "Mallory".into(),
+            owner_email: "mallory@evil.test".into(),
+            password: PASSWORD.into(),
+            seats: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(
+        (p.last_sequence().await, p.credential_rows().await),
+        before,
+        "the refused sign-up left a trace"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -207,6 +207,25 @@ async fn a_browser_session_keeps_its_refresh_token_in_an_http_only_cookie() {
     reply.ok();
     let after = call::<_, pb::Session>(&p, REFRESH, &empty, &[WEB, ("cookie", &second)]).await;
     assert_eq!(after.code(), UNAUTHENTICATED);
+    // A log-out that fails (here: a cookie that holds no token) still
+    // removes the cookie, so the next page load is not signed in again.
+    let failed = call::<_, pb::LogoutResponse>(
+        &p,
+        LOGOUT,
+        &pb::LogoutRequest {
+            refresh_token: String::new(),
+        },
+        &[WEB, ("cookie", "trackhrs_refresh=not-a-token")],
+    )
+    .await;
+    assert_ne!(failed.code(), 0, "a malformed token was accepted");
+    let cleared = failed
+        .set_cookie()
+        .expect("the cookie is cleared on failure too");
+    assert!(
+        cleared.starts_with("trackhrs_refresh=; Max-Age=0"),
+        "{cleared}"
+    );
 
     // Other clients over gRPC-Web get their refresh token in the message
     // and no cookie, as over gRPC.

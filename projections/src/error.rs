@@ -49,13 +49,26 @@ impl ApplyError {
 }
 
 /// An error with its causes, `: `-separated (tokio-postgres shows only
-/// "db error" at the top; the server's message is its source).
+/// "db error" at the top; the server's message is its source). Of a
+/// PostgreSQL error only the message, code and constraint are kept: its
+/// detail may quote the row ("Failing row contains ..."), which holds
+/// people's titles and URLs, and these descriptions reach logs and dead
+/// letters.
 pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
         out.push_str(": ");
-        out.push_str(&s.to_string());
+        match s.downcast_ref::<tokio_postgres::error::DbError>() {
+            Some(db) => {
+                out.push_str(&format!("{} (SQLSTATE {}", db.message(), db.code().code()));
+                if let Some(constraint) = db.constraint() {
+                    out.push_str(&format!(", constraint {constraint}"));
+                }
+                out.push(')');
+            }
+            None => out.push_str(&s.to_string()),
+        }
         source = s.source();
     }
     out

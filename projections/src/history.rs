@@ -191,6 +191,22 @@ pub struct Filter {
     pub limit: u32,
 }
 
+/// What a query selects of an entry, in [`entry`]'s order.
+const COLUMNS: &str = "position, (extract(epoch FROM recorded_at) * 1e6)::bigint, actor, \
+                       event_type, person_id, device_id, detail";
+
+fn entry(r: &tokio_postgres::Row) -> Entry {
+    Entry {
+        position: r.get::<_, i64>(0) as u64,
+        recorded_at_micros: r.get(1),
+        actor: r.get(2),
+        event_type: r.get(3),
+        person_id: r.get(4),
+        device_id: r.get(5),
+        detail: r.get(6),
+    }
+}
+
 /// A page of the history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
@@ -201,7 +217,8 @@ pub struct Page {
 }
 
 /// The organization's entries, newest first. A page holds whole commits:
-/// when the limit cuts one, its events start the next page.
+/// one the limit would cut is completed (the page then holds more than the
+/// limit) or, when others precede it, left for the next page.
 pub async fn entries(
     pg: &Client,
     schema: &str,
@@ -217,8 +234,7 @@ pub async fn entries(
     let rows = pg
         .query(
             &format!(
-                "SELECT position, (extract(epoch FROM recorded_at) * 1e6)::bigint, actor, \
-                 event_type, person_id, device_id, detail FROM {schema}.entries \
+                "SELECT {COLUMNS} FROM {schema}.entries \
                  WHERE org_id = $1 AND position < $2 \
                  AND ($3::text IS NULL OR actor = 'person:' || $3 OR person_id = $3) \
                  AND (cardinality($4::text[]) = 0 OR event_type = ANY($4)) \
@@ -227,18 +243,7 @@ pub async fn entries(
             &[&org, &before, &filter.person, &filter.event_types, &limit],
         )
         .await?;
-    let mut entries: Vec<Entry> = rows
-        .iter()
-        .map(|r| Entry {
-            position: r.get::<_, i64>(0) as u64,
-            recorded_at_micros: r.get(1),
-            actor: r.get(2),
-            event_type: r.get(3),
-            person_id: r.get(4),
-            device_id: r.get(5),
-            detail: r.get(6),
-        })
-        .collect();
+    let mut entries: Vec<Entry> = rows.iter().map(entry).collect();
     // One row more than the page tells whether another page follows, and
     // whether the page's last commit goes on in it.
     let Some(next) = entries.get(limit as usize).map(|e| e.position) else {
@@ -248,13 +253,43 @@ pub async fn entries(
         });
     };
     entries.truncate(limit as usize);
-    // A commit holds a few events; only a limit below that keeps a cut one.
     if entries.iter().any(|e| e.position != next) {
         entries.retain(|e| e.position != next);
+    } else {
+        // The page is one commit bigger than the limit: all of it.
+        entries = entries_of(pg, schema, org, filter, next).await?;
     }
     let next_before = entries.last().map(|e| e.position);
     Ok(Page {
         entries,
         next_before,
     })
+}
+
+/// Every matching entry of the commit at `position`.
+async fn entries_of(
+    pg: &Client,
+    schema: &str,
+    org: &str,
+    filter: &Filter,
+    position: u64,
+) -> Result<Vec<Entry>, tokio_postgres::Error> {
+    let rows = pg
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM {schema}.entries \
+                 WHERE org_id = $1 AND position = $2 \
+                 AND ($3::text IS NULL OR actor = 'person:' || $3 OR person_id = $3) \
+                 AND (cardinality($4::text[]) = 0 OR event_type = ANY($4)) \
+                 ORDER BY idx DESC"
+            ),
+            &[
+                &org,
+                &(position as i64),
+                &filter.person,
+                &filter.event_types,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(entry).collect())
 }

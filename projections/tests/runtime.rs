@@ -579,3 +579,29 @@ async fn catalog_migrations_are_idempotent_when_run_at_once() {
     // Each of the catalog's two migrations, once.
     assert_eq!((applied, distinct), (2, 2));
 }
+
+/// A refused row's description keeps PostgreSQL's message and code but not
+/// its detail, which quotes the row (people's titles and URLs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_descriptions_do_not_quote_rows() {
+    let db = trackhrs_harness::TestDb::create().await.unwrap();
+    let pg = db.connect().await.unwrap();
+    pg.batch_execute("CREATE TABLE t (title text CHECK (length(title) < 5))")
+        .await
+        .unwrap();
+    let refused = pg
+        .execute("INSERT INTO t VALUES ('a secret window title')", &[])
+        .await
+        .unwrap_err();
+    let detail = refused.as_db_error().and_then(|d| d.detail()).unwrap_or("");
+    assert!(
+        detail.contains("secret"),
+        "the server quoted the row: {detail}"
+    );
+    let described = trackhrs_projections::error::describe(&refused);
+    assert!(!described.contains("secret"), "{described}");
+    assert!(
+        described.contains("SQLSTATE 23514") && described.contains("t_title_check"),
+        "{described}"
+    );
+}
