@@ -256,14 +256,26 @@ fi
 
 # --- the portal: npm packages, its build, Chromium for its browser tests ----------
 PORTAL="$ROOT/portal"
+NODE_DIR="$TOOLS/node"
+# A Node.js of our own from an earlier run comes first.
+if [ -x "$NODE_DIR/node_modules/.bin/node" ]; then
+    PATH="$NODE_DIR/node_modules/.bin:$PATH"
+fi
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
     || apt_install nodejs npm
-node_major="$(node -p 'process.versions.node.split(".")[0]')"
-node_minor="$(node -p 'process.versions.node.split(".")[1]')"
-# Vite needs Node.js 20.19 or later.
-if [ "$node_major" -lt 20 ] || { [ "$node_major" -eq 20 ] && [ "$node_minor" -lt 19 ]; }; then
-    die "Node.js $(node --version) is too old for the portal's build (20.19 or later needed)"
+# Vite needs Node.js 20.19 or later; Debian 12 ships 18. Then the npm
+# package `node` (Node.js 22 from the npm registry) goes into .tools/node.
+node_ok() {
+    node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+             process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'
+}
+if ! node_ok; then
+    say "Node.js $(node --version) is too old for the portal; installing Node.js 22 from npm into .tools/node"
+    npm install --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error node@22
+    PATH="$NODE_DIR/node_modules/.bin:$PATH"
+    node_ok || die "Node.js 20.19 or later is needed for the portal; $(node --version) found"
 fi
+[ -f "$PORTAL/package-lock.json" ] || die "portal/package-lock.json is missing"
 lock_sum="$(sha256sum "$PORTAL/package-lock.json" | cut -d' ' -f1)"
 if [ -d "$PORTAL/node_modules" ] && [ "$(cat "$TOOLS/portal-lock.sha256" 2>/dev/null)" = "$lock_sum" ]; then
     say "portal: npm packages already installed"
@@ -276,6 +288,7 @@ portal_stale() {
     [ -f "$PORTAL/dist/index.html" ] || return 0
     [ -n "$(find "$PORTAL/src" "$PORTAL/index.html" "$PORTAL/package-lock.json" \
         "$PORTAL/vite.config.ts" "$PORTAL/tsconfig.json" "$PORTAL/buf.gen.yaml" \
+        "$PORTAL/buf.yaml" "$PORTAL/package.json" \
         "$ROOT/schemas/proto" -newer "$PORTAL/dist/index.html" \
         -not -path "$PORTAL/src/gen/*" -print -quit 2>/dev/null)" ]
 }
@@ -301,6 +314,9 @@ tmp="$(mktemp "$TOOLS/env.XXXXXX")"
     printf 'export TRACKHRS_NATS_SERVER="${TRACKHRS_NATS_SERVER:-%s}"\n' "$(dq "$NATS_BIN")"
     printf 'export TRACKHRS_PG_BIN="%s"\n' "$(dq "$PG_BIN")"
     printf 'export TRACKHRS_AW_CLIENT="%s"\n' "$(dq "$AW_CLIENT_DIR")"
+    if [ -x "$NODE_DIR/node_modules/.bin/node" ]; then
+        printf 'export PATH="%s:$PATH"\n' "$(dq "$NODE_DIR/node_modules/.bin")"
+    fi
 } >"$tmp"
 chmod 644 "$tmp"
 mv -f "$tmp" "$env_file"

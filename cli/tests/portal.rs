@@ -17,8 +17,8 @@ fn portal() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../portal")
 }
 
-/// Stops `trackhrs dev` on drop (SIGKILL), so a failed assertion leaves no
-/// process.
+/// Stops `trackhrs dev` on drop: SIGTERM, so it stops its nats-server and
+/// PostgreSQL too, then SIGKILL if it has not exited within 30 s.
 struct Dev {
     child: std::process::Child,
     addr: SocketAddr,
@@ -27,6 +27,16 @@ struct Dev {
 
 impl Drop for Dev {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
