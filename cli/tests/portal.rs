@@ -161,3 +161,8 @@ async fn operators_see_the_read_models_and_replay_others_see_no_operations() {
 async fn rules_are_edited_with_the_servers_messages_and_imported() {
     scenario("rules").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_refresh_silently_and_a_refused_call_is_retried_after_one_refresh() {
+    scenario("session").await;
+}

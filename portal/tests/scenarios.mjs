@@ -53,12 +53,16 @@ async function signin(run) {
   const cookies = await page.context().cookies();
   const readable = cookies.filter((c) => !c.httpOnly && holds(c.value));
   run.check(readable.length === 0, "no script-readable cookie holds a token");
-  const refreshCookie = cookies.find((c) => c.httpOnly && c.path.startsWith("/trackhrs.org.v1.Identity"));
-  if (refreshCookie) {
-    run.check(refreshCookie.sameSite === "Strict", `the refresh cookie "${refreshCookie.name}" is HttpOnly, SameSite=${refreshCookie.sameSite}, path ${refreshCookie.path}`);
-  } else {
-    run.log(`note: no HttpOnly cookie with path /trackhrs.org.v1.Identity/ seen (cookies: ${cookies.map((c) => `${c.name}@${c.path}`).join(", ") || "none"})`);
-  }
+  const refreshCookie = cookies.find((c) => c.name === "trackhrs_refresh");
+  run.check(
+    refreshCookie !== undefined &&
+      refreshCookie.httpOnly &&
+      refreshCookie.sameSite === "Strict" &&
+      refreshCookie.path === "/trackhrs.org.v1.Identity/" &&
+      refreshCookie.value.length > 20,
+    "the refresh token is in an HttpOnly, SameSite=Strict cookie scoped to the identity service",
+    JSON.stringify(cookies.map((c) => ({ name: c.name, path: c.path, httpOnly: c.httpOnly, sameSite: c.sameSite }))),
+  );
 
   await page.getByTestId("sign-out").click();
   await run.expectVisible(page.getByTestId("signin-form"), "sign out returns to the sign-in form");
@@ -272,10 +276,58 @@ async function session(run) {
   run.check((await page.getByTestId("signin-form").count()) === 0, "still signed in after the silent refresh");
 }
 
+/** Every text the rules-status element shows from now on (a MutationObserver in the page). */
+async function recordStatuses(page) {
+  await page.evaluate(() => {
+    const seen = [];
+    window.__rulesStatuses = seen;
+    const note = () => {
+      const el = document.querySelector('[data-testid="rules-status"]');
+      const t = el?.textContent?.trim();
+      if (t && seen[seen.length - 1] !== t) seen.push(t);
+    };
+    new MutationObserver(note).observe(document.body, { subtree: true, childList: true, characterData: true });
+    note();
+  });
+}
+
+/** Waits for the rules-status to say version `version` (or any newer than `after`) is in force; returns the version. */
+async function rulesInForce(run, page, { version, after }, message) {
+  const status = page.getByTestId("rules-status");
+  const got = await run.until(async () => {
+    if ((await status.count()) === 0) return null;
+    if ((await status.getAttribute("data-state")) === "unknown") throw new CheckFailed(`${message}: ${await text(status)} (${await text(page.locator('[data-testid="rules-card"] [data-testid="error"]')).catch(() => "")})`);
+    const v = Number(await status.getAttribute("data-version"));
+    const ok = (await status.getAttribute("data-state")) === "applied" && (version === undefined ? v > after : v === version);
+    return ok ? v : null;
+  }, message, 40_000);
+  const shown = await text(status);
+  run.check(shown === `Rules version ${got} is in force; dashboards are reclassified`, `${message}: "${shown}"`);
+  const seen = await page.evaluate(() => window.__rulesStatuses ?? []);
+  run.check(seen.includes(`Applying rules version ${got}…`), `before that it showed "Applying rules version ${got}…" (${seen.map((x) => `"${x}"`).join(" → ")})`);
+  return got;
+}
+
+/** The rules card's version: 0 for the default rules. */
+async function rulesVersion(page) {
+  const title = await text(page.locator('[data-testid="rules-card"] h2'));
+  const m = /version (\d+)/.exec(title);
+  return m ? Number(m[1]) : 0;
+}
+
+/** The dashboard's categories (from its legend) as {name: ms}. */
+async function dashboardCategories(page) {
+  return page.getByTestId("category-legend-item").evaluateAll((items) => Object.fromEntries(items.map((i) => [i.getAttribute("data-category"), Number(i.getAttribute("data-ms"))])));
+}
+
 /**
- * Owner: a rule the server refuses shows its message; an ActivityWatch
- * export is imported (a bad one refused with the server's message); the
- * default rules are restored at the end. Auditor: rules and settings read-only.
+ * Owner: a rule the server refuses shows its message (on saving and on
+ * previewing); a new category "Demo > Preview" for the demo's Slack is
+ * previewed (time moves to it), the preview goes stale on an edit, is saved
+ * and followed into force, and shows on the dashboard; an ActivityWatch
+ * export is previewed and imported (a bad one refused with the server's
+ * message); the default rules are restored at the end and followed into
+ * force. Manager: no Preview. Auditor: rules and settings read-only.
  */
 async function rules(run) {
   const { fixture } = run;
@@ -284,21 +336,98 @@ async function rules(run) {
   page.on("dialog", (d) => void d.accept());
   await page.getByTestId("nav-rules").click();
   await run.expectVisible(page.getByTestId("rules-table"), "the rules are listed");
+  await recordStatuses(page);
+  const paths = () => page.locator('[data-testid="rule-path"]').evaluateAll((els) => els.map((e) => e.value));
+  if ((await paths()).includes("Demo > Preview")) {
+    // Left over by an interrupted run: start from the default rules.
+    const was = await rulesVersion(page);
+    await page.getByTestId("rules-defaults").click();
+    await rulesInForce(run, page, { after: was }, "a leftover \"Demo > Preview\" is cleared by restoring the default rules");
+    await run.until(async () => !(await paths()).includes("Demo > Preview"), "the default rules are listed");
+  }
   const rows = await page.getByTestId("rule-row").count();
-  run.check(rows > 0, `${rows} categories in force`);
+  const before = await rulesVersion(page);
+  run.check(rows > 0, `${rows} categories in force (${before === 0 ? "the default rules" : `version ${before}`})`);
+  await run.expectVisible(page.getByTestId("rules-preview"), "the owner has a Preview button");
 
-  await page.getByTestId("rule-regex").first().fill("(unclosed");
-  await page.getByTestId("rules-save").click();
   const alert = page.locator('[data-testid="rules-card"] [data-testid="error"]');
-  await run.expectVisible(alert, "a regex the server cannot compile is refused");
-  run.check(true, `the server's message is shown: "${await text(alert)}"`);
+  await page.getByTestId("rule-regex").first().fill("(unclosed");
+  await page.getByTestId("rules-preview").click();
+  await run.expectVisible(alert, "previewing a regex the server cannot compile is refused");
+  const previewRefusal = await text(alert);
+  run.check(previewRefusal.startsWith("rules"), `the server's message is shown: "${previewRefusal}"`);
+  run.check((await page.getByTestId("rules-preview-result").count()) === 0, "no preview is shown for refused rules");
+  const refusedSave = page.waitForResponse((r) => r.url().endsWith("/SetCategoryRules"));
+  await page.getByTestId("rules-save").click();
+  await refusedSave;
+  await run.until(async () => (await alert.count()) > 0 && (await text(alert)).length > 0, "saving the regex is refused");
+  run.check(true, `saving it is refused with the server's message: "${await text(alert)}"`);
+  await page.getByTestId("rules-discard").click();
+  await run.until(async () => (await page.getByTestId("rule-regex").first().inputValue()) !== "(unclosed", "Discard changes restores the rules in force");
 
+  // A new category for the demo's Slack (every persona uses the app "slack"):
+  // right after the first row, so it comes before the equally deep "Comms > IM".
+  await page.getByTestId("rule-row").first().getByRole("button", { name: "Add a category below" }).click();
+  const added = page.getByTestId("rule-row").nth(1);
+  await added.getByTestId("rule-path").fill("Demo > Preview");
+  await added.getByTestId("rule-regex").fill("^slack$");
+  await page.getByTestId("rules-preview").click();
+  const result = page.getByTestId("rules-preview-result");
+  await run.expectVisible(result, "Preview shows a result");
+  run.check((await result.getAttribute("data-stale")) === "false", "the preview is not marked stale");
+  const period = await text(page.getByTestId("rules-preview-period"));
+  const totalMs = Number(await page.getByTestId("rules-preview-total").getAttribute("data-ms"));
+  const movedMs = Number(await page.getByTestId("rules-preview-moved").getAttribute("data-ms"));
+  run.check(/\d{4}-\d{2}-\d{2} to \d{4}-\d{2}-\d{2}/.test(period), `the period is shown: "${period}"`);
+  run.check(totalMs > 0, `time recorded in the period: ${(totalMs / 3_600_000).toFixed(2)} h ("${await text(page.getByTestId("rules-preview-total"))}")`);
+  run.check(movedMs > 0 && movedMs <= totalMs, `time that would move: ${(movedMs / 3_600_000).toFixed(2)} h ("${await text(page.getByTestId("rules-preview-moved"))}")`);
+  const demoRow = page.locator('[data-testid="rules-preview-row"][data-category="Demo > Preview"]');
+  await run.expectVisible(demoRow, 'the preview table has a row "Demo > Preview"');
+  const demoNow = Number(await demoRow.getAttribute("data-current-ms"));
+  const demoNew = Number(await demoRow.getAttribute("data-proposed-ms"));
+  run.check(demoNew > 0 && demoNow === 0, `"Demo > Preview" would get ${(demoNew / 3_600_000).toFixed(2)} h (now ${demoNow}): "${await text(demoRow)}"`);
+  run.check((await page.locator('[data-testid="rules-preview-result"] canvas[data-testid="rules-preview-chart"]').count()) === 1, "the preview has its chart");
+  const previewRows = await page.getByTestId("rules-preview-row").count();
+  run.log(`${previewRows} categories in the preview`);
+
+  await added.getByTestId("rule-score").fill("10");
+  await run.until(async () => (await result.getAttribute("data-stale")) === "true", "an edit marks the preview stale");
+  await run.expectVisible(page.getByTestId("rules-preview-stale"), `an edit marks the preview stale: "${await text(page.getByTestId("rules-preview-stale"))}"`);
+  await page.getByTestId("rules-preview").click();
+  await run.until(async () => (await result.getAttribute("data-stale")) === "false", "previewing again clears the mark");
+  run.check(true, "previewing again shows a current preview");
+
+  await page.getByTestId("rules-save").click();
+  const saved = await rulesInForce(run, page, { after: before }, "the saved rules are followed into force");
+  run.check(saved > before, `rules version ${saved} (was ${before})`);
+  await run.until(async () => (await rulesVersion(page)) === saved, `the rules card shows version ${saved}`);
+  run.check((await paths()).includes("Demo > Preview"), 'the rules in force list "Demo > Preview"');
+  run.check((await result.getAttribute("data-stale")) === "true", "the preview is stale once other rules are in force");
+
+  await page.getByTestId("nav-dashboard").click();
+  await run.expectVisible(page.getByTestId("category-legend"), "the dashboard lists its categories");
+  const cats = await run.until(async () => {
+    const c = await dashboardCategories(page);
+    return c["Demo > Preview"] > 0 ? c : null;
+  }, 'the dashboard shows "Demo > Preview" with time');
+  run.check(true, `the dashboard's categories: ${Object.entries(cats).map(([n, ms]) => `${n} ${(ms / 3_600_000).toFixed(2)} h`).join(", ")}`);
+  const dashVersion = await text(page.getByTestId("dashboard-rules-version"));
+  run.check(dashVersion.includes(`Rules version ${saved}`), `the dashboard reads with the new rules: "${dashVersion}"`);
+
+  // An ActivityWatch export: a malformed one refused; a valid one previewed, then imported.
+  await page.getByTestId("nav-rules").click();
+  await run.expectVisible(page.getByTestId("rules-table"), "back on the rules");
   const upload = (name, json) => page.getByTestId("rules-import-file").setInputFiles({ name, mimeType: "application/json", buffer: Buffer.from(json) });
   await upload("bad.json", JSON.stringify({ categories: [{ name: "Work", rule: { type: "regex", regex: "code" } }] }));
   await run.expectVisible(page.getByTestId("rules-import-summary"), "the chosen file is summarised");
+  await page.getByTestId("rules-import-preview").click();
+  await run.expectVisible(alert, "previewing an export with a malformed category is refused");
+  run.check((await text(alert)).startsWith("activitywatch_json"), `the server's message is shown: "${await text(alert)}"`);
+  const refusedImport = page.waitForResponse((r) => r.url().endsWith("/SetCategoryRules"));
   await page.getByTestId("rules-import-submit").click();
-  await run.expectVisible(alert, "an export with a malformed category is refused");
-  run.check(true, `the server's message is shown: "${await text(alert)}"`);
+  await refusedImport;
+  await run.until(async () => (await alert.count()) > 0, "importing it is refused");
+  run.check(true, `importing it is refused: "${await text(alert)}"`);
 
   const good = {
     categories: [
@@ -308,22 +437,42 @@ async function rules(run) {
     ],
   };
   await upload("aw-categories.json", JSON.stringify(good));
+  await page.getByTestId("rules-import-preview").click();
+  await run.until(async () => (await result.getAttribute("data-source")) === "import" && (await result.getAttribute("data-stale")) === "false", "the export is previewed");
+  const importCats = await page.getByTestId("rules-preview-row").evaluateAll((rs) => rs.map((r) => r.getAttribute("data-category")));
+  run.check(importCats.includes("Media") && importCats.includes("Demo > Preview"), `the export's preview compares with the rules in force: ${importCats.join(", ")}`);
   await page.getByTestId("rules-import-submit").click();
   await run.expectVisible(page.getByTestId("rules-saved"), "a valid ActivityWatch export is imported");
   run.check(true, `the answer: "${await text(page.getByTestId("rules-saved"))}"`);
+  const imported = await rulesInForce(run, page, { after: saved }, "the imported rules are followed into force");
   await run.until(async () => (await page.getByTestId("rule-row").count()) === 3, "the imported 3 categories are listed");
-  run.check(true, "the imported 3 categories are listed");
+  run.check(true, `the imported 3 categories are listed (version ${imported})`);
 
+  // Restore the default rules, and wait until they are in force.
   await page.getByTestId("rules-defaults").click();
+  const restored = await rulesInForce(run, page, { after: imported }, "the default rules are followed into force");
   await run.until(async () => (await page.getByTestId("rule-row").count()) > 3, "the default rules are restored");
-  run.check(true, `the default rules are restored (${await page.getByTestId("rule-row").count()} categories)`);
-  run.check((await page.getByTestId("rules-preview-placeholder").count()) === 1, "the preview has its place, marked as not available yet");
+  run.check(true, `the default rules are restored as version ${restored} (${await page.getByTestId("rule-row").count()} categories)`);
+  await page.getByTestId("nav-dashboard").click();
+  await run.expectVisible(page.getByTestId("category-legend"), "the dashboard lists its categories again");
+  await run.until(async () => {
+    const c = await dashboardCategories(page);
+    return Object.keys(c).length > 0 && !("Demo > Preview" in c);
+  }, 'the dashboard no longer shows "Demo > Preview"');
+  run.check((await text(page.getByTestId("dashboard-rules-version"))).includes(`Rules version ${restored}`), `after the restore the dashboard reads with version ${restored}; its categories: ${Object.keys(await dashboardCategories(page)).join(", ")}`);
+
+  const manager = userFor(fixture, "manager");
+  const mpage = await signedInPage(run, manager);
+  await mpage.getByTestId("nav-rules").click();
+  await run.expectVisible(mpage.getByTestId("rules-table"), "the manager reads the rules");
+  run.check((await mpage.getByTestId("rules-preview").count()) === 0 && (await mpage.getByTestId("rules-import-preview").count()) === 0, "the manager has no Preview button");
+  run.check((await mpage.getByTestId("rules-preview-card").count()) === 0, "the manager has no preview section");
 
   const auditor = userFor(fixture, "auditor");
   const apage = await signedInPage(run, auditor);
   await apage.getByTestId("nav-rules").click();
   await run.expectVisible(apage.getByTestId("rules-table"), "the auditor reads the rules");
-  run.check((await apage.locator('[data-testid="page-rules"] input:not([type="checkbox"]), [data-testid="rules-save"], [data-testid="rules-import"]').count()) === 0, "the auditor cannot edit or import rules");
+  run.check((await apage.locator('[data-testid="page-rules"] input:not([type="checkbox"]), [data-testid="rules-save"], [data-testid="rules-import"], [data-testid="rules-preview"]').count()) === 0, "the auditor cannot edit, import or preview rules");
   await apage.getByTestId("nav-settings").click();
   await run.expectVisible(apage.getByTestId("settings-form"), "the auditor reads the settings");
   run.check((await apage.getByTestId("settings-save").count()) === 0, "the auditor has no Save button on Settings");

@@ -1,6 +1,7 @@
 import { useMemo, useState } from "react";
 import type { ChartConfiguration } from "chart.js";
 import { activity, can } from "../api";
+import { readAfter } from "../freshness";
 import { ACTIVE_COLOR, ChartView, IDLE_COLOR } from "../components/ChartView";
 import { Card, ErrorAlert, Loading, Notice, useAsync } from "../components/ui";
 import type { Dashboard } from "../gen/trackhrs/activity/v1/activity_pb";
@@ -110,7 +111,7 @@ function DashboardBody(props: {
   const { orgId, from, to, team, selfId, nameOf, categoryColor } = props;
   const valid = from <= to;
   const dash = useAsync(
-    () => (valid ? activity.getDashboard({ orgId, from, to }) : Promise.reject(new Error("The first day is after the last."))),
+    () => (valid ? activity.getDashboard({ orgId, from, to, minPosition: readAfter() }) : Promise.reject(new Error("The first day is after the last."))),
     [orgId, from, to],
   );
   const memberKey = props.members.join(",");
@@ -144,7 +145,17 @@ function DashboardBody(props: {
         </Card>
         <Card title="By category" testId="chart-categories">
           {model.categories.length ? (
-            <ChartView config={model.categoryChart} testId="chart-canvas" label="Active time by category" />
+            <>
+              <ChartView config={model.categoryChart} testId="chart-canvas" label="Active time by category" />
+              <ul className="legend" data-testid="category-legend">
+                {model.categories.map(([name, ms]) => (
+                  <li key={name} data-testid="category-legend-item" data-category={name} data-ms={ms}>
+                    <span className="swatch" style={{ background: categoryColor(name) }} aria-hidden="true" />
+                    {name} <span className="muted">{duration(ms)}</span>
+                  </li>
+                ))}
+              </ul>
+            </>
           ) : (
             <p className="muted">No categories yet.</p>
           )}
@@ -236,7 +247,7 @@ function DashboardBody(props: {
               <thead>
                 <tr>
                   {team && <th>Member</th>}
-                  <th>App</th>
+                  <th className="col-app">App</th>
                   <th>Title</th>
                   <th className="num">Time</th>
                 </tr>
@@ -245,8 +256,11 @@ function DashboardBody(props: {
                 {dash.data.topTitles.slice(0, 30).map((t, i) => (
                   <tr key={i}>
                     {team && <td>{nameOf(t.personId)}</td>}
-                    <td>{t.app}</td>
-                    <td className="title-cell">{t.title}</td>
+                    <td className="col-app">{t.app}</td>
+                    <td className="title-cell">
+                      <span className="narrow-only muted small">{t.app}: </span>
+                      {t.title}
+                    </td>
                     <td className="num">{duration(t.ms)}</td>
                   </tr>
                 ))}
@@ -255,7 +269,7 @@ function DashboardBody(props: {
           </div>
         </Card>
       )}
-      <p className="muted small">
+      <p className="muted small" data-testid="dashboard-rules-version">
         Rules version {dash.data?.rulesVersion ?? 0} · classifier {dash.data?.classifierVersion ?? 0}
       </p>
     </div>
@@ -359,7 +373,8 @@ function summarise(dash: Dashboard, include: string[], nameOf: (id: string) => s
     },
     options: {
       plugins: {
-        legend: { position: "bottom", labels: { boxWidth: 12 } },
+        // The legend is the list under the chart (names, times, and readable without the canvas).
+        legend: { display: false },
         tooltip: { callbacks: { label: (ctx) => `${ctx.label}: ${duration(Number(ctx.raw) * 3_600_000)}` } },
       },
     },

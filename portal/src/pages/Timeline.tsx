@@ -1,7 +1,6 @@
 import { useMemo, useState } from "react";
 import type { ChartConfiguration, Scale } from "chart.js";
 import { activity, can, errorMessage, orgs } from "../api";
-import { Classifier, UNCATEGORIZED } from "../classify";
 import { ACTIVE_COLOR, ChartView, IDLE_COLOR } from "../components/ChartView";
 import { Card, ErrorAlert, Loading, Notice, useAsync } from "../components/ui";
 import type { Device } from "../gen/trackhrs/org/v1/org_pb";
@@ -56,7 +55,7 @@ export function TimelinePage({ params }: { params: URLSearchParams }) {
   const to = startOfDay(addDays(day, 1), timeZone);
 
   const data = useAsync(async () => {
-    const [list, rules] = await Promise.all([orgs.listDevices({ orgId: session.orgId }), activity.getCategoryRules({ orgId: session.orgId })]);
+    const list = await orgs.listDevices({ orgId: session.orgId });
     const devices = list.devices.filter((d) => d.personId === person);
     const results: DeviceResult[] = await Promise.all(
       devices.map(async (device) => {
@@ -73,7 +72,7 @@ export function TimelinePage({ params }: { params: URLSearchParams }) {
         }
       }),
     );
-    return { results, classifier: new Classifier(rules.rules) };
+    return { results };
   }, [session.orgId, person, from, to]);
 
   // One device when one of this member's is picked, else all of them.
@@ -81,7 +80,7 @@ export function TimelinePage({ params }: { params: URLSearchParams }) {
   const device = allResults?.some((r) => r.device.deviceId === deviceParam) ? deviceParam : "";
   const shown = useMemo(() => (allResults ? allResults.filter((r) => !device || r.device.deviceId === device) : []), [allResults, device]);
 
-  const model = useMemo(() => (data.data ? build(shown, data.data.classifier, categoryColor) : null), [data.data, shown, categoryColor]);
+  const model = useMemo(() => (data.data ? build(shown, categoryColor) : null), [data.data, shown, categoryColor]);
 
   const chart = useMemo(() => {
     const spans = model?.spans ?? [];
@@ -230,7 +229,11 @@ function bucketLabel(type: string): string {
   }
 }
 
-function build(results: DeviceResult[], classifier: Classifier, colorFor: (path: string) => string) {
+// Categories come classified by the server with the org's rules in force
+// (RawEvent.category), as the dashboards' are.
+const UNCATEGORIZED = "Uncategorized";
+
+function build(results: DeviceResult[], colorFor: (path: string) => string) {
   const spans: Span[] = [];
   const rows: string[] = [];
   const legend = new Map<string, string>();
@@ -256,7 +259,7 @@ function build(results: DeviceResult[], classifier: Classifier, colorFor: (path:
         kind = idle ? "Idle" : "Active";
         color = idle ? IDLE_COLOR : ACTIVE_COLOR;
       } else if (e.bucketType === "currentwindow" || e.bucketType === "web.tab.current") {
-        kind = classifier.classify(data);
+        kind = e.category.length ? e.category.join(" > ") : UNCATEGORIZED;
         color = colorFor(kind);
       } else {
         kind = e.bucketType || "event";
