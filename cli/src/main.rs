@@ -6,6 +6,7 @@ mod bench;
 mod bench_agent;
 mod bench_floor;
 mod bench_pipeline;
+mod bench_query;
 mod dev;
 mod local;
 mod ops;
@@ -183,6 +184,8 @@ enum BenchCommand {
     /// The desktop agent: outbox throughput, and the headless agent's CPU
     /// and memory on an Xvfb desktop.
     Agent(bench_agent::AgentBenchArgs),
+    /// The portal's dashboard reads over gRPC: cached under load, uncached.
+    Query(bench_query::QueryBenchArgs),
 }
 
 /// Where NATS is and how the event store is laid out.
@@ -348,6 +351,9 @@ async fn main() -> anyhow::Result<()> {
         Role::Bench {
             command: BenchCommand::Pipeline(args),
         } => bench_pipeline::run_pipeline(args).await,
+        Role::Bench {
+            command: BenchCommand::Query(args),
+        } => bench_query::run_query(args).await,
         Role::Bench {
             command: BenchCommand::Agent(args),
         } => bench_agent::run_agent(args).await,
