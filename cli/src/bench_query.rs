@@ -270,10 +270,11 @@ pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
     let people: std::collections::BTreeSet<_> =
         dashboard.days.iter().map(|d| d.person_id.clone()).collect();
     say(&format!(
-        "read model caught up after {:.1} s: {} members, {} member-days in the team dashboard",
+        "read model caught up after {:.1} s: {} members, {} member-days in the team dashboard ({} KiB encoded)",
         started.elapsed().as_secs_f64(),
         people.len(),
-        dashboard.days.len()
+        dashboard.days.len(),
+        prost::Message::encoded_len(&dashboard) / 1024
     ));
 
     // Cached: many callers, one dashboard.
