@@ -577,12 +577,8 @@ type Served = (
     Arc<trackhrs_app::App>,
 );
 
-/// Creates one org whose owner enrolled `devices` devices, serves the
-/// `gateway` platform (which has a gateway), and returns the device tokens,
-/// a channel to the gateway, its address and the application layer.
-pub async fn serve_devices(gateway: Platform, devices: u64) -> anyhow::Result<Served> {
-    let app = gateway.app().clone();
-    // One org, one owner who enrolled every device.
+/// Creates the org `bench` with its owner `owner`; returns both ids.
+pub async fn create_bench_org(app: &trackhrs_app::App) -> anyhow::Result<(Token, Token)> {
     let org = Token::new("bench")?;
     let owner = Token::new("owner")?;
     app.org_commands()
@@ -599,6 +595,16 @@ pub async fn serve_devices(gateway: Platform, devices: u64) -> anyhow::Result<Se
             },
         )
         .await?;
+    Ok((org, owner))
+}
+
+/// Creates one org whose owner enrolled `devices` devices, serves the
+/// `gateway` platform (which has a gateway), and returns the device tokens,
+/// a channel to the gateway, its address and the application layer.
+pub async fn serve_devices(gateway: Platform, devices: u64) -> anyhow::Result<Served> {
+    let app = gateway.app().clone();
+    // One org, one owner who enrolled every device.
+    let (org, owner) = create_bench_org(&app).await?;
     let mut tokens = Vec::new();
     for d in 0..devices {
         let device = Token::new(format!("dev{d}"))?;

@@ -19,7 +19,6 @@ use trackhrs_domain::Token;
 use trackhrs_domain::activity::{
     ActivityCommand, DeviceActivity, DeviceStatus, IngestLimits, Privacy, SpanInput,
 };
-use trackhrs_domain::organization::OrgCommand;
 use trackhrs_nats::{CommitMeta, EventStore, StoreConfig};
 use trackhrs_platform::{Platform, ReadModels, Settings};
 use trackhrs_schemas::activity::v1::GetDashboardRequest;
@@ -28,7 +27,7 @@ use trackhrs_schemas::org::v1::LoginRequest;
 use trackhrs_schemas::org::v1::identity_client::IdentityClient;
 
 use crate::bench::say;
-use crate::bench_pipeline::bench_servers;
+use crate::bench_pipeline::{bench_servers, create_bench_org};
 
 /// Settings of `trackhrs bench query`.
 #[derive(clap::Args, Debug, Clone)]
@@ -191,22 +190,7 @@ pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
     .await?;
     let app = platform.app().clone();
     tokio::spawn(platform.run(std::future::pending()));
-    let org = Token::new("bench")?;
-    let owner = Token::new("owner")?;
-    app.org_commands()
-        .execute(
-            &org,
-            "system:bench",
-            "bench-org",
-            OrgCommand::Create {
-                name: "Bench".into(),
-                owner: owner.clone(),
-                owner_email: "owner@bench.test".into(),
-                owner_name: "Owner".into(),
-                seats: 10,
-            },
-        )
-        .await?;
+    create_bench_org(&app).await?;
     let hash = app.credentials().hash_password(PASSWORD.into()).await?;
     app.credentials()
         .put_account_if_absent("bench", "owner", "owner@bench.test", &hash)
