@@ -143,6 +143,17 @@ pub enum NewRules {
     ActivityWatch(String),
 }
 
+impl NewRules {
+    /// The rules as a list: an export is read, naming the field it came in.
+    fn into_list(self) -> Result<Vec<CategoryRule>, AppError> {
+        match self {
+            Self::List(rules) => Ok(rules),
+            Self::ActivityWatch(json) => classifier::parse_activitywatch(&json)
+                .map_err(|e| AppError::invalid("activitywatch_json", e)),
+        }
+    }
+}
+
 /// Days a rules preview covers, today included.
 pub const PREVIEW_DAYS: i64 = 7;
 
@@ -467,11 +478,7 @@ impl Activity {
         let org = caller.scope(org_id)?;
         // A list is checked by the aggregate (`Rules::compile`); an export is
         // read first, naming the field it came in.
-        let rules = match rules {
-            NewRules::List(rules) => rules,
-            NewRules::ActivityWatch(json) => classifier::parse_activitywatch(&json)
-                .map_err(|e| AppError::invalid("activitywatch_json", e))?,
-        };
+        let rules = rules.into_list()?;
         let categories = rules.len() as u32;
         let command = OrgCommand::SetCategoryRules {
             actor: caller.person.clone(),
@@ -497,11 +504,7 @@ impl Activity {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<RulesPreview, AppError> {
         let org = caller.scope(org_id)?;
-        let rules = match rules {
-            NewRules::List(rules) => rules,
-            NewRules::ActivityWatch(json) => classifier::parse_activitywatch(&json)
-                .map_err(|e| AppError::invalid("activitywatch_json", e))?,
-        };
+        let rules = rules.into_list()?;
         let proposed = if rules.is_empty() {
             Rules::in_force(&rules)
         } else {

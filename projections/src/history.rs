@@ -191,6 +191,10 @@ pub struct Filter {
     pub limit: u32,
 }
 
+/// A [`Filter`]'s person ($3) and event types ($4).
+const FILTER: &str = "($3::text IS NULL OR actor = 'person:' || $3 OR person_id = $3) \
+                      AND (cardinality($4::text[]) = 0 OR event_type = ANY($4))";
+
 /// What a query selects of an entry, in [`entry`]'s order.
 const COLUMNS: &str = "position, (extract(epoch FROM recorded_at) * 1e6)::bigint, actor, \
                        event_type, person_id, device_id, detail";
@@ -236,8 +240,7 @@ pub async fn entries(
             &format!(
                 "SELECT {COLUMNS} FROM {schema}.entries \
                  WHERE org_id = $1 AND position < $2 \
-                 AND ($3::text IS NULL OR actor = 'person:' || $3 OR person_id = $3) \
-                 AND (cardinality($4::text[]) = 0 OR event_type = ANY($4)) \
+                 AND {FILTER} \
                  ORDER BY position DESC, idx DESC LIMIT $5::bigint + 1"
             ),
             &[&org, &before, &filter.person, &filter.event_types, &limit],
@@ -279,8 +282,7 @@ async fn entries_of(
             &format!(
                 "SELECT {COLUMNS} FROM {schema}.entries \
                  WHERE org_id = $1 AND position = $2 \
-                 AND ($3::text IS NULL OR actor = 'person:' || $3 OR person_id = $3) \
-                 AND (cardinality($4::text[]) = 0 OR event_type = ANY($4)) \
+                 AND {FILTER} \
                  ORDER BY idx DESC"
             ),
             &[
