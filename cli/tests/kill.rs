@@ -93,6 +93,10 @@ async fn tables(pg: &tokio_postgres::Client, version: u32) -> Vec<String> {
         ("daily", "org_id, day, person_id, activity_id, active"),
         ("activities", "org_id, activity_id"),
         ("classifications", "org_id, rules_version, activity_id"),
+        (
+            "rollup",
+            "org_id, rules_version, day, person_id, category, app, score",
+        ),
         ("org_state", "org_id"),
     ] {
         for row in pg

@@ -28,8 +28,8 @@ use trackhrs_nats::{EventStore, KeyStore, StoreError, TypedCommit};
 
 pub use self::decode::{ActivityCommit, DeviceBatch, OpenedSpan};
 pub use self::queries::{
-    ActivityTime, DashboardCell, TopTitle, activity_times, classifier_version, dashboard, org_info,
-    org_rules, top_titles,
+    ActivityTime, DashboardCell, GroupTime, SummaryGroups, TopTitle, activity_times,
+    classifier_version, dashboard, org_info, org_rules, summary, top_titles,
 };
 use crate::classifier::{CLASSIFIER_VERSION, CategoryRule, Rules};
 use crate::error::{ApplyError, poison_at};
@@ -41,7 +41,7 @@ pub const NAME: &str = "activity";
 /// Version of this projection's tables and of what its rows mean. Bump it
 /// with any change to either: `projections run` then builds a new version
 /// beside the live one (as for a new classifier version).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The activity projection. Its catalog version is chosen when it is
 /// started (a rebuild registers the next one); the classifier version it
@@ -234,6 +234,18 @@ impl Projection for Activity {
                  active      boolean NOT NULL,
                  ms          bigint NOT NULL,
                  PRIMARY KEY (org_id, day, person_id, activity_id, active)
+             );
+             CREATE TABLE {schema}.rollup (
+                 org_id        text NOT NULL,
+                 rules_version integer NOT NULL,
+                 day           date NOT NULL,
+                 person_id     text NOT NULL,
+                 category      text[] NOT NULL,
+                 app           text NOT NULL,
+                 score         integer NOT NULL,
+                 active_ms     bigint NOT NULL,
+                 idle_ms       bigint NOT NULL,
+                 PRIMARY KEY (org_id, rules_version, day, person_id, category, app, score)
              );"
         ))
         .await
@@ -263,6 +275,7 @@ impl Projection for Activity {
         upsert_activities(tx, schema, &activities).await?;
         upsert_facts(tx, schema, &facts).await?;
         self.classify(tx, schema, &states, &activities).await?;
+        update_rollup(tx, schema, &states, &facts).await?;
         Ok(())
     }
 }
@@ -486,6 +499,91 @@ async fn upsert_facts(
              DO UPDATE SET ms = d.ms + EXCLUDED.ms"
         ),
         &[&orgs, &people, &days, &ids, &actives, &ms],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Keeps `rollup` (time per member, day, category and app under the org's
+/// rules in force: what dashboards read) in step with the facts: the
+/// batch's facts are added under their org's rules version; an org whose
+/// rules changed in the batch has its rollup rebuilt from `daily` under the
+/// new version (the batch's facts are in `daily` by then).
+async fn update_rollup(
+    tx: &Transaction<'_>,
+    schema: &str,
+    states: &HashMap<String, OrgState>,
+    facts: &BTreeMap<FactKey, i64>,
+) -> Result<(), ApplyError> {
+    let rebuilt: Vec<&str> = states
+        .iter()
+        .filter(|(_, s)| s.reclassify)
+        .map(|(o, _)| o.as_str())
+        .collect();
+    if !rebuilt.is_empty() {
+        tx.execute(
+            &format!("DELETE FROM {schema}.rollup WHERE org_id = ANY($1)"),
+            &[&rebuilt],
+        )
+        .await?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {schema}.rollup \
+                 SELECT d.org_id, s.rules_version, d.day, d.person_id, \
+                   coalesce(c.category, ARRAY['Uncategorized']), a.app, coalesce(c.score, 0), \
+                   coalesce(sum(d.ms) FILTER (WHERE d.active), 0), \
+                   coalesce(sum(d.ms) FILTER (WHERE NOT d.active), 0) \
+                 FROM {schema}.daily d \
+                 JOIN {schema}.org_state s ON s.org_id = d.org_id \
+                 JOIN {schema}.activities a ON a.org_id = d.org_id AND a.activity_id = d.activity_id \
+                 LEFT JOIN {schema}.classifications c ON c.org_id = d.org_id \
+                   AND c.rules_version = s.rules_version AND c.activity_id = d.activity_id \
+                 WHERE d.org_id = ANY($1) \
+                 GROUP BY 1, 2, 3, 4, 5, 6, 7"
+            ),
+            &[&rebuilt],
+        )
+        .await?;
+    }
+    let mut orgs = Vec::with_capacity(facts.len());
+    let mut versions = Vec::with_capacity(facts.len());
+    let mut people = Vec::with_capacity(facts.len());
+    let mut days = Vec::with_capacity(facts.len());
+    let mut ids = Vec::with_capacity(facts.len());
+    let mut active = Vec::with_capacity(facts.len());
+    let mut idle = Vec::with_capacity(facts.len());
+    for ((org, person, day, id, is_active), ms) in facts {
+        let Some(state) = states.get(org).filter(|s| !s.reclassify) else {
+            continue;
+        };
+        orgs.push(org.as_str());
+        versions.push(state.rules_version as i32);
+        people.push(person.as_str());
+        days.push(*day);
+        ids.push(*id);
+        active.push(if *is_active { *ms } else { 0 });
+        idle.push(if *is_active { 0 } else { *ms });
+    }
+    if orgs.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {schema}.rollup AS r \
+             SELECT f.org_id, f.rules_version, f.day, f.person_id, \
+               coalesce(c.category, ARRAY['Uncategorized']), a.app, coalesce(c.score, 0), \
+               sum(f.active_ms), sum(f.idle_ms) \
+             FROM unnest($1::text[], $2::int4[], $3::text[], $4::date[], $5::int8[], $6::int8[], $7::int8[]) \
+               AS f(org_id, rules_version, person_id, day, activity_id, active_ms, idle_ms) \
+             JOIN {schema}.activities a ON a.org_id = f.org_id AND a.activity_id = f.activity_id \
+             LEFT JOIN {schema}.classifications c ON c.org_id = f.org_id \
+               AND c.rules_version = f.rules_version AND c.activity_id = f.activity_id \
+             GROUP BY 1, 2, 3, 4, 5, 6, 7 \
+             ON CONFLICT (org_id, rules_version, day, person_id, category, app, score) \
+             DO UPDATE SET active_ms = r.active_ms + EXCLUDED.active_ms, \
+               idle_ms = r.idle_ms + EXCLUDED.idle_ms"
+        ),
+        &[&orgs, &versions, &people, &days, &ids, &active, &idle],
     )
     .await?;
     Ok(())

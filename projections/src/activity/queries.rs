@@ -133,6 +133,72 @@ pub async fn dashboard(
         .collect())
 }
 
+/// Time in one group of a summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GroupTime {
+    /// Active milliseconds.
+    pub active_ms: i64,
+    /// Idle milliseconds.
+    pub idle_ms: i64,
+    /// Active milliseconds times their category's productivity score.
+    pub weighted: f64,
+}
+
+/// A range's time grouped three ways, as [`summary`] reads it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SummaryGroups {
+    /// Per member and day.
+    pub member_days: Vec<(String, NaiveDate, GroupTime)>,
+    /// Per category path.
+    pub categories: Vec<(Vec<String>, GroupTime)>,
+    /// Per app.
+    pub apps: Vec<(String, GroupTime)>,
+}
+
+/// Grouping-set bit masks of [`summary`]'s query (`GROUPING(person_id, day,
+/// category, app)`: a bit is set for a column grouped away).
+const BY_MEMBER_DAY: i32 = 0b0011;
+const BY_CATEGORY: i32 = 0b1101;
+
+/// A range's time per member and day, per category and per app under
+/// `rules_version`, from the rollup in one pass (grouping sets).
+pub async fn summary(
+    pg: &impl GenericClient,
+    schema: &str,
+    org: &str,
+    (from, to): (NaiveDate, NaiveDate),
+    people: Option<&[String]>,
+    rules_version: u32,
+) -> Result<SummaryGroups, tokio_postgres::Error> {
+    let rows = pg
+        .query(
+            &format!(
+                "SELECT GROUPING(person_id, day, category, app)::int4, person_id, day, category, app, \
+                   sum(active_ms)::int8, sum(idle_ms)::int8, sum(active_ms * score)::float8 \
+                 FROM {schema}.rollup \
+                 WHERE org_id = $1 AND rules_version = $5 AND day BETWEEN $2 AND $3 \
+                   AND ($4::text[] IS NULL OR person_id = ANY($4)) \
+                 GROUP BY GROUPING SETS ((person_id, day), (category), (app))"
+            ),
+            &[&org, &from, &to, &people, &(rules_version as i32)],
+        )
+        .await?;
+    let mut groups = SummaryGroups::default();
+    for r in &rows {
+        let time = GroupTime {
+            active_ms: r.get(5),
+            idle_ms: r.get(6),
+            weighted: r.get(7),
+        };
+        match r.get::<_, i32>(0) {
+            BY_MEMBER_DAY => groups.member_days.push((r.get(1), r.get(2), time)),
+            BY_CATEGORY => groups.categories.push((r.get(3), time)),
+            _ => groups.apps.push((r.get(4), time)),
+        }
+    }
+    Ok(groups)
+}
+
 /// Each member's `limit` most-used window titles in the range.
 pub async fn top_titles(
     pg: &impl GenericClient,
