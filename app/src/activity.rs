@@ -15,11 +15,16 @@ use trackhrs_projections::activity::{self, DashboardCell};
 pub use trackhrs_projections::timeline::TimelineRow;
 use trackhrs_projections::{directory, timeline};
 
-use crate::cache::{DashboardCache, DashboardKey};
+use crate::cache::{Answer, DashboardCache, DashboardKey};
 use crate::caller::Caller;
 use crate::error::{AppError, NOT_YOURS};
 use crate::org::{OrgCommands, Outcome};
 use crate::reads::{ReadModels, role_in, scope_of};
+
+mod summary;
+
+use self::summary::Header;
+pub use self::summary::{DashboardSummary, DayTotal, MemberTotal};
 
 /// Longest dashboard range, in days.
 pub const MAX_RANGE_DAYS: i64 = 366;
@@ -229,6 +234,69 @@ fn member_days(cells: &[DashboardCell]) -> Vec<MemberDay> {
         .collect()
 }
 
+/// An answer read from the activity read model.
+trait Query: Answer + Sized {
+    /// Reads it in `tx`; `header` says what it reflects.
+    async fn read(
+        tx: &tokio_postgres::Transaction<'_>,
+        schema: &str,
+        key: &DashboardKey,
+        header: Header,
+    ) -> Result<Self, tokio_postgres::Error>;
+}
+
+impl Query for Dashboard {
+    async fn read(
+        tx: &tokio_postgres::Transaction<'_>,
+        schema: &str,
+        key: &DashboardKey,
+        header: Header,
+    ) -> Result<Self, tokio_postgres::Error> {
+        let (org, people) = (key.org.as_str(), key.people.as_deref());
+        let cells = activity::dashboard(
+            tx,
+            schema,
+            org,
+            key.from,
+            key.to,
+            people,
+            header.rules_version,
+        )
+        .await?;
+        let top_titles =
+            activity::top_titles(tx, schema, org, key.from, key.to, people, TOP_TITLES).await?;
+        Ok(Dashboard {
+            org_id: header.org_id,
+            timezone: header.timezone,
+            rules_version: header.rules_version,
+            classifier_version: header.classifier_version,
+            position: header.position,
+            days: member_days(&cells),
+            top_titles,
+        })
+    }
+}
+
+impl Query for DashboardSummary {
+    async fn read(
+        tx: &tokio_postgres::Transaction<'_>,
+        schema: &str,
+        key: &DashboardKey,
+        header: Header,
+    ) -> Result<Self, tokio_postgres::Error> {
+        let groups = activity::summary(
+            tx,
+            schema,
+            &key.org,
+            (key.from, key.to),
+            key.people.as_deref(),
+            header.rules_version,
+        )
+        .await?;
+        Ok(summary::summarise(header, groups))
+    }
+}
+
 /// Why a dashboard read failed.
 enum ReadError {
     /// The schema was dropped under the read (a rebuild switched).
@@ -275,17 +343,16 @@ impl Activity {
         &self.dashboards
     }
 
-    /// Reads one dashboard in one read-only repeatable-read transaction, so
-    /// its parts agree with each other (a rules change committed between two
-    /// of them cannot show up in only one) and a rebuild's drop waits for it.
-    async fn read_dashboard(
+    /// Reads one answer in one read-only repeatable-read transaction, so its
+    /// parts agree with each other (a rules change committed between two of
+    /// them cannot show up in only one) and a rebuild's drop waits for it.
+    async fn read_answer<T: Query>(
         &self,
         key: &DashboardKey,
         min_position: u64,
-    ) -> Result<Dashboard, ReadError> {
+    ) -> Result<T, ReadError> {
         let mut model = self.reads.read_model(activity::NAME, min_position).await?;
         let schema = model.schema.clone();
-        let (org, from, to, people) = (key.org.as_str(), key.from, key.to, key.people.as_deref());
         let tx = model
             .client
             .build_transaction()
@@ -295,28 +362,21 @@ impl Activity {
             .await
             .map_err(read_error)?;
         let t: &tokio_postgres::Transaction<'_> = &tx;
-        let (timezone, rules_version) = activity::org_info(t, &schema, org)
+        let (timezone, rules_version) = activity::org_info(t, &schema, &key.org)
             .await
             .map_err(read_error)?;
-        let classifier_version = activity::classifier_version(t, &schema)
-            .await
-            .map_err(read_error)?;
-        let cells = activity::dashboard(t, &schema, org, from, to, people, rules_version)
-            .await
-            .map_err(read_error)?;
-        let top_titles = activity::top_titles(t, &schema, org, from, to, people, TOP_TITLES)
-            .await
-            .map_err(read_error)?;
-        tx.commit().await.map_err(read_error)?;
-        Ok(Dashboard {
-            org_id: org.to_owned(),
+        let header = Header {
+            org_id: key.org.clone(),
             timezone,
             rules_version,
-            classifier_version,
+            classifier_version: activity::classifier_version(t, &schema)
+                .await
+                .map_err(read_error)?,
             position: model.position,
-            days: member_days(&cells),
-            top_titles,
-        })
+        };
+        let answer = T::read(t, &schema, key, header).await.map_err(read_error)?;
+        tx.commit().await.map_err(read_error)?;
+        Ok(answer)
     }
 
     /// The dashboard of `from..=to` (days in the org's time zone) for the
@@ -326,10 +386,38 @@ impl Activity {
         &self,
         caller: &Caller,
         org_id: &str,
-        (from, to): (NaiveDate, NaiveDate),
+        range: (NaiveDate, NaiveDate),
         people: Vec<Token>,
         min_position: u64,
     ) -> Result<Arc<Dashboard>, AppError> {
+        let key = self.key(caller, org_id, range, people).await?;
+        self.answer(key, min_position).await
+    }
+
+    /// The totals of the dashboard of `from..=to` for the people asked
+    /// (everyone when none), as far as the caller may see them.
+    #[tracing::instrument(skip_all)]
+    pub async fn summary(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        range: (NaiveDate, NaiveDate),
+        people: Vec<Token>,
+        min_position: u64,
+    ) -> Result<Arc<DashboardSummary>, AppError> {
+        let key = self.key(caller, org_id, range, people).await?;
+        self.answer(key, min_position).await
+    }
+
+    /// The cache key of a dashboard query: the range checked, the people
+    /// narrowed to what the caller may see.
+    async fn key(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        (from, to): (NaiveDate, NaiveDate),
+        people: Vec<Token>,
+    ) -> Result<DashboardKey, AppError> {
         let org = caller.scope(org_id)?;
         if to < from {
             return Err(AppError::invalid("to", "must not be before from"));
@@ -356,21 +444,29 @@ impl Activity {
                 Some(vec![me])
             }
         };
-        let key = DashboardKey {
+        Ok(DashboardKey {
             org: org.to_string(),
             from,
             to,
             people,
-        };
+        })
+    }
+
+    /// The cached answer for `key`, or a fresh read (stored in the cache).
+    async fn answer<T: Query>(
+        &self,
+        key: DashboardKey,
+        min_position: u64,
+    ) -> Result<Arc<T>, AppError> {
         if let Some(hit) = self.dashboards.get(&key, min_position) {
             return Ok(hit);
         }
         let generation = self.dashboards.generation();
         // A rebuild's switch may drop the schema just looked up: look again once.
         let mut attempt = 0;
-        let dashboard = loop {
+        let answer = loop {
             attempt += 1;
-            match self.read_dashboard(&key, min_position).await {
+            match self.read_answer::<T>(&key, min_position).await {
                 Err(ReadError::SchemaGone) if attempt == 1 => continue,
                 Err(ReadError::SchemaGone) => {
                     return Err(AppError::unavailable(
@@ -378,11 +474,11 @@ impl Activity {
                     ));
                 }
                 Err(ReadError::App(e)) => return Err(e),
-                Ok(dashboard) => break Arc::new(dashboard),
+                Ok(answer) => break Arc::new(answer),
             }
         };
-        self.dashboards.put(key, dashboard.clone(), generation);
-        Ok(dashboard)
+        self.dashboards.put(key, answer.clone(), generation);
+        Ok(answer)
     }
 
     /// A device's raw timeline events overlapping `from_ms..to_ms`, for the

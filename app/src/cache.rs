@@ -7,9 +7,38 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::NaiveDate;
 use futures::StreamExt;
-use trackhrs_projections::{activity, invalidation};
+use trackhrs_projections::invalidation;
 
-use crate::activity::Dashboard;
+use crate::activity::{Dashboard, DashboardSummary};
+
+/// An answer the cache keeps: member days or their summary.
+pub(crate) trait Answer: Send + Sync + 'static {
+    /// The stream position it reflects.
+    fn position(&self) -> u64;
+    /// Where the cache keeps answers of this kind.
+    fn kept(cache: &DashboardCache) -> &Kept<Self>;
+}
+
+impl Answer for Dashboard {
+    fn position(&self) -> u64 {
+        self.position
+    }
+    fn kept(cache: &DashboardCache) -> &Kept<Self> {
+        &cache.days
+    }
+}
+
+impl Answer for DashboardSummary {
+    fn position(&self) -> u64 {
+        self.position
+    }
+    fn kept(cache: &DashboardCache) -> &Kept<Self> {
+        &cache.summaries
+    }
+}
+
+/// Answers of one kind by query.
+pub(crate) type Kept<T> = moka::sync::Cache<DashboardKey, Arc<T>>;
 
 /// What a dashboard answer depends on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -28,7 +57,8 @@ pub(crate) struct DashboardKey {
 /// same for every org.
 #[derive(Clone)]
 pub struct DashboardCache {
-    cache: moka::sync::Cache<DashboardKey, Arc<Dashboard>>,
+    days: Kept<Dashboard>,
+    summaries: Kept<DashboardSummary>,
     invalidated: moka::sync::Cache<String, u64>,
     generation: Arc<AtomicU64>,
 }
@@ -36,15 +66,29 @@ pub struct DashboardCache {
 /// Dashboards a replica keeps by default.
 pub const DEFAULT_ENTRIES: u64 = 10_000;
 
+fn kept<T: Answer>(entries: u64) -> Kept<T> {
+    moka::sync::Cache::builder()
+        .max_capacity(entries)
+        .time_to_live(std::time::Duration::from_secs(600))
+        .support_invalidation_closures()
+        .build()
+}
+
+fn evict<T: Answer>(kept: &Kept<T>, org: &str) {
+    let org = org.to_owned();
+    if let Err(e) = kept.invalidate_entries_if(move |k, _| k.org == org) {
+        tracing::warn!(error = %e, "dashboard cache eviction failed; clearing it");
+        kept.invalidate_all();
+    }
+}
+
 impl DashboardCache {
-    /// A cache of at most `entries` dashboards (0: none is kept).
+    /// A cache of at most `entries` dashboards and as many summaries (0:
+    /// none is kept).
     pub fn with_capacity(entries: u64) -> Self {
         Self {
-            cache: moka::sync::Cache::builder()
-                .max_capacity(entries)
-                .time_to_live(std::time::Duration::from_secs(600))
-                .support_invalidation_closures()
-                .build(),
+            days: kept(entries),
+            summaries: kept(entries),
             invalidated: moka::sync::Cache::new(100_000),
             generation: Arc::default(),
         }
@@ -55,17 +99,15 @@ impl DashboardCache {
         self.invalidated
             .entry(org.to_owned())
             .and_upsert_with(|seen| seen.map_or(position, |e| (*e.value()).max(position)));
-        let org = org.to_owned();
-        if let Err(e) = self.cache.invalidate_entries_if(move |k, _| k.org == org) {
-            tracing::warn!(error = %e, "dashboard cache eviction failed; clearing it");
-            self.cache.invalidate_all();
-        }
+        evict(&self.days, org);
+        evict(&self.summaries, org);
     }
 
     /// Evicts everything (a new projection version went live).
     pub fn clear(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.cache.invalidate_all();
+        self.days.invalidate_all();
+        self.summaries.invalidate_all();
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -76,24 +118,25 @@ impl DashboardCache {
         self.invalidated.get(org).is_none_or(|p| position >= p)
     }
 
-    pub(crate) fn get(&self, key: &DashboardKey, min_position: u64) -> Option<Arc<Dashboard>> {
-        self.cache
+    pub(crate) fn get<T: Answer>(&self, key: &DashboardKey, min_position: u64) -> Option<Arc<T>> {
+        T::kept(self)
             .get(key)
-            .filter(|d| d.position >= min_position && self.fresh_enough(&key.org, d.position))
+            .filter(|d| d.position() >= min_position && self.fresh_enough(&key.org, d.position()))
     }
 
-    /// Stores a dashboard read during `generation`, unless it is already
+    /// Stores an answer read during `generation`, unless it is already
     /// older than an invalidation.
-    pub(crate) fn put(&self, key: DashboardKey, dashboard: Arc<Dashboard>, generation: u64) {
-        if generation == self.generation() && self.fresh_enough(&key.org, dashboard.position) {
-            self.cache.insert(key, dashboard);
+    pub(crate) fn put<T: Answer>(&self, key: DashboardKey, answer: Arc<T>, generation: u64) {
+        if generation == self.generation() && self.fresh_enough(&key.org, answer.position()) {
+            T::kept(self).insert(key, answer);
         }
     }
 
-    /// Dashboards cached right now (for tests and metrics).
+    /// Dashboards and summaries cached right now (for tests and metrics).
     pub fn len(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        self.days.run_pending_tasks();
+        self.summaries.run_pending_tasks();
+        self.days.entry_count() + self.summaries.entry_count()
     }
 
     /// True when nothing is cached.
@@ -102,34 +145,40 @@ impl DashboardCache {
     }
 }
 
-/// Listens for the activity projection's commits and evicts the org's
-/// dashboards, until the NATS connection closes.
-pub(crate) async fn follow_invalidations(client: async_nats::Client, cache: DashboardCache) {
+/// Follows projection `name`'s invalidations until the NATS connection
+/// closes: `org` for an org's commit (with its position), `all` for a
+/// promotion (a new version went live).
+pub(crate) async fn follow_invalidations(
+    client: async_nats::Client,
+    name: &str,
+    org: impl Fn(&str, u64),
+    all: impl Fn(),
+) {
     let subjects = [
-        invalidation::org_wildcard(activity::NAME),
-        invalidation::promotion_subject(activity::NAME),
+        invalidation::org_wildcard(name),
+        invalidation::promotion_subject(name),
     ];
     let mut subs = Vec::new();
     for subject in subjects {
         match client.subscribe(subject.clone()).await {
             Ok(sub) => subs.push(sub),
             Err(e) => {
-                tracing::error!(subject, error = %e, "cannot follow dashboard invalidations");
+                tracing::error!(subject, error = %e, "cannot follow cache invalidations");
                 return;
             }
         }
     }
-    let promotion = invalidation::promotion_subject(activity::NAME);
+    let promotion = invalidation::promotion_subject(name);
     let mut messages = futures::stream::select_all(subs);
     while let Some(msg) = messages.next().await {
         if msg.subject.as_str() == promotion {
-            cache.clear();
-        } else if let Some(org) = msg.subject.as_str().rsplit('.').next() {
+            all();
+        } else if let Some(id) = msg.subject.as_str().rsplit('.').next() {
             let position = std::str::from_utf8(&msg.payload)
                 .ok()
                 .and_then(|p| p.trim().parse().ok())
                 .unwrap_or(u64::MAX);
-            cache.evict_org(org, position);
+            org(id, position);
         }
     }
 }

@@ -24,17 +24,86 @@ pub(crate) struct ReadModel {
     pub(crate) position: u64,
 }
 
+/// Members' current roles as the directory read model last said (`None`:
+/// not an active member), each with the directory's position when read.
+/// Evicted per org by the directory's invalidations; an entry older than an
+/// org's last invalidation is not served, and none lives longer than
+/// [`ROLE_TTL`] (the bound on a missed invalidation).
+#[derive(Clone)]
+pub(crate) struct Roles {
+    known: moka::sync::Cache<(String, String), (Option<Role>, u64)>,
+    invalidated: moka::sync::Cache<String, u64>,
+}
+
+/// How long a member's role is trusted without a directory invalidation.
+pub const ROLE_TTL: Duration = Duration::from_secs(10);
+
+impl Roles {
+    fn new() -> Self {
+        Self {
+            known: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ROLE_TTL)
+                .build(),
+            invalidated: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ROLE_TTL)
+                .build(),
+        }
+    }
+
+    /// The directory committed a change of `org` at `position`.
+    pub(crate) fn evict_org(&self, org: &str, position: u64) {
+        self.invalidated
+            .entry(org.to_owned())
+            .and_upsert_with(|seen| seen.map_or(position, |e| (*e.value()).max(position)));
+    }
+
+    /// A new directory version went live.
+    pub(crate) fn clear(&self) {
+        self.known.invalidate_all();
+    }
+
+    fn fresh(&self, org: &str, position: u64) -> bool {
+        self.invalidated.get(org).is_none_or(|p| position >= p)
+    }
+
+    fn get(&self, key: &(String, String)) -> Option<Option<Role>> {
+        self.known
+            .get(key)
+            .filter(|(_, position)| self.fresh(&key.0, *position))
+            .map(|(role, _)| role)
+    }
+
+    fn put(&self, key: (String, String), role: Option<Role>, position: u64) {
+        if self.fresh(&key.0, position) {
+            self.known.insert(key, (role, position));
+        }
+    }
+}
+
 /// The read models in PostgreSQL.
 #[derive(Clone)]
 pub(crate) struct ReadModels {
     pool: Pool,
     store: EventStore,
     wait: Duration,
+    roles: Roles,
 }
 
 impl ReadModels {
     pub(crate) fn new(pool: Pool, store: EventStore, wait: Duration) -> Self {
-        Self { pool, store, wait }
+        Self {
+            pool,
+            store,
+            wait,
+            roles: Roles::new(),
+        }
+    }
+
+    /// The members' roles this replica trusts.
+    pub(crate) fn roles(&self) -> &Roles {
+        &self.roles
     }
 
     /// A connection to the live version of projection `name`, after waiting
@@ -98,10 +167,20 @@ impl ReadModels {
     }
 
     /// The caller's current role from the directory (not the token's, which
-    /// may be minutes old); refused unless they are an active member.
+    /// may be minutes old; see [`Roles`]); refused unless they are an active
+    /// member.
     pub(crate) async fn current_role(&self, caller: &Caller) -> Result<Role, AppError> {
-        let dir = self.read_model(directory::NAME, 0).await?;
-        role_in(&dir, caller).await
+        let key = (caller.org.to_string(), caller.person.to_string());
+        let role = match self.roles.get(&key) {
+            Some(role) => role,
+            None => {
+                let dir = self.read_model(directory::NAME, 0).await?;
+                let role = active_role(&dir, caller).await?;
+                self.roles.put(key, role, dir.position);
+                role
+            }
+        };
+        role.ok_or_else(not_a_member)
     }
 
     /// What the caller may see of `read`: refused when their current role
@@ -111,9 +190,14 @@ impl ReadModels {
     }
 }
 
-/// The caller's current role, read through an open directory connection.
-pub(crate) async fn role_in(dir: &ReadModel, caller: &Caller) -> Result<Role, AppError> {
-    directory::member_role(
+fn not_a_member() -> AppError {
+    AppError::not_allowed("you are not an active member of this organization")
+}
+
+/// The caller's role if they are an active member, read through an open
+/// directory connection.
+async fn active_role(dir: &ReadModel, caller: &Caller) -> Result<Option<Role>, AppError> {
+    Ok(directory::member_role(
         &dir.client,
         &dir.schema,
         caller.org.as_str(),
@@ -122,8 +206,12 @@ pub(crate) async fn role_in(dir: &ReadModel, caller: &Caller) -> Result<Role, Ap
     .await
     .map_err(|e| crate::error::query(&e))?
     .and_then(|(role, active)| active.then_some(role))
-    .and_then(|role| Role::from_name(&role))
-    .ok_or_else(|| AppError::not_allowed("you are not an active member of this organization"))
+    .and_then(|role| Role::from_name(&role)))
+}
+
+/// The caller's current role, read through an open directory connection.
+pub(crate) async fn role_in(dir: &ReadModel, caller: &Caller) -> Result<Role, AppError> {
+    active_role(dir, caller).await?.ok_or_else(not_a_member)
 }
 
 /// The scope of `read` for `role`, refused when it is nothing.

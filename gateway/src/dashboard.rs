@@ -3,8 +3,9 @@
 
 use chrono::NaiveDate;
 use tonic::{Request, Response, Status};
-use trackhrs_app::activity::{Breakdown, Dashboard, NewRules};
+use trackhrs_app::activity::{Breakdown, Dashboard, DashboardSummary, NewRules, TopTitle};
 use trackhrs_app::{Activity, Authenticator};
+use trackhrs_domain::Token;
 use trackhrs_domain::categories::CategoryRule;
 use trackhrs_schemas::activity::v1 as pb;
 use trackhrs_schemas::activity::v1::activity_server::Activity as ActivityRpc;
@@ -71,6 +72,63 @@ fn breakdowns(list: &[Breakdown]) -> Vec<pb::Breakdown> {
         .collect()
 }
 
+/// A dashboard request's range and members, checked.
+fn range_and_people(
+    r: &pb::GetDashboardRequest,
+) -> Result<((NaiveDate, NaiveDate), Vec<Token>), Status> {
+    let range = (date("from", &r.from)?, date("to", &r.to)?);
+    let people = r
+        .person_ids
+        .iter()
+        .map(|p| validate::id("person_ids", p))
+        .collect::<Result<_, _>>()?;
+    Ok((range, people))
+}
+
+fn top_titles(list: &[TopTitle]) -> Vec<pb::TopTitle> {
+    list.iter()
+        .map(|t| pb::TopTitle {
+            person_id: t.person_id.clone(),
+            app: t.app.clone(),
+            title: t.title.clone(),
+            ms: t.ms,
+        })
+        .collect()
+}
+
+fn summary_to_wire(s: &DashboardSummary) -> pb::DashboardSummary {
+    pb::DashboardSummary {
+        org_id: s.org_id.clone(),
+        timezone: s.timezone.clone(),
+        rules_version: s.rules_version,
+        classifier_version: s.classifier_version,
+        position: s.position,
+        members: s
+            .members
+            .iter()
+            .map(|m| pb::MemberTotal {
+                person_id: m.person_id.clone(),
+                active_ms: m.active_ms,
+                idle_ms: m.idle_ms,
+                productivity: m.productivity,
+                days: m.days,
+            })
+            .collect(),
+        days: s
+            .days
+            .iter()
+            .map(|d| pb::DayTotal {
+                day: d.day.to_string(),
+                active_ms: d.active_ms,
+                idle_ms: d.idle_ms,
+            })
+            .collect(),
+        categories: breakdowns(&s.categories),
+        apps: breakdowns(&s.apps),
+        productivity: s.productivity,
+    }
+}
+
 fn dashboard_to_wire(d: &Dashboard) -> pb::Dashboard {
     pb::Dashboard {
         org_id: d.org_id.clone(),
@@ -91,16 +149,7 @@ fn dashboard_to_wire(d: &Dashboard) -> pb::Dashboard {
                 apps: breakdowns(&m.apps),
             })
             .collect(),
-        top_titles: d
-            .top_titles
-            .iter()
-            .map(|t| pb::TopTitle {
-                person_id: t.person_id.clone(),
-                app: t.app.clone(),
-                title: t.title.clone(),
-                ms: t.ms,
-            })
-            .collect(),
+        top_titles: top_titles(&d.top_titles),
     }
 }
 
@@ -113,18 +162,29 @@ impl ActivityRpc for ActivityService {
         let caller = caller::person(&self.auth, &request).await?;
         let r = request.into_inner();
         caller.scope(&r.org_id).map_err(status)?;
-        let range = (date("from", &r.from)?, date("to", &r.to)?);
-        let people = r
-            .person_ids
-            .iter()
-            .map(|p| validate::id("person_ids", p))
-            .collect::<Result<_, _>>()?;
+        let (range, people) = range_and_people(&r)?;
         let dashboard = self
             .activity
             .dashboard(&caller, &r.org_id, range, people, r.min_position)
             .await
             .map_err(status)?;
         Ok(Response::new(dashboard_to_wire(&dashboard)))
+    }
+
+    async fn get_dashboard_summary(
+        &self,
+        request: Request<pb::GetDashboardRequest>,
+    ) -> Result<Response<pb::DashboardSummary>, Status> {
+        let caller = caller::person(&self.auth, &request).await?;
+        let r = request.into_inner();
+        caller.scope(&r.org_id).map_err(status)?;
+        let (range, people) = range_and_people(&r)?;
+        let summary = self
+            .activity
+            .summary(&caller, &r.org_id, range, people, r.min_position)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(summary_to_wire(&summary)))
     }
 
     async fn get_device_timeline(
