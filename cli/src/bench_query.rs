@@ -1,9 +1,9 @@
 //! `trackhrs bench query`: the portal's dashboard reads over gRPC, for an org
 //! of `members` members with `days` days of activity, against its own
-//! nats-server (fsync on every write) and PostgreSQL: a cached team
-//! dashboard under concurrent load (requests/s, latency percentiles), then
-//! uncached 30-day team dashboards from a second gateway that keeps no
-//! dashboards in memory.
+//! nats-server (fsync on every write) and PostgreSQL: the team summary the
+//! portal paints first, cached, under concurrent load (requests/s, latency
+//! percentiles), then uncached from a second gateway that keeps no
+//! dashboards in memory, and the uncached member days for comparison.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,10 +44,15 @@ pub struct QueryBenchArgs {
     /// Concurrent callers of the cached dashboard.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Seconds of cached-dashboard load.
+    /// Seconds of cached-dashboard load (as fast as the callers go, then
+    /// again at `--rate`).
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
-    /// Uncached dashboards read (one at a time).
+    /// Requests per second of the paced cached-summary load (latency counted
+    /// from when each request was due, so a stall is not hidden).
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u64,
+    /// Uncached summaries read (one at a time; a tenth as many member days).
     #[arg(long, default_value_t = 200)]
     pub uncached: u64,
 }
@@ -253,15 +258,20 @@ pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
     let dashboard = waited.context("the activity read model did not catch up")?;
     let people: std::collections::BTreeSet<_> =
         dashboard.days.iter().map(|d| d.person_id.clone()).collect();
+    let summary = ActivityClient::new(channel.clone())
+        .get_dashboard_summary(team_dashboard(&token, args.days)?)
+        .await?
+        .into_inner();
     say(&format!(
-        "read model caught up after {:.1} s: {} members, {} member-days in the team dashboard ({} KiB encoded)",
+        "read model caught up after {:.1} s: {} members, {} member-days; the team summary is {:.1} KiB encoded, the member days {} KiB",
         started.elapsed().as_secs_f64(),
         people.len(),
         dashboard.days.len(),
+        prost::Message::encoded_len(&summary) as f64 / 1024.0,
         prost::Message::encoded_len(&dashboard) / 1024
     ));
 
-    // Cached: many callers, one dashboard.
+    // Cached: many callers, one summary.
     let latencies = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
     )?));
@@ -277,7 +287,9 @@ pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
             let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             while Instant::now() < deadline {
                 let at = Instant::now();
-                client.get_dashboard(team_dashboard(&token, days)?).await?;
+                client
+                    .get_dashboard_summary(team_dashboard(&token, days)?)
+                    .await?;
                 local.record(at.elapsed().as_micros().max(1) as u64)?;
             }
             latencies.lock().await.add(&local)?;
@@ -290,13 +302,56 @@ pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
     let elapsed = begun.elapsed();
     let cached = latencies.lock().await.clone();
     say(&format!(
-        "cached team dashboard ({} days, {} callers): {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "cached team summary ({} days, {} callers): {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         args.days,
         args.concurrency,
         cached.len() as f64 / elapsed.as_secs_f64(),
         micros(&cached, 0.5),
         micros(&cached, 0.99),
         cached.max() as f64 / 1000.0
+    ));
+
+    // Cached at a fixed rate: each caller sends on its own schedule.
+    let latencies = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let begun = Instant::now();
+    let interval = Duration::from_secs_f64(args.concurrency as f64 / args.rate.max(1) as f64);
+    let per_caller = (args.rate * args.seconds).div_ceil(args.concurrency as u64);
+    let mut tasks = Vec::new();
+    for caller in 0..args.concurrency {
+        let mut client = ActivityClient::new(channel.clone());
+        let token = token.clone();
+        let latencies = latencies.clone();
+        let days = args.days;
+        let first = begun + interval.mul_f64(caller as f64 / args.concurrency as f64);
+        tasks.push(tokio::spawn(async move {
+            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            for k in 0..per_caller {
+                let due = first + interval * k as u32;
+                tokio::time::sleep_until(due.into()).await;
+                client
+                    .get_dashboard_summary(team_dashboard(&token, days)?)
+                    .await?;
+                local.record(due.elapsed().as_micros().max(1) as u64)?;
+            }
+            latencies.lock().await.add(&local)?;
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let elapsed = begun.elapsed();
+    let paced = latencies.lock().await.clone();
+    say(&format!(
+        "cached team summary at {} requests/s asked ({} callers): {:.0} requests/s done, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        args.rate,
+        args.concurrency,
+        paced.len() as f64 / elapsed.as_secs_f64(),
+        micros(&paced, 0.5),
+        micros(&paced, 0.99),
+        paced.max() as f64 / 1000.0
     ));
 
     // Uncached: a gateway that keeps no dashboards, one read at a time.
@@ -308,17 +363,33 @@ pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
     for _ in 0..args.uncached {
         let at = Instant::now();
         client
-            .get_dashboard(team_dashboard(&token, args.days)?)
+            .get_dashboard_summary(team_dashboard(&token, args.days)?)
             .await?;
         uncached.record(at.elapsed().as_micros().max(1) as u64)?;
     }
     say(&format!(
-        "uncached team dashboard ({} days, {} reads): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "uncached team summary ({} days, {} reads): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         args.days,
         uncached.len(),
         micros(&uncached, 0.5),
         micros(&uncached, 0.99),
         uncached.max() as f64 / 1000.0
+    ));
+    let mut days = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for _ in 0..args.uncached.div_ceil(10) {
+        let at = Instant::now();
+        client
+            .get_dashboard(team_dashboard(&token, args.days)?)
+            .await?;
+        days.record(at.elapsed().as_micros().max(1) as u64)?;
+    }
+    say(&format!(
+        "uncached member days ({} days, {} reads): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        args.days,
+        days.len(),
+        micros(&days, 0.5),
+        micros(&days, 0.99),
+        days.max() as f64 / 1000.0
     ));
     Ok(())
 }
