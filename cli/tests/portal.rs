@@ -89,8 +89,8 @@ async fn start_dev() -> Dev {
 }
 
 /// Runs the browser scenario `name` against a fresh `trackhrs dev` and
-/// fails with what it printed when it fails.
-async fn scenario(name: &str) {
+/// fails with what it printed when it fails; returns what it printed.
+async fn scenario(name: &str) -> String {
     let dev = start_dev().await;
     let fixture = serde_json::json!({
         "url": format!("http://{}", dev.addr),
@@ -125,6 +125,7 @@ async fn scenario(name: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     drop(dev);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,4 +166,114 @@ async fn rules_are_edited_with_the_servers_messages_and_imported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_refresh_silently_and_a_refused_call_is_retried_after_one_refresh() {
     scenario("session").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_at_both_sizes_is_screenshotted_and_has_no_serious_accessibility_violation() {
+    let out = scenario("pages").await;
+    let shots = out.lines().filter(|l| l.contains("screenshot ")).count();
+    assert_eq!(shots, 16, "8 pages at 2 sizes:\n{out}");
+}
+
+/// The one protobuf message of a gRPC-Web answer (data frame 0x00, then a
+/// trailer frame 0x80 with `grpc-status: 0`).
+fn grpc_web_message(body: &[u8]) -> &[u8] {
+    let mut rest = body;
+    let mut message = None;
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        let (frame, next) = rest[5..].split_at(len);
+        match rest[0] {
+            0x00 => message = Some(frame),
+            0x80 => assert!(
+                String::from_utf8_lossy(frame).contains("grpc-status:0"),
+                "the answer failed: {}",
+                String::from_utf8_lossy(frame)
+            ),
+            flag => panic!("unknown gRPC-Web frame {flag:#x}"),
+        }
+        rest = next;
+    }
+    assert!(rest.is_empty(), "a truncated gRPC-Web answer");
+    message.expect("no message in the answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboards_numbers_are_the_grpc_answers() {
+    use base64::Engine as _;
+    use prost::Message as _;
+    use trackhrs_schemas::activity::v1::DashboardSummary;
+
+    let out = scenario("numbers").await;
+    for figure in out.lines().filter(|l| l.starts_with("FIGURE ")) {
+        eprintln!("{figure}");
+    }
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("NUMBERS "))
+        .unwrap_or_else(|| panic!("the scenario printed no NUMBERS:\n{out}"));
+    let numbers: serde_json::Value = serde_json::from_str(line).unwrap();
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(numbers["grpc_web_base64"].as_str().unwrap())
+        .unwrap();
+    let answer = DashboardSummary::decode(grpc_web_message(&body)).unwrap();
+    let dom = &numbers["dom"];
+    eprintln!(
+        "the week {} to {}: {} members with time, {} categories",
+        dom["from"],
+        dom["to"],
+        answer.members.len(),
+        answer.categories.len()
+    );
+    assert_eq!(answer.org_id, "acme");
+    assert_eq!(dom["position"], answer.position.to_string());
+    let active: i64 = answer.members.iter().map(|m| m.active_ms).sum();
+    let idle: i64 = answer.members.iter().map(|m| m.idle_ms).sum();
+    assert!(active > 0, "no time in the week's answer");
+    assert_eq!(
+        (dom["active_ms"].as_i64(), dom["idle_ms"].as_i64()),
+        (Some(active), Some(idle))
+    );
+    assert_eq!(dom["productivity"], format!("{:.0}", answer.productivity));
+    // Every member row: the answer's figures, or zero for members without time.
+    let rows = dom["members"].as_array().unwrap();
+    for row in rows {
+        let id = row["person_id"].as_str().unwrap();
+        let shown = (
+            row["active_ms"].as_i64(),
+            row["idle_ms"].as_i64(),
+            row["days"].as_u64(),
+        );
+        match answer.members.iter().find(|m| m.person_id == id) {
+            Some(m) => assert_eq!(
+                shown,
+                (Some(m.active_ms), Some(m.idle_ms), Some(u64::from(m.days))),
+                "{id}"
+            ),
+            None => assert_eq!(
+                shown,
+                (Some(0), Some(0), Some(0)),
+                "{id} has no time in the answer"
+            ),
+        }
+    }
+    assert!(
+        answer
+            .members
+            .iter()
+            .all(|m| rows.iter().any(|r| r["person_id"] == m.person_id.as_str())),
+        "a member of the answer is missing from the table"
+    );
+    // Categories and apps with active time, as the legends list them.
+    let listed = |list: &[trackhrs_schemas::activity::v1::Breakdown]| {
+        list.iter()
+            .filter(|b| b.active_ms > 0)
+            .map(|b| (b.name.clone(), serde_json::Value::from(b.active_ms)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    assert_eq!(
+        dom["categories"],
+        serde_json::Value::Object(listed(&answer.categories))
+    );
+    assert_eq!(dom["apps"], serde_json::Value::Object(listed(&answer.apps)));
 }

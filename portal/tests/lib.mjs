@@ -2,9 +2,13 @@
 // playwright-core, the fixture from $PORTAL_FIXTURE, checks that print what
 // they verified, screenshots to $PORTAL_ARTIFACTS on failure.
 
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
+
+const require = createRequire(import.meta.url);
+const AXE_SOURCE = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
 
 export class CheckFailed extends Error {}
 
@@ -44,6 +48,8 @@ export class Run {
     this.browser = null;
     this.contexts = [];
     this.checks = 0;
+    /** Errors the pages logged to their console, or threw. */
+    this.consoleErrors = [];
   }
 
   async start() {
@@ -65,7 +71,16 @@ export class Run {
     context.setDefaultTimeout(15_000);
     this.contexts.push(context);
     const page = await context.newPage();
-    page.on("pageerror", (err) => console.log(`  [page error] ${err.message}`));
+    page.on("pageerror", (err) => {
+      console.log(`  [page error] ${err.message}`);
+      this.consoleErrors.push(`page error: ${err.message}`);
+    });
+    page.on("console", (msg) => {
+      if (msg.type() === "error") {
+        console.log(`  [console error] ${msg.text()}`);
+        this.consoleErrors.push(`${msg.text()} (${msg.location().url || "?"})`);
+      }
+    });
     return page;
   }
 
@@ -113,6 +128,32 @@ export class Run {
       if (Date.now() > end) throw new CheckFailed(`${message} (waited ${timeout / 1000}s${last instanceof Error ? `; last error: ${last.message}` : ""})`);
       await new Promise((r) => setTimeout(r, 250));
     }
+  }
+
+  /** Saves a full-page screenshot as `$PORTAL_ARTIFACTS/<name>.png` (kept as an artifact); returns its path. */
+  async screenshot(page, name) {
+    const dir = process.env.PORTAL_ARTIFACTS;
+    if (!dir) return null;
+    mkdirSync(dir, { recursive: true });
+    const path = join(dir, `${name}.png`);
+    await page.screenshot({ path, fullPage: true });
+    return path;
+  }
+
+  /** Runs axe-core on the page; fails on any serious or critical violation. */
+  async accessible(page, what) {
+    // Evaluated through the DevTools protocol: the portal's CSP rightly
+    // refuses an injected <script>.
+    await page.evaluate(AXE_SOURCE);
+    const result = await page.evaluate(async () => {
+      // eslint-disable-next-line no-undef
+      const r = await axe.run(document, { resultTypes: ["violations"] });
+      return r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 3) }));
+    });
+    const bad = result.filter((v) => v.impact === "serious" || v.impact === "critical");
+    const minor = result.filter((v) => !bad.includes(v));
+    if (minor.length) this.log(`axe (${what}): minor: ${minor.map((v) => `${v.id} (${v.impact})`).join(", ")}`);
+    this.check(bad.length === 0, `axe finds no serious or critical violation on ${what}`, JSON.stringify(bad));
   }
 
   async screenshots() {

@@ -35,6 +35,7 @@ for (const name of list) {
   try {
     await run.start();
     await scenarios[name](run);
+    run.check(run.consoleErrors.length === 0, "no errors in the browser console", run.consoleErrors.join(" | "));
     console.log(`PASS ${name}: ${run.checks} checks in ${((Date.now() - started) / 1000).toFixed(1)}s`);
   } catch (e) {
     failed += 1;

@@ -252,13 +252,13 @@ async function session(run) {
   const startRefreshes = refreshes.length;
 
   let spoiled = 0;
-  await page.route("**/trackhrs.activity.v1.Activity/GetDashboard", async (route) => {
+  await page.route("**/trackhrs.activity.v1.Activity/GetDashboardSummary", async (route) => {
     spoiled += 1;
     if (spoiled === 1) await route.continue({ headers: { ...route.request().headers(), authorization: "Bearer spoiled-by-the-test" } });
     else await route.continue();
   });
   await page.getByTestId("range-week").click();
-  await run.until(() => spoiled >= 2, "the refused GetDashboard is sent again");
+  await run.until(() => spoiled >= 2, "the refused GetDashboardSummary is sent again");
   await run.expectVisible(page.getByTestId("member-table"), "after UNAUTHENTICATED the dashboard still loads");
   run.check((await page.locator('[data-testid="page-dashboard"] [role="alert"]').count()) === 0, "no error is shown for the retried call");
   run.check(refreshes.length === startRefreshes + 1, `exactly one Refresh for the refused call (${refreshes.length - startRefreshes})`);
@@ -274,6 +274,22 @@ async function session(run) {
   await page.getByTestId("range-today").click();
   await run.expectVisible(page.getByTestId("member-table"), "calls work with the refreshed token");
   run.check((await page.getByTestId("signin-form").count()) === 0, "still signed in after the silent refresh");
+
+  // The session expires: the refresh cookie is gone and the access token
+  // refused; the next call lands on the sign-in form with a message.
+  await page.context().clearCookies();
+  await page.route("**/trackhrs.activity.v1.Activity/GetDashboardSummary", (route) =>
+    route.continue({ headers: { ...route.request().headers(), authorization: "Bearer expired-by-the-test" } }),
+  );
+  await page.getByTestId("range-week").click();
+  await run.expectVisible(page.getByTestId("signin-form"), "an expired session returns to the sign-in form");
+  const reason = page.getByTestId("signin-reason");
+  await run.expectVisible(reason, "the sign-in form says why");
+  run.check((await text(reason)) === "Your session has ended. Please sign in again.", `the message is "${await text(reason)}"`);
+  await page.unrouteAll();
+  await signIn(run, page, owner);
+  await run.expectVisible(page.getByTestId("member-table"), "signing in again opens the dashboard");
+  run.check((await page.getByTestId("signin-reason").count()) === 0, "the message is gone once signed in");
 }
 
 /** Every text the rules-status element shows from now on (a MutationObserver in the page). */
@@ -714,4 +730,104 @@ async function operations(run) {
   }
 }
 
-export const scenarios = { signin, dashboard, members, layout, session, rules, history, operations };
+/**
+ * The manager's week: what the dashboard shows equals the
+ * GetDashboardSummary answer it painted. Prints `NUMBERS <json>` with the
+ * page's figures and the raw gRPC-Web answer (base64) for the Rust side to
+ * decode and compare independently, and `FIGURE first-dashboard-paint-ms`
+ * (sign-in submitted to the charts and member rows drawn).
+ */
+async function numbers(run) {
+  const { fixture } = run;
+  const manager = userFor(fixture, "manager");
+  const page = await run.newPage();
+  await open(page, fixture);
+  await page.getByTestId("signin-org").fill(fixture.org);
+  await page.getByTestId("signin-email").fill(manager);
+  await page.getByTestId("signin-password").fill(fixture.password);
+  const started = Date.now();
+  await page.getByTestId("signin-submit").click();
+  await page.locator('[data-testid="dashboard"] canvas[data-testid="chart-canvas"]').first().waitFor({ state: "visible", timeout: 60_000 });
+  await page.getByTestId("member-row").first().waitFor({ state: "visible" });
+  const paint = Date.now() - started;
+  console.log(`FIGURE first-dashboard-paint-ms ${paint} (${await page.getByTestId("member-row").count()} member rows, range ${await text(page.getByTestId("range-label"))})`);
+  run.check(true, `the first dashboard painted ${paint} ms after sign-in was submitted`);
+
+  const answer = page.waitForResponse((r) => new URL(r.url()).pathname === "/trackhrs.activity.v1.Activity/GetDashboardSummary", { timeout: 30_000 });
+  await page.getByTestId("range-week").click();
+  const body = await (await answer).body();
+  const dash = page.getByTestId("dashboard");
+  await run.until(async () => (await dash.getAttribute("data-loading")) === "false", "the week's dashboard is shown");
+  const dom = await page.evaluate(() => {
+    const d = document.querySelector('[data-testid="dashboard"]');
+    const ms = (el) => Number(el?.getAttribute("data-ms"));
+    return {
+      from: d.getAttribute("data-from"),
+      to: d.getAttribute("data-to"),
+      position: d.getAttribute("data-position"),
+      active_ms: ms(document.querySelector('[data-testid="total-active"]')),
+      idle_ms: ms(document.querySelector('[data-testid="total-idle"]')),
+      productivity: document.querySelector('[data-testid="total-productivity"] .stat-value')?.textContent ?? "",
+      members: [...document.querySelectorAll('[data-testid="member-row"]')].map((r) => ({
+        person_id: r.getAttribute("data-person-id"),
+        active_ms: Number(r.getAttribute("data-active-ms")),
+        idle_ms: Number(r.getAttribute("data-idle-ms")),
+        days: Number(r.getAttribute("data-days")),
+      })),
+      categories: Object.fromEntries([...document.querySelectorAll('[data-testid="category-legend-item"]')].map((i) => [i.getAttribute("data-category"), Number(i.getAttribute("data-ms"))])),
+      apps: Object.fromEntries([...document.querySelectorAll('[data-testid="app-legend-item"]')].map((i) => [i.getAttribute("data-app"), Number(i.getAttribute("data-ms"))])),
+    };
+  });
+  run.check(dom.members.length >= 2 && dom.active_ms > 0, `the week shows ${dom.members.length} members, ${(dom.active_ms / 3_600_000).toFixed(2)} h active`);
+  console.log(`NUMBERS ${JSON.stringify({ dom, grpc_web_base64: body.toString("base64") })}`);
+
+  // The per-day details load when opened.
+  await page.getByTestId("day-details").locator("summary").click();
+  await run.expectVisible(page.getByTestId("day-table"), "opening the details reads each member's days");
+  run.check((await page.locator('[data-testid="day-table"] tbody tr').count()) > 0, "the details list member days");
+}
+
+/** Waits until a page has loaded what it shows (no "Loading…" left). */
+async function settled(run, page, name) {
+  await page.getByTestId(`page-${name}`).waitFor({ state: "visible" });
+  await run.until(async () => (await page.getByTestId("loading").count()) === 0, `the ${name} page finished loading`, 20_000);
+  await page.waitForTimeout(300);
+}
+
+/**
+ * Every page at 1280x800 and at 390x844, signed out and as the owner of the
+ * operator org (who sees every page): a screenshot of each kept in
+ * $PORTAL_ARTIFACTS/pages, and axe-core finds no serious or critical
+ * violation on any of them.
+ */
+async function pages(run) {
+  const { fixture } = run;
+  const owner = userFor(fixture, "owner");
+  const routes = ["dashboard", "timeline", "devices", "members", "settings", "rules", "history", "operations"];
+  for (const [label, viewport] of [
+    ["1280x800", { width: 1280, height: 800 }],
+    ["390x844", { width: 390, height: 844 }],
+  ]) {
+    const page = await run.newPage(viewport);
+    await open(page, fixture);
+    await run.screenshot(page, `pages/${label}-signin`);
+    await run.accessible(page, `the sign-in page at ${label}`);
+    await page.goto(`${fixture.url}/#/accept?org=${encodeURIComponent(fixture.org)}&token=thi_not-a-real-invitation`);
+    await run.expectVisible(page.getByTestId("accept-form"), `the accept page opens at ${label}`);
+    await run.screenshot(page, `pages/${label}-accept`);
+    await run.accessible(page, `the accept page at ${label}`);
+    await page.goto(`${fixture.url}/`);
+    await page.getByTestId("signin-form").waitFor();
+    await signIn(run, page, owner);
+    for (const name of routes) {
+      await page.goto(`${fixture.url}/#/${name}`);
+      await settled(run, page, name);
+      if (name === "dashboard") await page.locator('canvas[data-testid="chart-canvas"]').first().waitFor();
+      const path = await run.screenshot(page, `pages/${label}-${name}`);
+      run.log(`screenshot ${path ?? "(PORTAL_ARTIFACTS not set)"}`);
+      await run.accessible(page, `${name} at ${label}`);
+    }
+  }
+}
+
+export const scenarios = { signin, dashboard, members, layout, session, rules, history, operations, numbers, pages };

@@ -46,7 +46,7 @@ export function DeviceTable({
           No devices.
         </p>
       ) : (
-        <div className="table-wrap">
+        <div className="table-wrap" tabIndex={0}>
           <table data-testid={testId}>
             <thead>
               <tr>

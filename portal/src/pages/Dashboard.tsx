@@ -4,22 +4,12 @@ import { activity, can } from "../api";
 import { readAfter } from "../freshness";
 import { ACTIVE_COLOR, ChartView, IDLE_COLOR } from "../components/ChartView";
 import { Card, ErrorAlert, Loading, Notice, useAsync } from "../components/ui";
-import type { Dashboard } from "../gen/trackhrs/activity/v1/activity_pb";
+import type { DashboardSummary } from "../gen/trackhrs/activity/v1/activity_pb";
 import { useOrg } from "../org";
 import { navigate } from "../router";
 import { daysBetween, duration, hours, thisWeek, today } from "../time";
 
 type Mode = "today" | "week" | "custom";
-
-interface MemberTotals {
-  personId: string;
-  name: string;
-  activeMs: number;
-  idleMs: number;
-  /** Sum of productivity x active time, for the weighted mean. */
-  weighted: number;
-  days: number;
-}
 
 export function DashboardPage() {
   const { org, orgError, session, timeZone, members, nameOf, categoryColor } = useOrg();
@@ -111,7 +101,7 @@ function DashboardBody(props: {
   const { orgId, from, to, team, selfId, nameOf, categoryColor } = props;
   const valid = from <= to;
   const dash = useAsync(
-    () => (valid ? activity.getDashboard({ orgId, from, to, minPosition: readAfter() }) : Promise.reject(new Error("The first day is after the last."))),
+    () => (valid ? activity.getDashboardSummary({ orgId, from, to, minPosition: readAfter() }) : Promise.reject(new Error("The first day is after the last."))),
     [orgId, from, to],
   );
   const memberKey = props.members.join(",");
@@ -122,18 +112,18 @@ function DashboardBody(props: {
   );
 
   if (dash.error) return <ErrorAlert error={dash.error} />;
-  if (!model) return <Loading what="Loading the dashboard" />;
+  if (!model || !dash.data) return <Loading what="Loading the dashboard" />;
 
   const openTimeline = (personId: string) =>
     navigate("timeline", { person: personId, day: to > today(props.timeZone) ? today(props.timeZone) : to });
 
   return (
-    <div data-testid="dashboard">
+    <div data-testid="dashboard" data-from={from} data-to={to} data-position={String(dash.data.position)} data-loading={dash.loading}>
       <div className="stats">
-        <Stat label="Active" value={duration(model.totalActive)} testId="total-active" />
-        <Stat label="Idle" value={duration(model.totalIdle)} testId="total-idle" />
+        <Stat label="Active" value={duration(model.totalActive)} ms={model.totalActive} testId="total-active" />
+        <Stat label="Idle" value={duration(model.totalIdle)} ms={model.totalIdle} testId="total-idle" />
         <Stat label={team ? "Members with time" : "Days with time"} value={String(team ? model.membersWithTime : model.byDay.filter((d) => d.activeMs + d.idleMs > 0).length)} />
-        <Stat label="Productivity" value={model.productivity === null ? "–" : model.productivity.toFixed(0)} />
+        <Stat label="Productivity" value={model.totalActive > 0 ? dash.data.productivity.toFixed(0) : "–"} testId="total-productivity" />
       </div>
       {model.totalActive + model.totalIdle === 0 && <Notice testId="no-time">No time recorded in this range.</Notice>}
       <div className="grid">
@@ -162,7 +152,16 @@ function DashboardBody(props: {
         </Card>
         <Card title="Top applications" testId="chart-apps">
           {model.apps.length ? (
-            <ChartView config={model.appChart} testId="chart-canvas" label="Active hours of the top applications" />
+            <>
+              <ChartView config={model.appChart} testId="chart-canvas" label="Active hours of the top applications" />
+              <ul className="legend" data-testid="app-legend">
+                {model.apps.map(([name, ms]) => (
+                  <li key={name} data-testid="app-legend-item" data-app={name} data-ms={ms}>
+                    {name} <span className="muted">{duration(ms)}</span>
+                  </li>
+                ))}
+              </ul>
+            </>
           ) : (
             <p className="muted">No applications yet.</p>
           )}
@@ -170,7 +169,7 @@ function DashboardBody(props: {
       </div>
 
       <Card title={team ? "Members" : "Totals"} testId="member-table-card" wide>
-        <div className="table-wrap">
+        <div className="table-wrap" tabIndex={0}>
           <table data-testid="member-table">
             <thead>
               <tr>
@@ -183,7 +182,16 @@ function DashboardBody(props: {
             </thead>
             <tbody>
               {model.rows.map((r) => (
-                <tr key={r.personId} data-testid="member-row" data-person-id={r.personId} className="clickable" onClick={() => openTimeline(r.personId)}>
+                <tr
+                  key={r.personId}
+                  data-testid="member-row"
+                  data-person-id={r.personId}
+                  data-active-ms={r.activeMs}
+                  data-idle-ms={r.idleMs}
+                  data-days={r.days}
+                  className="clickable"
+                  onClick={() => openTimeline(r.personId)}
+                >
                   <td>
                     <a
                       href={`#/timeline?person=${encodeURIComponent(r.personId)}`}
@@ -199,7 +207,7 @@ function DashboardBody(props: {
                   </td>
                   <td className="num">{duration(r.activeMs)}</td>
                   <td className="num">{duration(r.idleMs)}</td>
-                  <td className="num">{r.activeMs > 0 ? (r.weighted / r.activeMs).toFixed(0) : "–"}</td>
+                  <td className="num">{r.activeMs > 0 ? r.productivity.toFixed(0) : "–"}</td>
                   <td className="num">{r.days}</td>
                 </tr>
               ))}
@@ -208,77 +216,105 @@ function DashboardBody(props: {
         </div>
       </Card>
 
-      <Card title="Per day" wide testId="day-table-card">
-        <details>
-          <summary>Each member's days ({model.memberDays.length})</summary>
-          <div className="table-wrap">
-            <table data-testid="day-table">
-              <thead>
-                <tr>
-                  <th>Day</th>
-                  <th>Member</th>
-                  <th className="num">Active</th>
-                  <th className="num">Idle</th>
-                  <th>Top category</th>
-                  <th>Top app</th>
-                </tr>
-              </thead>
-              <tbody>
-                {model.memberDays.map((d) => (
-                  <tr key={`${d.personId}/${d.day}`}>
-                    <td>{d.day}</td>
-                    <td>{nameOf(d.personId)}</td>
-                    <td className="num">{duration(d.activeMs)}</td>
-                    <td className="num">{duration(d.idleMs)}</td>
-                    <td>{top(d.categories)}</td>
-                    <td>{top(d.apps)}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
-        </details>
+      <Card title="Details" wide testId="day-table-card">
+        <MemberDays orgId={orgId} from={from} to={to} team={team} nameOf={nameOf} />
       </Card>
 
-      {dash.data && dash.data.topTitles.length > 0 && (
-        <Card title="Top window titles" wide testId="titles-card">
-          <div className="table-wrap">
-            <table data-testid="titles-table">
-              <thead>
-                <tr>
-                  {team && <th>Member</th>}
-                  <th className="col-app">App</th>
-                  <th>Title</th>
-                  <th className="num">Time</th>
-                </tr>
-              </thead>
-              <tbody>
-                {dash.data.topTitles.slice(0, 30).map((t, i) => (
-                  <tr key={i}>
+      <p className="muted small" data-testid="dashboard-rules-version">
+        Rules version {dash.data.rulesVersion} · classifier {dash.data.classifierVersion}
+      </p>
+    </div>
+  );
+}
+
+interface DetailsProps {
+  orgId: string;
+  from: string;
+  to: string;
+  team: boolean;
+  nameOf: (id: string) => string;
+}
+
+/** Each member's days and top window titles: read (the whole per-day breakdown) only when opened. */
+function MemberDays(props: DetailsProps) {
+  const [open, setOpen] = useState(false);
+  return (
+    <details onToggle={(e) => setOpen((e.target as HTMLDetailsElement).open)} data-testid="day-details">
+      <summary>Each member's days and top window titles</summary>
+      {open && <MemberDaysTable {...props} />}
+    </details>
+  );
+}
+
+function MemberDaysTable({ orgId, from, to, team, nameOf }: DetailsProps) {
+  const days = useAsync(() => activity.getDashboard({ orgId, from, to, minPosition: readAfter() }), [orgId, from, to]);
+  if (days.error) return <ErrorAlert error={days.error} />;
+  if (!days.data) return <Loading what="Loading each member's days" />;
+  const rows = [...days.data.days].sort((a, b) => b.day.localeCompare(a.day) || nameOf(a.personId).localeCompare(nameOf(b.personId)));
+  return (
+    <div className="table-wrap" tabIndex={0}>
+      <table data-testid="day-table">
+        <thead>
+          <tr>
+            <th>Day</th>
+            <th>Member</th>
+            <th className="num">Active</th>
+            <th className="num">Idle</th>
+            <th>Top category</th>
+            <th>Top app</th>
+          </tr>
+        </thead>
+        <tbody>
+          {rows.map((d) => (
+            <tr key={`${d.personId}/${d.day}`} data-testid="day-row">
+              <td>{d.day}</td>
+              <td>{nameOf(d.personId)}</td>
+              <td className="num">{duration(Number(d.activeMs))}</td>
+              <td className="num">{duration(Number(d.idleMs))}</td>
+              <td>{top(d.categories)}</td>
+              <td>{top(d.apps)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {days.data.topTitles.length > 0 && (
+        <>
+          <h3>Top window titles</h3>
+          <table data-testid="titles-table">
+            <thead>
+              <tr>
+                {team && <th>Member</th>}
+                <th className="col-app">App</th>
+                <th>Title</th>
+                <th className="num">Time</th>
+              </tr>
+            </thead>
+            <tbody>
+              {[...days.data.topTitles]
+                .sort((a, b) => Number(b.ms - a.ms))
+                .slice(0, 30)
+                .map((t, i) => (
+                  <tr key={i} data-testid="title-row" data-person-id={t.personId} data-ms={String(t.ms)}>
                     {team && <td>{nameOf(t.personId)}</td>}
                     <td className="col-app">{t.app}</td>
                     <td className="title-cell">
                       <span className="narrow-only muted small">{t.app}: </span>
                       {t.title}
                     </td>
-                    <td className="num">{duration(t.ms)}</td>
+                    <td className="num">{duration(Number(t.ms))}</td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
-          </div>
-        </Card>
+            </tbody>
+          </table>
+        </>
       )}
-      <p className="muted small" data-testid="dashboard-rules-version">
-        Rules version {dash.data?.rulesVersion ?? 0} · classifier {dash.data?.classifierVersion ?? 0}
-      </p>
     </div>
   );
 }
 
-function Stat({ label, value, testId }: { label: string; value: string; testId?: string }) {
+function Stat({ label, value, ms, testId }: { label: string; value: string; ms?: number; testId?: string }) {
   return (
-    <div className="stat" data-testid={testId}>
+    <div className="stat" data-testid={testId} data-ms={ms}>
       <div className="stat-value">{value}</div>
       <div className="stat-label">{label}</div>
     </div>
@@ -291,46 +327,37 @@ function top(list: { name: string; activeMs: bigint }[]): string {
   return best ? best.name : "–";
 }
 
-function summarise(dash: Dashboard, include: string[], nameOf: (id: string) => string, from: string, to: string, colorFor: (path: string) => string) {
-  const byMember = new Map<string, MemberTotals>();
-  const totals = (personId: string) => {
-    let t = byMember.get(personId);
-    if (!t) {
-      t = { personId, name: nameOf(personId), activeMs: 0, idleMs: 0, weighted: 0, days: 0 };
-      byMember.set(personId, t);
-    }
-    return t;
-  };
-  for (const id of include) totals(id);
-  const days = daysBetween(from, to);
-  const dayIndex = new Map(days.map((d, i) => [d, i]));
-  const dayActive = days.map(() => 0);
-  const dayIdle = days.map(() => 0);
-  const categories = new Map<string, number>();
-  const apps = new Map<string, number>();
-  let weighted = 0;
-  for (const d of dash.days) {
-    const active = Number(d.activeMs);
-    const idle = Number(d.idleMs);
-    const t = totals(d.personId);
-    t.activeMs += active;
-    t.idleMs += idle;
-    t.weighted += d.productivity * active;
-    if (active + idle > 0) t.days += 1;
-    weighted += d.productivity * active;
-    const i = dayIndex.get(d.day);
-    if (i !== undefined) {
-      dayActive[i]! += active;
-      dayIdle[i]! += idle;
-    }
-    for (const c of d.categories) categories.set(c.name, (categories.get(c.name) ?? 0) + Number(c.activeMs));
-    for (const a of d.apps) apps.set(a.name, (apps.get(a.name) ?? 0) + Number(a.activeMs));
+interface MemberRow {
+  personId: string;
+  name: string;
+  activeMs: number;
+  idleMs: number;
+  productivity: number;
+  days: number;
+}
+
+function summarise(summary: DashboardSummary, include: string[], nameOf: (id: string) => string, from: string, to: string, colorFor: (path: string) => string) {
+  const byMember = new Map<string, MemberRow>();
+  for (const id of include) byMember.set(id, { personId: id, name: nameOf(id), activeMs: 0, idleMs: 0, productivity: 0, days: 0 });
+  for (const m of summary.members) {
+    byMember.set(m.personId, {
+      personId: m.personId,
+      name: nameOf(m.personId),
+      activeMs: Number(m.activeMs),
+      idleMs: Number(m.idleMs),
+      productivity: m.productivity,
+      days: m.days,
+    });
   }
+  const days = daysBetween(from, to);
+  const perDay = new Map(summary.days.map((d) => [d.day, d]));
+  const dayActive = days.map((d) => Number(perDay.get(d)?.activeMs ?? 0n));
+  const dayIdle = days.map((d) => Number(perDay.get(d)?.idleMs ?? 0n));
   const rows = [...byMember.values()].sort((a, b) => b.activeMs - a.activeMs || a.name.localeCompare(b.name));
   const totalActive = rows.reduce((s, r) => s + r.activeMs, 0);
   const totalIdle = rows.reduce((s, r) => s + r.idleMs, 0);
-  const cats = [...categories.entries()].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]);
-  const topApps = [...apps.entries()].filter(([, ms]) => ms > 0).sort((a, b) => b[1] - a[1]).slice(0, 10);
+  const cats: [string, number][] = summary.categories.map((c) => [c.name, Number(c.activeMs)] as [string, number]).filter(([, ms]) => ms > 0);
+  const topApps: [string, number][] = summary.apps.map((a) => [a.name, Number(a.activeMs)] as [string, number]).filter(([, ms]) => ms > 0);
 
   const hoursAxis = { beginAtZero: true, stacked: true, title: { display: true, text: "hours" } };
   const tooltipHours = {
@@ -391,14 +418,11 @@ function summarise(dash: Dashboard, include: string[], nameOf: (id: string) => s
       plugins: { legend: { display: false }, tooltip: tooltipHours as never },
     },
   };
-  const memberDays = [...dash.days].sort((a, b) => b.day.localeCompare(a.day) || nameOf(a.personId).localeCompare(nameOf(b.personId)));
-
   return {
     rows,
     totalActive,
     totalIdle,
     membersWithTime: rows.filter((r) => r.activeMs + r.idleMs > 0).length,
-    productivity: totalActive > 0 ? weighted / totalActive : null,
     byDay: days.map((d, i) => ({ day: d, activeMs: dayActive[i]!, idleMs: dayIdle[i]! })),
     categories: cats,
     apps: topApps,
@@ -406,6 +430,5 @@ function summarise(dash: Dashboard, include: string[], nameOf: (id: string) => s
     dayChart,
     categoryChart,
     appChart,
-    memberDays,
   };
 }

@@ -197,7 +197,7 @@ export function HistoryPage({ params }: { params: URLSearchParams }) {
                 No entries{person || types.length ? " match the filter" : ""}.
               </p>
             ) : firstPage ? (
-              <div className="table-wrap">
+              <div className="table-wrap" tabIndex={0}>
                 <table data-testid="history-table" aria-busy={first.loading}>
                   <thead>
                     <tr>

@@ -61,7 +61,7 @@ export function MembersPage() {
         {members.loading && !members.data ? (
           <Loading />
         ) : (
-          <div className="table-wrap">
+          <div className="table-wrap" tabIndex={0}>
             <table data-testid="members-table">
               <thead>
                 <tr>

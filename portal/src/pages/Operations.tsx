@@ -102,7 +102,7 @@ export function OperationsPage() {
         ) : versions.length === 0 ? (
           <p className="muted">No read models.</p>
         ) : (
-          <div className="table-wrap">
+          <div className="table-wrap" tabIndex={0}>
             <table data-testid="ops-table">
               <thead>
                 <tr>
@@ -206,7 +206,7 @@ function ReadModel({ name, letters, onReplayed }: { name: string; letters: DeadL
             No dead letters.
           </p>
         ) : (
-          <div className="table-wrap">
+          <div className="table-wrap" tabIndex={0}>
             <table data-testid="ops-letters">
               <thead>
                 <tr>

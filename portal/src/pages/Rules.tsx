@@ -311,7 +311,7 @@ export function RulesPage() {
           <ErrorAlert error={error} />
           {done && <Notice testId="rules-saved">{done}</Notice>}
           {applying && <ApplyingStatus applying={applying} />}
-          <div className="table-wrap">
+          <div className="table-wrap" tabIndex={0}>
             <table className="rules-table" data-testid="rules-table">
               <thead>
                 <tr>
@@ -446,6 +446,7 @@ export function RulesPage() {
               ref={fileInput}
               type="file"
               accept=".json,application/json"
+              aria-label="ActivityWatch categories export (JSON)"
               data-testid="rules-import-file"
               onChange={(e) => {
                 const file = e.target.files?.[0];
@@ -580,7 +581,7 @@ function PreviewResult({ preview, stale, timeZone, categoryColor }: { preview: P
       ) : (
         <>
           <ChartView config={chart} height={Math.max(180, 70 + rows.length * 44)} testId="rules-preview-chart" label="Hours per category now and with the new rules" />
-          <div className="table-wrap">
+          <div className="table-wrap" tabIndex={0}>
             <table data-testid="rules-preview-table">
               <thead>
                 <tr>

@@ -177,7 +177,7 @@ export function TimelinePage({ params }: { params: URLSearchParams }) {
             <Card title={`Events (${model.spans.length})`} wide>
               <details>
                 <summary>Show the events with their titles</summary>
-                <div className="table-wrap">
+                <div className="table-wrap" tabIndex={0}>
                   <table data-testid="timeline-table">
                     <thead>
                       <tr>
