@@ -9,7 +9,14 @@
 //! version and the dashboards move time between categories without touching
 //! a fact. A batch of commits costs a handful of statements: one read of the
 //! orgs' state, multi-row upserts of activities and facts, one read and one
-//! insert of classifications.
+//! insert of classifications, one upsert of the rollup.
+//!
+//! `rollup` sums the facts per (member, day, category, app) under each
+//! org's rules in force: a dashboard's summary reads a few rows per
+//! member-day instead of one per distinct activity. When an org's rules
+//! change, its rollup is rebuilt from its facts in the batch's transaction
+//! (one `INSERT ... SELECT` over all the org's facts: the price of a rules
+//! change, paid once by the projection instead of by every read).
 
 mod decode;
 mod queries;
@@ -29,7 +36,7 @@ use trackhrs_nats::{EventStore, KeyStore, StoreError, TypedCommit};
 pub use self::decode::{ActivityCommit, DeviceBatch, OpenedSpan};
 pub use self::queries::{
     ActivityTime, DashboardCell, GroupTime, SummaryGroups, TopTitle, activity_times,
-    classifier_version, dashboard, org_info, org_rules, summary, top_titles,
+    classifier_version, dashboard, org_info, org_rules, schema_version, summary, top_titles,
 };
 use crate::classifier::{CLASSIFIER_VERSION, CategoryRule, Rules};
 use crate::error::{ApplyError, poison_at};
@@ -43,6 +50,11 @@ pub const NAME: &str = "activity";
 /// beside the live one (as for a new classifier version).
 pub const SCHEMA_VERSION: u32 = 2;
 
+/// The first schema version with the `rollup` table. The live version of an
+/// older schema keeps running with this code while the new one is built
+/// beside it: it is applied to without a rollup, and read without one.
+pub const ROLLUP_SINCE: u32 = 2;
+
 /// The activity projection. Its catalog version is chosen when it is
 /// started (a rebuild registers the next one); the classifier version it
 /// classifies with is recorded in its schema.
@@ -50,6 +62,8 @@ pub const SCHEMA_VERSION: u32 = 2;
 pub struct Activity {
     version: u32,
     rules: moka::sync::Cache<(String, u32), Arc<Rules>>,
+    /// Schema name -> the schema version its tables were made by.
+    schemas: moka::sync::Cache<String, u32>,
 }
 
 impl Activity {
@@ -58,7 +72,22 @@ impl Activity {
         Self {
             version,
             rules: moka::sync::Cache::new(10_000),
+            schemas: moka::sync::Cache::new(100),
         }
+    }
+
+    /// The schema version `schema`'s tables were made by (read once).
+    async fn schema_version(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+    ) -> Result<u32, tokio_postgres::Error> {
+        if let Some(v) = self.schemas.get(schema) {
+            return Ok(v);
+        }
+        let v = schema_version(tx, schema).await?;
+        self.schemas.insert(schema.to_owned(), v);
+        Ok(v)
     }
 
     /// Compiled rules of an org at a rules version (cached: a version's
@@ -275,7 +304,9 @@ impl Projection for Activity {
         upsert_activities(tx, schema, &activities).await?;
         upsert_facts(tx, schema, &facts).await?;
         self.classify(tx, schema, &states, &activities).await?;
-        update_rollup(tx, schema, &states, &facts).await?;
+        if self.schema_version(tx, schema).await? >= ROLLUP_SINCE {
+            update_rollup(tx, schema, &states, &facts).await?;
+        }
         Ok(())
     }
 }

@@ -92,6 +92,17 @@ pub async fn classifier_version(
     Ok(row.get::<_, i32>(0) as u32)
 }
 
+/// The schema version a schema's tables were made by.
+pub async fn schema_version(
+    pg: &impl GenericClient,
+    schema: &str,
+) -> Result<u32, tokio_postgres::Error> {
+    let row = pg
+        .query_one(&format!("SELECT schema_version FROM {schema}.meta"), &[])
+        .await?;
+    Ok(row.get::<_, i32>(0) as u32)
+}
+
 /// Dashboard cells of an org from `from` to `to` (inclusive), optionally for
 /// some members only, classified under `rules_version`.
 pub async fn dashboard(
@@ -161,7 +172,8 @@ const BY_MEMBER_DAY: i32 = 0b0011;
 const BY_CATEGORY: i32 = 0b1101;
 
 /// A range's time per member and day, per category and per app under
-/// `rules_version`, from the rollup in one pass (grouping sets).
+/// `rules_version`, in one pass (grouping sets) over the rollup, or over the
+/// facts in a schema made before the rollup ([`super::ROLLUP_SINCE`]).
 pub async fn summary(
     pg: &impl GenericClient,
     schema: &str,
@@ -170,14 +182,33 @@ pub async fn summary(
     people: Option<&[String]>,
     rules_version: u32,
 ) -> Result<SummaryGroups, tokio_postgres::Error> {
+    let source = if schema_version(pg, schema).await? >= super::ROLLUP_SINCE {
+        format!(
+            "SELECT person_id, day, category, app, score, active_ms, idle_ms \
+             FROM {schema}.rollup \
+             WHERE org_id = $1 AND rules_version = $5 AND day BETWEEN $2 AND $3 \
+               AND ($4::text[] IS NULL OR person_id = ANY($4))"
+        )
+    } else {
+        format!(
+            "SELECT d.person_id, d.day, coalesce(c.category, ARRAY['Uncategorized']) AS category, \
+               a.app, coalesce(c.score, 0) AS score, \
+               CASE WHEN d.active THEN d.ms ELSE 0 END AS active_ms, \
+               CASE WHEN d.active THEN 0 ELSE d.ms END AS idle_ms \
+             FROM {schema}.daily d \
+             JOIN {schema}.activities a ON a.org_id = d.org_id AND a.activity_id = d.activity_id \
+             LEFT JOIN {schema}.classifications c ON c.org_id = d.org_id \
+               AND c.activity_id = d.activity_id AND c.rules_version = $5 \
+             WHERE d.org_id = $1 AND d.day BETWEEN $2 AND $3 \
+               AND ($4::text[] IS NULL OR d.person_id = ANY($4))"
+        )
+    };
     let rows = pg
         .query(
             &format!(
                 "SELECT GROUPING(person_id, day, category, app)::int4, person_id, day, category, app, \
                    sum(active_ms)::int8, sum(idle_ms)::int8, sum(active_ms * score)::float8 \
-                 FROM {schema}.rollup \
-                 WHERE org_id = $1 AND rules_version = $5 AND day BETWEEN $2 AND $3 \
-                   AND ($4::text[] IS NULL OR person_id = ANY($4)) \
+                 FROM ({source}) f \
                  GROUP BY GROUPING SETS ((person_id, day), (category), (app))"
             ),
             &[&org, &from, &to, &people, &(rules_version as i32)],
