@@ -52,6 +52,11 @@ pub struct QueryBenchArgs {
     /// from when each request was due, so a stall is not hidden).
     #[arg(long, default_value_t = 2000)]
     pub rate: u64,
+    /// Serve this built portal (`portal/dist`) from the cached gateway and,
+    /// after the figures, keep serving until Ctrl-C, printing a fixture for
+    /// the browser scenarios (`PORTAL_FIXTURE=... node tests/run.mjs numbers`).
+    #[arg(long)]
+    pub portal_dir: Option<std::path::PathBuf>,
     /// Uncached summaries read (one at a time; a tenth as many member days).
     #[arg(long, default_value_t = 200)]
     pub uncached: u64,
@@ -140,6 +145,7 @@ async fn gateway(
     store: &EventStore,
     pg: &tokio_postgres::Config,
     app: AppConfig,
+    portal: Option<std::path::PathBuf>,
 ) -> anyhow::Result<SocketAddr> {
     let platform = Platform::build(
         store.clone(),
@@ -148,6 +154,7 @@ async fn gateway(
             app,
             pg_pool: 16,
             gateway: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            portal,
             read_models: ReadModels::None,
             ..Settings::default()
         },
@@ -213,7 +220,13 @@ pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     ));
 
-    let cached_addr = gateway(&store, &pg_config, AppConfig::default()).await?;
+    let cached_addr = gateway(
+        &store,
+        &pg_config,
+        AppConfig::default(),
+        args.portal_dir.clone(),
+    )
+    .await?;
     let uncached_addr = gateway(
         &store,
         &pg_config,
@@ -221,6 +234,7 @@ pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
             dashboard_cache_entries: 0,
             ..AppConfig::default()
         },
+        None,
     )
     .await?;
     let channel = Channel::from_shared(format!("http://{cached_addr}"))?
@@ -391,5 +405,18 @@ pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
         micros(&days, 0.99),
         days.max() as f64 / 1000.0
     ));
+    if args.portal_dir.is_some() {
+        let user = "owner@bench.test";
+        let fixture = serde_json::json!({
+            "url": format!("http://{cached_addr}"),
+            "org": "bench",
+            "password": PASSWORD,
+            "users": { "owner": user, "admin": user, "manager": user, "auditor": user },
+        });
+        say(&format!(
+            "the portal is served at http://{cached_addr}/ (org bench, {user}); Ctrl-C stops\nPORTAL_FIXTURE='{fixture}'"
+        ));
+        tokio::signal::ctrl_c().await?;
+    }
     Ok(())
 }

@@ -313,7 +313,7 @@ async fn bad_ranges_are_refused_and_a_deactivated_member_is_refused_at_once() {
         ))
         .await
         .unwrap();
-    let refused = trackhrs_harness::wait_until(Duration::from_secs(5), || {
+    let refused = trackhrs_harness::wait_until(Duration::from_secs(8), || {
         let mut activity = activity.clone();
         let token = eve.access_token.clone();
         async move {
