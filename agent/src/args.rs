@@ -15,13 +15,18 @@ use crate::sync::SyncConfig;
 /// app.
 #[derive(clap::Args)]
 pub struct AgentArgs {
-    /// The gateway's gRPC address.
+    /// The gateway's gRPC address: `https://` for TLS (trusting the
+    /// system's roots and `--gateway-ca`), `http://` for plaintext.
     #[arg(
         long,
         env = "TRACKHRS_GATEWAY",
         default_value = "http://127.0.0.1:50051"
     )]
     pub gateway: String,
+    /// A CA certificate (PEM) to trust for an `https://` gateway, besides
+    /// the system's roots (a private CA, or `trackhrs dev`'s).
+    #[arg(long, env = "TRACKHRS_GATEWAY_CA")]
+    pub gateway_ca: Option<PathBuf>,
     /// A file holding the device token (from `EnrollDevice`). The token is
     /// never taken on the command line, where other users could read it.
     #[arg(long, env = "TRACKHRS_DEVICE_TOKEN_FILE")]
@@ -103,6 +108,7 @@ impl AgentArgs {
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create {}", data_dir.display()))?;
         let mut config = AgentConfig::new(&self.gateway, token, data_dir.join("outbox.db"));
+        config.gateway_ca.clone_from(&self.gateway_ca);
         config.poll = Duration::from_millis(self.poll_ms.max(10));
         config.idle_after = Duration::from_secs(self.idle_after_secs);
         config.upload_every = Duration::from_millis(self.upload_every_ms);

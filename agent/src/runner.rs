@@ -8,7 +8,7 @@ mod capture;
 mod upload;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, watch};
 use tonic::metadata::MetadataValue;
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use trackhrs_domain::categories::CategoryRule;
 use trackhrs_domain::classifier::Rules;
 
@@ -31,8 +31,12 @@ use crate::today::{Summary, Timelines, summarize};
 /// How the agent runs.
 #[derive(Clone)]
 pub struct AgentConfig {
-    /// The gateway's gRPC address, e.g. `http://127.0.0.1:50051`.
+    /// The gateway's gRPC address, e.g. `https://gw.example.com` or
+    /// `http://127.0.0.1:50051`.
     pub gateway: String,
+    /// A CA certificate (PEM) trusted for an `https://` gateway besides the
+    /// system's roots.
+    pub gateway_ca: Option<PathBuf>,
     /// The device token from enrollment.
     pub token: String,
     /// The outbox's SQLite file.
@@ -61,6 +65,7 @@ impl std::fmt::Debug for AgentConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentConfig")
             .field("gateway", &self.gateway)
+            .field("gateway_ca", &self.gateway_ca)
             .field("token", &"<redacted>")
             .field("outbox", &self.outbox)
             .field("poll", &self.poll)
@@ -83,6 +88,7 @@ impl AgentConfig {
             activitywatch_store: outbox.with_file_name("activitywatch.db"),
             settle: Duration::from_secs(600),
             gateway: gateway.into(),
+            gateway_ca: None,
             token: token.into(),
             outbox,
             poll: Duration::from_secs(1),
@@ -139,6 +145,41 @@ pub struct Status {
     pub capture_error: Option<String>,
 }
 
+/// The gateway's endpoint: for `https://`, TLS trusting the system's roots
+/// and, given, the CA certificate in `ca` (PEM); the server's name is the
+/// URL's host.
+pub fn gateway_endpoint(gateway: &str, ca: Option<&Path>) -> Result<Endpoint, AgentError> {
+    let endpoint = Endpoint::from_shared(gateway.to_owned())
+        .map_err(|_| AgentError::Gateway(gateway.into()))?;
+    if !gateway.starts_with("https://") {
+        return match ca {
+            None => Ok(endpoint),
+            Some(path) => Err(AgentError::GatewayCa {
+                path: path.to_owned(),
+                reason: format!("given for {gateway}, which is not https://"),
+            }),
+        };
+    }
+    let mut tls = ClientTlsConfig::new().with_native_roots();
+    if let Some(path) = ca {
+        let pem = std::fs::read(path).map_err(|e| AgentError::GatewayCa {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(AgentError::GatewayCa {
+                path: path.to_owned(),
+                reason: "holds no PEM certificate".into(),
+            });
+        }
+        tls = tls.ca_certificate(Certificate::from_pem(pem));
+    }
+    endpoint.tls_config(tls).map_err(|e| AgentError::GatewayCa {
+        path: ca.map(Path::to_owned).unwrap_or_default(),
+        reason: e.to_string(),
+    })
+}
+
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -148,6 +189,14 @@ pub enum AgentError {
     /// The gateway address is not a URL.
     #[error("gateway address {0:?} is not a valid URL")]
     Gateway(String),
+    /// The CA certificate to trust cannot be read or used.
+    #[error("the gateway's CA certificate {path}: {reason}")]
+    GatewayCa {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The capture thread could not start.
     #[error("cannot start the capture thread: {0}")]
     Spawn(std::io::Error),
@@ -287,8 +336,7 @@ impl Agent {
             Arc<Mutex<AwStore>>,
         ) -> std::io::Result<JoinHandle<()>>,
     ) -> Result<Self, AgentError> {
-        let endpoint = Endpoint::from_shared(config.gateway.clone())
-            .map_err(|_| AgentError::Gateway(config.gateway.clone()))?
+        let endpoint = gateway_endpoint(&config.gateway, config.gateway_ca.as_deref())?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30));
         let bearer = MetadataValue::try_from(format!("Bearer {}", config.token))

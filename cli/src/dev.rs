@@ -48,6 +48,10 @@ pub struct DevArgs {
 
 /// Runs every role until Ctrl-C.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.gateway.tls_cert.is_none(),
+        "`trackhrs dev` serves plaintext on its local address for now (its simulated agents and printed commands use http://); serve TLS with `trackhrs gateway` or `trackhrs run` and --tls-cert/--tls-key"
+    );
     let data_dir = std::path::absolute(&args.data_dir)?;
     std::fs::create_dir_all(&data_dir)?;
 

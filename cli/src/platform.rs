@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use trackhrs_app::AppConfig;
 use trackhrs_domain::Token;
-use trackhrs_platform::{ReadModels, Settings};
+use trackhrs_platform::{ReadModels, Settings, TlsIdentity};
 
 /// Where PostgreSQL is.
 #[derive(clap::Args, Clone)]
@@ -49,6 +49,27 @@ pub struct GatewayArgs {
     /// demo org).
     #[arg(long, env = "TRACKHRS_OPERATOR_ORG")]
     pub operator_org: Option<String>,
+    /// The gateway's TLS certificate chain (PEM): with `--tls-key`, every
+    /// connection is TLS and plaintext is refused.
+    #[arg(long, env = "TRACKHRS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "TRACKHRS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The TLS certificate and key the flags name, read.
+fn tls_identity(gateway: &GatewayArgs) -> anyhow::Result<Option<TlsIdentity>> {
+    let (Some(cert), Some(key)) = (&gateway.tls_cert, &gateway.tls_key) else {
+        return Ok(None);
+    };
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))
+    };
+    Ok(Some(TlsIdentity {
+        cert_pem: read("--tls-cert", cert)?,
+        key_pem: read("--tls-key", key)?,
+    }))
 }
 
 /// A shutdown signal that many tasks can wait for.
@@ -74,11 +95,9 @@ impl Shutdown {
 
 /// Connects to PostgreSQL with the catalog migrated.
 pub async fn pg_connect(pg: &tokio_postgres::Config) -> anyhow::Result<tokio_postgres::Client> {
-    let (mut client, conn) = pg
-        .connect(tokio_postgres::NoTls)
+    let mut client = trackhrs_projections::postgres::connect(pg)
         .await
         .context("connect to PostgreSQL")?;
-    tokio::spawn(conn);
     trackhrs_projections::migrate(&mut client).await?;
     Ok(client)
 }
@@ -99,6 +118,7 @@ pub fn settings(gateway: &GatewayArgs, read_models: ReadModels) -> anyhow::Resul
         pg_pool: gateway.pg_pool,
         gateway: Some(gateway.listen),
         portal: gateway.portal_dir.clone(),
+        tls: tls_identity(gateway)?,
         read_models,
         batch_wait: None,
     })

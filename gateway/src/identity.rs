@@ -13,12 +13,17 @@ use crate::{validate, web};
 /// The identity service.
 pub struct IdentityService {
     identity: identity::Identity,
+    /// The gateway serves TLS: browser cookies are `Secure`.
+    secure_cookies: bool,
 }
 
 impl IdentityService {
     /// A service over the identity use cases.
-    pub fn new(identity: identity::Identity) -> Self {
-        Self { identity }
+    pub fn new(identity: identity::Identity, secure_cookies: bool) -> Self {
+        Self {
+            identity,
+            secure_cookies,
+        }
     }
 }
 
@@ -27,6 +32,7 @@ impl IdentityService {
 fn session(
     signed_in: Result<SignedIn, trackhrs_app::AppError>,
     web: bool,
+    secure: bool,
 ) -> Result<Response<pb::Session>, Status> {
     let s = signed_in.map_err(status)?;
     let mut message = pb::Session {
@@ -44,7 +50,7 @@ fn session(
     let token = std::mem::take(&mut message.refresh_token);
     let expires_at = message.refresh_expires_at;
     let mut response = Response::new(message);
-    web::set_cookie(response.metadata_mut(), Some((&token, expires_at)));
+    web::set_cookie(response.metadata_mut(), Some((&token, expires_at)), secure);
     Ok(response)
 }
 
@@ -76,7 +82,11 @@ impl Identity for IdentityService {
             password: r.password,
             seats: validate::seats(r.seats)?,
         };
-        session(self.identity.sign_up(sign_up, address).await, web)
+        session(
+            self.identity.sign_up(sign_up, address).await,
+            web,
+            self.secure_cookies,
+        )
     }
 
     async fn login(
@@ -92,6 +102,7 @@ impl Identity for IdentityService {
                 .login(org, &r.email, r.password, address)
                 .await,
             web,
+            self.secure_cookies,
         )
     }
 
@@ -102,7 +113,11 @@ impl Identity for IdentityService {
         let web = web::is_web(request.metadata());
         let (metadata, _, r) = request.into_parts();
         let token = refresh_token(&metadata, r.refresh_token);
-        session(self.identity.refresh(&token).await, web)
+        session(
+            self.identity.refresh(&token).await,
+            web,
+            self.secure_cookies,
+        )
     }
 
     async fn logout(
@@ -117,13 +132,13 @@ impl Identity for IdentityService {
         if let Err(e) = self.identity.logout(&token).await {
             let mut refused = status(e);
             if web {
-                web::set_cookie(refused.metadata_mut(), None);
+                web::set_cookie(refused.metadata_mut(), None, self.secure_cookies);
             }
             return Err(refused);
         }
         let mut response = Response::new(pb::LogoutResponse {});
         if web {
-            web::set_cookie(response.metadata_mut(), None);
+            web::set_cookie(response.metadata_mut(), None, self.secure_cookies);
         }
         Ok(response)
     }
@@ -141,6 +156,7 @@ impl Identity for IdentityService {
                 .accept_invitation(org, &r.invitation_token, r.password, address)
                 .await,
             web,
+            self.secure_cookies,
         )
     }
 }

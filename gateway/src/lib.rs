@@ -32,6 +32,7 @@ use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use trackhrs_app::App;
 use trackhrs_schemas::activity::v1::activity_server::ActivityServer;
@@ -56,6 +57,11 @@ pub enum GatewayError {
     /// The server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS certificate or key cannot be served.
+    #[error(
+        "the TLS certificate and key cannot be served (PEM files, the key matching the certificate)"
+    )]
+    Tls(#[source] tonic::transport::Error),
 }
 
 /// The connections `listener` accepts, with `TCP_NODELAY` set as tonic sets
@@ -69,7 +75,8 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
 /// Serves the gateway on `listener` until `shutdown` completes: gRPC over
 /// HTTP/2, gRPC-Web over HTTP/1.1 and HTTP/2 for browsers, and, given
 /// `portal` (the built portal's folder), the portal's files on the same
-/// address.
+/// address. Given `tls` (a certificate chain and key), every connection is
+/// TLS and plaintext is refused.
 ///
 /// Whether the event store is reachable is checked every second; the health
 /// service reports SERVING for the server (""), for [`EVENT_STORE_HEALTH`]
@@ -78,6 +85,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     portal: Option<PathBuf>,
+    tls: Option<Identity>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), GatewayError> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -116,13 +124,14 @@ pub async fn serve(
             }
         }
     });
-    tracing::info!(addr = ?listener.local_addr().ok(), portal = portal.is_some(), "gateway listening");
+    tracing::info!(addr = ?listener.local_addr().ok(), portal = portal.is_some(), tls = tls.is_some(), "gateway listening");
     let auth = app.authenticator().clone();
     let grpc = Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(IdentityServer::new(identity::IdentityService::new(
             app.identity().clone(),
+            tls.is_some(),
         )))
         .add_service(OrganizationsServer::new(orgs::OrganizationsService::new(
             auth.clone(),
@@ -157,7 +166,14 @@ pub async fn serve(
         .route_layer(telemetry::RpcLayer)
         .route_layer(tonic_web::GrpcWebLayer::new())
         .fallback(move |request| web::fallback(portal.clone(), request));
-    let served = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(identity) = tls {
+        // Every connection is TLS: a plaintext client fails its handshake.
+        server = server
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(GatewayError::Tls)?;
+    }
+    let served = server
         .accept_http1(true)
         .add_routes(Routes::from(router).prepare())
         .serve_with_incoming_shutdown(incoming(listener), shutdown)

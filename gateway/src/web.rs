@@ -56,17 +56,19 @@ pub(crate) fn cookie_token(metadata: &MetadataMap) -> Option<String> {
 
 /// Sets the refresh cookie on a response: `token` until `expires_at` (Unix
 /// seconds), or, with `None`, an expired empty cookie that removes it.
-pub(crate) fn set_cookie(metadata: &mut MetadataMap, token: Option<(&str, i64)>) {
+/// `secure` (a gateway serving TLS) keeps the browser from ever sending it
+/// in plaintext.
+pub(crate) fn set_cookie(metadata: &mut MetadataMap, token: Option<(&str, i64)>, secure: bool) {
+    let attributes = format!(
+        "Path={COOKIE_PATH}; HttpOnly; SameSite=Strict{}",
+        if secure { "; Secure" } else { "" }
+    );
     let value = match token {
         Some((token, expires_at)) => {
             let max_age = (expires_at - chrono::Utc::now().timestamp()).max(0);
-            format!(
-                "{REFRESH_COOKIE}={token}; Max-Age={max_age}; Path={COOKIE_PATH}; HttpOnly; SameSite=Strict"
-            )
+            format!("{REFRESH_COOKIE}={token}; Max-Age={max_age}; {attributes}")
         }
-        None => {
-            format!("{REFRESH_COOKIE}=; Max-Age=0; Path={COOKIE_PATH}; HttpOnly; SameSite=Strict")
-        }
+        None => format!("{REFRESH_COOKIE}=; Max-Age=0; {attributes}"),
     };
     match MetadataValue::try_from(value) {
         Ok(v) => {
@@ -135,17 +137,42 @@ mod tests {
     #[test]
     fn the_cookie_is_http_only_strict_and_scoped_to_the_identity_service() {
         let mut m = MetadataMap::new();
-        set_cookie(&mut m, Some(("tok", chrono::Utc::now().timestamp() + 100)));
+        set_cookie(
+            &mut m,
+            Some(("tok", chrono::Utc::now().timestamp() + 100)),
+            false,
+        );
         let v = m.get("set-cookie").unwrap().to_str().unwrap().to_owned();
         assert!(v.starts_with("trackhrs_refresh=tok; Max-Age="), "{v}");
         assert!(
-            v.contains("HttpOnly") && v.contains("SameSite=Strict"),
+            v.contains("HttpOnly") && v.contains("SameSite=Strict") && !v.contains("Secure"),
             "{v}"
         );
         assert!(v.contains("Path=/trackhrs.org.v1.Identity/"), "{v}");
-        set_cookie(&mut m, None);
+        set_cookie(&mut m, None, false);
         let v = m.get("set-cookie").unwrap().to_str().unwrap();
         assert!(v.starts_with("trackhrs_refresh=; Max-Age=0;"), "{v}");
+        // Behind TLS, also Secure (the removal too).
+        set_cookie(
+            &mut m,
+            Some(("tok", chrono::Utc::now().timestamp() + 100)),
+            true,
+        );
+        assert!(
+            m.get("set-cookie")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .ends_with("; Secure")
+        );
+        set_cookie(&mut m, None, true);
+        assert!(
+            m.get("set-cookie")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .ends_with("; Secure")
+        );
     }
 
     #[test]

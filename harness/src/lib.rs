@@ -11,6 +11,7 @@ pub mod http;
 pub mod nats;
 pub mod paths;
 pub mod pg;
+pub mod tls;
 pub mod wait;
 
 pub use nats::{NatsCluster, NatsOptions, NatsServer};

@@ -57,6 +57,40 @@ impl PgServer {
         settings: &[&str],
     ) -> Result<Self, HarnessError> {
         let tmp = tempfile::tempdir().map_err(HarnessError::io("create temp dir"))?;
+        Self::start_private_in(tmp, durability, settings).await
+    }
+
+    /// A throwaway cluster on a free port that also accepts TLS, serving
+    /// `cert_pem` with `key_pem` (clients choose with `sslmode`).
+    pub async fn start_private_tls(cert_pem: &str, key_pem: &str) -> Result<Self, HarnessError> {
+        let tmp = tempfile::tempdir().map_err(HarnessError::io("create temp dir"))?;
+        let cert = tmp.path().join("server.crt");
+        let key = tmp.path().join("server.key");
+        std::fs::write(&cert, cert_pem).map_err(HarnessError::io("write the TLS certificate"))?;
+        std::fs::write(&key, key_pem).map_err(HarnessError::io("write the TLS key"))?;
+        // PostgreSQL refuses a key others may read.
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(HarnessError::io("chmod the TLS key"))?;
+        if let Some((uid, gid)) = unprivileged_user()? {
+            for file in [&cert, &key] {
+                std::os::unix::fs::chown(file, Some(uid), Some(gid))
+                    .map_err(HarnessError::io("chown the TLS files"))?;
+            }
+        }
+        let settings = [
+            "ssl=on".to_owned(),
+            format!("ssl_cert_file={}", cert.display()),
+            format!("ssl_key_file={}", key.display()),
+        ];
+        let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+        Self::start_private_in(tmp, Durability::Throwaway, &settings).await
+    }
+
+    async fn start_private_in(
+        tmp: TempDir,
+        durability: Durability,
+        settings: &[&str],
+    ) -> Result<Self, HarnessError> {
         let data = tmp.path().join("pgdata");
         let mut attempt = 1;
         let mut server = loop {

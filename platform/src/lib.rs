@@ -84,6 +84,8 @@ pub struct Settings {
     pub gateway: Option<SocketAddr>,
     /// The built portal's folder, served by the gateway; `None`: no portal.
     pub portal: Option<PathBuf>,
+    /// The gateway's TLS certificate and key; `None`: plaintext.
+    pub tls: Option<TlsIdentity>,
     /// The read models and policies to run.
     pub read_models: ReadModels,
     /// Overrides every read model's batch wait (tests apply at once).
@@ -97,6 +99,7 @@ impl Default for Settings {
             pg_pool: 16,
             gateway: None,
             portal: None,
+            tls: None,
             read_models: ReadModels::None,
             batch_wait: None,
         }
@@ -187,6 +190,22 @@ pub fn read_model(
         })
 }
 
+/// A TLS certificate chain and its private key, PEM. Not `Debug`-printed:
+/// the key is a secret.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    /// The certificate chain, the server's first.
+    pub cert_pem: Vec<u8>,
+    /// The private key.
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsIdentity(<certificate and key>)")
+    }
+}
+
 /// A platform assembled and ready to run.
 pub struct Platform {
     app: Arc<App>,
@@ -195,6 +214,7 @@ pub struct Platform {
     gateway: Option<TcpListener>,
     gateway_addr: Option<SocketAddr>,
     portal: Option<PathBuf>,
+    tls: Option<TlsIdentity>,
     read_models: Vec<Box<dyn Supervise>>,
 }
 
@@ -240,6 +260,7 @@ impl Platform {
             gateway,
             gateway_addr,
             portal: settings.portal,
+            tls: settings.tls,
             read_models,
         })
     }
@@ -291,6 +312,8 @@ impl Platform {
                 listener,
                 self.app,
                 self.portal,
+                self.tls
+                    .map(|t| tonic::transport::Identity::from_pem(t.cert_pem, t.key_pem)),
                 stop.clone(),
             ));
             tasks.push((

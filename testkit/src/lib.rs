@@ -17,7 +17,7 @@ use tonic::{Code, Request, Status};
 use trackhrs_app::{App, AppConfig};
 use trackhrs_harness::{NatsServer, TestDb};
 use trackhrs_nats::{EventStore, StoreConfig, provision};
-use trackhrs_platform::{Platform as Assembled, ReadModels, Settings};
+use trackhrs_platform::{Platform as Assembled, ReadModels, Settings, TlsIdentity};
 use trackhrs_schemas::agent::v1::agent_session_client::AgentSessionClient;
 use trackhrs_schemas::org::v1 as pb;
 use trackhrs_schemas::org::v1::identity_client::IdentityClient;
@@ -150,6 +150,7 @@ impl Platform {
             pg_pool: 2,
             gateway: None,
             portal: None,
+            tls: None,
             read_models,
             batch_wait: Some(BATCH_WAIT),
         };
@@ -187,6 +188,7 @@ impl Platform {
             pg_pool: 8,
             gateway: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             portal: Some(portal_dist()),
+            tls: None,
             read_models: ReadModels::None,
             batch_wait: None,
         };
@@ -198,6 +200,21 @@ impl Platform {
             .await
             .unwrap();
         self.replicas.push(Replica { app, channel, addr });
+    }
+
+    /// A gateway replica serving TLS only, with `tls`; returns its address
+    /// (clients connect as each test's client would).
+    pub async fn add_tls_gateway(&mut self, tls: TlsIdentity) -> SocketAddr {
+        let settings = Settings {
+            app: AppConfig::default(),
+            pg_pool: 8,
+            gateway: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            portal: Some(portal_dist()),
+            tls: Some(tls),
+            read_models: ReadModels::None,
+            batch_wait: None,
+        };
+        self.spawn(settings).await.1.expect("a gateway")
     }
 
     /// The first replica.

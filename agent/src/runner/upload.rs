@@ -167,7 +167,18 @@ pub(super) async fn upload_loop(
                 }
                 Err(status) => {
                     policy_failures += 1;
-                    tracing::info!(%status, "cannot fetch the privacy policy yet");
+                    let error = with_causes(&status);
+                    tracing::info!(error, "cannot fetch the privacy policy yet");
+                    if !bound {
+                        // Nothing can be uploaded before the gateway was
+                        // reached once: say why (an untrusted certificate,
+                        // a wrong address, the gateway down).
+                        shared.update(|s| {
+                            s.upload = UploadState::Retrying {
+                                error: format!("cannot reach the gateway: {error}"),
+                            }
+                        });
+                    }
                     next_policy = Instant::now() + uploader.backoff(policy_failures);
                 }
             }
@@ -291,4 +302,20 @@ fn stop_uploads(shared: &Shared, status: &tonic::Status) {
             reason: status.message().to_owned(),
         }
     });
+}
+
+/// A status with the errors under it (a TLS handshake's reason sits in the
+/// transport error's sources, not in the status message).
+fn with_causes(status: &tonic::Status) -> String {
+    let mut text = status.to_string();
+    let mut cause = std::error::Error::source(status);
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = e.source();
+    }
+    text
 }

@@ -8,6 +8,7 @@ mod activitywatch;
 mod gateway;
 mod killed;
 mod proxy;
+mod tls;
 
 use trackhrs_testkit as platform;
 

@@ -1,0 +1,43 @@
+//! A local certificate authority and a server certificate it signed, for
+//! TLS between local processes (tests, and later `trackhrs dev`): the CA's
+//! certificate is what a client trusts, the server's certificate and key are
+//! what the gateway serves.
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+/// A CA and one server certificate, all PEM.
+pub struct LocalCa {
+    /// The CA's certificate: what clients trust.
+    pub ca_pem: String,
+    /// The server's certificate (for `hosts`), signed by the CA.
+    pub cert_pem: String,
+    /// The server's private key.
+    pub key_pem: String,
+}
+
+impl LocalCa {
+    /// A new CA named `name` and a server certificate for `hosts` (DNS
+    /// names or IP addresses).
+    pub fn new(name: &str, hosts: &[&str]) -> Result<Self, rcgen::Error> {
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, name);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = KeyPair::generate()?;
+        let ca_cert = ca.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca, ca_key);
+        let mut server =
+            CertificateParams::new(hosts.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>())?;
+        server.distinguished_name.push(
+            DnType::CommonName,
+            hosts.first().copied().unwrap_or("localhost"),
+        );
+        let key = KeyPair::generate()?;
+        let cert = server.signed_by(&key, &issuer)?;
+        Ok(Self {
+            ca_pem: ca_cert.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
