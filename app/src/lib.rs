@@ -220,9 +220,11 @@ impl App {
 
 /// A PostgreSQL connection pool (credentials and read-model queries).
 pub fn pg_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, AppError> {
+    let tls =
+        trackhrs_projections::postgres::tls().map_err(|e| AppError::unavailable(e.to_string()))?;
     let manager = deadpool_postgres::Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
+        trackhrs_projections::postgres::effective(&config),
+        tls,
         deadpool_postgres::ManagerConfig {
             recycling_method: deadpool_postgres::RecyclingMethod::Fast,
         },

@@ -98,6 +98,9 @@ pub enum ProjectionError {
     /// PostgreSQL failed.
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// TLS for PostgreSQL cannot be set up.
+    #[error(transparent)]
+    PgTls(#[from] crate::postgres::PgTlsError),
     /// NATS or JetStream failed.
     #[error("NATS: {0}")]
     Nats(String),
@@ -151,6 +154,15 @@ impl ProjectionError {
             Self::Postgres(e) | Self::Migrate { source: e, .. } => is_transient_pg(e),
             Self::Nats(_) | Self::Apply(_) => true,
             _ => false,
+        }
+    }
+}
+
+impl From<crate::postgres::ConnectError> for ProjectionError {
+    fn from(e: crate::postgres::ConnectError) -> Self {
+        match e {
+            crate::postgres::ConnectError::Tls(e) => Self::PgTls(e),
+            crate::postgres::ConnectError::Postgres(e) => Self::Postgres(e),
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod dlq;
 pub mod error;
 pub mod history;
 pub mod invalidation;
+pub mod postgres;
 pub mod projection;
 pub mod runner;
 pub mod supervisor;

@@ -46,7 +46,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use trackhrs_nats::EventStore;
 
 use crate::catalog::{
@@ -308,12 +308,11 @@ impl<P: Projection> Run<'_, P> {
             self.pg = None;
         }
         if self.pg.is_none() {
-            let (client, connection) = self.stop.race(self.pg_config.connect(NoTls)).await??;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "projection runner's PostgreSQL connection ended");
-                }
-            });
+            let client = self
+                .stop
+                .race(crate::postgres::connect(self.pg_config))
+                .await?
+                .map_err(ProjectionError::from)?;
             let mut waiting = false;
             loop {
                 let row = self

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use trackhrs_nats::EventStore;
 
 use crate::catalog::{self, VersionInfo, VersionState};
@@ -113,8 +113,7 @@ where
     }
 
     async fn connect(&self) -> Result<Client, ProjectionError> {
-        let (mut client, conn) = self.pg.connect(NoTls).await?;
-        tokio::spawn(conn);
+        let mut client = crate::postgres::connect(&self.pg).await?;
         catalog::migrate(&mut client).await?;
         Ok(client)
     }
