@@ -180,7 +180,7 @@ pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let (tokens, channel, addr, app) = serve_devices(gateway, 3).await?;
+    let (tokens, channel, addr, app) = serve_devices(gateway, 3, None).await?;
 
     // 1. Outbox throughput.
     let outbox_path = dir.path().join("bench-outbox.db");

@@ -7,6 +7,7 @@
 //! bytes alone.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,10 +25,11 @@ use trackhrs_credentials::AuthConfig;
 use trackhrs_domain::Token;
 use trackhrs_domain::organization::OrgCommand;
 use trackhrs_harness::pg::Durability;
+use trackhrs_harness::tls::LocalCa;
 use trackhrs_harness::{NatsOptions, NatsServer, PgServer};
 use trackhrs_nats::reader::{self, StartAt};
 use trackhrs_nats::{EventStore, StoreConfig};
-use trackhrs_platform::{Platform, Settings};
+use trackhrs_platform::{Platform, Settings, TlsIdentity};
 use trackhrs_projections::activity::{self, Activity};
 use trackhrs_projections::{Runner, RunnerConfig, VersionState, catalog};
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
@@ -55,6 +57,10 @@ pub struct PipelineBenchArgs {
     /// (as `trackhrs run --group-commit-max`; 1 turns group commit off).
     #[arg(long, default_value_t = StoreConfig::default().group_commit_max)]
     group_commit_max: usize,
+    /// The gateway serves TLS (a certificate from a CA made for the run),
+    /// and the uploaders trust that CA: the cost of TLS on ingest.
+    #[arg(long)]
+    tls: bool,
 }
 
 const SPAN_MS: i64 = 30_000;
@@ -125,18 +131,28 @@ fn requests(
     Ok(uploaders)
 }
 
+/// A connection to the gateway at `addr`, as an agent makes it: TLS
+/// trusting the CA certificate in `ca` when given, else plaintext.
+async fn dial(addr: SocketAddr, ca: Option<&Path>) -> anyhow::Result<tonic::transport::Channel> {
+    let url = match ca {
+        Some(_) => format!("https://localhost:{}", addr.port()),
+        None => format!("http://{addr}"),
+    };
+    Ok(trackhrs_agent::runner::gateway_endpoint(&url, ca)?
+        .connect()
+        .await?)
+}
+
 /// One connection to the service at `addr` per uploader (as agents on
 /// their own machines each have theirs), opened before the clock starts.
 async fn connect_all(
     addr: SocketAddr,
+    ca: Option<&Path>,
     uploaders: usize,
 ) -> anyhow::Result<Vec<AgentIngestClient<tonic::transport::Channel>>> {
     let mut clients = Vec::with_capacity(uploaders);
     for _ in 0..uploaders {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await?;
-        clients.push(AgentIngestClient::new(channel));
+        clients.push(AgentIngestClient::new(dial(addr, ca).await?));
     }
     Ok(clients)
 }
@@ -265,6 +281,17 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
         },
         ..AppConfig::default()
     };
+    // With --tls: a CA made for the run, its certificate where the
+    // uploaders read it.
+    let ca = args
+        .tls
+        .then(|| LocalCa::new("TrackHrs bench CA", &["localhost"]))
+        .transpose()?;
+    let ca_file = dir.path().join("ca.pem");
+    if let Some(ca) = &ca {
+        std::fs::write(&ca_file, &ca.ca_pem)?;
+    }
+    let ca_path = ca.is_some().then_some(ca_file.as_path());
     let gateway = Platform::build(
         store.clone(),
         pg_config.clone(),
@@ -272,11 +299,15 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
             app: app_config,
             pg_pool: 16,
             gateway: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            tls: ca.map(|ca| TlsIdentity {
+                cert_pem: ca.cert_pem.into_bytes(),
+                key_pem: ca.key_pem.into_bytes(),
+            }),
             ..Settings::default()
         },
     )
     .await?;
-    let (tokens, _, gateway_addr, app) = serve_devices(gateway, args.devices).await?;
+    let (tokens, _, gateway_addr, app) = serve_devices(gateway, args.devices, ca_path).await?;
 
     // 1. Ingest through gRPC.
     let per_device = args.spans / args.devices;
@@ -297,7 +328,7 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
         ticks_per_s: clock_ticks()?,
     };
     let uploads = requests(&tokens, &args, per_device, start)?;
-    let clients = connect_all(gateway_addr, uploads.len()).await?;
+    let clients = connect_all(gateway_addr, ca_path, uploads.len()).await?;
     let (ingested, ingest_elapsed, ingest_cpu) =
         meter.measure(upload_all(clients, uploads)).await?;
     let last = store.last_sequence().await?;
@@ -393,7 +424,7 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     // none of the gateway's own work.
     let floor_addr = bench_floor::serve(js.clone()).await?;
     let uploads = requests(&tokens, &args, per_device, start)?;
-    let clients = connect_all(floor_addr, uploads.len()).await?;
+    let clients = connect_all(floor_addr, None, uploads.len()).await?;
     let (floor_spans, grpc_floor, floor_cpu) = meter.measure(upload_all(clients, uploads)).await?;
 
     // 4. Raw COPY into a temp table + upsert of one row per span.
@@ -545,7 +576,7 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
 /// them (they stop when dropped), a NATS connection and the database's
 /// configuration.
 pub async fn bench_servers(
-    dir: &std::path::Path,
+    dir: &Path,
     settings: &[&str],
 ) -> anyhow::Result<(
     NatsServer,
@@ -601,7 +632,11 @@ pub async fn create_bench_org(app: &trackhrs_app::App) -> anyhow::Result<(Token,
 /// Creates one org whose owner enrolled `devices` devices, serves the
 /// `gateway` platform (which has a gateway), and returns the device tokens,
 /// a channel to the gateway, its address and the application layer.
-pub async fn serve_devices(gateway: Platform, devices: u64) -> anyhow::Result<Served> {
+pub async fn serve_devices(
+    gateway: Platform,
+    devices: u64,
+    ca: Option<&Path>,
+) -> anyhow::Result<Served> {
     let app = gateway.app().clone();
     // One org, one owner who enrolled every device.
     let (org, owner) = create_bench_org(&app).await?;
@@ -631,9 +666,7 @@ pub async fn serve_devices(gateway: Platform, devices: u64) -> anyhow::Result<Se
         .gateway_addr()
         .context("the platform has no gateway")?;
     tokio::spawn(gateway.run(std::future::pending()));
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+    let channel = dial(addr, ca).await?;
 
     Ok((tokens, channel, addr, app))
 }
