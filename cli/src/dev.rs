@@ -25,9 +25,11 @@ pub struct DevArgs {
     /// Folder for the embedded servers' data.
     #[arg(long, env = "TRACKHRS_DATA_DIR", default_value = crate::local::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
-    /// Use this NATS server instead of starting one.
+    /// Use these NATS servers (comma-separated) instead of starting one.
     #[arg(long, env = "TRACKHRS_NATS_URL")]
     nats_url: Option<String>,
+    #[command(flatten)]
+    nats_auth: crate::NatsAuth,
     /// Use this PostgreSQL database instead of starting a server.
     #[arg(long, env = "TRACKHRS_DATABASE_URL")]
     database_url: Option<String>,
@@ -65,6 +67,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 store_dir: Some(data_dir.join("nats")),
                 port: Some(args.nats_port),
                 accounts: false,
+                tls: None,
             })
             .await
             .context("start the embedded nats-server")?;
@@ -105,9 +108,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     )
     .context("record the platform's endpoints in the data folder")?;
 
-    let client = async_nats::connect(&nats_url)
-        .await
-        .context("connect to NATS")?;
+    let client = args.nats_auth.connect(&nats_url).await?;
     let config = StoreConfig::default();
     trackhrs_nats::provision(&client, &config).await?;
     let store = EventStore::open(client, config).await?;

@@ -194,12 +194,9 @@ pub struct NatsArgs {
     /// NATS server URL(s), comma-separated.
     #[arg(long, env = "TRACKHRS_NATS_URL", default_value_t = local::nats_url())]
     pub nats_url: String,
-    /// NATS user (the application user of infra/nats/accounts.conf).
-    #[arg(long, env = "TRACKHRS_NATS_USER")]
-    pub nats_user: Option<String>,
-    /// NATS password.
-    #[arg(long, env = "TRACKHRS_NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<String>,
+    /// How it authenticates and secures the connection.
+    #[command(flatten)]
+    pub auth: NatsAuth,
     /// Replicas of every stream (3 on a cluster).
     #[arg(long, env = "TRACKHRS_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
@@ -210,15 +207,48 @@ pub struct NatsArgs {
     pub group_commit_max: usize,
 }
 
-impl NatsArgs {
-    /// Connects to NATS.
-    pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
+/// How every subcommand authenticates to NATS and secures the connection.
+#[derive(clap::Args, Clone, Default)]
+pub struct NatsAuth {
+    /// NATS user (the application user of infra/nats/accounts.conf).
+    #[arg(long, env = "TRACKHRS_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password.
+    #[arg(long, env = "TRACKHRS_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// A NATS credentials file (a user JWT and its NKey seed).
+    #[arg(long, env = "TRACKHRS_NATS_CREDS")]
+    pub nats_creds: Option<std::path::PathBuf>,
+    /// A CA certificate (PEM) to trust for NATS servers; TLS is then
+    /// required (also with `tls://` URLs, which trust the system's roots).
+    #[arg(long, env = "TRACKHRS_NATS_CA")]
+    pub nats_ca: Option<std::path::PathBuf>,
+}
+
+impl NatsAuth {
+    /// Connects to the comma-separated servers `urls`.
+    pub async fn connect(&self, urls: &str) -> anyhow::Result<async_nats::Client> {
         let mut options = async_nats::ConnectOptions::new().name("trackhrs");
-        if let (Some(user), Some(password)) = (&self.nats_user, &self.nats_password) {
-            options = options.user_and_password(user.clone(), password.clone());
+        match (&self.nats_user, &self.nats_password, &self.nats_creds) {
+            (Some(user), Some(password), None) => {
+                options = options.user_and_password(user.clone(), password.clone());
+            }
+            (None, None, Some(creds)) => {
+                options = options
+                    .credentials_file(creds)
+                    .await
+                    .with_context(|| format!("--nats-creds: cannot read {}", creds.display()))?;
+            }
+            (None, None, None) => {}
+            _ => anyhow::bail!(
+                "NATS: give a user with its password (--nats-user, --nats-password), or a credentials file (--nats-creds), not both"
+            ),
         }
-        let addrs = self
-            .nats_url
+        if let Some(ca) = &self.nats_ca {
+            anyhow::ensure!(ca.is_file(), "--nats-ca: no file {}", ca.display());
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        let addrs = urls
             .split(',')
             .map(|u| u.trim().parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
@@ -226,7 +256,14 @@ impl NatsArgs {
         options
             .connect(addrs)
             .await
-            .with_context(|| format!("cannot connect to NATS at {}", self.nats_url))
+            .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {urls}: {e}"))
+    }
+}
+
+impl NatsArgs {
+    /// Connects to NATS.
+    pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
+        self.auth.connect(&self.nats_url).await
     }
 
     /// The store configuration these arguments select.

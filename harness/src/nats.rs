@@ -36,6 +36,8 @@ pub struct NatsOptions {
     /// Use the users and permissions of `infra/nats/accounts.conf` (the
     /// application user may not delete or purge the event log).
     pub accounts: bool,
+    /// Serve TLS only, with this CA's server certificate (for `127.0.0.1`).
+    pub tls: Option<crate::tls::LocalCa>,
 }
 
 /// A running nats-server, killed when dropped.
@@ -49,6 +51,8 @@ pub struct NatsServer {
     _tmp: TempDir,
     binary: PathBuf,
     accounts: bool,
+    /// The CA certificate clients trust when the server serves TLS.
+    ca_file: Option<PathBuf>,
 }
 
 impl NatsServer {
@@ -92,6 +96,7 @@ impl NatsServer {
             port,
             name,
             config,
+            ca_file: options.tls.as_ref().map(|_| tmp.path().join("ca.pem")),
             _tmp: tmp,
             binary,
             accounts: options.accounts,
@@ -123,15 +128,16 @@ impl NatsServer {
     async fn wait_ready(&mut self) -> Result<(), HarnessError> {
         let url = self.url();
         let user = self.accounts.then_some("trackhrs");
+        let ca = self.ca_file.clone();
         let (port, name, log) = (self.port, self.name.clone(), self.log_path());
         let child = &mut self.child;
         wait_until(Duration::from_secs(30), || {
             let exited = child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            let (url, name, log) = (url.clone(), name.clone(), log.clone());
+            let (url, name, log, ca) = (url.clone(), name.clone(), log.clone(), ca.clone());
             async move {
                 match exited {
                     Some(status) => Some(Err(exited_early(port, status, &log))),
-                    None => ready(&url, user, port, &name).await,
+                    None => ready(&url, user, ca.as_deref(), port, &name).await,
                 }
             }
         })
@@ -151,6 +157,11 @@ impl NatsServer {
     /// The client port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The CA certificate (PEM file) to trust when it serves TLS.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
     }
 
     /// The unique `server_name` it reports to clients.
@@ -176,7 +187,7 @@ impl NatsServer {
     }
 
     async fn connect_as(&self, user: Option<&str>) -> Result<async_nats::Client, HarnessError> {
-        let client = connect(&self.url(), user).await?;
+        let client = connect(&self.url(), user, self.ca_file.as_deref()).await?;
         ours(&client, self.port, &self.name)?;
         Ok(client)
     }
@@ -254,6 +265,7 @@ impl NatsCluster {
                 _tmp: tmp,
                 binary: binary.to_path_buf(),
                 accounts: false,
+                ca_file: None,
             };
             node.spawn()?;
             nodes.push(node);
@@ -302,6 +314,26 @@ fn write_config(
         let _ = writeln!(conf, "  routes: [{}]", routes.join(", "));
         let _ = writeln!(conf, "}}");
     }
+    if let Some(ca) = &options.tls {
+        let write = |file: &str, pem: &str| {
+            std::fs::write(dir.join(file), pem).map_err(HarnessError::io(format!("write {file}")))
+        };
+        write("ca.pem", &ca.ca_pem)?;
+        write("server.pem", &ca.cert_pem)?;
+        write("server.key", &ca.key_pem)?;
+        let _ = writeln!(conf, "tls {{");
+        let _ = writeln!(
+            conf,
+            "  cert_file: {:?}",
+            dir.join("server.pem").display().to_string()
+        );
+        let _ = writeln!(
+            conf,
+            "  key_file: {:?}",
+            dir.join("server.key").display().to_string()
+        );
+        let _ = writeln!(conf, "}}");
+    }
     if options.accounts {
         // The same users and permissions as production.
         std::fs::copy(
@@ -316,10 +348,19 @@ fn write_config(
     Ok(path)
 }
 
-async fn connect(url: &str, user: Option<&str>) -> Result<async_nats::Client, HarnessError> {
+async fn connect(
+    url: &str,
+    user: Option<&str>,
+    ca: Option<&Path>,
+) -> Result<async_nats::Client, HarnessError> {
     let mut options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5));
     if let Some(user) = user {
         options = options.user_and_password(user.into(), TEST_PASSWORD.into());
+    }
+    if let Some(ca) = ca {
+        options = options
+            .add_root_certificates(ca.to_owned())
+            .require_tls(true);
     }
     options
         .connect(url)
@@ -350,10 +391,11 @@ fn ours(client: &async_nats::Client, port: u16, name: &str) -> Result<(), Harnes
 async fn ready(
     url: &str,
     user: Option<&str>,
+    ca: Option<&Path>,
     port: u16,
     name: &str,
 ) -> Option<Result<(), HarnessError>> {
-    let client = connect(url, user).await.ok()?;
+    let client = connect(url, user, ca).await.ok()?;
     if let Err(e) = ours(&client, port, name) {
         return Some(Err(e));
     }

@@ -6,6 +6,7 @@
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 /// A CA and one server certificate, all PEM.
+#[derive(Clone)]
 pub struct LocalCa {
     /// The CA's certificate: what clients trust.
     pub ca_pem: String,
@@ -13,6 +14,12 @@ pub struct LocalCa {
     pub cert_pem: String,
     /// The server's private key.
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for LocalCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalCa(<certificates and key>)")
+    }
 }
 
 impl LocalCa {

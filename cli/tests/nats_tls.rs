@@ -1,0 +1,116 @@
+//! Every subcommand connects to NATS the same way: a comma-separated server
+//! list, a user and password (or a credentials file), and TLS trusting a
+//! given CA. Against a real nats-server serving TLS only, with the
+//! production accounts: `provision`, `projections status` and `dev --once`
+//! (which used to ignore the user and the list) all get in; without the CA,
+//! or with a wrong password, each is refused with a clear error.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use trackhrs_harness::paths::free_port;
+use trackhrs_harness::tls::LocalCa;
+use trackhrs_harness::{NatsOptions, NatsServer, TestDb};
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_trackhrs"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run trackhrs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subcommand_connects_with_a_server_list_a_user_and_tls() {
+    let ca = LocalCa::new("TrackHrs test CA", &["localhost", "127.0.0.1"]).unwrap();
+    let nats = NatsServer::start_with(NatsOptions {
+        accounts: true,
+        tls: Some(ca),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let db = TestDb::create().await.unwrap();
+    let ca_file = nats.ca_file().unwrap().to_str().unwrap().to_owned();
+    // The same server twice: the list is parsed, spaces and all.
+    let list = format!("{0}, {0}", nats.url());
+    let env = |ca: &str, password: &str| {
+        vec![
+            ("TRACKHRS_NATS_URL", list.clone()),
+            ("TRACKHRS_NATS_USER", "trackhrs".to_owned()),
+            ("TRACKHRS_NATS_PASSWORD", password.to_owned()),
+            ("TRACKHRS_NATS_CA", ca.to_owned()),
+            ("TRACKHRS_DATABASE_URL", db.connection_string().to_owned()),
+        ]
+    };
+    let good = env(&ca_file, trackhrs_harness::nats::TEST_PASSWORD);
+    let as_refs = |e: &Vec<(&'static str, String)>| {
+        e.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>()
+    };
+    let call = |args: &[&str], e: &Vec<(&'static str, String)>| {
+        let owned = as_refs(e);
+        let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run(args, &refs)
+    };
+
+    for args in [&["provision"][..], &["projections", "status"][..]] {
+        let out = call(args, &good);
+        assert!(
+            out.status.success(),
+            "trackhrs {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let data = tempfile::tempdir().unwrap();
+    let dev = [
+        "dev",
+        "--once",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--metrics-listen",
+        &format!("127.0.0.1:{}", free_port()),
+    ];
+    let out = call(&dev, &good);
+    assert!(
+        out.status.success(),
+        "trackhrs dev --once against the TLS server: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let js = async_nats::jetstream::new(nats.connect_admin().await.unwrap());
+    assert!(js.get_stream("TRACKHRS_EVENTS").await.is_ok());
+
+    // Refused: without the CA (the system's roots do not know it), with a
+    // wrong password, with a CA file that is not there.
+    let junk = data.path().join("none.pem");
+    for (what, e, says) in [
+        (
+            "without the CA",
+            env("", trackhrs_harness::nats::TEST_PASSWORD),
+            "",
+        ),
+        ("a wrong password", env(&ca_file, "wrong"), "authorization"),
+        (
+            "a missing CA file",
+            env(
+                junk.to_str().unwrap(),
+                trackhrs_harness::nats::TEST_PASSWORD,
+            ),
+            "--nats-ca",
+        ),
+    ] {
+        let e: Vec<_> = e.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        let out = call(&["projections", "status"], &e);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(!out.status.success(), "{what}: accepted");
+        assert!(
+            stderr.contains("cannot connect to nats") || stderr.contains("nats"),
+            "{what}: {stderr}"
+        );
+        assert!(stderr.contains(says), "{what}: {stderr}");
+    }
+}
