@@ -174,10 +174,28 @@ pub fn gateway_endpoint(gateway: &str, ca: Option<&Path>) -> Result<Endpoint, Ag
         }
         tls = tls.ca_certificate(Certificate::from_pem(pem));
     }
-    endpoint.tls_config(tls).map_err(|e| AgentError::GatewayCa {
-        path: ca.map(Path::to_owned).unwrap_or_default(),
-        reason: e.to_string(),
-    })
+    endpoint
+        .tls_config(tls)
+        .map_err(|e| AgentError::GatewayTls {
+            gateway: gateway.to_owned(),
+            reason: with_causes(&e),
+        })
+}
+
+/// An error with the errors under it (a transport error's reason sits in
+/// its sources, not in its message).
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = e.source();
+    }
+    text
 }
 
 /// Why the agent could not start.
@@ -189,6 +207,14 @@ pub enum AgentError {
     /// The gateway address is not a URL.
     #[error("gateway address {0:?} is not a valid URL")]
     Gateway(String),
+    /// TLS to the gateway cannot be set up (no system roots, a bad name).
+    #[error("TLS to the gateway {gateway}: {reason}")]
+    GatewayTls {
+        /// The gateway's URL.
+        gateway: String,
+        /// Why.
+        reason: String,
+    },
     /// The CA certificate to trust cannot be read or used.
     #[error("the gateway's CA certificate {path}: {reason}")]
     GatewayCa {

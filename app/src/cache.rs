@@ -145,15 +145,34 @@ impl DashboardCache {
     }
 }
 
-/// Follows projection `name`'s invalidations until the NATS connection
-/// closes: `org` for an org's commit (with its position), `all` for a
-/// promotion (a new version went live).
-pub(crate) async fn follow_invalidations(
+/// A cache the projections' invalidations keep fresh.
+pub(crate) trait Invalidated: Send + Sync + 'static {
+    /// The projection committed a change of `org` at `position`.
+    fn evict_org(&self, org: &str, position: u64);
+    /// A new version of the projection went live.
+    fn clear(&self);
+}
+
+impl Invalidated for DashboardCache {
+    fn evict_org(&self, org: &str, position: u64) {
+        DashboardCache::evict_org(self, org, position);
+    }
+    fn clear(&self) {
+        DashboardCache::clear(self);
+    }
+}
+
+/// Follows projection `name`'s invalidations on its own task until the
+/// NATS connection closes, evicting from `cache`.
+pub(crate) fn follow_invalidations(
     client: async_nats::Client,
-    name: &str,
-    org: impl Fn(&str, u64),
-    all: impl Fn(),
+    name: &'static str,
+    cache: impl Invalidated,
 ) {
+    tokio::spawn(follow(client, name, cache));
+}
+
+async fn follow(client: async_nats::Client, name: &str, cache: impl Invalidated) {
     let subjects = [
         invalidation::org_wildcard(name),
         invalidation::promotion_subject(name),
@@ -172,13 +191,13 @@ pub(crate) async fn follow_invalidations(
     let mut messages = futures::stream::select_all(subs);
     while let Some(msg) = messages.next().await {
         if msg.subject.as_str() == promotion {
-            all();
+            cache.clear();
         } else if let Some(id) = msg.subject.as_str().rsplit('.').next() {
             let position = std::str::from_utf8(&msg.payload)
                 .ok()
                 .and_then(|p| p.trim().parse().ok())
                 .unwrap_or(u64::MAX);
-            org(id, position);
+            cache.evict_org(id, position);
         }
     }
 }

@@ -105,29 +105,16 @@ impl App {
         let reads = reads::ReadModels::new(pool.clone(), store.clone(), config.read_wait);
         let dashboards = DashboardCache::with_capacity(config.dashboard_cache_entries);
         tokio::spawn(org::follow_org_commits(store.clone()));
-        let evicted = dashboards.clone();
-        let cleared = dashboards.clone();
-        let client = store.client().clone();
-        tokio::spawn(async move {
-            cache::follow_invalidations(
-                client,
-                trackhrs_projections::activity::NAME,
-                |org, position| evicted.evict_org(org, position),
-                || cleared.clear(),
-            )
-            .await;
-        });
-        let roles = reads.roles().clone();
-        let client = store.client().clone();
-        tokio::spawn(async move {
-            cache::follow_invalidations(
-                client,
-                trackhrs_projections::directory::NAME,
-                |org, position| roles.evict_org(org, position),
-                || roles.clear(),
-            )
-            .await;
-        });
+        cache::follow_invalidations(
+            store.client().clone(),
+            trackhrs_projections::activity::NAME,
+            dashboards.clone(),
+        );
+        cache::follow_invalidations(
+            store.client().clone(),
+            trackhrs_projections::directory::NAME,
+            reads.roles().clone(),
+        );
         Ok(Self {
             authenticator: Authenticator::new(credentials.clone()),
             identity: Identity::new(

@@ -52,18 +52,6 @@ impl Roles {
         }
     }
 
-    /// The directory committed a change of `org` at `position`.
-    pub(crate) fn evict_org(&self, org: &str, position: u64) {
-        self.invalidated
-            .entry(org.to_owned())
-            .and_upsert_with(|seen| seen.map_or(position, |e| (*e.value()).max(position)));
-    }
-
-    /// A new directory version went live.
-    pub(crate) fn clear(&self) {
-        self.known.invalidate_all();
-    }
-
     fn fresh(&self, org: &str, position: u64) -> bool {
         self.invalidated.get(org).is_none_or(|p| position >= p)
     }
@@ -79,6 +67,18 @@ impl Roles {
         if self.fresh(&key.0, position) {
             self.known.insert(key, (role, position));
         }
+    }
+}
+
+impl crate::cache::Invalidated for Roles {
+    fn evict_org(&self, org: &str, position: u64) {
+        self.invalidated
+            .entry(org.to_owned())
+            .and_upsert_with(|seen| seen.map_or(position, |e| (*e.value()).max(position)));
+    }
+
+    fn clear(&self) {
+        self.known.invalidate_all();
     }
 }
 

@@ -59,9 +59,9 @@ pub enum GatewayError {
     Transport(#[from] tonic::transport::Error),
     /// The TLS certificate or key cannot be served.
     #[error(
-        "the TLS certificate and key cannot be served (PEM files, the key matching the certificate)"
+        "the TLS certificate and key cannot be served (PEM files, the key matching the certificate): {0}"
     )]
-    Tls(#[source] tonic::transport::Error),
+    Tls(String),
 }
 
 /// The connections `listener` accepts, with `TCP_NODELAY` set as tonic sets
@@ -70,6 +70,36 @@ pub enum GatewayError {
 /// 3.5 ms longer (`benches/results.md`, 2026-11-29).
 fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// How long a client may take to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn tls_config(identity: Identity) -> ServerTlsConfig {
+    ServerTlsConfig::new()
+        .identity(identity)
+        .timeout(TLS_HANDSHAKE_TIMEOUT)
+}
+
+/// Checks that `identity` can be served (a certificate chain and its key,
+/// PEM), so a wrong one stops the platform before it starts anything.
+pub fn check_tls(identity: Identity) -> Result<(), GatewayError> {
+    tonic::transport::Server::builder()
+        .tls_config(tls_config(identity))
+        .map(|_| ())
+        .map_err(tls_error)
+}
+
+/// The reason sits in the transport error's sources, not in its message.
+fn tls_error(e: tonic::transport::Error) -> GatewayError {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    GatewayError::Tls(text)
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes: gRPC over
@@ -169,9 +199,7 @@ pub async fn serve(
     let mut server = tonic::transport::Server::builder();
     if let Some(identity) = tls {
         // Every connection is TLS: a plaintext client fails its handshake.
-        server = server
-            .tls_config(ServerTlsConfig::new().identity(identity))
-            .map_err(GatewayError::Tls)?;
+        server = server.tls_config(tls_config(identity)).map_err(tls_error)?;
     }
     let served = server
         .accept_http1(true)
@@ -185,6 +213,17 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use futures::StreamExt;
+
+    #[test]
+    fn a_certificate_and_key_that_cannot_be_served_are_refused_with_the_reason() {
+        let refused = super::check_tls(super::Identity::from_pem("not a certificate", "not a key"))
+            .unwrap_err();
+        let text = refused.to_string();
+        assert!(
+            text.starts_with("the TLS certificate and key cannot be served") && text.len() > 100,
+            "{text}"
+        );
+    }
 
     #[tokio::test]
     async fn accepted_connections_do_not_wait_for_nagle() {

@@ -227,6 +227,14 @@ impl Platform {
         pg: tokio_postgres::Config,
         settings: Settings,
     ) -> Result<Self, PlatformError> {
+        if let Some(tls) = &settings.tls {
+            // A certificate or key that cannot be served stops the platform
+            // before it starts anything.
+            trackhrs_gateway::check_tls(tonic::transport::Identity::from_pem(
+                &tls.cert_pem,
+                &tls.key_pem,
+            ))?;
+        }
         let pool = trackhrs_app::pg_pool(pg.clone(), settings.pg_pool)?;
         let (finder_store, finder_pg) = (store.clone(), pg.clone());
         let finder: trackhrs_app::Finder =

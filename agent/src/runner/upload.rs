@@ -167,7 +167,7 @@ pub(super) async fn upload_loop(
                 }
                 Err(status) => {
                     policy_failures += 1;
-                    let error = with_causes(&status);
+                    let error = super::with_causes(&status);
                     tracing::info!(error, "cannot fetch the privacy policy yet");
                     if !bound {
                         // Nothing can be uploaded before the gateway was
@@ -302,20 +302,4 @@ fn stop_uploads(shared: &Shared, status: &tonic::Status) {
             reason: status.message().to_owned(),
         }
     });
-}
-
-/// A status with the errors under it (a TLS handshake's reason sits in the
-/// transport error's sources, not in the status message).
-fn with_causes(status: &tonic::Status) -> String {
-    let mut text = status.to_string();
-    let mut cause = std::error::Error::source(status);
-    while let Some(e) = cause {
-        let more = e.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = e.source();
-    }
-    text
 }
