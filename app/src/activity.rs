@@ -269,7 +269,7 @@ impl Query for Dashboard {
             org_id: header.org_id,
             timezone: header.timezone,
             rules_version: header.rules_version,
-            classifier_version: header.classifier_version,
+            classifier_version: header.meta.classifier_version,
             position: header.position,
             days: member_days(&cells),
             top_titles,
@@ -286,7 +286,7 @@ impl Query for DashboardSummary {
     ) -> Result<Self, tokio_postgres::Error> {
         let groups = activity::summary(
             tx,
-            schema,
+            (schema, header.meta.schema_version),
             &key.org,
             (key.from, key.to),
             key.people.as_deref(),
@@ -369,9 +369,7 @@ impl Activity {
             org_id: key.org.clone(),
             timezone,
             rules_version,
-            classifier_version: activity::classifier_version(t, &schema)
-                .await
-                .map_err(read_error)?,
+            meta: activity::meta(t, &schema).await.map_err(read_error)?,
             position: model.position,
         };
         let answer = T::read(t, &schema, key, header).await.map_err(read_error)?;

@@ -35,8 +35,8 @@ use trackhrs_nats::{EventStore, KeyStore, StoreError, TypedCommit};
 
 pub use self::decode::{ActivityCommit, DeviceBatch, OpenedSpan};
 pub use self::queries::{
-    ActivityTime, DashboardCell, GroupTime, SummaryGroups, TopTitle, activity_times,
-    classifier_version, dashboard, org_info, org_rules, schema_version, summary, top_titles,
+    ActivityTime, DashboardCell, GroupTime, Meta, SummaryGroups, TopTitle, activity_times,
+    dashboard, meta, org_info, org_rules, summary, top_titles,
 };
 use crate::classifier::{CLASSIFIER_VERSION, CategoryRule, Rules};
 use crate::error::{ApplyError, poison_at};
@@ -85,7 +85,7 @@ impl Activity {
         if let Some(v) = self.schemas.get(schema) {
             return Ok(v);
         }
-        let v = schema_version(tx, schema).await?;
+        let v = meta(tx, schema).await?.schema_version;
         self.schemas.insert(schema.to_owned(), v);
         Ok(v)
     }

@@ -230,12 +230,16 @@ async fn a_live_schema_made_before_the_rollup_is_applied_to_and_summarised_from_
     let range: (NaiveDate, NaiveDate) = (today - chrono::Duration::days(3), today);
     for org in ["acme", "beta"] {
         let (_, rules) = activity::org_info(&pg, "new", org).await.unwrap();
-        let from_facts = activity::summary(&pg, "old", org, range, None, rules)
-            .await
-            .unwrap();
-        let from_rollup = activity::summary(&pg, "new", org, range, None, rules)
-            .await
-            .unwrap();
+        let mut read = Vec::new();
+        for schema in ["old", "new"] {
+            let version = activity::meta(&pg, schema).await.unwrap().schema_version;
+            read.push(
+                activity::summary(&pg, (schema, version), org, range, None, rules)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let (from_facts, from_rollup) = (read.remove(0), read.remove(0));
         let sorted = |mut g: activity::SummaryGroups| {
             g.member_days.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
             g.categories.sort_by(|a, b| a.0.cmp(&b.0));

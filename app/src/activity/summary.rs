@@ -16,7 +16,7 @@ pub(crate) struct Header {
     pub(crate) org_id: String,
     pub(crate) timezone: String,
     pub(crate) rules_version: u32,
-    pub(crate) classifier_version: u32,
+    pub(crate) meta: trackhrs_projections::activity::Meta,
     pub(crate) position: u64,
 }
 
@@ -142,7 +142,7 @@ pub(crate) fn summarise(header: Header, groups: SummaryGroups) -> DashboardSumma
         org_id: header.org_id,
         timezone: header.timezone,
         rules_version: header.rules_version,
-        classifier_version: header.classifier_version,
+        classifier_version: header.meta.classifier_version,
         position: header.position,
         members,
         days: days

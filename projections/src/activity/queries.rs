@@ -78,29 +78,28 @@ pub async fn org_rules(
         }))
 }
 
-/// The classifier version the projection's schema was built with.
-pub async fn classifier_version(
-    pg: &impl GenericClient,
-    schema: &str,
-) -> Result<u32, tokio_postgres::Error> {
+/// What made a version's schema: the schema and classifier versions of
+/// the code that created it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// The schema version its tables were made by.
+    pub schema_version: u32,
+    /// The classifier version it classifies with.
+    pub classifier_version: u32,
+}
+
+/// The schema's [`Meta`].
+pub async fn meta(pg: &impl GenericClient, schema: &str) -> Result<Meta, tokio_postgres::Error> {
     let row = pg
         .query_one(
-            &format!("SELECT classifier_version FROM {schema}.meta"),
+            &format!("SELECT schema_version, classifier_version FROM {schema}.meta"),
             &[],
         )
         .await?;
-    Ok(row.get::<_, i32>(0) as u32)
-}
-
-/// The schema version a schema's tables were made by.
-pub async fn schema_version(
-    pg: &impl GenericClient,
-    schema: &str,
-) -> Result<u32, tokio_postgres::Error> {
-    let row = pg
-        .query_one(&format!("SELECT schema_version FROM {schema}.meta"), &[])
-        .await?;
-    Ok(row.get::<_, i32>(0) as u32)
+    Ok(Meta {
+        schema_version: row.get::<_, i32>(0) as u32,
+        classifier_version: row.get::<_, i32>(1) as u32,
+    })
 }
 
 /// Dashboard cells of an org from `from` to `to` (inclusive), optionally for
@@ -173,16 +172,17 @@ const BY_CATEGORY: i32 = 0b1101;
 
 /// A range's time per member and day, per category and per app under
 /// `rules_version`, in one pass (grouping sets) over the rollup, or over the
-/// facts in a schema made before the rollup ([`super::ROLLUP_SINCE`]).
+/// facts in a schema made before the rollup ([`super::ROLLUP_SINCE`]; its
+/// `schema_version` from [`meta`]).
 pub async fn summary(
     pg: &impl GenericClient,
-    schema: &str,
+    (schema, schema_version): (&str, u32),
     org: &str,
     (from, to): (NaiveDate, NaiveDate),
     people: Option<&[String]>,
     rules_version: u32,
 ) -> Result<SummaryGroups, tokio_postgres::Error> {
-    let source = if schema_version(pg, schema).await? >= super::ROLLUP_SINCE {
+    let source = if schema_version >= super::ROLLUP_SINCE {
         format!(
             "SELECT person_id, day, category, app, score, active_ms, idle_ms \
              FROM {schema}.rollup \
