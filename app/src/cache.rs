@@ -37,6 +37,33 @@ impl Answer for DashboardSummary {
     }
 }
 
+/// Each org's last invalidated position: what was read before it is stale.
+#[derive(Clone)]
+pub(crate) struct Marks(moka::sync::Cache<String, u64>);
+
+impl Marks {
+    /// Marks kept at most `ttl` (`None`: until evicted for room).
+    pub(crate) fn new(ttl: Option<std::time::Duration>) -> Self {
+        let builder = moka::sync::Cache::builder().max_capacity(100_000);
+        Self(match ttl {
+            Some(ttl) => builder.time_to_live(ttl).build(),
+            None => builder.build(),
+        })
+    }
+
+    /// `org` changed at `position`.
+    pub(crate) fn mark(&self, org: &str, position: u64) {
+        self.0
+            .entry(org.to_owned())
+            .and_upsert_with(|seen| seen.map_or(position, |e| (*e.value()).max(position)));
+    }
+
+    /// Whether something of `org` read at `position` is still fresh.
+    pub(crate) fn fresh(&self, org: &str, position: u64) -> bool {
+        self.0.get(org).is_none_or(|p| position >= p)
+    }
+}
+
 /// Answers of one kind by query.
 pub(crate) type Kept<T> = moka::sync::Cache<DashboardKey, Arc<T>>;
 
@@ -59,7 +86,7 @@ pub(crate) struct DashboardKey {
 pub struct DashboardCache {
     days: Kept<Dashboard>,
     summaries: Kept<DashboardSummary>,
-    invalidated: moka::sync::Cache<String, u64>,
+    invalidated: Marks,
     generation: Arc<AtomicU64>,
 }
 
@@ -89,16 +116,14 @@ impl DashboardCache {
         Self {
             days: kept(entries),
             summaries: kept(entries),
-            invalidated: moka::sync::Cache::new(100_000),
+            invalidated: Marks::new(None),
             generation: Arc::default(),
         }
     }
 
     /// Evicts every dashboard of `org` older than `position`.
     pub fn evict_org(&self, org: &str, position: u64) {
-        self.invalidated
-            .entry(org.to_owned())
-            .and_upsert_with(|seen| seen.map_or(position, |e| (*e.value()).max(position)));
+        self.invalidated.mark(org, position);
         evict(&self.days, org);
         evict(&self.summaries, org);
     }
@@ -114,20 +139,16 @@ impl DashboardCache {
         self.generation.load(Ordering::SeqCst)
     }
 
-    fn fresh_enough(&self, org: &str, position: u64) -> bool {
-        self.invalidated.get(org).is_none_or(|p| position >= p)
-    }
-
     pub(crate) fn get<T: Answer>(&self, key: &DashboardKey, min_position: u64) -> Option<Arc<T>> {
-        T::kept(self)
-            .get(key)
-            .filter(|d| d.position() >= min_position && self.fresh_enough(&key.org, d.position()))
+        T::kept(self).get(key).filter(|d| {
+            d.position() >= min_position && self.invalidated.fresh(&key.org, d.position())
+        })
     }
 
     /// Stores an answer read during `generation`, unless it is already
     /// older than an invalidation.
     pub(crate) fn put<T: Answer>(&self, key: DashboardKey, answer: Arc<T>, generation: u64) {
-        if generation == self.generation() && self.fresh_enough(&key.org, answer.position()) {
+        if generation == self.generation() && self.invalidated.fresh(&key.org, answer.position()) {
             T::kept(self).insert(key, answer);
         }
     }

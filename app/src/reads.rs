@@ -11,6 +11,7 @@ use trackhrs_domain::permissions::{self, Read, Scope};
 use trackhrs_nats::EventStore;
 use trackhrs_projections::{Waited, directory, live_schema, wait_for_position};
 
+use crate::cache::Marks;
 use crate::caller::Caller;
 use crate::error::{AppError, ErrorKind, NOT_YOURS};
 
@@ -32,7 +33,7 @@ pub(crate) struct ReadModel {
 #[derive(Clone)]
 pub(crate) struct Roles {
     known: moka::sync::Cache<(String, String), (Option<Role>, u64)>,
-    invalidated: moka::sync::Cache<String, u64>,
+    invalidated: Marks,
 }
 
 /// How long a member's role is trusted without a directory invalidation.
@@ -45,26 +46,19 @@ impl Roles {
                 .max_capacity(100_000)
                 .time_to_live(ROLE_TTL)
                 .build(),
-            invalidated: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ROLE_TTL)
-                .build(),
+            invalidated: Marks::new(Some(ROLE_TTL)),
         }
-    }
-
-    fn fresh(&self, org: &str, position: u64) -> bool {
-        self.invalidated.get(org).is_none_or(|p| position >= p)
     }
 
     fn get(&self, key: &(String, String)) -> Option<Option<Role>> {
         self.known
             .get(key)
-            .filter(|(_, position)| self.fresh(&key.0, *position))
+            .filter(|(_, position)| self.invalidated.fresh(&key.0, *position))
             .map(|(role, _)| role)
     }
 
     fn put(&self, key: (String, String), role: Option<Role>, position: u64) {
-        if self.fresh(&key.0, position) {
+        if self.invalidated.fresh(&key.0, position) {
             self.known.insert(key, (role, position));
         }
     }
@@ -72,9 +66,7 @@ impl Roles {
 
 impl crate::cache::Invalidated for Roles {
     fn evict_org(&self, org: &str, position: u64) {
-        self.invalidated
-            .entry(org.to_owned())
-            .and_upsert_with(|seen| seen.map_or(position, |e| (*e.value()).max(position)));
+        self.invalidated.mark(org, position);
     }
 
     fn clear(&self) {
