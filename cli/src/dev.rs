@@ -110,8 +110,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     let client = args.nats_auth.connect(&nats_url).await?;
     let config = StoreConfig::default();
-    trackhrs_nats::provision(&client, &config).await?;
-    let store = EventStore::open(client, config).await?;
+    // Its own server it provisions; a server it is pointed at was provisioned
+    // by `trackhrs provision`, and dev connects as the runtime does.
+    if nats_server.is_some() {
+        trackhrs_platform::provision(&client, &config).await?;
+    }
+    let store = EventStore::open(client, config)
+        .await
+        .context("open the event store")?;
     let mut settings = platform::settings(&args.gateway, ReadModels::All)?;
     // The demo org's owner operates the local platform, unless told otherwise.
     if settings.app.operator_org.is_none() {

@@ -296,7 +296,7 @@ async fn main() -> anyhow::Result<()> {
         Role::Agent(args) => agent::run(args).await,
         Role::Provision(nats) => {
             let client = nats.connect().await?;
-            trackhrs_nats::provision(&client, &nats.store_config()).await?;
+            trackhrs_platform::provision(&client, &nats.store_config()).await?;
             tracing::info!("streams and buckets are provisioned");
             Ok(())
         }
@@ -397,10 +397,11 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Connects to NATS, provisions the streams and opens the event store.
+/// Connects to NATS and opens the event store, which `trackhrs provision`
+/// created: a running role creates and changes no stream.
 async fn open_store(nats: &NatsArgs) -> anyhow::Result<trackhrs_nats::EventStore> {
     let client = nats.connect().await?;
-    Ok(trackhrs_nats::EventStore::provision_and_open(client, nats.store_config()).await?)
+    Ok(trackhrs_nats::EventStore::open(client, nats.store_config()).await?)
 }
 
 async fn projections_status(

@@ -1,8 +1,9 @@
 //! Every subcommand connects to NATS the same way: a comma-separated server
 //! list, a user and password (or a credentials file), and TLS trusting a
 //! given CA. Against a real nats-server serving TLS only, with the
-//! production accounts: `provision`, `projections status` and `dev --once`
-//! (which used to ignore the user and the list) all get in; without the CA,
+//! production accounts: `provision` (as the provisioning user), `projections
+//! status` and `dev --once` (which used to ignore the user and the list; as
+//! the runtime user) all get in; without the CA,
 //! or with a wrong password, each is refused with a clear error.
 
 mod common;
@@ -56,8 +57,15 @@ async fn every_subcommand_connects_with_a_server_list_a_user_and_tls() {
         run(args, &refs)
     };
 
-    for args in [&["provision"][..], &["projections", "status"][..]] {
-        let out = call(args, &good);
+    // Provisioning as the identity that may create streams; everything else
+    // as the runtime, which may not.
+    let mut provisioner = good.clone();
+    provisioner[1].1 = "provision".to_owned();
+    for (args, identity) in [
+        (&["provision"][..], &provisioner),
+        (&["projections", "status"][..], &good),
+    ] {
+        let out = call(args, identity);
         assert!(
             out.status.success(),
             "trackhrs {args:?}: {}",

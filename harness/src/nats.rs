@@ -20,7 +20,7 @@ use crate::wait::wait_until;
 /// Starts tried on fresh ports before giving up, when the port is ours to choose.
 const START_ATTEMPTS: usize = 5;
 
-/// Password of the `trackhrs` and `admin` users when [`NatsOptions::accounts`] is on.
+/// Password of the `trackhrs`, `provision` and `admin` users when [`NatsOptions::accounts`] is on.
 pub const TEST_PASSWORD: &str = "trackhrs-test-password";
 
 /// How to start a nats-server.
@@ -114,6 +114,7 @@ impl NatsServer {
             .arg(&self.config)
             .env("TRACKHRS_NATS_PASSWORD", TEST_PASSWORD)
             .env("TRACKHRS_NATS_ADMIN_PASSWORD", TEST_PASSWORD)
+            .env("TRACKHRS_NATS_PROVISION_PASSWORD", TEST_PASSWORD)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -178,6 +179,12 @@ impl NatsServer {
     /// refusing a server other than this one.
     pub async fn connect(&self) -> Result<async_nats::Client, HarnessError> {
         self.connect_as(self.accounts.then_some("trackhrs")).await
+    }
+
+    /// Connects as `provision` (accounts on: may create and update streams
+    /// and buckets) or anonymously, refusing a server other than this one.
+    pub async fn connect_provisioner(&self) -> Result<async_nats::Client, HarnessError> {
+        self.connect_as(self.accounts.then_some("provision")).await
     }
 
     /// Connects as `admin` (accounts on) or anonymously, refusing a server

@@ -6,7 +6,8 @@
 //! envelope and the sealing of personal data never leak out.
 //!
 //! - [`provision`] creates or updates the streams and buckets, and refuses a
-//!   server older than [`MIN_SERVER_VERSION`].
+//!   server older than [`MIN_SERVER_VERSION`] or an event stream that could
+//!   lose events; [`verify`] checks the same without changing anything.
 //! - [`EventStore`] appends commits with optimistic concurrency and idempotent
 //!   command ids, and loads aggregates through an in-process state cache,
 //!   snapshots and batched direct gets.
@@ -29,5 +30,5 @@ pub use codec::{DecodedCommit, RecordedEvent, TypedCommit, decode_typed};
 pub use config::StoreConfig;
 pub use error::StoreError;
 pub use keys::KeyStore;
-pub use provision::{MIN_SERVER_VERSION, check_server_version, provision};
+pub use provision::{MIN_SERVER_VERSION, check_lossless, check_server_version, provision, verify};
 pub use store::{Appended, CommitMeta, EventStore, Loaded};

@@ -51,12 +51,78 @@ pub fn events_stream_config(config: &StoreConfig) -> stream::Config {
     }
 }
 
+/// Refuses a configuration of the event stream under which the server could
+/// drop events: an age limit, a per-subject limit, a message or byte limit
+/// that discards the oldest, rollup headers, or deletes and purges allowed.
+/// Limits that discard new writes are quotas (the writer is refused, nothing
+/// stored is lost) and pass.
+pub fn check_lossless(config: &stream::Config) -> Result<(), StoreError> {
+    let discards_old = config.discard == stream::DiscardPolicy::Old;
+    let mut reasons = Vec::new();
+    if !config.max_age.is_zero() {
+        reasons.push(format!(
+            "max_age {:?} deletes every event older than that",
+            config.max_age
+        ));
+    }
+    if config.max_messages_per_subject > 0 {
+        reasons.push(format!(
+            "max_msgs_per_subject {} keeps only the last commits of each aggregate",
+            config.max_messages_per_subject
+        ));
+    }
+    if config.max_messages > 0 && discards_old {
+        reasons.push(format!(
+            "max_msgs {} with discard old drops the oldest events beyond it",
+            config.max_messages
+        ));
+    }
+    if config.max_bytes > 0 && discards_old {
+        reasons.push(format!(
+            "max_bytes {} with discard old drops the oldest events beyond it",
+            config.max_bytes
+        ));
+    }
+    if config.allow_rollup {
+        reasons.push("allow_rollup_hdrs lets one message purge the others".into());
+    }
+    if !config.deny_delete {
+        reasons.push("deny_delete is off: single events can be deleted".into());
+    }
+    if !config.deny_purge {
+        reasons.push("deny_purge is off: the stream can be purged".into());
+    }
+    if reasons.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::Provision(format!(
+        "stream {} could lose events: {}",
+        config.name,
+        reasons.join("; ")
+    )))
+}
+
 /// Creates or updates the event stream and the buckets. Safe to run on every
-/// start and from several replicas at once.
+/// deploy and from several replicas at once. Needs an identity that may
+/// create and update streams (user `provision` of `infra/nats/accounts.conf`);
+/// the running platform only checks the result ([`verify`]).
+///
+/// An event stream that exists with limits that could drop events is refused,
+/// not rewritten: it may already have lost events, which an operator must
+/// look into first.
 pub async fn provision(client: &Client, config: &StoreConfig) -> Result<(), StoreError> {
     check_server_version(&client.server_info().version)?;
     let js = jetstream::new(client.clone());
-    js.create_or_update_stream(events_stream_config(config))
+    let wanted = events_stream_config(config);
+    check_lossless(&wanted)?;
+    if let Some(existing) = existing_stream(&js, &config.events_stream).await? {
+        check_lossless(&existing.config).map_err(|e| {
+            StoreError::Provision(format!(
+                "{e}. It may already have lost events; provisioning leaves it as it is until an operator has checked and fixed it"
+            ))
+        })?;
+    }
+    js.create_or_update_stream(wanted)
         .await
         .map_err(|e| StoreError::Provision(format!("stream {}: {e}", config.events_stream)))?;
     for (bucket, description) in [
@@ -89,6 +155,53 @@ pub async fn provision(client: &Client, config: &StoreConfig) -> Result<(), Stor
         wait_for_leader(&js, &stream).await?;
     }
     Ok(())
+}
+
+/// Checks, without changing anything, that the event stream and the buckets
+/// exist and that the event stream cannot lose events: what every process
+/// of the platform does at start-up.
+pub async fn verify(client: &Client, config: &StoreConfig) -> Result<(), StoreError> {
+    check_server_version(&client.server_info().version)?;
+    let js = jetstream::new(client.clone());
+    let not_provisioned = |what: &str| {
+        StoreError::Provision(format!(
+            "{what} does not exist: run `trackhrs provision` (as the NATS user that may create streams) first"
+        ))
+    };
+    let events = existing_stream(&js, &config.events_stream)
+        .await?
+        .ok_or_else(|| not_provisioned(&format!("stream {}", config.events_stream)))?;
+    check_lossless(&events.config)?;
+    for bucket in [&config.snapshot_bucket, &config.key_bucket] {
+        existing_stream(&js, &format!("KV_{bucket}"))
+            .await?
+            .ok_or_else(|| not_provisioned(&format!("bucket {bucket}")))?;
+    }
+    Ok(())
+}
+
+/// The stream's info, `None` when it does not exist.
+async fn existing_stream(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<Option<stream::Info>, StoreError> {
+    match js.get_stream(name).await {
+        Ok(mut found) => Ok(Some(
+            found
+                .info()
+                .await
+                .map_err(|e| StoreError::Provision(format!("stream {name}: {e}")))?
+                .clone(),
+        )),
+        Err(e) => match e.kind() {
+            jetstream::context::GetStreamErrorKind::JetStream(je)
+                if je.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Ok(None)
+            }
+            _ => Err(StoreError::Provision(format!("stream {name}: {e}"))),
+        },
+    }
 }
 
 /// Waits until a replicated stream has elected a leader: until then it
@@ -128,5 +241,36 @@ mod tests {
         assert!(check_server_version("garbage").is_err());
         assert!(check_server_version("2.12.1").is_ok());
         assert!(check_server_version("v2.15.1").is_ok());
+    }
+
+    #[test]
+    fn limits_that_could_drop_events_are_refused_and_named() {
+        let ours = events_stream_config(&StoreConfig::default());
+        check_lossless(&ours).unwrap();
+        type Change = fn(&mut stream::Config);
+        let cases: [(&str, Change); 7] = [
+            ("max_age", |c| c.max_age = Duration::from_secs(86_400)),
+            ("max_msgs_per_subject", |c| c.max_messages_per_subject = 1),
+            ("max_msgs 10", |c| c.max_messages = 10),
+            ("max_bytes 1024", |c| c.max_bytes = 1024),
+            ("allow_rollup_hdrs", |c| c.allow_rollup = true),
+            ("deny_delete", |c| c.deny_delete = false),
+            ("deny_purge", |c| c.deny_purge = false),
+        ];
+        for (named, change) in cases {
+            let mut lossy = ours.clone();
+            change(&mut lossy);
+            let err = check_lossless(&lossy).unwrap_err().to_string();
+            assert!(
+                err.contains(named) && err.contains("TRACKHRS_EVENTS"),
+                "{named}: {err}"
+            );
+        }
+        // Limits that refuse new writes lose nothing: a quota, not a loss.
+        let mut quota = ours;
+        quota.discard = stream::DiscardPolicy::New;
+        quota.max_bytes = 1 << 40;
+        quota.max_messages = 1 << 30;
+        check_lossless(&quota).unwrap();
     }
 }

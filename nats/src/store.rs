@@ -233,8 +233,11 @@ struct Snapshot {
 }
 
 impl EventStore {
-    /// Opens the store on a provisioned server (see [`crate::provision`]).
+    /// Opens the store on a provisioned server (see [`crate::provision`]),
+    /// after checking that it is provisioned and that the event stream cannot
+    /// lose events ([`crate::verify`]). Creates and changes no stream.
     pub async fn open(client: Client, config: StoreConfig) -> Result<Self, StoreError> {
+        crate::verify(&client, &config).await?;
         // `timeout` bounds awaited acknowledgements and API requests;
         // `ack_timeout` only acknowledgements nobody awaits.
         let js = jetstream::ContextBuilder::new()
@@ -277,7 +280,7 @@ impl EventStore {
     }
 
     /// Provisions the streams and buckets (idempotent) and opens the store:
-    /// what every process does at start-up.
+    /// for a process that owns its server (`trackhrs dev`, tests, benches).
     pub async fn provision_and_open(
         client: Client,
         config: StoreConfig,

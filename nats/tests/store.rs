@@ -194,49 +194,247 @@ async fn a_command_id_is_stored_once_and_retries_get_the_original_result() {
     assert_eq!(loaded.version, 3, "create + m1 + m2, each stored once");
 }
 
+/// A runtime client (user `trackhrs` of `infra/nats/accounts.conf`) that
+/// reports the server's errors, permission violations included.
+async fn runtime_reporting_errors(
+    server: &NatsServer,
+) -> (
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::new()
+        .user_and_password(
+            "trackhrs".into(),
+            trackhrs_harness::nats::TEST_PASSWORD.into(),
+        )
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    let _ = tx.send(e.to_string());
+                }
+            }
+        })
+        .connect(server.url())
+        .await
+        .unwrap();
+    (client, rx)
+}
+
+/// Sends one JetStream API request and returns the server's permission
+/// error naming its subject; fails the test if the server answers instead
+/// (the request was allowed) or says nothing within 10 s.
+async fn refused(
+    client: &async_nats::Client,
+    errors: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    subject: &str,
+    body: serde_json::Value,
+) -> String {
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.unwrap();
+    client
+        .publish_with_reply(subject.to_owned(), inbox, body.to_string().into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let deadline = tokio::time::sleep(Duration::from_secs(10));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            Some(error) = errors.recv() => {
+                if error.contains(subject) {
+                    return error;
+                }
+            }
+            Some(reply) = replies.next() => panic!(
+                "{subject} was allowed; the server answered {}",
+                String::from_utf8_lossy(&reply.payload)
+            ),
+            () = &mut deadline => panic!("{subject}: no permission error within 10 s"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_server_refuses_to_delete_or_purge_the_event_log() {
+async fn the_runtime_identity_cannot_change_or_destroy_the_event_log_or_the_keys() {
     let server = NatsServer::start_with(NatsOptions {
         accounts: true,
         ..Default::default()
     })
     .await
     .unwrap();
-    let store = open_store(&server).await;
+    let config = StoreConfig::default();
+    trackhrs_nats::provision(&server.connect_provisioner().await.unwrap(), &config)
+        .await
+        .unwrap();
+    // The runtime opens the provisioned store (it checks, it does not
+    // change), and cannot provision itself.
+    let runtime = server.connect().await.unwrap();
+    let store = EventStore::open(runtime.clone(), config.clone())
+        .await
+        .unwrap();
+    assert!(trackhrs_nats::provision(&runtime, &config).await.is_err());
     let done = decide_and_append(&store, "acme", "org", create_org(5), "create")
         .await
         .unwrap();
-    let js = async_nats::jetstream::new(server.connect().await.unwrap());
-    let stream = js.get_stream("TRACKHRS_EVENTS").await.unwrap();
-    assert!(
-        stream.delete_message(done.position).await.is_err(),
-        "message delete"
+    let admin = async_nats::jetstream::new(server.connect_admin().await.unwrap());
+    let count = |name: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let mut stream = admin.get_stream(name).await.unwrap();
+            stream.info().await.unwrap().state.messages
+        }
+    };
+    let (events_before, keys_before) = (
+        count("TRACKHRS_EVENTS").await,
+        count("KV_trackhrs_keys").await,
     );
-    assert!(stream.purge().await.is_err(), "purge");
-    assert!(
-        js.delete_stream("TRACKHRS_EVENTS").await.is_err(),
-        "stream delete"
+    assert!(keys_before > 0, "the owner's data key is stored");
+
+    let events_config = admin
+        .get_stream("TRACKHRS_EVENTS")
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    let changed = |change: fn(&mut async_nats::jetstream::stream::Config)| {
+        let mut c = events_config.clone();
+        change(&mut c);
+        serde_json::to_value(c).unwrap()
+    };
+    let (client, mut errors) = runtime_reporting_errors(&server).await;
+    let calls = [
+        (
+            "$JS.API.STREAM.UPDATE.TRACKHRS_EVENTS",
+            changed(|c| c.max_messages = 1),
+        ),
+        (
+            "$JS.API.STREAM.UPDATE.TRACKHRS_EVENTS",
+            changed(|c| c.subjects = vec!["other.>".into()]),
+        ),
+        (
+            "$JS.API.STREAM.UPDATE.TRACKHRS_EVENTS",
+            changed(|c| {
+                c.deny_delete = false;
+                c.deny_purge = false;
+            }),
+        ),
+        (
+            "$JS.API.STREAM.DELETE.TRACKHRS_EVENTS",
+            serde_json::json!({}),
+        ),
+        (
+            "$JS.API.STREAM.MSG.DELETE.TRACKHRS_EVENTS",
+            serde_json::json!({ "seq": done.position }),
+        ),
+        (
+            "$JS.API.STREAM.PURGE.TRACKHRS_EVENTS",
+            serde_json::json!({}),
+        ),
+        (
+            "$JS.API.STREAM.PURGE.KV_trackhrs_keys",
+            serde_json::json!({}),
+        ),
+        (
+            "$JS.API.STREAM.MSG.DELETE.KV_trackhrs_keys",
+            serde_json::json!({ "seq": 1 }),
+        ),
+        (
+            "$JS.API.STREAM.DELETE.KV_trackhrs_keys",
+            serde_json::json!({}),
+        ),
+        (
+            "$JS.API.STREAM.UPDATE.KV_trackhrs_keys",
+            serde_json::json!({ "name": "KV_trackhrs_keys", "max_msgs": 0 }),
+        ),
+        (
+            "$JS.API.STREAM.CREATE.SHADOW",
+            serde_json::json!({ "name": "SHADOW", "subjects": ["evt.>"] }),
+        ),
+    ];
+    for (subject, body) in calls {
+        let error = refused(&client, &mut errors, subject, body).await;
+        assert!(
+            error.to_lowercase().contains("permissions violation"),
+            "{subject}: {error}"
+        );
+    }
+    assert_eq!(
+        count("TRACKHRS_EVENTS").await,
+        events_before,
+        "no event lost"
     );
+    assert_eq!(count("KV_trackhrs_keys").await, keys_before, "no key lost");
+    let stream = admin.get_stream("TRACKHRS_EVENTS").await.unwrap();
+    assert_eq!(stream.cached_info().config, events_config, "unchanged");
+    let loaded = load_org(&store, "org").await;
+    assert_eq!(loaded.version, 1, "history intact");
 
     // Even the admin, who may delete streams, cannot purge or delete messages:
     // the stream itself denies it, and that cannot be switched off.
-    let admin = async_nats::jetstream::new(server.connect_admin().await.unwrap());
-    let admin_stream = admin.get_stream("TRACKHRS_EVENTS").await.unwrap();
-    assert!(admin_stream.purge().await.is_err(), "admin purge");
+    assert!(stream.purge().await.is_err(), "admin purge");
     assert!(
-        admin_stream.delete_message(done.position).await.is_err(),
+        stream.delete_message(done.position).await.is_err(),
         "admin delete"
     );
-    let mut config = admin_stream.cached_info().config.clone();
-    config.deny_purge = false;
-    config.deny_delete = false;
+    let mut lifted = events_config;
+    lifted.deny_purge = false;
+    lifted.deny_delete = false;
     assert!(
-        admin.update_stream(config).await.is_err(),
+        admin.update_stream(lifted).await.is_err(),
         "denials cannot be lifted"
     );
+}
 
-    let loaded = load_org(&store, "org").await;
-    assert_eq!(loaded.version, 1, "history intact");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_that_could_lose_events_is_neither_provisioned_over_nor_opened() {
+    let server = NatsServer::start().await.unwrap();
+    let config = StoreConfig::default();
+    // An operator created the stream by hand with an age limit.
+    let mut lossy = trackhrs_nats::provision::events_stream_config(&config);
+    lossy.max_age = Duration::from_secs(30 * 86_400);
+    let js = async_nats::jetstream::new(server.connect().await.unwrap());
+    js.create_stream(lossy).await.unwrap();
+
+    let client = server.connect().await.unwrap();
+    let refused = trackhrs_nats::provision(&client, &config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("max_age") && refused.contains("may already have lost events"),
+        "{refused}"
+    );
+    let mut stream = js.get_stream("TRACKHRS_EVENTS").await.unwrap();
+    assert!(
+        !stream.info().await.unwrap().config.max_age.is_zero(),
+        "left as it was for the operator"
+    );
+    assert!(
+        js.get_key_value("trackhrs_keys").await.is_err(),
+        "nothing else was provisioned"
+    );
+    let not_opened = EventStore::open(client, config).await.err().unwrap();
+    assert!(not_opened.to_string().contains("max_age"), "{not_opened}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_nobody_provisioned_is_not_opened_and_says_what_to_run() {
+    let server = NatsServer::start().await.unwrap();
+    let client = server.connect().await.unwrap();
+    let err = EventStore::open(client.clone(), StoreConfig::default())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("trackhrs provision"), "{err}");
+    let js = async_nats::jetstream::new(client);
+    assert!(
+        js.get_stream("TRACKHRS_EVENTS").await.is_err(),
+        "opening created nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,9 @@ pub enum PlatformError {
     /// A read model or policy failed.
     #[error(transparent)]
     Projection(#[from] ProjectionError),
+    /// The event store could not be provisioned.
+    #[error(transparent)]
+    Store(#[from] trackhrs_nats::StoreError),
     /// A task panicked or was cancelled.
     #[error("platform task: {0}")]
     Task(String),
@@ -104,6 +107,19 @@ impl Default for Settings {
             batch_wait: None,
         }
     }
+}
+
+/// Creates or updates every stream and bucket the platform uses: the event
+/// stream, the snapshot and key buckets, the dead-letter stream. Needs a NATS
+/// identity that may create and update streams; every other role only checks
+/// the result when it opens the store.
+pub async fn provision(
+    client: &async_nats::Client,
+    config: &trackhrs_nats::StoreConfig,
+) -> Result<(), PlatformError> {
+    trackhrs_nats::provision(client, config).await?;
+    trackhrs_projections::dlq::provision(client, config.replicas).await?;
+    Ok(())
 }
 
 /// How the activity and timeline projections batch: up to 100 commits or

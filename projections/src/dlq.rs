@@ -35,14 +35,10 @@ pub fn subject(name: &str, version: u32) -> String {
     format!("dlq.{name}.{version}")
 }
 
-/// Creates or updates the dead-letter stream. Idempotent; safe from several
-/// processes at once. Unlike the event log, dead letters can be deleted
+/// The dead-letter stream. Unlike the event log, dead letters can be deleted
 /// (replay removes them).
-pub async fn ensure_stream(
-    js: &jetstream::Context,
-    replicas: usize,
-) -> Result<(), ProjectionError> {
-    js.create_or_update_stream(stream::Config {
+fn stream_config(replicas: usize) -> stream::Config {
+    stream::Config {
         name: DLQ_STREAM.into(),
         description: Some(
             "TrackHrs projection dead letters: messages a projection could not decode or apply"
@@ -57,10 +53,46 @@ pub async fn ensure_stream(
         duplicate_window: std::time::Duration::from_secs(3600),
         allow_direct: true,
         ..Default::default()
-    })
-    .await
-    .map_err(|e| ProjectionError::Nats(format!("stream {DLQ_STREAM}: {e}")))?;
+    }
+}
+
+/// Creates or updates the dead-letter stream (`trackhrs provision`).
+/// Idempotent; safe from several processes at once.
+pub async fn provision(
+    client: &async_nats::Client,
+    replicas: usize,
+) -> Result<(), ProjectionError> {
+    jetstream::new(client.clone())
+        .create_or_update_stream(stream_config(replicas))
+        .await
+        .map_err(|e| ProjectionError::Nats(format!("stream {DLQ_STREAM}: {e}")))?;
     Ok(())
+}
+
+/// Creates the dead-letter stream when it does not exist (a server nobody
+/// provisioned: tests, `trackhrs dev`); changes nothing when it does, so a
+/// runtime identity that may not create or update streams gets through.
+pub(crate) async fn ensure_stream(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<(), ProjectionError> {
+    match js.get_stream(DLQ_STREAM).await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref je)
+                if je.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            js.get_or_create_stream(stream_config(replicas))
+                .await
+                .map_err(|e| {
+                    ProjectionError::Nats(format!(
+                        "stream {DLQ_STREAM} does not exist and cannot be created ({e}): run `trackhrs provision`"
+                    ))
+                })?;
+            Ok(())
+        }
+        Err(e) => Err(ProjectionError::Nats(format!("stream {DLQ_STREAM}: {e}"))),
+    }
 }
 
 /// A message on its way to the dead-letter stream.
