@@ -100,7 +100,15 @@ impl App {
     /// evict this replica's cached org state; the activity projection's
     /// invalidations evict its dashboards).
     pub async fn open(store: EventStore, pool: Pool, config: AppConfig) -> Result<Self, AppError> {
-        let credentials = Arc::new(Auth::open(pool.clone(), config.auth).await?);
+        // The store opens only with a key-encryption key; the signing keys
+        // are wrapped under the same one.
+        let kek = store.config().kek.clone().ok_or_else(|| {
+            AppError::unavailable(format!(
+                "no key-encryption key: {}",
+                trackhrs_kek::HOW_TO_SET
+            ))
+        })?;
+        let credentials = Arc::new(Auth::open(pool.clone(), config.auth, kek).await?);
         let orgs = OrgCommands::new(store.clone());
         let reads = reads::ReadModels::new(pool.clone(), store.clone(), config.read_wait);
         let dashboards = DashboardCache::with_capacity(config.dashboard_cache_entries);

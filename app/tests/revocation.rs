@@ -28,10 +28,12 @@ fn t(s: &str) -> Token {
 
 async fn setup() -> Setup {
     let nats = NatsServer::start().await.unwrap();
-    let store =
-        EventStore::provision_and_open(nats.connect().await.unwrap(), StoreConfig::default())
-            .await
-            .unwrap();
+    let store = EventStore::provision_and_open(
+        nats.connect().await.unwrap(),
+        StoreConfig::with_kek(trackhrs_harness::test_kek()),
+    )
+    .await
+    .unwrap();
     let db = TestDb::create().await.unwrap();
     let pool = pg_pool(db.connection_string().parse().unwrap(), 4).unwrap();
     let app = App::open(store.clone(), pool, Default::default())

@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use trackhrs_domain::Token;
 use trackhrs_domain::organization::{OrgEvent, Organization};
 use trackhrs_harness::{NatsOptions, NatsServer};
+use trackhrs_kek::Keyring;
 use trackhrs_nats::{CommitMeta, EventStore, Loaded, StoreConfig};
 use trackhrs_schemas::events::v1::{Commit, EventEnvelope};
 
@@ -367,7 +368,7 @@ struct Loads {
 
 async fn loads(client: async_nats::Client, args: &StoreBenchArgs) -> anyhow::Result<Loads> {
     // A new store instance: its in-process cache starts empty.
-    let store = EventStore::open(client, StoreConfig::default()).await?;
+    let store = EventStore::open(client, StoreConfig::with_kek(bench_kek()?)).await?;
     let org = Token::new("fill")?;
     let step = (args.aggregates / args.load_samples.max(1)).max(1);
     let small: Vec<Token> = (0..args.aggregates)
@@ -419,7 +420,7 @@ async fn measure(
     let client = server.connect().await?;
     let config = StoreConfig {
         state_cache_capacity: (args.append_aggregates + args.aggregates + args.big_aggregates) * 2,
-        ..Default::default()
+        ..StoreConfig::with_kek(bench_kek()?)
     };
     trackhrs_nats::provision(&client, &config).await?;
     let js = jetstream::new(client.clone());
@@ -544,6 +545,14 @@ pub async fn run_store(args: StoreBenchArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(10)).await;
     say(&serde_json::to_string(&Value::Object(report))?);
     Ok(())
+}
+
+/// The key-encryption key of a bench's own, throw-away store: random and
+/// held in memory only.
+pub fn bench_kek() -> anyhow::Result<std::sync::Arc<Keyring>> {
+    Ok(std::sync::Arc::new(Keyring::from_text(
+        &Keyring::generate(),
+    )?))
 }
 
 #[cfg(test)]

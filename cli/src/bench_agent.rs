@@ -167,7 +167,7 @@ fn switch_window(conn: &x11rb::rust_connection::RustConnection, window: u32, n: 
 pub async fn run_agent(args: AgentBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (_nats, _pg, client, pg_config) = bench_servers(dir.path(), &[]).await?;
-    let config = StoreConfig::default();
+    let config = StoreConfig::with_kek(crate::bench::bench_kek()?);
     trackhrs_nats::provision(&client, &config).await?;
     let store = EventStore::open(client, config).await?;
     let gateway = Platform::build(

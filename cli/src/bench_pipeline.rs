@@ -269,7 +269,7 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
 
     let config = StoreConfig {
         group_commit_max: args.group_commit_max,
-        ..StoreConfig::default()
+        ..StoreConfig::with_kek(crate::bench::bench_kek()?)
     };
     trackhrs_nats::provision(&client, &config).await?;
     let store = EventStore::open(client.clone(), config.clone()).await?;

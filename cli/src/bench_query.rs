@@ -186,7 +186,7 @@ fn team_dashboard(token: &str, days: u64) -> anyhow::Result<tonic::Request<GetDa
 pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (_nats, _pg, client, pg_config) = bench_servers(dir.path(), &[]).await?;
-    let config = StoreConfig::default();
+    let config = StoreConfig::with_kek(crate::bench::bench_kek()?);
     trackhrs_nats::provision(&client, &config).await?;
     let store = EventStore::open(client.clone(), config).await?;
 

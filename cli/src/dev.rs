@@ -30,6 +30,10 @@ pub struct DevArgs {
     nats_url: Option<String>,
     #[command(flatten)]
     nats_auth: crate::NatsAuth,
+    /// The key-encryption key; by default `<data dir>/kek`, created on the
+    /// first start.
+    #[command(flatten)]
+    kek: crate::keys::KekArgs,
     /// Use this PostgreSQL database instead of starting a server.
     #[arg(long, env = "TRACKHRS_DATABASE_URL")]
     database_url: Option<String>,
@@ -101,15 +105,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let pg: tokio_postgres::Config = database_url
         .parse()
         .context("invalid PostgreSQL connection string")?;
+    let (kek, kek_file) = args.kek.dev_keyring(&data_dir)?;
     crate::local::write(
         &data_dir,
         nats_server.is_some().then_some(nats_url.as_str()),
         pg_server.is_some().then_some(database_url.as_str()),
+        kek_file.as_deref(),
     )
     .context("record the platform's endpoints in the data folder")?;
 
     let client = args.nats_auth.connect(&nats_url).await?;
-    let config = StoreConfig::default();
+    let config = StoreConfig::with_kek(kek);
     // Its own server it provisions; a server it is pointed at was provisioned
     // by `trackhrs provision`, and dev connects as the runtime does.
     if nats_server.is_some() {

@@ -8,6 +8,7 @@ mod bench_floor;
 mod bench_pipeline;
 mod bench_query;
 mod dev;
+mod keys;
 mod local;
 mod ops;
 mod platform;
@@ -95,6 +96,11 @@ enum Role {
         #[command(subcommand)]
         command: AuthCommand,
     },
+    /// The key-encryption key that wraps every data key and signing key.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Read the event log.
     Events {
         #[command(subcommand)]
@@ -160,16 +166,42 @@ enum AuthCommand {
     Keys {
         #[command(flatten)]
         pg: platform::PgArgs,
+        #[command(flatten)]
+        kek: keys::KekArgs,
     },
     /// Add a signing key; it signs from now on, older keys still verify.
     RotateKey {
         #[command(flatten)]
         pg: platform::PgArgs,
+        #[command(flatten)]
+        kek: keys::KekArgs,
     },
     /// Retire a signing key: tokens it signed are refused from now on.
     RetireKey {
         /// The key id (see `trackhrs auth keys`).
         kid: String,
+        #[command(flatten)]
+        pg: platform::PgArgs,
+        #[command(flatten)]
+        kek: keys::KekArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write a new key-encryption key to FILE, readable by its owner only
+    /// (never overwrites one).
+    NewKek {
+        /// Where to write it.
+        file: std::path::PathBuf,
+    },
+    /// Wrap every data key and signing key under a new key-encryption key,
+    /// while the platform runs: the new key goes first in the key file
+    /// (running processes re-read it), everything is wrapped again, then
+    /// the old key is set aside beside the file, for older backups.
+    RotateKek {
+        #[command(flatten)]
+        nats: NatsArgs,
         #[command(flatten)]
         pg: platform::PgArgs,
     },
@@ -197,6 +229,9 @@ pub struct NatsArgs {
     /// How it authenticates and secures the connection.
     #[command(flatten)]
     pub auth: NatsAuth,
+    /// The key-encryption key (not needed by `provision`).
+    #[command(flatten)]
+    pub kek: keys::KekArgs,
     /// Replicas of every stream (3 on a cluster).
     #[arg(long, env = "TRACKHRS_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
@@ -340,6 +375,37 @@ async fn main() -> anyhow::Result<()> {
             projections_status(&store, &pg).await
         }
         Role::Auth { command } => auth_command(command).await,
+        Role::Keys {
+            command: KeysCommand::NewKek { file },
+        } => {
+            let id = keys::new_kek(&file)?;
+            let mut out = std::io::stdout().lock();
+            use std::io::Write as _;
+            writeln!(
+                out,
+                "wrote key-encryption key {id} to {}; give it to every role with TRACKHRS_KEK_FILE",
+                file.display()
+            )?;
+            Ok(())
+        }
+        Role::Keys {
+            command: KeysCommand::RotateKek { nats, pg },
+        } => {
+            let done = keys::rotate_kek(&nats, &pg).await?;
+            let mut out = std::io::stdout().lock();
+            use std::io::Write as _;
+            writeln!(
+                out,
+                "key-encryption key {} replaced {}: {} data keys and {} signing keys wrapped again.\n\
+                 The old key is in {}: backups taken before now need it; keep it offline with them, or delete it.",
+                done.new,
+                done.old,
+                done.data_keys,
+                done.signing_keys,
+                done.retired.display()
+            )?;
+            Ok(())
+        }
         Role::Rebuild {
             projection,
             nats,
@@ -398,10 +464,15 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Connects to NATS and opens the event store, which `trackhrs provision`
-/// created: a running role creates and changes no stream.
+/// created: a running role creates and changes no stream. Refuses to start
+/// without the key-encryption key, saying what to set.
 async fn open_store(nats: &NatsArgs) -> anyhow::Result<trackhrs_nats::EventStore> {
+    let config = StoreConfig {
+        kek: Some(nats.kek.keyring()?),
+        ..nats.store_config()
+    };
     let client = nats.connect().await?;
-    Ok(trackhrs_nats::EventStore::open(client, nats.store_config()).await?)
+    Ok(trackhrs_nats::EventStore::open(client, config).await?)
 }
 
 async fn projections_status(
@@ -433,13 +504,13 @@ async fn projections_status(
 }
 
 async fn auth_command(command: AuthCommand) -> anyhow::Result<()> {
-    let pg = match &command {
-        AuthCommand::Keys { pg }
-        | AuthCommand::RotateKey { pg }
-        | AuthCommand::RetireKey { pg, .. } => pg,
+    let (pg, kek) = match &command {
+        AuthCommand::Keys { pg, kek }
+        | AuthCommand::RotateKey { pg, kek }
+        | AuthCommand::RetireKey { pg, kek, .. } => (pg, kek),
     };
     let pool = trackhrs_app::pg_pool(pg.config()?, 2)?;
-    let auth = trackhrs_credentials::Auth::open(pool, Default::default()).await?;
+    let auth = trackhrs_credentials::Auth::open(pool, Default::default(), kek.keyring()?).await?;
     let mut out = std::io::stdout().lock();
     use std::io::Write as _;
     match command {

@@ -28,8 +28,11 @@ pub struct TailArgs {
 /// Prints one JSON line per commit on stdout; undecodable messages are
 /// reported on stderr with subject and sequence, and the tail goes on.
 pub async fn run(args: TailArgs) -> anyhow::Result<()> {
+    let config = trackhrs_nats::StoreConfig {
+        kek: Some(args.nats.kek.keyring()?),
+        ..args.nats.store_config()
+    };
     let client = args.nats.connect().await?;
-    let config = args.nats.store_config();
     let store = EventStore::open(client.clone(), config.clone())
         .await
         .context("open the event store (run `trackhrs provision` first?)")?;

@@ -45,7 +45,16 @@ fn dev_starts_seeds_once_and_tail_shows_the_log() {
         .await
         .unwrap()
     });
-    let tail = trackhrs(&["events", "tail", "--nats-url", &server.url()]);
+    // The key-encryption key `dev` created in its data folder opens it.
+    let kek = data_dir.join("kek");
+    let tail = trackhrs(&[
+        "events",
+        "tail",
+        "--nats-url",
+        &server.url(),
+        "--kek-file",
+        kek.to_str().unwrap(),
+    ]);
     let lines: Vec<serde_json::Value> = String::from_utf8(tail.stdout)
         .unwrap()
         .lines()

@@ -117,9 +117,10 @@ async fn tables(pg: &tokio_postgres::Client, version: u32) -> Vec<String> {
 async fn the_worker_killed_ten_times_ends_where_a_clean_pass_ends() {
     let nats = NatsServer::start().await.unwrap();
     let client = nats.connect().await.unwrap();
-    let store = EventStore::provision_and_open(client, StoreConfig::default())
-        .await
-        .unwrap();
+    let store =
+        EventStore::provision_and_open(client, StoreConfig::with_kek(trackhrs_harness::test_kek()))
+            .await
+            .unwrap();
     let db = TestDb::create().await.unwrap();
     let pg = db.connect().await.unwrap();
 

@@ -45,6 +45,7 @@ async fn every_subcommand_connects_with_a_server_list_a_user_and_tls() {
             ("TRACKHRS_NATS_PASSWORD", password.to_owned()),
             ("TRACKHRS_NATS_CA", ca.to_owned()),
             ("TRACKHRS_DATABASE_URL", db.connection_string().to_owned()),
+            ("TRACKHRS_KEK", trackhrs_harness::TEST_KEK.to_owned()),
         ]
     };
     let good = env(&ca_file, trackhrs_harness::nats::TEST_PASSWORD);

@@ -71,9 +71,12 @@ async fn record_batches(store: &EventStore, seqs: std::ops::RangeInclusive<u64>)
 async fn status_rebuild_and_dead_letters_from_the_command_line() {
     let nats = NatsServer::start().await.unwrap();
     let client = nats.connect().await.unwrap();
-    let store = EventStore::provision_and_open(client.clone(), StoreConfig::default())
-        .await
-        .unwrap();
+    let store = EventStore::provision_and_open(
+        client.clone(),
+        StoreConfig::with_kek(trackhrs_harness::test_kek()),
+    )
+    .await
+    .unwrap();
     let db = TestDb::create().await.unwrap();
     let pg = db.connect().await.unwrap();
     let (url, conn) = (nats.url(), db.connection_string().to_owned());

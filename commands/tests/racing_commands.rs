@@ -25,7 +25,7 @@ fn meta(id: &str) -> CommitMeta {
 async fn handler(server: &NatsServer) -> CommandHandler {
     let client = server.connect().await.unwrap();
     CommandHandler::new(
-        EventStore::provision_and_open(client, StoreConfig::default())
+        EventStore::provision_and_open(client, StoreConfig::with_kek(trackhrs_harness::test_kek()))
             .await
             .unwrap(),
     )

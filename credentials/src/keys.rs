@@ -2,19 +2,25 @@
 //! PostgreSQL (`auth.signing_keys`), and the access tokens themselves (JWT,
 //! HS256, the key id in the `kid` header).
 //!
+//! Every secret is stored wrapped under the key-encryption key
+//! ([`trackhrs_kek::Keyring`], slot `signing-key:<kid>`): the table alone,
+//! or a backup of it, signs nothing.
+//!
 //! The newest key that is not retired signs. Every key that is not retired
 //! verifies, so tokens signed before a rotation stay valid until they expire
 //! or their key is retired. Each replica reloads the keys every
 //! [`RELOAD_EVERY`], and at once when a token names a key it does not know.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use trackhrs_kek::Keyring;
+use zeroize::Zeroizing;
 
 use super::AuthError;
 
@@ -41,7 +47,13 @@ pub struct Claims {
 /// One signing key.
 #[derive(Clone)]
 struct Key {
-    secret: Vec<u8>,
+    secret: Arc<Zeroizing<Vec<u8>>>,
+}
+
+/// The slot a signing key's secret is wrapped for (its associated data
+/// under the key-encryption key).
+pub fn slot(kid: &str) -> String {
+    format!("signing-key:{kid}")
 }
 
 struct Loaded {
@@ -53,6 +65,7 @@ struct Loaded {
 /// The signing keys as this replica last loaded them.
 pub struct SigningKeys {
     pool: Pool,
+    kek: Arc<Keyring>,
     loaded: RwLock<Loaded>,
     /// When an unknown key id last made this replica reload.
     unknown_lookup: std::sync::Mutex<Option<Instant>>,
@@ -70,10 +83,13 @@ pub struct KeyInfo {
 }
 
 impl SigningKeys {
-    /// Loads the keys, creating the first one when there is none.
-    pub async fn open(pool: Pool) -> Result<Self, AuthError> {
+    /// Loads the keys, creating the first one when there is none. Secrets
+    /// stored before they were wrapped are wrapped first; a secret wrapped
+    /// under a KEK `kek` does not hold refuses the open.
+    pub async fn open(pool: Pool, kek: Arc<Keyring>) -> Result<Self, AuthError> {
         let keys = Self {
             pool,
+            kek,
             loaded: RwLock::new(Loaded {
                 current: None,
                 keys: HashMap::new(),
@@ -81,6 +97,8 @@ impl SigningKeys {
             }),
             unknown_lookup: std::sync::Mutex::new(None),
         };
+        keys.rewrap_where(|stored| trackhrs_kek::wrapped_under(stored).is_none())
+            .await?;
         if keys.reload().await?.is_none() {
             keys.ensure_one().await?;
             keys.reload().await?;
@@ -100,17 +118,75 @@ impl SigningKeys {
             .await?
             .get(0);
         if live == 0 {
-            insert_key(&tx).await?;
+            insert_key(&tx, &self.kek).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Wraps every secret not yet wrapped under the current KEK again under
+    /// it (`trackhrs keys rotate-kek`; at open, secrets stored in the clear).
+    /// Returns how many were wrapped again and how many already were.
+    pub async fn rewrap(&self) -> Result<(usize, usize), AuthError> {
+        let current = self.kek.current();
+        self.rewrap_where(|stored| trackhrs_kek::wrapped_under(stored) != Some(current))
+            .await
+    }
+
+    /// Wraps again under the current KEK the secrets `stale` picks.
+    async fn rewrap_where(
+        &self,
+        stale: impl Fn(&[u8]) -> bool,
+    ) -> Result<(usize, usize), AuthError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query("SELECT kid, secret FROM auth.signing_keys", &[])
+            .await?;
+        let (mut rewrapped, mut already) = (0, 0);
+        for row in rows {
+            let kid: String = row.get(0);
+            let stored: Vec<u8> = row.get(1);
+            if !stale(&stored) {
+                already += 1;
+                continue;
+            }
+            let secret = match trackhrs_kek::wrapped_under(&stored) {
+                Some(_) => self.unwrap(&kid, &stored)?,
+                None => Zeroizing::new(stored.clone()),
+            };
+            let wrapped = self.wrap(&kid, &secret)?;
+            // Only if nobody changed it meanwhile (another replica's rewrap).
+            rewrapped += client
+                .execute(
+                    "UPDATE auth.signing_keys SET secret = $1 WHERE kid = $2 AND secret = $3",
+                    &[
+                        &super::Redacted(wrapped.as_slice()),
+                        &kid,
+                        &super::Redacted(stored.as_slice()),
+                    ],
+                )
+                .await? as usize;
+        }
+        Ok((rewrapped, already))
+    }
+
+    fn wrap(&self, kid: &str, secret: &[u8]) -> Result<Vec<u8>, AuthError> {
+        wrap_secret(&self.kek, kid, secret)
+    }
+
+    fn unwrap(&self, kid: &str, stored: &[u8]) -> Result<Zeroizing<Vec<u8>>, AuthError> {
+        self.kek.unwrap(&slot(kid), stored).map_err(|e| {
+            AuthError::Internal(format!(
+                "signing key {kid} cannot be unwrapped ({e}); nothing is signed or verified"
+            ))
+        })
     }
 
     /// Adds a new key, which signs from now on (on other replicas within
     /// [`RELOAD_EVERY`]). Returns its id.
     pub async fn rotate(&self) -> Result<String, AuthError> {
         let client = self.pool.get().await?;
-        let kid = insert_key(&client).await?;
+        let kid = insert_key(&client, &self.kek).await?;
         self.reload().await?;
         Ok(kid)
     }
@@ -176,8 +252,17 @@ impl SigningKeys {
         let current = rows.first().map(|r| r.get::<_, String>(0));
         let keys = rows
             .iter()
-            .map(|r| (r.get::<_, String>(0), Key { secret: r.get(1) }))
-            .collect();
+            .map(|r| {
+                let kid = r.get::<_, String>(0);
+                let secret = self.unwrap(&kid, r.get(1))?;
+                Ok((
+                    kid,
+                    Key {
+                        secret: Arc::new(secret),
+                    },
+                ))
+            })
+            .collect::<Result<_, AuthError>>()?;
         let mut loaded = self.loaded.write().unwrap_or_else(|e| e.into_inner());
         *loaded = Loaded {
             current: current.clone(),
@@ -214,8 +299,12 @@ impl SigningKeys {
             kid: Some(kid),
             ..Header::new(Algorithm::HS256)
         };
-        jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(&key.secret))
-            .map_err(|e| AuthError::Internal(format!("signing an access token: {e}")))
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &EncodingKey::from_secret(key.secret.as_slice()),
+        )
+        .map_err(|e| AuthError::Internal(format!("signing an access token: {e}")))
     }
 
     /// Verifies an access token: its key, signature and expiry.
@@ -238,12 +327,16 @@ impl SigningKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&key.secret), &validation)
-            .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::BadToken,
-            })
+        jsonwebtoken::decode::<Claims>(
+            token,
+            &DecodingKey::from_secret(key.secret.as_slice()),
+            &validation,
+        )
+        .map(|data| data.claims)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+            _ => AuthError::BadToken,
+        })
     }
 
     /// True at most once a second: whether an unknown key id may trigger a
@@ -281,16 +374,25 @@ async fn lock_keys(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), AuthEr
     Ok(())
 }
 
-async fn insert_key(client: &impl deadpool_postgres::GenericClient) -> Result<String, AuthError> {
-    let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
+fn wrap_secret(kek: &Keyring, kid: &str, secret: &[u8]) -> Result<Vec<u8>, AuthError> {
+    kek.wrap(&slot(kid), secret)
+        .map_err(|e| AuthError::Internal(format!("wrapping signing key {kid}: {e}")))
+}
+
+async fn insert_key(
+    client: &impl deadpool_postgres::GenericClient,
+    kek: &Keyring,
+) -> Result<String, AuthError> {
+    let mut secret = Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(secret.as_mut());
     let mut id = [0u8; 6];
     rand::rng().fill_bytes(&mut id);
     let kid: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let wrapped = wrap_secret(kek, &kid, secret.as_ref())?;
     client
         .execute(
             "INSERT INTO auth.signing_keys (kid, secret) VALUES ($1, $2)",
-            &[&kid, &super::Redacted(secret.as_slice())],
+            &[&kid, &super::Redacted(wrapped.as_slice())],
         )
         .await?;
     Ok(kid)

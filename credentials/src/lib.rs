@@ -209,10 +209,14 @@ fn secs(d: Duration) -> f64 {
 
 impl Auth {
     /// Applies the `auth` schema (idempotent, safe from several replicas at
-    /// once) and loads the signing keys.
-    pub async fn open(pool: Pool, config: AuthConfig) -> Result<Self, AuthError> {
+    /// once) and loads the signing keys, which are wrapped under `kek`.
+    pub async fn open(
+        pool: Pool,
+        config: AuthConfig,
+        kek: std::sync::Arc<trackhrs_kek::Keyring>,
+    ) -> Result<Self, AuthError> {
         migrate(&pool).await?;
-        let keys = SigningKeys::open(pool.clone()).await?;
+        let keys = SigningKeys::open(pool.clone(), kek).await?;
         let dummy_hash = blocking(|| {
             let (random, _) = secret::generate(Kind::Refresh);
             password::hash(&random).map_err(|e| AuthError::Internal(e.to_string()))

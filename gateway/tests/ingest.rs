@@ -126,7 +126,7 @@ async fn a_batch_is_stored_once_however_often_it_is_sent() {
 async fn a_batch_sent_again_after_the_duplicate_window_gets_its_original_ack() {
     let store_config = StoreConfig {
         duplicate_window: Duration::from_secs(1),
-        ..StoreConfig::default()
+        ..StoreConfig::with_kek(trackhrs_harness::test_kek())
     };
     let p = Platform::start_full(Default::default(), 1, store_config).await;
     let (_, device, mut ingest) = device(&p).await;

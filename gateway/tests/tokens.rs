@@ -34,7 +34,15 @@ async fn current_key(p: &Platform) -> (String, Vec<u8>) {
         )
         .await
         .unwrap();
-    (row.get(0), row.get(1))
+    let kid: String = row.get(0);
+    let secret = trackhrs_harness::test_kek()
+        .unwrap(
+            &trackhrs_credentials::keys::slot(&kid),
+            row.get::<_, &[u8]>(1),
+        )
+        .unwrap()
+        .to_vec();
+    (kid, secret)
 }
 
 fn sign(kid: &str, secret: &[u8], claims: &Claims) -> String {

@@ -15,6 +15,17 @@ pub mod tls;
 pub mod wait;
 
 pub use nats::{NatsCluster, NatsOptions, NatsServer};
+
+/// The key-encryption key of tests (base64, `TRACKHRS_KEK` of the
+/// processes they start): fixed, so a store reopened by another process or
+/// after a restart unwraps what the first one wrapped. Never used outside
+/// tests; `trackhrs dev` generates its own.
+pub const TEST_KEK: &str = "VHJhY2tIcnMgdGVzdCBrZXktZW5jcnlwdGlvbiBrZXk=";
+
+/// [`TEST_KEK`] as a keyring.
+pub fn test_kek() -> std::sync::Arc<trackhrs_kek::Keyring> {
+    std::sync::Arc::new(trackhrs_kek::Keyring::from_text(TEST_KEK).expect("the test KEK parses"))
+}
 pub use pg::{PgServer, TestDb};
 pub use wait::wait_until;
 

@@ -1,6 +1,9 @@
 //! Names and tunables of the event store.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use trackhrs_kek::Keyring;
 
 /// How the event store is laid out on JetStream and how it caches.
 #[derive(Debug, Clone)]
@@ -11,6 +14,9 @@ pub struct StoreConfig {
     pub snapshot_bucket: String,
     /// KV bucket of per-person data keys (kept outside the log so they can be destroyed).
     pub key_bucket: String,
+    /// The key-encryption key the data keys are wrapped under. Provisioning
+    /// needs none; [`crate::EventStore::open`] refuses to open without one.
+    pub kek: Option<Arc<Keyring>>,
     /// Replicas of every stream and bucket (1 on a laptop, 3 in a cluster).
     pub replicas: usize,
     /// Window in which JetStream drops a repeated `Nats-Msg-Id` (command id).
@@ -37,6 +43,7 @@ impl Default for StoreConfig {
             events_stream: "TRACKHRS_EVENTS".into(),
             snapshot_bucket: "trackhrs_snapshots".into(),
             key_bucket: "trackhrs_keys".into(),
+            kek: None,
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
             snapshot_every: 32,
@@ -44,6 +51,16 @@ impl Default for StoreConfig {
             state_cache_capacity: 200_000,
             ack_timeout: Duration::from_secs(5),
             group_commit_max: 100,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The default configuration with the data keys wrapped under `kek`.
+    pub fn with_kek(kek: Arc<Keyring>) -> Self {
+        Self {
+            kek: Some(kek),
+            ..Self::default()
         }
     }
 }

@@ -16,6 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use futures::StreamExt;
 use rand::RngCore;
+use trackhrs_kek::Keyring;
 use zeroize::Zeroizing;
 
 use crate::error::StoreError;
@@ -111,22 +112,48 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The key bucket's entry that proves which KEK wraps its keys. Person ids
+/// are tokens without dots, so it never names a person.
+pub const KEK_CHECK: &str = "_kek.check";
+
+/// The slot a person's wrapped data key is bound to (its associated data
+/// under the key-encryption key).
+pub fn slot(subject: &str) -> String {
+    format!("data-key:{subject}")
+}
+
+/// What [`KeyStore::rewrap`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rewrapped {
+    /// Keys wrapped again under the current KEK (or for the first time).
+    pub rewrapped: usize,
+    /// Keys already wrapped under it.
+    pub current: usize,
+}
+
 /// The key bucket with a small cache in front, kept coherent across processes
 /// by watching the bucket: an erasure anywhere evicts the key everywhere.
+/// Every key is stored wrapped under the key-encryption key
+/// ([`trackhrs_kek::Keyring`]); the bucket alone opens nothing.
 #[derive(Clone)]
 pub struct KeyStore {
     kv: kv::Store,
+    kek: Arc<Keyring>,
     /// Cached lookups; `None` caches "this person has no key" (erased or never had one).
     cache: moka::sync::Cache<String, Option<Arc<DataKey>>>,
 }
 
 impl KeyStore {
-    /// Opens the bucket (it must exist; see [`crate::provision`]) and starts
-    /// watching it. `on_change` is called with the subject of every key that
-    /// changes, so callers can drop state derived with the old key.
+    /// Opens the bucket (it must exist; see [`crate::provision`]), checks
+    /// that `kek` is the one its keys are wrapped under (refusing to open
+    /// with another), and starts watching it. A bucket from before keys
+    /// were wrapped has its keys wrapped first. `on_change` is called with
+    /// the subject of every key that changes, so callers can drop state
+    /// derived with the old key.
     pub async fn open(
         js: &async_nats::jetstream::Context,
         bucket: &str,
+        kek: Arc<Keyring>,
         on_change: impl Fn(&str) + Send + Sync + 'static,
     ) -> Result<Self, StoreError> {
         let kv = js
@@ -139,11 +166,14 @@ impl KeyStore {
             // if a watch update is ever missed during a reconnect.
             .time_to_live(Duration::from_secs(60))
             .build();
-        let mut watch = kv
+        let store = Self { kv, kek, cache };
+        store.check_kek().await?;
+        let mut watch = store
+            .kv
             .watch_all()
             .await
             .map_err(|e| StoreError::Keys(format!("watch bucket {bucket}: {e}")))?;
-        let watched: moka::sync::Cache<String, Option<Arc<DataKey>>> = cache.clone();
+        let watched: moka::sync::Cache<String, Option<Arc<DataKey>>> = store.cache.clone();
         tokio::spawn(async move {
             while let Some(entry) = watch.next().await {
                 match entry {
@@ -161,7 +191,104 @@ impl KeyStore {
                 }
             }
         });
-        Ok(Self { kv, cache })
+        Ok(store)
+    }
+
+    /// Refuses a KEK other than the bucket's. The first process with a KEK
+    /// wraps the keys stored before keys were wrapped, then records the
+    /// check entry.
+    async fn check_kek(&self) -> Result<(), StoreError> {
+        let wrong = |e: trackhrs_kek::KekError| {
+            StoreError::Keys(format!(
+                "the key bucket's keys cannot be unwrapped with this key-encryption key ({e}); nothing is served"
+            ))
+        };
+        for _ in 0..3 {
+            if let Some(check) = self.kv.get(KEK_CHECK).await.map_err(keys_error)? {
+                self.kek.unwrap(KEK_CHECK, &check).map_err(wrong)?;
+                return Ok(());
+            }
+            self.rewrap().await?;
+            let check = self
+                .kek
+                .wrap(KEK_CHECK, &rand::random::<[u8; KEY_LEN]>())
+                .map_err(wrong)?;
+            if self.kv.create(KEK_CHECK, check.into()).await.is_ok() {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Keys(
+            "the key bucket's key-encryption check could not be read or written".into(),
+        ))
+    }
+
+    /// Wraps every key not yet wrapped under the current KEK again under it
+    /// (`trackhrs keys rotate-kek`), keys stored in the clear included, the
+    /// check entry last. Safe while the platform runs: each key is replaced
+    /// only if nobody changed it since it was read (an erasure wins).
+    pub async fn rewrap(&self) -> Result<Rewrapped, StoreError> {
+        let current = self.kek.current();
+        let mut done = Rewrapped::default();
+        let mut keys: Vec<String> = self
+            .kv
+            .keys()
+            .await
+            .map_err(keys_error)?
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(keys_error)?;
+        // The check entry last: until it names the new KEK, a process that
+        // starts still finds the old one in the key file.
+        keys.sort_by_key(|k| k == KEK_CHECK);
+        for key in keys {
+            let Some(entry) = self.kv.entry(&key).await.map_err(keys_error)? else {
+                continue;
+            };
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            if trackhrs_kek::wrapped_under(&entry.value) == Some(current) {
+                done.current += 1;
+                continue;
+            }
+            let slot = if key == KEK_CHECK {
+                KEK_CHECK.to_owned()
+            } else {
+                slot(&key)
+            };
+            let plain = match trackhrs_kek::wrapped_under(&entry.value) {
+                Some(_) => self
+                    .kek
+                    .unwrap(&slot, &entry.value)
+                    .map_err(|e| StoreError::Keys(format!("rewrap: {e}")))?,
+                None => Zeroizing::new(entry.value.to_vec()),
+            };
+            let wrapped = self
+                .kek
+                .wrap(&slot, &plain)
+                .map_err(|e| StoreError::Keys(format!("rewrap: {e}")))?;
+            // A conflict means the key changed meanwhile (an erasure): leave it.
+            if self
+                .kv
+                .update(&key, wrapped.into(), entry.revision)
+                .await
+                .is_ok()
+            {
+                done.rewrapped += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    /// The stored bytes of a person's key, unwrapped.
+    fn unwrap_key(&self, subject: &str, stored: &[u8]) -> Result<Arc<DataKey>, StoreError> {
+        let material = self
+            .kek
+            .unwrap(&slot(subject), stored)
+            .map_err(|e| StoreError::Keys(format!("data key: {e}")))?;
+        Ok(Arc::new(DataKey::from_bytes(&material)?))
     }
 
     /// The subject's key, if they have one.
@@ -175,7 +302,7 @@ impl KeyStore {
             .await
             .map_err(|e| StoreError::Keys(format!("read key: {e}")))?;
         let key = match found {
-            Some(bytes) => Some(Arc::new(DataKey::from_bytes(&bytes)?)),
+            Some(bytes) => Some(self.unwrap_key(subject, &bytes)?),
             None => None,
         };
         self.cache.insert(subject.to_owned(), key.clone());
@@ -196,7 +323,7 @@ impl KeyStore {
                 .map_err(|e| StoreError::Keys(format!("read key: {e}")))?;
             match entry {
                 Some(entry) if entry.operation == kv::Operation::Put => {
-                    let key = Arc::new(DataKey::from_bytes(&entry.value)?);
+                    let key = self.unwrap_key(subject, &entry.value)?;
                     self.cache.insert(subject.to_owned(), Some(key.clone()));
                     return Ok(key);
                 }
@@ -206,13 +333,12 @@ impl KeyStore {
             let mut material = Zeroizing::new(Vec::with_capacity(KEY_ID_LEN + KEY_LEN));
             material.extend_from_slice(&rand::random::<[u8; KEY_ID_LEN]>());
             material.extend_from_slice(&Aes256Gcm::generate_key(&mut OsRng));
+            let wrapped = self
+                .kek
+                .wrap(&slot(subject), &material)
+                .map_err(|e| StoreError::Keys(format!("data key: {e}")))?;
             // `create` fails if another writer created the key first; then we read theirs.
-            if self
-                .kv
-                .create(subject, material.to_vec().into())
-                .await
-                .is_ok()
-            {
+            if self.kv.create(subject, wrapped.into()).await.is_ok() {
                 let key = Arc::new(DataKey::from_bytes(&material)?);
                 self.cache.insert(subject.to_owned(), Some(key.clone()));
                 return Ok(key);
@@ -233,6 +359,10 @@ impl KeyStore {
         self.cache.invalidate(subject);
         Ok(())
     }
+}
+
+fn keys_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Keys(format!("key bucket: {e}"))
 }
 
 #[cfg(test)]

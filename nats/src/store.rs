@@ -248,7 +248,16 @@ impl EventStore {
             moka::sync::Cache::new(config.state_cache_capacity);
         let evict = states.clone();
         // A key change (an erasure) invalidates every decrypted state held here.
-        let keys = KeyStore::open(&js, &config.key_bucket, move |_| evict.invalidate_all()).await?;
+        let kek = config.kek.clone().ok_or_else(|| {
+            StoreError::Keys(format!(
+                "no key-encryption key: {}",
+                trackhrs_kek::HOW_TO_SET
+            ))
+        })?;
+        let keys = KeyStore::open(&js, &config.key_bucket, kek, move |_| {
+            evict.invalidate_all()
+        })
+        .await?;
         let snapshots = js
             .get_key_value(&config.snapshot_bucket)
             .await

@@ -14,7 +14,7 @@ async fn a_replicated_store_survives_the_loss_of_one_node() {
     let mut cluster = NatsCluster::start(3).await.unwrap();
     let config = StoreConfig {
         replicas: 3,
-        ..Default::default()
+        ..StoreConfig::with_kek(trackhrs_harness::test_kek())
     };
     let client = async_nats::connect(cluster.addrs()).await.unwrap();
     // Provisioning waits for the cluster's meta leader, which may take a moment.

@@ -8,19 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use futures::StreamExt;
-use trackhrs_domain::Aggregate;
 use trackhrs_domain::organization::Organization;
 use trackhrs_harness::wait_until;
 use trackhrs_nats::{EventStore, Loaded, StoreConfig};
-
-async fn run(store: &EventStore, cmd: <Organization as Aggregate>::Command, id: &str) {
-    let loaded = load_org(store, "org").await;
-    let events = loaded.state.handle(cmd).unwrap();
-    store
-        .append(&tok("acme"), &tok("org"), &loaded, events, &meta(id))
-        .await
-        .unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasing_a_person_erases_their_data_everywhere_and_keeps_the_log() {
@@ -29,7 +19,7 @@ async fn erasing_a_person_erases_their_data_everywhere_and_keeps_the_log() {
     let config = StoreConfig {
         snapshot_every: 1,
         snapshot_min_commits: 1,
-        ..Default::default()
+        ..StoreConfig::with_kek(trackhrs_harness::test_kek())
     };
     let client = server.connect().await.unwrap();
     trackhrs_nats::provision(&client, &config).await.unwrap();
@@ -38,8 +28,8 @@ async fn erasing_a_person_erases_their_data_everywhere_and_keeps_the_log() {
         .await
         .unwrap();
 
-    run(&replica_a, create_org(5), "c1").await;
-    run(&replica_a, invite("m1"), "c2").await;
+    run_org(&replica_a, create_org(5), "c1").await;
+    run_org(&replica_a, invite("m1"), "c2").await;
 
     // Nothing personal is stored in clear text, not in events, not in snapshots.
     let js = async_nats::jetstream::new(server.connect().await.unwrap());
@@ -97,7 +87,7 @@ async fn erasing_a_person_erases_their_data_everywhere_and_keeps_the_log() {
     // A full replay from the log, without the snapshot, shows the same.
     let fresh_config = StoreConfig {
         snapshot_bucket: "trackhrs_snapshots_empty".into(),
-        ..Default::default()
+        ..StoreConfig::with_kek(trackhrs_harness::test_kek())
     };
     let client = server.connect().await.unwrap();
     trackhrs_nats::provision(&client, &fresh_config)

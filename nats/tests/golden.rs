@@ -66,10 +66,10 @@ async fn publish_fixture(store: &trackhrs_nats::EventStore, fixture: &Fixture) {
         .await
         .unwrap();
     for (subject, material) in &fixture.keys {
-        key_bucket
-            .put(subject, unhex(material).into())
-            .await
+        let wrapped = trackhrs_harness::test_kek()
+            .wrap(&trackhrs_nats::keys::slot(subject), &unhex(material))
             .unwrap();
+        key_bucket.put(subject, wrapped.into()).await.unwrap();
     }
     for m in &fixture.messages {
         js.publish(m.subject.clone(), B64.decode(&m.commit).unwrap().into())

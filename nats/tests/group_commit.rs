@@ -74,7 +74,7 @@ async fn large_commits_are_published_on_their_own() {
     // No snapshots, so the loads below read what the log holds.
     let config = trackhrs_nats::StoreConfig {
         snapshot_every: u64::MAX,
-        ..Default::default()
+        ..trackhrs_nats::StoreConfig::with_kek(trackhrs_harness::test_kek())
     };
     let store = EventStore::provision_and_open(server.connect().await.unwrap(), config)
         .await

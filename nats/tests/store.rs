@@ -264,7 +264,7 @@ async fn the_runtime_identity_cannot_change_or_destroy_the_event_log_or_the_keys
     })
     .await
     .unwrap();
-    let config = StoreConfig::default();
+    let config = StoreConfig::with_kek(trackhrs_harness::test_kek());
     trackhrs_nats::provision(&server.connect_provisioner().await.unwrap(), &config)
         .await
         .unwrap();
@@ -391,7 +391,7 @@ async fn the_runtime_identity_cannot_change_or_destroy_the_event_log_or_the_keys
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_stream_that_could_lose_events_is_neither_provisioned_over_nor_opened() {
     let server = NatsServer::start().await.unwrap();
-    let config = StoreConfig::default();
+    let config = StoreConfig::with_kek(trackhrs_harness::test_kek());
     // An operator created the stream by hand with an age limit.
     let mut lossy = trackhrs_nats::provision::events_stream_config(&config);
     lossy.max_age = Duration::from_secs(30 * 86_400);
@@ -424,11 +424,14 @@ async fn an_event_stream_that_could_lose_events_is_neither_provisioned_over_nor_
 async fn a_store_nobody_provisioned_is_not_opened_and_says_what_to_run() {
     let server = NatsServer::start().await.unwrap();
     let client = server.connect().await.unwrap();
-    let err = EventStore::open(client.clone(), StoreConfig::default())
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let err = EventStore::open(
+        client.clone(),
+        StoreConfig::with_kek(trackhrs_harness::test_kek()),
+    )
+    .await
+    .err()
+    .unwrap()
+    .to_string();
     assert!(err.contains("trackhrs provision"), "{err}");
     let js = async_nats::jetstream::new(client);
     assert!(
@@ -574,7 +577,7 @@ async fn a_server_killed_during_appends_keeps_whole_commits_and_never_lies() {
     .unwrap();
     let config = StoreConfig {
         ack_timeout: Duration::from_secs(2),
-        ..Default::default()
+        ..StoreConfig::with_kek(trackhrs_harness::test_kek())
     };
     let client = server.connect().await.unwrap();
     trackhrs_nats::provision(&client, &config).await.unwrap();
@@ -741,7 +744,7 @@ async fn commits_of_many_events_are_snapshotted_every_few_commits_not_after_each
     let config = StoreConfig {
         snapshot_every: 4,
         snapshot_min_commits: 3,
-        ..Default::default()
+        ..StoreConfig::with_kek(trackhrs_harness::test_kek())
     };
     let client = server.connect().await.unwrap();
     trackhrs_nats::provision(&client, &config).await.unwrap();

@@ -123,6 +123,13 @@ impl Platform {
         db: TestDb,
         activity: bool,
     ) -> Self {
+        // The tests' KEK unless the configuration names one.
+        let store_config = StoreConfig {
+            kek: store_config
+                .kek
+                .or_else(|| Some(trackhrs_harness::test_kek())),
+            ..store_config
+        };
         let nats = NatsServer::start().await.unwrap();
         let client = nats.connect().await.unwrap();
         provision(&client, &store_config).await.unwrap();

@@ -32,9 +32,10 @@ fn now_ms() -> i64 {
 async fn the_outbox_uploads_every_span_once_even_when_an_ack_is_lost() {
     let nats = NatsServer::start().await.unwrap();
     let client = nats.connect().await.unwrap();
-    let store = EventStore::provision_and_open(client, StoreConfig::default())
-        .await
-        .unwrap();
+    let store =
+        EventStore::provision_and_open(client, StoreConfig::with_kek(trackhrs_harness::test_kek()))
+            .await
+            .unwrap();
     let db = TestDb::create().await.unwrap();
     let gateway = trackhrs_platform::Platform::build(
         store.clone(),

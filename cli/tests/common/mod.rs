@@ -20,11 +20,13 @@ pub fn trackhrs(args: &[&str], env: &[(&str, &str)]) -> Output {
     out
 }
 
-/// The NATS and PostgreSQL settings of a platform under test.
-pub fn platform_env<'a>(nats_url: &'a str, database_url: &'a str) -> [(&'static str, &'a str); 3] {
+/// The NATS and PostgreSQL settings and the key-encryption key of a
+/// platform under test.
+pub fn platform_env<'a>(nats_url: &'a str, database_url: &'a str) -> [(&'static str, &'a str); 4] {
     [
         ("TRACKHRS_NATS_URL", nats_url),
         ("TRACKHRS_DATABASE_URL", database_url),
+        ("TRACKHRS_KEK", trackhrs_harness::TEST_KEK),
         ("RUST_LOG", "warn"),
     ]
 }

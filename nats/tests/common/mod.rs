@@ -5,6 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::stream::BoxStream;
+use trackhrs_domain::Aggregate as _;
 use trackhrs_domain::Token;
 use trackhrs_domain::organization::OrgEvent;
 use trackhrs_domain::organization::Organization;
@@ -30,7 +31,7 @@ pub fn meta(command_id: &str) -> CommitMeta {
 
 pub async fn open_store(server: &NatsServer) -> EventStore {
     let client = server.connect().await.unwrap();
-    EventStore::provision_and_open(client, StoreConfig::default())
+    EventStore::provision_and_open(client, StoreConfig::with_kek(trackhrs_harness::test_kek()))
         .await
         .unwrap()
 }
@@ -91,4 +92,24 @@ pub async fn append_org(
     store
         .append(&tok("acme"), &tok(id), base, events, &meta(command_id))
         .await
+}
+
+/// Decides `cmd` on the org `org` of tenant `acme` and appends it.
+pub async fn run_org(
+    store: &EventStore,
+    cmd: <Organization as trackhrs_domain::Aggregate>::Command,
+    command_id: &str,
+) {
+    let loaded = load_org(store, "org").await;
+    let events = loaded.state.handle(cmd).unwrap();
+    store
+        .append(
+            &tok("acme"),
+            &tok("org"),
+            &loaded,
+            events,
+            &meta(command_id),
+        )
+        .await
+        .unwrap();
 }

@@ -193,9 +193,12 @@ impl Env {
         init_logs();
         let nats = NatsServer::start().await.unwrap();
         let client = nats.connect().await.unwrap();
-        let store = EventStore::provision_and_open(client, StoreConfig::default())
-            .await
-            .unwrap();
+        let store = EventStore::provision_and_open(
+            client,
+            StoreConfig::with_kek(trackhrs_harness::test_kek()),
+        )
+        .await
+        .unwrap();
         let db = TestDb::create().await.unwrap();
         Self {
             nats,
