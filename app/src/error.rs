@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use trackhrs_commands::CommandError;
 use trackhrs_credentials::AuthError;
 use trackhrs_domain::activity::ActivityError;
+use trackhrs_domain::erasure::ErasureError;
 use trackhrs_domain::organization::OrgError;
 use trackhrs_domain::timeline::TimelineError;
 use trackhrs_nats::StoreError;
@@ -193,6 +194,22 @@ impl From<OrgError> for AppError {
             _ => ErrorKind::Precondition,
         };
         Self::new(kind, denied.to_string())
+    }
+}
+
+impl From<CommandError<ErasureError>> for AppError {
+    fn from(error: CommandError<ErasureError>) -> Self {
+        match error {
+            CommandError::Denied(ErasureError::NotAllowed) => {
+                Self::not_allowed(ErasureError::NotAllowed.to_string())
+            }
+            CommandError::Denied(denied) => Self::precondition(denied.to_string()),
+            CommandError::Conflict { .. } => Self::new(
+                ErrorKind::Conflict,
+                "the erasure kept conflicting; run it again",
+            ),
+            CommandError::Store(e) => e.into(),
+        }
     }
 }
 

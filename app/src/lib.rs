@@ -36,9 +36,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use trackhrs_commands::CommandError;
 use trackhrs_credentials::{Auth, AuthConfig};
 use trackhrs_domain::Token;
-use trackhrs_nats::EventStore;
+use trackhrs_domain::erasure::{ErasureCommand, ErasureError, PersonErasure};
+use trackhrs_nats::{CommitMeta, EventStore};
 
 pub use activity::Activity;
 pub use administration::Administration;
@@ -199,16 +201,46 @@ impl App {
         self.orgs.store().client().connection_state() == async_nats::connection::State::Connected
     }
 
-    /// Erases a person (right to be forgotten): deletes their credentials
-    /// and destroys their data key, after which every replay shows their
-    /// personal data as erased. Returns the credential rows deleted.
+    /// Erases a person of `org` (right to be forgotten): destroys their
+    /// data key, after which every replay shows their personal data as
+    /// erased; then records the erasure in the log (`PersonErased`: the
+    /// read models drop their copies, and a key bucket restored from an
+    /// older backup is reconciled with it); then deletes their credentials.
+    /// The key goes first, so whatever a read model decodes after the
+    /// erasure's position reads as erased. Safe to run again after a
+    /// failure half-way. Returns the credential rows deleted.
     #[tracing::instrument(skip_all)]
     pub async fn erase_person(&self, org: &Token, person: &Token) -> Result<u64, AppError> {
+        let state = self.orgs.state(org).await?;
+        if !state.members.contains_key(person) {
+            return Err(AppError::new(
+                ErrorKind::NotFound,
+                "no such person in this organization",
+            ));
+        }
+        self.orgs.store().erase_person(person).await?;
+        let meta = request::stamp(CommitMeta::new(
+            format!("erase-{person}"),
+            "operator",
+            org::now_micros(),
+        ));
+        let erase = ErasureCommand::Erase {
+            person: person.clone(),
+            by: None,
+        };
+        match self
+            .orgs
+            .handler()
+            .execute::<PersonErasure>(org, person, erase, &meta)
+            .await
+        {
+            Ok(_) | Err(CommandError::Denied(ErasureError::AlreadyErased)) => {}
+            Err(e) => return Err(e.into()),
+        }
         let rows = self
             .credentials
             .erase_person(org.as_str(), person.as_str())
             .await?;
-        self.orgs.store().erase_person(person).await?;
         Ok(rows)
     }
 }

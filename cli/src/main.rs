@@ -62,8 +62,9 @@ enum Role {
         command: ProjectionsCommand,
     },
     /// Erase a person (right to be forgotten): destroy their data key, so
-    /// their personal data in every event reads as erased, and delete their
-    /// credentials. Cannot be undone.
+    /// their personal data in every event reads as erased, record the
+    /// erasure in the log (the read models drop their copies), and delete
+    /// their credentials. Cannot be undone; safe to run again if it failed.
     ErasePerson {
         /// The organization.
         #[arg(long)]
@@ -441,7 +442,7 @@ async fn main() -> anyhow::Result<()> {
             use std::io::Write as _;
             writeln!(
                 out,
-                "erased {person}: data key destroyed, {rows} credential rows deleted"
+                "erased {person}: data key destroyed, erasure recorded in the log (the read models drop their copies), {rows} credential rows deleted"
             )?;
             Ok(())
         }

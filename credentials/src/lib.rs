@@ -780,15 +780,39 @@ pub async fn migrate(pool: &Pool) -> Result<(), AuthError> {
     Ok(())
 }
 
+/// The tag the `auth` schema carries as its comment once this code's
+/// `schema.sql` is applied: a digest of the file.
+fn schema_tag() -> String {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(SCHEMA.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("trackhrs auth schema {hex}")
+}
+
 /// Applies the `auth` schema inside `tx`, under an advisory lock held until
-/// it ends.
+/// it ends. A schema already applied by this code (its comment says so) is
+/// left alone without any DDL, so roles that may not change the schema (the
+/// gateway's, the projections') get through; the migration role applies it
+/// (`trackhrs migrate`).
 pub async fn migrate_in(tx: &tokio_postgres::Transaction<'_>) -> Result<(), tokio_postgres::Error> {
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext('trackhrs.auth.schema'))",
         &[],
     )
     .await?;
-    tx.batch_execute(SCHEMA).await
+    let tag = schema_tag();
+    let applied: Option<String> = tx
+        .query_one(
+            "SELECT obj_description(to_regnamespace('auth'), 'pg_namespace')",
+            &[],
+        )
+        .await?
+        .get(0);
+    if applied.as_deref() == Some(tag.as_str()) {
+        return Ok(());
+    }
+    tx.batch_execute(SCHEMA).await?;
+    tx.batch_execute(&format!("COMMENT ON SCHEMA auth IS '{tag}'"))
+        .await
 }
 
 /// Counts one more in `key`'s window (starting a new window when the old one

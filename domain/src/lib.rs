@@ -9,6 +9,7 @@ pub mod activity;
 pub mod aggregate;
 pub mod categories;
 pub mod classifier;
+pub mod erasure;
 pub mod ids;
 pub mod organization;
 pub mod permissions;

@@ -349,6 +349,14 @@ impl KeyStore {
         )))
     }
 
+    /// Whether the bucket holds a key for the subject, or no erasure marker
+    /// (so one could be created): what an erasure recorded in the log must
+    /// not find.
+    pub async fn holds(&self, subject: &str) -> Result<bool, StoreError> {
+        let entry = self.kv.entry(subject).await.map_err(keys_error)?;
+        Ok(entry.is_none_or(|e| e.operation == kv::Operation::Put))
+    }
+
     /// Destroys the subject's key: all their sealed personal data becomes
     /// unreadable, in every event and snapshot, on every replica.
     pub async fn erase(&self, subject: &str) -> Result<(), StoreError> {

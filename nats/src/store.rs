@@ -274,7 +274,7 @@ impl EventStore {
                 group_stats.clone(),
             )
         });
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 committer,
                 group_stats,
@@ -285,7 +285,50 @@ impl EventStore {
                 snapshots,
                 states,
             }),
-        })
+        };
+        store.reconcile_erasures().await?;
+        Ok(store)
+    }
+
+    /// Destroys again the data key of every person the log says was erased
+    /// (`PersonErased`, on the `erasure` aggregate's subjects), when the key
+    /// bucket still has one: a bucket restored from a backup taken before an
+    /// erasure brings the key back. Runs at open, before any read. Returns
+    /// how many keys it destroyed.
+    pub async fn reconcile_erasures(&self) -> Result<usize, StoreError> {
+        use futures::TryStreamExt as _;
+        let filter = Self::subjects_of::<trackhrs_domain::erasure::PersonErasure>();
+        let stream = self
+            .inner
+            .js
+            .get_stream(&self.inner.config.events_stream)
+            .await
+            .map_err(StoreError::unavailable)?;
+        let subjects: Vec<(String, usize)> = stream
+            .info_with_subjects(&filter)
+            .await
+            .map_err(StoreError::unavailable)?
+            .try_collect()
+            .await
+            .map_err(StoreError::unavailable)?;
+        let mut destroyed = 0;
+        for (subject, _) in subjects {
+            let Some(person) = subject.rsplit('.').next() else {
+                continue;
+            };
+            if self.inner.keys.holds(person).await? {
+                self.inner.keys.erase(person).await?;
+                destroyed += 1;
+            }
+        }
+        if destroyed > 0 {
+            self.inner.states.invalidate_all();
+            tracing::warn!(
+                destroyed,
+                "data keys of erased people were in the key bucket (restored from a backup?) and were destroyed again"
+            );
+        }
+        Ok(destroyed)
     }
 
     /// Provisions the streams and buckets (idempotent) and opens the store:

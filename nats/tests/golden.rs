@@ -269,9 +269,10 @@ async fn rules_event_versions_still_load() {
 
 /// A fixture of one commit of device `d1`'s aggregate `aggregate_type`
 /// (events of schema version 1), written to `path`.
-fn write_device_fixture(
+/// A fixture of one commit of `(aggregate type, aggregate id, actor)`.
+fn write_single_commit_fixture(
     path: PathBuf,
-    aggregate_type: &str,
+    (aggregate_type, aggregate_id, actor): (&str, &str, &str),
     command_id: &str,
     what: &str,
     events: Vec<(&str, serde_json::Value)>,
@@ -280,8 +281,8 @@ fn write_device_fixture(
         command_id: command_id.into(),
         org_id: "acme".into(),
         aggregate_type: aggregate_type.into(),
-        aggregate_id: "d1".into(),
-        actor: "device:d1".into(),
+        aggregate_id: aggregate_id.into(),
+        actor: actor.into(),
         correlation_id: command_id.into(),
         causation_id: command_id.into(),
         recorded_at_micros: 1_795_000_000_000_000,
@@ -301,7 +302,7 @@ fn write_device_fixture(
         keys: BTreeMap::new(),
         messages: vec![FixtureMessage {
             what: what.into(),
-            subject: format!("evt.acme.{aggregate_type}.d1"),
+            subject: format!("evt.acme.{aggregate_type}.{aggregate_id}"),
             commit: B64.encode(c.encode_to_vec()),
         }],
     };
@@ -329,9 +330,9 @@ fn write_activity_fixture() {
             "app": "code", "title": null, "url": null, "active": false}),
         ),
     ];
-    write_device_fixture(
+    write_single_commit_fixture(
         activity_path(),
-        "device_activity",
+        ("device_activity", "d1", "device:d1"),
         "batch-1",
         "BatchAccepted v1 and SpanRecorded v1 in one commit",
         events,
@@ -367,9 +368,9 @@ fn write_timeline_fixture() {
             json!({"bucket": "aw-watcher-afk_laptop"}),
         ),
     ];
-    write_device_fixture(
+    write_single_commit_fixture(
         timeline_path(),
-        "device_timeline",
+        ("device_timeline", "d1", "device:d1"),
         "timeline-1",
         "TimelineBatchAccepted, TimelineEventRecorded, TimelineEventRetracted and TimelineBucketRetracted v1 in one commit",
         events,
@@ -438,6 +439,42 @@ async fn activity_event_versions_still_load() {
         .unwrap();
     assert_eq!(last.events[1].payload["title"]["v"], "main.rs - trackhrs");
     assert_eq!(last.events[1].payload["url"]["v"], "https://example.test");
+}
+
+fn erasure_path() -> PathBuf {
+    fixture_path("person_erasure_events.json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_event_versions_still_load() {
+    use trackhrs_domain::Aggregate as _;
+    use trackhrs_domain::erasure::PersonErasure;
+    if std::env::var_os("TRACKHRS_WRITE_FIXTURES").is_some() && !erasure_path().exists() {
+        write_single_commit_fixture(
+            erasure_path(),
+            ("erasure", "m1", "operator"),
+            "erase-m1",
+            "PersonErased v1",
+            vec![("PersonErased", json!({"person": "m1"}))],
+        );
+    }
+    let (_server, store) = start().await;
+    publish_fixture(&store, &read_fixture(erasure_path())).await;
+    let loaded = store
+        .load_fresh::<PersonErasure>(&tok("acme"), &tok("m1"))
+        .await
+        .unwrap();
+    assert_eq!(loaded.version, 1);
+    let again = loaded
+        .state
+        .handle(trackhrs_domain::erasure::ErasureCommand::Erase {
+            person: tok("m1"),
+            by: None,
+        });
+    assert_eq!(
+        again,
+        Err(trackhrs_domain::erasure::ErasureError::AlreadyErased)
+    );
 }
 
 fn unhex(s: &str) -> Vec<u8> {

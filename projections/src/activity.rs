@@ -213,6 +213,7 @@ impl Projection for Activity {
         vec![
             EventStore::subjects_of::<Organization>(),
             EventStore::subjects_of::<DeviceActivity>(),
+            crate::erasure::subjects(),
         ]
     }
 
@@ -290,6 +291,7 @@ impl Projection for Activity {
         let mut states = load_org_states(tx, schema, &orgs).await?;
         let mut facts: BTreeMap<FactKey, i64> = BTreeMap::new();
         let mut activities: Activities = BTreeMap::new();
+        let mut erased = Vec::new();
         for commit in batch {
             match commit {
                 ActivityCommit::Org(c) => apply_org_commit(c, &mut states)?,
@@ -298,6 +300,8 @@ impl Projection for Activity {
                     let tz: Tz = state.timezone.parse().unwrap_or(Tz::UTC);
                     collect_spans(b, tz, &mut facts, &mut activities);
                 }
+                ActivityCommit::Erasure(c) => erased
+                    .extend(crate::erasure::erased(c).map(|person| (c.org_id.as_str(), person))),
             }
         }
         save_org_states(tx, schema, &states).await?;
@@ -307,8 +311,44 @@ impl Projection for Activity {
         if self.schema_version(tx, schema).await? >= ROLLUP_SINCE {
             update_rollup(tx, schema, &states, &facts).await?;
         }
+        // Last, so what this batch wrote for an erased person goes too.
+        for (org, person) in erased {
+            erase_titles(tx, schema, org, person).await?;
+        }
         Ok(())
     }
+}
+
+/// Drops the titles and URLs of an erased person's activities that nobody
+/// else's time refers to (a title others saw too is theirs as well). Their
+/// time and its categories stay; a rebuild reads their spans without titles
+/// and classifies them by application alone.
+async fn erase_titles(
+    tx: &Transaction<'_>,
+    schema: &str,
+    org: &str,
+    person: &str,
+) -> Result<(), ApplyError> {
+    tx.execute(
+        &format!(
+            "WITH theirs AS (
+                 SELECT DISTINCT activity_id FROM {schema}.daily
+                 WHERE org_id = $1 AND person_id = $2
+             ), shared AS (
+                 SELECT DISTINCT d.activity_id FROM {schema}.daily d
+                 JOIN theirs USING (activity_id)
+                 WHERE d.org_id = $1 AND d.person_id <> $2
+             )
+             UPDATE {schema}.activities a SET title = NULL, url = NULL
+             FROM theirs
+             WHERE a.org_id = $1 AND a.activity_id = theirs.activity_id
+               AND (a.title IS NOT NULL OR a.url IS NOT NULL)
+               AND a.activity_id NOT IN (SELECT activity_id FROM shared)"
+        ),
+        &[&org, &person],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The time zone of an org whose settings the projection has not seen.

@@ -163,7 +163,8 @@ pub enum Waited {
 
 /// Creates or upgrades the catalog schema. Idempotent, and safe when several
 /// processes start at once: the migrations run under a transaction-scoped
-/// advisory lock.
+/// advisory lock. A catalog already up to date is left alone without any
+/// DDL, so a role that may not create schemas (the gateway's) gets through.
 pub async fn migrate(pg: &mut Client) -> Result<(), ProjectionError> {
     let tx = pg.transaction().await?;
     tx.execute(
@@ -171,6 +172,28 @@ pub async fn migrate(pg: &mut Client) -> Result<(), ProjectionError> {
         &[&LOCK_CLASS_MIGRATE],
     )
     .await?;
+    let exists: bool = tx
+        .query_one(
+            &format!("SELECT to_regclass('{CATALOG_SCHEMA}.schema_migrations') IS NOT NULL"),
+            &[],
+        )
+        .await?
+        .get(0);
+    if exists {
+        let applied: i32 = tx
+            .query_one(
+                &format!(
+                    "SELECT coalesce(max(version), 0) FROM {CATALOG_SCHEMA}.schema_migrations"
+                ),
+                &[],
+            )
+            .await?
+            .get(0);
+        if applied as usize >= MIGRATIONS.len() {
+            tx.commit().await?;
+            return Ok(());
+        }
+    }
     tx.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {CATALOG_SCHEMA};
          CREATE TABLE IF NOT EXISTS {CATALOG_SCHEMA}.schema_migrations (
@@ -240,10 +263,14 @@ pub(crate) fn to_i64(v: u64) -> i64 {
 /// ([`Projection::migrate`]). A version registered when no version of the
 /// name is live becomes live at once (there is nothing better to serve);
 /// otherwise it starts as `building`. Refuses a registered version whose
-/// subject filters changed (that needs a new version).
+/// subject filters changed (that needs a new version), unless the code only
+/// added subjects on which `events` holds nothing up to the version's
+/// position (a new kind of event, such as erasures): it would have read
+/// nothing else, so it reads the added subjects from there on.
 pub async fn register<P: Projection>(
     pg: &mut Client,
     projection: &P,
+    events: &jetstream::stream::Stream,
 ) -> Result<VersionInfo, ProjectionError> {
     validate(projection)?;
     let (name, version) = (projection.name(), projection.version());
@@ -252,10 +279,32 @@ pub async fn register<P: Projection>(
     lock_name(&tx, name).await?;
     if let Some(existing) = select_version(&tx, name, version, false).await? {
         if existing.subjects != subjects {
-            return Err(ProjectionError::Invalid(format!(
-                "projection {name} version {version} was registered with subjects {:?}, now {subjects:?}; bump the version",
-                existing.subjects
-            )));
+            let added = added_subjects_unseen(&existing, &subjects, events).await?;
+            let Some(added) = added else {
+                return Err(ProjectionError::Invalid(format!(
+                    "projection {name} version {version} was registered with subjects {:?}, now {subjects:?}; bump the version",
+                    existing.subjects
+                )));
+            };
+            tx.execute(
+                &format!(
+                    "UPDATE {CATALOG_SCHEMA}.projection_versions SET subjects = $3 \
+                     WHERE name = $1 AND version = $2"
+                ),
+                &[&name, &i64::from(version), &subjects],
+            )
+            .await?;
+            tracing::info!(
+                projection = name,
+                version,
+                added = ?added,
+                "the code reads new subjects with no events before this version's position; reading them from here on"
+            );
+            tx.commit().await?;
+            return Ok(VersionInfo {
+                subjects,
+                ..existing
+            });
         }
         tx.commit().await?;
         return Ok(existing);
@@ -652,4 +701,31 @@ pub(crate) fn already_deleted(kind: &DeleteMessageErrorKind) -> bool {
     matches!(kind, DeleteMessageErrorKind::JetStream(e)
         if e.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND
             || e.error_code() == jetstream::ErrorCode::SEQUENCE_NOT_FOUND)
+}
+
+/// The subjects `subjects` adds to `existing`'s, when it only adds and the
+/// stream holds no event on them at or before `existing`'s position;
+/// `None` otherwise.
+async fn added_subjects_unseen(
+    existing: &VersionInfo,
+    subjects: &[String],
+    events: &jetstream::stream::Stream,
+) -> Result<Option<Vec<String>>, ProjectionError> {
+    if !existing.subjects.iter().all(|s| subjects.contains(s)) {
+        return Ok(None);
+    }
+    let added: Vec<String> = subjects
+        .iter()
+        .filter(|s| !existing.subjects.contains(s))
+        .cloned()
+        .collect();
+    for subject in &added {
+        match events.direct_get_first_for_subject(subject.as_str()).await {
+            Ok(first) if first.sequence <= existing.position => return Ok(None),
+            Ok(_) => {}
+            Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => {}
+            Err(e) => return Err(ProjectionError::nats(e)),
+        }
+    }
+    Ok(Some(added))
 }

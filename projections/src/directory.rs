@@ -9,6 +9,7 @@ use tokio_postgres::{Client, Transaction};
 use trackhrs_domain::organization::{OrgEvent, Organization};
 use trackhrs_nats::{EventStore, KeyStore, StoreError, TypedCommit, decode_typed};
 
+use crate::erasure::{self, WithErasures};
 use crate::error::ApplyError;
 use crate::projection::Projection;
 
@@ -30,7 +31,7 @@ impl Directory {
 pub const NAME: &str = "org_directory";
 
 impl Projection for Directory {
-    type Commit = TypedCommit<OrgEvent>;
+    type Commit = WithErasures<TypedCommit<OrgEvent>>;
 
     async fn decode(
         keys: &KeyStore,
@@ -38,7 +39,10 @@ impl Projection for Directory {
         sequence: u64,
         bytes: &[u8],
     ) -> Result<Self::Commit, StoreError> {
-        decode_typed::<Organization>(keys, subject, sequence, bytes).await
+        erasure::decode(keys, subject, sequence, bytes, async || {
+            decode_typed::<Organization>(keys, subject, sequence, bytes).await
+        })
+        .await
     }
 
     fn name(&self) -> &str {
@@ -50,7 +54,10 @@ impl Projection for Directory {
     }
 
     fn subjects(&self) -> Vec<String> {
-        vec![EventStore::subjects_of::<Organization>()]
+        vec![
+            EventStore::subjects_of::<Organization>(),
+            erasure::subjects(),
+        ]
     }
 
     async fn migrate(
@@ -103,14 +110,46 @@ impl Projection for Directory {
         batch: &[Self::Commit],
     ) -> Result<(), ApplyError> {
         for commit in batch {
-            let org = commit.org_id.as_str();
-            let position = commit.stream_sequence as i64;
-            for event in &commit.events {
-                apply_event(tx, schema, org, position, event).await?;
+            match commit {
+                WithErasures::Own(commit) => {
+                    let org = commit.org_id.as_str();
+                    let position = commit.stream_sequence as i64;
+                    for event in &commit.events {
+                        apply_event(tx, schema, org, position, event).await?;
+                    }
+                }
+                WithErasures::Erasure(commit) => {
+                    for person in erasure::erased(commit) {
+                        erase(tx, schema, &commit.org_id, person).await?;
+                    }
+                }
             }
         }
         Ok(())
     }
+}
+
+/// Drops an erased person's name and e-mail, and their devices' names.
+async fn erase(
+    tx: &Transaction<'_>,
+    schema: &str,
+    org: &str,
+    person: &str,
+) -> Result<(), ApplyError> {
+    tx.execute(
+        &format!(
+            "UPDATE {schema}.members SET email = NULL, name = NULL \
+             WHERE org_id = $1 AND person_id = $2"
+        ),
+        &[&org, &person],
+    )
+    .await?;
+    tx.execute(
+        &format!("UPDATE {schema}.devices SET name = NULL WHERE org_id = $1 AND person_id = $2"),
+        &[&org, &person],
+    )
+    .await?;
+    Ok(())
 }
 
 async fn apply_event(

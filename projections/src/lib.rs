@@ -26,6 +26,7 @@ pub mod catalog;
 pub use trackhrs_domain::classifier;
 pub mod directory;
 pub mod dlq;
+pub mod erasure;
 pub mod error;
 pub mod history;
 pub mod invalidation;

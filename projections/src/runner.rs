@@ -290,9 +290,18 @@ impl<P: Projection> Run<'_, P> {
         self.connect().await?;
         let client = connected(&mut self.pg)?;
         self.stop.race(migrate(client)).await??;
+        let events = self
+            .stop
+            .race(
+                self.ctx
+                    .js
+                    .get_stream(&self.ctx.store.config().events_stream),
+            )
+            .await?
+            .map_err(ProjectionError::nats)?;
         let info = self
             .stop
-            .race(register(client, self.ctx.projection))
+            .race(register(client, self.ctx.projection, &events))
             .await??;
         check_state(&info)?;
         let replicas = self.ctx.store.config().replicas;

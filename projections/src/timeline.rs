@@ -18,6 +18,7 @@ use tokio_postgres::{GenericClient, Transaction};
 use trackhrs_domain::timeline::{DeviceTimeline, TimelineEventKind};
 use trackhrs_nats::{EventStore, KeyStore, StoreError, TypedCommit, decode_typed};
 
+use crate::erasure::{self, WithErasures};
 use crate::error::{ApplyError, poison_at};
 use crate::projection::Projection;
 
@@ -148,15 +149,18 @@ impl Changes {
 }
 
 impl Projection for Timeline {
-    type Commit = Commit;
+    type Commit = WithErasures<Commit>;
 
     async fn decode(
         keys: &KeyStore,
         subject: &str,
         sequence: u64,
         bytes: &[u8],
-    ) -> Result<Commit, StoreError> {
-        decode_typed::<DeviceTimeline>(keys, subject, sequence, bytes).await
+    ) -> Result<Self::Commit, StoreError> {
+        erasure::decode(keys, subject, sequence, bytes, async || {
+            decode_typed::<DeviceTimeline>(keys, subject, sequence, bytes).await
+        })
+        .await
     }
 
     fn name(&self) -> &str {
@@ -168,7 +172,10 @@ impl Projection for Timeline {
     }
 
     fn subjects(&self) -> Vec<String> {
-        vec![EventStore::subjects_of::<DeviceTimeline>()]
+        vec![
+            EventStore::subjects_of::<DeviceTimeline>(),
+            erasure::subjects(),
+        ]
     }
 
     async fn migrate(
@@ -201,11 +208,16 @@ impl Projection for Timeline {
         &self,
         tx: &Transaction<'_>,
         schema: &str,
-        batch: &[Commit],
+        batch: &[Self::Commit],
     ) -> Result<(), ApplyError> {
         let mut changes = Changes::default();
+        let mut erased = Vec::new();
         for commit in batch {
-            changes.fold(commit)?;
+            match commit {
+                WithErasures::Own(commit) => changes.fold(commit)?,
+                WithErasures::Erasure(commit) => erased
+                    .extend(erasure::erased(commit).map(|person| (commit.org_id.as_str(), person))),
+            }
         }
         if !changes.buckets.is_empty() {
             let (mut orgs, mut devices, mut buckets) = (Vec::new(), Vec::new(), Vec::new());
@@ -301,6 +313,16 @@ impl Projection for Timeline {
                     &data,
                     &numbers[3],
                 ],
+            )
+            .await?;
+        }
+        // Last, so an erased person's events written by this batch go too.
+        for (org, person) in erased {
+            tx.execute(
+                &format!(
+                    "UPDATE {schema}.events SET data = NULL WHERE org_id = $1 AND person_id = $2"
+                ),
+                &[&org, &person],
             )
             .await?;
         }

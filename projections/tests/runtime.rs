@@ -433,7 +433,11 @@ async fn status_shows_position_and_lag() {
     let env = Env::start().await;
     let mut pg = env.pg().await;
     catalog::migrate(&mut pg).await.unwrap();
-    catalog::register(&mut pg, &CountEvents::new(1))
+    let events = async_nats::jetstream::new(env.store.client().clone())
+        .get_stream("TRACKHRS_EVENTS")
+        .await
+        .unwrap();
+    catalog::register(&mut pg, &CountEvents::new(1), &events)
         .await
         .unwrap();
     let mut last = 0;
@@ -604,4 +608,50 @@ async fn error_descriptions_do_not_quote_rows() {
         described.contains("SQLSTATE 23514") && described.contains("t_title_check"),
         "{described}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_reads_added_subjects_only_when_it_missed_nothing_on_them() {
+    let env = Env::start().await;
+    let mut pg = env.pg().await;
+    // An event on a subject the first code does not read, then one it does.
+    let js = async_nats::jetstream::new(env.store.client().clone());
+    js.publish("evt.acme.other.x", "not for v1".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let last = env.create_org("acme").await;
+    let runner = env.spawn_runner(CountEvents::new(1), quick(4));
+    wait_position(&pg, NAME, 1, last).await;
+    assert_eq!(runner.shutdown().await, RunOutcome::Shutdown);
+    let events = js.get_stream("TRACKHRS_EVENTS").await.unwrap();
+
+    // New code reads a subject on which nothing was stored: the version
+    // reads it from its position on.
+    let mut newer = CountEvents::new(1);
+    newer.subjects.push("evt.*.erasure.*".into());
+    let info = catalog::register(&mut pg, &newer, &events).await.unwrap();
+    assert_eq!(info.subjects, newer.subjects);
+    assert_eq!(
+        catalog::version_info(&pg, NAME, 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .subjects,
+        newer.subjects,
+        "recorded"
+    );
+    // A subject with an event at or before the version's position would
+    // have been missed: that needs a new version.
+    let mut missed = newer.clone();
+    missed.subjects.push("evt.*.other.*".into());
+    let refused = catalog::register(&mut pg, &missed, &events)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("bump the version"), "{refused}");
+    // So does dropping a subject.
+    let fewer = CountEvents::new(1);
+    assert!(catalog::register(&mut pg, &fewer, &events).await.is_err());
 }

@@ -1,5 +1,5 @@
-//! How the activity projection reads the log: organization commits as the
-//! domain's own events, device batches by a typed reader of their stored
+//! How the activity projection reads the log: organization commits and
+//! erasures as the domain's own events, device batches by a typed reader of their stored
 //! form (a span is a hot event, most of the log, and a JSON tree per span
 //! cost most of the apply time).
 
@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use trackhrs_domain::Aggregate;
 use trackhrs_domain::activity::DeviceActivity;
+use trackhrs_domain::erasure::{ErasureEvent, PersonErasure};
 use trackhrs_domain::organization::{OrgEvent, Organization};
 use trackhrs_nats::codec::{StoredPersonal, decode_commit};
 use trackhrs_nats::keys::DataKey;
@@ -23,6 +24,8 @@ pub enum ActivityCommit {
     /// A device's batch of spans, read typed: a span is a hot event (most
     /// of the log), and a JSON tree per span cost most of the apply time.
     Device(DeviceBatch),
+    /// A person's erasure: their titles and URLs are dropped.
+    Erasure(TypedCommit<ErasureEvent>),
 }
 
 /// A device-activity commit: its member and spans, personal data opened.
@@ -99,6 +102,7 @@ impl Committed for ActivityCommit {
         match self {
             Self::Org(c) => c.stream_sequence,
             Self::Device(b) => b.stream_sequence,
+            Self::Erasure(c) => c.stream_sequence,
         }
     }
 
@@ -106,6 +110,7 @@ impl Committed for ActivityCommit {
         match self {
             Self::Org(c) => &c.org_id,
             Self::Device(b) => &b.org_id,
+            Self::Erasure(c) => &c.org_id,
         }
     }
 
@@ -113,6 +118,7 @@ impl Committed for ActivityCommit {
         match self {
             Self::Org(c) => c.events.len(),
             Self::Device(b) => b.events,
+            Self::Erasure(c) => c.events.len(),
         }
     }
 }
@@ -132,6 +138,11 @@ pub(super) async fn decode_device(
         reason,
     };
     let commit = decode_commit(subject, sequence, bytes)?;
+    if commit.aggregate_type == PersonErasure::TYPE {
+        return decode_typed::<PersonErasure>(keys, subject, sequence, bytes)
+            .await
+            .map(ActivityCommit::Erasure);
+    }
     if commit.aggregate_type != DeviceActivity::TYPE {
         return decode_typed::<Organization>(keys, subject, sequence, bytes)
             .await
