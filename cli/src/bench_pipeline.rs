@@ -637,7 +637,10 @@ pub async fn serve_devices(
     devices: u64,
     ca: Option<&Path>,
 ) -> anyhow::Result<Served> {
-    let app = gateway.app().clone();
+    let app = gateway
+        .app()
+        .context("the gateway opens its application layer")?
+        .clone();
     // One org, one owner who enrolled every device.
     let (org, owner) = create_bench_org(&app).await?;
     let mut tokens = Vec::new();

@@ -200,7 +200,10 @@ pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let app = platform.app().clone();
+    let app = platform
+        .app()
+        .context("the gateway opens its application layer")?
+        .clone();
     tokio::spawn(platform.run(std::future::pending()));
     create_bench_org(&app).await?;
     let hash = app.credentials().hash_password(PASSWORD.into()).await?;

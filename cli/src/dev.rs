@@ -134,7 +134,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         settings.read_models = ReadModels::None;
     }
     let assembled = Platform::build(store, pg, settings).await?;
-    seed_demo_org(assembled.app()).await?;
+    let app = assembled
+        .app()
+        .context("the local platform opens its application layer")?
+        .clone();
+    seed_demo_org(&app).await?;
 
     let listen = args.gateway.listen;
     let metrics = if args.once {
@@ -212,7 +216,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let shutdown = Shutdown::on_signal();
     let agents = tokio::spawn(crate::simulate::run(
-        assembled.app().clone(),
+        app.clone(),
         Token::new("acme")?,
         format!("http://{listen}"),
         shutdown.clone(),

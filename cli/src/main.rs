@@ -41,6 +41,18 @@ enum Role {
     Dev(dev::DevArgs),
     /// Create or update the JetStream streams and buckets, then exit.
     Provision(NatsArgs),
+    /// Apply the credential schema (as its owner, the migration role), and
+    /// grant the gateway's and the projections' roles their access to it.
+    Migrate {
+        #[command(flatten)]
+        pg: platform::PgArgs,
+        /// The gateway's role: reads and writes the credential tables.
+        #[arg(long)]
+        grant_gateway: Option<String>,
+        /// The projections' role: may only revoke tokens.
+        #[arg(long)]
+        grant_projections: Option<String>,
+    },
     /// Run the gRPC gateway: identity, organization administration, agent
     /// sessions, health and reflection.
     Gateway {
@@ -334,6 +346,24 @@ async fn main() -> anyhow::Result<()> {
             let client = nats.connect().await?;
             trackhrs_platform::provision(&client, &nats.store_config()).await?;
             tracing::info!("streams and buckets are provisioned");
+            Ok(())
+        }
+        Role::Migrate {
+            pg,
+            grant_gateway,
+            grant_projections,
+        } => {
+            let pool = trackhrs_app::pg_pool(pg.config()?, 1)?;
+            trackhrs_credentials::migrate(&pool).await?;
+            trackhrs_credentials::grant(
+                &pool,
+                &trackhrs_credentials::Grants {
+                    gateway: grant_gateway,
+                    projections: grant_projections,
+                },
+            )
+            .await?;
+            tracing::info!("the credential schema is applied");
             Ok(())
         }
         Role::Gateway {

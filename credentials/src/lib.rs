@@ -771,6 +771,60 @@ pub async fn revoke_recorded(
     Ok(())
 }
 
+/// Database roles that get access to the `auth` schema (see
+/// `infra/postgres/roles.sql`).
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// The gateway's role: reads and writes every credential table.
+    pub gateway: Option<String>,
+    /// The projections' role: may only revoke tokens (the revocation
+    /// policy): reads their ids, dates and revocation, and sets the
+    /// revocation. No password hash, token hash, e-mail or signing key.
+    pub projections: Option<String>,
+}
+
+/// Grants `grants`' roles their access to the `auth` schema; run by its
+/// owner (the migration role) after [`migrate`]. Idempotent.
+pub async fn grant(pool: &Pool, grants: &Grants) -> Result<(), AuthError> {
+    let role = |name: &str| -> Result<String, AuthError> {
+        let ok = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && name.len() <= 63;
+        if ok {
+            Ok(format!("\"{name}\""))
+        } else {
+            Err(AuthError::Internal(format!(
+                "{name:?} is not a role name this grants to ([a-z_][a-z0-9_]*)"
+            )))
+        }
+    };
+    let client = pool.get().await?;
+    if let Some(gateway) = &grants.gateway {
+        let gateway = role(gateway)?;
+        client
+            .batch_execute(&format!(
+                "GRANT USAGE ON SCHEMA auth TO {gateway};
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA auth TO {gateway};"
+            ))
+            .await?;
+    }
+    if let Some(projections) = &grants.projections {
+        let projections = role(projections)?;
+        client
+            .batch_execute(&format!(
+                "GRANT USAGE ON SCHEMA auth TO {projections};
+                 GRANT SELECT (org_id, person_id, issued_at, revoked_at), UPDATE (revoked_at)
+                     ON auth.refresh_tokens TO {projections};
+                 GRANT SELECT (org_id, device_id, created_at, revoked_at), UPDATE (revoked_at)
+                     ON auth.device_tokens TO {projections};"
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
 /// Applies the `auth` schema under an advisory lock.
 pub async fn migrate(pool: &Pool) -> Result<(), AuthError> {
     let mut client = pool.get().await?;

@@ -224,7 +224,7 @@ impl std::fmt::Debug for TlsIdentity {
 
 /// A platform assembled and ready to run.
 pub struct Platform {
-    app: Arc<App>,
+    app: Option<Arc<App>>,
     store: EventStore,
     pg: tokio_postgres::Config,
     gateway: Option<TcpListener>,
@@ -255,11 +255,19 @@ impl Platform {
         let (finder_store, finder_pg) = (store.clone(), pg.clone());
         let finder: trackhrs_app::Finder =
             Arc::new(move |name| read_model(&finder_store, &finder_pg, name).ok());
-        let app = Arc::new(
-            App::open(store.clone(), pool, settings.app)
-                .await?
-                .with_read_models(finder),
-        );
+        // A process that only runs read models (`trackhrs projections run`)
+        // opens no application layer: it needs no credentials, so its
+        // database role needs no access to them.
+        let app = if settings.gateway.is_some() || matches!(settings.read_models, ReadModels::None)
+        {
+            Some(Arc::new(
+                App::open(store.clone(), pool, settings.app)
+                    .await?
+                    .with_read_models(finder),
+            ))
+        } else {
+            None
+        };
         let gateway = match settings.gateway {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -289,9 +297,10 @@ impl Platform {
         })
     }
 
-    /// The application layer (for seeding and operator tools).
-    pub fn app(&self) -> &Arc<App> {
-        &self.app
+    /// The application layer (for seeding and operator tools); `None` in a
+    /// process that only runs read models.
+    pub fn app(&self) -> Option<&Arc<App>> {
+        self.app.as_ref()
     }
 
     /// The event store.
@@ -331,10 +340,10 @@ impl Platform {
                 .boxed(),
             ));
         }
-        if let Some(listener) = self.gateway {
+        if let (Some(listener), Some(app)) = (self.gateway, self.app) {
             let serve = tokio::spawn(trackhrs_gateway::serve(
                 listener,
-                self.app,
+                app,
                 self.portal,
                 self.tls
                     .map(|t| tonic::transport::Identity::from_pem(t.cert_pem, t.key_pem)),

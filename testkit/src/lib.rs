@@ -170,15 +170,16 @@ impl Platform {
 
     /// Assembles a platform with `settings` on this one's servers (its own
     /// NATS connection and caches) and runs it until this one is dropped;
-    /// returns its application layer and its gateway's address.
-    async fn spawn(&mut self, settings: Settings) -> (Arc<App>, Option<SocketAddr>) {
+    /// returns its application layer (none for read models only) and its
+    /// gateway's address.
+    async fn spawn(&mut self, settings: Settings) -> (Option<Arc<App>>, Option<SocketAddr>) {
         let client = self.nats.connect().await.unwrap();
         let store = EventStore::open(client, self.store_config.clone())
             .await
             .unwrap();
         let pg: tokio_postgres::Config = self.db.connection_string().parse().unwrap();
         let assembled = Assembled::build(store, pg, settings).await.unwrap();
-        let running = (assembled.app().clone(), assembled.gateway_addr());
+        let running = (assembled.app().cloned(), assembled.gateway_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         self.stop.push(tx);
         tokio::spawn(assembled.run(async {
@@ -201,6 +202,7 @@ impl Platform {
         };
         let (app, addr) = self.spawn(settings).await;
         let addr = addr.expect("a replica has a gateway");
+        let app = app.expect("a gateway has an application layer");
         let channel = Channel::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect()

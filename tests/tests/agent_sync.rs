@@ -48,7 +48,7 @@ async fn the_outbox_uploads_every_span_once_even_when_an_ack_is_lost() {
     )
     .await
     .unwrap();
-    let app = gateway.app().clone();
+    let app = gateway.app().expect("a gateway").clone();
     let org = Token::new("acme").unwrap();
     let owner = Token::new("olive").unwrap();
     app.org_commands()
