@@ -1,6 +1,7 @@
 //! `trackhrs dev`: the whole platform in one process on a laptop, with its own
 //! nats-server and PostgreSQL under the data folder and a demo organization.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -8,10 +9,11 @@ use trackhrs_app::App;
 use trackhrs_domain::Token;
 use trackhrs_domain::organization::{OrgCommand, Role};
 use trackhrs_harness::pg::Durability;
+use trackhrs_harness::tls::LocalCa;
 use trackhrs_harness::{NatsOptions, NatsServer, PgServer};
 use trackhrs_nats::{EventStore, StoreConfig};
 
-use trackhrs_platform::{Platform, ReadModels};
+use trackhrs_platform::{Platform, ReadModels, TlsIdentity};
 
 use crate::platform::{self, GatewayArgs, Shutdown};
 use crate::telemetry::{MetricsArgs, serve_metrics};
@@ -50,14 +52,57 @@ pub struct DevArgs {
     /// Start, provision and seed, then stop (a smoke test of the set-up).
     #[arg(long)]
     once: bool,
+    /// Serve plaintext (http://) instead of TLS, for local experiments. By
+    /// default the gateway serves TLS with a certificate from a local CA
+    /// under `<data dir>/tls`, created on the first start.
+    #[arg(long, env = "TRACKHRS_DEV_PLAINTEXT")]
+    plaintext: bool,
+}
+
+/// The local CA and the gateway's certificate under `<data dir>/tls`,
+/// created on the first start (for `localhost`, `127.0.0.1`, `::1` and the
+/// listen address): the certificate and key to serve, and the CA's file.
+fn local_tls(
+    data_dir: &std::path::Path,
+    listen: SocketAddr,
+) -> anyhow::Result<(TlsIdentity, PathBuf)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = data_dir.join("tls");
+    let (ca, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("gateway.pem"),
+        dir.join("gateway.key"),
+    );
+    if !(ca.is_file() && cert.is_file() && key.is_file()) {
+        std::fs::create_dir_all(&dir)?;
+        let ip = listen.ip().to_string();
+        let mut hosts = vec!["localhost", "127.0.0.1", "::1"];
+        if !listen.ip().is_unspecified() && !hosts.contains(&ip.as_str()) {
+            hosts.push(&ip);
+        }
+        let local = LocalCa::new("TrackHrs dev CA", &hosts).context("create the local CA")?;
+        std::fs::write(&ca, &local.ca_pem)?;
+        std::fs::write(&cert, &local.cert_pem)?;
+        use std::io::Write as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key)?
+            .write_all(local.key_pem.as_bytes())?;
+    }
+    Ok((
+        TlsIdentity {
+            cert_pem: std::fs::read(&cert)?,
+            key_pem: std::fs::read(&key)?,
+        },
+        ca,
+    ))
 }
 
 /// Runs every role until Ctrl-C.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.gateway.tls_cert.is_none(),
-        "`trackhrs dev` serves plaintext on its local address for now (its simulated agents and printed commands use http://); serve TLS with `trackhrs gateway` or `trackhrs run` and --tls-cert/--tls-key"
-    );
     let data_dir = std::path::absolute(&args.data_dir)?;
     std::fs::create_dir_all(&data_dir)?;
 
@@ -125,6 +170,22 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .await
         .context("open the event store")?;
     let mut settings = platform::settings(&args.gateway, ReadModels::All)?;
+    anyhow::ensure!(
+        !(args.plaintext && settings.tls.is_some()),
+        "--plaintext and --tls-cert exclude each other"
+    );
+    // TLS unless told otherwise: the given certificate, else the local CA's.
+    let mut local_ca = None;
+    if settings.tls.is_none() && !args.plaintext {
+        let (identity, ca) = local_tls(&data_dir, args.gateway.listen)?;
+        settings.tls = Some(identity);
+        local_ca = Some(ca);
+    }
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     // The demo org's owner operates the local platform, unless told otherwise.
     if settings.app.operator_org.is_none() {
         settings.app.operator_org = Some(Token::new("acme")?);
@@ -168,7 +229,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     match &args.gateway.portal_dir {
         Some(dir) if dir.join("index.html").is_file() => writeln!(
             out,
-            "  portal:      http://{listen}/ (sign in as a demo member below)"
+            "  portal:      {scheme}://{listen}/ (sign in as a demo member below)"
         )?,
         Some(dir) => writeln!(
             out,
@@ -188,11 +249,39 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         out,
         "               e-mail <name>@acme.test, password \"{DEMO_PASSWORD}\""
     )?;
+    let grpcurl = match &local_ca {
+        Some(ca) => {
+            writeln!(
+                out,
+                "  TLS:         served with a certificate of the local CA {ca}, created for",
+                ca = ca.display()
+            )?;
+            writeln!(
+                out,
+                "               localhost and 127.0.0.1. Trust it to connect: agents --gateway-ca {ca},",
+                ca = ca.display()
+            )?;
+            writeln!(
+                out,
+                "               grpcurl -cacert {ca}, browsers: import it as an authority (Debian:",
+                ca = ca.display()
+            )?;
+            writeln!(
+                out,
+                "               cp {ca} /usr/local/share/ca-certificates/trackhrs-dev.crt && update-ca-certificates).",
+                ca = ca.display()
+            )?;
+            writeln!(out, "               --plaintext serves http:// instead.")?;
+            format!("grpcurl -cacert {}", ca.display())
+        }
+        None if scheme == "https" => "grpcurl".to_owned(),
+        None => "grpcurl -plaintext".to_owned(),
+    };
     writeln!(out, "Try (see README.md for more):")?;
-    writeln!(out, "  grpcurl -plaintext {listen} list")?;
+    writeln!(out, "  {grpcurl} {listen} list")?;
     writeln!(
         out,
-        "  grpcurl -plaintext -d '{{\"org_id\":\"acme\",\"email\":\"olive@acme.test\",\"password\":\"{DEMO_PASSWORD}\"}}' {listen} trackhrs.org.v1.Identity/Login"
+        "  {grpcurl} -d '{{\"org_id\":\"acme\",\"email\":\"olive@acme.test\",\"password\":\"{DEMO_PASSWORD}\"}}' {listen} trackhrs.org.v1.Identity/Login"
     )?;
     writeln!(
         out,
@@ -206,7 +295,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         writeln!(out, "with the access_token of the log-in above as TOKEN:")?;
         writeln!(
             out,
-            "  grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" -d '{{\"org_id\":\"acme\",\"from\":\"{today}\",\"to\":\"{today}\"}}' {listen} trackhrs.activity.v1.Activity/GetDashboard",
+            "  {grpcurl} -H \"authorization: Bearer $TOKEN\" -d '{{\"org_id\":\"acme\",\"from\":\"{today}\",\"to\":\"{today}\"}}' {listen} trackhrs.activity.v1.Activity/GetDashboard",
             today = chrono::Utc::now().date_naive()
         )?;
     }
@@ -218,7 +307,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let agents = tokio::spawn(crate::simulate::run(
         app.clone(),
         Token::new("acme")?,
-        format!("http://{listen}"),
+        format!("{scheme}://{listen}"),
+        local_ca,
         shutdown.clone(),
     ));
     assembled.run(shutdown.wait()).await?;

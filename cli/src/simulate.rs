@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::Request;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
+use tonic::transport::Endpoint;
 use trackhrs_app::App;
 use trackhrs_domain::Token;
 use trackhrs_domain::organization::OrgCommand;
@@ -110,6 +110,7 @@ pub async fn run(
     app: std::sync::Arc<App>,
     org: Token,
     gateway: String,
+    gateway_ca: Option<std::path::PathBuf>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let people: [(&'static str, Persona); 3] =
@@ -147,7 +148,7 @@ pub async fn run(
     }
     let mut tasks = Vec::new();
     for (n, agent) in agents.into_iter().enumerate() {
-        let gateway = gateway.clone();
+        let gateway = trackhrs_agent::runner::gateway_endpoint(&gateway, gateway_ca.as_deref())?;
         let shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) = simulate(gateway, agent, n as u64, shutdown).await {
@@ -162,14 +163,14 @@ pub async fn run(
 }
 
 async fn simulate(
-    gateway: String,
+    gateway: Endpoint,
     agent: Agent,
     seed: u64,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let channel = trackhrs_harness::wait_until(Duration::from_secs(30), || {
-        let url = gateway.clone();
-        async move { Channel::from_shared(url).ok()?.connect().await.ok() }
+        let endpoint = gateway.clone();
+        async move { endpoint.connect().await.ok() }
     })
     .await
     .context("the gateway did not come up")?;

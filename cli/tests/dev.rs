@@ -94,16 +94,6 @@ async fn scrape(addr: std::net::SocketAddr, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Stops the child on drop (SIGKILL), so a failed assertion leaves no process.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_serves_the_demo_org_over_grpc() {
     use trackhrs_schemas::org::v1 as pb;
@@ -111,41 +101,27 @@ async fn dev_serves_the_demo_org_over_grpc() {
     use trackhrs_schemas::org::v1::organizations_client::OrganizationsClient;
 
     let data = tempfile::tempdir().unwrap();
-    let (nats_port, pg_port, grpc_port) = (free_port(), free_port(), free_port());
-    let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_trackhrs"))
-            .args([
-                "dev",
-                "--data-dir",
-                data.path().join("data").to_str().unwrap(),
-                "--nats-port",
-                &nats_port.to_string(),
-                "--pg-port",
-                &pg_port.to_string(),
-                "--listen",
-                &format!("127.0.0.1:{grpc_port}"),
-                "--metrics-listen",
-                &metrics_addr.to_string(),
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (mut child, ports) = common::spawn_dev(&data.path().join("data"));
+    let (grpc_port, metrics_addr): (u16, std::net::SocketAddr) = (
+        ports.grpc,
+        format!("127.0.0.1:{}", ports.metrics).parse().unwrap(),
     );
-    let url = format!("http://127.0.0.1:{grpc_port}");
-    let channel: tonic::transport::Channel =
-        trackhrs_harness::wait_until(std::time::Duration::from_secs(60), || {
-            let url = url.clone();
-            async move {
-                tonic::transport::Channel::from_shared(url)
-                    .ok()?
-                    .connect()
-                    .await
-                    .ok()
-            }
-        })
-        .await
-        .expect("the gateway of `trackhrs dev` did not come up");
+    // TLS by default, with the local CA it created in its data folder;
+    // plaintext is refused.
+    let channel = common::dev_channel(&data.path().join("data"), grpc_port).await;
+    let plaintext = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(plaintext) = plaintext {
+        assert!(
+            IdentityClient::new(plaintext)
+                .login(pb::LoginRequest::default())
+                .await
+                .is_err(),
+            "a plaintext call was answered"
+        );
+    }
     let session = IdentityClient::new(channel.clone())
         .login(pb::LoginRequest {
             org_id: "acme".into(),

@@ -6,10 +6,9 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use trackhrs_harness::paths::free_port;
-use trackhrs_harness::{NatsServer, TestDb, wait_until};
+use trackhrs_harness::{NatsServer, TestDb};
 use trackhrs_kek::Keyring;
 use trackhrs_schemas::org::v1 as pb;
 use trackhrs_schemas::org::v1::identity_client::IdentityClient;
@@ -106,55 +105,13 @@ async fn a_role_without_its_kek_or_with_another_exits_saying_so_and_writes_nothi
     assert_eq!(key_bucket_messages(&nats).await, before);
 }
 
-/// Stops the child on drop (SIGKILL), so a failed assertion leaves no process.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_kek_wraps_every_key_under_a_new_kek_while_the_platform_serves() {
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().join("data");
-    let (nats_port, pg_port, grpc_port) = (free_port(), free_port(), free_port());
-    let _dev = Child(
-        Command::new(env!("CARGO_BIN_EXE_trackhrs"))
-            .args([
-                "dev",
-                "--data-dir",
-                data_dir.to_str().unwrap(),
-                "--nats-port",
-                &nats_port.to_string(),
-                "--pg-port",
-                &pg_port.to_string(),
-                "--listen",
-                &format!("127.0.0.1:{grpc_port}"),
-                "--metrics-listen",
-                &format!("127.0.0.1:{}", free_port()),
-            ])
-            .env_remove("TRACKHRS_KEK")
-            .env_remove("TRACKHRS_KEK_FILE")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("http://127.0.0.1:{grpc_port}");
-    let channel: tonic::transport::Channel = wait_until(Duration::from_secs(90), || {
-        let url = url.clone();
-        async move {
-            tonic::transport::Channel::from_shared(url)
-                .ok()?
-                .connect()
-                .await
-                .ok()
-        }
-    })
-    .await
-    .expect("the gateway of `trackhrs dev` did not come up");
+    let (_dev, ports) = common::spawn_dev(&data_dir);
+    let (nats_port, pg_port, grpc_port) = (ports.nats, ports.pg, ports.grpc);
+    let channel = common::dev_channel(&data_dir, grpc_port).await;
     let login = |email: &'static str| {
         let channel = channel.clone();
         async move {

@@ -123,3 +123,112 @@ async fn every_subcommand_connects_with_a_server_list_a_user_and_tls() {
         assert!(stderr.contains(says), "{what}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_production_nats_configs_serve_tls_only_to_the_three_identities() {
+    let ca = LocalCa::new("TrackHrs test CA", &["localhost", "127.0.0.1"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, pem) in [
+        ("ca.pem", &ca.ca_pem),
+        ("server.pem", &ca.cert_pem),
+        ("server.key", &ca.key_pem),
+    ] {
+        std::fs::write(dir.path().join(name), pem).unwrap();
+    }
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let password = trackhrs_harness::nats::TEST_PASSWORD;
+    let server_env = [
+        ("TRACKHRS_NATS_PASSWORD", password.to_owned()),
+        ("TRACKHRS_NATS_PROVISION_PASSWORD", password.to_owned()),
+        ("TRACKHRS_NATS_ADMIN_PASSWORD", password.to_owned()),
+        ("TRACKHRS_NATS_TLS_CERT", path("server.pem")),
+        ("TRACKHRS_NATS_TLS_KEY", path("server.key")),
+        ("TRACKHRS_NATS_TLS_CA", path("ca.pem")),
+    ];
+    let infra = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/nats");
+    let binary = trackhrs_harness::paths::nats_server_binary().unwrap();
+    // The cluster's nodes: valid, TLS files and all.
+    for node in ["n1", "n2", "n3"] {
+        let checked = Command::new(&binary)
+            .args(["-t", "-c"])
+            .arg(infra.join(format!("cluster/{node}.conf")))
+            .envs(server_env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        assert!(checked.status.success(), "{node}: {checked:?}");
+    }
+    // The single node, on free ports and a temp store (its store_dir
+    // cannot be overridden by a flag), serves TLS only.
+    let single = std::fs::read_to_string(infra.join("single.conf"))
+        .unwrap()
+        .replace("/var/lib/trackhrs/nats", &path("store"));
+    std::fs::write(dir.path().join("single.conf"), single).unwrap();
+    std::fs::copy(
+        infra.join("accounts.conf"),
+        dir.path().join("accounts.conf"),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut node = Command::new(&binary)
+        .arg("-c")
+        .arg(dir.path().join("single.conf"))
+        .args(["-p", &port.to_string(), "-ms", &free_port().to_string()])
+        .envs(server_env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("tls://127.0.0.1:{port}");
+    let client_env = |user: &str| {
+        vec![
+            ("TRACKHRS_NATS_URL", url.clone()),
+            ("TRACKHRS_NATS_USER", user.to_owned()),
+            ("TRACKHRS_NATS_PASSWORD", password.to_owned()),
+            ("TRACKHRS_NATS_CA", path("ca.pem")),
+            ("TRACKHRS_KEK", trackhrs_harness::TEST_KEK.to_owned()),
+        ]
+    };
+    let up = trackhrs_harness::wait_until(std::time::Duration::from_secs(20), || {
+        let url = url.clone();
+        let ca = path("ca.pem");
+        async move {
+            async_nats::ConnectOptions::new()
+                .user_and_password("admin".into(), password.into())
+                .add_root_certificates(ca.into())
+                .require_tls(true)
+                .connect(url)
+                .await
+                .ok()
+        }
+    })
+    .await;
+    assert!(up.is_some(), "the single node did not come up");
+    let call = |args: &[&str], e: Vec<(&'static str, String)>| {
+        let refs: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run(args, &refs)
+    };
+    let provisioned = call(&["provision"], client_env("provision"));
+    assert!(provisioned.status.success(), "{provisioned:?}");
+    let refused = call(&["provision"], client_env("trackhrs"));
+    assert!(
+        !refused.status.success(),
+        "the runtime identity provisioned"
+    );
+    // Plaintext is refused.
+    let plaintext = async_nats::ConnectOptions::new()
+        .user_and_password("trackhrs".into(), password.into())
+        .connection_timeout(std::time::Duration::from_secs(2))
+        .retry_on_initial_connect()
+        .max_reconnects(1)
+        .connect(format!("nats://127.0.0.1:{port}"))
+        .await;
+    if let Ok(client) = plaintext {
+        assert!(
+            client.flush().await.is_err()
+                || client.connection_state() != async_nats::connection::State::Connected,
+            "a plaintext client got in"
+        );
+    }
+    let _ = node.kill();
+    let _ = node.wait();
+}

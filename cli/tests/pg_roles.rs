@@ -16,16 +16,6 @@ use trackhrs_schemas::org::v1 as pb;
 use trackhrs_schemas::org::v1::identity_client::IdentityClient;
 use trackhrs_schemas::org::v1::organizations_client::OrganizationsClient;
 
-/// Stops the child on drop (SIGKILL), so a failed assertion leaves no process.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn url(port: u16, user: &str) -> String {
     format!("host=127.0.0.1 port={port} user={user} dbname=trackhrs")
 }
@@ -103,7 +93,7 @@ async fn each_process_runs_under_its_own_role_and_is_refused_the_rest() {
     );
 
     let spawn = |args: Vec<String>, e: Vec<(&'static str, String)>| {
-        Child(
+        common::KillOnDrop(
             Command::new(env!("CARGO_BIN_EXE_trackhrs"))
                 .args(args)
                 .envs(e)

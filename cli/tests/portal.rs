@@ -1,7 +1,10 @@
 //! The portal in a real browser: `trackhrs dev` (its own nats-server and
 //! PostgreSQL, the demo org and its simulated agents) serving the built
 //! portal, driven through Debian's Chromium by the scenarios of
-//! `portal/tests/` (playwright-core). Each test runs its own platform.
+//! `portal/tests/` (playwright-core), over TLS with the certificate of the
+//! local CA `trackhrs dev` creates. Each test runs its own platform.
+
+mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,7 +25,7 @@ fn portal() -> PathBuf {
 struct Dev {
     child: std::process::Child,
     addr: SocketAddr,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
 }
 
 impl Drop for Dev {
@@ -72,19 +75,9 @@ async fn start_dev() -> Dev {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let dev = Dev {
-        child,
-        addr,
-        _data: data,
-    };
-    trackhrs_harness::wait_until(Duration::from_secs(90), || async move {
-        let (status, body) = trackhrs_harness::http::call(addr, "GET", "/", "localhost", "")
-            .await
-            .ok()?;
-        (status == 200 && body.contains("<div id=\"root\"")).then_some(())
-    })
-    .await
-    .expect("`trackhrs dev` did not serve the portal");
+    let dev = Dev { child, addr, data };
+    // Served over TLS (the default) with its local CA's certificate.
+    common::dev_channel(&dev.data.path().join("data"), addr.port()).await;
     dev
 }
 
@@ -93,7 +86,13 @@ async fn start_dev() -> Dev {
 async fn scenario(name: &str) -> String {
     let dev = start_dev().await;
     let fixture = serde_json::json!({
-        "url": format!("http://{}", dev.addr),
+        "url": format!("https://{}", dev.addr),
+        // Chromium trusts exactly the gateway's key (the local CA is not
+        // in its store).
+        "spki": trackhrs_harness::tls::spki_sha256_base64(
+            &std::fs::read_to_string(dev.data.path().join("data/tls/gateway.key")).unwrap()
+        )
+        .unwrap(),
         "org": "acme",
         "password": DEMO_PASSWORD,
         // The demo org has no admin: its owner does what an admin does.

@@ -48,3 +48,15 @@ impl LocalCa {
         })
     }
 }
+
+/// The base64 SHA-256 of the SubjectPublicKeyInfo of the private key
+/// `key_pem`: what Chromium's `--ignore-certificate-errors-spki-list` pins
+/// (a browser test trusts exactly this key and nothing else).
+pub fn spki_sha256_base64(key_pem: &str) -> Result<String, rcgen::Error> {
+    use base64::Engine as _;
+    use rcgen::PublicKeyData as _;
+    use sha2::Digest as _;
+    let key = KeyPair::from_pem(key_pem)?;
+    let digest = sha2::Sha256::digest(key.subject_public_key_info());
+    Ok(base64::engine::general_purpose::STANDARD.encode(digest))
+}

@@ -12,7 +12,7 @@ const AXE_SOURCE = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
 
 export class CheckFailed extends Error {}
 
-/** The fixture: {"url", "org", "password", "users": {"owner", "admin", "manager", "employee", "auditor"}}. */
+/** The fixture: {"url", "org", "password", "users": {"owner", "admin", "manager", "employee", "auditor"}, "spki" (optional)}. */
 export function loadFixture() {
   const raw = process.env.PORTAL_FIXTURE;
   if (!raw) {
@@ -55,11 +55,11 @@ export class Run {
   async start() {
     const executablePath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
     try {
-      this.browser = await chromium.launch({
-        executablePath,
-        headless: true,
-        args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
-      });
+      const args = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"];
+      // A gateway served with a private CA's certificate: trust exactly its
+      // key (base64 SHA-256 of its SubjectPublicKeyInfo), nothing else.
+      if (this.fixture.spki) args.push(`--ignore-certificate-errors-spki-list=${this.fixture.spki}`);
+      this.browser = await chromium.launch({ executablePath, headless: true, args });
     } catch (e) {
       throw new CheckFailed(`could not start Chromium at ${executablePath} (apt-get install -y chromium, or set CHROMIUM_PATH): ${e.message.split("\n")[0]}`);
     }

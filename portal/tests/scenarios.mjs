@@ -59,9 +59,10 @@ async function signin(run) {
       refreshCookie.httpOnly &&
       refreshCookie.sameSite === "Strict" &&
       refreshCookie.path === "/trackhrs.org.v1.Identity/" &&
+      refreshCookie.secure === run.fixture.url.startsWith("https://") &&
       refreshCookie.value.length > 20,
-    "the refresh token is in an HttpOnly, SameSite=Strict cookie scoped to the identity service",
-    JSON.stringify(cookies.map((c) => ({ name: c.name, path: c.path, httpOnly: c.httpOnly, sameSite: c.sameSite }))),
+    "the refresh token is in an HttpOnly, SameSite=Strict cookie scoped to the identity service, Secure over https",
+    JSON.stringify(cookies.map((c) => ({ name: c.name, path: c.path, httpOnly: c.httpOnly, sameSite: c.sameSite, secure: c.secure }))),
   );
 
   await page.getByTestId("sign-out").click();

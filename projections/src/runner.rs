@@ -178,6 +178,17 @@ struct Ctx<'a, P> {
     config: &'a RunnerConfig,
 }
 
+/// The event stream (unless stopped first).
+async fn events_stream<P>(
+    stop: &mut Stop,
+    ctx: &Ctx<'_, P>,
+) -> Result<jetstream::stream::Stream, Halt> {
+    Ok(stop
+        .race(ctx.js.get_stream(&ctx.store.config().events_stream))
+        .await?
+        .map_err(ProjectionError::nats)?)
+}
+
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
 impl<P: Projection> Runner<P> {
@@ -290,15 +301,7 @@ impl<P: Projection> Run<'_, P> {
         self.connect().await?;
         let client = connected(&mut self.pg)?;
         self.stop.race(migrate(client)).await??;
-        let events = self
-            .stop
-            .race(
-                self.ctx
-                    .js
-                    .get_stream(&self.ctx.store.config().events_stream),
-            )
-            .await?
-            .map_err(ProjectionError::nats)?;
+        let events = events_stream(&mut self.stop, &self.ctx).await?;
         let info = self
             .stop
             .race(register(client, self.ctx.projection, &events))
@@ -367,15 +370,7 @@ impl<P: Projection> Run<'_, P> {
         check_state(&info)?;
         let mut position = info.position;
         let mut live = info.state == VersionState::Live;
-        let events = self
-            .stop
-            .race(
-                self.ctx
-                    .js
-                    .get_stream(&self.ctx.store.config().events_stream),
-            )
-            .await?
-            .map_err(ProjectionError::nats)?;
+        let events = events_stream(&mut self.stop, &self.ctx).await?;
         let consumer = self
             .stop
             .race(recreate_consumer(&self.ctx, &events, position))

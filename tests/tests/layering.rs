@@ -317,6 +317,16 @@ fn the_schemas_depend_on_no_other_workspace_crate() {
     );
 }
 
+#[test]
+fn the_key_encryption_keys_depend_on_no_other_workspace_crate() {
+    let offending = Graph::get().workspace_paths_from("trackhrs-kek");
+    assert!(
+        offending.is_empty(),
+        "trackhrs-kek wraps keys for the store and the credentials alike, but it depends on:\n  {}",
+        offending.join("\n  ")
+    );
+}
+
 /// Guards against a check that passes because it sees nothing: known edges
 /// must be in the graph, and a dev-dependency must not be.
 #[test]
