@@ -64,6 +64,10 @@ pub fn new_kek(file: &Path) -> anyhow::Result<String> {
     Ok(Keyring::from_file(file)?.current().to_string())
 }
 
+/// Passes over every key before `rotate-kek` gives up on keys still
+/// appearing under the old KEK.
+const ROTATION_PASSES: usize = 10;
+
 /// What `trackhrs keys rotate-kek` did.
 pub struct Rotated {
     /// The new KEK's id.
@@ -106,15 +110,33 @@ pub async fn rotate_kek(
         ..nats.store_config()
     };
     let store = trackhrs_nats::EventStore::open(client, config).await?;
-    let mut data_keys = store.keys().rewrap().await?.rewrapped;
     let pool = trackhrs_app::pg_pool(pg.config()?, 2)?;
     let auth = trackhrs_credentials::Auth::open(pool, Default::default(), ring).await?;
-    let signing_keys = auth.keys().rewrap().await?.0;
     // A process that wrapped a new key just before it saw the new file
-    // wrapped it under the old KEK: a second pass catches it.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    data_keys += store.keys().rewrap().await?.rewrapped;
-    let signing_keys = signing_keys + auth.keys().rewrap().await?.0;
+    // wrapped it under the old KEK: passes go on until one finds every key
+    // under the new KEK. Only then is the old one taken out of the file.
+    let (mut data_keys, mut signing_keys) = (0, 0);
+    let mut settled = false;
+    for pass in 0..ROTATION_PASSES {
+        let data = store.keys().rewrap().await?.rewrapped;
+        let signing = auth.keys().rewrap().await?.0;
+        data_keys += data;
+        signing_keys += signing;
+        // A pass after the first that finds nothing left: settled.
+        if pass > 0 && data == 0 && signing == 0 {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    anyhow::ensure!(
+        settled,
+        "keys kept appearing under the old key-encryption key after {ROTATION_PASSES} passes; \
+         {} holds both keys, so nothing is lost: is a process using another key file or TRACKHRS_KEK? \
+         Run rotate-kek again once every process reads {}",
+        path.display(),
+        path.display()
+    );
 
     let retired = path.with_file_name(format!(
         "{}.retired-{old}",

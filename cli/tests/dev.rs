@@ -113,21 +113,20 @@ async fn dev_serves_the_demo_org_over_grpc() {
         .unwrap()
         .connect()
         .await;
+    let manny = || pb::LoginRequest {
+        org_id: "acme".into(),
+        email: "manny@acme.test".into(),
+        password: "trackhrs demo 2026".into(),
+    };
+    // The log-in that works over TLS (below) fails over plaintext.
     if let Ok(plaintext) = plaintext {
         assert!(
-            IdentityClient::new(plaintext)
-                .login(pb::LoginRequest::default())
-                .await
-                .is_err(),
-            "a plaintext call was answered"
+            IdentityClient::new(plaintext).login(manny()).await.is_err(),
+            "a plaintext log-in was answered"
         );
     }
     let session = IdentityClient::new(channel.clone())
-        .login(pb::LoginRequest {
-            org_id: "acme".into(),
-            email: "manny@acme.test".into(),
-            password: "trackhrs demo 2026".into(),
-        })
+        .login(manny())
         .await
         .unwrap()
         .into_inner();

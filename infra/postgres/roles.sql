@@ -39,6 +39,11 @@ $$;
 
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 
+-- The credential schema belongs to the migration role from the start, so no
+-- other role that may create schemas (the projections') can create it first
+-- and own the credentials.
+CREATE SCHEMA IF NOT EXISTS auth AUTHORIZATION trackhrs_migrate;
+
 -- What the projections role creates, the gateway may read and write rows
 -- of, never drop or alter.
 ALTER DEFAULT PRIVILEGES FOR ROLE trackhrs_projections

@@ -202,7 +202,15 @@ impl Keyring {
             let _ = std::fs::remove_file(&tmp);
             return Err(fail(e));
         }
-        Ok(())
+        // The rename is durable only once the folder is: a crash must not
+        // bring back the old file after keys were wrapped under the new one.
+        let folder = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(folder)
+            .and_then(|f| f.sync_all())
+            .map_err(fail)
     }
 
     /// The base64 lines of a key file, the current KEK first, checked.

@@ -358,10 +358,13 @@ impl KeyStore {
     }
 
     /// Destroys the subject's key: all their sealed personal data becomes
-    /// unreadable, in every event and snapshot, on every replica.
+    /// unreadable, in every event and snapshot, on every replica. A delete
+    /// marker replaces the key (the bucket keeps one value per key), and no
+    /// new key is made after it. Not a purge: the bucket allows no purges
+    /// and no rollups.
     pub async fn erase(&self, subject: &str) -> Result<(), StoreError> {
         self.kv
-            .purge(subject)
+            .delete(subject)
             .await
             .map_err(|e| StoreError::Keys(format!("erase key: {e}")))?;
         self.cache.invalidate(subject);

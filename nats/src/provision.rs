@@ -59,6 +59,12 @@ pub fn events_stream_config(config: &StoreConfig) -> stream::Config {
 pub fn check_lossless(config: &stream::Config) -> Result<(), StoreError> {
     let discards_old = config.discard == stream::DiscardPolicy::Old;
     let mut reasons = Vec::new();
+    if config.retention != stream::RetentionPolicy::Limits {
+        reasons.push(format!(
+            "retention {:?} deletes events once consumed or unwanted",
+            config.retention
+        ));
+    }
     if !config.max_age.is_zero() {
         reasons.push(format!(
             "max_age {:?} deletes every event older than that",
@@ -125,31 +131,50 @@ pub async fn provision(client: &Client, config: &StoreConfig) -> Result<(), Stor
     js.create_or_update_stream(wanted)
         .await
         .map_err(|e| StoreError::Provision(format!("stream {}: {e}", config.events_stream)))?;
-    for (bucket, description) in [
-        (
-            &config.snapshot_bucket,
-            "aggregate snapshots (optimisation only)",
-        ),
-        (
+    let bucket_config = |bucket: &str, description: &str| kv::Config {
+        bucket: bucket.to_owned(),
+        description: description.into(),
+        history: 1,
+        num_replicas: config.replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    js.create_or_update_key_value(bucket_config(
+        &config.snapshot_bucket,
+        "aggregate snapshots (optimisation only)",
+    ))
+    .await
+    .map_err(|e| StoreError::Provision(format!("bucket {}: {e}", config.snapshot_bucket)))?;
+    // The key bucket is created once, then hardened: no purge, no rollup
+    // (one message with `Nats-Rollup: all` would purge every key), no
+    // message delete. Those flags cannot be lifted, so it is never updated
+    // through the KV API (which would try to) again.
+    let keys_stream = key_stream_name(config);
+    if existing_stream(&js, &keys_stream).await?.is_none() {
+        js.create_key_value(bucket_config(
             &config.key_bucket,
             "per-person data keys (crypto-shredding)",
-        ),
-    ] {
-        js.create_or_update_key_value(kv::Config {
-            bucket: bucket.clone(),
-            description: description.into(),
-            history: 1,
-            num_replicas: config.replicas,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
+        ))
         .await
-        .map_err(|e| StoreError::Provision(format!("bucket {bucket}: {e}")))?;
+        .map_err(|e| StoreError::Provision(format!("bucket {}: {e}", config.key_bucket)))?;
+    }
+    let mut keys = existing_stream(&js, &keys_stream)
+        .await?
+        .ok_or_else(|| StoreError::Provision(format!("bucket {} vanished", config.key_bucket)))?
+        .config;
+    if check_key_bucket(&keys).is_err() || keys.num_replicas != config.replicas {
+        keys.deny_purge = true;
+        keys.deny_delete = true;
+        keys.allow_rollup = false;
+        keys.num_replicas = config.replicas;
+        js.update_stream(keys)
+            .await
+            .map_err(|e| StoreError::Provision(format!("bucket {}: {e}", config.key_bucket)))?;
     }
     let streams = [
         config.events_stream.clone(),
         format!("KV_{}", config.snapshot_bucket),
-        format!("KV_{}", config.key_bucket),
+        keys_stream,
     ];
     for stream in streams {
         wait_for_leader(&js, &stream).await?;
@@ -172,12 +197,46 @@ pub async fn verify(client: &Client, config: &StoreConfig) -> Result<(), StoreEr
         .await?
         .ok_or_else(|| not_provisioned(&format!("stream {}", config.events_stream)))?;
     check_lossless(&events.config)?;
-    for bucket in [&config.snapshot_bucket, &config.key_bucket] {
-        existing_stream(&js, &format!("KV_{bucket}"))
-            .await?
-            .ok_or_else(|| not_provisioned(&format!("bucket {bucket}")))?;
-    }
+    existing_stream(&js, &format!("KV_{}", config.snapshot_bucket))
+        .await?
+        .ok_or_else(|| not_provisioned(&format!("bucket {}", config.snapshot_bucket)))?;
+    let keys = existing_stream(&js, &key_stream_name(config))
+        .await?
+        .ok_or_else(|| not_provisioned(&format!("bucket {}", config.key_bucket)))?;
+    check_key_bucket(&keys.config)?;
     Ok(())
+}
+
+/// The stream behind the key bucket.
+fn key_stream_name(config: &StoreConfig) -> String {
+    format!("KV_{}", config.key_bucket)
+}
+
+/// Refuses a key bucket that could lose keys other than by an erasure: an
+/// age limit, purges, rollups (one message could purge every key) or
+/// message deletes allowed.
+pub fn check_key_bucket(config: &stream::Config) -> Result<(), StoreError> {
+    let mut reasons = Vec::new();
+    if !config.max_age.is_zero() {
+        reasons.push(format!("max_age {:?} expires every key", config.max_age));
+    }
+    if config.allow_rollup {
+        reasons.push("allow_rollup_hdrs lets one message purge every key".to_owned());
+    }
+    if !config.deny_purge {
+        reasons.push("deny_purge is off: the bucket can be purged".to_owned());
+    }
+    if !config.deny_delete {
+        reasons.push("deny_delete is off: keys can be deleted by sequence".to_owned());
+    }
+    if reasons.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::Provision(format!(
+        "key bucket {} could lose keys: {}; run `trackhrs provision`",
+        config.name,
+        reasons.join("; ")
+    )))
 }
 
 /// The stream's info, `None` when it does not exist.
@@ -248,7 +307,13 @@ mod tests {
         let ours = events_stream_config(&StoreConfig::default());
         check_lossless(&ours).unwrap();
         type Change = fn(&mut stream::Config);
-        let cases: [(&str, Change); 7] = [
+        let cases: [(&str, Change); 9] = [
+            ("retention Interest", |c| {
+                c.retention = stream::RetentionPolicy::Interest;
+            }),
+            ("retention WorkQueue", |c| {
+                c.retention = stream::RetentionPolicy::WorkQueue;
+            }),
             ("max_age", |c| c.max_age = Duration::from_secs(86_400)),
             ("max_msgs_per_subject", |c| c.max_messages_per_subject = 1),
             ("max_msgs 10", |c| c.max_messages = 10),

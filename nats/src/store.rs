@@ -313,7 +313,10 @@ impl EventStore {
             .map_err(StoreError::unavailable)?;
         let mut destroyed = 0;
         for (subject, _) in subjects {
-            let Some(person) = subject.rsplit('.').next() else {
+            // Only an id the store could have written: a malformed subject
+            // (published around the store) must not stop every open.
+            let Some(person) = subject.rsplit('.').next().filter(|p| Token::new(p).is_ok()) else {
+                tracing::warn!("an erasure subject names no valid person id; skipped");
                 continue;
             };
             if self.inner.keys.holds(person).await? {

@@ -136,3 +136,21 @@ async fn erasing_a_person_erases_their_data_everywhere_and_keeps_the_log() {
     let keys = js.get_key_value("trackhrs_keys").await.unwrap();
     assert_eq!(keys.get("m1").await.unwrap(), None, "no new key for m1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_subject_naming_no_valid_person_does_not_stop_the_store_from_opening() {
+    let (server, _store) = start().await;
+    // Published around the store: the log keeps it for ever.
+    let js = async_nats::jetstream::new(server.connect().await.unwrap());
+    js.publish("evt.acme.erasure.a:b", "junk".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let reopened = EventStore::open(
+        server.connect().await.unwrap(),
+        StoreConfig::with_kek(trackhrs_harness::test_kek()),
+    )
+    .await;
+    assert!(reopened.is_ok(), "{:?}", reopened.err());
+}

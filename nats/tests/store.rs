@@ -361,6 +361,16 @@ async fn the_runtime_identity_cannot_change_or_destroy_the_event_log_or_the_keys
             "{subject}: {error}"
         );
     }
+    // Publishing to the key bucket is allowed (keys are created so), but a
+    // rollup that would purge every key is refused by the bucket itself.
+    let mut rollup = async_nats::HeaderMap::new();
+    rollup.insert("Nats-Rollup", "all");
+    let rolled = async_nats::jetstream::new(runtime.clone())
+        .publish_with_headers("$KV.trackhrs_keys.intruder", rollup, "x".into())
+        .await
+        .unwrap()
+        .await;
+    assert!(rolled.is_err(), "a rollup of the key bucket was accepted");
     assert_eq!(
         count("TRACKHRS_EVENTS").await,
         events_before,
