@@ -14,8 +14,10 @@ pub mod ids;
 pub mod organization;
 pub mod permissions;
 pub mod personal;
+pub mod project;
 pub mod testing;
 pub mod timeline;
+pub mod timesheet;
 
 pub use aggregate::{Aggregate, DomainEvent, UpcastError};
 pub use ids::{IdError, PersonId, Token};

@@ -477,6 +477,143 @@ async fn erasure_event_versions_still_load() {
     );
 }
 
+fn project_path() -> PathBuf {
+    fixture_path("project_events.json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_event_versions_still_load() {
+    use trackhrs_domain::Aggregate as _;
+    use trackhrs_domain::project::{Project, ProjectCommand};
+    if std::env::var_os("TRACKHRS_WRITE_FIXTURES").is_some() && !project_path().exists() {
+        write_single_commit_fixture(
+            project_path(),
+            ("project", "apollo", "user:owner"),
+            "project-1",
+            "every project event v1 in one commit",
+            vec![
+                (
+                    "ProjectCreated",
+                    json!({"name": "Apollo", "client": "NASA", "billable": true,
+                    "budget": {"hours": 100, "money_minor": 1_000_000}, "members": ["m1"]}),
+                ),
+                ("TaskAdded", json!({"task": "design", "name": "Design"})),
+                (
+                    "BudgetChanged",
+                    json!({"budget": {"hours": 120, "money_minor": null}}),
+                ),
+                ("ProjectMembersChanged", json!({"members": ["m1", "m2"]})),
+                (
+                    "BudgetMarkCrossed",
+                    json!({"percent": 80, "booked_ms": 345_600_000i64}),
+                ),
+                ("BudgetMarkCleared", json!({"percent": 80})),
+                ("ProjectArchived", serde_json::Value::Null),
+                ("ProjectUnarchived", serde_json::Value::Null),
+            ],
+        );
+    }
+    let (_server, store) = start().await;
+    publish_fixture(&store, &read_fixture(project_path())).await;
+    let loaded = store
+        .load_fresh::<Project>(&tok("acme"), &tok("apollo"))
+        .await
+        .unwrap();
+    let p = &loaded.state;
+    assert_eq!(loaded.version, 8);
+    assert_eq!(
+        (
+            p.name.as_str(),
+            p.client.as_deref(),
+            p.budget.hours,
+            p.archived
+        ),
+        ("Apollo", Some("NASA"), Some(120), false)
+    );
+    assert!(p.bookable_by(&tok("m2")) && !p.bookable_by(&tok("m3")));
+    assert!(p.marks_crossed.is_empty());
+    assert!(
+        p.handle(ProjectCommand::RecordBookedTime { booked_ms: 0 })
+            .is_ok()
+    );
+}
+
+fn timesheet_path() -> PathBuf {
+    fixture_path("timesheet_events.json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timesheet_event_versions_still_load() {
+    use trackhrs_domain::timesheet::{Timesheet, WeekStatus};
+    if std::env::var_os("TRACKHRS_WRITE_FIXTURES").is_some() && !timesheet_path().exists() {
+        let keys = read_fixture(path()).keys;
+        let week = json!({"start_ms": 1_794_960_000_000i64, "end_ms": 1_795_564_800_000i64});
+        write_single_commit_fixture(
+            timesheet_path(),
+            ("timesheet", "m1-2026-11-16", "user:m1"),
+            "timesheet-1",
+            "every timesheet event v1 in one commit",
+            vec![
+                (
+                    "EntryAdded",
+                    json!({"member": "m1", "week": week, "id": "e1",
+                    "entry": {"kind": "manual", "task": {"project": "apollo", "task": "design"},
+                        "start_ms": 1_794_996_000_000i64, "end_ms": 1_795_003_200_000i64},
+                    "note": sealed(&keys, "m1", "design review")}),
+                ),
+                (
+                    "EntryAdded",
+                    json!({"member": "m1", "week": week, "id": "e2",
+                    "entry": {"kind": "assignment", "task": {"project": "apollo", "task": "design"},
+                        "start_ms": 1_795_003_200_000i64, "end_ms": 1_795_006_800_000i64},
+                    "note": null}),
+                ),
+                ("EntryRemoved", json!({"id": "e2"})),
+                ("WeekSubmitted", json!({"member": "m1", "week": week})),
+                (
+                    "WeekRejected",
+                    json!({"by": "m2", "comment": sealed(&keys, "m1", "Friday is missing")}),
+                ),
+                ("WeekSubmitted", json!({"member": "m1", "week": week})),
+                ("WeekApproved", json!({"by": "m2", "comment": null})),
+                (
+                    "WeekReopened",
+                    json!({"by": "owner", "reason": sealed(&keys, "m1", "payroll correction")}),
+                ),
+            ],
+        );
+    }
+    let (_server, store) = start().await;
+    // The keys of the people come with the first fixture.
+    publish_fixture(&store, &read_fixture(path())).await;
+    publish_fixture(&store, &read_fixture(timesheet_path())).await;
+    let loaded = store
+        .load_fresh::<Timesheet>(&tok("acme"), &tok("m1-2026-11-16"))
+        .await
+        .unwrap();
+    assert_eq!(loaded.version, 8);
+    assert_eq!(loaded.state.status, WeekStatus::Open, "reopened");
+    assert_eq!(
+        loaded
+            .state
+            .entries
+            .keys()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>(),
+        ["e1"]
+    );
+    let log = read_log(&store).await;
+    let last = log
+        .skip(read_fixture(path()).messages.len())
+        .next()
+        .await
+        .unwrap()
+        .commit
+        .unwrap();
+    assert_eq!(last.events[0].payload["note"]["v"], "design review");
+    assert_eq!(last.events[7].payload["reason"]["v"], "payroll correction");
+}
+
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len())
         .step_by(2)
