@@ -31,6 +31,7 @@ pub mod org;
 pub mod policy;
 mod reads;
 pub mod request;
+pub mod week;
 
 use std::sync::Arc;
 use std::time::Duration;
