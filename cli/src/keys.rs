@@ -93,7 +93,7 @@ pub async fn rotate_kek(
 ) -> anyhow::Result<Rotated> {
     let path = nats.kek.file().context(
         "rotate-kek rewrites the key file: give it with --kek-file or TRACKHRS_KEK_FILE \
-         (a key given in TRACKHRS_KEK is rotated by giving the processes a new one)",
+         (move a key given in TRACKHRS_KEK to a file, and restart the processes with it, first)",
     )?;
     let old_lines = Keyring::read_lines(&path)?;
     let old = Keyring::from_file(&path)?.current().to_string();
@@ -118,12 +118,13 @@ pub async fn rotate_kek(
     let (mut data_keys, mut signing_keys) = (0, 0);
     let mut settled = false;
     for pass in 0..ROTATION_PASSES {
-        let data = store.keys().rewrap().await?.rewrapped;
-        let signing = auth.keys().rewrap().await?.0;
-        data_keys += data;
+        let data = store.keys().rewrap().await?;
+        let (signing, _, signing_left) = auth.keys().rewrap().await?;
+        data_keys += data.rewrapped;
         signing_keys += signing;
-        // A pass after the first that finds nothing left: settled.
-        if pass > 0 && data == 0 && signing == 0 {
+        // A pass after the first that found no key under another KEK.
+        let found = data.rewrapped + data.left + signing + signing_left;
+        if pass > 0 && found == 0 {
             settled = true;
             break;
         }

@@ -126,8 +126,10 @@ impl SigningKeys {
 
     /// Wraps every secret not yet wrapped under the current KEK again under
     /// it (`trackhrs keys rotate-kek`; at open, secrets stored in the clear).
-    /// Returns how many were wrapped again and how many already were.
-    pub async fn rewrap(&self) -> Result<(usize, usize), AuthError> {
+    /// Returns how many were wrapped again, how many already were, and how
+    /// many changed before they could be replaced (the next pass looks
+    /// again).
+    pub async fn rewrap(&self) -> Result<(usize, usize, usize), AuthError> {
         let current = self.kek.current();
         self.rewrap_where(|stored| trackhrs_kek::wrapped_under(stored) != Some(current))
             .await
@@ -137,12 +139,12 @@ impl SigningKeys {
     async fn rewrap_where(
         &self,
         stale: impl Fn(&[u8]) -> bool,
-    ) -> Result<(usize, usize), AuthError> {
+    ) -> Result<(usize, usize, usize), AuthError> {
         let client = self.pool.get().await?;
         let rows = client
             .query("SELECT kid, secret FROM auth.signing_keys", &[])
             .await?;
-        let (mut rewrapped, mut already) = (0, 0);
+        let (mut rewrapped, mut already, mut left) = (0, 0, 0);
         for row in rows {
             let kid: String = row.get(0);
             let stored: Vec<u8> = row.get(1);
@@ -156,7 +158,7 @@ impl SigningKeys {
             };
             let wrapped = self.wrap(&kid, &secret)?;
             // Only if nobody changed it meanwhile (another replica's rewrap).
-            rewrapped += client
+            let updated = client
                 .execute(
                     "UPDATE auth.signing_keys SET secret = $1 WHERE kid = $2 AND secret = $3",
                     &[
@@ -165,9 +167,14 @@ impl SigningKeys {
                         &super::Redacted(stored.as_slice()),
                     ],
                 )
-                .await? as usize;
+                .await?;
+            if updated == 1 {
+                rewrapped += 1;
+            } else {
+                left += 1;
+            }
         }
-        Ok((rewrapped, already))
+        Ok((rewrapped, already, left))
     }
 
     fn wrap(&self, kid: &str, secret: &[u8]) -> Result<Vec<u8>, AuthError> {

@@ -129,6 +129,9 @@ pub struct Rewrapped {
     pub rewrapped: usize,
     /// Keys already wrapped under it.
     pub current: usize,
+    /// Keys found under another KEK that changed before they could be
+    /// replaced (an erasure, another rewrap): the next pass looks again.
+    pub left: usize,
 }
 
 /// The key bucket with a small cache in front, kept coherent across processes
@@ -269,7 +272,8 @@ impl KeyStore {
                 .kek
                 .wrap(&slot, &plain)
                 .map_err(|e| StoreError::Keys(format!("rewrap: {e}")))?;
-            // A conflict means the key changed meanwhile (an erasure): leave it.
+            // A conflict means the key changed meanwhile (an erasure): the
+            // next pass sees what it is now.
             if self
                 .kv
                 .update(&key, wrapped.into(), entry.revision)
@@ -277,6 +281,8 @@ impl KeyStore {
                 .is_ok()
             {
                 done.rewrapped += 1;
+            } else {
+                done.left += 1;
             }
         }
         Ok(done)
