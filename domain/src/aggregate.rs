@@ -54,6 +54,29 @@ pub trait Aggregate:
     ) -> Result<serde_json::Value, UpcastError>;
 }
 
+/// The upcaster of an aggregate whose event `types` all exist only at
+/// schema version 1: the payload of a version 1 as it is, any other version
+/// or type refused.
+pub fn upcast_first_versions(
+    aggregate_type: &'static str,
+    types: &[&str],
+    event_type: &str,
+    version: u32,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, UpcastError> {
+    match (types.contains(&event_type), version) {
+        (true, 1) => Ok(payload),
+        (true, _) => Err(UpcastError::UnknownVersion {
+            event_type: event_type.to_owned(),
+            version,
+        }),
+        (false, _) => Err(UpcastError::UnknownType {
+            aggregate_type,
+            event_type: event_type.to_owned(),
+        }),
+    }
+}
+
 /// A stored event that this code cannot turn into a current event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpcastError {

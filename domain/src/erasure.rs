@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{Aggregate, DomainEvent, UpcastError};
+use crate::aggregate::{Aggregate, DomainEvent, UpcastError, upcast_first_versions};
 use crate::ids::PersonId;
 use crate::organization::Role;
 
@@ -95,17 +95,7 @@ impl Aggregate for PersonErasure {
         version: u32,
         payload: serde_json::Value,
     ) -> Result<serde_json::Value, UpcastError> {
-        match (event_type, version) {
-            ("PersonErased", 1) => Ok(payload),
-            ("PersonErased", _) => Err(UpcastError::UnknownVersion {
-                event_type: event_type.to_owned(),
-                version,
-            }),
-            _ => Err(UpcastError::UnknownType {
-                aggregate_type: Self::TYPE,
-                event_type: event_type.to_owned(),
-            }),
-        }
+        upcast_first_versions(Self::TYPE, &["PersonErased"], event_type, version, payload)
     }
 }
 

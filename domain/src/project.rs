@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{Aggregate, DomainEvent, UpcastError};
+use crate::aggregate::{Aggregate, DomainEvent, UpcastError, upcast_first_versions};
 use crate::ids::{PersonId, Token};
 use crate::organization::Role;
 
@@ -396,7 +396,7 @@ impl Aggregate for Project {
         version: u32,
         payload: serde_json::Value,
     ) -> Result<serde_json::Value, UpcastError> {
-        const TYPES: [&str; 8] = [
+        let types = [
             "ProjectCreated",
             "TaskAdded",
             "BudgetChanged",
@@ -406,17 +406,7 @@ impl Aggregate for Project {
             "BudgetMarkCrossed",
             "BudgetMarkCleared",
         ];
-        match (TYPES.contains(&event_type), version) {
-            (true, 1) => Ok(payload),
-            (true, _) => Err(UpcastError::UnknownVersion {
-                event_type: event_type.to_owned(),
-                version,
-            }),
-            (false, _) => Err(UpcastError::UnknownType {
-                aggregate_type: Self::TYPE,
-                event_type: event_type.to_owned(),
-            }),
-        }
+        upcast_first_versions(Self::TYPE, &types, event_type, version, payload)
     }
 }
 

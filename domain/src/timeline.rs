@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::activity::{BatchRefusal, DeviceStatus, Privacy, admit_batch};
-use crate::aggregate::{Aggregate, DomainEvent, UpcastError};
+use crate::aggregate::{Aggregate, DomainEvent, UpcastError, upcast_first_versions};
 use crate::ids::PersonId;
 use crate::personal::PersonalData;
 
@@ -411,23 +411,13 @@ impl Aggregate for DeviceTimeline {
     }
 
     fn upcast(event_type: &str, version: u32, payload: Value) -> Result<Value, UpcastError> {
-        const TYPES: [&str; 4] = [
+        let types = [
             "TimelineBatchAccepted",
             "TimelineEventRecorded",
             "TimelineEventRetracted",
             "TimelineBucketRetracted",
         ];
-        match (TYPES.contains(&event_type), version) {
-            (true, 1) => Ok(payload),
-            (true, _) => Err(UpcastError::UnknownVersion {
-                event_type: event_type.to_owned(),
-                version,
-            }),
-            (false, _) => Err(UpcastError::UnknownType {
-                aggregate_type: Self::TYPE,
-                event_type: event_type.to_owned(),
-            }),
-        }
+        upcast_first_versions(Self::TYPE, &types, event_type, version, payload)
     }
 }
 

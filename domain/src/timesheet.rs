@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{Aggregate, DomainEvent, UpcastError};
+use crate::aggregate::{Aggregate, DomainEvent, UpcastError, upcast_first_versions};
 use crate::ids::{PersonId, Token};
 use crate::personal::PersonalData;
 
@@ -507,7 +507,7 @@ impl Aggregate for Timesheet {
         version: u32,
         payload: serde_json::Value,
     ) -> Result<serde_json::Value, UpcastError> {
-        const TYPES: [&str; 6] = [
+        let types = [
             "EntryAdded",
             "EntryRemoved",
             "WeekSubmitted",
@@ -515,17 +515,7 @@ impl Aggregate for Timesheet {
             "WeekRejected",
             "WeekReopened",
         ];
-        match (TYPES.contains(&event_type), version) {
-            (true, 1) => Ok(payload),
-            (true, _) => Err(UpcastError::UnknownVersion {
-                event_type: event_type.to_owned(),
-                version,
-            }),
-            (false, _) => Err(UpcastError::UnknownType {
-                aggregate_type: Self::TYPE,
-                event_type: event_type.to_owned(),
-            }),
-        }
+        upcast_first_versions(Self::TYPE, &types, event_type, version, payload)
     }
 }
 
