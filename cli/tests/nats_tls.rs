@@ -169,15 +169,17 @@ async fn the_production_nats_configs_serve_tls_only_to_the_three_identities() {
     )
     .unwrap();
     let port = free_port();
-    let mut node = Command::new(&binary)
-        .arg("-c")
-        .arg(dir.path().join("single.conf"))
-        .args(["-p", &port.to_string(), "-ms", &free_port().to_string()])
-        .envs(server_env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _node = common::KillOnDrop(
+        Command::new(&binary)
+            .arg("-c")
+            .arg(dir.path().join("single.conf"))
+            .args(["-p", &port.to_string(), "-ms", &free_port().to_string()])
+            .envs(server_env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let url = format!("tls://127.0.0.1:{port}");
     let client_env = |user: &str| {
         vec![
@@ -229,6 +231,4 @@ async fn the_production_nats_configs_serve_tls_only_to_the_three_identities() {
             "a plaintext client got in"
         );
     }
-    let _ = node.kill();
-    let _ = node.wait();
 }
