@@ -151,3 +151,109 @@ async fn a_retried_command_returns_its_original_result_instead_of_a_denial() {
         .unwrap();
     assert_eq!((same.appended, same.version), (None, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_managers_deciding_the_same_week_at_once_store_exactly_one_decision() {
+    use trackhrs_domain::timesheet::{
+        Bookable, Entry, EntryKind, TaskRef, Timesheet, TimesheetCommand, TimesheetError, Week,
+        WeekStatus,
+    };
+    let server = NatsServer::start().await.unwrap();
+    let replicas = [handler(&server).await, handler(&server).await];
+    let org = tok("acme");
+    // Eight weeks, each submitted, then approved and rejected at once by two
+    // managers on two replicas that both hold the submitted week.
+    for n in 0..8i64 {
+        let start_ms = 1_795_993_200_000 + n * 168 * 3_600_000;
+        let week = Week {
+            start_ms,
+            end_ms: start_ms + 168 * 3_600_000,
+        };
+        let id = tok(&format!("erin-w{n}"));
+        let setup = [
+            TimesheetCommand::AddEntry {
+                actor: tok("erin"),
+                member: tok("erin"),
+                week,
+                id: tok("e1"),
+                entry: Entry {
+                    kind: EntryKind::Manual,
+                    task: TaskRef {
+                        project: tok("apollo"),
+                        task: tok("design"),
+                    },
+                    start_ms: start_ms + 9 * 3_600_000,
+                    end_ms: start_ms + 12 * 3_600_000,
+                },
+                project: Bookable {
+                    active: true,
+                    member_allowed: true,
+                },
+                note: None,
+            },
+            TimesheetCommand::Submit {
+                actor: tok("erin"),
+                member: tok("erin"),
+                week,
+            },
+        ];
+        for (step, command) in setup.into_iter().enumerate() {
+            replicas[0]
+                .execute::<Timesheet>(&org, &id, command, &meta(&format!("w{n}-{step}")))
+                .await
+                .unwrap();
+        }
+        for r in &replicas {
+            r.store().load::<Timesheet>(&org, &id).await.unwrap();
+        }
+        let decisions = [
+            TimesheetCommand::Approve {
+                actor: tok("manny"),
+                may_approve: true,
+                comment: None,
+            },
+            TimesheetCommand::Reject {
+                actor: tok("mona"),
+                may_approve: true,
+                comment: "Friday is missing".into(),
+            },
+        ];
+        let mut tasks = Vec::new();
+        for (i, decision) in decisions.into_iter().enumerate() {
+            let (h, org, id) = (replicas[i].clone(), org.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                h.execute::<Timesheet>(&org, &id, decision, &meta(&format!("w{n}-decide-{i}")))
+                    .await
+            }));
+        }
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await.unwrap());
+        }
+        assert_eq!(
+            outcomes.iter().filter(|o| o.is_ok()).count(),
+            1,
+            "week {n}: {outcomes:?}"
+        );
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| matches!(o, Err(CommandError::Denied(TimesheetError::NotSubmitted)))),
+            "week {n}: the other decision is refused as no longer submitted: {outcomes:?}"
+        );
+        // The log holds the entry, the submission and one decision.
+        let loaded: Loaded<Timesheet> = replicas[1]
+            .store()
+            .load_fresh::<Timesheet>(&org, &id)
+            .await
+            .unwrap();
+        assert_eq!(loaded.version, 3, "week {n}");
+        let approved = outcomes[0].is_ok();
+        let expected = if approved {
+            WeekStatus::Approved
+        } else {
+            WeekStatus::Open
+        };
+        assert_eq!(loaded.state.status, expected, "week {n}");
+    }
+}
