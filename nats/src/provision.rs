@@ -245,13 +245,8 @@ async fn existing_stream(
     name: &str,
 ) -> Result<Option<stream::Info>, StoreError> {
     match js.get_stream(name).await {
-        Ok(mut found) => Ok(Some(
-            found
-                .info()
-                .await
-                .map_err(|e| StoreError::Provision(format!("stream {name}: {e}")))?
-                .clone(),
-        )),
+        // `get_stream` has just fetched the info: no second request.
+        Ok(found) => Ok(Some(found.cached_info().clone())),
         Err(e) => match e.kind() {
             jetstream::context::GetStreamErrorKind::JetStream(je)
                 if je.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>

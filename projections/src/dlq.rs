@@ -76,23 +76,15 @@ pub(crate) async fn ensure_stream(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<(), ProjectionError> {
-    match js.get_stream(DLQ_STREAM).await {
-        Ok(_) => Ok(()),
-        Err(e)
-            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref je)
-                if je.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
-        {
-            js.get_or_create_stream(stream_config(replicas))
-                .await
-                .map_err(|e| {
-                    ProjectionError::Nats(format!(
-                        "stream {DLQ_STREAM} does not exist and cannot be created ({e}): run `trackhrs provision`"
-                    ))
-                })?;
-            Ok(())
-        }
-        Err(e) => Err(ProjectionError::Nats(format!("stream {DLQ_STREAM}: {e}"))),
-    }
+    // Asks for the stream's info and creates it only when there is none.
+    js.get_or_create_stream(stream_config(replicas))
+        .await
+        .map_err(|e| {
+            ProjectionError::Nats(format!(
+                "stream {DLQ_STREAM}: {e} (where it does not exist and cannot be created: run `trackhrs provision`)"
+            ))
+        })?;
+    Ok(())
 }
 
 /// A message on its way to the dead-letter stream.
