@@ -10,7 +10,9 @@ use trackhrs_credentials::AuthError;
 use trackhrs_domain::activity::ActivityError;
 use trackhrs_domain::erasure::ErasureError;
 use trackhrs_domain::organization::OrgError;
+use trackhrs_domain::project::ProjectError;
 use trackhrs_domain::timeline::TimelineError;
+use trackhrs_domain::timesheet::TimesheetError;
 use trackhrs_nats::StoreError;
 
 /// The message for every request that touches another organization, or
@@ -190,7 +192,9 @@ impl From<OrgError> for AppError {
             OrgError::InvalidName
             | OrgError::InvalidEmail
             | OrgError::InvalidSettings
-            | OrgError::InvalidRules(_) => ErrorKind::Invalid,
+            | OrgError::InvalidRules(_)
+            | OrgError::InvalidAttribution(_) => ErrorKind::Invalid,
+            OrgError::TeamNotFound => ErrorKind::NotFound,
             _ => ErrorKind::Precondition,
         };
         Self::new(kind, denied.to_string())
@@ -275,6 +279,74 @@ impl From<TimelineError> for AppError {
             TimelineError::SequenceUsed { .. } | TimelineError::SequenceGap { .. } => {
                 Self::precondition(denied.to_string())
             }
+        }
+    }
+}
+
+impl From<CommandError<ProjectError>> for AppError {
+    fn from(error: CommandError<ProjectError>) -> Self {
+        match error {
+            CommandError::Denied(denied) => denied.into(),
+            CommandError::Conflict { .. } => Self::new(
+                ErrorKind::Conflict,
+                "the project kept changing under concurrent commands; try again",
+            ),
+            CommandError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ProjectError> for AppError {
+    fn from(denied: ProjectError) -> Self {
+        let kind = match denied {
+            ProjectError::NotAllowed => ErrorKind::NotAllowed,
+            ProjectError::NotFound => ErrorKind::NotFound,
+            ProjectError::InvalidName(_)
+            | ProjectError::InvalidBudget
+            | ProjectError::NegativeTime => ErrorKind::Invalid,
+            ProjectError::Exists
+            | ProjectError::TaskExists(_)
+            | ProjectError::Archived
+            | ProjectError::NotArchived => ErrorKind::Precondition,
+        };
+        Self::new(kind, denied.to_string())
+    }
+}
+
+impl From<CommandError<TimesheetError>> for AppError {
+    fn from(error: CommandError<TimesheetError>) -> Self {
+        match error {
+            CommandError::Denied(denied) => denied.into(),
+            CommandError::Conflict { .. } => Self::new(
+                ErrorKind::Conflict,
+                "the week kept changing under concurrent commands; try again",
+            ),
+            CommandError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A refused change to a week: malformed input names the field.
+impl From<TimesheetError> for AppError {
+    fn from(denied: TimesheetError) -> Self {
+        use TimesheetError as E;
+        match denied {
+            E::NotTheMember | E::OwnWeek | E::MayNotDecide | E::NotAdmin => {
+                Self::not_allowed(denied.to_string())
+            }
+            E::EndBeforeStart | E::TooLong => Self::invalid("end_ms", denied),
+            E::OutsideWeek => Self::invalid("start_ms", denied),
+            E::InvalidWeek => Self::invalid("week", denied),
+            E::ReasonRequired => Self::invalid("comment", denied),
+            E::NoSuchEntry(_) => Self::new(ErrorKind::NotFound, format!("entry_id: {denied}")),
+            E::Locked(_)
+            | E::WrongWeek
+            | E::Overlaps(_)
+            | E::EntryExists(_)
+            | E::ProjectArchived
+            | E::NotAllowedOnProject
+            | E::NotSubmitted
+            | E::NotApproved => Self::precondition(denied.to_string()),
         }
     }
 }

@@ -10,6 +10,8 @@
 //!   policy an agent must obey.
 //! - [`Activity`]: dashboards (through the [`DashboardCache`]), raw device
 //!   timelines and classification rules.
+//! - [`Work`]: teams, clients, projects, attribution rules and weekly
+//!   timesheets with their approval.
 //! - [`policy`]: reactions to events that consume the log.
 //! - [`request`]: the ids of the request a use case runs for, recorded in
 //!   the commits it causes.
@@ -31,7 +33,7 @@ pub mod org;
 pub mod policy;
 mod reads;
 pub mod request;
-pub mod week;
+pub mod work;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +55,7 @@ pub use ingest::{Ingest, IngestConfig};
 pub use operations::{Finder, Operations};
 pub use org::{OrgCommands, Outcome};
 pub use reads::ROLE_TTL;
+pub use work::Work;
 
 /// Settings of the application layer.
 #[derive(Debug, Clone)]
@@ -92,6 +95,7 @@ pub struct App {
     ingest: Ingest,
     activity: Activity,
     operations: Operations,
+    work: Work,
     orgs: OrgCommands,
     credentials: Arc<Auth>,
     pool: Pool,
@@ -137,6 +141,7 @@ impl App {
             ingest: Ingest::new(orgs.clone(), config.ingest),
             activity: Activity::new(orgs.clone(), reads.clone(), dashboards),
             operations: Operations::new(reads, store.clone(), pool.clone(), config.operator_org),
+            work: Work::new(orgs.clone()),
             orgs,
             credentials,
             pool,
@@ -172,6 +177,11 @@ impl App {
     /// Dashboards, timelines and rules.
     pub fn activity(&self) -> &Activity {
         &self.activity
+    }
+
+    /// Teams, projects and timesheets.
+    pub fn work(&self) -> &Work {
+        &self.work
     }
 
     /// Read models and dead letters, for operators.

@@ -7,6 +7,7 @@
 
 pub mod activity;
 pub mod aggregate;
+pub mod attribution;
 pub mod categories;
 pub mod classifier;
 pub mod erasure;
@@ -18,6 +19,7 @@ pub mod project;
 pub mod testing;
 pub mod timeline;
 pub mod timesheet;
+pub mod week;
 
 pub use aggregate::{Aggregate, DomainEvent, UpcastError};
 pub use ids::{IdError, PersonId, Token};

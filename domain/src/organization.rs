@@ -5,14 +5,16 @@
 //! organization (case-insensitive); a member id is used once; only owners and
 //! admins manage members, and only owners grant or take the owner role; only
 //! active members enroll devices, and deactivating a member revokes their
-//! devices in the same commit.
+//! devices in the same commit. Teams, clients and attribution rules (the
+//! organization of work) are in [`work`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::aggregate::{Aggregate, DomainEvent, UpcastError};
+use crate::attribution::AttributionRule;
 use crate::categories::CategoryRule;
 use crate::classifier::Rules;
 use crate::ids::{PersonId, Token};
@@ -181,6 +183,9 @@ pub struct Member {
     pub role: Role,
     /// Whether the member holds a seat.
     pub active: bool,
+    /// Their team, if they are in one.
+    #[serde(default)]
+    pub team: Option<Token>,
 }
 
 /// State of one organization.
@@ -206,6 +211,18 @@ pub struct Organization {
     /// The classification rules as last set (empty: the default rules).
     #[serde(default)]
     pub rules: Vec<CategoryRule>,
+    /// Teams by id.
+    #[serde(default)]
+    pub teams: BTreeMap<Token, Team>,
+    /// Clients by id: their names.
+    #[serde(default)]
+    pub clients: BTreeMap<Token, String>,
+    /// Version of the attribution rules (0: none set).
+    #[serde(default)]
+    pub attribution_version: u32,
+    /// The attribution rules as last set.
+    #[serde(default)]
+    pub attribution: Vec<AttributionRule>,
 }
 
 /// A device enrolled by a member (the desktop agent's machine).
@@ -359,6 +376,51 @@ pub enum OrgCommand {
         /// Which device.
         device: Token,
     },
+    /// Create a team (owners and admins).
+    CreateTeam {
+        /// Who creates it.
+        actor: PersonId,
+        /// Its id.
+        team: Token,
+        /// Its name.
+        name: String,
+    },
+    /// Set a team's managers (owners and admins): active owners, admins or
+    /// managers, who then decide on the team's timesheets.
+    SetTeamManagers {
+        /// Who sets them.
+        actor: PersonId,
+        /// The team.
+        team: Token,
+        /// Its managers (may be empty).
+        managers: BTreeSet<PersonId>,
+    },
+    /// Put a member in a team, or in none (owners and admins).
+    SetMemberTeam {
+        /// Who sets it.
+        actor: PersonId,
+        /// The member.
+        member: PersonId,
+        /// The team; `None`: no team.
+        team: Option<Token>,
+    },
+    /// Create a client (owners, admins and managers).
+    CreateClient {
+        /// Who creates it.
+        actor: PersonId,
+        /// Its id.
+        client: Token,
+        /// Its name.
+        name: String,
+    },
+    /// Replace the attribution rules (owners and admins); the use case has
+    /// checked that the projects and tasks they name exist.
+    SetAttributionRules {
+        /// Who sets them.
+        actor: PersonId,
+        /// The new rules, first match first.
+        rules: Vec<AttributionRule>,
+    },
 }
 
 /// Events of an organization.
@@ -438,6 +500,41 @@ pub enum OrgEvent {
         /// The device.
         device: Token,
     },
+    /// A team was created.
+    TeamCreated {
+        /// Its id.
+        team: Token,
+        /// Its name.
+        name: String,
+    },
+    /// A team's managers were set.
+    TeamManagersChanged {
+        /// The team.
+        team: Token,
+        /// Its managers.
+        managers: BTreeSet<PersonId>,
+    },
+    /// A member moved to a team, or out of every team.
+    MemberTeamChanged {
+        /// The member.
+        member: PersonId,
+        /// The team, if any.
+        team: Option<Token>,
+    },
+    /// A client was created.
+    ClientCreated {
+        /// Its id.
+        client: Token,
+        /// Its name.
+        name: String,
+    },
+    /// The attribution rules changed.
+    AttributionRulesChanged {
+        /// The new version (1, 2, ...).
+        version: u32,
+        /// The rules, first match first.
+        rules: Vec<AttributionRule>,
+    },
 }
 
 impl DomainEvent for OrgEvent {
@@ -453,6 +550,11 @@ impl DomainEvent for OrgEvent {
             Self::CategoryRulesChanged { .. } => "CategoryRulesChanged",
             Self::DeviceEnrolled { .. } => "DeviceEnrolled",
             Self::DeviceRevoked { .. } => "DeviceRevoked",
+            Self::TeamCreated { .. } => "TeamCreated",
+            Self::TeamManagersChanged { .. } => "TeamManagersChanged",
+            Self::MemberTeamChanged { .. } => "MemberTeamChanged",
+            Self::ClientCreated { .. } => "ClientCreated",
+            Self::AttributionRulesChanged { .. } => "AttributionRulesChanged",
         }
     }
 
@@ -467,7 +569,12 @@ impl DomainEvent for OrgEvent {
             | Self::SettingsChanged { .. }
             | Self::CategoryRulesChanged { .. }
             | Self::DeviceEnrolled { .. }
-            | Self::DeviceRevoked { .. } => 1,
+            | Self::DeviceRevoked { .. }
+            | Self::TeamCreated { .. }
+            | Self::TeamManagersChanged { .. }
+            | Self::MemberTeamChanged { .. }
+            | Self::ClientCreated { .. }
+            | Self::AttributionRulesChanged { .. } => 1,
         }
     }
 }
@@ -542,6 +649,18 @@ pub enum OrgError {
     /// The device was revoked before.
     #[error("this device is already revoked")]
     DeviceRevoked,
+    /// A team or client with this id exists.
+    #[error("a {0} with this id already exists")]
+    Exists(&'static str),
+    /// No such team.
+    #[error("no such team in this organization")]
+    TeamNotFound,
+    /// A team manager who is not an active owner, admin or manager.
+    #[error("team managers must be active owners, admins or managers")]
+    NotAManager,
+    /// Malformed attribution rules.
+    #[error("invalid attribution rules: {0}")]
+    InvalidAttribution(String),
 }
 
 /// Whether `email` is an e-mail address the organization accepts: the one
@@ -783,6 +902,25 @@ impl Aggregate for Organization {
             } => self.enroll_device(actor, device, name),
             OrgCommand::RevokeDevice { actor, device } => self.revoke_device(actor, device),
             OrgCommand::ChangeSettings { actor, settings } => self.change_settings(actor, settings),
+            OrgCommand::CreateTeam { actor, team, name } => self.create_team(actor, team, name),
+            OrgCommand::SetTeamManagers {
+                actor,
+                team,
+                managers,
+            } => self.set_team_managers(actor, team, managers),
+            OrgCommand::SetMemberTeam {
+                actor,
+                member,
+                team,
+            } => self.set_member_team(actor, member, team),
+            OrgCommand::CreateClient {
+                actor,
+                client,
+                name,
+            } => self.create_client(actor, client, name),
+            OrgCommand::SetAttributionRules { actor, rules } => {
+                self.set_attribution_rules(actor, rules)
+            }
             OrgCommand::SetCategoryRules { actor, rules } => {
                 self.require_manager(&actor)?;
                 if let Err(problem) = Rules::compile(&rules) {
@@ -815,6 +953,7 @@ impl Aggregate for Organization {
                         name: Some(owner_name.clone()),
                         role: Role::Owner,
                         active: true,
+                        team: None,
                     },
                 );
             }
@@ -831,6 +970,7 @@ impl Aggregate for Organization {
                         name: name.clone(),
                         role: *role,
                         active: true,
+                        team: None,
                     },
                 );
             }
@@ -874,6 +1014,11 @@ impl Aggregate for Organization {
                 self.rules_version = *version;
                 self.rules.clone_from(rules);
             }
+            OrgEvent::TeamCreated { .. }
+            | OrgEvent::TeamManagersChanged { .. }
+            | OrgEvent::MemberTeamChanged { .. }
+            | OrgEvent::ClientCreated { .. }
+            | OrgEvent::AttributionRulesChanged { .. } => self.apply_work(event),
         }
     }
 
@@ -893,7 +1038,12 @@ impl Aggregate for Organization {
             | ("SettingsChanged", 1)
             | ("CategoryRulesChanged", 1)
             | ("DeviceEnrolled", 1)
-            | ("DeviceRevoked", 1) => Ok(payload),
+            | ("DeviceRevoked", 1)
+            | ("TeamCreated", 1)
+            | ("TeamManagersChanged", 1)
+            | ("MemberTeamChanged", 1)
+            | ("ClientCreated", 1)
+            | ("AttributionRulesChanged", 1) => Ok(payload),
             // v1 had neither a name nor a role: every invitee was an employee.
             ("MemberInvited", 1) => {
                 let Value::Object(mut fields) = payload else {
@@ -916,7 +1066,12 @@ impl Aggregate for Organization {
                 | "SettingsChanged"
                 | "CategoryRulesChanged"
                 | "DeviceEnrolled"
-                | "DeviceRevoked",
+                | "DeviceRevoked"
+                | "TeamCreated"
+                | "TeamManagersChanged"
+                | "MemberTeamChanged"
+                | "ClientCreated"
+                | "AttributionRulesChanged",
                 _,
             ) => Err(UpcastError::UnknownVersion {
                 event_type: event_type.to_owned(),
@@ -932,3 +1087,6 @@ impl Aggregate for Organization {
 
 #[cfg(test)]
 mod tests;
+pub mod work;
+
+pub use work::Team;

@@ -16,7 +16,7 @@ use crate::aggregate::{Aggregate, DomainEvent, UpcastError, upcast_first_version
 use crate::ids::{PersonId, Token};
 use crate::organization::Role;
 
-/// Longest project, client or task name, in characters.
+/// Longest project or task name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
 
 /// The marks of a budget that are recorded when crossed, in percent.
@@ -38,8 +38,8 @@ pub struct Project {
     pub created: bool,
     /// Its name.
     pub name: String,
-    /// Its client's name, if it has one.
-    pub client: Option<String>,
+    /// Its client (one of the org's clients), if it has one.
+    pub client: Option<Token>,
     /// Whether its time is billed.
     pub billable: bool,
     /// Its budget.
@@ -63,8 +63,8 @@ pub enum ProjectCommand {
         role: Role,
         /// Its name.
         name: String,
-        /// Its client's name.
-        client: Option<String>,
+        /// Its client (the use case checks the org has it).
+        client: Option<Token>,
         /// Whether its time is billed.
         billable: bool,
         /// Its budget.
@@ -121,8 +121,8 @@ pub enum ProjectEvent {
     ProjectCreated {
         /// Its name.
         name: String,
-        /// Its client's name.
-        client: Option<String>,
+        /// Its client (the use case checks the org has it).
+        client: Option<Token>,
         /// Whether its time is billed.
         billable: bool,
         /// Its budget.
@@ -291,13 +291,10 @@ impl Aggregate for Project {
                     return Err(ProjectError::Exists);
                 }
                 check_name("the project's name", &name)?;
-                if let Some(client) = &client {
-                    check_name("the client's name", client)?;
-                }
                 check_budget(&budget)?;
                 Ok(vec![ProjectEvent::ProjectCreated {
                     name: name.trim().to_owned(),
-                    client: client.map(|c| c.trim().to_owned()),
+                    client,
                     billable,
                     budget,
                     members,
@@ -422,7 +419,7 @@ mod tests {
     fn created(hours: Option<u32>) -> ProjectEvent {
         ProjectEvent::ProjectCreated {
             name: "Apollo".into(),
-            client: Some("NASA".into()),
+            client: Some(Token::new("NASA").unwrap()),
             billable: true,
             budget: Budget {
                 hours,
@@ -436,7 +433,7 @@ mod tests {
         ProjectCommand::Create {
             role,
             name: name.into(),
-            client: Some("NASA".into()),
+            client: Some(Token::new("NASA").unwrap()),
             billable: true,
             budget,
             members: BTreeSet::new(),

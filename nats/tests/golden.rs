@@ -524,7 +524,7 @@ async fn project_event_versions_still_load() {
     assert_eq!(
         (
             p.name.as_str(),
-            p.client.as_deref(),
+            p.client.as_ref().map(|c| c.as_str()),
             p.budget.hours,
             p.archived
         ),

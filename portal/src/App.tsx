@@ -1,7 +1,7 @@
 import { useEffect, useState, useSyncExternalStore } from "react";
 import { authState, can, ops, ROLE_NAMES, signOut, subscribeAuth, type SignedIn } from "./api";
 import { OrgProvider, useOrg } from "./org";
-import { href, navigate, useRoute } from "./router";
+import { currentRoute, href, navigate, useRoute } from "./router";
 import { SignInPage } from "./pages/SignIn";
 import { AcceptPage } from "./pages/Accept";
 import { DashboardPage } from "./pages/Dashboard";
@@ -82,7 +82,10 @@ function Shell({ session }: { session: SignedIn }) {
   const page = known(route.page) ? route.page : "dashboard";
 
   useEffect(() => {
-    if (route.page === "" || route.page === "signin" || !known(route.page)) {
+    // The address as it is now: a link followed between this render and the
+    // effect (a quick click right after signing in) is not overwritten.
+    const now = currentRoute().page;
+    if (now === "" || now === "signin" || !known(now)) {
       navigate("dashboard", undefined, true);
     }
     setOpen(false);

@@ -19,6 +19,11 @@ function subscribe(listener: () => void) {
   return () => window.removeEventListener("hashchange", listener);
 }
 
+/** The route the address bar holds now (not the one last rendered). */
+export function currentRoute(): Route {
+  return parse(window.location.hash);
+}
+
 export function useRoute(): Route {
   const hash = useSyncExternalStore(subscribe, () => window.location.hash);
   return parse(hash);

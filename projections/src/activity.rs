@@ -33,6 +33,7 @@ use trackhrs_domain::activity::DeviceActivity;
 use trackhrs_domain::organization::{OrgEvent, Organization};
 use trackhrs_nats::{EventStore, KeyStore, StoreError, TypedCommit};
 
+pub(crate) use self::decode::decode_device;
 pub use self::decode::{ActivityCommit, DeviceBatch, OpenedSpan};
 pub use self::queries::{
     ActivityTime, DashboardCell, GroupTime, Meta, SummaryGroups, TopTitle, activity_times,
@@ -164,7 +165,7 @@ pub fn split_by_day(start_ms: i64, end_ms: i64, tz: Tz) -> Vec<(NaiveDate, i64)>
 
 /// Calls `f` with each local day of `tz` that `[start_ms, end_ms)` touches
 /// and the milliseconds spent in it (no allocation: this runs per span).
-fn for_each_day(start_ms: i64, end_ms: i64, tz: Tz, mut f: impl FnMut(NaiveDate, i64)) {
+pub(crate) fn for_each_day(start_ms: i64, end_ms: i64, tz: Tz, mut f: impl FnMut(NaiveDate, i64)) {
     let mut cursor = start_ms;
     while cursor < end_ms {
         let Some(at) = DateTime::<Utc>::from_timestamp_millis(cursor) else {
@@ -198,7 +199,7 @@ impl Projection for Activity {
         sequence: u64,
         bytes: &[u8],
     ) -> Result<ActivityCommit, StoreError> {
-        decode::decode_device(keys, subject, sequence, bytes).await
+        decode_device(keys, subject, sequence, bytes).await
     }
 
     fn name(&self) -> &str {

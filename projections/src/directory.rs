@@ -302,8 +302,14 @@ async fn apply_event(
             )
             .await?;
         }
-        // Classification rules are the activity projection's business.
-        OrgEvent::CategoryRulesChanged { .. } => {}
+        // Classification rules are the activity projection's business;
+        // teams, clients and attribution rules the work projection's.
+        OrgEvent::CategoryRulesChanged { .. }
+        | OrgEvent::TeamCreated { .. }
+        | OrgEvent::TeamManagersChanged { .. }
+        | OrgEvent::MemberTeamChanged { .. }
+        | OrgEvent::ClientCreated { .. }
+        | OrgEvent::AttributionRulesChanged { .. } => {}
     }
     Ok(())
 }

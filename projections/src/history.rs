@@ -155,6 +155,28 @@ fn facts(event: &OrgEvent) -> (Option<&str>, Option<&str>, String) {
             (Some(member.as_str()), Some(device.as_str()), String::new())
         }
         OrgEvent::DeviceRevoked { device } => (None, Some(device.as_str()), String::new()),
+        OrgEvent::TeamCreated { team, name } => (None, None, format!("team {team} \"{name}\"")),
+        OrgEvent::TeamManagersChanged { team, managers } => (
+            None,
+            None,
+            format!("team {team}, {} managers", managers.len()),
+        ),
+        OrgEvent::MemberTeamChanged { member, team } => (
+            Some(member.as_str()),
+            None,
+            match team {
+                Some(team) => format!("team {team}"),
+                None => "no team".to_owned(),
+            },
+        ),
+        OrgEvent::ClientCreated { client, name } => {
+            (None, None, format!("client {client} \"{name}\""))
+        }
+        OrgEvent::AttributionRulesChanged { version, rules } => (
+            None,
+            None,
+            format!("attribution rules version {version}, {} rules", rules.len()),
+        ),
     }
 }
 

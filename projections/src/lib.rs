@@ -35,6 +35,7 @@ pub mod projection;
 pub mod runner;
 pub mod supervisor;
 pub mod timeline;
+pub mod work;
 
 pub use catalog::{
     Promoted, VersionInfo, VersionState, VersionStatus, Waited, drop_version, live_schema, migrate,

@@ -126,7 +126,7 @@ impl Committed for ActivityCommit {
 /// Decodes a device-activity commit without a JSON tree per event. Only
 /// schema version 1 of its events exists; any other version, an unknown
 /// event type or a malformed payload makes the commit a dead letter.
-pub(super) async fn decode_device(
+pub(crate) async fn decode_device(
     keys: &KeyStore,
     subject: &str,
     sequence: u64,

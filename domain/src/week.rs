@@ -1,14 +1,15 @@
 //! Weeks as the org lives them: in its time zone, starting on the first day
-//! of its work week. A timesheet's bounds are computed here and passed to
-//! the `Timesheet` aggregate, which has no clock and no time zones. A week
+//! of its work week. A timesheet's bounds are computed here (by the use
+//! cases, and by the work projection for observed activity) and passed to
+//! the `Timesheet` aggregate, which has no time zones. Pure: the time-zone
+//! data is compiled in. A week
 //! in which daylight saving time starts or ends is 167 or 169 hours long.
 
+use crate::ids::{PersonId, Token};
+use crate::organization::Weekday;
+use crate::timesheet::Week;
 use chrono::{Datelike, Days, NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
-use trackhrs_domain::Token;
-use trackhrs_domain::ids::PersonId;
-use trackhrs_domain::organization::Weekday;
-use trackhrs_domain::timesheet::Week;
 
 /// The day a work week starts: the work day after its longest run of days
 /// off (Monday for Monday to Friday, Sunday for Sunday to Thursday; Monday

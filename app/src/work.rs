@@ -1,0 +1,607 @@
+//! Work: teams and their managers, clients, projects and tasks, attribution
+//! rules, and each member's weekly timesheet with its decisions (submit,
+//! approve, reject, reopen).
+//!
+//! The aggregates decide; this layer brings them the facts they cannot
+//! read themselves: the caller's current role, whether they may decide on
+//! a member's week (a manager of the member's team, or an admin), the
+//! project's state when time is booked on it, the week's bounds in the
+//! org's time zone and work week, and that the clients, projects and tasks
+//! a command names exist in this organization (another org's are not
+//! found, like ones that never existed).
+
+use chrono::{DateTime, NaiveDate};
+use chrono_tz::Tz;
+use trackhrs_commands::CommandError;
+use trackhrs_domain::attribution::AttributionRule;
+use trackhrs_domain::organization::{OrgCommand, Organization, Role};
+use trackhrs_domain::project::{Budget, Project, ProjectCommand};
+use trackhrs_domain::timesheet::{
+    Bookable, Entry, EntryKind, MAX_ENTRY_MS, TaskRef, Timesheet, TimesheetCommand,
+};
+use trackhrs_domain::{Aggregate, Token};
+use trackhrs_nats::CommitMeta;
+
+use crate::caller::Caller;
+use crate::error::{AppError, ErrorKind};
+use crate::org::{OrgCommands, Outcome, derived_id, digest_hex, now_micros};
+use trackhrs_domain::week::{first_day, timesheet_id, week_of};
+
+/// A project to create (names checked by the aggregate).
+#[derive(Debug, Clone)]
+pub struct NewProject {
+    /// Its name.
+    pub name: String,
+    /// Its client's id, if any.
+    pub client: Option<String>,
+    /// Whether its time is billed.
+    pub billable: bool,
+    /// Its budget.
+    pub budget: Budget,
+    /// Who may book on it (empty: every member).
+    pub members: Vec<String>,
+}
+
+/// A change to a project.
+#[derive(Debug, Clone)]
+pub enum ProjectChange {
+    /// A new budget.
+    Budget(Budget),
+    /// Who may book on it (empty: every member).
+    Members(Vec<String>),
+    /// Archive it.
+    Archive,
+    /// Take it out of the archive.
+    Unarchive,
+}
+
+/// An entry of the caller's week.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    /// Manual time, or a stretch of activity assigned to the task.
+    pub kind: EntryKind,
+    /// The project.
+    pub project: String,
+    /// The task inside it.
+    pub task: String,
+    /// Start, ms since the epoch.
+    pub start_ms: i64,
+    /// End (exclusive), ms since the epoch.
+    pub end_ms: i64,
+    /// A note.
+    pub note: Option<String>,
+}
+
+/// A decision on a member's week.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Approve (and lock) a submitted week.
+    Approve {
+        /// An optional comment.
+        comment: Option<String>,
+    },
+    /// Send a submitted week back.
+    Reject {
+        /// Why.
+        comment: String,
+    },
+    /// Reopen an approved week (owners and admins).
+    Reopen {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Longest note, comment or reason, in characters.
+pub const MAX_NOTE_CHARS: usize = 2000;
+
+/// The work use cases.
+#[derive(Clone)]
+pub struct Work {
+    orgs: OrgCommands,
+}
+
+fn token(field: &str, value: &str) -> Result<Token, AppError> {
+    Token::new(value).map_err(|_| AppError::invalid(field, "is not a valid id"))
+}
+
+fn not_found(field: &str, what: &str) -> AppError {
+    AppError::new(ErrorKind::NotFound, format!("{field}: no such {what}"))
+}
+
+fn check_note(field: &str, note: &str) -> Result<(), AppError> {
+    if note.chars().count() > MAX_NOTE_CHARS {
+        return Err(AppError::invalid(
+            field,
+            format!("at most {MAX_NOTE_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+impl Work {
+    pub(crate) fn new(orgs: OrgCommands) -> Self {
+        Self { orgs }
+    }
+
+    /// Runs `command` on aggregate `A` `id` of `org` for the caller.
+    async fn execute<A: Aggregate>(
+        &self,
+        org: &Token,
+        id: &Token,
+        caller: &Caller,
+        command_id: &str,
+        command: A::Command,
+    ) -> Result<Outcome, AppError>
+    where
+        A::Command: std::fmt::Debug,
+        AppError: From<CommandError<A::Error>>,
+    {
+        let meta = crate::request::stamp(
+            CommitMeta::new(command_id, caller.actor(), now_micros())
+                .with_request_digest(digest_hex(format!("{command:?}").as_bytes())),
+        );
+        let executed = self
+            .orgs
+            .handler()
+            .execute::<A>(org, id, command, &meta)
+            .await?;
+        Ok(Outcome::from(&executed))
+    }
+
+    /// The org's state and the caller's active role in it.
+    async fn role(&self, caller: &Caller, org_id: &str) -> Result<(Token, Role), AppError> {
+        let org = caller.scope(org_id)?;
+        let state = self.orgs.state(&org).await?;
+        let role = state
+            .active_role(&caller.person)
+            .ok_or_else(|| AppError::not_allowed(crate::NOT_YOURS))?;
+        Ok((org, role))
+    }
+
+    /// A project of `org` that exists (another org's is not found).
+    async fn project(
+        &self,
+        org: &Token,
+        field: &str,
+        id: &str,
+    ) -> Result<(Token, Project), AppError> {
+        let id = token(field, id)?;
+        let loaded = self.orgs.store().load_fresh::<Project>(org, &id).await?;
+        if !loaded.state.created {
+            return Err(not_found(field, "project"));
+        }
+        Ok((id, (*loaded.state).clone()))
+    }
+
+    /// Members named in a command, each an org member.
+    fn members(
+        state: &Organization,
+        field: &str,
+        ids: &[String],
+    ) -> Result<std::collections::BTreeSet<Token>, AppError> {
+        ids.iter()
+            .map(|id| {
+                let id = token(field, id)?;
+                if state.members.contains_key(&id) {
+                    Ok(id)
+                } else {
+                    Err(not_found(field, "member"))
+                }
+            })
+            .collect()
+    }
+
+    /// Runs an org command as the caller.
+    async fn org_command(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        command_id: &str,
+        command: OrgCommand,
+    ) -> Result<Outcome, AppError> {
+        let org = caller.scope(org_id)?;
+        self.orgs
+            .execute(&org, &caller.actor(), command_id, command)
+            .await
+    }
+
+    /// Creates a team (owners and admins); returns its id.
+    #[tracing::instrument(skip_all)]
+    pub async fn create_team(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        command_id: &str,
+        name: String,
+    ) -> Result<(Token, Outcome), AppError> {
+        let org = caller.scope(org_id)?;
+        let team = derived_id("tm", &org, "team", command_id);
+        let command = OrgCommand::CreateTeam {
+            actor: caller.person.clone(),
+            team: team.clone(),
+            name,
+        };
+        Ok((
+            team,
+            self.org_command(caller, org_id, command_id, command)
+                .await?,
+        ))
+    }
+
+    /// Sets a team's managers (owners and admins).
+    #[tracing::instrument(skip_all)]
+    pub async fn set_team_managers(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        command_id: &str,
+        team: &str,
+        managers: &[String],
+    ) -> Result<Outcome, AppError> {
+        let managers = managers
+            .iter()
+            .map(|m| token("managers", m))
+            .collect::<Result<_, _>>()?;
+        let command = OrgCommand::SetTeamManagers {
+            actor: caller.person.clone(),
+            team: token("team_id", team)?,
+            managers,
+        };
+        self.org_command(caller, org_id, command_id, command).await
+    }
+
+    /// Puts a member in a team, or in none (owners and admins).
+    #[tracing::instrument(skip_all)]
+    pub async fn set_member_team(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        command_id: &str,
+        member: &str,
+        team: Option<&str>,
+    ) -> Result<Outcome, AppError> {
+        let command = OrgCommand::SetMemberTeam {
+            actor: caller.person.clone(),
+            member: token("person_id", member)?,
+            team: team.map(|t| token("team_id", t)).transpose()?,
+        };
+        self.org_command(caller, org_id, command_id, command).await
+    }
+
+    /// Creates a client (owners, admins and managers); returns its id.
+    #[tracing::instrument(skip_all)]
+    pub async fn create_client(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        command_id: &str,
+        name: String,
+    ) -> Result<(Token, Outcome), AppError> {
+        let org = caller.scope(org_id)?;
+        let client = derived_id("cl", &org, "client", command_id);
+        let command = OrgCommand::CreateClient {
+            actor: caller.person.clone(),
+            client: client.clone(),
+            name,
+        };
+        Ok((
+            client,
+            self.org_command(caller, org_id, command_id, command)
+                .await?,
+        ))
+    }
+
+    /// Replaces the attribution rules (owners and admins); every project and
+    /// task they name must exist in this organization.
+    #[tracing::instrument(skip_all)]
+    pub async fn set_attribution_rules(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        command_id: &str,
+        rules: Vec<AttributionRule>,
+    ) -> Result<Outcome, AppError> {
+        let org = caller.scope(org_id)?;
+        let mut projects = std::collections::BTreeMap::new();
+        for (i, rule) in rules.iter().enumerate() {
+            let field = format!("rules[{i}].project");
+            if !projects.contains_key(&rule.project) {
+                let (id, project) = self.project(&org, &field, rule.project.as_str()).await?;
+                projects.insert(id, project);
+            }
+            if let Some(task) = &rule.task
+                && !projects[&rule.project].tasks.contains_key(task)
+            {
+                return Err(not_found(
+                    &format!("rules[{i}].task"),
+                    "task in this project",
+                ));
+            }
+        }
+        let command = OrgCommand::SetAttributionRules {
+            actor: caller.person.clone(),
+            rules,
+        };
+        self.org_command(caller, org_id, command_id, command).await
+    }
+
+    /// Creates a project (owners, admins and managers); returns its id.
+    #[tracing::instrument(skip_all)]
+    pub async fn create_project(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        command_id: &str,
+        new: NewProject,
+    ) -> Result<(Token, Outcome), AppError> {
+        let (org, role) = self.role(caller, org_id).await?;
+        let state = self.orgs.state(&org).await?;
+        let client = match &new.client {
+            Some(c) => {
+                let c = token("client_id", c)?;
+                if !state.clients.contains_key(&c) {
+                    return Err(not_found("client_id", "client"));
+                }
+                Some(c)
+            }
+            None => None,
+        };
+        let members = Self::members(&state, "members", &new.members)?;
+        let project = derived_id("pr", &org, "project", command_id);
+        let command = ProjectCommand::Create {
+            role,
+            name: new.name,
+            client,
+            billable: new.billable,
+            budget: new.budget,
+            members,
+        };
+        let outcome = self
+            .execute::<Project>(&org, &project, caller, command_id, command)
+            .await?;
+        Ok((project, outcome))
+    }
+
+    /// Adds a task to a project; returns its id.
+    #[tracing::instrument(skip_all)]
+    pub async fn add_task(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        command_id: &str,
+        project: &str,
+        name: String,
+    ) -> Result<(Token, Outcome), AppError> {
+        let (org, role) = self.role(caller, org_id).await?;
+        let (project, _) = self.project(&org, "project_id", project).await?;
+        let task = derived_id("tk", &org, "task", command_id);
+        let command = ProjectCommand::AddTask {
+            role,
+            task: task.clone(),
+            name,
+        };
+        let outcome = self
+            .execute::<Project>(&org, &project, caller, command_id, command)
+            .await?;
+        Ok((task, outcome))
+    }
+
+    /// Changes a project's budget, members or archived state.
+    #[tracing::instrument(skip_all)]
+    pub async fn change_project(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        command_id: &str,
+        project: &str,
+        change: ProjectChange,
+    ) -> Result<Outcome, AppError> {
+        let (org, role) = self.role(caller, org_id).await?;
+        let (project, _) = self.project(&org, "project_id", project).await?;
+        let command = match change {
+            ProjectChange::Budget(budget) => ProjectCommand::ChangeBudget { role, budget },
+            ProjectChange::Members(members) => {
+                let state = self.orgs.state(&org).await?;
+                ProjectCommand::ChangeMembers {
+                    role,
+                    members: Self::members(&state, "members", &members)?,
+                }
+            }
+            ProjectChange::Archive => ProjectCommand::Archive { role },
+            ProjectChange::Unarchive => ProjectCommand::Unarchive { role },
+        };
+        self.execute::<Project>(&org, &project, caller, command_id, command)
+            .await
+    }
+
+    /// The org's time zone and work week.
+    fn calendar(state: &Organization) -> Result<Tz, AppError> {
+        state
+            .settings
+            .timezone
+            .parse()
+            .map_err(|_| AppError::precondition("the organization's time zone is unknown"))
+    }
+
+    /// The caller's timesheet id and week bounds for the week holding `date`.
+    fn week(
+        state: &Organization,
+        member: &Token,
+        date: NaiveDate,
+    ) -> Result<(Token, trackhrs_domain::timesheet::Week), AppError> {
+        let tz = Self::calendar(state)?;
+        let work_week = &state.settings.work_week;
+        let id = timesheet_id(member, first_day(date, work_week))
+            .ok_or_else(|| AppError::invalid("person_id", "is too long for a timesheet"))?;
+        Ok((id, week_of(date, tz, work_week)))
+    }
+
+    /// The date in the org's time zone of an instant.
+    fn local_date(state: &Organization, ms: i64) -> Result<NaiveDate, AppError> {
+        let tz = Self::calendar(state)?;
+        let at = DateTime::from_timestamp_millis(ms)
+            .ok_or_else(|| AppError::invalid("start_ms", "is out of range"))?;
+        Ok(at.with_timezone(&tz).date_naive())
+    }
+
+    /// Adds an entry to the caller's own week (the week holding its start);
+    /// returns the entry's id.
+    #[tracing::instrument(skip_all)]
+    pub async fn add_entry(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        command_id: &str,
+        new: NewEntry,
+    ) -> Result<(Token, Outcome), AppError> {
+        let org = caller.scope(org_id)?;
+        if new.end_ms <= new.start_ms {
+            return Err(AppError::invalid("end_ms", "must be after start_ms"));
+        }
+        if new.end_ms - new.start_ms > MAX_ENTRY_MS {
+            return Err(AppError::invalid(
+                "end_ms",
+                "an entry lasts at most 24 hours",
+            ));
+        }
+        if let Some(note) = &new.note {
+            check_note("note", note)?;
+        }
+        let state = self.orgs.state(&org).await?;
+        if state.active_role(&caller.person).is_none() {
+            return Err(AppError::not_allowed(crate::NOT_YOURS));
+        }
+        let (project_id, project) = self.project(&org, "project_id", &new.project).await?;
+        let task = token("task_id", &new.task)?;
+        if !project.tasks.contains_key(&task) {
+            return Err(not_found("task_id", "task in this project"));
+        }
+        let date = Self::local_date(&state, new.start_ms)?;
+        let (sheet, week) = Self::week(&state, &caller.person, date)?;
+        let id = derived_id("en", &org, "entry", command_id);
+        let command = TimesheetCommand::AddEntry {
+            actor: caller.person.clone(),
+            member: caller.person.clone(),
+            week,
+            id: id.clone(),
+            entry: Entry {
+                kind: new.kind,
+                task: TaskRef {
+                    project: project_id,
+                    task,
+                },
+                start_ms: new.start_ms,
+                end_ms: new.end_ms,
+            },
+            project: Bookable {
+                active: !project.archived,
+                member_allowed: project.bookable_by(&caller.person),
+            },
+            note: new.note,
+        };
+        let outcome = self
+            .execute::<Timesheet>(&org, &sheet, caller, command_id, command)
+            .await?;
+        Ok((id, outcome))
+    }
+
+    /// Removes an entry from the caller's week holding `date`.
+    #[tracing::instrument(skip_all)]
+    pub async fn remove_entry(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        command_id: &str,
+        date: NaiveDate,
+        entry: &str,
+    ) -> Result<Outcome, AppError> {
+        let org = caller.scope(org_id)?;
+        let state = self.orgs.state(&org).await?;
+        let (sheet, _) = Self::week(&state, &caller.person, date)?;
+        let command = TimesheetCommand::RemoveEntry {
+            actor: caller.person.clone(),
+            id: token("entry_id", entry)?,
+        };
+        self.execute::<Timesheet>(&org, &sheet, caller, command_id, command)
+            .await
+    }
+
+    /// Submits the caller's week holding `date` for approval.
+    #[tracing::instrument(skip_all)]
+    pub async fn submit_week(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        command_id: &str,
+        date: NaiveDate,
+    ) -> Result<Outcome, AppError> {
+        let org = caller.scope(org_id)?;
+        let state = self.orgs.state(&org).await?;
+        if state.active_role(&caller.person).is_none() {
+            return Err(AppError::not_allowed(crate::NOT_YOURS));
+        }
+        let (sheet, week) = Self::week(&state, &caller.person, date)?;
+        let command = TimesheetCommand::Submit {
+            actor: caller.person.clone(),
+            member: caller.person.clone(),
+            week,
+        };
+        self.execute::<Timesheet>(&org, &sheet, caller, command_id, command)
+            .await
+    }
+
+    /// Decides on `member`'s week holding `date`: approve or reject a
+    /// submitted week (a manager of the member's team, or an admin), or
+    /// reopen an approved one (owners and admins).
+    #[tracing::instrument(skip_all)]
+    pub async fn decide_week(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        command_id: &str,
+        member: &str,
+        date: NaiveDate,
+        decision: Decision,
+    ) -> Result<Outcome, AppError> {
+        let org = caller.scope(org_id)?;
+        let member = token("person_id", member)?;
+        let state = self.orgs.state(&org).await?;
+        if !state.members.contains_key(&member) {
+            return Err(not_found("person_id", "member"));
+        }
+        let (sheet, _) = Self::week(&state, &member, date)?;
+        let actor = caller.person.clone();
+        let may_approve = state.may_approve(&actor, &member);
+        let command = match decision {
+            Decision::Approve { comment } => {
+                if let Some(c) = &comment {
+                    check_note("comment", c)?;
+                }
+                TimesheetCommand::Approve {
+                    actor,
+                    may_approve,
+                    comment,
+                }
+            }
+            Decision::Reject { comment } => {
+                check_note("comment", &comment)?;
+                TimesheetCommand::Reject {
+                    actor,
+                    may_approve,
+                    comment,
+                }
+            }
+            Decision::Reopen { reason } => {
+                check_note("reason", &reason)?;
+                TimesheetCommand::Reopen {
+                    is_admin: matches!(state.active_role(&actor), Some(Role::Owner | Role::Admin)),
+                    actor,
+                    reason,
+                }
+            }
+        };
+        self.execute::<Timesheet>(&org, &sheet, caller, command_id, command)
+            .await
+    }
+}

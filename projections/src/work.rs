@@ -1,0 +1,1220 @@
+//! The work read model: teams, clients, projects and tasks; each member's
+//! weeks with their entries and decisions (the week view, the approvals
+//! queue); and project time per project, task, member and day, computed
+//! from observed activity, the attribution rules and the members' entries
+//! (see [`compute`]).
+//!
+//! A batch marks the (member, week)s it touches (new activity, a change to
+//! a week) and computes each of them again from its rows, in the batch's
+//! transaction: the numbers never depend on the order or the number of
+//! times commits were applied. A change of attribution rules computes every
+//! week of the org that is not approved again (an approved week keeps the
+//! rules it was approved under) and records, per project, the time that
+//! moved. A week is bounded in the org's time zone and work week as they
+//! were when the activity was applied (`trackhrs_domain::week`).
+
+mod compute;
+mod decode;
+mod queries;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate};
+use chrono_tz::Tz;
+use tokio_postgres::Transaction;
+use trackhrs_domain::attribution::{Attribution, AttributionRule};
+use trackhrs_domain::organization::{OrgEvent, Settings};
+use trackhrs_domain::project::ProjectEvent;
+use trackhrs_domain::timesheet::{EntryKind, TimesheetEvent, WeekStatus};
+use trackhrs_domain::week::{first_day, week_of};
+use trackhrs_nats::{KeyStore, StoreError, TypedCommit};
+
+pub use self::compute::{Source, Span, WeekEntry, week_totals};
+pub use self::decode::WorkCommit;
+pub use self::queries::*;
+use crate::activity::{DeviceBatch, activity_id};
+use crate::error::ApplyError;
+use crate::projection::{Committed, Projection};
+
+/// Its name in the catalog.
+pub const NAME: &str = "work";
+
+/// Version of this projection's tables and of what its rows mean.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The work projection.
+#[derive(Clone)]
+pub struct Work {
+    version: u32,
+    /// Compiled attribution rules per (org, version): a version's rules
+    /// never change.
+    rules: moka::sync::Cache<(String, u32), Arc<Attribution>>,
+}
+
+impl Work {
+    /// The projection as catalog version `version`.
+    pub fn new(version: u32) -> Self {
+        Self {
+            version,
+            rules: moka::sync::Cache::new(10_000),
+        }
+    }
+}
+
+/// What the projection keeps per org.
+#[derive(Debug, Clone, Default)]
+struct OrgState {
+    settings: Settings,
+    rules_version: u32,
+    changed: bool,
+    /// The rules changed in this batch: every open week is computed again.
+    rules_changed: bool,
+    position: u64,
+}
+
+impl OrgState {
+    fn tz(&self) -> Tz {
+        self.settings.timezone.parse().unwrap_or(Tz::UTC)
+    }
+
+    /// The first day and bounds of the week holding `ms`.
+    fn week_at(&self, ms: i64) -> (NaiveDate, i64, i64) {
+        let tz = self.tz();
+        let date = DateTime::from_timestamp_millis(ms)
+            .unwrap_or_default()
+            .with_timezone(&tz)
+            .date_naive();
+        let week = week_of(date, tz, &self.settings.work_week);
+        (
+            first_day(date, &self.settings.work_week),
+            week.start_ms,
+            week.end_ms,
+        )
+    }
+}
+
+/// A (org, member, week's first day).
+type WeekKey = (String, String, NaiveDate);
+
+/// A week's bounds.
+type Bounds = (i64, i64);
+
+/// Rows the batch adds, written with a few multi-row statements.
+#[derive(Default)]
+struct Pending {
+    activities: BTreeMap<(String, i64), (String, Option<String>, Option<String>)>,
+    spans: Vec<(WeekKey, Span)>,
+    /// Weeks to compute again, with their bounds when the batch knows them.
+    dirty: BTreeMap<WeekKey, Option<Bounds>>,
+    erased: Vec<(String, String)>,
+}
+
+/// The member and the week's first day of a timesheet's aggregate id
+/// (`<member>-<yyyy-mm-dd>`).
+fn timesheet_key(aggregate_id: &str) -> Option<(&str, NaiveDate)> {
+    let split = aggregate_id.len().checked_sub(11)?;
+    let (member, date) = (aggregate_id.get(..split)?, aggregate_id.get(split + 1..)?);
+    Some((member, date.parse().ok()?))
+}
+
+impl Projection for Work {
+    type Commit = WorkCommit;
+
+    async fn decode(
+        keys: &KeyStore,
+        subject: &str,
+        sequence: u64,
+        bytes: &[u8],
+    ) -> Result<WorkCommit, StoreError> {
+        decode::decode(keys, subject, sequence, bytes).await
+    }
+
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn subjects(&self) -> Vec<String> {
+        decode::subjects()
+    }
+
+    async fn migrate(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+    ) -> Result<(), tokio_postgres::Error> {
+        tx.batch_execute(&format!(
+            "CREATE TABLE {schema}.meta (schema_version integer NOT NULL);
+             INSERT INTO {schema}.meta VALUES ({SCHEMA_VERSION});
+             CREATE TABLE {schema}.org_state (
+                 org_id        text PRIMARY KEY,
+                 settings      jsonb NOT NULL,
+                 rules_version integer NOT NULL,
+                 position      bigint NOT NULL
+             );
+             CREATE TABLE {schema}.rules (
+                 org_id  text NOT NULL,
+                 version integer NOT NULL,
+                 rules   jsonb NOT NULL,
+                 PRIMARY KEY (org_id, version)
+             );
+             CREATE TABLE {schema}.teams (
+                 org_id   text NOT NULL,
+                 team_id  text NOT NULL,
+                 name     text NOT NULL,
+                 managers text[] NOT NULL DEFAULT '{{}}',
+                 PRIMARY KEY (org_id, team_id)
+             );
+             CREATE TABLE {schema}.member_teams (
+                 org_id    text NOT NULL,
+                 person_id text NOT NULL,
+                 team_id   text NOT NULL,
+                 PRIMARY KEY (org_id, person_id)
+             );
+             CREATE TABLE {schema}.clients (
+                 org_id    text NOT NULL,
+                 client_id text NOT NULL,
+                 name      text NOT NULL,
+                 PRIMARY KEY (org_id, client_id)
+             );
+             CREATE TABLE {schema}.projects (
+                 org_id       text NOT NULL,
+                 project_id   text NOT NULL,
+                 name         text NOT NULL,
+                 client_id    text,
+                 billable     boolean NOT NULL,
+                 budget_hours integer,
+                 budget_money bigint,
+                 archived     boolean NOT NULL DEFAULT false,
+                 members      text[] NOT NULL,
+                 marks        integer[] NOT NULL DEFAULT '{{}}',
+                 PRIMARY KEY (org_id, project_id)
+             );
+             CREATE TABLE {schema}.tasks (
+                 org_id     text NOT NULL,
+                 project_id text NOT NULL,
+                 task_id    text NOT NULL,
+                 name       text NOT NULL,
+                 PRIMARY KEY (org_id, project_id, task_id)
+             );
+             CREATE TABLE {schema}.activities (
+                 org_id      text NOT NULL,
+                 activity_id bigint NOT NULL,
+                 app         text NOT NULL,
+                 title       text,
+                 url         text,
+                 PRIMARY KEY (org_id, activity_id)
+             );
+             CREATE TABLE {schema}.spans (
+                 org_id      text NOT NULL,
+                 person_id   text NOT NULL,
+                 week_start  date NOT NULL,
+                 start_ms    bigint NOT NULL,
+                 end_ms      bigint NOT NULL,
+                 activity_id bigint NOT NULL,
+                 position    bigint NOT NULL
+             );
+             CREATE INDEX ON {schema}.spans (org_id, person_id, week_start);
+             CREATE TABLE {schema}.weeks (
+                 org_id            text NOT NULL,
+                 person_id         text NOT NULL,
+                 week_start        date NOT NULL,
+                 start_ms          bigint NOT NULL,
+                 end_ms            bigint NOT NULL,
+                 status            text NOT NULL DEFAULT 'open',
+                 submitted_at      bigint,
+                 decided_by        text,
+                 decided_at        bigint,
+                 decision          text,
+                 comment           text,
+                 approved_position bigint,
+                 approved_rules    integer,
+                 PRIMARY KEY (org_id, person_id, week_start)
+             );
+             CREATE INDEX ON {schema}.weeks (org_id, status);
+             CREATE TABLE {schema}.entries (
+                 org_id     text NOT NULL,
+                 person_id  text NOT NULL,
+                 week_start date NOT NULL,
+                 entry_id   text NOT NULL,
+                 kind       text NOT NULL,
+                 project_id text NOT NULL,
+                 task_id    text NOT NULL,
+                 start_ms   bigint NOT NULL,
+                 end_ms     bigint NOT NULL,
+                 note       text,
+                 PRIMARY KEY (org_id, person_id, week_start, entry_id)
+             );
+             CREATE TABLE {schema}.time (
+                 org_id     text NOT NULL,
+                 person_id  text NOT NULL,
+                 week_start date NOT NULL,
+                 day        date NOT NULL,
+                 project_id text NOT NULL,
+                 task_id    text NOT NULL,
+                 source     text NOT NULL,
+                 ms         bigint NOT NULL,
+                 PRIMARY KEY (org_id, person_id, week_start, day, project_id, task_id, source)
+             );
+             CREATE INDEX ON {schema}.time (org_id, day);
+             CREATE TABLE {schema}.moved (
+                 org_id        text NOT NULL,
+                 rules_version integer NOT NULL,
+                 project_id    text NOT NULL,
+                 before_ms     bigint NOT NULL,
+                 after_ms      bigint NOT NULL,
+                 PRIMARY KEY (org_id, rules_version, project_id)
+             );"
+        ))
+        .await
+    }
+
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+        batch: &[WorkCommit],
+    ) -> Result<(), ApplyError> {
+        let orgs: BTreeSet<&str> = batch.iter().map(|c| c.org_id()).collect();
+        let mut states = load_org_states(tx, schema, &orgs).await?;
+        let mut pending = Pending::default();
+        for commit in batch {
+            match commit {
+                WorkCommit::Org(c) => apply_org(tx, schema, c, &mut states).await?,
+                WorkCommit::Project(c) => apply_project(tx, schema, c).await?,
+                WorkCommit::Timesheet(c) => {
+                    let state = states.entry(c.org_id.clone()).or_default();
+                    apply_timesheet(tx, schema, c, state, &mut pending).await?;
+                }
+                WorkCommit::Device(b) => {
+                    let state = states.entry(b.org_id.clone()).or_default();
+                    collect_spans(b, state, &mut pending);
+                }
+                WorkCommit::Erasure(c) => pending
+                    .erased
+                    .extend(crate::erasure::erased(c).map(|p| (c.org_id.clone(), p.to_owned()))),
+            }
+        }
+        save_org_states(tx, schema, &states).await?;
+        write_activities_and_spans(tx, schema, &pending).await?;
+        let rules_changed: Vec<(&String, &OrgState)> =
+            states.iter().filter(|(_, s)| s.rules_changed).collect();
+        let mut before = HashMap::new();
+        for (org, _) in &rules_changed {
+            before.insert(org.as_str(), project_totals(tx, schema, org).await?);
+            let open = tx
+                .query(
+                    &format!(
+                        "SELECT DISTINCT s.person_id, s.week_start FROM {schema}.spans s \
+                         LEFT JOIN {schema}.weeks w USING (org_id, person_id, week_start) \
+                         WHERE s.org_id = $1 AND (w.status IS NULL OR w.status <> 'approved')"
+                    ),
+                    &[org],
+                )
+                .await?;
+            for row in open {
+                pending
+                    .dirty
+                    .entry(((*org).clone(), row.get(0), row.get(1)))
+                    .or_insert(None);
+            }
+        }
+        self.compute_weeks(tx, schema, &states, &pending.dirty)
+            .await?;
+        for (org, state) in &rules_changed {
+            let after = project_totals(tx, schema, org).await?;
+            record_moved(
+                tx,
+                schema,
+                org,
+                state.rules_version,
+                &before[org.as_str()],
+                &after,
+            )
+            .await?;
+        }
+        for (org, person) in &pending.erased {
+            erase(tx, schema, org, person).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn load_org_states(
+    tx: &Transaction<'_>,
+    schema: &str,
+    orgs: &BTreeSet<&str>,
+) -> Result<HashMap<String, OrgState>, ApplyError> {
+    let ids: Vec<&str> = orgs.iter().copied().collect();
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT org_id, settings, rules_version, position FROM {schema}.org_state \
+                 WHERE org_id = ANY($1)"
+            ),
+            &[&ids],
+        )
+        .await?;
+    let mut states = HashMap::new();
+    for row in rows {
+        states.insert(
+            row.get::<_, String>(0),
+            OrgState {
+                settings: serde_json::from_value(row.get(1)).unwrap_or_default(),
+                rules_version: row.get::<_, i32>(2) as u32,
+                position: row.get::<_, i64>(3) as u64,
+                ..OrgState::default()
+            },
+        );
+    }
+    for org in orgs {
+        states.entry((*org).to_owned()).or_insert_with(|| OrgState {
+            changed: true,
+            ..OrgState::default()
+        });
+    }
+    Ok(states)
+}
+
+async fn save_org_states(
+    tx: &Transaction<'_>,
+    schema: &str,
+    states: &HashMap<String, OrgState>,
+) -> Result<(), ApplyError> {
+    for (org, state) in states.iter().filter(|(_, s)| s.changed) {
+        let settings = serde_json::to_value(&state.settings).unwrap_or_default();
+        tx.execute(
+            &format!(
+                "INSERT INTO {schema}.org_state (org_id, settings, rules_version, position) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (org_id) DO UPDATE SET \
+                 settings = EXCLUDED.settings, rules_version = EXCLUDED.rules_version, \
+                 position = EXCLUDED.position"
+            ),
+            &[
+                org,
+                &settings,
+                &(state.rules_version as i32),
+                &(state.position as i64),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// An org's commit: its calendar, teams, clients and attribution rules.
+async fn apply_org(
+    tx: &Transaction<'_>,
+    schema: &str,
+    commit: &TypedCommit<OrgEvent>,
+    states: &mut HashMap<String, OrgState>,
+) -> Result<(), ApplyError> {
+    let org = commit.org_id.as_str();
+    let state = states.entry(org.to_owned()).or_default();
+    if commit.stream_sequence <= state.position {
+        return Ok(());
+    }
+    state.position = commit.stream_sequence;
+    state.changed = true;
+    for event in &commit.events {
+        match event {
+            OrgEvent::SettingsChanged { settings } => state.settings.clone_from(settings),
+            OrgEvent::TeamCreated { team, name } => {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {schema}.teams (org_id, team_id, name) VALUES ($1, $2, $3) \
+                         ON CONFLICT DO NOTHING"
+                    ),
+                    &[&org, &team.as_str(), name],
+                )
+                .await?;
+            }
+            OrgEvent::TeamManagersChanged { team, managers } => {
+                let managers: Vec<&str> = managers.iter().map(|m| m.as_str()).collect();
+                tx.execute(
+                    &format!(
+                        "UPDATE {schema}.teams SET managers = $3 WHERE org_id = $1 AND team_id = $2"
+                    ),
+                    &[&org, &team.as_str(), &managers],
+                )
+                .await?;
+            }
+            OrgEvent::MemberTeamChanged { member, team } => {
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {schema}.member_teams WHERE org_id = $1 AND person_id = $2"
+                    ),
+                    &[&org, &member.as_str()],
+                )
+                .await?;
+                if let Some(team) = team {
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO {schema}.member_teams (org_id, person_id, team_id) \
+                             VALUES ($1, $2, $3)"
+                        ),
+                        &[&org, &member.as_str(), &team.as_str()],
+                    )
+                    .await?;
+                }
+            }
+            OrgEvent::ClientCreated { client, name } => {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {schema}.clients (org_id, client_id, name) VALUES ($1, $2, $3) \
+                         ON CONFLICT DO NOTHING"
+                    ),
+                    &[&org, &client.as_str(), name],
+                )
+                .await?;
+            }
+            OrgEvent::AttributionRulesChanged { version, rules } => {
+                let json = serde_json::to_value(rules).unwrap_or_default();
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {schema}.rules (org_id, version, rules) VALUES ($1, $2, $3) \
+                         ON CONFLICT DO NOTHING"
+                    ),
+                    &[&org, &(*version as i32), &json],
+                )
+                .await?;
+                state.rules_version = *version;
+                state.rules_changed = true;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A project's commit.
+async fn apply_project(
+    tx: &Transaction<'_>,
+    schema: &str,
+    commit: &TypedCommit<ProjectEvent>,
+) -> Result<(), ApplyError> {
+    let (org, project) = (commit.org_id.as_str(), commit.aggregate_id.as_str());
+    for event in &commit.events {
+        let set = |assignments: &str| {
+            format!(
+                "UPDATE {schema}.projects SET {assignments} WHERE org_id = $1 AND project_id = $2"
+            )
+        };
+        match event {
+            ProjectEvent::ProjectCreated {
+                name,
+                client,
+                billable,
+                budget,
+                members,
+            } => {
+                let members: Vec<&str> = members.iter().map(|m| m.as_str()).collect();
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {schema}.projects (org_id, project_id, name, client_id, \
+                         billable, budget_hours, budget_money, members) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING"
+                    ),
+                    &[
+                        &org,
+                        &project,
+                        name,
+                        &client.as_ref().map(|c| c.as_str()),
+                        billable,
+                        &budget.hours.map(|h| h as i32),
+                        &budget.money_minor,
+                        &members,
+                    ],
+                )
+                .await?;
+            }
+            ProjectEvent::TaskAdded { task, name } => {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {schema}.tasks (org_id, project_id, task_id, name) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
+                    ),
+                    &[&org, &project, &task.as_str(), name],
+                )
+                .await?;
+            }
+            ProjectEvent::BudgetChanged { budget } => {
+                tx.execute(
+                    &set("budget_hours = $3, budget_money = $4"),
+                    &[
+                        &org,
+                        &project,
+                        &budget.hours.map(|h| h as i32),
+                        &budget.money_minor,
+                    ],
+                )
+                .await?;
+            }
+            ProjectEvent::ProjectMembersChanged { members } => {
+                let members: Vec<&str> = members.iter().map(|m| m.as_str()).collect();
+                tx.execute(&set("members = $3"), &[&org, &project, &members])
+                    .await?;
+            }
+            ProjectEvent::ProjectArchived => {
+                tx.execute(&set("archived = true"), &[&org, &project])
+                    .await?;
+            }
+            ProjectEvent::ProjectUnarchived => {
+                tx.execute(&set("archived = false"), &[&org, &project])
+                    .await?;
+            }
+            ProjectEvent::BudgetMarkCrossed { percent, .. } => {
+                tx.execute(
+                    &set("marks = array_append(array_remove(marks, $3), $3)"),
+                    &[&org, &project, &(*percent as i32)],
+                )
+                .await?;
+            }
+            ProjectEvent::BudgetMarkCleared { percent } => {
+                tx.execute(
+                    &set("marks = array_remove(marks, $3)"),
+                    &[&org, &project, &(*percent as i32)],
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A timesheet's commit: its entries and decisions.
+async fn apply_timesheet(
+    tx: &Transaction<'_>,
+    schema: &str,
+    commit: &TypedCommit<TimesheetEvent>,
+    state: &OrgState,
+    pending: &mut Pending,
+) -> Result<(), ApplyError> {
+    let org = commit.org_id.as_str();
+    let Some((member, first)) = timesheet_key(&commit.aggregate_id) else {
+        return Err(crate::error::poison_at(
+            commit.stream_sequence,
+            "a timesheet id that is not <member>-<yyyy-mm-dd>",
+        ));
+    };
+    let at_ms = commit.recorded_at_micros / 1000;
+    let key: WeekKey = (org.to_owned(), member.to_owned(), first);
+    let mut bounds = None;
+    let decide = |status: &str, decision: &str| {
+        format!(
+            "UPDATE {schema}.weeks SET status = '{status}', decision = '{decision}', \
+             decided_by = $4, decided_at = $5, comment = $6 \
+             WHERE org_id = $1 AND person_id = $2 AND week_start = $3"
+        )
+    };
+    for event in &commit.events {
+        match event {
+            TimesheetEvent::EntryAdded {
+                week,
+                id,
+                entry,
+                note,
+                ..
+            } => {
+                ensure_week(tx, schema, &key, (week.start_ms, week.end_ms)).await?;
+                bounds = Some((week.start_ms, week.end_ms));
+                let kind = match entry.kind {
+                    EntryKind::Manual => "manual",
+                    EntryKind::Assignment => "assignment",
+                };
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {schema}.entries (org_id, person_id, week_start, entry_id, \
+                         kind, project_id, task_id, start_ms, end_ms, note) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING"
+                    ),
+                    &[
+                        &org,
+                        &member,
+                        &first,
+                        &id.as_str(),
+                        &kind,
+                        &entry.task.project.as_str(),
+                        &entry.task.task.as_str(),
+                        &entry.start_ms,
+                        &entry.end_ms,
+                        &note.as_ref().and_then(|n| n.value()),
+                    ],
+                )
+                .await?;
+            }
+            TimesheetEvent::EntryRemoved { id } => {
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {schema}.entries WHERE org_id = $1 AND person_id = $2 \
+                         AND week_start = $3 AND entry_id = $4"
+                    ),
+                    &[&org, &member, &first, &id.as_str()],
+                )
+                .await?;
+            }
+            TimesheetEvent::WeekSubmitted { week, .. } => {
+                ensure_week(tx, schema, &key, (week.start_ms, week.end_ms)).await?;
+                bounds = Some((week.start_ms, week.end_ms));
+                tx.execute(
+                    &format!(
+                        "UPDATE {schema}.weeks SET status = 'submitted', submitted_at = $4, \
+                         decision = NULL, decided_by = NULL, decided_at = NULL, comment = NULL \
+                         WHERE org_id = $1 AND person_id = $2 AND week_start = $3"
+                    ),
+                    &[&org, &member, &first, &at_ms],
+                )
+                .await?;
+            }
+            TimesheetEvent::WeekApproved { by, comment } => {
+                tx.execute(
+                    &decide("approved", "approved"),
+                    &[
+                        &org,
+                        &member,
+                        &first,
+                        &by.as_str(),
+                        &at_ms,
+                        &comment.as_ref().and_then(|c| c.value()),
+                    ],
+                )
+                .await?;
+                tx.execute(
+                    &format!(
+                        "UPDATE {schema}.weeks SET approved_position = $4, approved_rules = $5 \
+                         WHERE org_id = $1 AND person_id = $2 AND week_start = $3"
+                    ),
+                    &[
+                        &org,
+                        &member,
+                        &first,
+                        &(commit.stream_sequence as i64),
+                        &(state.rules_version as i32),
+                    ],
+                )
+                .await?;
+            }
+            TimesheetEvent::WeekRejected { by, comment } => {
+                tx.execute(
+                    &decide("open", "rejected"),
+                    &[
+                        &org,
+                        &member,
+                        &first,
+                        &by.as_str(),
+                        &at_ms,
+                        &comment.value(),
+                    ],
+                )
+                .await?;
+            }
+            TimesheetEvent::WeekReopened { by, reason } => {
+                tx.execute(
+                    &decide("open", "reopened"),
+                    &[&org, &member, &first, &by.as_str(), &at_ms, &reason.value()],
+                )
+                .await?;
+                tx.execute(
+                    &format!(
+                        "UPDATE {schema}.weeks SET approved_position = NULL, approved_rules = NULL \
+                         WHERE org_id = $1 AND person_id = $2 AND week_start = $3"
+                    ),
+                    &[&org, &member, &first],
+                )
+                .await?;
+            }
+        }
+    }
+    pending.dirty.entry(key).or_insert(bounds);
+    Ok(())
+}
+
+/// Creates the row of a week that has none yet.
+async fn ensure_week(
+    tx: &Transaction<'_>,
+    schema: &str,
+    (org, member, first): &WeekKey,
+    (start, end): Bounds,
+) -> Result<(), ApplyError> {
+    tx.execute(
+        &format!(
+            "INSERT INTO {schema}.weeks (org_id, person_id, week_start, start_ms, end_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
+        ),
+        &[org, member, first, &start, &end],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A device batch's active spans, cut at the week boundaries of the org's
+/// calendar.
+fn collect_spans(batch: &DeviceBatch, state: &OrgState, pending: &mut Pending) {
+    let Some(member) = &batch.member else {
+        return;
+    };
+    let mut ids: HashMap<(&str, Option<&str>, Option<&str>), i64> = HashMap::new();
+    for span in batch
+        .spans
+        .iter()
+        .filter(|s| s.active && s.end_ms > s.start_ms)
+    {
+        let (app, title, url) = (
+            span.app.as_str(),
+            span.title.as_deref(),
+            span.url.as_deref(),
+        );
+        let id = *ids
+            .entry((app, title, url))
+            .or_insert_with(|| activity_id(app, title, url));
+        let mut cursor = span.start_ms;
+        while cursor < span.end_ms {
+            let (first, start, end) = state.week_at(cursor);
+            let piece_end = span.end_ms.min(end.max(cursor + 1));
+            let key: WeekKey = (batch.org_id.clone(), member.clone(), first);
+            pending
+                .dirty
+                .entry(key.clone())
+                .or_insert(Some((start, end)));
+            pending.spans.push((
+                key,
+                Span {
+                    start_ms: cursor,
+                    end_ms: piece_end,
+                    activity: id,
+                    position: batch.stream_sequence,
+                },
+            ));
+            cursor = piece_end;
+        }
+    }
+    for ((app, title, url), id) in ids {
+        pending
+            .activities
+            .entry((batch.org_id.clone(), id))
+            .or_insert_with(|| {
+                (
+                    app.to_owned(),
+                    title.map(str::to_owned),
+                    url.map(str::to_owned),
+                )
+            });
+    }
+}
+
+async fn write_activities_and_spans(
+    tx: &Transaction<'_>,
+    schema: &str,
+    pending: &Pending,
+) -> Result<(), ApplyError> {
+    if !pending.activities.is_empty() {
+        let mut orgs = Vec::new();
+        let mut ids = Vec::new();
+        let mut apps = Vec::new();
+        let mut titles = Vec::new();
+        let mut urls = Vec::new();
+        for ((org, id), (app, title, url)) in &pending.activities {
+            orgs.push(org.as_str());
+            ids.push(*id);
+            apps.push(app.as_str());
+            titles.push(title.as_deref());
+            urls.push(url.as_deref());
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {schema}.activities (org_id, activity_id, app, title, url) \
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[]) \
+                 ON CONFLICT DO NOTHING"
+            ),
+            &[&orgs, &ids, &apps, &titles, &urls],
+        )
+        .await?;
+    }
+    if !pending.spans.is_empty() {
+        let n = pending.spans.len();
+        let (mut orgs, mut people, mut weeks) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut starts, mut ends, mut ids, mut positions) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for ((org, person, week), span) in &pending.spans {
+            orgs.push(org.as_str());
+            people.push(person.as_str());
+            weeks.push(*week);
+            starts.push(span.start_ms);
+            ends.push(span.end_ms);
+            ids.push(span.activity);
+            positions.push(span.position as i64);
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {schema}.spans \
+                 (org_id, person_id, week_start, start_ms, end_ms, activity_id, position) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::int8[], \
+                 $5::int8[], $6::int8[], $7::int8[])"
+            ),
+            &[&orgs, &people, &weeks, &starts, &ends, &ids, &positions],
+        )
+        .await?;
+    }
+    for ((org, member, first), bounds) in &pending.dirty {
+        if let Some(bounds) = bounds {
+            ensure_week(tx, schema, &(org.clone(), member.clone(), *first), *bounds).await?;
+        }
+    }
+    Ok(())
+}
+
+impl Work {
+    /// Compiled attribution rules of `org` at `version` (none at 0).
+    async fn attribution(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+        org: &str,
+        version: u32,
+    ) -> Result<Arc<Attribution>, ApplyError> {
+        let key = (format!("{schema}/{org}"), version);
+        if let Some(hit) = self.rules.get(&key) {
+            return Ok(hit);
+        }
+        let rules: Vec<AttributionRule> = if version == 0 {
+            Vec::new()
+        } else {
+            tx.query_opt(
+                &format!("SELECT rules FROM {schema}.rules WHERE org_id = $1 AND version = $2"),
+                &[&org, &(version as i32)],
+            )
+            .await?
+            .and_then(|row| serde_json::from_value(row.get(0)).ok())
+            .unwrap_or_default()
+        };
+        // Stored rules compiled when they were set; if this code cannot
+        // compile them, nothing is attributed by them.
+        let compiled = Arc::new(Attribution::compile(&rules).unwrap_or_else(|e| {
+            tracing::warn!(org, error = %e, "stored attribution rules do not compile");
+            Attribution::compile(&[]).unwrap_or_else(|_| unreachable!("no rules compile"))
+        }));
+        self.rules.insert(key, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Computes the `dirty` weeks again from their rows.
+    async fn compute_weeks(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+        states: &HashMap<String, OrgState>,
+        dirty: &BTreeMap<WeekKey, Option<Bounds>>,
+    ) -> Result<(), ApplyError> {
+        for chunk in dirty.keys().collect::<Vec<_>>().chunks(500) {
+            let orgs: Vec<&str> = chunk.iter().map(|k| k.0.as_str()).collect();
+            let people: Vec<&str> = chunk.iter().map(|k| k.1.as_str()).collect();
+            let firsts: Vec<NaiveDate> = chunk.iter().map(|k| k.2).collect();
+            let keys = format!(
+                "(org_id, person_id, week_start) IN \
+                 (SELECT * FROM unnest($1::text[], $2::text[], $3::date[]))"
+            );
+            let weeks = tx
+                .query(
+                    &format!(
+                        "SELECT org_id, person_id, week_start, start_ms, end_ms, \
+                         approved_position, approved_rules FROM {schema}.weeks WHERE {keys}"
+                    ),
+                    &[&orgs, &people, &firsts],
+                )
+                .await?;
+            let mut spans: HashMap<WeekKey, Vec<Span>> = HashMap::new();
+            let mut activities: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+            for row in tx
+                .query(
+                    &format!(
+                        "SELECT org_id, person_id, week_start, start_ms, end_ms, activity_id, \
+                         position FROM {schema}.spans WHERE {keys}"
+                    ),
+                    &[&orgs, &people, &firsts],
+                )
+                .await?
+            {
+                let org: String = row.get(0);
+                let activity: i64 = row.get(5);
+                activities.entry(org.clone()).or_default().insert(activity);
+                spans
+                    .entry((org, row.get(1), row.get(2)))
+                    .or_default()
+                    .push(Span {
+                        start_ms: row.get(3),
+                        end_ms: row.get(4),
+                        activity,
+                        position: row.get::<_, i64>(6) as u64,
+                    });
+            }
+            let mut entries: HashMap<WeekKey, Vec<WeekEntry>> = HashMap::new();
+            for row in tx
+                .query(
+                    &format!(
+                        "SELECT org_id, person_id, week_start, kind, project_id, task_id, \
+                         start_ms, end_ms FROM {schema}.entries WHERE {keys}"
+                    ),
+                    &[&orgs, &people, &firsts],
+                )
+                .await?
+            {
+                entries
+                    .entry((row.get(0), row.get(1), row.get(2)))
+                    .or_default()
+                    .push(WeekEntry {
+                        manual: row.get::<_, &str>(3) == "manual",
+                        project: row.get(4),
+                        task: row.get(5),
+                        start_ms: row.get(6),
+                        end_ms: row.get(7),
+                    });
+            }
+            let described = describe(tx, schema, &activities).await?;
+            tx.execute(
+                &format!("DELETE FROM {schema}.time WHERE {keys}"),
+                &[&orgs, &people, &firsts],
+            )
+            .await?;
+            let mut rows = TimeRows::default();
+            for week in weeks {
+                let key: WeekKey = (week.get(0), week.get(1), week.get(2));
+                let approved: Option<i64> = week.get(5);
+                let version = match week.get::<_, Option<i32>>(6) {
+                    Some(v) => v as u32,
+                    None => states.get(&key.0).map_or(0, |s| s.rules_version),
+                };
+                let rules = self.attribution(tx, schema, &key.0, version).await?;
+                let tz = states.get(&key.0).map_or(Tz::UTC, OrgState::tz);
+                let target = |activity: i64| {
+                    let (app, title, url) = described.get(&(key.0.clone(), activity))?;
+                    rules
+                        .attribute(app, title.as_deref().unwrap_or(""), url.as_deref())
+                        .map(|t| {
+                            (
+                                t.project.to_string(),
+                                t.task.as_ref().map(|t| t.to_string()).unwrap_or_default(),
+                            )
+                        })
+                };
+                let totals = week_totals(
+                    (week.get(3), week.get(4)),
+                    approved.map(|p| p as u64),
+                    spans.get(&key).map_or(&[][..], Vec::as_slice),
+                    entries.get(&key).map_or(&[][..], Vec::as_slice),
+                    target,
+                    tz,
+                );
+                rows.extend(&key, totals);
+            }
+            rows.insert(tx, schema).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The app, title and URL of each activity named.
+type Described = HashMap<(String, i64), (String, Option<String>, Option<String>)>;
+
+async fn describe(
+    tx: &Transaction<'_>,
+    schema: &str,
+    activities: &BTreeMap<String, BTreeSet<i64>>,
+) -> Result<Described, ApplyError> {
+    let mut described = HashMap::new();
+    for (org, ids) in activities {
+        let ids: Vec<i64> = ids.iter().copied().collect();
+        for row in tx
+            .query(
+                &format!(
+                    "SELECT activity_id, app, title, url FROM {schema}.activities \
+                     WHERE org_id = $1 AND activity_id = ANY($2)"
+                ),
+                &[org, &ids],
+            )
+            .await?
+        {
+            described.insert(
+                (org.clone(), row.get(0)),
+                (row.get(1), row.get(2), row.get(3)),
+            );
+        }
+    }
+    Ok(described)
+}
+
+/// Rows of `time` to insert.
+#[derive(Default)]
+struct TimeRows {
+    orgs: Vec<String>,
+    people: Vec<String>,
+    weeks: Vec<NaiveDate>,
+    days: Vec<NaiveDate>,
+    projects: Vec<String>,
+    tasks: Vec<String>,
+    sources: Vec<&'static str>,
+    ms: Vec<i64>,
+}
+
+impl TimeRows {
+    fn extend(&mut self, (org, person, week): &WeekKey, totals: compute::Totals) {
+        for ((day, project, task, source), ms) in totals {
+            self.orgs.push(org.clone());
+            self.people.push(person.clone());
+            self.weeks.push(*week);
+            self.days.push(day);
+            self.projects.push(project);
+            self.tasks.push(task);
+            self.sources.push(source.as_str());
+            self.ms.push(ms);
+        }
+    }
+
+    async fn insert(&self, tx: &Transaction<'_>, schema: &str) -> Result<(), ApplyError> {
+        if self.ms.is_empty() {
+            return Ok(());
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {schema}.time \
+                 (org_id, person_id, week_start, day, project_id, task_id, source, ms) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::date[], \
+                 $5::text[], $6::text[], $7::text[], $8::int8[])"
+            ),
+            &[
+                &self.orgs,
+                &self.people,
+                &self.weeks,
+                &self.days,
+                &self.projects,
+                &self.tasks,
+                &self.sources,
+                &self.ms,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Time per project of an org (late time excluded).
+async fn project_totals(
+    tx: &Transaction<'_>,
+    schema: &str,
+    org: &str,
+) -> Result<BTreeMap<String, i64>, ApplyError> {
+    Ok(tx
+        .query(
+            &format!(
+                "SELECT project_id, sum(ms)::bigint FROM {schema}.time \
+                 WHERE org_id = $1 AND source <> 'late' GROUP BY project_id"
+            ),
+            &[&org],
+        )
+        .await?
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
+}
+
+/// Records, per project, the time a rules change moved.
+async fn record_moved(
+    tx: &Transaction<'_>,
+    schema: &str,
+    org: &str,
+    version: u32,
+    before: &BTreeMap<String, i64>,
+    after: &BTreeMap<String, i64>,
+) -> Result<(), ApplyError> {
+    let projects: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    for project in projects {
+        let (b, a) = (
+            before.get(project).copied().unwrap_or(0),
+            after.get(project).copied().unwrap_or(0),
+        );
+        if a != b {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {schema}.moved (org_id, rules_version, project_id, before_ms, after_ms) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (org_id, rules_version, project_id) \
+                     DO UPDATE SET before_ms = EXCLUDED.before_ms, after_ms = EXCLUDED.after_ms"
+                ),
+                &[&org, &(version as i32), project, &b, &a],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops an erased person's copies: their entries' notes, their weeks'
+/// comments, and the titles and URLs of activities nobody else has.
+async fn erase(
+    tx: &Transaction<'_>,
+    schema: &str,
+    org: &str,
+    person: &str,
+) -> Result<(), ApplyError> {
+    tx.execute(
+        &format!("UPDATE {schema}.entries SET note = NULL WHERE org_id = $1 AND person_id = $2"),
+        &[&org, &person],
+    )
+    .await?;
+    tx.execute(
+        &format!("UPDATE {schema}.weeks SET comment = NULL WHERE org_id = $1 AND person_id = $2"),
+        &[&org, &person],
+    )
+    .await?;
+    tx.execute(
+        &format!(
+            "WITH theirs AS (
+                 SELECT DISTINCT activity_id FROM {schema}.spans WHERE org_id = $1 AND person_id = $2
+             ), shared AS (
+                 SELECT DISTINCT s.activity_id FROM {schema}.spans s JOIN theirs USING (activity_id)
+                 WHERE s.org_id = $1 AND s.person_id <> $2
+             )
+             UPDATE {schema}.activities a SET title = NULL, url = NULL FROM theirs
+             WHERE a.org_id = $1 AND a.activity_id = theirs.activity_id
+               AND (a.title IS NOT NULL OR a.url IS NOT NULL)
+               AND a.activity_id NOT IN (SELECT activity_id FROM shared)"
+        ),
+        &[&org, &person],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The status of a week as stored.
+pub fn status_name(status: WeekStatus) -> &'static str {
+    match status {
+        WeekStatus::Open => "open",
+        WeekStatus::Submitted => "submitted",
+        WeekStatus::Approved => "approved",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timesheet_ids_give_the_member_and_the_week() {
+        assert_eq!(
+            timesheet_key("p_ab-cd-2026-11-30"),
+            Some(("p_ab-cd", "2026-11-30".parse().unwrap()))
+        );
+        assert_eq!(timesheet_key("2026-11-30"), None);
+        assert_eq!(timesheet_key("erin-2026-13-30"), None);
+    }
+}
