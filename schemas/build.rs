@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/trackhrs/org/v1/org.proto",
         "proto/trackhrs/activity/v1/activity.proto",
         "proto/trackhrs/ops/v1/ops.proto",
+        "proto/trackhrs/work/v1/work.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -10,6 +10,8 @@
 //! a command names exist in this organization (another org's are not
 //! found, like ones that never existed).
 
+use std::future::Future;
+
 use chrono::{DateTime, NaiveDate};
 use chrono_tz::Tz;
 use trackhrs_commands::CommandError;
@@ -22,9 +24,18 @@ use trackhrs_domain::timesheet::{
 use trackhrs_domain::{Aggregate, Token};
 use trackhrs_nats::CommitMeta;
 
+use trackhrs_domain::permissions::{Read, Scope};
+use trackhrs_projections::work as model;
+pub use trackhrs_projections::work::{
+    ClientRow, EntryRow, Moved, ProjectRow, ProjectTime, Stretch, TaskRow, TeamRow, WeekRow,
+    WeekTime, WeekView,
+};
+
+use crate::administration::AtPosition;
 use crate::caller::Caller;
 use crate::error::{AppError, ErrorKind};
 use crate::org::{OrgCommands, Outcome, derived_id, digest_hex, now_micros};
+use crate::reads::{ReadModel, ReadModels};
 use trackhrs_domain::week::{first_day, timesheet_id, week_of};
 
 /// A project to create (names checked by the aggregate).
@@ -95,10 +106,41 @@ pub enum Decision {
 /// Longest note, comment or reason, in characters.
 pub const MAX_NOTE_CHARS: usize = 2000;
 
+/// Longest range of days a project-time query or export covers.
+pub const MAX_RANGE_DAYS: i64 = 366;
+
+/// Teams, clients and projects of an org.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Catalog {
+    /// Its teams.
+    pub teams: Vec<TeamRow>,
+    /// Its clients.
+    pub clients: Vec<ClientRow>,
+    /// Its projects, with their tasks, budgets and time booked.
+    pub projects: Vec<ProjectRow>,
+    /// Its attribution rules and their version.
+    pub rules: (u32, Vec<AttributionRule>),
+}
+
+/// A member's week: its bounds always, its view when anything happened in
+/// it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Week {
+    /// The member.
+    pub person: Token,
+    /// Its first day.
+    pub first_day: NaiveDate,
+    /// Its bounds.
+    pub bounds: trackhrs_domain::timesheet::Week,
+    /// What the read model holds of it.
+    pub view: Option<WeekView>,
+}
+
 /// The work use cases.
 #[derive(Clone)]
 pub struct Work {
     orgs: OrgCommands,
+    reads: ReadModels,
 }
 
 fn token(field: &str, value: &str) -> Result<Token, AppError> {
@@ -107,6 +149,19 @@ fn token(field: &str, value: &str) -> Result<Token, AppError> {
 
 fn not_found(field: &str, what: &str) -> AppError {
     AppError::new(ErrorKind::NotFound, format!("{field}: no such {what}"))
+}
+
+fn check_range(from: NaiveDate, to: NaiveDate) -> Result<(), AppError> {
+    if to < from {
+        return Err(AppError::invalid("to", "must not be before from"));
+    }
+    if (to - from).num_days() >= MAX_RANGE_DAYS {
+        return Err(AppError::invalid(
+            "to",
+            format!("a range covers at most {MAX_RANGE_DAYS} days"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_note(field: &str, note: &str) -> Result<(), AppError> {
@@ -120,8 +175,8 @@ fn check_note(field: &str, note: &str) -> Result<(), AppError> {
 }
 
 impl Work {
-    pub(crate) fn new(orgs: OrgCommands) -> Self {
-        Self { orgs }
+    pub(crate) fn new(orgs: OrgCommands, reads: ReadModels) -> Self {
+        Self { orgs, reads }
     }
 
     /// Runs `command` on aggregate `A` `id` of `org` for the caller.
@@ -425,7 +480,7 @@ impl Work {
     }
 
     /// The caller's timesheet id and week bounds for the week holding `date`.
-    fn week(
+    fn sheet(
         state: &Organization,
         member: &Token,
         date: NaiveDate,
@@ -478,7 +533,7 @@ impl Work {
             return Err(not_found("task_id", "task in this project"));
         }
         let date = Self::local_date(&state, new.start_ms)?;
-        let (sheet, week) = Self::week(&state, &caller.person, date)?;
+        let (sheet, week) = Self::sheet(&state, &caller.person, date)?;
         let id = derived_id("en", &org, "entry", command_id);
         let command = TimesheetCommand::AddEntry {
             actor: caller.person.clone(),
@@ -518,7 +573,7 @@ impl Work {
     ) -> Result<Outcome, AppError> {
         let org = caller.scope(org_id)?;
         let state = self.orgs.state(&org).await?;
-        let (sheet, _) = Self::week(&state, &caller.person, date)?;
+        let (sheet, _) = Self::sheet(&state, &caller.person, date)?;
         let command = TimesheetCommand::RemoveEntry {
             actor: caller.person.clone(),
             id: token("entry_id", entry)?,
@@ -541,7 +596,7 @@ impl Work {
         if state.active_role(&caller.person).is_none() {
             return Err(AppError::not_allowed(crate::NOT_YOURS));
         }
-        let (sheet, week) = Self::week(&state, &caller.person, date)?;
+        let (sheet, week) = Self::sheet(&state, &caller.person, date)?;
         let command = TimesheetCommand::Submit {
             actor: caller.person.clone(),
             member: caller.person.clone(),
@@ -570,7 +625,7 @@ impl Work {
         if !state.members.contains_key(&member) {
             return Err(not_found("person_id", "member"));
         }
-        let (sheet, _) = Self::week(&state, &member, date)?;
+        let (sheet, _) = Self::sheet(&state, &member, date)?;
         let actor = caller.person.clone();
         let may_approve = state.may_approve(&actor, &member);
         let command = match decision {
@@ -603,5 +658,222 @@ impl Work {
         };
         self.execute::<Timesheet>(&org, &sheet, caller, command_id, command)
             .await
+    }
+
+    /// The members whose work the caller sees under `scope`: `None` for
+    /// the whole org.
+    async fn visible(
+        &self,
+        caller: &Caller,
+        org: &Token,
+        scope: Scope,
+    ) -> Result<Option<Vec<String>>, AppError> {
+        Ok(match scope {
+            Scope::Org => None,
+            Scope::Own | Scope::Nothing => Some(vec![caller.person.to_string()]),
+            Scope::Team => {
+                let state = self.orgs.cached_state(org).await?;
+                let mut people: Vec<String> = state
+                    .managed_members(&caller.person)
+                    .into_iter()
+                    .map(|p| p.to_string())
+                    .collect();
+                people.push(caller.person.to_string());
+                Some(people)
+            }
+        })
+    }
+
+    /// The work read model after `min_position`, the caller's scope of
+    /// `read` in it, and the members that scope covers.
+    async fn model(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        read: Read,
+        min_position: u64,
+    ) -> Result<(Token, ReadModel, Option<Vec<String>>), AppError> {
+        let org = caller.scope(org_id)?;
+        let scope = self.reads.authorize(caller, read).await?;
+        let members = self.visible(caller, &org, scope).await?;
+        let model = self.reads.read_model(model::NAME, min_position).await?;
+        Ok((org, model, members))
+    }
+
+    /// Teams, clients, projects and the attribution rules: every member
+    /// sees them (they book time on the projects).
+    #[tracing::instrument(skip_all)]
+    pub async fn catalog(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        min_position: u64,
+    ) -> Result<AtPosition<Catalog>, AppError> {
+        let (org, m, _) = self
+            .model(caller, org_id, Read::Projects, min_position)
+            .await?;
+        let (teams, clients, projects) = (
+            model::teams(&m.client, &m.schema, org.as_str()).await?,
+            model::clients(&m.client, &m.schema, org.as_str()).await?,
+            model::projects(&m.client, &m.schema, org.as_str()).await?,
+        );
+        let state = self.orgs.cached_state(&org).await?;
+        Ok(AtPosition {
+            value: Catalog {
+                teams,
+                clients,
+                projects,
+                rules: (state.attribution_version, state.attribution.clone()),
+            },
+            position: m.position,
+        })
+    }
+
+    /// Project time per project, task, member and day in `[from, to]`
+    /// (days in the org's time zone), of the members the caller may see.
+    #[tracing::instrument(skip_all)]
+    pub async fn project_time(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        (from, to): (NaiveDate, NaiveDate),
+        min_position: u64,
+    ) -> Result<AtPosition<Vec<ProjectTime>>, AppError> {
+        check_range(from, to)?;
+        let (org, m, members) = self
+            .model(caller, org_id, Read::ProjectTime, min_position)
+            .await?;
+        let rows =
+            model::project_time(&m.client, &m.schema, org.as_str(), from, to, members).await?;
+        Ok(AtPosition {
+            value: rows,
+            position: m.position,
+        })
+    }
+
+    /// Streams the same rows as [`Work::project_time`] to `sink` one at a
+    /// time (an export never holds the whole range in memory); returns how
+    /// many.
+    #[tracing::instrument(skip_all)]
+    pub async fn export_project_time<F, Fut>(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        (from, to): (NaiveDate, NaiveDate),
+        mut sink: F,
+    ) -> Result<u64, AppError>
+    where
+        F: FnMut(ProjectTime) -> Fut,
+        Fut: Future<Output = Result<(), AppError>>,
+    {
+        use futures::TryStreamExt as _;
+        check_range(from, to)?;
+        let (org, m, members) = self.model(caller, org_id, Read::ProjectTime, 0).await?;
+        let rows =
+            model::project_time_stream(&m.client, &m.schema, org.as_str(), from, to, members)
+                .await?;
+        futures::pin_mut!(rows);
+        let mut count = 0;
+        while let Some(row) = rows.try_next().await? {
+            sink(row).await?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// `person`'s week holding `date`: the caller's own, or one of a member
+    /// they may see.
+    #[tracing::instrument(skip_all)]
+    pub async fn week(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        person: &str,
+        date: NaiveDate,
+        min_position: u64,
+    ) -> Result<AtPosition<Week>, AppError> {
+        let person = token("person_id", person)?;
+        let (org, m, members) = self
+            .model(caller, org_id, Read::Timesheets, min_position)
+            .await?;
+        if members.is_some_and(|m| !m.iter().any(|p| p == person.as_str())) {
+            return Err(AppError::not_allowed(crate::NOT_YOURS));
+        }
+        let state = self.orgs.cached_state(&org).await?;
+        let tz = Self::calendar(&state)?;
+        let first = first_day(date, &state.settings.work_week);
+        let bounds = week_of(date, tz, &state.settings.work_week);
+        let view =
+            model::week_view(&m.client, &m.schema, org.as_str(), person.as_str(), first).await?;
+        Ok(AtPosition {
+            value: Week {
+                person,
+                first_day: first,
+                bounds,
+                view,
+            },
+            position: m.position,
+        })
+    }
+
+    /// The weeks holding `date` of the members the caller may see.
+    #[tracing::instrument(skip_all)]
+    pub async fn team_weeks(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        date: NaiveDate,
+        min_position: u64,
+    ) -> Result<AtPosition<Vec<WeekRow>>, AppError> {
+        let (org, m, members) = self
+            .model(caller, org_id, Read::Timesheets, min_position)
+            .await?;
+        let state = self.orgs.cached_state(&org).await?;
+        let first = first_day(date, &state.settings.work_week);
+        let rows = model::weeks(&m.client, &m.schema, org.as_str(), first, members).await?;
+        Ok(AtPosition {
+            value: rows,
+            position: m.position,
+        })
+    }
+
+    /// The approvals queue of the caller: submitted weeks, and approved
+    /// weeks with time that arrived after the approval, of the members they
+    /// decide on (their own excluded).
+    #[tracing::instrument(skip_all)]
+    pub async fn approvals(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        min_position: u64,
+    ) -> Result<AtPosition<Vec<WeekRow>>, AppError> {
+        let (org, m, members) = self
+            .model(caller, org_id, Read::Approvals, min_position)
+            .await?;
+        let mut rows = model::approvals(&m.client, &m.schema, org.as_str(), members).await?;
+        rows.retain(|w| w.person_id != caller.person.as_str());
+        Ok(AtPosition {
+            value: rows,
+            position: m.position,
+        })
+    }
+
+    /// The time a change to attribution rules `version` moved, per project.
+    #[tracing::instrument(skip_all)]
+    pub async fn moved(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        version: u32,
+        min_position: u64,
+    ) -> Result<AtPosition<Vec<Moved>>, AppError> {
+        let (org, m, _) = self
+            .model(caller, org_id, Read::Projects, min_position)
+            .await?;
+        let rows = model::moved(&m.client, &m.schema, org.as_str(), version).await?;
+        Ok(AtPosition {
+            value: rows,
+            position: m.position,
+        })
     }
 }

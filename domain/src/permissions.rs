@@ -30,6 +30,15 @@ pub enum Read {
     /// How proposed classification rules would classify recent activity
     /// (those who may change the rules).
     RulesPreview,
+    /// Teams, clients, projects with their tasks and budgets, and the
+    /// attribution rules.
+    Projects,
+    /// Project time per project, task, member and day (and its export).
+    ProjectTime,
+    /// Members' weeks: entries, time and decisions.
+    Timesheets,
+    /// The approvals queue.
+    Approvals,
 }
 
 /// How much of it the reader sees.
@@ -39,6 +48,8 @@ pub enum Scope {
     Nothing,
     /// Only what is about the reader themselves.
     Own,
+    /// The reader themselves and the members of the teams they manage.
+    Team,
     /// Everything in the organization.
     Org,
 }
@@ -63,6 +74,13 @@ pub fn scope(role: Role, read: Read) -> Scope {
         (Operations, Manager | Employee | Auditor) => Scope::Nothing,
         (RulesPreview, Owner | Admin) => Scope::Org,
         (RulesPreview, Manager | Employee | Auditor) => Scope::Nothing,
+        (Projects, _) => Scope::Org,
+        (ProjectTime | Timesheets, Owner | Admin | Auditor) => Scope::Org,
+        (ProjectTime | Timesheets, Manager) => Scope::Team,
+        (ProjectTime | Timesheets, Employee) => Scope::Own,
+        (Approvals, Owner | Admin) => Scope::Org,
+        (Approvals, Manager) => Scope::Team,
+        (Approvals, Employee | Auditor) => Scope::Nothing,
     }
 }
 
@@ -73,9 +91,9 @@ mod tests {
     #[test]
     fn the_permission_table() {
         use Read::*;
-        use Scope::{Nothing as No, Org, Own};
+        use Scope::{Nothing as No, Org, Own, Team};
         // Columns: owner, admin, manager, employee, auditor.
-        let table: [(Read, [Scope; 5]); 9] = [
+        let table: [(Read, [Scope; 5]); 13] = [
             (Organization, [Org, Org, Org, Org, Org]),
             (Members, [Org, Org, Org, No, Org]),
             (Devices, [Org, Org, Org, Own, Org]),
@@ -85,6 +103,10 @@ mod tests {
             (History, [Org, Org, No, No, Org]),
             (Operations, [Org, Org, No, No, No]),
             (RulesPreview, [Org, Org, No, No, No]),
+            (Projects, [Org, Org, Org, Org, Org]),
+            (ProjectTime, [Org, Org, Team, Own, Org]),
+            (Timesheets, [Org, Org, Team, Own, Org]),
+            (Approvals, [Org, Org, Team, No, No]),
         ];
         for (read, scopes) in table {
             for (role, expected) in Role::ALL.into_iter().zip(scopes) {

@@ -22,6 +22,7 @@ pub mod status;
 pub mod telemetry;
 pub mod validate;
 pub mod web;
+pub mod work;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -41,6 +42,7 @@ use trackhrs_schemas::agent::v1::agent_session_server::AgentSessionServer;
 use trackhrs_schemas::ops::v1::operations_server::OperationsServer;
 use trackhrs_schemas::org::v1::identity_server::IdentityServer;
 use trackhrs_schemas::org::v1::organizations_server::OrganizationsServer;
+use trackhrs_schemas::work::v1::work_server::WorkServer;
 
 /// Largest gRPC message the gateway decodes.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -138,6 +140,7 @@ pub async fn serve(
         <AgentIngestServer<ingest::IngestService> as NamedService>::NAME,
         <ActivityServer<dashboard::ActivityService> as NamedService>::NAME,
         <OperationsServer<ops::OperationsService> as NamedService>::NAME,
+        <WorkServer<work::WorkService> as NamedService>::NAME,
     ];
     let probed = app.clone();
     let probe = tokio::spawn(async move {
@@ -183,6 +186,10 @@ pub async fn serve(
         .add_service(ActivityServer::new(dashboard::ActivityService::new(
             auth.clone(),
             app.activity().clone(),
+        )))
+        .add_service(WorkServer::new(work::WorkService::new(
+            auth.clone(),
+            app.work().clone(),
         )))
         .add_service(OperationsServer::new(ops::OperationsService::new(
             auth,

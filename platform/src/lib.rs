@@ -24,6 +24,7 @@ use trackhrs_projections::activity::Activity;
 use trackhrs_projections::directory::Directory;
 use trackhrs_projections::history::History;
 use trackhrs_projections::timeline::Timeline;
+use trackhrs_projections::work::Work;
 use trackhrs_projections::{ProjectionError, RunnerConfig, Supervise, Supervisor};
 
 pub use trackhrs_gateway::MAX_MESSAGE_BYTES;
@@ -186,6 +187,17 @@ fn read_models_with(
             store.clone(),
             pg.clone(),
             configure(activity_config()),
+        )),
+        // Uploads as the activity projection, but members wait for their
+        // entries and decisions to show: shorter batches.
+        Box::new(Supervisor::new(
+            Work::new,
+            store.clone(),
+            pg.clone(),
+            configure(RunnerConfig {
+                batch_wait: Duration::from_millis(200),
+                ..activity_config()
+            }),
         )),
     ]
 }

@@ -47,6 +47,15 @@ pub mod ops {
     }
 }
 
+/// Teams, projects, project time and timesheets (`trackhrs.work.v1`).
+pub mod work {
+    /// Version 1 of the work API.
+    #[allow(missing_docs, unused_qualifications, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("trackhrs.work.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every .proto here, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/trackhrs_descriptor.bin"));

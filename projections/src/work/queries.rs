@@ -4,7 +4,7 @@
 
 use chrono::NaiveDate;
 use futures::{Stream, TryStreamExt as _};
-use tokio_postgres::GenericClient;
+use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
 /// A team.
@@ -187,7 +187,7 @@ pub struct Moved {
 
 /// The org's teams.
 pub async fn teams(
-    pg: &impl GenericClient,
+    pg: &Client,
     schema: &str,
     org: &str,
 ) -> Result<Vec<TeamRow>, tokio_postgres::Error> {
@@ -215,7 +215,7 @@ pub async fn teams(
 
 /// The org's clients.
 pub async fn clients(
-    pg: &impl GenericClient,
+    pg: &Client,
     schema: &str,
     org: &str,
 ) -> Result<Vec<ClientRow>, tokio_postgres::Error> {
@@ -237,7 +237,7 @@ pub async fn clients(
 
 /// The org's projects with their tasks and the time booked on them.
 pub async fn projects(
-    pg: &impl GenericClient,
+    pg: &Client,
     schema: &str,
     org: &str,
 ) -> Result<Vec<ProjectRow>, tokio_postgres::Error> {
@@ -286,7 +286,7 @@ pub async fn projects(
 /// Booked time of each project with a budget in hours (for the budget
 /// policy): (project, booked ms).
 pub async fn budgeted_time(
-    pg: &impl GenericClient,
+    pg: &Client,
     schema: &str,
     org: &str,
 ) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
@@ -333,7 +333,7 @@ fn project_time_row(r: &tokio_postgres::Row) -> ProjectTime {
 /// Project time per project, task, member and day in `[from, to]`, of
 /// `members` only when given.
 pub async fn project_time(
-    pg: &impl GenericClient,
+    pg: &Client,
     schema: &str,
     org: &str,
     from: NaiveDate,
@@ -351,7 +351,7 @@ pub async fn project_time(
 /// The same rows as [`project_time`], streamed from the server as they
 /// come (an export of any size holds one row at a time).
 pub async fn project_time_stream(
-    pg: &impl GenericClient,
+    pg: &Client,
     schema: &str,
     org: &str,
     from: NaiveDate,
@@ -394,7 +394,7 @@ fn week_row(r: &tokio_postgres::Row) -> WeekRow {
 /// The weeks starting `week_start` of `members` (of every member with a
 /// week when `None`), by member.
 pub async fn weeks(
-    pg: &impl GenericClient,
+    pg: &Client,
     schema: &str,
     org: &str,
     week_start: NaiveDate,
@@ -418,7 +418,7 @@ pub async fn weeks(
 /// The approvals queue: submitted weeks, and approved weeks with time that
 /// arrived after the approval, of `members` (all when `None`), oldest first.
 pub async fn approvals(
-    pg: &impl GenericClient,
+    pg: &Client,
     schema: &str,
     org: &str,
     members: Option<Vec<String>>,
@@ -445,7 +445,7 @@ pub async fn approvals(
 
 /// A member's week: `None` when nothing was recorded or decided in it.
 pub async fn week_view(
-    pg: &impl GenericClient,
+    pg: &Client,
     schema: &str,
     org: &str,
     person: &str,
@@ -564,7 +564,7 @@ fn stretches<'a>(spans: impl Iterator<Item = (i64, i64, &'a str)>) -> Vec<Stretc
 /// Time the change to attribution rules version `version` moved, per
 /// project.
 pub async fn moved(
-    pg: &impl GenericClient,
+    pg: &Client,
     schema: &str,
     org: &str,
     version: u32,
