@@ -9,6 +9,8 @@ use trackhrs_schemas::activity::v1 as apb;
 use trackhrs_schemas::activity::v1::activity_client::ActivityClient;
 use trackhrs_schemas::org::v1 as pb;
 use trackhrs_schemas::org::v1::organizations_client::OrganizationsClient;
+use trackhrs_schemas::work::v1 as wpb;
+use trackhrs_schemas::work::v1::work_client::WorkClient;
 use trackhrs_testkit::*;
 
 fn req<T>(token: Option<&str>, message: T) -> tonic::Request<T> {
@@ -23,6 +25,286 @@ struct Target {
     org: String,
     person: String,
     device: String,
+    project: String,
+}
+
+/// Calls every Work method once with `token` against `t`.
+async fn call_every_work_method(
+    channel: Channel,
+    token: Option<&str>,
+    t: &Target,
+    tag: &str,
+) -> Vec<(&'static str, Result<(), Status>)> {
+    let mut w = WorkClient::new(channel);
+    let cmd = |name: &str| format!("{tag}-work-{name}");
+    let org = || t.org.clone();
+    let date = "2026-11-30".to_owned();
+    let export = match w
+        .export_project_time(req(
+            token,
+            wpb::GetProjectTimeRequest {
+                org_id: org(),
+                from: date.clone(),
+                to: date.clone(),
+                min_position: 0,
+            },
+        ))
+        .await
+    {
+        // A stream's refusal comes as its first message.
+        Ok(stream) => stream.into_inner().message().await.map(drop),
+        Err(status) => Err(status),
+    };
+    vec![
+        (
+            "CreateTeam",
+            w.create_team(req(
+                token,
+                wpb::CreateTeamRequest {
+                    command_id: cmd("team"),
+                    org_id: org(),
+                    name: "Intruders".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "SetTeamManagers",
+            w.set_team_managers(req(
+                token,
+                wpb::SetTeamManagersRequest {
+                    command_id: cmd("managers"),
+                    org_id: org(),
+                    team_id: "tm_x".into(),
+                    managers: vec![t.person.clone()],
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "SetMemberTeam",
+            w.set_member_team(req(
+                token,
+                wpb::SetMemberTeamRequest {
+                    command_id: cmd("member-team"),
+                    org_id: org(),
+                    person_id: t.person.clone(),
+                    team_id: String::new(),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "CreateClient",
+            w.create_client(req(
+                token,
+                wpb::CreateClientRequest {
+                    command_id: cmd("client"),
+                    org_id: org(),
+                    name: "Intruder".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "CreateProject",
+            w.create_project(req(
+                token,
+                wpb::CreateProjectRequest {
+                    command_id: cmd("project"),
+                    org_id: org(),
+                    name: "Intruder".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "AddTask",
+            w.add_task(req(
+                token,
+                wpb::AddTaskRequest {
+                    command_id: cmd("task"),
+                    org_id: org(),
+                    project_id: t.project.clone(),
+                    name: "Intruder".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "ChangeProject",
+            w.change_project(req(
+                token,
+                wpb::ChangeProjectRequest {
+                    command_id: cmd("archive"),
+                    org_id: org(),
+                    project_id: t.project.clone(),
+                    change: Some(wpb::change_project_request::Change::Archived(true)),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "SetAttributionRules",
+            w.set_attribution_rules(req(
+                token,
+                wpb::SetAttributionRulesRequest {
+                    command_id: cmd("rules"),
+                    org_id: org(),
+                    rules: vec![],
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "GetCatalog",
+            w.get_catalog(req(
+                token,
+                wpb::GetCatalogRequest {
+                    org_id: org(),
+                    min_position: 0,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "AddEntry",
+            w.add_entry(req(
+                token,
+                wpb::AddEntryRequest {
+                    command_id: cmd("entry"),
+                    org_id: org(),
+                    kind: wpb::EntryKind::Manual as i32,
+                    project_id: t.project.clone(),
+                    task_id: "tk_x".into(),
+                    start_ms: 1_796_000_000_000,
+                    end_ms: 1_796_000_360_000,
+                    note: String::new(),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "RemoveEntry",
+            w.remove_entry(req(
+                token,
+                wpb::RemoveEntryRequest {
+                    command_id: cmd("remove"),
+                    org_id: org(),
+                    date: date.clone(),
+                    entry_id: "en_x".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "SubmitWeek",
+            w.submit_week(req(
+                token,
+                wpb::SubmitWeekRequest {
+                    command_id: cmd("submit"),
+                    org_id: org(),
+                    date: date.clone(),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "DecideWeek",
+            w.decide_week(req(
+                token,
+                wpb::DecideWeekRequest {
+                    command_id: cmd("decide"),
+                    org_id: org(),
+                    person_id: t.person.clone(),
+                    date: date.clone(),
+                    decision: Some(wpb::decide_week_request::Decision::Approve(String::new())),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "GetWeek",
+            w.get_week(req(
+                token,
+                wpb::GetWeekRequest {
+                    org_id: org(),
+                    person_id: t.person.clone(),
+                    date: date.clone(),
+                    min_position: 0,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "ListWeeks",
+            w.list_weeks(req(
+                token,
+                wpb::ListWeeksRequest {
+                    org_id: org(),
+                    date: date.clone(),
+                    min_position: 0,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "ListApprovals",
+            w.list_approvals(req(
+                token,
+                wpb::ListApprovalsRequest {
+                    org_id: org(),
+                    min_position: 0,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "GetProjectTime",
+            w.get_project_time(req(
+                token,
+                wpb::GetProjectTimeRequest {
+                    org_id: org(),
+                    from: date.clone(),
+                    to: date.clone(),
+                    min_position: 0,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        ("ExportProjectTime", export),
+        (
+            "GetMovedTime",
+            w.get_moved_time(req(
+                token,
+                wpb::GetMovedTimeRequest {
+                    org_id: org(),
+                    rules_version: 1,
+                    min_position: 0,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+    ]
 }
 
 /// Calls every Organizations method once with `token` (None: no token)
@@ -274,6 +556,20 @@ async fn no_role_of_another_org_reaches_org_a() {
     let a_owner = p.sign_up("org-a", 10).await;
     let a_member = p.member(&a_owner, "alice", pb::Role::Employee).await;
     let a_device = p.enroll(&a_member, "alice-laptop").await;
+    let a_project = WorkClient::new(p.gw().channel.clone())
+        .create_project(authed(
+            &a_owner.access_token,
+            wpb::CreateProjectRequest {
+                command_id: "a-project".into(),
+                org_id: "org-a".into(),
+                name: "Apollo".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
     let b_owner = p.sign_up("org-b", 10).await;
     let mut b_callers = vec![("owner", Some(b_owner.clone()))];
     for (name, role) in [
@@ -290,20 +586,26 @@ async fn no_role_of_another_org_reaches_org_a() {
         org: "org-a".into(),
         person: a_member.person_id.clone(),
         device: a_device.device_id.clone(),
+        project: a_project.clone(),
     };
     let missing_org = Target {
         org: "org-zz".into(),
         person: a_member.person_id.clone(),
         device: a_device.device_id.clone(),
+        project: a_project,
     };
     let before = (p.last_sequence().await, p.credential_rows().await);
     let mut refused = 0;
     for (role, session) in &b_callers {
         let token = session.as_ref().map(|s| s.access_token.as_str());
-        let against_a = call_every_method(p.gw().channel.clone(), token, &a_ids, role).await;
-        let against_missing =
+        let mut against_a = call_every_method(p.gw().channel.clone(), token, &a_ids, role).await;
+        against_a.extend(call_every_work_method(p.gw().channel.clone(), token, &a_ids, role).await);
+        let mut against_missing =
             call_every_method(p.gw().channel.clone(), token, &missing_org, role).await;
-        assert_eq!(against_a.len(), 17, "every method is called");
+        against_missing.extend(
+            call_every_work_method(p.gw().channel.clone(), token, &missing_org, role).await,
+        );
+        assert_eq!(against_a.len(), 17 + 19, "every method is called");
         for ((method, outcome), (_, missing)) in against_a.into_iter().zip(against_missing) {
             let status = outcome.expect_err(&format!("{role} of org B called {method} on org A"));
             let expected = if token.is_some() {
@@ -327,7 +629,7 @@ async fn no_role_of_another_org_reaches_org_a() {
             refused += 1;
         }
     }
-    assert_eq!(refused, 6 * 17);
+    assert_eq!(refused, 6 * (17 + 19));
     assert_eq!(
         (p.last_sequence().await, p.credential_rows().await),
         before,

@@ -267,6 +267,71 @@ async fn rules_event_versions_still_load() {
     assert_eq!((loaded.version, loaded.state.rules_version), (11, 1));
 }
 
+fn work_path() -> PathBuf {
+    fixture_path("organization_work_events.json")
+}
+
+/// Follows the rules fixture (version 11) with versions 12 to 16: teams,
+/// clients and attribution rules.
+fn write_work_fixture() {
+    let messages = vec![FixtureMessage {
+        what: "TeamCreated, TeamManagersChanged, MemberTeamChanged, ClientCreated, AttributionRulesChanged v1".into(),
+        subject: "evt.acme.organization.org".into(),
+        commit: commit(
+            "c10",
+            vec![
+                ("TeamCreated", 1, 12, json!({"team": "core", "name": "Core"})),
+                ("TeamManagersChanged", 1, 13, json!({"team": "core", "managers": ["m1"]})),
+                ("MemberTeamChanged", 1, 14, json!({"member": "m1", "team": "core"})),
+                ("ClientCreated", 1, 15, json!({"client": "globex", "name": "Globex"})),
+                (
+                    "AttributionRulesChanged",
+                    1,
+                    16,
+                    json!({"version": 1, "rules": [
+                        {"project": "apollo", "task": "design", "regex": "figma", "ignore_case": true}
+                    ]}),
+                ),
+            ],
+        ),
+    }];
+    let fixture = Fixture {
+        keys: BTreeMap::new(),
+        messages,
+    };
+    std::fs::write(
+        work_path(),
+        serde_json::to_string_pretty(&fixture).unwrap() + "\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_event_versions_still_load() {
+    if std::env::var_os("TRACKHRS_WRITE_FIXTURES").is_some() && !work_path().exists() {
+        write_work_fixture();
+    }
+    let (_server, store) = start().await;
+    for fixture in [
+        path(),
+        membership_path(),
+        settings_path(),
+        rules_path(),
+        work_path(),
+    ] {
+        publish_fixture(&store, &read_fixture(fixture)).await;
+    }
+    let loaded = load_org(&store, "org").await;
+    let org = &loaded.state;
+    assert_eq!(loaded.version, 16);
+    let core = trackhrs_domain::Token::new("core").unwrap();
+    assert_eq!(org.teams[&core].name, "Core");
+    assert_eq!(org.teams[&core].managers.len(), 1);
+    assert_eq!(org.clients.len(), 1);
+    assert_eq!(org.attribution_version, 1);
+    assert_eq!(org.attribution[0].regex, "figma");
+}
+
 /// A fixture of one commit of device `d1`'s aggregate `aggregate_type`
 /// (events of schema version 1), written to `path`.
 /// A fixture of one commit of `(aggregate type, aggregate id, actor)`.
