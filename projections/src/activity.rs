@@ -123,7 +123,7 @@ struct OrgState {
 }
 
 /// Distinct activities by (org, activity id): app, title, URL.
-type Activities = BTreeMap<(String, i64), (String, Option<String>, Option<String>)>;
+pub(crate) type Activities = BTreeMap<(String, i64), (String, Option<String>, Option<String>)>;
 
 /// Key of one fact row.
 type FactKey = (String, String, NaiveDate, i64, bool);

@@ -33,7 +33,7 @@ use trackhrs_nats::{KeyStore, StoreError, TypedCommit};
 pub use self::compute::{Source, Span, WeekEntry, week_totals};
 pub use self::decode::WorkCommit;
 pub use self::queries::*;
-use crate::activity::{DeviceBatch, activity_id};
+use crate::activity::{Activities, DeviceBatch, activity_id};
 use crate::error::ApplyError;
 use crate::projection::{Committed, Projection};
 
@@ -103,7 +103,7 @@ type Bounds = (i64, i64);
 /// Rows the batch adds, written with a few multi-row statements.
 #[derive(Default)]
 struct Pending {
-    activities: BTreeMap<(String, i64), (String, Option<String>, Option<String>)>,
+    activities: Activities,
     spans: Vec<(WeekKey, Span)>,
     /// Weeks to compute again, with their bounds when the batch knows them.
     dirty: BTreeMap<WeekKey, Option<Bounds>>,
@@ -921,10 +921,8 @@ impl Work {
             let orgs: Vec<&str> = chunk.iter().map(|k| k.0.as_str()).collect();
             let people: Vec<&str> = chunk.iter().map(|k| k.1.as_str()).collect();
             let firsts: Vec<NaiveDate> = chunk.iter().map(|k| k.2).collect();
-            let keys = format!(
-                "(org_id, person_id, week_start) IN \
-                 (SELECT * FROM unnest($1::text[], $2::text[], $3::date[]))"
-            );
+            let keys = "(org_id, person_id, week_start) IN \
+                        (SELECT * FROM unnest($1::text[], $2::text[], $3::date[]))";
             let weeks = tx
                 .query(
                     &format!(
