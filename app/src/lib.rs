@@ -130,6 +130,8 @@ impl App {
             trackhrs_projections::directory::NAME,
             reads.roles().clone(),
         );
+        let work = Work::new(orgs.clone(), reads.clone());
+        policy::budget::follow(store.client().clone(), work.clone());
         Ok(Self {
             authenticator: Authenticator::new(credentials.clone()),
             identity: Identity::new(
@@ -140,7 +142,7 @@ impl App {
             administration: Administration::new(credentials.clone(), orgs.clone(), reads.clone()),
             ingest: Ingest::new(orgs.clone(), config.ingest),
             activity: Activity::new(orgs.clone(), reads.clone(), dashboards),
-            work: Work::new(orgs.clone(), reads.clone()),
+            work,
             operations: Operations::new(reads, store.clone(), pool.clone(), config.operator_org),
             orgs,
             credentials,

@@ -876,4 +876,38 @@ impl Work {
             position: m.position,
         })
     }
+
+    /// Tells each of `org`'s projects with a budget in hours the time booked
+    /// on it now (the budget policy); the aggregate records the marks
+    /// crossed. The command id names the read model's position, so a
+    /// replica repeating it gets the stored answer.
+    pub(crate) async fn record_budgets(&self, org: &str) -> Result<(), AppError> {
+        let org = token("org_id", org)?;
+        let m = self.reads.read_model(model::NAME, 0).await?;
+        let booked = model::budgeted_time(&m.client, &m.schema, org.as_str()).await?;
+        drop(m);
+        for (project, booked_ms) in booked {
+            let project = token("project_id", &project)?;
+            let command = ProjectCommand::RecordBookedTime { booked_ms };
+            let meta = crate::request::stamp(
+                CommitMeta::new(
+                    format!("budget-{project}-{booked_ms}"),
+                    "system:budget",
+                    now_micros(),
+                )
+                .with_request_digest(digest_hex(format!("{command:?}").as_bytes())),
+            );
+            match self
+                .orgs
+                .handler()
+                .execute::<Project>(&org, &project, command, &meta)
+                .await
+            {
+                // A conflict: another replica's check was decided first.
+                Ok(_) | Err(CommandError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
 }

@@ -31,6 +31,7 @@ use trackhrs_nats::reader::{self, StartAt};
 use trackhrs_nats::{EventStore, StoreConfig};
 use trackhrs_platform::{Platform, Settings, TlsIdentity};
 use trackhrs_projections::activity::{self, Activity};
+use trackhrs_projections::work::Work;
 use trackhrs_projections::{Runner, RunnerConfig, VersionState, catalog};
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
 use trackhrs_schemas::agent::v1::{Span, UploadBatchRequest};
@@ -491,7 +492,7 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
     // 5. The activity projection applies the whole stream (version 1).
     db.batch_execute("SELECT pg_stat_statements_reset()")
         .await?;
-    let apply = project(&store, &pg_config, &db, 1, false, last).await?;
+    let apply = project(Activity::new(1), &store, &pg_config, &db, false, last).await?;
     let writes: i64 = db
         .query_one(
             "SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements \
@@ -506,7 +507,14 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
         .map_or(0, |v| v.events_applied);
 
     // 6. A full rebuild beside it (version 2), until it is live.
-    let rebuild = project(&store, &pg_config, &db, 2, true, last).await?;
+    let rebuild = project(Activity::new(2), &store, &pg_config, &db, true, last).await?;
+
+    // 7. The work read model (project time per member-week) applies the
+    // same stream.
+    let work_apply = project(Work::new(1), &store, &pg_config, &db, false, last).await?;
+    let work_applied = catalog::version_info(&db, trackhrs_projections::work::NAME, 1)
+        .await?
+        .map_or(0, |v| v.events_applied);
 
     let mut report = Map::new();
     report.insert("spans".into(), json!(ingested));
@@ -539,6 +547,10 @@ pub async fn run_pipeline(args: PipelineBenchArgs) -> anyhow::Result<()> {
         json!(per_s(upserted, raw_upsert)),
     );
     report.insert("apply_events_per_s".into(), json!(per_s(applied, apply)));
+    report.insert(
+        "work_apply_events_per_s".into(),
+        json!(per_s(work_applied, work_apply)),
+    );
     report.insert(
         "writes_per_1k_events".into(),
         json!((writes as f64 * 1000.0 / applied.max(1) as f64 * 100.0).round() / 100.0),
@@ -674,20 +686,21 @@ pub async fn serve_devices(
     Ok((tokens, channel, addr, app))
 }
 
-/// Runs activity version `version`, configured as `trackhrs projections run`
-/// runs it, from the start of the stream until its checkpoint passes `last`
-/// (and, for a rebuild, until it is live).
-async fn project(
+/// Runs `projection` (activity or work) at its version, configured as
+/// `trackhrs projections run` runs it, from the start of the stream until
+/// its checkpoint passes `last` (and, for a rebuild, until it is live).
+async fn project<P: trackhrs_projections::Projection>(
+    projection: P,
     store: &EventStore,
     pg_config: &tokio_postgres::Config,
     db: &tokio_postgres::Client,
-    version: u32,
     rebuild: bool,
     last: u64,
 ) -> anyhow::Result<Duration> {
+    let (name, version) = (projection.name().to_owned(), projection.version());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let runner = Runner::new(
-        Activity::new(version),
+        projection,
         store.clone(),
         pg_config.clone(),
         RunnerConfig {
@@ -703,9 +716,9 @@ async fn project(
         tokio::time::sleep(Duration::from_millis(100)).await;
         if task.is_finished() {
             task.await??;
-            anyhow::bail!("activity v{version} stopped early");
+            anyhow::bail!("{name} v{version} stopped early");
         }
-        if let Some(info) = catalog::version_info(db, activity::NAME, version).await?
+        if let Some(info) = catalog::version_info(db, &name, version).await?
             && info.position >= last
             && (!rebuild || info.state == VersionState::Live)
         {
@@ -716,7 +729,7 @@ async fn project(
     let _ = stop.send(());
     task.await??;
     say(&format!(
-        "activity v{version} {}: {:.1} s",
+        "{name} v{version} {}: {:.1} s",
         if rebuild { "rebuilt" } else { "applied" },
         elapsed.as_secs_f64()
     ));

@@ -3,7 +3,8 @@
 //! nats-server (fsync on every write) and PostgreSQL: the team summary the
 //! portal paints first, cached, under concurrent load (requests/s, latency
 //! percentiles), then uncached from a second gateway that keeps no
-//! dashboards in memory, and the uncached member days for comparison.
+//! dashboards in memory, and the uncached member days for comparison; then
+//! the work read model's week of every member and one member's week view.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ use trackhrs_schemas::activity::v1::GetDashboardRequest;
 use trackhrs_schemas::activity::v1::activity_client::ActivityClient;
 use trackhrs_schemas::org::v1::LoginRequest;
 use trackhrs_schemas::org::v1::identity_client::IdentityClient;
+use trackhrs_schemas::work::v1::work_client::WorkClient;
+use trackhrs_schemas::work::v1::{GetWeekRequest, ListWeeksRequest};
 
 use crate::bench::say;
 use crate::bench_pipeline::{bench_servers, create_bench_org};
@@ -180,6 +183,90 @@ fn team_dashboard(token: &str, days: u64) -> anyhow::Result<tonic::Request<GetDa
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
     Ok(request)
+}
+
+async fn channel_to(addr: SocketAddr) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?)
+}
+
+fn authed<T>(token: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(request)
+}
+
+/// The work read model's week reads: this week of every member at once (a
+/// manager's team view), and one member's week view, each `args.uncached`
+/// times one at a time, once the work read model has caught up.
+async fn week_figures(
+    channel: &Channel,
+    token: &str,
+    args: &QueryBenchArgs,
+    last: u64,
+) -> anyhow::Result<()> {
+    let mut work = WorkClient::new(channel.clone());
+    let today = chrono::Utc::now().date_naive().to_string();
+    let list = |min_position: u64| {
+        authed(
+            token,
+            ListWeeksRequest {
+                org_id: "bench".into(),
+                date: today.clone(),
+                min_position,
+            },
+        )
+    };
+    let started = Instant::now();
+    let mut caught_up = None;
+    for _ in 0..120 {
+        match work.list_weeks(list(last)?).await {
+            Ok(weeks) => {
+                caught_up = Some(weeks.into_inner());
+                break;
+            }
+            Err(status) if status.code() == tonic::Code::DeadlineExceeded => {}
+            Err(status) => return Err(status.into()),
+        }
+    }
+    let weeks = caught_up.context("the work read model did not catch up")?;
+    say(&format!(
+        "work read model caught up ({:.1} s more): this week holds {} members' weeks",
+        started.elapsed().as_secs_f64(),
+        weeks.weeks.len()
+    ));
+    let mut team = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut one = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for i in 0..args.uncached {
+        let at = Instant::now();
+        work.list_weeks(list(0)?).await?;
+        team.record(at.elapsed().as_micros().max(1) as u64)?;
+        let at = Instant::now();
+        work.get_week(authed(
+            token,
+            GetWeekRequest {
+                org_id: "bench".into(),
+                person_id: format!("m{}", i % args.members.max(1)),
+                date: today.clone(),
+                min_position: 0,
+            },
+        )?)
+        .await?;
+        one.record(at.elapsed().as_micros().max(1) as u64)?;
+    }
+    say(&format!(
+        "week of {} members ({} reads): p50 {:.1} ms, p99 {:.1} ms; one member's week view: p50 {:.1} ms, p99 {:.1} ms",
+        weeks.weeks.len(),
+        team.len(),
+        micros(&team, 0.5),
+        micros(&team, 0.99),
+        micros(&one, 0.5),
+        micros(&one, 0.99)
+    ));
+    Ok(())
 }
 
 /// Runs the benchmark and prints its figures.
@@ -408,6 +495,7 @@ pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
         micros(&days, 0.99),
         days.max() as f64 / 1000.0
     ));
+    week_figures(&channel_to(cached_addr).await?, &token, &args, last).await?;
     if args.portal_dir.is_some() {
         let user = "owner@bench.test";
         let fixture = serde_json::json!({

@@ -200,6 +200,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .context("the local platform opens its application layer")?
         .clone();
     seed_demo_org(&app).await?;
+    seed_demo_work(&app).await?;
 
     let listen = args.gateway.listen;
     let metrics = if args.once {
@@ -371,5 +372,107 @@ async fn seed_demo_org(app: &App) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("seed the password of {who}"))?;
     }
+    Ok(())
+}
+
+/// The demo org's work: team Core (managed by manny, with erin and ed),
+/// client Globex, the billable project Website (a 40-hour budget; tasks
+/// Build and Review) and the internal project Internal (Meetings, Support),
+/// and attribution rules for what the simulated agents use. Fixed command
+/// ids: a second run gets the original answers and stores nothing.
+async fn seed_demo_work(app: &App) -> anyhow::Result<()> {
+    use trackhrs_app::Caller;
+    use trackhrs_app::work::NewProject;
+    use trackhrs_domain::attribution::AttributionRule;
+    use trackhrs_domain::project::Budget;
+
+    let olive = Caller {
+        org: Token::new("acme")?,
+        person: Token::new("olive")?,
+    };
+    let work = app.work();
+    let (team, _) = work
+        .create_team(&olive, "acme", "demo-team-core", "Core".into())
+        .await?;
+    work.set_team_managers(
+        &olive,
+        "acme",
+        "demo-team-managers",
+        team.as_str(),
+        &["manny".into()],
+    )
+    .await?;
+    for who in ["erin", "ed"] {
+        work.set_member_team(
+            &olive,
+            "acme",
+            &format!("demo-team-{who}"),
+            who,
+            Some(team.as_str()),
+        )
+        .await?;
+    }
+    let (globex, _) = work
+        .create_client(&olive, "acme", "demo-client-globex", "Globex".into())
+        .await?;
+    let project =
+        |name: &str, client: Option<String>, billable: bool, hours: Option<u32>| NewProject {
+            name: name.into(),
+            client,
+            billable,
+            budget: Budget {
+                hours,
+                money_minor: hours.map(|h| i64::from(h) * 10_000),
+            },
+            members: vec![],
+        };
+    let (website, _) = work
+        .create_project(
+            &olive,
+            "acme",
+            "demo-project-website",
+            project("Website", Some(globex.to_string()), true, Some(40)),
+        )
+        .await?;
+    let (internal, _) = work
+        .create_project(
+            &olive,
+            "acme",
+            "demo-project-internal",
+            project("Internal", None, false, None),
+        )
+        .await?;
+    let mut tasks = Vec::new();
+    for (project, name) in [
+        (&website, "Build"),
+        (&website, "Review"),
+        (&internal, "Meetings"),
+        (&internal, "Support"),
+    ] {
+        let (task, _) = work
+            .add_task(
+                &olive,
+                "acme",
+                &format!("demo-task-{name}"),
+                project.as_str(),
+                name.into(),
+            )
+            .await?;
+        tasks.push(task);
+    }
+    let rule = |project: &Token, task: &Token, regex: &str| AttributionRule {
+        project: project.clone(),
+        task: Some(task.clone()),
+        regex: regex.into(),
+        ignore_case: true,
+    };
+    let rules = vec![
+        rule(&website, &tasks[0], "^(code|alacritty)$|stackoverflow"),
+        rule(&website, &tasks[1], "github\\.com/.*/pull"),
+        rule(&internal, &tasks[2], "^(zoom|slack)$"),
+        rule(&internal, &tasks[3], "^thunderbird$"),
+    ];
+    work.set_attribution_rules(&olive, "acme", "demo-attribution", rules)
+        .await?;
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! The projection worker (`trackhrs projections run`, a real process) is
 //! killed with SIGKILL at random points, ten times, while 100k events flow
-//! into the log; its read model must then equal a clean single pass over the
-//! same log: nothing lost, nothing counted twice.
+//! into the log; its read models (activity, and the work read model's
+//! project time with an approved week, entries and attribution rules) must
+//! then equal a clean single pass over the same log: nothing lost, nothing
+//! counted twice.
 
 mod common;
 
@@ -16,11 +18,14 @@ use trackhrs_domain::activity::{
 use trackhrs_harness::{NatsServer, TestDb, wait_until};
 use trackhrs_nats::{CommitMeta, EventStore, StoreConfig};
 use trackhrs_projections::activity::Activity;
+use trackhrs_projections::work::Work;
 use trackhrs_projections::{Runner, RunnerConfig, Waited, wait_for_position};
 
 const DEVICES: u64 = 50;
 const BATCHES_PER_DEVICE: u64 = 20;
 const SPANS_PER_BATCH: usize = 100;
+/// Commits of [`seed_work`].
+const SEEDED: u64 = 8;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -74,10 +79,170 @@ async fn produce(store: EventStore, devices: std::ops::Range<u64>) {
     }
 }
 
+/// The org's work before the activity: a project with a task, a rule that
+/// attributes "code" to it, and person0's week (20 days ago) with a manual
+/// entry and an assignment, submitted and approved before any activity is
+/// recorded (so the week's activity all arrives late).
+async fn seed_work(store: &EventStore) {
+    use trackhrs_domain::attribution::AttributionRule;
+    use trackhrs_domain::organization::Role;
+    use trackhrs_domain::organization::{OrgCommand, Organization};
+    use trackhrs_domain::project::{Budget, Project, ProjectCommand};
+    use trackhrs_domain::timesheet::{
+        Bookable, Entry, EntryKind, TaskRef, Timesheet, TimesheetCommand,
+    };
+    let handler = CommandHandler::new(store.clone());
+    let org = Token::new("acme").unwrap();
+    let t = |s: &str| Token::new(s).unwrap();
+    let meta = |id: &str| CommitMeta::new(id, "test", now_ms() * 1000);
+    let owner = t("owner");
+    handler
+        .execute::<Organization>(
+            &org,
+            &t("org"),
+            OrgCommand::Create {
+                name: "Acme".into(),
+                owner: owner.clone(),
+                owner_email: "owner@acme.test".into(),
+                owner_name: "Owner".into(),
+                seats: 5,
+            },
+            &meta("create"),
+        )
+        .await
+        .unwrap();
+    handler
+        .execute::<Project>(
+            &org,
+            &t("web"),
+            ProjectCommand::Create {
+                role: Role::Owner,
+                name: "Web".into(),
+                client: None,
+                billable: true,
+                budget: Budget::default(),
+                members: Default::default(),
+            },
+            &meta("project"),
+        )
+        .await
+        .unwrap();
+    handler
+        .execute::<Project>(
+            &org,
+            &t("web"),
+            ProjectCommand::AddTask {
+                role: Role::Owner,
+                task: t("build"),
+                name: "Build".into(),
+            },
+            &meta("task"),
+        )
+        .await
+        .unwrap();
+    handler
+        .execute::<Organization>(
+            &org,
+            &t("org"),
+            OrgCommand::SetAttributionRules {
+                actor: owner.clone(),
+                rules: vec![AttributionRule {
+                    project: t("web"),
+                    task: Some(t("build")),
+                    regex: "^code$".into(),
+                    ignore_case: false,
+                }],
+            },
+            &meta("rules"),
+        )
+        .await
+        .unwrap();
+    let person = t("person0");
+    let base = now_ms() - 20 * 24 * 3_600_000;
+    let date = chrono::DateTime::from_timestamp_millis(base)
+        .unwrap()
+        .date_naive();
+    let work_week = trackhrs_domain::organization::Settings::default().work_week;
+    let week = trackhrs_domain::week::week_of(date, chrono_tz::Tz::UTC, &work_week);
+    let first = trackhrs_domain::week::first_day(date, &work_week);
+    let sheet = trackhrs_domain::week::timesheet_id(&person, first).unwrap();
+    let task = TaskRef {
+        project: t("web"),
+        task: t("build"),
+    };
+    for (i, (kind, from, to)) in [
+        (
+            EntryKind::Manual,
+            week.start_ms + 3_600_000,
+            week.start_ms + 7_200_000,
+        ),
+        (EntryKind::Assignment, base, base + 30 * 60_000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        handler
+            .execute::<Timesheet>(
+                &org,
+                &sheet,
+                TimesheetCommand::AddEntry {
+                    actor: person.clone(),
+                    member: person.clone(),
+                    week,
+                    id: t(&format!("e{i}")),
+                    entry: Entry {
+                        kind,
+                        task: task.clone(),
+                        start_ms: from,
+                        end_ms: to,
+                    },
+                    project: Bookable {
+                        active: true,
+                        member_allowed: true,
+                    },
+                    note: None,
+                },
+                &meta(&format!("entry-{i}")),
+            )
+            .await
+            .unwrap();
+    }
+    handler
+        .execute::<Timesheet>(
+            &org,
+            &sheet,
+            TimesheetCommand::Submit {
+                actor: person.clone(),
+                member: person.clone(),
+                week,
+            },
+            &meta("submit"),
+        )
+        .await
+        .unwrap();
+    handler
+        .execute::<Timesheet>(
+            &org,
+            &sheet,
+            TimesheetCommand::Approve {
+                actor: owner,
+                may_approve: true,
+                comment: None,
+            },
+            &meta("approve"),
+        )
+        .await
+        .unwrap();
+}
+
 async fn position(pg: &tokio_postgres::Client, version: u32) -> u64 {
+    position_of(pg, "activity", version).await
+}
+
+async fn position_of(pg: &tokio_postgres::Client, name: &str, version: u32) -> u64 {
     pg.query_opt(
-        "SELECT position FROM trackhrs_catalog.projection_versions WHERE name = 'activity' AND version = $1",
-        &[&(version as i64)],
+        "SELECT position FROM trackhrs_catalog.projection_versions WHERE name = $1 AND version = $2",
+        &[&name, &(version as i64)],
     )
     .await
     .ok()
@@ -113,6 +278,38 @@ async fn tables(pg: &tokio_postgres::Client, version: u32) -> Vec<String> {
     out
 }
 
+/// Every row of the work read model's tables of a version.
+async fn work_tables(pg: &tokio_postgres::Client, version: u32) -> Vec<String> {
+    let schema = format!("proj_work_v{version}");
+    let mut out = Vec::new();
+    for (table, order) in [
+        (
+            "time",
+            "org_id, person_id, week_start, day, project_id, task_id, source",
+        ),
+        ("weeks", "org_id, person_id, week_start"),
+        ("entries", "org_id, person_id, week_start, entry_id"),
+        (
+            "spans",
+            "org_id, person_id, start_ms, end_ms, activity_id, position",
+        ),
+        ("projects", "org_id, project_id"),
+        ("rules", "org_id, version"),
+    ] {
+        for row in pg
+            .query(
+                &format!("SELECT t::text FROM {schema}.{table} t ORDER BY {order}"),
+                &[],
+            )
+            .await
+            .unwrap()
+        {
+            out.push(format!("{table}: {}", row.get::<_, String>(0)));
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_killed_ten_times_ends_where_a_clean_pass_ends() {
     let nats = NatsServer::start().await.unwrap();
@@ -123,6 +320,7 @@ async fn the_worker_killed_ten_times_ends_where_a_clean_pass_ends() {
             .unwrap();
     let db = TestDb::create().await.unwrap();
     let pg = db.connect().await.unwrap();
+    seed_work(&store).await;
 
     // 1,000 commits of 101 events from 50 devices, four producers at once.
     let producers: Vec<_> = (0..4)
@@ -148,10 +346,14 @@ async fn the_worker_killed_ten_times_ends_where_a_clean_pass_ends() {
     }
     let last = store.last_sequence().await.unwrap();
     let events = DEVICES * BATCHES_PER_DEVICE * (SPANS_PER_BATCH as u64 + 1);
-    assert_eq!(last, DEVICES * BATCHES_PER_DEVICE, "one commit per batch");
+    assert_eq!(
+        last,
+        SEEDED + DEVICES * BATCHES_PER_DEVICE,
+        "one commit per batch"
+    );
     // The killed worker, restarted, catches up with the whole log.
     let caught_up = wait_until(Duration::from_secs(180), || async {
-        (position(&pg, 1).await >= last).then_some(())
+        (position(&pg, 1).await >= last && position_of(&pg, "work", 1).await >= last).then_some(())
     })
     .await;
     worker.kill().unwrap();
@@ -165,29 +367,53 @@ async fn the_worker_killed_ten_times_ends_where_a_clean_pass_ends() {
         "no kill landed while events were flowing: {kills:?}"
     );
 
-    // A clean single pass over the same log, as version 2.
+    // A clean single pass over the same log, as version 2 of each.
+    let config = RunnerConfig {
+        batch_wait: Duration::from_millis(100),
+        ..RunnerConfig::default()
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop_work, work_stopped) = tokio::sync::oneshot::channel::<()>();
+    let pg_config: tokio_postgres::Config = db.connection_string().parse().unwrap();
     let clean = tokio::spawn(
         Runner::new(
             Activity::new(2),
             store.clone(),
-            db.connection_string().parse().unwrap(),
-            RunnerConfig {
-                batch_wait: Duration::from_millis(100),
-                ..RunnerConfig::default()
-            },
+            pg_config.clone(),
+            config.clone(),
         )
         .run(async {
             let _ = stopped.await;
         }),
     );
+    let clean_work = tokio::spawn(
+        Runner::new(Work::new(2), store.clone(), pg_config, config).run(async {
+            let _ = work_stopped.await;
+        }),
+    );
     let reached = wait_until(Duration::from_secs(180), || async {
-        (position(&pg, 2).await >= last).then_some(())
+        (position(&pg, 2).await >= last && position_of(&pg, "work", 2).await >= last).then_some(())
     })
     .await;
     let _ = stop.send(());
+    let _ = stop_work.send(());
     clean.await.unwrap().unwrap();
+    clean_work.await.unwrap().unwrap();
     assert!(reached.is_some(), "the clean pass did not finish");
+
+    let killed = work_tables(&pg, 1).await;
+    let single = work_tables(&pg, 2).await;
+    assert!(
+        killed
+            .iter()
+            .any(|r| r.starts_with("time: ") && r.contains(",late,")),
+        "the approved week has late time"
+    );
+    assert_eq!(killed.len(), single.len(), "work: row counts differ");
+    assert!(
+        killed == single,
+        "the work read models differ after the kills"
+    );
 
     let killed = tables(&pg, 1).await;
     let single = tables(&pg, 2).await;

@@ -163,6 +163,11 @@ async fn rules_are_edited_with_the_servers_messages_and_imported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projects_weeks_and_approvals_through_the_pages() {
+    scenario("work").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_refresh_silently_and_a_refused_call_is_retried_after_one_refresh() {
     scenario("session").await;
 }
@@ -171,7 +176,7 @@ async fn sessions_refresh_silently_and_a_refused_call_is_retried_after_one_refre
 async fn every_page_at_both_sizes_is_screenshotted_and_has_no_serious_accessibility_violation() {
     let out = scenario("pages").await;
     let shots = out.lines().filter(|l| l.contains("screenshot ")).count();
-    assert_eq!(shots, 16, "8 pages at 2 sizes:\n{out}");
+    assert_eq!(shots, 22, "11 pages at 2 sizes:\n{out}");
 }
 
 /// The one protobuf message of a gRPC-Web answer (data frame 0x00, then a

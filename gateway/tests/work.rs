@@ -928,3 +928,85 @@ async fn bad_entries_name_the_field_and_store_nothing() {
         "a refused command stored something"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_marks_are_recorded_once_per_crossing() {
+    use trackhrs_domain::Token;
+    use trackhrs_domain::project::Project;
+    let o = org().await;
+    let (_, at) = last_monday();
+    let device = o.p.enroll(&o.erin, "laptop").await;
+    // The marks the catalog shows and the project's version in the log.
+    let marks = async |min: u64| -> (Vec<u32>, u64) {
+        let catalog = o
+            .work()
+            .get_catalog(authed(
+                &o.owner.access_token,
+                wpb::GetCatalogRequest {
+                    org_id: "acme".into(),
+                    min_position: min,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let project = catalog
+            .projects
+            .iter()
+            .find(|p| p.project_id == o.website)
+            .unwrap();
+        let (org, id) = (Token::new("acme").unwrap(), Token::new(&o.website).unwrap());
+        let version =
+            o.p.store
+                .load_fresh::<Project>(&org, &id)
+                .await
+                .unwrap()
+                .version;
+        (project.marks.clone(), version)
+    };
+    // Website: 10 h. 8 h of coding passes 80 %.
+    let first = upload(
+        &o,
+        &device.device_token,
+        1,
+        (0..4)
+            .map(|i| span(at + (8 + 2 * i) * H, 2, "code"))
+            .collect(),
+    )
+    .await;
+    let wait_for = async |want: Vec<u32>, min: u64| {
+        for _ in 0..100 {
+            let (got, version) = marks(min).await;
+            if got == want {
+                return version;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the marks never became {want:?}");
+    };
+    // Created, a task, the 80 % mark.
+    assert_eq!(wait_for(vec![80], first).await, 3);
+    // Two more hours: 100 %.
+    let second = upload(
+        &o,
+        &device.device_token,
+        2,
+        vec![span(at + 34 * H, 2, "code")],
+    )
+    .await;
+    assert_eq!(wait_for(vec![80, 100], second).await, 4);
+    // More time crosses nothing again.
+    let third = upload(
+        &o,
+        &device.device_token,
+        3,
+        vec![span(at + 40 * H, 1, "code")],
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(
+        wait_for(vec![80, 100], third).await,
+        4,
+        "a mark was recorded twice"
+    );
+}

@@ -12,6 +12,9 @@ import { SettingsPage } from "./pages/Settings";
 import { RulesPage } from "./pages/Rules";
 import { HistoryPage } from "./pages/History";
 import { OperationsPage } from "./pages/Operations";
+import { ProjectsPage } from "./pages/Projects";
+import { WeekPage } from "./pages/Week";
+import { ApprovalsPage } from "./pages/Approvals";
 import { Loading } from "./components/ui";
 
 export function App() {
@@ -52,6 +55,9 @@ function navItems(session: SignedIn, operator: boolean): NavItem[] {
     { page: "timeline", label: "Timeline" },
     { page: "devices", label: "My devices" },
   ];
+  if (may.ownWeek) items.push({ page: "week", label: "My week" });
+  if (may.approvals) items.push({ page: "approvals", label: "Approvals" });
+  items.push({ page: "projects", label: "Projects" });
   if (may.membersPage) items.push({ page: "members", label: "Members" });
   if (may.settingsPage) items.push({ page: "settings", label: "Settings" });
   items.push({ page: "rules", label: "Rules" });
@@ -143,6 +149,9 @@ function Shell({ session }: { session: SignedIn }) {
         {page === "rules" && <RulesPage />}
         {page === "history" && <HistoryPage params={route.params} />}
         {page === "operations" && <OperationsPage />}
+        {page === "week" && <WeekPage params={route.params} />}
+        {page === "approvals" && <ApprovalsPage />}
+        {page === "projects" && <ProjectsPage />}
       </main>
     </div>
   );

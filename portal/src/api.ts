@@ -12,6 +12,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { Identity, Organizations, Role, type Session } from "./gen/trackhrs/org/v1/org_pb";
 import { Activity } from "./gen/trackhrs/activity/v1/activity_pb";
 import { Operations } from "./gen/trackhrs/ops/v1/ops_pb";
+import { Work } from "./gen/trackhrs/work/v1/work_pb";
 
 /** What the portal knows about the signed-in user (memory only). */
 export interface SignedIn {
@@ -112,6 +113,7 @@ const transport = createGrpcWebTransport({
 export const identity = createClient(Identity, identityTransport);
 export const orgs = createClient(Organizations, transport);
 export const activity = createClient(Activity, transport);
+export const work = createClient(Work, transport);
 /** Read models and dead letters: owners and admins of the operator org only. */
 export const ops = createClient(Operations, transport);
 
@@ -300,5 +302,15 @@ export function can(role: Role) {
     editRules: admin,
     /** Everyone but auditors may change anything of their own. */
     ownDevices: role !== Role.AUDITOR,
+    /** Clients, projects and tasks. */
+    manageProjects: admin || role === Role.MANAGER,
+    /** Teams, their managers and members; attribution rules. */
+    manageTeams: admin,
+    /** Their own week (auditors change nothing). */
+    ownWeek: role !== Role.AUDITOR,
+    /** The approvals queue (managers: their teams'). */
+    approvals: admin || role === Role.MANAGER,
+    /** Reopen an approved week. */
+    reopenWeeks: admin,
   };
 }

@@ -92,6 +92,16 @@ export function startOfDay(day: string, timeZone: string): number {
   return guess;
 }
 
+/** The instant of wall-clock time `hhmm` ("HH:MM") on `day` in the zone. */
+export function atLocal(day: string, hhmm: string, timeZone: string): number {
+  const [y, m, d] = parseDay(day);
+  const [h, mi] = hhmm.split(":").map(Number);
+  const utc = Date.UTC(y, m - 1, d, h ?? 0, mi ?? 0);
+  let guess = utc - offset(utc, timeZone);
+  guess = utc - offset(guess, timeZone);
+  return guess;
+}
+
 /** Days from `day` (calendar arithmetic, no zone involved). */
 export function addDays(day: string, n: number): string {
   const [y, m, d] = parseDay(day);

@@ -804,7 +804,7 @@ async function settled(run, page, name) {
 async function pages(run) {
   const { fixture } = run;
   const owner = userFor(fixture, "owner");
-  const routes = ["dashboard", "timeline", "devices", "members", "settings", "rules", "history", "operations"];
+  const routes = ["dashboard", "timeline", "devices", "week", "approvals", "projects", "members", "settings", "rules", "history", "operations"];
   for (const [label, viewport] of [
     ["1280x800", { width: 1280, height: 800 }],
     ["390x844", { width: 390, height: 844 }],
@@ -831,4 +831,111 @@ async function pages(run) {
   }
 }
 
-export const scenarios = { signin, dashboard, members, layout, session, rules, history, operations, numbers, pages };
+
+/**
+ * Work, through the pages: the owner adds a client, a billable project with
+ * a budget and a task; the employee assigns a stretch of her activity, adds
+ * a manual hour on the new project and submits her week, which locks it;
+ * her team's manager approves it from the approvals queue with a comment;
+ * she sees the decision; the owner sees the hour as billable project time.
+ */
+async function work(run) {
+  const { fixture } = run;
+  const owner = userFor(fixture, "owner");
+  const manager = userFor(fixture, "manager");
+  const employee = userFor(fixture, "employee");
+  const stamp = Date.now().toString(36);
+
+  // Owner: client, project, task.
+  const opage = await signedInPage(run, owner);
+  await opage.getByTestId("nav-projects").click();
+  await run.expectVisible(opage.getByTestId("projects-table"), "the owner opens Projects and sees the demo projects");
+  const seeded = await opage.getByTestId("project-row").evaluateAll((rows) => rows.map((r) => r.dataset.name));
+  run.check(seeded.includes("Website") && seeded.includes("Internal"), `the demo projects are listed: ${seeded.join(", ")}`);
+  const client = `Initech ${stamp}`;
+  await opage.getByTestId("client-name").fill(client);
+  await opage.getByTestId("client-submit").click();
+  await run.until(async () => (await opage.getByTestId("project-client").locator("option", { hasText: client }).count()) > 0, `the client ${client} can be chosen`);
+  const project = `Migration ${stamp}`;
+  await opage.getByTestId("project-name").fill(project);
+  await opage.getByTestId("project-client").selectOption({ label: client });
+  await opage.getByTestId("project-hours").fill("20");
+  await opage.getByTestId("project-submit").click();
+  const row = opage.locator(`[data-testid="project-row"][data-name="${project}"]`);
+  await run.expectVisible(row, `the project ${project} is listed`);
+  run.check((await text(row.locator("td").nth(1))) === client, `its client is ${client}`);
+  await row.getByTestId("task-name").fill("Plan");
+  await row.getByTestId("task-add").click();
+  await run.until(async () => (await text(row.getByTestId("project-tasks"))).includes("Plan"), "the task Plan is added to it");
+  const projectId = await row.getAttribute("data-project-id");
+
+  // Employee: assign a stretch, a manual hour, submit.
+  const epage = await signedInPage(run, employee);
+  await epage.getByTestId("nav-week").click();
+  await run.expectVisible(epage.getByTestId("week-card"), "the employee opens My week");
+  await run.until(async () => (await epage.getByTestId("week-details").count()) > 0, "her week is shown");
+  const status = await epage.getByTestId("week-details").getAttribute("data-status");
+  run.check(status === "open", `her week is open (${status})`);
+  const range = await text(epage.getByTestId("week-range"));
+  const weekStart = range.slice(0, 10);
+  const today = new Date().toISOString().slice(0, 10);
+  if ((await epage.getByTestId("stretch-row").count()) > 0) {
+    const stretch = epage.getByTestId("stretch-row").first();
+    await stretch.getByTestId("stretch-task").selectOption({ label: "Internal / Support" });
+    await stretch.getByTestId("stretch-assign").click();
+    await run.until(async () => (await epage.locator('[data-testid="entry-row"]').count()) > 0, "a stretch of her activity is assigned to Internal / Support");
+  } else {
+    run.log("no stretch of activity this week yet (the simulated agents upload today's)");
+  }
+  const day = weekStart === today ? addDay(weekStart, 1) : weekStart;
+  await epage.getByTestId("manual-day").fill(day);
+  await epage.getByTestId("manual-from").fill("09:00");
+  await epage.getByTestId("manual-to").fill("10:00");
+  await epage.getByTestId("manual-task").selectOption({ label: `${project} / Plan` });
+  await epage.getByTestId("manual-note").fill("Kick-off");
+  await epage.getByTestId("manual-submit").click();
+  const manualRow = epage.locator(`[data-testid="week-row"][data-project-id="${projectId}"][data-source="manual"]`);
+  await run.expectVisible(manualRow, `a manual hour on ${day} is in her week`);
+  run.check((await manualRow.getAttribute("data-ms")) === "3600000", "it counts one hour");
+  await epage.getByTestId("week-submit").click();
+  await run.expectVisible(epage.getByTestId("week-locked"), "after submitting, the week is locked");
+  run.check((await epage.getByTestId("manual-card").count()) === 0, "no entry can be added to a submitted week");
+
+  // Manager: the approvals queue, approve with a comment.
+  const mpage = await signedInPage(run, manager);
+  await mpage.getByTestId("nav-approvals").click();
+  const queued = mpage.locator(`[data-testid="approval-row"][data-week="${weekStart}"]`);
+  await run.until(async () => {
+    if ((await queued.count()) > 0) return true;
+    await mpage.getByTestId("approvals-refresh").click();
+    await mpage.waitForTimeout(500);
+    return false;
+  }, "the submitted week is in the manager's queue");
+  const erin = queued.first();
+  await erin.getByTestId("approval-open").click();
+  await run.expectVisible(erin.getByTestId("week-details"), "the manager opens her week");
+  await erin.getByTestId("approval-comment").fill("Looks right");
+  await erin.getByTestId("approval-approve").click();
+  await run.until(async () => (await mpage.locator(`[data-testid="approval-row"][data-week="${weekStart}"][data-status="submitted"]`).count()) === 0, "the approved week leaves the queue");
+
+  // Employee: the decision.
+  await epage.reload({ waitUntil: "domcontentloaded" });
+  await run.until(async () => (await epage.getByTestId("week-details").getAttribute("data-status").catch(() => null)) === "approved", "she sees her week approved");
+  const decision = await text(epage.getByTestId("week-decision"));
+  run.check(decision.startsWith("Approved by") && decision.includes("Looks right"), `with the decision: "${decision}"`);
+
+  // Owner: project time.
+  await opage.reload({ waitUntil: "domcontentloaded" });
+  await run.expectVisible(opage.getByTestId("project-time-card"), "the owner's project time");
+  const timeRow = opage.locator(`[data-testid="project-time-row"][data-project-id="${projectId}"]`);
+  await run.expectVisible(timeRow, `${project} has project time this week`);
+  run.check((await timeRow.getAttribute("data-ms")) === "3600000" && (await text(timeRow.locator("td").nth(1))) === "Yes", "one billable hour");
+}
+
+function addDay(day, n) {
+  const d = new Date(`${day}T00:00:00Z`);
+  d.setUTCDate(d.getUTCDate() + n);
+  return d.toISOString().slice(0, 10);
+}
+
+export const scenarios = { signin, dashboard, members, layout, session, rules, history, operations, numbers, pages, work };

@@ -4,10 +4,11 @@
 //! from observed activity, the attribution rules and the members' entries
 //! (see [`compute`]).
 //!
-//! A batch marks the (member, week)s it touches (new activity, a change to
-//! a week) and computes each of them again from its rows, in the batch's
-//! transaction: the numbers never depend on the order or the number of
-//! times commits were applied. A change of attribution rules computes every
+//! New activity adds its time to its week's rows (time is additive over
+//! spans, given the week's entries); a change to a week's entries or
+//! decision computes that week again from its rows. Both happen in the
+//! batch's transaction, with the checkpoint, so the numbers are those of a
+//! clean pass whatever the batches were. A change of attribution rules computes every
 //! week of the org that is not approved again (an approved week keeps the
 //! rules it was approved under) and records, per project, the time that
 //! moved. A week is bounded in the org's time zone and work week as they
@@ -30,7 +31,7 @@ use trackhrs_domain::timesheet::{EntryKind, TimesheetEvent, WeekStatus};
 use trackhrs_domain::week::{first_day, week_of};
 use trackhrs_nats::{KeyStore, StoreError, TypedCommit};
 
-pub use self::compute::{Source, Span, WeekEntry, week_totals};
+pub use self::compute::{Source, Span, WeekEntry, span_totals, week_totals};
 pub use self::decode::WorkCommit;
 pub use self::queries::*;
 use crate::activity::{Activities, DeviceBatch, activity_id};
@@ -104,9 +105,13 @@ type Bounds = (i64, i64);
 #[derive(Default)]
 struct Pending {
     activities: Activities,
-    spans: Vec<(WeekKey, Span)>,
-    /// Weeks to compute again, with their bounds when the batch knows them.
-    dirty: BTreeMap<WeekKey, Option<Bounds>>,
+    /// New spans by week: their time is added to the week's rows.
+    spans: BTreeMap<WeekKey, Vec<Span>>,
+    /// The bounds of the weeks the new spans fall in.
+    bounds: BTreeMap<WeekKey, Bounds>,
+    /// Weeks whose entries, decision or rules changed: computed again from
+    /// their rows.
+    recompute: BTreeSet<WeekKey>,
     erased: Vec<(String, String)>,
 }
 
@@ -318,13 +323,13 @@ impl Projection for Work {
                 .await?;
             for row in open {
                 pending
-                    .dirty
-                    .entry(((*org).clone(), row.get(0), row.get(1)))
-                    .or_insert(None);
+                    .recompute
+                    .insert(((*org).clone(), row.get(0), row.get(1)));
             }
         }
-        self.compute_weeks(tx, schema, &states, &pending.dirty)
+        self.compute_weeks(tx, schema, &states, &pending.recompute)
             .await?;
+        self.add_spans(tx, schema, &states, &pending).await?;
         for (org, state) in &rules_changed {
             let after = project_totals(tx, schema, org).await?;
             record_moved(
@@ -603,7 +608,6 @@ async fn apply_timesheet(
     };
     let at_ms = commit.recorded_at_micros / 1000;
     let key: WeekKey = (org.to_owned(), member.to_owned(), first);
-    let mut bounds = None;
     let decide = |status: &str, decision: &str| {
         format!(
             "UPDATE {schema}.weeks SET status = '{status}', decision = '{decision}', \
@@ -621,7 +625,6 @@ async fn apply_timesheet(
                 ..
             } => {
                 ensure_week(tx, schema, &key, (week.start_ms, week.end_ms)).await?;
-                bounds = Some((week.start_ms, week.end_ms));
                 let kind = match entry.kind {
                     EntryKind::Manual => "manual",
                     EntryKind::Assignment => "assignment",
@@ -659,7 +662,6 @@ async fn apply_timesheet(
             }
             TimesheetEvent::WeekSubmitted { week, .. } => {
                 ensure_week(tx, schema, &key, (week.start_ms, week.end_ms)).await?;
-                bounds = Some((week.start_ms, week.end_ms));
                 tx.execute(
                     &format!(
                         "UPDATE {schema}.weeks SET status = 'submitted', submitted_at = $4, \
@@ -729,7 +731,7 @@ async fn apply_timesheet(
             }
         }
     }
-    pending.dirty.entry(key).or_insert(bounds);
+    pending.recompute.insert(key);
     Ok(())
 }
 
@@ -776,19 +778,13 @@ fn collect_spans(batch: &DeviceBatch, state: &OrgState, pending: &mut Pending) {
             let (first, start, end) = state.week_at(cursor);
             let piece_end = span.end_ms.min(end.max(cursor + 1));
             let key: WeekKey = (batch.org_id.clone(), member.clone(), first);
-            pending
-                .dirty
-                .entry(key.clone())
-                .or_insert(Some((start, end)));
-            pending.spans.push((
-                key,
-                Span {
-                    start_ms: cursor,
-                    end_ms: piece_end,
-                    activity: id,
-                    position: batch.stream_sequence,
-                },
-            ));
+            pending.bounds.insert(key.clone(), (start, end));
+            pending.spans.entry(key).or_default().push(Span {
+                start_ms: cursor,
+                end_ms: piece_end,
+                activity: id,
+                position: batch.stream_sequence,
+            });
             cursor = piece_end;
         }
     }
@@ -835,7 +831,7 @@ async fn write_activities_and_spans(
         .await?;
     }
     if !pending.spans.is_empty() {
-        let n = pending.spans.len();
+        let n = pending.spans.values().map(Vec::len).sum();
         let (mut orgs, mut people, mut weeks) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -847,7 +843,11 @@ async fn write_activities_and_spans(
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        for ((org, person, week), span) in &pending.spans {
+        for ((org, person, week), span) in pending
+            .spans
+            .iter()
+            .flat_map(|(key, spans)| spans.iter().map(move |s| (key, s)))
+        {
             orgs.push(org.as_str());
             people.push(person.as_str());
             weeks.push(*week);
@@ -867,10 +867,8 @@ async fn write_activities_and_spans(
         )
         .await?;
     }
-    for ((org, member, first), bounds) in &pending.dirty {
-        if let Some(bounds) = bounds {
-            ensure_week(tx, schema, &(org.clone(), member.clone(), *first), *bounds).await?;
-        }
+    for (key, bounds) in &pending.bounds {
+        ensure_week(tx, schema, key, *bounds).await?;
     }
     Ok(())
 }
@@ -909,116 +907,181 @@ impl Work {
         Ok(compiled)
     }
 
-    /// Computes the `dirty` weeks again from their rows.
+    /// Computes the `weeks` again from their rows.
     async fn compute_weeks(
         &self,
         tx: &Transaction<'_>,
         schema: &str,
         states: &HashMap<String, OrgState>,
-        dirty: &BTreeMap<WeekKey, Option<Bounds>>,
+        weeks: &BTreeSet<WeekKey>,
     ) -> Result<(), ApplyError> {
-        for chunk in dirty.keys().collect::<Vec<_>>().chunks(500) {
-            let orgs: Vec<&str> = chunk.iter().map(|k| k.0.as_str()).collect();
-            let people: Vec<&str> = chunk.iter().map(|k| k.1.as_str()).collect();
-            let firsts: Vec<NaiveDate> = chunk.iter().map(|k| k.2).collect();
-            let keys = "(org_id, person_id, week_start) IN \
-                        (SELECT * FROM unnest($1::text[], $2::text[], $3::date[]))";
-            let weeks = tx
-                .query(
-                    &format!(
-                        "SELECT org_id, person_id, week_start, start_ms, end_ms, \
-                         approved_position, approved_rules FROM {schema}.weeks WHERE {keys}"
-                    ),
-                    &[&orgs, &people, &firsts],
-                )
-                .await?;
+        for chunk in weeks.iter().collect::<Vec<_>>().chunks(500) {
+            let keys = KeyArrays::of(chunk);
             let mut spans: HashMap<WeekKey, Vec<Span>> = HashMap::new();
-            let mut activities: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
             for row in tx
                 .query(
                     &format!(
                         "SELECT org_id, person_id, week_start, start_ms, end_ms, activity_id, \
-                         position FROM {schema}.spans WHERE {keys}"
+                         position FROM {schema}.spans WHERE {KEYS}"
                     ),
-                    &[&orgs, &people, &firsts],
+                    &keys.params(),
                 )
                 .await?
             {
-                let org: String = row.get(0);
-                let activity: i64 = row.get(5);
-                activities.entry(org.clone()).or_default().insert(activity);
                 spans
-                    .entry((org, row.get(1), row.get(2)))
+                    .entry((row.get(0), row.get(1), row.get(2)))
                     .or_default()
                     .push(Span {
                         start_ms: row.get(3),
                         end_ms: row.get(4),
-                        activity,
+                        activity: row.get(5),
                         position: row.get::<_, i64>(6) as u64,
                     });
             }
-            let mut entries: HashMap<WeekKey, Vec<WeekEntry>> = HashMap::new();
-            for row in tx
-                .query(
-                    &format!(
-                        "SELECT org_id, person_id, week_start, kind, project_id, task_id, \
-                         start_ms, end_ms FROM {schema}.entries WHERE {keys}"
-                    ),
-                    &[&orgs, &people, &firsts],
-                )
-                .await?
-            {
-                entries
-                    .entry((row.get(0), row.get(1), row.get(2)))
-                    .or_default()
-                    .push(WeekEntry {
-                        manual: row.get::<_, &str>(3) == "manual",
-                        project: row.get(4),
-                        task: row.get(5),
-                        start_ms: row.get(6),
-                        end_ms: row.get(7),
-                    });
-            }
-            let described = describe(tx, schema, &activities).await?;
             tx.execute(
-                &format!("DELETE FROM {schema}.time WHERE {keys}"),
-                &[&orgs, &people, &firsts],
+                &format!("DELETE FROM {schema}.time WHERE {KEYS}"),
+                &keys.params(),
             )
             .await?;
-            let mut rows = TimeRows::default();
-            for week in weeks {
-                let key: WeekKey = (week.get(0), week.get(1), week.get(2));
-                let approved: Option<i64> = week.get(5);
-                let version = match week.get::<_, Option<i32>>(6) {
-                    Some(v) => v as u32,
-                    None => states.get(&key.0).map_or(0, |s| s.rules_version),
-                };
-                let rules = self.attribution(tx, schema, &key.0, version).await?;
-                let tz = states.get(&key.0).map_or(Tz::UTC, OrgState::tz);
-                let target = |activity: i64| {
-                    let (app, title, url) = described.get(&(key.0.clone(), activity))?;
-                    rules
-                        .attribute(app, title.as_deref().unwrap_or(""), url.as_deref())
-                        .map(|t| {
-                            (
-                                t.project.to_string(),
-                                t.task.as_ref().map(|t| t.to_string()).unwrap_or_default(),
-                            )
-                        })
-                };
-                let totals = week_totals(
-                    (week.get(3), week.get(4)),
-                    approved.map(|p| p as u64),
-                    spans.get(&key).map_or(&[][..], Vec::as_slice),
-                    entries.get(&key).map_or(&[][..], Vec::as_slice),
-                    target,
-                    tz,
-                );
-                rows.extend(&key, totals);
-            }
-            rows.insert(tx, schema).await?;
+            self.add_time(tx, schema, states, &keys, &spans, true)
+                .await?;
         }
         Ok(())
+    }
+
+    /// Adds the time of the batch's new spans to their weeks (those not
+    /// computed again already).
+    async fn add_spans(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+        states: &HashMap<String, OrgState>,
+        pending: &Pending,
+    ) -> Result<(), ApplyError> {
+        let weeks: Vec<&WeekKey> = pending
+            .spans
+            .keys()
+            .filter(|k| !pending.recompute.contains(*k))
+            .collect();
+        for chunk in weeks.chunks(500) {
+            let keys = KeyArrays::of(chunk);
+            let spans: HashMap<WeekKey, Vec<Span>> = chunk
+                .iter()
+                .map(|k| ((*k).clone(), pending.spans[*k].clone()))
+                .collect();
+            self.add_time(tx, schema, states, &keys, &spans, false)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Adds the time of `spans` (and, with `entries_too`, of the manual
+    /// entries) of the weeks `keys` to their rows.
+    async fn add_time(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+        states: &HashMap<String, OrgState>,
+        keys: &KeyArrays<'_>,
+        spans: &HashMap<WeekKey, Vec<Span>>,
+        entries_too: bool,
+    ) -> Result<(), ApplyError> {
+        let weeks = tx
+            .query(
+                &format!(
+                    "SELECT org_id, person_id, week_start, start_ms, end_ms, \
+                     approved_position, approved_rules FROM {schema}.weeks WHERE {KEYS}"
+                ),
+                &keys.params(),
+            )
+            .await?;
+        let mut entries: HashMap<WeekKey, Vec<WeekEntry>> = HashMap::new();
+        for row in tx
+            .query(
+                &format!(
+                    "SELECT org_id, person_id, week_start, kind, project_id, task_id, \
+                     start_ms, end_ms FROM {schema}.entries WHERE {KEYS}"
+                ),
+                &keys.params(),
+            )
+            .await?
+        {
+            entries
+                .entry((row.get(0), row.get(1), row.get(2)))
+                .or_default()
+                .push(WeekEntry {
+                    manual: row.get::<_, &str>(3) == "manual",
+                    project: row.get(4),
+                    task: row.get(5),
+                    start_ms: row.get(6),
+                    end_ms: row.get(7),
+                });
+        }
+        let mut activities: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+        for ((org, _, _), list) in spans {
+            activities
+                .entry(org.clone())
+                .or_default()
+                .extend(list.iter().map(|s| s.activity));
+        }
+        let described = describe(tx, schema, &activities).await?;
+        let mut rows = TimeRows::default();
+        for week in weeks {
+            let key: WeekKey = (week.get(0), week.get(1), week.get(2));
+            let bounds = (week.get(3), week.get(4));
+            let approved = week.get::<_, Option<i64>>(5).map(|p| p as u64);
+            let version = match week.get::<_, Option<i32>>(6) {
+                Some(v) => v as u32,
+                None => states.get(&key.0).map_or(0, |s| s.rules_version),
+            };
+            let rules = self.attribution(tx, schema, &key.0, version).await?;
+            let tz = states.get(&key.0).map_or(Tz::UTC, OrgState::tz);
+            let target = |activity: i64| {
+                let (app, title, url) = described.get(&(key.0.clone(), activity))?;
+                rules
+                    .attribute(app, title.as_deref().unwrap_or(""), url.as_deref())
+                    .map(|t| {
+                        (
+                            t.project.to_string(),
+                            t.task.as_ref().map(|t| t.to_string()).unwrap_or_default(),
+                        )
+                    })
+            };
+            let week_entries = entries.get(&key).map_or(&[][..], Vec::as_slice);
+            let week_spans = spans.get(&key).map_or(&[][..], Vec::as_slice);
+            let totals = if entries_too {
+                week_totals(bounds, approved, week_spans, week_entries, target, tz)
+            } else {
+                span_totals(bounds, approved, week_spans, week_entries, target, tz)
+            };
+            rows.extend(&key, totals);
+        }
+        rows.insert(tx, schema).await
+    }
+}
+
+/// The weeks of a statement: `$1` orgs, `$2` members, `$3` first days.
+const KEYS: &str = "(org_id, person_id, week_start) IN \
+                    (SELECT * FROM unnest($1::text[], $2::text[], $3::date[]))";
+
+/// The parameters of [`KEYS`].
+struct KeyArrays<'a> {
+    orgs: Vec<&'a str>,
+    people: Vec<&'a str>,
+    firsts: Vec<NaiveDate>,
+}
+
+impl<'a> KeyArrays<'a> {
+    fn of(keys: &[&'a WeekKey]) -> Self {
+        Self {
+            orgs: keys.iter().map(|k| k.0.as_str()).collect(),
+            people: keys.iter().map(|k| k.1.as_str()).collect(),
+            firsts: keys.iter().map(|k| k.2).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 3] {
+        [&self.orgs, &self.people, &self.firsts]
     }
 }
 
@@ -1085,10 +1148,12 @@ impl TimeRows {
         }
         tx.execute(
             &format!(
-                "INSERT INTO {schema}.time \
+                "INSERT INTO {schema}.time AS t \
                  (org_id, person_id, week_start, day, project_id, task_id, source, ms) \
                  SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::date[], \
-                 $5::text[], $6::text[], $7::text[], $8::int8[])"
+                 $5::text[], $6::text[], $7::text[], $8::int8[]) \
+                 ON CONFLICT (org_id, person_id, week_start, day, project_id, task_id, source) \
+                 DO UPDATE SET ms = t.ms + EXCLUDED.ms"
             ),
             &[
                 &self.orgs,

@@ -82,10 +82,61 @@ pub struct WeekEntry {
 /// empty project and task; a rule without a task, an empty task.
 pub type Totals = BTreeMap<(NaiveDate, String, String, Source), i64>;
 
-/// The week `[start_ms, end_ms)`'s totals. `target` says what the rules
-/// attribute an activity to (project, task).
+/// The week `[start_ms, end_ms)`'s totals: [`entry_totals`] plus
+/// [`span_totals`] (time is additive over spans, so a batch that only adds
+/// spans to a week adds their [`span_totals`] to its rows).
 pub fn week_totals(
+    week: (i64, i64),
+    approved_position: Option<u64>,
+    spans: &[Span],
+    entries: &[WeekEntry],
+    target: impl Fn(i64) -> Option<(String, String)>,
+    tz: Tz,
+) -> Totals {
+    let mut totals = entry_totals(week, entries, tz);
+    for (key, ms) in span_totals(week, approved_position, spans, entries, target, tz) {
+        *totals.entry(key).or_default() += ms;
+    }
+    totals
+}
+
+/// Adds `[from, to)` clipped to the week, split at the days' bounds.
+fn add(
+    totals: &mut Totals,
     (start_ms, end_ms): (i64, i64),
+    tz: Tz,
+    (from, to): (i64, i64),
+    (project, task, source): (&str, &str, Source),
+) {
+    let (from, to) = (from.max(start_ms), to.min(end_ms));
+    if from < to {
+        for_each_day(from, to, tz, |day, ms| {
+            *totals
+                .entry((day, project.to_owned(), task.to_owned(), source))
+                .or_default() += ms;
+        });
+    }
+}
+
+/// The manual entries' time.
+pub fn entry_totals(week: (i64, i64), entries: &[WeekEntry], tz: Tz) -> Totals {
+    let mut totals = Totals::new();
+    for entry in entries.iter().filter(|e| e.manual) {
+        add(
+            &mut totals,
+            week,
+            tz,
+            (entry.start_ms, entry.end_ms),
+            (&entry.project, &entry.task, Source::Manual),
+        );
+    }
+    totals
+}
+
+/// The observed activity's time, given the week's entries. `target` says
+/// what the rules attribute an activity to (project, task).
+pub fn span_totals(
+    week: (i64, i64),
     approved_position: Option<u64>,
     spans: &[Span],
     entries: &[WeekEntry],
@@ -93,36 +144,18 @@ pub fn week_totals(
     tz: Tz,
 ) -> Totals {
     let mut totals = Totals::new();
-    let mut add = |from: i64, to: i64, project: &str, task: &str, source: Source| {
-        let (from, to) = (from.max(start_ms), to.min(end_ms));
-        if from < to {
-            for_each_day(from, to, tz, |day, ms| {
-                *totals
-                    .entry((day, project.to_owned(), task.to_owned(), source))
-                    .or_default() += ms;
-            });
-        }
-    };
     let mut sorted: Vec<&WeekEntry> = entries.iter().collect();
     sorted.sort_by_key(|e| (e.start_ms, e.end_ms));
-    for entry in sorted.iter().filter(|e| e.manual) {
-        add(
-            entry.start_ms,
-            entry.end_ms,
-            &entry.project,
-            &entry.task,
-            Source::Manual,
-        );
-    }
     for span in spans {
-        let (ruled_project, ruled_task) = target(span.activity).unwrap_or_default();
+        let (project, task) = target(span.activity).unwrap_or_default();
+        let ruled = |source| (project.as_str(), task.as_str(), source);
         if approved_position.is_some_and(|approved| span.position > approved) {
             add(
-                span.start_ms,
-                span.end_ms,
-                &ruled_project,
-                &ruled_task,
-                Source::Late,
+                &mut totals,
+                week,
+                tz,
+                (span.start_ms, span.end_ms),
+                ruled(Source::Late),
             );
             continue;
         }
@@ -135,29 +168,29 @@ pub fn week_totals(
                 continue;
             }
             add(
-                cursor,
-                entry.start_ms,
-                &ruled_project,
-                &ruled_task,
-                Source::Rule,
+                &mut totals,
+                week,
+                tz,
+                (cursor, entry.start_ms),
+                ruled(Source::Rule),
             );
             if !entry.manual {
                 add(
-                    cursor.max(entry.start_ms),
-                    span.end_ms.min(entry.end_ms),
-                    &entry.project,
-                    &entry.task,
-                    Source::Assigned,
+                    &mut totals,
+                    week,
+                    tz,
+                    (cursor.max(entry.start_ms), span.end_ms.min(entry.end_ms)),
+                    (&entry.project, &entry.task, Source::Assigned),
                 );
             }
             cursor = cursor.max(entry.end_ms);
         }
         add(
-            cursor,
-            span.end_ms,
-            &ruled_project,
-            &ruled_task,
-            Source::Rule,
+            &mut totals,
+            week,
+            tz,
+            (cursor, span.end_ms),
+            ruled(Source::Rule),
         );
     }
     totals
@@ -265,6 +298,28 @@ mod tests {
             Tz::UTC,
         );
         assert_eq!(totals.values().sum::<i64>(), 2 * H);
+    }
+
+    #[test]
+    fn spans_added_later_add_up_to_the_whole_week() {
+        let entries = [
+            entry(false, "review", 10, 11),
+            entry(true, "meeting", 30, 31),
+        ];
+        let (first, later) = (
+            [span(9, 13, 1, 5)],
+            [span(30, 32, 7, 9), span(50, 52, 1, 9)],
+        );
+        let mut both = first.to_vec();
+        both.extend(later);
+        let mut incremental = week_totals(WEEK, None, &first, &entries, rules, Tz::UTC);
+        for (key, ms) in span_totals(WEEK, None, &later, &entries, rules, Tz::UTC) {
+            *incremental.entry(key).or_default() += ms;
+        }
+        assert_eq!(
+            incremental,
+            week_totals(WEEK, None, &both, &entries, rules, Tz::UTC)
+        );
     }
 
     proptest! {
