@@ -798,8 +798,8 @@ async function settled(run, page, name) {
 /**
  * Every page at 1280x800 and at 390x844, signed out and as the owner of the
  * operator org (who sees every page): a screenshot of each kept in
- * $PORTAL_ARTIFACTS/pages, and axe-core finds no serious or critical
- * violation on any of them.
+ * $PORTAL_ARTIFACTS/pages, none wider than the screen, and axe-core finds
+ * no serious or critical violation on any of them.
  */
 async function pages(run) {
   const { fixture } = run;
@@ -824,6 +824,8 @@ async function pages(run) {
       await page.goto(`${fixture.url}/#/${name}`);
       await settled(run, page, name);
       if (name === "dashboard") await page.locator('canvas[data-testid="chart-canvas"]').first().waitFor();
+      const width = await page.evaluate(() => document.documentElement.scrollWidth);
+      run.check(width <= viewport.width, `${name} at ${label} has no horizontal overflow (${width}px)`);
       const path = await run.screenshot(page, `pages/${label}-${name}`);
       run.log(`screenshot ${path ?? "(PORTAL_ARTIFACTS not set)"}`);
       await run.accessible(page, `${name} at ${label}`);
