@@ -60,10 +60,17 @@ fn dev_starts_seeds_once_and_tail_shows_the_log() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // The org, four invitations, then the demo work: a team, its manager,
+    // two members in it, a client, two projects, four tasks, the rules.
     assert_eq!(
         lines.len(),
-        5,
-        "one org and four invitations, stored once: {lines:#?}"
+        5 + 12,
+        "the demo org and its work, stored once: {lines:#?}"
+    );
+    assert_eq!(lines[16]["command_id"], "demo-attribution");
+    assert_eq!(
+        lines[16]["events"][0]["event_type"],
+        "AttributionRulesChanged"
     );
     assert_eq!(lines[0]["command_id"], "demo-create-org");
     assert_eq!(lines[0]["events"][0]["event_type"], "OrganizationCreated");

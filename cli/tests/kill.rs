@@ -331,6 +331,13 @@ async fn the_worker_killed_ten_times_ends_where_a_clean_pass_ends() {
         .collect();
 
     let mut worker = common::spawn_worker(&nats.url(), db.connection_string());
+    // The first kill once the worker applies (its start registers every read
+    // model, slower on a busy machine), so the kills land while it works.
+    let started = wait_until(Duration::from_secs(60), || async {
+        (position(&pg, 1).await > 0).then_some(())
+    })
+    .await;
+    assert!(started.is_some(), "the worker never applied anything");
     let mut kills = Vec::new();
     while kills.len() < 10 {
         // Short enough that several kills land while the log is being applied.
