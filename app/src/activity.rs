@@ -434,6 +434,29 @@ impl Activity {
                 people.dedup();
                 people
             }),
+            Scope::Team => {
+                // Managers: themselves and the members of the teams they
+                // manage (all of them when no one is named).
+                let state = self.orgs.cached_state(&org).await?;
+                let mut team: Vec<String> = state
+                    .managed_members(&caller.person)
+                    .into_iter()
+                    .map(|p| p.to_string())
+                    .collect();
+                team.push(caller.person.to_string());
+                team.sort();
+                if people.iter().any(|p| team.binary_search(p).is_err()) {
+                    return Err(AppError::not_allowed(NOT_YOURS));
+                }
+                if people.is_empty() {
+                    Some(team)
+                } else {
+                    let mut people = people;
+                    people.sort();
+                    people.dedup();
+                    Some(people)
+                }
+            }
             _ => {
                 let me = caller.person.to_string();
                 if people.iter().any(|p| *p != me) {

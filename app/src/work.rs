@@ -103,6 +103,9 @@ pub enum Decision {
     },
 }
 
+/// The last instant an entry may end at: the end of the year 9999.
+const MAX_ENTRY_END_MS: i64 = 253_402_300_799_999;
+
 /// Longest note, comment or reason, in characters.
 pub const MAX_NOTE_CHARS: usize = 2000;
 
@@ -169,6 +172,15 @@ fn check_note(field: &str, note: &str) -> Result<(), AppError> {
         return Err(AppError::invalid(
             field,
             format!("at most {MAX_NOTE_CHARS} characters"),
+        ));
+    }
+    if note
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(AppError::invalid(
+            field,
+            "no control characters but line breaks and tabs",
         ));
     }
     Ok(())
@@ -294,6 +306,7 @@ impl Work {
         team: &str,
         managers: &[String],
     ) -> Result<Outcome, AppError> {
+        caller.scope(org_id)?;
         let managers = managers
             .iter()
             .map(|m| token("managers", m))
@@ -316,6 +329,7 @@ impl Work {
         member: &str,
         team: Option<&str>,
     ) -> Result<Outcome, AppError> {
+        caller.scope(org_id)?;
         let command = OrgCommand::SetMemberTeam {
             actor: caller.person.clone(),
             member: token("person_id", member)?,
@@ -470,6 +484,16 @@ impl Work {
             .await
     }
 
+    /// Refused unless the caller is an active member who changes things:
+    /// auditors change nothing, their own weeks included.
+    fn may_keep_time(state: &Organization, caller: &Caller) -> Result<(), AppError> {
+        match state.active_role(&caller.person) {
+            Some(Role::Auditor) => Err(AppError::not_allowed("auditors change nothing")),
+            Some(_) => Ok(()),
+            None => Err(AppError::not_allowed(crate::NOT_YOURS)),
+        }
+    }
+
     /// The org's time zone and work week.
     fn calendar(state: &Organization) -> Result<Tz, AppError> {
         state
@@ -511,6 +535,12 @@ impl Work {
         new: NewEntry,
     ) -> Result<(Token, Outcome), AppError> {
         let org = caller.scope(org_id)?;
+        if !(0..=MAX_ENTRY_END_MS).contains(&new.start_ms) {
+            return Err(AppError::invalid(
+                "start_ms",
+                "must be between 1970 and the year 9999",
+            ));
+        }
         if new.end_ms <= new.start_ms {
             return Err(AppError::invalid("end_ms", "must be after start_ms"));
         }
@@ -524,9 +554,7 @@ impl Work {
             check_note("note", note)?;
         }
         let state = self.orgs.state(&org).await?;
-        if state.active_role(&caller.person).is_none() {
-            return Err(AppError::not_allowed(crate::NOT_YOURS));
-        }
+        Self::may_keep_time(&state, caller)?;
         let (project_id, project) = self.project(&org, "project_id", &new.project).await?;
         let task = token("task_id", &new.task)?;
         if !project.tasks.contains_key(&task) {
@@ -573,6 +601,7 @@ impl Work {
     ) -> Result<Outcome, AppError> {
         let org = caller.scope(org_id)?;
         let state = self.orgs.state(&org).await?;
+        Self::may_keep_time(&state, caller)?;
         let (sheet, _) = Self::sheet(&state, &caller.person, date)?;
         let command = TimesheetCommand::RemoveEntry {
             actor: caller.person.clone(),
@@ -593,9 +622,7 @@ impl Work {
     ) -> Result<Outcome, AppError> {
         let org = caller.scope(org_id)?;
         let state = self.orgs.state(&org).await?;
-        if state.active_role(&caller.person).is_none() {
-            return Err(AppError::not_allowed(crate::NOT_YOURS));
-        }
+        Self::may_keep_time(&state, caller)?;
         let (sheet, week) = Self::sheet(&state, &caller.person, date)?;
         let command = TimesheetCommand::Submit {
             actor: caller.person.clone(),
@@ -739,6 +766,7 @@ impl Work {
         (from, to): (NaiveDate, NaiveDate),
         min_position: u64,
     ) -> Result<AtPosition<Vec<ProjectTime>>, AppError> {
+        caller.scope(org_id)?;
         check_range(from, to)?;
         let (org, m, members) = self
             .model(caller, org_id, Read::ProjectTime, min_position)
@@ -767,11 +795,41 @@ impl Work {
         Fut: Future<Output = Result<(), AppError>>,
     {
         use futures::TryStreamExt as _;
+        caller.scope(org_id)?;
         check_range(from, to)?;
         let (org, m, members) = self.model(caller, org_id, Read::ProjectTime, 0).await?;
         let rows =
             model::project_time_stream(&m.client, &m.schema, org.as_str(), from, to, members)
                 .await?;
+        futures::pin_mut!(rows);
+        let mut count = 0;
+        while let Some(row) = rows.try_next().await? {
+            sink(row).await?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Streams the weeks starting in `[from, to]` of the members the caller
+    /// may see to `sink`, one at a time; returns how many.
+    #[tracing::instrument(skip_all)]
+    pub async fn export_weeks<F, Fut>(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        (from, to): (NaiveDate, NaiveDate),
+        mut sink: F,
+    ) -> Result<u64, AppError>
+    where
+        F: FnMut(WeekRow) -> Fut,
+        Fut: Future<Output = Result<(), AppError>>,
+    {
+        use futures::TryStreamExt as _;
+        caller.scope(org_id)?;
+        check_range(from, to)?;
+        let (org, m, members) = self.model(caller, org_id, Read::Timesheets, 0).await?;
+        let rows =
+            model::weeks_stream(&m.client, &m.schema, org.as_str(), (from, to), members).await?;
         futures::pin_mut!(rows);
         let mut count = 0;
         while let Some(row) = rows.try_next().await? {
@@ -792,6 +850,7 @@ impl Work {
         date: NaiveDate,
         min_position: u64,
     ) -> Result<AtPosition<Week>, AppError> {
+        caller.scope(org_id)?;
         let person = token("person_id", person)?;
         let (org, m, members) = self
             .model(caller, org_id, Read::Timesheets, min_position)
@@ -877,21 +936,24 @@ impl Work {
         })
     }
 
-    /// Tells each of `org`'s projects with a budget in hours the time booked
-    /// on it now (the budget policy); the aggregate records the marks
-    /// crossed. The command id names the read model's position, so a
-    /// replica repeating it gets the stored answer.
+    /// Tells each of `org`'s projects with a budget in hours, or with marks
+    /// recorded, the time booked on it now (the budget policy); the
+    /// aggregate records the marks crossed and clears those fallen back
+    /// below (or left without a budget). The command id names the read
+    /// model's position, so a replica repeating a check gets the stored
+    /// answer and a later check is decided again.
     pub(crate) async fn record_budgets(&self, org: &str) -> Result<(), AppError> {
         let org = token("org_id", org)?;
         let m = self.reads.read_model(model::NAME, 0).await?;
         let booked = model::budgeted_time(&m.client, &m.schema, org.as_str()).await?;
+        let position = m.position;
         drop(m);
         for (project, booked_ms) in booked {
             let project = token("project_id", &project)?;
             let command = ProjectCommand::RecordBookedTime { booked_ms };
             let meta = crate::request::stamp(
                 CommitMeta::new(
-                    format!("budget-{project}-{booked_ms}"),
+                    format!("budget-{project}-{position}"),
                     "system:budget",
                     now_micros(),
                 )

@@ -378,8 +378,10 @@ async fn seed_demo_org(app: &App) -> anyhow::Result<()> {
 /// The demo org's work: team Core (managed by manny, with erin and ed),
 /// client Globex, the billable project Website (a 40-hour budget; tasks
 /// Build and Review) and the internal project Internal (Meetings, Support),
-/// and attribution rules for what the simulated agents use. Fixed command
-/// ids: a second run gets the original answers and stores nothing.
+/// and attribution rules for what the simulated agents use. Seeded once:
+/// an org with attribution rules (the seed's last step, or the user's own)
+/// is left as it is; fixed command ids make a seed interrupted half-way
+/// finish on the next run.
 async fn seed_demo_work(app: &App) -> anyhow::Result<()> {
     use trackhrs_app::Caller;
     use trackhrs_app::work::NewProject;
@@ -390,6 +392,15 @@ async fn seed_demo_work(app: &App) -> anyhow::Result<()> {
         org: Token::new("acme")?,
         person: Token::new("olive")?,
     };
+    if app
+        .org_commands()
+        .state(&olive.org)
+        .await?
+        .attribution_version
+        > 0
+    {
+        return Ok(());
+    }
     let work = app.work();
     let (team, _) = work
         .create_team(&olive, "acme", "demo-team-core", "Core".into())

@@ -99,6 +99,12 @@ impl Attribution {
             if rule.regex.is_empty() {
                 return Err(AttributionError::Empty(index));
             }
+            if rule.regex.contains('\0') {
+                return Err(AttributionError::Invalid {
+                    index,
+                    reason: "a NUL character".into(),
+                });
+            }
             if rule.regex.len() > max {
                 return Err(AttributionError::TooLong {
                     index,
@@ -214,6 +220,10 @@ mod tests {
             Attribution::compile(&many).unwrap_err(),
             AttributionError::TooMany(MAX_RULES + 1)
         );
+        assert!(matches!(
+            Attribution::compile(&[rule("p", None, "a\0b", false)]),
+            Err(AttributionError::Invalid { index: 0, .. })
+        ));
         assert!(Attribution::compile(&[]).is_ok());
     }
 }

@@ -66,7 +66,11 @@ pub fn scope(role: Role, read: Read) -> Scope {
         // those timelines come from.
         (Devices, Owner | Admin | Manager | Auditor) => Scope::Org,
         (Devices, Employee) => Scope::Own,
-        (Dashboard | DeviceTimeline, Owner | Admin | Manager | Auditor) => Scope::Org,
+        // Managers see their teams' time; the raw timelines of any member,
+        // as before teams existed.
+        (Dashboard, Owner | Admin | Auditor) => Scope::Org,
+        (Dashboard, Manager) => Scope::Team,
+        (DeviceTimeline, Owner | Admin | Manager | Auditor) => Scope::Org,
         (Dashboard | DeviceTimeline, Employee) => Scope::Own,
         (History, Owner | Admin | Auditor) => Scope::Org,
         (History, Manager | Employee) => Scope::Nothing,
@@ -97,7 +101,7 @@ mod tests {
             (Organization, [Org, Org, Org, Org, Org]),
             (Members, [Org, Org, Org, No, Org]),
             (Devices, [Org, Org, Org, Own, Org]),
-            (Dashboard, [Org, Org, Org, Own, Org]),
+            (Dashboard, [Org, Org, Team, Own, Org]),
             (DeviceTimeline, [Org, Org, Org, Own, Org]),
             (CategoryRules, [Org, Org, Org, Org, Org]),
             (History, [Org, Org, No, No, Org]),

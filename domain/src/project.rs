@@ -19,6 +19,9 @@ use crate::organization::Role;
 /// Longest project or task name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
 
+/// The largest budget in hours (a century of full-time work).
+pub const MAX_BUDGET_HOURS: u32 = 1_000_000;
+
 /// The marks of a budget that are recorded when crossed, in percent.
 pub const BUDGET_MARKS: [u32; 2] = [80, 100];
 
@@ -200,8 +203,8 @@ pub enum ProjectError {
     /// A name is empty or too long.
     #[error("{0} must be 1 to {MAX_NAME_CHARS} characters")]
     InvalidName(&'static str),
-    /// A budget is zero or negative.
-    #[error("a budget must be positive")]
+    /// A budget is zero, negative or beyond [`MAX_BUDGET_HOURS`].
+    #[error("a budget must be positive, and at most {MAX_BUDGET_HOURS} hours")]
     InvalidBudget,
     /// The task exists.
     #[error("task {0} exists")]
@@ -233,7 +236,9 @@ fn check_name(what: &'static str, name: &str) -> Result<(), ProjectError> {
 }
 
 fn check_budget(budget: &Budget) -> Result<(), ProjectError> {
-    if budget.hours == Some(0) || budget.money_minor.is_some_and(|m| m <= 0) {
+    if budget.hours.is_some_and(|h| h == 0 || h > MAX_BUDGET_HOURS)
+        || budget.money_minor.is_some_and(|m| m <= 0)
+    {
         return Err(ProjectError::InvalidBudget);
     }
     Ok(())
@@ -489,6 +494,17 @@ mod tests {
                     Budget {
                         hours: None,
                         money_minor: Some(-5),
+                    },
+                ),
+                ProjectError::InvalidBudget,
+            ),
+            (
+                create(
+                    Role::Owner,
+                    "Apollo",
+                    Budget {
+                        hours: Some(MAX_BUDGET_HOURS + 1),
+                        money_minor: None,
                     },
                 ),
                 ProjectError::InvalidBudget,

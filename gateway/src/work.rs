@@ -1,6 +1,7 @@
 //! `trackhrs.work.v1.Work`: teams, clients, projects, attribution rules,
 //! project time and weekly timesheets, through the work use cases.
 
+use std::future::Future;
 use std::pin::Pin;
 
 use chrono::NaiveDate;
@@ -56,9 +57,16 @@ fn created(done: Result<(Token, Outcome), AppError>) -> Result<Response<pb::Crea
     }))
 }
 
+/// A day as YYYY-MM-DD between the years 1970 and 9999.
 fn date(field: &str, value: &str) -> Result<NaiveDate, Status> {
     NaiveDate::parse_from_str(value, "%Y-%m-%d")
-        .map_err(|_| Status::invalid_argument(format!("{field}: must be a date as YYYY-MM-DD")))
+        .ok()
+        .filter(|d| (1970..=9999).contains(&chrono::Datelike::year(d)))
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "{field}: must be a date as YYYY-MM-DD between 1970 and 9999"
+            ))
+        })
 }
 
 fn day(d: NaiveDate) -> String {
@@ -185,10 +193,93 @@ pub fn csv_line(row: &work::ProjectTime) -> String {
 /// The CSV header of project time.
 pub const CSV_HEADER: &str = "day,person_id,project_id,task_id,billable,ms,hours\n";
 
+/// One CSV line of a week (the README documents the columns).
+pub fn week_csv_line(w: &work::WeekRow) -> String {
+    format!(
+        "{},{},{},{},{},{},{},{:.2}\n",
+        day(w.week_start),
+        w.person_id,
+        w.status,
+        w.decision.as_deref().unwrap_or(""),
+        w.decided_by.as_deref().unwrap_or(""),
+        w.total_ms,
+        w.late_ms,
+        w.total_ms as f64 / 3_600_000.0
+    )
+}
+
+/// The CSV header of weeks.
+pub const WEEKS_CSV_HEADER: &str =
+    "week_start,person_id,status,decision,decided_by,total_ms,late_ms,total_hours\n";
+
 /// Rows per CSV chunk sent.
 const CSV_ROWS_PER_CHUNK: usize = 500;
 
 type CsvStream = Pin<Box<dyn Stream<Item = Result<pb::CsvChunk, Status>> + Send>>;
+
+type Export = Pin<Box<dyn Future<Output = Result<u64, AppError>> + Send>>;
+
+/// Sends one CSV line to the chunker; fails when the client went away.
+fn send_line(
+    lines: &mpsc::Sender<String>,
+    line: String,
+) -> impl Future<Output = Result<(), AppError>> + use<> {
+    let lines = lines.clone();
+    async move {
+        lines
+            .send(line)
+            .await
+            .map_err(|_| AppError::unavailable("the client went away"))
+    }
+}
+
+/// A CSV answer: `header`, then the lines `export` sends, in chunks of
+/// [`CSV_ROWS_PER_CHUNK`] lines. The channels are small, so the query runs
+/// only as fast as the client reads; a failure ends the stream with its
+/// status, and a client that goes away stops the export.
+fn csv_response(
+    header: &'static str,
+    export: impl FnOnce(mpsc::Sender<String>) -> Export + Send + 'static,
+) -> CsvStream {
+    let (lines_tx, mut lines_rx) = mpsc::channel::<String>(CSV_ROWS_PER_CHUNK);
+    let (out, chunks) = mpsc::channel::<Result<pb::CsvChunk, Status>>(4);
+    tokio::spawn(async move {
+        let export = tokio::spawn(export(lines_tx));
+        let mut chunk = String::from(header);
+        let mut rows = 0;
+        loop {
+            let line = tokio::select! {
+                line = lines_rx.recv() => line,
+                () = out.closed() => {
+                    export.abort();
+                    return;
+                }
+            };
+            let Some(line) = line else { break };
+            chunk.push_str(&line);
+            rows += 1;
+            if rows % CSV_ROWS_PER_CHUNK == 0 {
+                let data = std::mem::take(&mut chunk).into_bytes();
+                if out.send(Ok(pb::CsvChunk { data })).await.is_err() {
+                    export.abort();
+                    return;
+                }
+            }
+        }
+        let last = match export.await {
+            Ok(Ok(_)) => Ok(pb::CsvChunk {
+                data: chunk.into_bytes(),
+            }),
+            Ok(Err(e)) => Err(status(e)),
+            Err(_) => Err(Status::internal("the export stopped")),
+        };
+        // The client may have gone away meanwhile: nothing left to tell.
+        let _ = out.send(last).await;
+    });
+    Box::pin(futures::stream::unfold(chunks, |mut chunks| async move {
+        chunks.recv().await.map(|chunk| (chunk, chunks))
+    }))
+}
 
 #[tonic::async_trait]
 impl work_server::Work for WorkService {
@@ -588,45 +679,38 @@ impl work_server::Work for WorkService {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
         let range = (date("from", &r.from)?, date("to", &r.to)?);
-        // A small channel: the query runs only as fast as the client reads.
-        let (tx, rx) = mpsc::channel::<Result<pb::CsvChunk, Status>>(4);
         let work = self.work.clone();
-        tokio::spawn(async move {
-            let mut chunk = String::from(CSV_HEADER);
-            let mut rows = 0;
-            let sent = work
-                .export_project_time(&caller, &r.org_id, range, |row| {
-                    chunk.push_str(&csv_line(&row));
-                    rows += 1;
-                    let full = rows % CSV_ROWS_PER_CHUNK == 0;
-                    let data = if full {
-                        std::mem::take(&mut chunk).into_bytes()
-                    } else {
-                        Vec::new()
-                    };
-                    let tx = tx.clone();
-                    async move {
-                        if full {
-                            tx.send(Ok(pb::CsvChunk { data }))
-                                .await
-                                .map_err(|_| AppError::unavailable("the client went away"))?;
-                        }
-                        Ok(())
-                    }
+        Ok(Response::new(csv_response(CSV_HEADER, move |lines| {
+            Box::pin(async move {
+                work.export_project_time(&caller, &r.org_id, range, |row| {
+                    send_line(&lines, csv_line(&row))
                 })
-                .await;
-            let last = match sent {
-                Ok(_) => Ok(pb::CsvChunk {
-                    data: chunk.into_bytes(),
-                }),
-                Err(e) => Err(status(e)),
-            };
-            let _ = tx.send(last).await;
-        });
-        let chunks = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|chunk| (chunk, rx))
-        });
-        Ok(Response::new(Box::pin(chunks)))
+                .await
+            })
+        })))
+    }
+
+    type ExportTimesheetsStream = CsvStream;
+
+    async fn export_timesheets(
+        &self,
+        request: Request<pb::GetProjectTimeRequest>,
+    ) -> Result<Response<CsvStream>, Status> {
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        let range = (date("from", &r.from)?, date("to", &r.to)?);
+        let work = self.work.clone();
+        Ok(Response::new(csv_response(
+            WEEKS_CSV_HEADER,
+            move |lines| {
+                Box::pin(async move {
+                    work.export_weeks(&caller, &r.org_id, range, |week| {
+                        send_line(&lines, week_csv_line(&week))
+                    })
+                    .await
+                })
+            },
+        )))
     }
 
     async fn get_moved_time(

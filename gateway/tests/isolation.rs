@@ -55,6 +55,21 @@ async fn call_every_work_method(
         Ok(stream) => stream.into_inner().message().await.map(drop),
         Err(status) => Err(status),
     };
+    let timesheets = match w
+        .export_timesheets(req(
+            token,
+            wpb::GetProjectTimeRequest {
+                org_id: org(),
+                from: date.clone(),
+                to: date.clone(),
+                min_position: 0,
+            },
+        ))
+        .await
+    {
+        Ok(stream) => stream.into_inner().message().await.map(drop),
+        Err(status) => Err(status),
+    };
     vec![
         (
             "CreateTeam",
@@ -291,6 +306,7 @@ async fn call_every_work_method(
             .map(drop),
         ),
         ("ExportProjectTime", export),
+        ("ExportTimesheets", timesheets),
         (
             "GetMovedTime",
             w.get_moved_time(req(
@@ -605,7 +621,7 @@ async fn no_role_of_another_org_reaches_org_a() {
         against_missing.extend(
             call_every_work_method(p.gw().channel.clone(), token, &missing_org, role).await,
         );
-        assert_eq!(against_a.len(), 17 + 19, "every method is called");
+        assert_eq!(against_a.len(), 17 + 20, "every method is called");
         for ((method, outcome), (_, missing)) in against_a.into_iter().zip(against_missing) {
             let status = outcome.expect_err(&format!("{role} of org B called {method} on org A"));
             let expected = if token.is_some() {
@@ -629,7 +645,7 @@ async fn no_role_of_another_org_reaches_org_a() {
             refused += 1;
         }
     }
-    assert_eq!(refused, 6 * (17 + 19));
+    assert_eq!(refused, 6 * (17 + 20));
     assert_eq!(
         (p.last_sequence().await, p.credential_rows().await),
         before,

@@ -618,6 +618,46 @@ async fn a_week_from_activity_to_approval_and_what_arrives_after_it() {
     );
     assert!(lines.contains(&build_line.as_str()), "{csv}");
     assert_eq!(lines.len(), 4, "{csv}");
+
+    // The timesheets as CSV: one line per member-week, where it stands.
+    let mut stream = w
+        .export_timesheets(authed(
+            &o.owner.access_token,
+            wpb::GetProjectTimeRequest {
+                org_id: "acme".into(),
+                from: monday.to_string(),
+                to: monday.to_string(),
+                min_position: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut csv = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        csv.extend(chunk.data);
+    }
+    let csv = String::from_utf8(csv).unwrap();
+    let mut lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines.remove(0),
+        "week_start,person_id,status,decision,decided_by,total_ms,late_ms,total_hours"
+    );
+    lines.sort();
+    let mut expected = vec![
+        format!(
+            "{monday},{},open,reopened,{},{},0,5.00",
+            o.erin.person_id,
+            o.owner.person_id,
+            5 * H
+        ),
+        format!(
+            "{monday},{},open,rejected,{},0,0,0.00",
+            o.ed.person_id, o.owner.person_id
+        ),
+    ];
+    expected.sort();
+    assert_eq!(lines, expected, "{csv}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -792,6 +832,35 @@ async fn bad_entries_name_the_field_and_store_nothing() {
             Code::InvalidArgument,
             "kind",
         ),
+        (
+            "before 1970",
+            add_entry(
+                wpb::EntryKind::Manual,
+                &o.ops,
+                &o.support,
+                -2 * H,
+                -H,
+                "bad-7",
+            ),
+            Code::InvalidArgument,
+            "start_ms",
+        ),
+        (
+            "a NUL in the note",
+            wpb::AddEntryRequest {
+                note: "a\u{0}b".into(),
+                ..add_entry(
+                    wpb::EntryKind::Manual,
+                    &o.ops,
+                    &o.support,
+                    at,
+                    at + H,
+                    "bad-8",
+                )
+            },
+            Code::InvalidArgument,
+            "note",
+        ),
     ];
     for (what, request, code, field) in cases {
         let status = o
@@ -806,6 +875,43 @@ async fn bad_entries_name_the_field_and_store_nothing() {
             status.message()
         );
     }
+    // Auditors change nothing, their own weeks included; a far-off date is
+    // refused before any week is computed.
+    let auditor = o
+        .work()
+        .add_entry(authed(
+            &o.ada.access_token,
+            add_entry(
+                wpb::EntryKind::Manual,
+                &o.ops,
+                &o.support,
+                at,
+                at + H,
+                "ada",
+            ),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        auditor.code(),
+        Code::PermissionDenied,
+        "{}",
+        auditor.message()
+    );
+    let far = o
+        .work()
+        .get_week(authed(
+            &erin,
+            wpb::GetWeekRequest {
+                org_id: "acme".into(),
+                person_id: String::new(),
+                date: "+262142-12-31".into(),
+                min_position: 0,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(far.code(), Code::InvalidArgument, "{}", far.message());
     // Overlapping another entry.
     o.work()
         .add_entry(authed(
@@ -1009,4 +1115,101 @@ async fn budget_marks_are_recorded_once_per_crossing() {
         4,
         "a mark was recorded twice"
     );
+    // A larger budget (100 h) leaves both marks behind: cleared in the next
+    // check after the budget change (version 5).
+    let budget = |hours: u32, tag: &str| {
+        authed(
+            &o.owner.access_token,
+            wpb::ChangeProjectRequest {
+                command_id: cmd(tag),
+                org_id: "acme".into(),
+                project_id: o.website.clone(),
+                change: Some(wpb::change_project_request::Change::Budget(wpb::Budget {
+                    hours,
+                    money_minor: 0,
+                })),
+            },
+        )
+    };
+    o.work()
+        .change_project(budget(100, "budget-100"))
+        .await
+        .unwrap();
+    let fourth = upload(
+        &o,
+        &device.device_token,
+        4,
+        vec![span(at + 42 * H, 1, "code")],
+    )
+    .await;
+    assert_eq!(wait_for(vec![], fourth).await, 7);
+    // Back to 10 h: both are crossed again, each once.
+    o.work()
+        .change_project(budget(10, "budget-10"))
+        .await
+        .unwrap();
+    let fifth = upload(
+        &o,
+        &device.device_token,
+        5,
+        vec![span(at + 44 * H, 1, "code")],
+    )
+    .await;
+    assert_eq!(wait_for(vec![80, 100], fifth).await, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managers_see_the_time_of_their_teams_only() {
+    use trackhrs_schemas::activity::v1 as apb;
+    use trackhrs_schemas::activity::v1::activity_client::ActivityClient;
+    let o = org().await;
+    let (monday, at) = last_monday();
+    let erin = o.p.enroll(&o.erin, "erin-laptop").await;
+    let ed = o.p.enroll(&o.ed, "ed-laptop").await;
+    upload(&o, &erin.device_token, 1, vec![span(at + 9 * H, 1, "code")]).await;
+    let last = upload(&o, &ed.device_token, 1, vec![span(at + 9 * H, 2, "code")]).await;
+    let dashboard = |token: &str, people: Vec<String>| {
+        authed(
+            token,
+            apb::GetDashboardRequest {
+                org_id: "acme".into(),
+                from: monday.to_string(),
+                to: monday.to_string(),
+                person_ids: people,
+                min_position: last,
+            },
+        )
+    };
+    let mut activity = ActivityClient::new(o.p.gw().channel.clone());
+    let seen = |d: &apb::Dashboard| {
+        let mut people: Vec<String> = d.days.iter().map(|day| day.person_id.clone()).collect();
+        people.sort();
+        people
+    };
+    // Manny manages Core, where Erin is; Ed is in no team.
+    let manny = activity
+        .get_dashboard(dashboard(&o.manny.access_token, vec![]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(seen(&manny), vec![o.erin.person_id.clone()]);
+    let refused = activity
+        .get_dashboard(dashboard(
+            &o.manny.access_token,
+            vec![o.ed.person_id.clone()],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    // The owner sees both; project time follows the same rule.
+    let owner = activity
+        .get_dashboard(dashboard(&o.owner.access_token, vec![]))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut both = vec![o.erin.person_id.clone(), o.ed.person_id.clone()];
+    both.sort();
+    assert_eq!(seen(&owner), both);
+    let rows = project_time(&o, &o.manny.access_token, monday, last).await;
+    assert!(!rows.is_empty() && rows.iter().all(|r| r.person_id == o.erin.person_id));
 }

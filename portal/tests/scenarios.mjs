@@ -1,6 +1,7 @@
 // The portal's browser scenarios. Each gets a Run (checks, pages) and
 // throws CheckFailed with a clear message when something is not as expected.
 
+import { readFile } from "node:fs/promises";
 import { CheckFailed, open, signIn, signedInPage, text, userFor } from "./lib.mjs";
 
 const TOKENISH = /(thr_|tha_|thi_|thd_|eyJ[A-Za-z0-9_-]{10,})/;
@@ -104,6 +105,7 @@ async function dashboard(run) {
 
   const employee = userFor(fixture, "employee");
   const epage = await signedInPage(run, employee);
+  const employeeId = await epage.getByTestId("session-name").getAttribute("data-person-id");
   run.check((await text(epage.getByTestId("session-role"))) === "Employee", "the employee's shell shows the role Employee");
   await run.expectVisible(epage.getByTestId("member-table"), "the employee's dashboard shows the table");
   const eself = await epage.getByTestId("session-name").getAttribute("data-person-id");
@@ -906,7 +908,7 @@ async function work(run) {
   // Manager: the approvals queue, approve with a comment.
   const mpage = await signedInPage(run, manager);
   await mpage.getByTestId("nav-approvals").click();
-  const queued = mpage.locator(`[data-testid="approval-row"][data-week="${weekStart}"]`);
+  const queued = mpage.locator(`[data-testid="approval-row"][data-person-id="${employeeId}"][data-week="${weekStart}"]`);
   await run.until(async () => {
     if ((await queued.count()) > 0) return true;
     await mpage.getByTestId("approvals-refresh").click();
@@ -918,7 +920,7 @@ async function work(run) {
   await run.expectVisible(erin.getByTestId("week-details"), "the manager opens her week");
   await erin.getByTestId("approval-comment").fill("Looks right");
   await erin.getByTestId("approval-approve").click();
-  await run.until(async () => (await mpage.locator(`[data-testid="approval-row"][data-week="${weekStart}"][data-status="submitted"]`).count()) === 0, "the approved week leaves the queue");
+  await run.until(async () => (await queued.count()) === 0, "the approved week leaves the queue");
 
   // Employee: the decision.
   await epage.reload({ waitUntil: "domcontentloaded" });
@@ -932,6 +934,17 @@ async function work(run) {
   const timeRow = opage.locator(`[data-testid="project-time-row"][data-project-id="${projectId}"]`);
   await run.expectVisible(timeRow, `${project} has project time this week`);
   run.check((await timeRow.getAttribute("data-ms")) === "3600000" && (await text(timeRow.locator("td").nth(1))) === "Yes", "one billable hour");
+
+  // Both CSV exports download what the API streams.
+  for (const [button, header, needle] of [
+    ["project-time-export", "day,person_id,project_id,task_id,billable,ms,hours", `,${projectId},`],
+    ["timesheets-export", "week_start,person_id,status,decision,decided_by,total_ms,late_ms,total_hours", `${weekStart},`],
+  ]) {
+    const [download] = await Promise.all([opage.waitForEvent("download"), opage.getByTestId(button).click()]);
+    const csv = await readFile(await download.path(), "utf8");
+    const lines = csv.trim().split("\n");
+    run.check(lines[0] === header && lines.slice(1).some((l) => l.includes(needle) && l.includes(",approved,") === (button === "timesheets-export")), `${download.suggestedFilename()}: ${lines.length - 1} lines under its header`, csv);
+  }
 }
 
 function addDay(day, n) {

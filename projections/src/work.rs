@@ -238,6 +238,7 @@ impl Projection for Work {
                  comment           text,
                  approved_position bigint,
                  approved_rules    integer,
+                 timezone          text NOT NULL,
                  PRIMARY KEY (org_id, person_id, week_start)
              );
              CREATE INDEX ON {schema}.weeks (org_id, status);
@@ -284,6 +285,36 @@ impl Projection for Work {
         schema: &str,
         batch: &[WorkCommit],
     ) -> Result<(), ApplyError> {
+        // An organization's commit (its calendar, its rules) or an erasure
+        // changes how the commits after it count: each is applied on its
+        // own, in stream order, so the rows and the time a rules change
+        // moved are those of applying one commit at a time.
+        let mut start = 0;
+        for (i, commit) in batch.iter().enumerate() {
+            if matches!(commit, WorkCommit::Org(_) | WorkCommit::Erasure(_)) {
+                if start < i {
+                    self.apply_part(tx, schema, &batch[start..i]).await?;
+                }
+                self.apply_part(tx, schema, &batch[i..=i]).await?;
+                start = i + 1;
+            }
+        }
+        if start < batch.len() {
+            self.apply_part(tx, schema, &batch[start..]).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Work {
+    /// Applies commits of which at most one is an organization's commit or
+    /// an erasure, and then it is alone.
+    async fn apply_part(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+        batch: &[WorkCommit],
+    ) -> Result<(), ApplyError> {
         let orgs: BTreeSet<&str> = batch.iter().map(|c| c.org_id()).collect();
         let mut states = load_org_states(tx, schema, &orgs).await?;
         let mut pending = Pending::default();
@@ -305,7 +336,7 @@ impl Projection for Work {
             }
         }
         save_org_states(tx, schema, &states).await?;
-        write_activities_and_spans(tx, schema, &pending).await?;
+        write_activities_and_spans(tx, schema, &pending, &states).await?;
         let rules_changed: Vec<(&String, &OrgState)> =
             states.iter().filter(|(_, s)| s.rules_changed).collect();
         let mut before = HashMap::new();
@@ -624,7 +655,14 @@ async fn apply_timesheet(
                 note,
                 ..
             } => {
-                ensure_week(tx, schema, &key, (week.start_ms, week.end_ms)).await?;
+                ensure_week(
+                    tx,
+                    schema,
+                    &key,
+                    (week.start_ms, week.end_ms),
+                    &state.settings.timezone,
+                )
+                .await?;
                 let kind = match entry.kind {
                     EntryKind::Manual => "manual",
                     EntryKind::Assignment => "assignment",
@@ -661,7 +699,14 @@ async fn apply_timesheet(
                 .await?;
             }
             TimesheetEvent::WeekSubmitted { week, .. } => {
-                ensure_week(tx, schema, &key, (week.start_ms, week.end_ms)).await?;
+                ensure_week(
+                    tx,
+                    schema,
+                    &key,
+                    (week.start_ms, week.end_ms),
+                    &state.settings.timezone,
+                )
+                .await?;
                 tx.execute(
                     &format!(
                         "UPDATE {schema}.weeks SET status = 'submitted', submitted_at = $4, \
@@ -735,19 +780,21 @@ async fn apply_timesheet(
     Ok(())
 }
 
-/// Creates the row of a week that has none yet.
+/// Creates the row of a week that has none yet, with the org's time zone
+/// now: its days are counted in that zone for good.
 async fn ensure_week(
     tx: &Transaction<'_>,
     schema: &str,
     (org, member, first): &WeekKey,
     (start, end): Bounds,
+    timezone: &str,
 ) -> Result<(), ApplyError> {
     tx.execute(
         &format!(
-            "INSERT INTO {schema}.weeks (org_id, person_id, week_start, start_ms, end_ms) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
+            "INSERT INTO {schema}.weeks (org_id, person_id, week_start, start_ms, end_ms, timezone) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING"
         ),
-        &[org, member, first, &start, &end],
+        &[org, member, first, &start, &end, &timezone],
     )
     .await?;
     Ok(())
@@ -806,6 +853,7 @@ async fn write_activities_and_spans(
     tx: &Transaction<'_>,
     schema: &str,
     pending: &Pending,
+    states: &HashMap<String, OrgState>,
 ) -> Result<(), ApplyError> {
     if !pending.activities.is_empty() {
         let mut orgs = Vec::new();
@@ -822,9 +870,12 @@ async fn write_activities_and_spans(
         }
         tx.execute(
             &format!(
-                "INSERT INTO {schema}.activities (org_id, activity_id, app, title, url) \
+                "INSERT INTO {schema}.activities AS a (org_id, activity_id, app, title, url) \
                  SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[]) \
-                 ON CONFLICT DO NOTHING"
+                 ON CONFLICT (org_id, activity_id) DO UPDATE \
+                 SET title = EXCLUDED.title, url = EXCLUDED.url \
+                 WHERE a.title IS NULL AND a.url IS NULL \
+                 AND (EXCLUDED.title IS NOT NULL OR EXCLUDED.url IS NOT NULL)"
             ),
             &[&orgs, &ids, &apps, &titles, &urls],
         )
@@ -868,7 +919,10 @@ async fn write_activities_and_spans(
         .await?;
     }
     for (key, bounds) in &pending.bounds {
-        ensure_week(tx, schema, key, *bounds).await?;
+        let timezone = states
+            .get(&key.0)
+            .map_or("UTC", |s| s.settings.timezone.as_str());
+        ensure_week(tx, schema, key, *bounds, timezone).await?;
     }
     Ok(())
 }
@@ -990,7 +1044,7 @@ impl Work {
             .query(
                 &format!(
                     "SELECT org_id, person_id, week_start, start_ms, end_ms, \
-                     approved_position, approved_rules FROM {schema}.weeks WHERE {KEYS}"
+                     approved_position, approved_rules, timezone FROM {schema}.weeks WHERE {KEYS}"
                 ),
                 &keys.params(),
             )
@@ -1035,7 +1089,7 @@ impl Work {
                 None => states.get(&key.0).map_or(0, |s| s.rules_version),
             };
             let rules = self.attribution(tx, schema, &key.0, version).await?;
-            let tz = states.get(&key.0).map_or(Tz::UTC, OrgState::tz);
+            let tz: Tz = week.get::<_, &str>(7).parse().unwrap_or(Tz::UTC);
             let target = |activity: i64| {
                 let (app, title, url) = described.get(&(key.0.clone(), activity))?;
                 rules

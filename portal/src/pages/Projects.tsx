@@ -339,14 +339,16 @@ function ProjectTimeCard({ catalog, orgId, range }: { catalog: Catalog; orgId: s
   const billable = [...byProject.values()].filter((p) => p.billable).reduce((s, p) => s + p.ms, 0);
   const total = [...byProject.values()].reduce((s, p) => s + p.ms, 0);
 
-  const download = () =>
+  const download = (what: "project-time" | "timesheets") =>
     void exporting.run(async () => {
+      const request = { orgId, from, to, minPosition: 0n };
+      const chunks = what === "project-time" ? work.exportProjectTime(request) : work.exportTimesheets(request);
       const parts: BlobPart[] = [];
-      for await (const chunk of work.exportProjectTime({ orgId, from, to, minPosition: 0n })) parts.push(chunk.data as BlobPart);
+      for await (const chunk of chunks) parts.push(chunk.data as BlobPart);
       const url = URL.createObjectURL(new Blob(parts, { type: "text/csv" }));
       const a = document.createElement("a");
       a.href = url;
-      a.download = `project-time-${from}-${to}.csv`;
+      a.download = `${what}-${from}-${to}.csv`;
       a.click();
       URL.revokeObjectURL(url);
     });
@@ -357,9 +359,14 @@ function ProjectTimeCard({ catalog, orgId, range }: { catalog: Catalog; orgId: s
       testId="project-time-card"
       wide
       actions={
-        <button type="button" data-testid="project-time-export" onClick={download} disabled={exporting.busy}>
-          {exporting.busy ? "Exporting…" : "Export CSV"}
-        </button>
+        <div className="button-row">
+          <button type="button" data-testid="project-time-export" onClick={() => download("project-time")} disabled={exporting.busy}>
+            Project time CSV
+          </button>
+          <button type="button" data-testid="timesheets-export" onClick={() => download("timesheets")} disabled={exporting.busy}>
+            Timesheets CSV
+          </button>
+        </div>
       }
     >
       <div className="inline-form">

@@ -116,18 +116,20 @@ export function WeekPage({ params }: { params: URLSearchParams }) {
   const act = useAction();
   const v = week.data;
   const w = v?.week;
-  const open = w?.status === "open";
+  // While another week loads, nothing is sent for the one still shown.
+  const open = w?.status === "open" && !week.loading;
   const changed = (position: bigint | undefined) => position && setMinPosition(position);
   const go = (d: string) => navigate("week", { date: d });
 
   const remove = (entryId: string) =>
     void act.run(async () => {
-      const r = await runCommand(`remove:${entryId}`, (commandId) => work.removeEntry({ commandId, orgId: session.orgId, date, entryId }));
+      const r = await runCommand(`remove:${entryId}`, (commandId) => work.removeEntry({ commandId, orgId: session.orgId, date: w?.weekStart ?? date, entryId }));
       changed(r.position);
     });
   const submit = () =>
     void act.run(async () => {
-      const r = await runCommand(`submit:${w?.weekStart}`, (commandId) => work.submitWeek({ commandId, orgId: session.orgId, date }));
+      const weekStart = w?.weekStart ?? date;
+      const r = await runCommand(`submit:${weekStart}`, (commandId) => work.submitWeek({ commandId, orgId: session.orgId, date: weekStart }));
       changed(r.position);
     });
 
@@ -160,7 +162,7 @@ export function WeekPage({ params }: { params: URLSearchParams }) {
         <ErrorAlert error={week.error} testId="week-error" />
         <ErrorAlert error={act.error} testId="week-action-error" />
         {week.loading && !v ? <Loading what="Loading the week" /> : v && <WeekDetails view={v} catalog={catalog.data} />}
-        {w && !open && <Notice testId="week-locked">{w.status === "approved" ? "This week is approved and locked." : "This week is submitted: nothing in it changes until it is decided."}</Notice>}
+        {w && w.status !== "open" && <Notice testId="week-locked">{w.status === "approved" ? "This week is approved and locked." : "This week is submitted: nothing in it changes until it is decided."}</Notice>}
       </Card>
       {v && (
         <Card title="Entries" testId="entries-card" wide>
@@ -206,8 +208,8 @@ export function WeekPage({ params }: { params: URLSearchParams }) {
       )}
       {v && open && catalog.data && (
         <>
-          <StretchesCard view={v} catalog={catalog.data} onChanged={changed} />
-          <ManualEntryCard catalog={catalog.data} weekStart={w?.weekStart ?? date} onChanged={changed} />
+          <StretchesCard key={`stretches-${w?.weekStart}`} view={v} catalog={catalog.data} onChanged={changed} />
+          <ManualEntryCard key={`manual-${w?.weekStart}`} catalog={catalog.data} weekStart={w?.weekStart ?? date} onChanged={changed} />
         </>
       )}
     </>

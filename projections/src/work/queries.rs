@@ -283,8 +283,8 @@ pub async fn projects(
         .collect())
 }
 
-/// Booked time of each project with a budget in hours (for the budget
-/// policy): (project, booked ms).
+/// Booked time of each project with a budget in hours or budget marks
+/// recorded (for the budget policy): (project, booked ms).
 pub async fn budgeted_time(
     pg: &Client,
     schema: &str,
@@ -296,7 +296,8 @@ pub async fn budgeted_time(
                 "SELECT p.project_id, coalesce(sum(t.ms), 0)::bigint FROM {schema}.projects p \
                  LEFT JOIN {schema}.time t ON t.org_id = p.org_id AND t.project_id = p.project_id \
                    AND t.source <> 'late' \
-                 WHERE p.org_id = $1 AND p.budget_hours IS NOT NULL GROUP BY p.project_id"
+                 WHERE p.org_id = $1 AND (p.budget_hours IS NOT NULL OR cardinality(p.marks) > 0) \
+                 GROUP BY p.project_id"
             ),
             &[&org],
         )
@@ -413,6 +414,24 @@ pub async fn weeks(
         .iter()
         .map(week_row)
         .collect())
+}
+
+/// The weeks starting in `[from, to]` of `members` (all when `None`),
+/// streamed from the server by week and member.
+pub async fn weeks_stream(
+    pg: &Client,
+    schema: &str,
+    org: &str,
+    (from, to): (NaiveDate, NaiveDate),
+    members: Option<Vec<String>>,
+) -> Result<impl Stream<Item = Result<WeekRow, tokio_postgres::Error>>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {} FROM {schema}.weeks w WHERE w.org_id = $1 AND w.week_start BETWEEN $2 AND $3 \
+         AND ($4::text[] IS NULL OR w.person_id = ANY($4)) ORDER BY w.week_start, w.person_id",
+        week_columns(schema)
+    );
+    let params: [&(dyn ToSql + Sync); 4] = [&org, &from, &to, &members];
+    Ok(pg.query_raw(&sql, params).await?.map_ok(|r| week_row(&r)))
 }
 
 /// The approvals queue: submitted weeks, and approved weeks with time that
