@@ -105,7 +105,6 @@ async function dashboard(run) {
 
   const employee = userFor(fixture, "employee");
   const epage = await signedInPage(run, employee);
-  const employeeId = await epage.getByTestId("session-name").getAttribute("data-person-id");
   run.check((await text(epage.getByTestId("session-role"))) === "Employee", "the employee's shell shows the role Employee");
   await run.expectVisible(epage.getByTestId("member-table"), "the employee's dashboard shows the table");
   const eself = await epage.getByTestId("session-name").getAttribute("data-person-id");
@@ -875,6 +874,7 @@ async function work(run) {
 
   // Employee: assign a stretch, a manual hour, submit.
   const epage = await signedInPage(run, employee);
+  const employeeId = await epage.getByTestId("session-name").getAttribute("data-person-id");
   await epage.getByTestId("nav-week").click();
   await run.expectVisible(epage.getByTestId("week-card"), "the employee opens My week");
   await run.until(async () => (await epage.getByTestId("week-details").count()) > 0, "her week is shown");
@@ -883,14 +883,20 @@ async function work(run) {
   const range = await text(epage.getByTestId("week-range"));
   const weekStart = range.slice(0, 10);
   const today = new Date().toISOString().slice(0, 10);
-  if ((await epage.getByTestId("stretch-row").count()) > 0) {
-    const stretch = epage.getByTestId("stretch-row").first();
-    await stretch.getByTestId("stretch-task").selectOption({ label: "Internal / Support" });
-    await stretch.getByTestId("stretch-assign").click();
-    await run.until(async () => (await epage.locator('[data-testid="entry-row"]').count()) > 0, "a stretch of her activity is assigned to Internal / Support");
-  } else {
-    run.log("no stretch of activity this week yet (the simulated agents upload today's)");
-  }
+  // Her simulated agent uploads today's work: a stretch of it to assign.
+  await run.until(async () => {
+    if ((await epage.getByTestId("stretch-row").count()) > 0) return true;
+    await epage.reload({ waitUntil: "domcontentloaded" });
+    await epage.getByTestId("week-card").waitFor();
+    await epage.waitForTimeout(1000);
+    return false;
+  }, "her activity shows as stretches to assign", 60_000);
+  const stretch = epage.getByTestId("stretch-row").first();
+  await stretch.getByTestId("stretch-task").selectOption({ label: "Internal / Support" });
+  await stretch.getByTestId("stretch-assign").click();
+  const assigned = epage.locator('[data-testid="week-row"][data-source="assigned"]');
+  await run.expectVisible(assigned, "a stretch of her activity is assigned to Internal / Support");
+  run.check(Number(await assigned.first().getAttribute("data-ms")) > 0, `the assigned stretch counts ${await assigned.first().getAttribute("data-ms")} ms`);
   const day = weekStart === today ? addDay(weekStart, 1) : weekStart;
   await epage.getByTestId("manual-day").fill(day);
   await epage.getByTestId("manual-from").fill("09:00");
