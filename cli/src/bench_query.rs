@@ -199,31 +199,26 @@ fn authed<T>(token: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
     Ok(request)
 }
 
-/// The work read model's week reads: this week of every member at once (a
-/// manager's team view), and one member's week view, each `args.uncached`
-/// times one at a time, once the work read model has caught up.
-async fn week_figures(
-    channel: &Channel,
-    token: &str,
-    args: &QueryBenchArgs,
-    last: u64,
-) -> anyhow::Result<()> {
+fn list_weeks(token: &str, min_position: u64) -> anyhow::Result<tonic::Request<ListWeeksRequest>> {
+    authed(
+        token,
+        ListWeeksRequest {
+            org_id: "bench".into(),
+            date: chrono::Utc::now().date_naive().to_string(),
+            min_position,
+        },
+    )
+}
+
+/// Waits until the work read model has applied `last` (it applies the same
+/// spans as the activity read model, so the reads below are not measured
+/// while it catches up on the same two cores).
+async fn wait_for_work(channel: &Channel, token: &str, last: u64) -> anyhow::Result<()> {
     let mut work = WorkClient::new(channel.clone());
-    let today = chrono::Utc::now().date_naive().to_string();
-    let list = |min_position: u64| {
-        authed(
-            token,
-            ListWeeksRequest {
-                org_id: "bench".into(),
-                date: today.clone(),
-                min_position,
-            },
-        )
-    };
     let started = Instant::now();
     let mut caught_up = None;
     for _ in 0..120 {
-        match work.list_weeks(list(last)?).await {
+        match work.list_weeks(list_weeks(token, last)?).await {
             Ok(weeks) => {
                 caught_up = Some(weeks.into_inner());
                 break;
@@ -238,11 +233,26 @@ async fn week_figures(
         started.elapsed().as_secs_f64(),
         weeks.weeks.len()
     ));
+    Ok(())
+}
+
+/// The work read model's week reads: this week of every member at once (a
+/// manager's team view), and one member's week view, each `args.uncached`
+/// times one at a time.
+async fn week_figures(channel: &Channel, token: &str, args: &QueryBenchArgs) -> anyhow::Result<()> {
+    let mut work = WorkClient::new(channel.clone());
+    let today = chrono::Utc::now().date_naive().to_string();
+    let mut members = 0;
     let mut team = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut one = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for i in 0..args.uncached {
         let at = Instant::now();
-        work.list_weeks(list(0)?).await?;
+        members = work
+            .list_weeks(list_weeks(token, 0)?)
+            .await?
+            .into_inner()
+            .weeks
+            .len();
         team.record(at.elapsed().as_micros().max(1) as u64)?;
         let at = Instant::now();
         work.get_week(authed(
@@ -259,7 +269,7 @@ async fn week_figures(
     }
     say(&format!(
         "week of {} members ({} reads): p50 {:.1} ms, p99 {:.1} ms; one member's week view: p50 {:.1} ms, p99 {:.1} ms",
-        weeks.weeks.len(),
+        members,
         team.len(),
         micros(&team, 0.5),
         micros(&team, 0.99),
@@ -277,12 +287,14 @@ pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
     trackhrs_nats::provision(&client, &config).await?;
     let store = EventStore::open(client.clone(), config).await?;
 
-    // The platform with every read model, and the org with its owner.
+    // The platform with every read model, and the org with its owner (a
+    // gateway, unused, so that it opens the application layer).
     let platform = Platform::build(
         store.clone(),
         pg_config.clone(),
         Settings {
             read_models: ReadModels::All,
+            gateway: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             ..Settings::default()
         },
     )
@@ -360,6 +372,7 @@ pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
         }
     }
     let dashboard = waited.context("the activity read model did not catch up")?;
+    wait_for_work(&channel, &token, last).await?;
     let people: std::collections::BTreeSet<_> =
         dashboard.days.iter().map(|d| d.person_id.clone()).collect();
     let summary = ActivityClient::new(channel.clone())
@@ -495,7 +508,7 @@ pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
         micros(&days, 0.99),
         days.max() as f64 / 1000.0
     ));
-    week_figures(&channel_to(cached_addr).await?, &token, &args, last).await?;
+    week_figures(&channel_to(cached_addr).await?, &token, &args).await?;
     if args.portal_dir.is_some() {
         let user = "owner@bench.test";
         let fixture = serde_json::json!({
