@@ -434,6 +434,7 @@ async fn seed_demo_work(app: &App) -> anyhow::Result<()> {
             budget: Budget {
                 hours,
                 money_minor: hours.map(|h| i64::from(h) * 10_000),
+                rate_minor: hours.map(|_| 10_000),
             },
             members: vec![],
         };

@@ -22,6 +22,15 @@ pub const MAX_NAME_CHARS: usize = 200;
 /// The largest budget in hours (a century of full-time work).
 pub const MAX_BUDGET_HOURS: u32 = 1_000_000;
 
+/// What `ms` of time is worth at `rate_minor` an hour, in minor units:
+/// rounded half up to the minor unit (1 minute at 100.00 an hour is 1.67).
+/// Integer arithmetic only; saturates rather than overflows.
+pub fn money_for(ms: i64, rate_minor: i64) -> i64 {
+    let exact = i128::from(ms) * i128::from(rate_minor);
+    let rounded = (exact + 1_800_000).div_euclid(3_600_000);
+    i64::try_from(rounded).unwrap_or(if rounded < 0 { i64::MIN } else { i64::MAX })
+}
+
 /// The marks of a budget that are recorded when crossed, in percent.
 pub const BUDGET_MARKS: [u32; 2] = [80, 100];
 
@@ -32,6 +41,10 @@ pub struct Budget {
     pub hours: Option<u32>,
     /// Money in the org's currency's minor units, if it has one in money.
     pub money_minor: Option<i64>,
+    /// The rate an hour of the project's time is worth, in minor units (what
+    /// the budget in money is used at). Absent in events before it existed.
+    #[serde(default)]
+    pub rate_minor: Option<i64>,
 }
 
 /// A project.
@@ -203,8 +216,8 @@ pub enum ProjectError {
     /// A name is empty or too long.
     #[error("{0} must be 1 to {MAX_NAME_CHARS} characters")]
     InvalidName(&'static str),
-    /// A budget is zero, negative or beyond [`MAX_BUDGET_HOURS`].
-    #[error("a budget must be positive, and at most {MAX_BUDGET_HOURS} hours")]
+    /// A budget or rate is zero, negative, or hours beyond [`MAX_BUDGET_HOURS`].
+    #[error("a budget and a rate must be positive, and a budget at most {MAX_BUDGET_HOURS} hours")]
     InvalidBudget,
     /// The task exists.
     #[error("task {0} exists")]
@@ -238,6 +251,7 @@ fn check_name(what: &'static str, name: &str) -> Result<(), ProjectError> {
 fn check_budget(budget: &Budget) -> Result<(), ProjectError> {
     if budget.hours.is_some_and(|h| h == 0 || h > MAX_BUDGET_HOURS)
         || budget.money_minor.is_some_and(|m| m <= 0)
+        || budget.rate_minor.is_some_and(|r| r <= 0)
     {
         return Err(ProjectError::InvalidBudget);
     }
@@ -417,6 +431,18 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn money_rounds_half_up_to_the_minor_unit() {
+        // 100.00 an hour: a minute is 166.67 minor units, rounded to 167.
+        assert_eq!(money_for(60_000, 10_000), 167);
+        assert_eq!(money_for(3_600_000, 10_000), 10_000);
+        // Exactly half a minor unit rounds up: 18 s at 1.00 an hour.
+        assert_eq!(money_for(18_000, 1), 0);
+        assert_eq!(money_for(1_800_000, 1), 1);
+        assert_eq!(money_for(0, 10_000), 0);
+        assert_eq!(money_for(i64::MAX, i64::MAX), i64::MAX);
+    }
     use crate::testing::AggregateTest;
 
     const H: i64 = 3_600_000;
@@ -429,6 +455,7 @@ mod tests {
             budget: Budget {
                 hours,
                 money_minor: None,
+                rate_minor: None,
             },
             members: BTreeSet::new(),
         }
@@ -456,6 +483,7 @@ mod tests {
         let budget = Budget {
             hours: Some(100),
             money_minor: None,
+            rate_minor: None,
         };
         for role in [Role::Owner, Role::Admin, Role::Manager] {
             AggregateTest::<Project>::given(vec![])
@@ -483,6 +511,7 @@ mod tests {
                     Budget {
                         hours: Some(0),
                         money_minor: None,
+                        rate_minor: None,
                     },
                 ),
                 ProjectError::InvalidBudget,
@@ -494,6 +523,7 @@ mod tests {
                     Budget {
                         hours: None,
                         money_minor: Some(-5),
+                        rate_minor: None,
                     },
                 ),
                 ProjectError::InvalidBudget,
@@ -505,6 +535,7 @@ mod tests {
                     Budget {
                         hours: Some(MAX_BUDGET_HOURS + 1),
                         money_minor: None,
+                        rate_minor: None,
                     },
                 ),
                 ProjectError::InvalidBudget,

@@ -80,16 +80,23 @@ fn budget(b: Option<pb::Budget>) -> Result<Budget, Status> {
             "budget.money_minor: must not be negative",
         ));
     }
+    if b.rate_minor < 0 {
+        return Err(Status::invalid_argument(
+            "budget.rate_minor: must not be negative",
+        ));
+    }
     Ok(Budget {
         hours: (b.hours > 0).then_some(b.hours),
         money_minor: (b.money_minor > 0).then_some(b.money_minor),
+        rate_minor: (b.rate_minor > 0).then_some(b.rate_minor),
     })
 }
 
-fn budget_to_wire(hours: Option<i32>, money: Option<i64>) -> pb::Budget {
+fn budget_to_wire(hours: Option<i32>, money: Option<i64>, rate: Option<i64>) -> pb::Budget {
     pb::Budget {
         hours: hours.map_or(0, |h| h.max(0) as u32),
         money_minor: money.unwrap_or(0),
+        rate_minor: rate.unwrap_or(0),
     }
 }
 
@@ -155,7 +162,7 @@ fn catalog_to_wire(c: Catalog, position: u64) -> pb::Catalog {
                 name: p.name,
                 client_id: p.client_id.unwrap_or_default(),
                 billable: p.billable,
-                budget: Some(budget_to_wire(p.budget_hours, p.budget_money)),
+                budget: Some(budget_to_wire(p.budget_hours, p.budget_money, p.rate_money)),
                 archived: p.archived,
                 members: p.members,
                 tasks: p
@@ -167,6 +174,7 @@ fn catalog_to_wire(c: Catalog, position: u64) -> pb::Catalog {
                     })
                     .collect(),
                 booked_ms: p.booked_ms,
+                booked_money_minor: p.booked_money.unwrap_or(0),
                 marks: p.marks.into_iter().map(|m| m.max(0) as u32).collect(),
             })
             .collect(),

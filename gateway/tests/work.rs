@@ -121,6 +121,8 @@ async fn org() -> Org {
         .into_inner()
         .id;
     let project = |command: &str, name: &str, client: &str, billable: bool, hours: u32| {
+        // 100.00 an hour for a project with a budget.
+        let rate_minor = if hours > 0 { 10_000 } else { 0 };
         wpb::CreateProjectRequest {
             command_id: cmd(command),
             org_id: "acme".into(),
@@ -130,6 +132,7 @@ async fn org() -> Org {
             budget: Some(wpb::Budget {
                 hours,
                 money_minor: 0,
+                rate_minor,
             }),
             members: vec![],
         }
@@ -658,6 +661,38 @@ async fn a_week_from_activity_to_approval_and_what_arrives_after_it() {
     ];
     expected.sort();
     assert_eq!(lines, expected, "{csv}");
+
+    // Budget used: 3 h of Website at 100.00 an hour, and 30 % of its 10 h.
+    let catalog = w
+        .get_catalog(authed(
+            &o.owner.access_token,
+            wpb::GetCatalogRequest {
+                org_id: "acme".into(),
+                min_position: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let website = catalog
+        .projects
+        .iter()
+        .find(|p| p.project_id == o.website)
+        .unwrap();
+    assert_eq!(
+        (website.booked_ms, website.booked_money_minor),
+        (3 * H, 30_000)
+    );
+    let ops = catalog
+        .projects
+        .iter()
+        .find(|p| p.project_id == o.ops)
+        .unwrap();
+    assert_eq!(
+        (ops.booked_ms, ops.booked_money_minor),
+        (2 * H, 0),
+        "no rate, no money"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1127,6 +1162,7 @@ async fn budget_marks_are_recorded_once_per_crossing() {
                 change: Some(wpb::change_project_request::Change::Budget(wpb::Budget {
                     hours,
                     money_minor: 0,
+                    rate_minor: 10_000,
                 })),
             },
         )

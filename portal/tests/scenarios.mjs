@@ -863,6 +863,8 @@ async function work(run) {
   await opage.getByTestId("project-name").fill(project);
   await opage.getByTestId("project-client").selectOption({ label: client });
   await opage.getByTestId("project-hours").fill("20");
+  await opage.getByTestId("project-money").fill("1000");
+  await opage.getByTestId("project-rate").fill("50");
   await opage.getByTestId("project-submit").click();
   const row = opage.locator(`[data-testid="project-row"][data-name="${project}"]`);
   await run.expectVisible(row, `the project ${project} is listed`);
@@ -940,6 +942,8 @@ async function work(run) {
   const timeRow = opage.locator(`[data-testid="project-time-row"][data-project-id="${projectId}"]`);
   await run.expectVisible(timeRow, `${project} has project time this week`);
   run.check((await timeRow.getAttribute("data-ms")) === "3600000" && (await text(timeRow.locator("td").nth(1))) === "Yes", "one billable hour");
+  const used = opage.locator(`[data-testid="project-row"][data-project-id="${projectId}"]`).getByTestId("project-money-used");
+  run.check((await used.getAttribute("data-minor")) === "5000", `its budget in money is used at 50.00 an hour: "${await text(used)}"`);
 
   // Both CSV exports download what the API streams.
   for (const [button, header, needle] of [

@@ -194,6 +194,7 @@ impl Projection for Work {
                  billable     boolean NOT NULL,
                  budget_hours integer,
                  budget_money bigint,
+                 rate_money   bigint,
                  archived     boolean NOT NULL DEFAULT false,
                  members      text[] NOT NULL,
                  marks        integer[] NOT NULL DEFAULT '{{}}',
@@ -552,8 +553,8 @@ async fn apply_project(
                 tx.execute(
                     &format!(
                         "INSERT INTO {schema}.projects (org_id, project_id, name, client_id, \
-                         billable, budget_hours, budget_money, members) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING"
+                         billable, budget_hours, budget_money, rate_money, members) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING"
                     ),
                     &[
                         &org,
@@ -563,6 +564,7 @@ async fn apply_project(
                         billable,
                         &budget.hours.map(|h| h as i32),
                         &budget.money_minor,
+                        &budget.rate_minor,
                         &members,
                     ],
                 )
@@ -580,12 +582,13 @@ async fn apply_project(
             }
             ProjectEvent::BudgetChanged { budget } => {
                 tx.execute(
-                    &set("budget_hours = $3, budget_money = $4"),
+                    &set("budget_hours = $3, budget_money = $4, rate_money = $5"),
                     &[
                         &org,
                         &project,
                         &budget.hours.map(|h| h as i32),
                         &budget.money_minor,
+                        &budget.rate_minor,
                     ],
                 )
                 .await?;

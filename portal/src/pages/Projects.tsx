@@ -38,6 +38,17 @@ export function ProjectsPage() {
   );
 }
 
+/** Minor units as money with two decimals ("1,234.50"). */
+function money(minor: bigint): string {
+  return (Number(minor) / 100).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+}
+
+function moneyUsed(p: Project): string {
+  const budget = p.budget?.moneyMinor ?? 0n;
+  if (!p.budget?.rateMinor) return "–";
+  return budget > 0n ? `${money(p.bookedMoneyMinor)} of ${money(budget)}` : money(p.bookedMoneyMinor);
+}
+
 function budgetUsed(p: Project): string {
   const budget = p.budget?.hours ?? 0;
   const used = hours(p.bookedMs);
@@ -57,6 +68,7 @@ function ProjectTable({ catalog, manage, orgId, onChanged }: { catalog: Catalog;
             <th>Client</th>
             <th>Billable</th>
             <th>Budget used</th>
+            <th>Money used</th>
             <th>Tasks</th>
             {manage && <th className="actions-col">Actions</th>}
           </tr>
@@ -71,6 +83,9 @@ function ProjectTable({ catalog, manage, orgId, onChanged }: { catalog: Catalog;
               <td>{clientName(p.clientId) || <span className="muted">–</span>}</td>
               <td>{p.billable ? "Yes" : "No"}</td>
               <td className="num" data-testid="project-used">{budgetUsed(p)}</td>
+              <td className="num" data-testid="project-money-used" data-minor={String(p.bookedMoneyMinor)}>
+                {moneyUsed(p)}
+              </td>
               <td data-testid="project-tasks">{p.tasks.map((t) => t.name).join(", ") || <span className="muted">none</span>}</td>
               {manage && (
                 <td className="actions-col">
@@ -128,6 +143,7 @@ function NewProjectCard({ catalog, orgId, onChanged }: { catalog: Catalog; orgId
   const [billable, setBillable] = useState(true);
   const [budgetHours, setBudgetHours] = useState("");
   const [budgetMoney, setBudgetMoney] = useState("");
+  const [rate, setRate] = useState("");
   const [clientName, setClientName] = useState("");
   const project = useAction();
   const newClient = useAction();
@@ -137,6 +153,7 @@ function NewProjectCard({ catalog, orgId, onChanged }: { catalog: Catalog; orgId
     const n = name.trim();
     void project.run(async () => {
       const money = budgetMoney.trim() ? Math.round(Number(budgetMoney) * 100) : 0;
+      const rateMinor = rate.trim() ? Math.round(Number(rate) * 100) : 0;
       const r = await runCommand(`project:${n}`, (commandId) =>
         work.createProject({
           commandId,
@@ -144,13 +161,14 @@ function NewProjectCard({ catalog, orgId, onChanged }: { catalog: Catalog; orgId
           name: n,
           clientId: client,
           billable,
-          budget: { hours: Number(budgetHours || 0), moneyMinor: BigInt(money) },
+          budget: { hours: Number(budgetHours || 0), moneyMinor: BigInt(money), rateMinor: BigInt(rateMinor) },
           members: [],
         }),
       );
       setName("");
       setBudgetHours("");
       setBudgetMoney("");
+      setRate("");
       onChanged(r.result?.position);
     });
   };
@@ -190,6 +208,10 @@ function NewProjectCard({ catalog, orgId, onChanged }: { catalog: Catalog; orgId
         <label>
           Budget (money)
           <input data-testid="project-money" type="number" min={0} step={0.01} value={budgetMoney} onChange={(e) => setBudgetMoney(e.target.value)} />
+        </label>
+        <label>
+          Rate per hour
+          <input data-testid="project-rate" type="number" min={0} step={0.01} value={rate} onChange={(e) => setRate(e.target.value)} />
         </label>
         <label className="check">
           <input type="checkbox" data-testid="project-billable" checked={billable} onChange={(e) => setBillable(e.target.checked)} /> Billable

@@ -53,6 +53,11 @@ pub struct ProjectRow {
     pub budget_hours: Option<i32>,
     /// Budget in the org's currency's minor units.
     pub budget_money: Option<i64>,
+    /// What an hour is worth, in minor units.
+    pub rate_money: Option<i64>,
+    /// The time booked at the rate, in minor units, rounded half up (with a
+    /// rate).
+    pub booked_money: Option<i64>,
     /// Whether it is archived.
     pub archived: bool,
     /// Who may book on it (empty: everyone).
@@ -245,7 +250,7 @@ pub async fn projects(
         .query(
             &format!(
                 "SELECT p.project_id, p.name, p.client_id, p.billable, p.budget_hours, \
-                 p.budget_money, p.archived, p.members, p.marks, \
+                 p.budget_money, p.archived, p.members, p.marks, p.rate_money, \
                  coalesce((SELECT sum(ms)::bigint FROM {schema}.time t WHERE t.org_id = p.org_id \
                    AND t.project_id = p.project_id AND t.source <> 'late'), 0), \
                  coalesce((SELECT array_agg(k.task_id || E'\\t' || k.name ORDER BY k.name, k.task_id) \
@@ -267,9 +272,13 @@ pub async fn projects(
             archived: r.get(6),
             members: r.get(7),
             marks: r.get(8),
-            booked_ms: r.get(9),
+            rate_money: r.get(9),
+            booked_money: r
+                .get::<_, Option<i64>>(9)
+                .map(|rate| trackhrs_domain::project::money_for(r.get(10), rate)),
+            booked_ms: r.get(10),
             tasks: r
-                .get::<_, Vec<String>>(10)
+                .get::<_, Vec<String>>(11)
                 .into_iter()
                 .map(|t| {
                     let (id, name) = t.split_once('\t').unwrap_or((&t, ""));
