@@ -273,6 +273,27 @@ impl Work {
             .await
     }
 
+    /// Runs the org command `make` builds from the caller and a new id,
+    /// derived from the command id (`<prefix>_<hex>`, the same for a retry);
+    /// returns the id.
+    async fn create(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        command_id: &str,
+        (prefix, purpose): (&str, &str),
+        make: impl FnOnce(Token, Token) -> OrgCommand,
+    ) -> Result<(Token, Outcome), AppError> {
+        let org = caller.scope(org_id)?;
+        let id = derived_id(prefix, &org, purpose, command_id);
+        let command = make(caller.person.clone(), id.clone());
+        Ok((
+            id,
+            self.org_command(caller, org_id, command_id, command)
+                .await?,
+        ))
+    }
+
     /// Creates a team (owners and admins); returns its id.
     #[tracing::instrument(skip_all)]
     pub async fn create_team(
@@ -282,18 +303,10 @@ impl Work {
         command_id: &str,
         name: String,
     ) -> Result<(Token, Outcome), AppError> {
-        let org = caller.scope(org_id)?;
-        let team = derived_id("tm", &org, "team", command_id);
-        let command = OrgCommand::CreateTeam {
-            actor: caller.person.clone(),
-            team: team.clone(),
-            name,
-        };
-        Ok((
-            team,
-            self.org_command(caller, org_id, command_id, command)
-                .await?,
-        ))
+        self.create(caller, org_id, command_id, ("tm", "team"), |actor, team| {
+            OrgCommand::CreateTeam { actor, team, name }
+        })
+        .await
     }
 
     /// Sets a team's managers (owners and admins).
@@ -347,18 +360,18 @@ impl Work {
         command_id: &str,
         name: String,
     ) -> Result<(Token, Outcome), AppError> {
-        let org = caller.scope(org_id)?;
-        let client = derived_id("cl", &org, "client", command_id);
-        let command = OrgCommand::CreateClient {
-            actor: caller.person.clone(),
-            client: client.clone(),
-            name,
-        };
-        Ok((
-            client,
-            self.org_command(caller, org_id, command_id, command)
-                .await?,
-        ))
+        self.create(
+            caller,
+            org_id,
+            command_id,
+            ("cl", "client"),
+            |actor, client| OrgCommand::CreateClient {
+                actor,
+                client,
+                name,
+            },
+        )
+        .await
     }
 
     /// Replaces the attribution rules (owners and admins); every project and

@@ -231,6 +231,15 @@ async fn week(o: &Org, token: &str, person: &str, date: NaiveDate, min: u64) -> 
         .into_inner()
 }
 
+/// The whole text of a streamed CSV answer.
+async fn read_csv(stream: &mut tonic::Streaming<wpb::CsvChunk>) -> String {
+    let mut csv = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        csv.extend(chunk.data);
+    }
+    String::from_utf8(csv).unwrap()
+}
+
 fn time_of(view: &wpb::WeekView, project: &str, source: &str) -> i64 {
     view.time
         .iter()
@@ -602,11 +611,7 @@ async fn a_week_from_activity_to_approval_and_what_arrives_after_it() {
         .await
         .unwrap()
         .into_inner();
-    let mut csv = Vec::new();
-    while let Some(chunk) = stream.message().await.unwrap() {
-        csv.extend(chunk.data);
-    }
-    let csv = String::from_utf8(csv).unwrap();
+    let csv = read_csv(&mut stream).await;
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
@@ -636,11 +641,7 @@ async fn a_week_from_activity_to_approval_and_what_arrives_after_it() {
         .await
         .unwrap()
         .into_inner();
-    let mut csv = Vec::new();
-    while let Some(chunk) = stream.message().await.unwrap() {
-        csv.extend(chunk.data);
-    }
-    let csv = String::from_utf8(csv).unwrap();
+    let csv = read_csv(&mut stream).await;
     let mut lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines.remove(0),

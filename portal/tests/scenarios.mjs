@@ -893,12 +893,18 @@ async function work(run) {
     await epage.waitForTimeout(1000);
     return false;
   }, "her activity shows as stretches to assign", 60_000);
+  // Split it: its first minute to Internal / Support.
   const stretch = epage.getByTestId("stretch-row").first();
+  const from = await stretch.getByTestId("stretch-from").inputValue();
+  const [h, m] = from.split(":").map(Number);
+  const next = (h * 60 + m + 1) % (24 * 60);
+  await stretch.getByTestId("stretch-to").fill(`${String(Math.floor(next / 60)).padStart(2, "0")}:${String(next % 60).padStart(2, "0")}`);
   await stretch.getByTestId("stretch-task").selectOption({ label: "Internal / Support" });
   await stretch.getByTestId("stretch-assign").click();
   const assigned = epage.locator('[data-testid="week-row"][data-source="assigned"]');
-  await run.expectVisible(assigned, "a stretch of her activity is assigned to Internal / Support");
-  run.check(Number(await assigned.first().getAttribute("data-ms")) > 0, `the assigned stretch counts ${await assigned.first().getAttribute("data-ms")} ms`);
+  await run.expectVisible(assigned, `the minute from ${from} of a stretch of her activity is assigned to Internal / Support`);
+  const ms = Number(await assigned.first().getAttribute("data-ms"));
+  run.check(ms > 0 && ms <= 60_000, `the assigned part counts ${ms} ms, at most the minute`);
   const day = weekStart === today ? addDay(weekStart, 1) : weekStart;
   await epage.getByTestId("manual-day").fill(day);
   await epage.getByTestId("manual-from").fill("09:00");

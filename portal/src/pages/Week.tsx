@@ -237,19 +237,26 @@ function TaskOptions({ catalog }: { catalog: Catalog }) {
 function StretchesCard({ view, catalog, onChanged }: { view: WeekView; catalog: Catalog; onChanged: (p: bigint | undefined) => void }) {
   const { session, timeZone } = useOrg();
   const [choice, setChoice] = useState<Record<string, string>>({});
+  // A part of a stretch (a split): its times as edited, else the whole.
+  const [parts, setParts] = useState<Record<string, { from?: string; to?: string }>>({});
   const act = useAction();
-  const assign = (start: bigint, end: bigint) =>
+  const assign = (stretchStart: bigint, stretchEnd: bigint) =>
     void act.run(async () => {
-      const [projectId = "", taskId = ""] = (choice[String(start)] ?? "").split("\t");
-      const r = await runCommand(`assign:${start}:${projectId}:${taskId}`, (commandId) =>
+      const key = String(stretchStart);
+      const [projectId = "", taskId = ""] = (choice[key] ?? "").split("\t");
+      const part = parts[key] ?? {};
+      const start = part.from ? BigInt(atLocal(dayOf(Number(stretchStart), timeZone), part.from, timeZone)) : stretchStart;
+      const end = part.to ? BigInt(atLocal(dayOf(Number(stretchEnd), timeZone), part.to, timeZone)) : stretchEnd;
+      const r = await runCommand(`assign:${start}:${end}:${projectId}:${taskId}`, (commandId) =>
         work.addEntry({ commandId, orgId: session.orgId, kind: EntryKind.ASSIGNMENT, projectId, taskId, startMs: start, endMs: end, note: "" }),
       );
       onChanged(r.result?.position);
     });
+  const setPart = (key: string, edge: "from" | "to", value: string) => setParts({ ...parts, [key]: { ...parts[key], [edge]: value } });
   if (view.stretches.length === 0) return null;
   return (
     <Card title="Assign activity to a task" testId="stretches-card" wide>
-      <p className="muted small">Stretches of your activity this week; assigning one overrides the rules for its time.</p>
+      <p className="muted small">Stretches of your activity this week; assigning one, or a part of it (change its times to split it), overrides the rules for that time.</p>
       <div className="table-wrap" tabIndex={0}>
         <table data-testid="stretches-table">
           <thead>
@@ -270,6 +277,20 @@ function StretchesCard({ view, catalog, onChanged }: { view: WeekView; catalog: 
                 <td className="num">{hours(s.activeMs)} h</td>
                 <td>
                   <div className="inline-form">
+                    <input
+                      type="time"
+                      aria-label="From"
+                      data-testid="stretch-from"
+                      value={parts[String(s.startMs)]?.from ?? clock(Number(s.startMs), timeZone)}
+                      onChange={(e) => setPart(String(s.startMs), "from", e.target.value)}
+                    />
+                    <input
+                      type="time"
+                      aria-label="To"
+                      data-testid="stretch-to"
+                      value={parts[String(s.startMs)]?.to ?? clock(Number(s.endMs), timeZone)}
+                      onChange={(e) => setPart(String(s.startMs), "to", e.target.value)}
+                    />
                     <select aria-label="Task for this stretch" data-testid="stretch-task" value={choice[String(s.startMs)] ?? ""} onChange={(e) => setChoice({ ...choice, [String(s.startMs)]: e.target.value })}>
                       <TaskOptions catalog={catalog} />
                     </select>
