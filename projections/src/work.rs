@@ -27,11 +27,11 @@ use tokio_postgres::Transaction;
 use trackhrs_domain::attribution::{Attribution, AttributionRule};
 use trackhrs_domain::organization::{OrgEvent, Settings};
 use trackhrs_domain::project::ProjectEvent;
-use trackhrs_domain::timesheet::{EntryKind, TimesheetEvent, WeekStatus};
+use trackhrs_domain::timesheet::{EntryKind, TimesheetEvent};
 use trackhrs_domain::week::{first_day, week_of};
 use trackhrs_nats::{KeyStore, StoreError, TypedCommit};
 
-pub use self::compute::{Source, Span, WeekEntry, span_totals, week_totals};
+use self::compute::{Span, WeekEntry, span_totals, week_totals};
 pub use self::decode::WorkCommit;
 pub use self::queries::*;
 use crate::activity::{Activities, DeviceBatch, activity_id};
@@ -1313,15 +1313,6 @@ async fn erase(
     )
     .await?;
     Ok(())
-}
-
-/// The status of a week as stored.
-pub fn status_name(status: WeekStatus) -> &'static str {
-    match status {
-        WeekStatus::Open => "open",
-        WeekStatus::Submitted => "submitted",
-        WeekStatus::Approved => "approved",
-    }
 }
 
 #[cfg(test)]

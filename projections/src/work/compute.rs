@@ -41,13 +41,6 @@ impl Source {
             Self::Late => "late",
         }
     }
-
-    /// The source named `name`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Rule, Self::Assigned, Self::Manual, Self::Late]
-            .into_iter()
-            .find(|s| s.as_str() == name)
-    }
 }
 
 /// An active span of the member's activity.
