@@ -154,6 +154,26 @@ fn not_found(field: &str, what: &str) -> AppError {
     AppError::new(ErrorKind::NotFound, format!("{field}: no such {what}"))
 }
 
+/// Passes each row of `rows` to `sink`, one at a time (the stream reads the
+/// next only when `sink` is done); returns how many.
+async fn drain<T, F, Fut>(
+    rows: impl futures::Stream<Item = Result<T, tokio_postgres::Error>>,
+    mut sink: F,
+) -> Result<u64, AppError>
+where
+    F: FnMut(T) -> Fut,
+    Fut: Future<Output = Result<(), AppError>>,
+{
+    use futures::TryStreamExt as _;
+    futures::pin_mut!(rows);
+    let mut count = 0;
+    while let Some(row) = rows.try_next().await? {
+        sink(row).await?;
+        count += 1;
+    }
+    Ok(count)
+}
+
 fn check_range(from: NaiveDate, to: NaiveDate) -> Result<(), AppError> {
     if to < from {
         return Err(AppError::invalid("to", "must not be before from"));
@@ -801,26 +821,19 @@ impl Work {
         caller: &Caller,
         org_id: &str,
         (from, to): (NaiveDate, NaiveDate),
-        mut sink: F,
+        sink: F,
     ) -> Result<u64, AppError>
     where
         F: FnMut(ProjectTime) -> Fut,
         Fut: Future<Output = Result<(), AppError>>,
     {
-        use futures::TryStreamExt as _;
         caller.scope(org_id)?;
         check_range(from, to)?;
         let (org, m, members) = self.model(caller, org_id, Read::ProjectTime, 0).await?;
         let rows =
             model::project_time_stream(&m.client, &m.schema, org.as_str(), from, to, members)
                 .await?;
-        futures::pin_mut!(rows);
-        let mut count = 0;
-        while let Some(row) = rows.try_next().await? {
-            sink(row).await?;
-            count += 1;
-        }
-        Ok(count)
+        drain(rows, sink).await
     }
 
     /// Streams the weeks starting in `[from, to]` of the members the caller
@@ -831,25 +844,18 @@ impl Work {
         caller: &Caller,
         org_id: &str,
         (from, to): (NaiveDate, NaiveDate),
-        mut sink: F,
+        sink: F,
     ) -> Result<u64, AppError>
     where
         F: FnMut(WeekRow) -> Fut,
         Fut: Future<Output = Result<(), AppError>>,
     {
-        use futures::TryStreamExt as _;
         caller.scope(org_id)?;
         check_range(from, to)?;
         let (org, m, members) = self.model(caller, org_id, Read::Timesheets, 0).await?;
         let rows =
             model::weeks_stream(&m.client, &m.schema, org.as_str(), (from, to), members).await?;
-        futures::pin_mut!(rows);
-        let mut count = 0;
-        while let Some(row) = rows.try_next().await? {
-            sink(row).await?;
-            count += 1;
-        }
-        Ok(count)
+        drain(rows, sink).await
     }
 
     /// `person`'s week holding `date`: the caller's own, or one of a member
