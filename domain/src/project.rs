@@ -22,13 +22,11 @@ pub const MAX_NAME_CHARS: usize = 200;
 /// The largest budget in hours (a century of full-time work).
 pub const MAX_BUDGET_HOURS: u32 = 1_000_000;
 
-/// What `ms` of time is worth at `rate_minor` an hour, in minor units:
-/// rounded half up to the minor unit (1 minute at 100.00 an hour is 1.67).
-/// Integer arithmetic only; saturates rather than overflows.
+/// What `ms` of time is worth at `rate_minor` an hour, in minor units, by
+/// the one rounding rule of [`crate::money`] (1 minute at 100.00 an hour is
+/// 1.67); saturates rather than overflows.
 pub fn money_for(ms: i64, rate_minor: i64) -> i64 {
-    let exact = i128::from(ms) * i128::from(rate_minor);
-    let rounded = (exact + 1_800_000).div_euclid(3_600_000);
-    i64::try_from(rounded).unwrap_or(if rounded < 0 { i64::MIN } else { i64::MAX })
+    crate::money::amount_for(ms, rate_minor, 100)
 }
 
 /// The marks of a budget that are recorded when crossed, in percent.
