@@ -1,7 +1,8 @@
 //! The operator tools against real servers: `provision` (idempotent),
 //! `auth keys` / `rotate-key` / `retire-key` (with a running gateway
 //! replica noticing), and `events tail` with `--org`, `--from` and
-//! `--follow`.
+//! `--follow`; `erase-person` (the person's log-in, device and copies in
+//! the read models gone, the log untouched but for the erasure).
 
 mod common;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use tonic::Code;
 use trackhrs_harness::{NatsServer, wait_until};
+use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
 use trackhrs_schemas::org::v1 as pb;
 use trackhrs_testkit::{Platform, authed};
 
@@ -101,6 +103,116 @@ async fn signing_keys_rotate_and_retire_while_a_replica_serves() {
         .unwrap()
         .into_inner();
     get(again.access_token).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_person_erases_a_member_end_to_end_and_refuses_a_stranger() {
+    let p = Platform::start().await;
+    let owner = p.sign_up("acme", 3).await;
+    let erin = p.member(&owner, "erin", pb::Role::Employee).await;
+    let device = p.enroll(&erin, "erins laptop").await;
+    let (nats_url, db_url) = (p.nats.url(), p.db.connection_string().to_owned());
+    let env = common::platform_env(&nats_url, &db_url);
+    let pg = p.db.connect().await.unwrap();
+    let credentials = |person: String| {
+        let pg = &pg;
+        async move {
+            let mut rows = 0;
+            for table in ["accounts", "invitations", "refresh_tokens", "device_tokens"] {
+                rows += pg
+                    .query_one(
+                        &format!("SELECT count(*) FROM auth.{table} WHERE person_id = $1"),
+                        &[&person],
+                    )
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0);
+            }
+            rows
+        }
+    };
+    assert!(credentials(erin.person_id.clone()).await >= 2);
+    let before = p.last_sequence().await;
+
+    let out = common::trackhrs(
+        &["erase-person", "--org", "acme", "--person", &erin.person_id],
+        &env,
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("erased {}", erin.person_id)),
+        "{said}"
+    );
+    assert_eq!(
+        p.last_sequence().await,
+        before + 1,
+        "one commit: the erasure"
+    );
+    assert_eq!(credentials(erin.person_id.clone()).await, 0);
+    assert!(
+        credentials(owner.person_id.clone()).await > 0,
+        "nobody else's"
+    );
+
+    // Her log-in and her device are refused; the directory drops her.
+    let login = p
+        .gw()
+        .identity()
+        .login(pb::LoginRequest {
+            org_id: "acme".into(),
+            email: "erin@acme.test".into(),
+            password: trackhrs_testkit::PASSWORD.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(login.code(), Code::Unauthenticated, "{login:?}");
+    let upload = AgentIngestClient::new(p.gw().channel.clone())
+        .upload_batch(authed(
+            &device.device_token,
+            trackhrs_schemas::agent::v1::UploadBatchRequest {
+                batch_id: "after-erasure".into(),
+                device_batch_seq: 1,
+                spans: vec![],
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(upload.code(), Code::Unauthenticated, "{upload:?}");
+    let directory = trackhrs_projections::live_schema(&pg, "org_directory")
+        .await
+        .unwrap()
+        .unwrap();
+    let erased = wait_until(Duration::from_secs(30), || async {
+        let row = pg
+            .query_one(
+                &format!(
+                    "SELECT email FROM {directory}.members WHERE org_id = 'acme' AND person_id = $1"
+                ),
+                &[&erin.person_id],
+            )
+            .await
+            .unwrap();
+        row.get::<_, Option<String>>(0).is_none().then_some(())
+    })
+    .await;
+    assert!(erased.is_some(), "the directory kept her e-mail");
+
+    // Again: nothing more to do; a stranger is refused and nothing stored.
+    let again = common::trackhrs(
+        &["erase-person", "--org", "acme", "--person", &erin.person_id],
+        &env,
+    );
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 credential rows"));
+    let stranger = Command::new(env!("CARGO_BIN_EXE_trackhrs"))
+        .args(["erase-person", "--org", "acme", "--person", "nobody"])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!stranger.status.success());
+    let err = String::from_utf8_lossy(&stranger.stderr);
+    assert!(err.contains("no such person in this organization"), "{err}");
+    assert_eq!(p.last_sequence().await, before + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

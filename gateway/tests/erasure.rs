@@ -16,6 +16,8 @@ use trackhrs_schemas::agent::v1::{
     Span, TimelineChange, TimelineEvent, UploadBatchRequest, UploadTimelineRequest,
 };
 use trackhrs_schemas::org::v1 as pb;
+use trackhrs_schemas::work::v1 as wpb;
+use trackhrs_schemas::work::v1::work_client::WorkClient;
 use trackhrs_testkit::*;
 
 fn now_ms() -> i64 {
@@ -63,7 +65,7 @@ async fn upload(p: &Platform, device_token: &str, titles: &[&str]) {
 async fn all_caught_up(p: &Platform) {
     let last = p.last_sequence().await;
     let pg = p.db.connect().await.unwrap();
-    for name in ["org_directory", "activity", "timeline"] {
+    for name in ["org_directory", "activity", "timeline", "work"] {
         let waited = wait_for_position(&pg, name, last, Duration::from_secs(30))
             .await
             .unwrap();
@@ -125,12 +127,79 @@ async fn an_erasure_reaches_every_read_model_and_survives_a_restored_key_bucket(
         ))
         .await
         .unwrap();
+    // Her manual hour yesterday with a note, on a project of the owner's.
+    let mut w = WorkClient::new(p.gw().channel.clone());
+    let project = w
+        .create_project(authed(
+            &owner.access_token,
+            wpb::CreateProjectRequest {
+                command_id: "erasure-project".into(),
+                org_id: "acme".into(),
+                name: "Website".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let task = w
+        .add_task(authed(
+            &owner.access_token,
+            wpb::AddTaskRequest {
+                command_id: "erasure-task".into(),
+                org_id: "acme".into(),
+                project_id: project.clone(),
+                name: "Build".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let yesterday_10h = (now_ms() / 86_400_000 - 1) * 86_400_000 + 10 * 3_600_000;
+    w.add_entry(authed(
+        &erin.access_token,
+        wpb::AddEntryRequest {
+            command_id: "erasure-entry".into(),
+            org_id: "acme".into(),
+            kind: wpb::EntryKind::Manual as i32,
+            project_id: project,
+            task_id: task,
+            start_ms: yesterday_10h,
+            end_ms: yesterday_10h + 3_600_000,
+            note: "erin's dentist appointment".into(),
+        },
+    ))
+    .await
+    .unwrap();
     all_caught_up(&p).await;
 
     let pg = p.db.connect().await.unwrap();
     let directory = live_schema(&pg, "org_directory").await.unwrap().unwrap();
     let activity = live_schema(&pg, "activity").await.unwrap().unwrap();
     let timeline = live_schema(&pg, "timeline").await.unwrap().unwrap();
+    let work = live_schema(&pg, "work").await.unwrap().unwrap();
+    let work_texts = || {
+        let (pg, work) = (&pg, &work);
+        async move {
+            let mut texts: Vec<String> = pg
+                .query(
+                    &format!(
+                        "SELECT title FROM {work}.activities WHERE title IS NOT NULL \
+                         UNION ALL SELECT note FROM {work}.entries WHERE note IS NOT NULL"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            texts.sort();
+            texts
+        }
+    };
     let member = |person: String| {
         let (pg, directory) = (&pg, &directory);
         async move {
@@ -221,6 +290,15 @@ async fn an_erasure_reaches_every_read_model_and_survives_a_restored_key_bucket(
             "olive.rs - trackhrs"
         ]
     );
+    assert_eq!(
+        work_texts().await,
+        [
+            "README.md - trackhrs",
+            "erin's dentist appointment",
+            "erin-secret.rs - trackhrs",
+            "olive.rs - trackhrs"
+        ]
+    );
     let time_before = erin_time().await;
     assert_eq!(time_before, 120_000);
     assert!(
@@ -258,6 +336,11 @@ async fn an_erasure_reaches_every_read_model_and_survives_a_restored_key_bucket(
         "her own titles go; one the owner saw too stays"
     );
     assert_eq!(erin_time().await, time_before, "her time stays");
+    assert_eq!(
+        work_texts().await,
+        ["README.md - trackhrs", "olive.rs - trackhrs"],
+        "the work read model drops her note and her own titles"
+    );
     assert_eq!(erin_timeline().await, [None], "her raw timeline data goes");
 
     // The log: every earlier message as it was, and one commit more.

@@ -353,6 +353,32 @@ async fn the_runtime_identity_cannot_change_or_destroy_the_event_log_or_the_keys
             "$JS.API.STREAM.CREATE.SHADOW",
             serde_json::json!({ "name": "SHADOW", "subjects": ["evt.>"] }),
         ),
+        (
+            "$JS.API.STREAM.PURGE.KV_trackhrs_snapshots",
+            serde_json::json!({}),
+        ),
+        (
+            "$JS.API.STREAM.SNAPSHOT.TRACKHRS_EVENTS",
+            serde_json::json!({ "deliver_subject": "_INBOX.snapshot" }),
+        ),
+        (
+            "$JS.API.STREAM.RESTORE.TRACKHRS_EVENTS",
+            serde_json::json!({ "config": { "name": "TRACKHRS_EVENTS" } }),
+        ),
+        (
+            "$JS.API.STREAM.PEER.REMOVE.TRACKHRS_EVENTS",
+            serde_json::json!({ "peer": "any" }),
+        ),
+        (
+            "$JS.API.STREAM.LEADER.STEPDOWN.TRACKHRS_EVENTS",
+            serde_json::json!({}),
+        ),
+        ("$JS.API.META.LEADER.STEPDOWN", serde_json::json!({})),
+        (
+            "$JS.API.SERVER.REMOVE",
+            serde_json::json!({ "peer": "any" }),
+        ),
+        ("$JS.API.ACCOUNT.PURGE.TRACKHRS", serde_json::json!({})),
     ];
     for (subject, body) in calls {
         let error = refused(&client, &mut errors, subject, body).await;
