@@ -9,7 +9,9 @@ use trackhrs_commands::CommandError;
 use trackhrs_credentials::AuthError;
 use trackhrs_domain::activity::ActivityError;
 use trackhrs_domain::erasure::ErasureError;
+use trackhrs_domain::leave::LeaveError;
 use trackhrs_domain::organization::OrgError;
+use trackhrs_domain::payroll::PayrollError;
 use trackhrs_domain::project::ProjectError;
 use trackhrs_domain::timeline::TimelineError;
 use trackhrs_domain::timesheet::TimesheetError;
@@ -347,6 +349,80 @@ impl From<TimesheetError> for AppError {
             | E::NotAllowedOnProject
             | E::NotSubmitted
             | E::NotApproved => Self::precondition(denied.to_string()),
+        }
+    }
+}
+
+impl From<CommandError<PayrollError>> for AppError {
+    fn from(error: CommandError<PayrollError>) -> Self {
+        match error {
+            CommandError::Denied(denied) => denied.into(),
+            CommandError::Conflict { .. } => Self::new(
+                ErrorKind::Conflict,
+                "the payroll kept changing under concurrent commands; try again",
+            ),
+            CommandError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A refused pay-policy change or payroll run: malformed input names the
+/// field.
+impl From<PayrollError> for AppError {
+    fn from(denied: PayrollError) -> Self {
+        use PayrollError as E;
+        match denied {
+            E::NotAdmin => Self::not_allowed(denied.to_string()),
+            E::Money(_) | E::BadRate => Self::invalid("amount", denied),
+            E::Overtime(_) => Self::invalid("overtime", denied),
+            E::BadName => Self::invalid("name", denied),
+            E::BadDuration(_) => Self::invalid("hours", denied),
+            E::NotAPeriod { .. } => Self::invalid("first_day", denied),
+            E::NotAMember => Self::new(ErrorKind::NotFound, format!("person_id: {denied}")),
+            E::NoRun(_) => Self::new(ErrorKind::NotFound, format!("first_day: {denied}")),
+            E::CurrencyFixed
+            | E::ScheduleOverlapsRun { .. }
+            | E::NoCurrency
+            | E::NotEnded { .. }
+            | E::Finalized(_)
+            | E::LaterFinalized(_)
+            | E::EarlierDraft(_)
+            | E::StaleDraft { .. }
+            | E::Missing(_) => Self::precondition(denied.to_string()),
+        }
+    }
+}
+
+impl From<CommandError<LeaveError>> for AppError {
+    fn from(error: CommandError<LeaveError>) -> Self {
+        match error {
+            CommandError::Denied(denied) => denied.into(),
+            CommandError::Conflict { .. } => Self::new(
+                ErrorKind::Conflict,
+                "the leave kept changing under concurrent commands; try again",
+            ),
+            CommandError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A refused leave command: malformed input names the field.
+impl From<LeaveError> for AppError {
+    fn from(denied: LeaveError) -> Self {
+        use LeaveError as E;
+        match denied {
+            E::NotTheMember | E::OwnRequest | E::MayNotDecide | E::WrongMember => {
+                Self::not_allowed(denied.to_string())
+            }
+            E::NoDays | E::TooManyDays => Self::invalid("to", denied),
+            E::BadAmount => Self::invalid("hours_per_day", denied),
+            E::BadAccrual => Self::invalid("ms", denied),
+            E::NoSuchRequest(_) => Self::new(ErrorKind::NotFound, format!("request_id: {denied}")),
+            E::RequestExists(_)
+            | E::Overlaps { .. }
+            | E::InsufficientBalance { .. }
+            | E::NotPending(_)
+            | E::Started => Self::precondition(denied.to_string()),
         }
     }
 }

@@ -12,6 +12,7 @@
 //!   timelines and classification rules.
 //! - [`Work`]: teams, clients, projects, attribution rules and weekly
 //!   timesheets with their approval.
+//! - [`Pay`]: the pay policy, leave requests and balances, payroll runs.
 //! - [`policy`]: reactions to events that consume the log.
 //! - [`request`]: the ids of the request a use case runs for, recorded in
 //!   the commits it causes.
@@ -30,6 +31,7 @@ pub mod identity;
 pub mod ingest;
 pub mod operations;
 pub mod org;
+pub mod pay;
 pub mod policy;
 mod reads;
 pub mod request;
@@ -54,6 +56,7 @@ pub use identity::Identity;
 pub use ingest::{Ingest, IngestConfig};
 pub use operations::{Finder, Operations};
 pub use org::{OrgCommands, Outcome};
+pub use pay::Pay;
 pub use reads::ROLE_TTL;
 pub use work::Work;
 
@@ -96,6 +99,7 @@ pub struct App {
     activity: Activity,
     operations: Operations,
     work: Work,
+    pay: Pay,
     orgs: OrgCommands,
     credentials: Arc<Auth>,
     pool: Pool,
@@ -131,6 +135,7 @@ impl App {
             reads.roles().clone(),
         );
         let work = Work::new(orgs.clone(), reads.clone());
+        let pay = Pay::new(orgs.clone(), reads.clone());
         policy::budget::follow(store.client().clone(), work.clone());
         Ok(Self {
             authenticator: Authenticator::new(credentials.clone()),
@@ -143,6 +148,7 @@ impl App {
             ingest: Ingest::new(orgs.clone(), config.ingest),
             activity: Activity::new(orgs.clone(), reads.clone(), dashboards),
             work,
+            pay,
             operations: Operations::new(reads, store.clone(), pool.clone(), config.operator_org),
             orgs,
             credentials,
@@ -184,6 +190,11 @@ impl App {
     /// Teams, projects and timesheets.
     pub fn work(&self) -> &Work {
         &self.work
+    }
+
+    /// Leave and payroll.
+    pub fn pay(&self) -> &Pay {
+        &self.pay
     }
 
     /// Read models and dead letters, for operators.

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use trackhrs_commands::{CommandHandler, Executed};
-use trackhrs_domain::Token;
+use trackhrs_commands::{CommandError, CommandHandler, Executed};
 use trackhrs_domain::organization::{self, OrgCommand, Organization};
+use trackhrs_domain::{Aggregate, Token};
 use trackhrs_nats::{CommitMeta, EventStore};
 
 use crate::error::AppError;
@@ -93,16 +93,29 @@ impl OrgCommands {
         command_id: &str,
         command: OrgCommand,
     ) -> Result<Outcome, AppError> {
+        self.execute_on::<Organization>(org, &aggregate_id(), actor, command_id, command)
+            .await
+    }
+
+    /// Executes a command on aggregate `A` `id` of `org` as `actor`.
+    pub(crate) async fn execute_on<A: Aggregate>(
+        &self,
+        org: &Token,
+        id: &Token,
+        actor: &str,
+        command_id: &str,
+        command: A::Command,
+    ) -> Result<Outcome, AppError>
+    where
+        AppError: From<CommandError<A::Error>>,
+    {
         // The command (without secrets, which never enter commands) is what
         // a retry must repeat exactly.
         let meta = crate::request::stamp(
             CommitMeta::new(command_id, actor, now_micros())
                 .with_request_digest(digest_hex(format!("{command:?}").as_bytes())),
         );
-        let executed = self
-            .commands
-            .execute::<Organization>(org, &aggregate_id(), command, &meta)
-            .await?;
+        let executed = self.commands.execute::<A>(org, id, command, &meta).await?;
         Ok(Outcome::from(&executed))
     }
 

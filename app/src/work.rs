@@ -156,7 +156,7 @@ fn not_found(field: &str, what: &str) -> AppError {
 
 /// Passes each row of `rows` to `sink`, one at a time (the stream reads the
 /// next only when `sink` is done); returns how many.
-async fn drain<T, F, Fut>(
+pub(crate) async fn drain<T, F, Fut>(
     rows: impl futures::Stream<Item = Result<T, tokio_postgres::Error>>,
     mut sink: F,
 ) -> Result<u64, AppError>
@@ -187,7 +187,7 @@ fn check_range(from: NaiveDate, to: NaiveDate) -> Result<(), AppError> {
     Ok(())
 }
 
-fn check_note(field: &str, note: &str) -> Result<(), AppError> {
+pub(crate) fn check_note(field: &str, note: &str) -> Result<(), AppError> {
     if note.chars().count() > MAX_NOTE_CHARS {
         return Err(AppError::invalid(
             field,
@@ -221,19 +221,11 @@ impl Work {
         command: A::Command,
     ) -> Result<Outcome, AppError>
     where
-        A::Command: std::fmt::Debug,
         AppError: From<CommandError<A::Error>>,
     {
-        let meta = crate::request::stamp(
-            CommitMeta::new(command_id, caller.actor(), now_micros())
-                .with_request_digest(digest_hex(format!("{command:?}").as_bytes())),
-        );
-        let executed = self
-            .orgs
-            .handler()
-            .execute::<A>(org, id, command, &meta)
-            .await?;
-        Ok(Outcome::from(&executed))
+        self.orgs
+            .execute_on::<A>(org, id, &caller.actor(), command_id, command)
+            .await
     }
 
     /// The org's state and the caller's active role in it.

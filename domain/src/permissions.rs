@@ -39,6 +39,11 @@ pub enum Read {
     Timesheets,
     /// The approvals queue.
     Approvals,
+    /// Leave requests, balances and who is away when.
+    Leave,
+    /// Pay rates, payroll runs and their lines. Managers see their own; the
+    /// org's pay policy may let them see their teams' (`PayVisibility`).
+    Payroll,
 }
 
 /// How much of it the reader sees.
@@ -85,6 +90,11 @@ pub fn scope(role: Role, read: Read) -> Scope {
         (Approvals, Owner | Admin) => Scope::Org,
         (Approvals, Manager) => Scope::Team,
         (Approvals, Employee | Auditor) => Scope::Nothing,
+        (Leave, Owner | Admin | Auditor) => Scope::Org,
+        (Leave, Manager) => Scope::Team,
+        (Leave, Employee) => Scope::Own,
+        (Payroll, Owner | Admin | Auditor) => Scope::Org,
+        (Payroll, Manager | Employee) => Scope::Own,
     }
 }
 
@@ -97,7 +107,7 @@ mod tests {
         use Read::*;
         use Scope::{Nothing as No, Org, Own, Team};
         // Columns: owner, admin, manager, employee, auditor.
-        let table: [(Read, [Scope; 5]); 13] = [
+        let table: [(Read, [Scope; 5]); 15] = [
             (Organization, [Org, Org, Org, Org, Org]),
             (Members, [Org, Org, Org, No, Org]),
             (Devices, [Org, Org, Org, Own, Org]),
@@ -111,6 +121,8 @@ mod tests {
             (ProjectTime, [Org, Org, Team, Own, Org]),
             (Timesheets, [Org, Org, Team, Own, Org]),
             (Approvals, [Org, Org, Team, No, No]),
+            (Leave, [Org, Org, Team, Own, Org]),
+            (Payroll, [Org, Org, Own, Own, Org]),
         ];
         for (read, scopes) in table {
             for (role, expected) in Role::ALL.into_iter().zip(scopes) {

@@ -23,6 +23,7 @@ use trackhrs_nats::EventStore;
 use trackhrs_projections::activity::Activity;
 use trackhrs_projections::directory::Directory;
 use trackhrs_projections::history::History;
+use trackhrs_projections::pay::Pay;
 use trackhrs_projections::timeline::Timeline;
 use trackhrs_projections::work::Work;
 use trackhrs_projections::{ProjectionError, RunnerConfig, Supervise, Supervisor};
@@ -166,6 +167,12 @@ fn read_models_with(
         )),
         Box::new(Supervisor::new(
             History::new,
+            store.clone(),
+            pg.clone(),
+            configure(prompt.clone()),
+        )),
+        Box::new(Supervisor::new(
+            Pay::new,
             store.clone(),
             pg.clone(),
             configure(prompt.clone()),

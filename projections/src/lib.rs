@@ -30,6 +30,7 @@ pub mod erasure;
 pub mod error;
 pub mod history;
 pub mod invalidation;
+pub mod pay;
 pub mod postgres;
 pub mod projection;
 pub mod runner;

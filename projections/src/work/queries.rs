@@ -639,3 +639,47 @@ mod tests {
         assert_eq!(s[1].app, "Slack");
     }
 }
+
+/// Time per member and local day in `[from, to]` of approved weeks (what
+/// payroll pays; time recorded after the approval is not in it).
+pub async fn approved_time(
+    pg: &Client,
+    schema: &str,
+    org: &str,
+    (from, to): (NaiveDate, NaiveDate),
+) -> Result<Vec<(String, NaiveDate, i64)>, tokio_postgres::Error> {
+    let rows = pg
+        .query(
+            &format!(
+                "SELECT t.person_id, t.day, sum(t.ms)::bigint FROM {schema}.time t \
+                 JOIN {schema}.weeks w USING (org_id, person_id, week_start) \
+                 WHERE t.org_id = $1 AND t.day BETWEEN $2 AND $3 AND t.source <> 'late' \
+                 AND w.status = 'approved' GROUP BY 1, 2 ORDER BY 1, 2"
+            ),
+            &[&org, &from, &to],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+/// The members' weeks starting in `[from, to]` that are approved.
+pub async fn approved_weeks(
+    pg: &Client,
+    schema: &str,
+    org: &str,
+    (from, to): (NaiveDate, NaiveDate),
+) -> Result<Vec<(String, NaiveDate)>, tokio_postgres::Error> {
+    let rows = pg
+        .query(
+            &format!(
+                "SELECT person_id, week_start FROM {schema}.weeks WHERE org_id = $1 \
+                 AND week_start BETWEEN $2 AND $3 AND status = 'approved'"
+            ),
+            &[&org, &from, &to],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
