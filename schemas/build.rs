@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/trackhrs/activity/v1/activity.proto",
         "proto/trackhrs/ops/v1/ops.proto",
         "proto/trackhrs/work/v1/work.proto",
+        "proto/trackhrs/pay/v1/pay.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

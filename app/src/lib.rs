@@ -45,6 +45,7 @@ use trackhrs_commands::CommandError;
 use trackhrs_credentials::{Auth, AuthConfig};
 use trackhrs_domain::Token;
 use trackhrs_domain::erasure::{ErasureCommand, ErasureError, PersonErasure};
+use trackhrs_nats::lease::Lease;
 use trackhrs_nats::{CommitMeta, EventStore};
 
 pub use activity::Activity;
@@ -75,6 +76,9 @@ pub struct AppConfig {
     pub operator_org: Option<Token>,
     /// Dashboards each replica keeps in memory (0: none).
     pub dashboard_cache_entries: u64,
+    /// How often each replica tries the accrual job's lease and, holding
+    /// it, accrues leave that is due.
+    pub accrual_every: Duration,
 }
 
 impl Default for AppConfig {
@@ -85,6 +89,7 @@ impl Default for AppConfig {
             ingest: IngestConfig::default(),
             operator_org: None,
             dashboard_cache_entries: cache::DEFAULT_ENTRIES,
+            accrual_every: Duration::from_secs(60),
         }
     }
 }
@@ -136,6 +141,12 @@ impl App {
         );
         let work = Work::new(orgs.clone(), reads.clone());
         let pay = Pay::new(orgs.clone(), reads.clone());
+        let holder = format!("{}-{}", std::process::id(), org::now_micros());
+        policy::accrual::run(
+            Lease::open(&store, policy::accrual::LEASE, &holder).await?,
+            pay.clone(),
+            config.accrual_every,
+        );
         policy::budget::follow(store.client().clone(), work.clone());
         Ok(Self {
             authenticator: Authenticator::new(credentials.clone()),

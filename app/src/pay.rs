@@ -24,12 +24,13 @@ use trackhrs_domain::payroll::compute::{
 };
 use trackhrs_domain::payroll::schedule::{Period, PeriodKind};
 use trackhrs_domain::payroll::{
-    AGGREGATE_ID, Accrual, LeaveType, Missing, PayVisibility, Payroll, PayrollCommand, Policy,
-    PolicyChange, RunStatus,
+    AGGREGATE_ID, Accrual, AccrualEvery, LeaveType, Missing, PayVisibility, Payroll,
+    PayrollCommand, Policy, PolicyChange, RunStatus,
 };
 use trackhrs_domain::permissions::{Read, Scope};
 use trackhrs_domain::week::first_day;
 use trackhrs_domain::{Aggregate as _, Token};
+use trackhrs_nats::lease::Lease;
 use trackhrs_projections::pay as model;
 pub use trackhrs_projections::pay::{BalanceRow, LineRow, RequestRow, RunRow};
 use trackhrs_projections::work as work_model;
@@ -886,6 +887,120 @@ impl Pay {
         )
         .await?;
         crate::work::drain(rows, sink).await
+    }
+}
+
+impl Pay {
+    /// Records the accruals and carry-overs due in every org (the accrual
+    /// job, while `lease` holds); returns how many it recorded.
+    pub(crate) async fn accrue_due(&self, lease: &mut Lease) -> Result<u64, AppError> {
+        let m = self.reads.read_model(model::NAME, 0).await?;
+        let mut recorded = 0;
+        for (org_id, policy) in model::accruing_policies(&m.client, &m.schema).await? {
+            if !lease.hold().await {
+                break;
+            }
+            let Ok(org) = Token::new(&org_id) else {
+                continue;
+            };
+            let state = self.orgs.cached_state(&org).await?;
+            let Ok(tz) = tz_of(&state) else {
+                continue;
+            };
+            let today = today(tz);
+            let (accrued, carried) = model::accrued(&m.client, &m.schema, &org_id).await?;
+            for (type_id, kind) in &policy.leave_types {
+                let Some(accrual) = kind.accrual else {
+                    continue;
+                };
+                let boundaries = boundaries(&policy, accrual.every, kind.since, today);
+                for (member, rates) in &policy.rates {
+                    let Some(start) = rates.keys().next().copied() else {
+                        continue;
+                    };
+                    if state.active_role(member).is_none() {
+                        continue;
+                    }
+                    let mut due: Vec<LeaveCommand> = boundaries
+                        .iter()
+                        .filter(|b| **b >= start)
+                        .filter(|b| {
+                            !accrued.contains(&(member.to_string(), type_id.to_string(), **b))
+                        })
+                        .map(|b| LeaveCommand::Accrue {
+                            member: member.clone(),
+                            leave_type: type_id.clone(),
+                            boundary: *b,
+                            ms: accrual.ms,
+                        })
+                        .collect();
+                    if let Some(cap_ms) = kind.carry_over_cap_ms {
+                        due.extend(
+                            (kind.since.year() + 1..=today.year())
+                                .filter(|y| NaiveDate::from_ymd_opt(*y, 1, 1) > Some(start))
+                                .filter(|y| {
+                                    !carried.contains(&(
+                                        member.to_string(),
+                                        type_id.to_string(),
+                                        *y,
+                                    ))
+                                })
+                                .map(|year| LeaveCommand::CarryOver {
+                                    member: member.clone(),
+                                    leave_type: type_id.clone(),
+                                    year,
+                                    cap_ms,
+                                }),
+                        );
+                    }
+                    for command in due {
+                        let command_id = match &command {
+                            LeaveCommand::Accrue { boundary, .. } => {
+                                format!("accrue-{type_id}-{boundary}")
+                            }
+                            LeaveCommand::CarryOver { year, .. } => {
+                                format!("carry-{type_id}-{year}")
+                            }
+                            _ => continue,
+                        };
+                        let outcome = self
+                            .orgs
+                            .execute_on::<Leave>(&org, member, "accrual", &command_id, command)
+                            .await?;
+                        if outcome.position > 0 && !outcome.duplicate {
+                            recorded += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(recorded)
+    }
+}
+
+/// The accrual boundaries after `since` up to `today`: the first days of
+/// months, or of pay periods.
+fn boundaries(
+    policy: &Policy,
+    every: AccrualEvery,
+    since: NaiveDate,
+    today: NaiveDate,
+) -> Vec<NaiveDate> {
+    let Some(after) = since.succ_opt() else {
+        return Vec::new();
+    };
+    match every {
+        AccrualEvery::Month => after
+            .iter_days()
+            .take_while(|d| *d <= today)
+            .filter(|d| d.day() == 1)
+            .collect(),
+        AccrualEvery::PayPeriod => policy
+            .schedule
+            .periods_starting_between(after, today)
+            .into_iter()
+            .map(|p| p.first)
+            .collect(),
     }
 }
 

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod ingest;
 pub mod ops;
 pub mod orgs;
+pub mod pay;
 pub mod status;
 pub mod telemetry;
 pub mod validate;
@@ -42,6 +43,7 @@ use trackhrs_schemas::agent::v1::agent_session_server::AgentSessionServer;
 use trackhrs_schemas::ops::v1::operations_server::OperationsServer;
 use trackhrs_schemas::org::v1::identity_server::IdentityServer;
 use trackhrs_schemas::org::v1::organizations_server::OrganizationsServer;
+use trackhrs_schemas::pay::v1::pay_server::PayServer;
 use trackhrs_schemas::work::v1::work_server::WorkServer;
 
 /// Largest gRPC message the gateway decodes.
@@ -190,6 +192,10 @@ pub async fn serve(
         .add_service(WorkServer::new(work::WorkService::new(
             auth.clone(),
             app.work().clone(),
+        )))
+        .add_service(PayServer::new(pay::PayService::new(
+            auth.clone(),
+            app.pay().clone(),
         )))
         .add_service(OperationsServer::new(ops::OperationsService::new(
             auth,

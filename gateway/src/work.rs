@@ -37,7 +37,7 @@ impl WorkService {
     }
 }
 
-fn result(outcome: Outcome) -> pb::CommandResult {
+pub(crate) fn result(outcome: Outcome) -> pb::CommandResult {
     pb::CommandResult {
         version: outcome.version,
         position: outcome.position,
@@ -45,11 +45,15 @@ fn result(outcome: Outcome) -> pb::CommandResult {
     }
 }
 
-fn reply(outcome: Result<Outcome, AppError>) -> Result<Response<pb::CommandResult>, Status> {
+pub(crate) fn reply(
+    outcome: Result<Outcome, AppError>,
+) -> Result<Response<pb::CommandResult>, Status> {
     Ok(Response::new(result(outcome.map_err(status)?)))
 }
 
-fn created(done: Result<(Token, Outcome), AppError>) -> Result<Response<pb::Created>, Status> {
+pub(crate) fn created(
+    done: Result<(Token, Outcome), AppError>,
+) -> Result<Response<pb::Created>, Status> {
     let (id, outcome) = done.map_err(status)?;
     Ok(Response::new(pb::Created {
         result: Some(result(outcome)),
@@ -58,7 +62,7 @@ fn created(done: Result<(Token, Outcome), AppError>) -> Result<Response<pb::Crea
 }
 
 /// A day as YYYY-MM-DD between the years 1970 and 9999.
-fn date(field: &str, value: &str) -> Result<NaiveDate, Status> {
+pub(crate) fn date(field: &str, value: &str) -> Result<NaiveDate, Status> {
     NaiveDate::parse_from_str(value, "%Y-%m-%d")
         .ok()
         .filter(|d| (1970..=9999).contains(&chrono::Datelike::year(d)))
@@ -69,7 +73,7 @@ fn date(field: &str, value: &str) -> Result<NaiveDate, Status> {
         })
 }
 
-fn day(d: NaiveDate) -> String {
+pub(crate) fn day(d: NaiveDate) -> String {
     d.format("%Y-%m-%d").to_string()
 }
 
@@ -223,12 +227,12 @@ pub const WEEKS_CSV_HEADER: &str =
 /// Rows per CSV chunk sent.
 const CSV_ROWS_PER_CHUNK: usize = 500;
 
-type CsvStream = Pin<Box<dyn Stream<Item = Result<pb::CsvChunk, Status>> + Send>>;
+pub(crate) type CsvStream = Pin<Box<dyn Stream<Item = Result<pb::CsvChunk, Status>> + Send>>;
 
 type Export = Pin<Box<dyn Future<Output = Result<u64, AppError>> + Send>>;
 
 /// Sends one CSV line to the chunker; fails when the client went away.
-fn send_line(
+pub(crate) fn send_line(
     lines: &mpsc::Sender<String>,
     line: String,
 ) -> impl Future<Output = Result<(), AppError>> + use<> {
@@ -245,7 +249,7 @@ fn send_line(
 /// [`CSV_ROWS_PER_CHUNK`] lines. The channels are small, so the query runs
 /// only as fast as the client reads; a failure ends the stream with its
 /// status, and a client that goes away stops the export.
-fn csv_response(
+pub(crate) fn csv_response(
     header: &'static str,
     export: impl FnOnce(mpsc::Sender<String>) -> Export + Send + 'static,
 ) -> CsvStream {

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use trackhrs_kek::Keyring;
 
+/// How long a lease lasts without being renewed.
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
+
 /// How the event store is laid out on JetStream and how it caches.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -14,6 +17,9 @@ pub struct StoreConfig {
     pub snapshot_bucket: String,
     /// KV bucket of per-person data keys (kept outside the log so they can be destroyed).
     pub key_bucket: String,
+    /// KV bucket of leases (one replica runs a scheduled job at a time);
+    /// an entry not renewed within [`LEASE_TTL`] expires.
+    pub lease_bucket: String,
     /// The key-encryption key the data keys are wrapped under. Provisioning
     /// needs none; [`crate::EventStore::open`] refuses to open without one.
     pub kek: Option<Arc<Keyring>>,
@@ -43,6 +49,7 @@ impl Default for StoreConfig {
             events_stream: "TRACKHRS_EVENTS".into(),
             snapshot_bucket: "trackhrs_snapshots".into(),
             key_bucket: "trackhrs_keys".into(),
+            lease_bucket: "trackhrs_leases".into(),
             kek: None,
             replicas: 1,
             duplicate_window: Duration::from_secs(120),

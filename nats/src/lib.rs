@@ -22,6 +22,7 @@ mod direct;
 pub mod error;
 pub mod group;
 pub mod keys;
+pub mod lease;
 pub mod provision;
 pub mod reader;
 pub mod store;

@@ -145,6 +145,12 @@ pub async fn provision(client: &Client, config: &StoreConfig) -> Result<(), Stor
     ))
     .await
     .map_err(|e| StoreError::Provision(format!("bucket {}: {e}", config.snapshot_bucket)))?;
+    js.create_or_update_key_value(kv::Config {
+        max_age: crate::config::LEASE_TTL,
+        ..bucket_config(&config.lease_bucket, "leases of scheduled jobs")
+    })
+    .await
+    .map_err(|e| StoreError::Provision(format!("bucket {}: {e}", config.lease_bucket)))?;
     // The key bucket is created once, then hardened: no purge, no rollup
     // (one message with `Nats-Rollup: all` would purge every key), no
     // message delete. Those flags cannot be lifted, so it is never updated
@@ -174,6 +180,7 @@ pub async fn provision(client: &Client, config: &StoreConfig) -> Result<(), Stor
     let streams = [
         config.events_stream.clone(),
         format!("KV_{}", config.snapshot_bucket),
+        format!("KV_{}", config.lease_bucket),
         keys_stream,
     ];
     for stream in streams {
@@ -200,6 +207,9 @@ pub async fn verify(client: &Client, config: &StoreConfig) -> Result<(), StoreEr
     existing_stream(&js, &format!("KV_{}", config.snapshot_bucket))
         .await?
         .ok_or_else(|| not_provisioned(&format!("bucket {}", config.snapshot_bucket)))?;
+    existing_stream(&js, &format!("KV_{}", config.lease_bucket))
+        .await?
+        .ok_or_else(|| not_provisioned(&format!("bucket {}", config.lease_bucket)))?;
     let keys = existing_stream(&js, &key_stream_name(config))
         .await?
         .ok_or_else(|| not_provisioned(&format!("bucket {}", config.key_bucket)))?;

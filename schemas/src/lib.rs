@@ -56,6 +56,15 @@ pub mod work {
     }
 }
 
+/// Leave and payroll (`trackhrs.pay.v1`).
+pub mod pay {
+    /// Version 1 of the pay API.
+    #[allow(missing_docs, unused_qualifications, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("trackhrs.pay.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every .proto here, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/trackhrs_descriptor.bin"));

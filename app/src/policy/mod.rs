@@ -1,8 +1,10 @@
 //! Policies: reactions to events that consume the log, each idempotent by
 //! the event's position (run by the projection runtime, so the checkpoint
 //! moves in the transaction that carries out the reaction), and reactions
-//! to a read model's commits ([`budget`]).
+//! to a read model's commits ([`budget`]), and scheduled jobs
+//! ([`accrual`]).
 
+pub mod accrual;
 pub mod budget;
 pub mod revocation;
 

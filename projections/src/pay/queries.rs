@@ -345,3 +345,63 @@ pub async fn lines_stream(
     let rows = pg.query_raw(&lines_sql(schema), params).await?;
     Ok(rows.map_ok(|r| line_row(&r)))
 }
+
+/// Every org's pay policy that has a leave type which accrues.
+pub async fn accruing_policies(
+    pg: &Client,
+    schema: &str,
+) -> Result<Vec<(String, Policy)>, tokio_postgres::Error> {
+    let rows = pg
+        .query(
+            &format!(
+                "SELECT org_id, policy FROM {schema}.policy WHERE EXISTS \
+                 (SELECT 1 FROM jsonb_each(policy->'leave_types') t \
+                  WHERE t.value->'accrual' <> 'null'::jsonb) ORDER BY org_id"
+            ),
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some((r.get(0), serde_json::from_value(r.get(1)).ok()?)))
+        .collect())
+}
+
+/// What an org's members accrued and carried over: (person, type,
+/// boundary) and (person, type, year).
+pub async fn accrued(
+    pg: &Client,
+    schema: &str,
+    org: &str,
+) -> Result<
+    (
+        std::collections::HashSet<(String, String, NaiveDate)>,
+        std::collections::HashSet<(String, String, i32)>,
+    ),
+    tokio_postgres::Error,
+> {
+    let accruals = pg
+        .query(
+            &format!(
+                "SELECT person_id, type_id, boundary FROM {schema}.accruals WHERE org_id = $1"
+            ),
+            &[&org],
+        )
+        .await?;
+    let forfeits = pg
+        .query(
+            &format!("SELECT person_id, type_id, year FROM {schema}.forfeits WHERE org_id = $1"),
+            &[&org],
+        )
+        .await?;
+    Ok((
+        accruals
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect(),
+        forfeits
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect(),
+    ))
+}
