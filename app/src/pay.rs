@@ -84,6 +84,8 @@ pub enum PolicyInput {
         carry_over_cap_ms: Option<i64>,
         /// How far under zero, ms.
         negative_allowance_ms: i64,
+        /// From when a new type accrues (none: today).
+        since: Option<NaiveDate>,
     },
     /// A member's rate from a date on: a decimal amount in the currency
     /// (`"25.50"`).
@@ -260,6 +262,7 @@ impl Pay {
                 accrual,
                 carry_over_cap_ms,
                 negative_allowance_ms,
+                since,
             } => {
                 let id = match id {
                     Some(id) => {
@@ -292,7 +295,10 @@ impl Pay {
                         accrual,
                         carry_over_cap_ms,
                         negative_allowance_ms,
-                        since: today(tz_of(&state)?),
+                        since: match since {
+                            Some(day) => day,
+                            None => today(tz_of(&state)?),
+                        },
                     },
                 }
             }

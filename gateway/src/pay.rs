@@ -107,6 +107,11 @@ fn policy_input(change: pb::change_policy_request::Change) -> Result<PolicyInput
             accrual: accrual(t.accrual)?,
             carry_over_cap_ms: t.carry_over_cap_ms,
             negative_allowance_ms: t.negative_allowance_ms,
+            since: if t.since.is_empty() {
+                None
+            } else {
+                Some(date("leave_type.since", &t.since)?)
+            },
         },
         Change::Rate(r) => PolicyInput::Rate {
             from: date("rate.from", &r.from)?,

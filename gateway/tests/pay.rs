@@ -821,3 +821,215 @@ async fn the_golden_month_is_paid_to_the_cent_finalized_and_corrected_in_the_nex
     assert!(live.iter().any(|r| r.contains("adjustment")));
     assert_eq!(live, rebuilt);
 }
+
+fn tok(s: &str) -> trackhrs_domain::Token {
+    trackhrs_domain::Token::new(s).unwrap()
+}
+
+/// A leave type that accrues 8 hours on the first day of every month
+/// after `since`, with a carry-over cap; returns its id.
+async fn accruing(o: &Org, tag: &str, since: &str, cap_ms: Option<i64>) -> String {
+    o.change(
+        tag,
+        Change::LeaveType(ppb::LeaveType {
+            name: tag.into(),
+            paid: true,
+            accrual: Some(ppb::Accrual {
+                every: ppb::AccrualEvery::Month as i32,
+                ms: 8 * H,
+            }),
+            carry_over_cap_ms: cap_ms,
+            negative_allowance_ms: 0,
+            since: since.into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_approvals_at_once_that_together_exceed_the_balance_approve_exactly_one() {
+    let (o, _) = org(AppConfig::default(), 2).await;
+    let ada = o.p.member(&o.owner, "ada", pb::Role::Admin).await;
+    let vacation = accruing(&o, "vacation", "2099-01-01", None).await;
+    let handler = trackhrs_commands::CommandHandler::new(o.p.store.clone());
+    let people = [&o.hana, &o.jo, &o.sal];
+    let mut requests = Vec::new();
+    for (i, person) in people.iter().enumerate() {
+        // 16 h accrued: two days and one day requested, 24 h together.
+        handler
+            .execute::<trackhrs_domain::leave::Leave>(
+                &tok("acme"),
+                &tok(&person.person_id),
+                trackhrs_domain::leave::LeaveCommand::Accrue {
+                    member: tok(&person.person_id),
+                    leave_type: tok(&vacation),
+                    boundary: d("2099-02-01"),
+                    ms: 16 * H,
+                },
+                &trackhrs_nats::CommitMeta::new(format!("accrue-{i}"), "test", 0),
+            )
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for (tag, from, to) in [
+            ("a", "2099-03-02", "2099-03-03"),
+            ("b", "2099-03-04", "2099-03-04"),
+        ] {
+            ids.push(
+                o.pay()
+                    .request_leave(authed(
+                        &person.access_token,
+                        ppb::RequestLeaveRequest {
+                            command_id: cmd(&format!("race-{i}-{tag}")),
+                            org_id: "acme".into(),
+                            leave_type_id: vacation.clone(),
+                            from: from.into(),
+                            to: to.into(),
+                            day_ms: 0,
+                            note: String::new(),
+                        },
+                    ))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .id,
+            );
+        }
+        requests.push((person.person_id.clone(), ids));
+    }
+    let decide = |replica: usize, who: &pb::Session, person: &str, id: &str, tag: String| {
+        let mut client = PayClient::new(o.p.replicas[replica].channel.clone());
+        let request = authed(
+            &who.access_token,
+            ppb::DecideLeaveRequest {
+                command_id: cmd(&tag),
+                org_id: "acme".into(),
+                person_id: person.into(),
+                request_id: id.into(),
+                approve: true,
+                comment: String::new(),
+            },
+        );
+        async move { client.decide_leave(request).await }
+    };
+    for (person, ids) in &requests {
+        let (first, second) = tokio::join!(
+            decide(0, &o.owner, person, &ids[0], format!("olive-{person}")),
+            decide(1, &ada, person, &ids[1], format!("ada-{person}")),
+        );
+        let outcomes = [first, second];
+        let approved = outcomes.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(approved, 1, "{person}: {outcomes:?}");
+        let refused = outcomes.into_iter().find_map(Result::err).unwrap();
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert!(
+            refused.message().contains("balance"),
+            "{}",
+            refused.message()
+        );
+        let leave =
+            o.p.store
+                .load_fresh::<trackhrs_domain::leave::Leave>(&tok("acme"), &tok(person))
+                .await
+                .unwrap();
+        assert!(leave.state.balance(&tok(&vacation)) >= 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accrual_job_on_two_replicas_accrues_each_boundary_once() {
+    let config = AppConfig {
+        accrual_every: Duration::from_millis(100),
+        ..AppConfig::default()
+    };
+    let store = trackhrs_nats::StoreConfig {
+        lease_ttl: Duration::from_secs(2),
+        ..trackhrs_nats::StoreConfig::default()
+    };
+    let p = Platform::start_full(config, 2, store).await;
+    let owner = p.sign_up("acme", 10).await;
+    let hana = p.member(&owner, "hana", pb::Role::Employee).await;
+    let jo = p.member(&owner, "jo", pb::Role::Employee).await;
+    let o = Org {
+        p,
+        owner: owner.clone(),
+        manny: owner.clone(),
+        hana,
+        jo: jo.clone(),
+        sal: jo,
+        project: String::new(),
+        task: String::new(),
+    };
+    o.change("currency", Change::Currency("EUR".into()))
+        .await
+        .unwrap();
+    // Hana started in 2025, Jo on 10 September 2026.
+    o.change("hana", rate(&o.hana.person_id, "2025-01-01", false, "20"))
+        .await
+        .unwrap();
+    o.change("jo", rate(&o.jo.person_id, "2026-09-10", false, "20"))
+        .await
+        .unwrap();
+    let vacation = accruing(&o, "vacation", "2025-11-15", Some(4 * H)).await;
+    let today = chrono::Utc::now().date_naive();
+    let months = |from: &str| -> Vec<NaiveDate> {
+        d("2025-11-16")
+            .iter_days()
+            .take_while(|day| *day <= today)
+            .filter(|day| chrono::Datelike::day(day) == 1 && *day >= d(from))
+            .collect()
+    };
+    let (hana_months, jo_months) = (months("2025-01-01"), months("2026-09-10"));
+    // A carry-over each new year after Hana's start; none for Jo.
+    let hana_years = (2026..=chrono::Datelike::year(&today)).count();
+    let expected = [
+        (&o.hana, hana_months.len() + hana_years),
+        (&o.jo, jo_months.len()),
+    ];
+    let versions = || async {
+        let mut out = Vec::new();
+        for (person, _) in &expected {
+            out.push(
+                o.p.store
+                    .load_fresh::<trackhrs_domain::leave::Leave>(
+                        &tok("acme"),
+                        &tok(&person.person_id),
+                    )
+                    .await
+                    .unwrap()
+                    .version as usize,
+            );
+        }
+        out
+    };
+    let wanted: Vec<usize> = expected.iter().map(|(_, n)| *n).collect();
+    let done = trackhrs_harness::wait_until(Duration::from_secs(60), || async {
+        (versions().await == wanted).then_some(())
+    })
+    .await;
+    assert!(
+        done.is_some(),
+        "accrued {:?}, wanted {wanted:?}",
+        versions().await
+    );
+    // Both replicas keep running the job: nothing is recorded twice.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(versions().await, wanted);
+    let hana =
+        o.p.store
+            .load_fresh::<trackhrs_domain::leave::Leave>(&tok("acme"), &tok(&o.hana.person_id))
+            .await
+            .unwrap();
+    // 2025-12-01 accrued 8 h; 2026 carries 4 h of it.
+    assert_eq!(hana.state.forfeits[&tok(&vacation)][&2026], 4 * H);
+    assert_eq!(
+        hana.state.accruals[&tok(&vacation)]
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        hana_months
+    );
+}

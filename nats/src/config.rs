@@ -5,9 +5,6 @@ use std::time::Duration;
 
 use trackhrs_kek::Keyring;
 
-/// How long a lease lasts without being renewed.
-pub const LEASE_TTL: Duration = Duration::from_secs(15);
-
 /// How the event store is laid out on JetStream and how it caches.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -17,9 +14,11 @@ pub struct StoreConfig {
     pub snapshot_bucket: String,
     /// KV bucket of per-person data keys (kept outside the log so they can be destroyed).
     pub key_bucket: String,
-    /// KV bucket of leases (one replica runs a scheduled job at a time);
-    /// an entry not renewed within [`LEASE_TTL`] expires.
+    /// KV bucket of leases (one replica runs a scheduled job at a time).
     pub lease_bucket: String,
+    /// How long a lease lasts unless renewed (the lease bucket's age
+    /// limit, set when it is provisioned).
+    pub lease_ttl: Duration,
     /// The key-encryption key the data keys are wrapped under. Provisioning
     /// needs none; [`crate::EventStore::open`] refuses to open without one.
     pub kek: Option<Arc<Keyring>>,
@@ -50,6 +49,7 @@ impl Default for StoreConfig {
             snapshot_bucket: "trackhrs_snapshots".into(),
             key_bucket: "trackhrs_keys".into(),
             lease_bucket: "trackhrs_leases".into(),
+            lease_ttl: Duration::from_secs(15),
             kek: None,
             replicas: 1,
             duplicate_window: Duration::from_secs(120),

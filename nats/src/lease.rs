@@ -3,7 +3,7 @@
 //! A lease is a key of the lease bucket whose value names its holder. It is
 //! taken with a create (refused while the key exists) and renewed with an
 //! update that expects the revision the holder wrote last (refused once
-//! anyone else wrote it); the bucket's age limit ([`crate::config::LEASE_TTL`]) expires a
+//! anyone else wrote it); the bucket's age limit (the lease's time to live) expires a
 //! lease its holder stopped renewing, so another replica takes it over. A
 //! holder that loses it (a renewal refused) stops before its next step.
 
@@ -47,7 +47,7 @@ impl Lease {
     }
 
     /// Takes the lease or renews it: whether this holder has it now (for
-    /// [`crate::config::LEASE_TTL`] from now at least, unless the server's clock says
+    /// the lease's time to live from now at least, unless the server's clock says
     /// otherwise).
     pub async fn hold(&mut self) -> bool {
         if let Some(revision) = self.revision {

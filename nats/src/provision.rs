@@ -146,7 +146,7 @@ pub async fn provision(client: &Client, config: &StoreConfig) -> Result<(), Stor
     .await
     .map_err(|e| StoreError::Provision(format!("bucket {}: {e}", config.snapshot_bucket)))?;
     js.create_or_update_key_value(kv::Config {
-        max_age: crate::config::LEASE_TTL,
+        max_age: config.lease_ttl,
         ..bucket_config(&config.lease_bucket, "leases of scheduled jobs")
     })
     .await

@@ -834,3 +834,38 @@ async fn commits_of_many_events_are_snapshotted_every_few_commits_not_after_each
     append_five(&other, 12).await;
     assert_eq!(settled(Some((60, 4))).await, Some((60, 4)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_has_one_holder_at_a_time_and_passes_on_when_it_is_not_renewed() {
+    use trackhrs_nats::lease::Lease;
+    let server = NatsServer::start().await.unwrap();
+    let config = StoreConfig {
+        lease_ttl: Duration::from_secs(1),
+        ..StoreConfig::with_kek(trackhrs_harness::test_kek())
+    };
+    let client = server.connect().await.unwrap();
+    trackhrs_nats::provision(&client, &config).await.unwrap();
+    let store = EventStore::open(client, config).await.unwrap();
+    let mut a = Lease::open(&store, "job", "a").await.unwrap();
+    let mut b = Lease::open(&store, "job", "b").await.unwrap();
+    assert!(a.hold().await, "a takes the free lease");
+    assert!(!b.hold().await, "b cannot while a holds it");
+    // a renews within the time to live, several times: b never gets it.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(a.hold().await, "a renews");
+        assert!(!b.hold().await, "b waits");
+    }
+    // a stops renewing: the lease expires and b takes it; a has lost it.
+    let mut taken = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if b.hold().await {
+            taken = true;
+            break;
+        }
+    }
+    assert!(taken, "b never took the expired lease");
+    assert!(!a.hold().await, "a lost the lease to b");
+    assert!(b.hold().await, "b renews");
+}
