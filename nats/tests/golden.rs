@@ -686,6 +686,195 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+fn payroll_path() -> PathBuf {
+    fixture_path("payroll_events.json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payroll_event_versions_still_load() {
+    use trackhrs_domain::payroll::{Payroll, RunStatus};
+    if std::env::var_os("TRACKHRS_WRITE_FIXTURES").is_some() && !payroll_path().exists() {
+        let h = 3_600_000i64;
+        let line = |kind: &str, ms: i64, rate: i64, percent: u32, amount: i64| {
+            json!({"member": "m1", "kind": kind, "ms": ms, "days": 0, "rate_minor": rate,
+                "percent": percent, "amount_minor": amount})
+        };
+        write_single_commit_fixture(
+            payroll_path(),
+            ("payroll", "payroll", "user:owner"),
+            "payroll-1",
+            "every payroll event v1 in one commit",
+            vec![
+                (
+                    "CurrencySet",
+                    json!({"currency": {"code": "EUR", "minor_digits": 2}}),
+                ),
+                (
+                    "ScheduleSet",
+                    json!({"from": "2026-01-01", "kind": "monthly"}),
+                ),
+                (
+                    "OvertimeSet",
+                    json!({"overtime": {
+                        "daily": {"after_ms": 8 * h, "percent": 150},
+                        "daily_double": {"after_ms": 12 * h, "percent": 200},
+                        "weekly": {"after_ms": 40 * h, "percent": 150}}}),
+                ),
+                (
+                    "HolidaySet",
+                    json!({"date": "2026-03-19", "name": "Founders' Day"}),
+                ),
+                (
+                    "HolidaySet",
+                    json!({"date": "2026-12-25", "name": "Christmas"}),
+                ),
+                ("HolidayRemoved", json!({"date": "2026-03-19"})),
+                ("DaySet", json!({"ms": 7 * h})),
+                (
+                    "LeaveTypeDefined",
+                    json!({"id": "vacation", "leave_type": {"name": "Vacation", "paid": true,
+                        "accrual": {"every": "month", "ms": 8 * h}, "carry_over_cap_ms": 40 * h,
+                        "negative_allowance_ms": 0, "since": "2026-01-01"}}),
+                ),
+                (
+                    "RateSet",
+                    json!({"member": "m1", "from": "2026-01-01", "rate": {"hourly": {"minor": 2000}}}),
+                ),
+                (
+                    "RateSet",
+                    json!({"member": "m2", "from": "2026-01-01", "rate": {"salaried": {"minor": 310_000}}}),
+                ),
+                ("VisibilitySet", json!({"visibility": {"managers": true}})),
+                (
+                    "RunDrafted",
+                    json!({"period": {"first": "2026-03-01", "last": "2026-03-31"}, "draft": 1,
+                        "lines": [line("regular", 8 * h, 2000, 100, 16_000)],
+                        "missing": [{"what": "week", "member": "m1", "first_day": "2026-03-30"},
+                                    {"what": "rate", "member": "m3", "day": "2026-03-02"}]}),
+                ),
+                (
+                    "RunDrafted",
+                    json!({"period": {"first": "2026-03-01", "last": "2026-03-31"}, "draft": 2,
+                        "lines": [line("regular", 160 * h, 2000, 100, 320_000),
+                                  line("overtime", 2 * h, 2000, 150, 6_000)],
+                        "missing": []}),
+                ),
+                ("RunFinalized", json!({"first": "2026-03-01", "draft": 2})),
+                (
+                    "RunDrafted",
+                    json!({"period": {"first": "2026-04-01", "last": "2026-04-30"}, "draft": 1,
+                        "lines": [{"member": "m1", "kind": "leave", "leave_type": "vacation",
+                                   "ms": 8 * h, "days": 0, "rate_minor": 2000, "percent": 100,
+                                   "amount_minor": 16_000},
+                                  {"member": "m1", "kind": "adjustment", "corrects": "2026-03-01",
+                                   "ms": 0, "days": 0, "rate_minor": 0, "percent": 100,
+                                   "amount_minor": 6_600}],
+                        "missing": []}),
+                ),
+            ],
+        );
+    }
+    let (_server, store) = start().await;
+    publish_fixture(&store, &read_fixture(payroll_path())).await;
+    let loaded = store
+        .load_fresh::<Payroll>(&tok("acme"), &tok("payroll"))
+        .await
+        .unwrap();
+    assert_eq!(loaded.version, 15);
+    let p = &loaded.state;
+    assert_eq!(
+        p.policy.currency.as_ref().map(|c| c.code.as_str()),
+        Some("EUR")
+    );
+    assert_eq!(p.policy.holidays.len(), 1);
+    assert_eq!(p.policy.day_ms, 7 * 3_600_000);
+    assert!(p.policy.visibility.managers);
+    assert_eq!(p.policy.rates.len(), 2);
+    let march = &p.runs[&"2026-03-01".parse().unwrap()];
+    assert_eq!((march.status, march.draft), (RunStatus::Finalized, 2));
+    assert_eq!(march.paid[&tok("m1")], 326_000);
+    let april = &p.runs[&"2026-04-01".parse().unwrap()];
+    assert_eq!(
+        april.adjusts[&"2026-03-01".parse().unwrap()][&tok("m1")],
+        6_600
+    );
+    assert_eq!(
+        p.paid_for("2026-03-01".parse().unwrap())[&tok("m1")],
+        326_000
+    );
+}
+
+fn leave_path() -> PathBuf {
+    fixture_path("leave_events.json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_event_versions_still_load() {
+    use trackhrs_domain::leave::{Leave, RequestStatus};
+    if std::env::var_os("TRACKHRS_WRITE_FIXTURES").is_some() && !leave_path().exists() {
+        let keys = read_fixture(path()).keys;
+        let h = 3_600_000i64;
+        write_single_commit_fixture(
+            leave_path(),
+            ("leave", "m1", "user:m1"),
+            "leave-1",
+            "every leave event v1 in one commit",
+            vec![
+                (
+                    "LeaveAccrued",
+                    json!({"member": "m1", "leave_type": "vacation", "boundary": "2026-02-01", "ms": 24 * h}),
+                ),
+                (
+                    "LeaveRequested",
+                    json!({"member": "m1", "id": "r1", "leave_type": "vacation",
+                        "days": {"2026-03-12": 4 * h, "2026-03-13": 8 * h},
+                        "note": sealed(&keys, "m1", "family visit")}),
+                ),
+                ("LeaveApproved", json!({"id": "r1", "by": "m2"})),
+                (
+                    "LeaveRequested",
+                    json!({"member": "m1", "id": "r2", "leave_type": "vacation",
+                        "days": {"2026-04-01": 8 * h}, "note": null}),
+                ),
+                (
+                    "LeaveDenied",
+                    json!({"id": "r2", "by": "m2", "comment": sealed(&keys, "m1", "release week")}),
+                ),
+                (
+                    "LeaveRequested",
+                    json!({"member": "m1", "id": "r3", "leave_type": "vacation",
+                        "days": {"2026-05-04": 8 * h}, "note": null}),
+                ),
+                ("LeaveCancelled", json!({"id": "r3"})),
+                (
+                    "LeaveForfeited",
+                    json!({"member": "m1", "leave_type": "vacation", "year": 2027, "ms": 4 * h}),
+                ),
+            ],
+        );
+    }
+    let (_server, store) = start().await;
+    publish_fixture(&store, &read_fixture(path())).await;
+    publish_fixture(&store, &read_fixture(leave_path())).await;
+    let loaded = store
+        .load_fresh::<Leave>(&tok("acme"), &tok("m1"))
+        .await
+        .unwrap();
+    assert_eq!(loaded.version, 8);
+    let l = &loaded.state;
+    let status = |id: &str| l.requests[&tok(id)].status;
+    assert_eq!(
+        (status("r1"), status("r2"), status("r3")),
+        (
+            RequestStatus::Approved,
+            RequestStatus::Denied,
+            RequestStatus::Cancelled
+        )
+    );
+    // 24 accrued - 12 taken - 4 forfeited.
+    assert_eq!(l.balance(&tok("vacation")), 8 * 3_600_000);
+}
+
 fn sealed(keys: &BTreeMap<String, String>, subject: &str, value: &str) -> serde_json::Value {
     let key = DataKey::from_bytes(&unhex(&keys[subject])).unwrap();
     json!({"$pd": subject, "k": key.id, "ct": key.seal(subject, value).unwrap()})
