@@ -323,6 +323,157 @@ async fn call_every_work_method(
     ]
 }
 
+/// Calls every Pay method once with `token` against `t`.
+async fn call_every_pay_method(
+    channel: Channel,
+    token: Option<&str>,
+    t: &Target,
+    tag: &str,
+) -> Vec<(&'static str, Result<(), Status>)> {
+    use trackhrs_schemas::pay::v1 as ppb;
+    let mut c = trackhrs_schemas::pay::v1::pay_client::PayClient::new(channel);
+    let cmd = |name: &str| format!("{tag}-pay-{name}");
+    let org = || t.org.clone();
+    let run = || ppb::GetRunRequest {
+        org_id: org(),
+        first_day: "2026-03-01".into(),
+        min_position: 0,
+    };
+    let export = match c.export_run(req(token, run())).await {
+        Ok(stream) => stream.into_inner().message().await.map(drop),
+        Err(status) => Err(status),
+    };
+    vec![
+        (
+            "ChangePolicy",
+            c.change_policy(req(
+                token,
+                ppb::ChangePolicyRequest {
+                    command_id: cmd("policy"),
+                    org_id: org(),
+                    change: Some(ppb::change_policy_request::Change::Currency("EUR".into())),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "GetPolicy",
+            c.get_policy(req(
+                token,
+                ppb::GetPolicyRequest {
+                    org_id: org(),
+                    min_position: 0,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "RequestLeave",
+            c.request_leave(req(
+                token,
+                ppb::RequestLeaveRequest {
+                    command_id: cmd("leave"),
+                    org_id: org(),
+                    leave_type_id: "vacation".into(),
+                    from: "2026-12-07".into(),
+                    to: "2026-12-08".into(),
+                    day_ms: 0,
+                    note: String::new(),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "CancelLeave",
+            c.cancel_leave(req(
+                token,
+                ppb::CancelLeaveRequest {
+                    command_id: cmd("cancel"),
+                    org_id: org(),
+                    request_id: "lv_x".into(),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "DecideLeave",
+            c.decide_leave(req(
+                token,
+                ppb::DecideLeaveRequest {
+                    command_id: cmd("decide"),
+                    org_id: org(),
+                    person_id: t.person.clone(),
+                    request_id: "lv_x".into(),
+                    approve: true,
+                    comment: String::new(),
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "ListLeave",
+            c.list_leave(req(
+                token,
+                ppb::ListLeaveRequest {
+                    org_id: org(),
+                    from: "2026-12-01".into(),
+                    to: "2026-12-31".into(),
+                    min_position: 0,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "DraftRun",
+            c.draft_run(req(
+                token,
+                ppb::DraftRunRequest {
+                    command_id: cmd("draft"),
+                    org_id: org(),
+                    first_day: "2026-03-01".into(),
+                    min_position: 0,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "FinalizeRun",
+            c.finalize_run(req(
+                token,
+                ppb::FinalizeRunRequest {
+                    command_id: cmd("finalize"),
+                    org_id: org(),
+                    first_day: "2026-03-01".into(),
+                    draft: 1,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "ListRuns",
+            c.list_runs(req(
+                token,
+                ppb::ListRunsRequest {
+                    org_id: org(),
+                    min_position: 0,
+                },
+            ))
+            .await
+            .map(drop),
+        ),
+        ("GetRun", c.get_run(req(token, run())).await.map(drop)),
+        ("ExportRun", export),
+    ]
+}
+
 /// Calls every Organizations method once with `token` (None: no token)
 /// against `t`; returns each method's name and outcome.
 async fn call_every_method(
@@ -616,12 +767,15 @@ async fn no_role_of_another_org_reaches_org_a() {
         let token = session.as_ref().map(|s| s.access_token.as_str());
         let mut against_a = call_every_method(p.gw().channel.clone(), token, &a_ids, role).await;
         against_a.extend(call_every_work_method(p.gw().channel.clone(), token, &a_ids, role).await);
+        against_a.extend(call_every_pay_method(p.gw().channel.clone(), token, &a_ids, role).await);
         let mut against_missing =
             call_every_method(p.gw().channel.clone(), token, &missing_org, role).await;
         against_missing.extend(
             call_every_work_method(p.gw().channel.clone(), token, &missing_org, role).await,
         );
-        assert_eq!(against_a.len(), 17 + 20, "every method is called");
+        against_missing
+            .extend(call_every_pay_method(p.gw().channel.clone(), token, &missing_org, role).await);
+        assert_eq!(against_a.len(), 17 + 20 + 11, "every method is called");
         for ((method, outcome), (_, missing)) in against_a.into_iter().zip(against_missing) {
             let status = outcome.expect_err(&format!("{role} of org B called {method} on org A"));
             let expected = if token.is_some() {
@@ -645,7 +799,7 @@ async fn no_role_of_another_org_reaches_org_a() {
             refused += 1;
         }
     }
-    assert_eq!(refused, 6 * (17 + 20));
+    assert_eq!(refused, 6 * (17 + 20 + 11));
     assert_eq!(
         (p.last_sequence().await, p.credential_rows().await),
         before,
