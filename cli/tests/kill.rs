@@ -1,8 +1,9 @@
 //! The projection worker (`trackhrs projections run`, a real process) is
 //! killed with SIGKILL at random points, ten times, while 100k events flow
 //! into the log; its read models (activity, and the work read model's
-//! project time with an approved week, entries and attribution rules) must
-//! then equal a clean single pass over the same log: nothing lost, nothing
+//! project time with an approved week, entries and attribution rules, and
+//! the pay read model's leave and payroll runs with their lines) must then
+//! equal a clean single pass over the same log: nothing lost, nothing
 //! counted twice.
 
 mod common;
@@ -18,6 +19,7 @@ use trackhrs_domain::activity::{
 use trackhrs_harness::{NatsServer, TestDb, wait_until};
 use trackhrs_nats::{CommitMeta, EventStore, StoreConfig};
 use trackhrs_projections::activity::Activity;
+use trackhrs_projections::pay::Pay;
 use trackhrs_projections::work::Work;
 use trackhrs_projections::{Runner, RunnerConfig, Waited, wait_for_position};
 
@@ -26,6 +28,13 @@ const BATCHES_PER_DEVICE: u64 = 20;
 const SPANS_PER_BATCH: usize = 100;
 /// Commits of [`seed_work`].
 const SEEDED: u64 = 8;
+/// Members with leave in [`produce_pay`].
+const PAY_MEMBERS: u64 = 50;
+/// Drafts of the payroll run in [`produce_pay`].
+const PAY_DRAFTS: u64 = 6;
+/// Commits of [`produce_pay`]: the policy, each member's accrual, request
+/// and approval, the drafts and the finalization.
+const PAY_COMMITS: u64 = 3 + 3 * PAY_MEMBERS + PAY_DRAFTS + 1;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -77,6 +86,172 @@ async fn produce(store: EventStore, devices: std::ops::Range<u64>) {
                 .unwrap();
         }
     }
+}
+
+/// Leave and payroll while the activity flows: a policy, each member's
+/// accrual, request and approval, drafts of January's run with 600 lines
+/// each, and its finalization.
+async fn produce_pay(store: EventStore) {
+    use trackhrs_domain::leave::{Leave, LeaveCommand, TypeFacts};
+    use trackhrs_domain::payroll::compute::{Line, LineKind};
+    use trackhrs_domain::payroll::schedule::PeriodKind;
+    use trackhrs_domain::payroll::{
+        Accrual, AccrualEvery, LeaveType, Payroll, PayrollCommand, PolicyChange,
+    };
+    let handler = CommandHandler::new(store);
+    let org = Token::new("acme").unwrap();
+    let t = |s: &str| Token::new(s).unwrap();
+    let d = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
+    let meta = |id: String| CommitMeta::new(id, "test", now_ms() * 1000);
+    let h = 3_600_000i64;
+    for (i, change) in [
+        PolicyChange::Currency("EUR".into()),
+        PolicyChange::Schedule {
+            from: d("2026-01-01"),
+            kind: PeriodKind::Monthly,
+        },
+        PolicyChange::LeaveType {
+            id: t("vacation"),
+            leave_type: LeaveType {
+                name: "Vacation".into(),
+                paid: true,
+                accrual: Some(Accrual {
+                    every: AccrualEvery::Month,
+                    ms: 8 * h,
+                }),
+                carry_over_cap_ms: None,
+                negative_allowance_ms: 0,
+                since: d("2025-12-15"),
+            },
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        handler
+            .execute::<Payroll>(
+                &org,
+                &t("payroll"),
+                PayrollCommand::Change {
+                    is_admin: true,
+                    change,
+                },
+                &meta(format!("policy-{i}")),
+            )
+            .await
+            .unwrap();
+    }
+    let facts = TypeFacts {
+        has_balance: true,
+        negative_allowance_ms: 0,
+    };
+    for m in 0..PAY_MEMBERS {
+        let member = t(&format!("person{m}"));
+        let commands = [
+            LeaveCommand::Accrue {
+                member: member.clone(),
+                leave_type: t("vacation"),
+                boundary: d("2026-01-01"),
+                ms: 16 * h,
+            },
+            LeaveCommand::Request {
+                actor: member.clone(),
+                member: member.clone(),
+                id: t("r1"),
+                leave_type: t("vacation"),
+                facts,
+                days: [(d("2026-01-12"), 8 * h), (d("2026-01-13"), 4 * h)].into(),
+                note: Some(format!("note of person{m}")),
+            },
+            LeaveCommand::Approve {
+                actor: t("owner"),
+                may_approve: true,
+                id: t("r1"),
+                facts,
+            },
+        ];
+        for (i, command) in commands.into_iter().enumerate() {
+            handler
+                .execute::<Leave>(&org, &member, command, &meta(format!("leave-{m}-{i}")))
+                .await
+                .unwrap();
+        }
+    }
+    for draft in 0..PAY_DRAFTS {
+        let lines = (0..200)
+            .flat_map(|m| {
+                let member = t(&format!("person{m}"));
+                [LineKind::Regular, LineKind::Overtime, LineKind::Leave]
+                    .into_iter()
+                    .map(move |kind| Line {
+                        member: member.clone(),
+                        kind,
+                        leave_type: (kind == LineKind::Leave).then(|| t("vacation")),
+                        corrects: None,
+                        ms: (m as i64 + 1) * h + draft as i64,
+                        days: 0,
+                        rate_minor: 2_000 + draft as i64,
+                        percent: if kind == LineKind::Overtime { 150 } else { 100 },
+                        amount_minor: (m as i64 + 1) * 2_000 + draft as i64,
+                    })
+            })
+            .collect();
+        handler
+            .execute::<Payroll>(
+                &org,
+                &t("payroll"),
+                PayrollCommand::Draft {
+                    is_admin: true,
+                    first: d("2026-01-01"),
+                    today: d("2026-02-01"),
+                    lines,
+                    missing: vec![],
+                    recomputed: Default::default(),
+                },
+                &meta(format!("draft-{draft}")),
+            )
+            .await
+            .unwrap();
+    }
+    handler
+        .execute::<Payroll>(
+            &org,
+            &t("payroll"),
+            PayrollCommand::Finalize {
+                is_admin: true,
+                first: d("2026-01-01"),
+                draft: PAY_DRAFTS as u32,
+            },
+            &meta("finalize".into()),
+        )
+        .await
+        .unwrap();
+}
+
+/// Every row of the pay read model's tables of a version.
+async fn pay_tables(pg: &tokio_postgres::Client, version: u32) -> Vec<String> {
+    let schema = format!("proj_pay_v{version}");
+    let mut out = Vec::new();
+    for table in [
+        "policy",
+        "requests",
+        "leave_days",
+        "accruals",
+        "runs",
+        "lines",
+    ] {
+        for row in pg
+            .query(
+                &format!("SELECT t::text FROM {schema}.{table} t ORDER BY 1"),
+                &[],
+            )
+            .await
+            .unwrap()
+        {
+            out.push(format!("{table}: {}", row.get::<_, String>(0)));
+        }
+    }
+    out
 }
 
 /// The org's work before the activity: a project with a task, a rule that
@@ -322,13 +497,15 @@ async fn the_worker_killed_ten_times_ends_where_a_clean_pass_ends() {
     let pg = db.connect().await.unwrap();
     seed_work(&store).await;
 
-    // 1,000 commits of 101 events from 50 devices, four producers at once.
-    let producers: Vec<_> = (0..4)
+    // 1,000 commits of 101 events from 50 devices, four producers at once,
+    // and leave and payroll beside them.
+    let mut producers: Vec<_> = (0..4)
         .map(|i| {
             let store = store.clone();
             tokio::spawn(produce(store, (i * DEVICES / 4)..((i + 1) * DEVICES / 4)))
         })
         .collect();
+    producers.push(tokio::spawn(produce_pay(store.clone())));
 
     let mut worker = common::spawn_worker(&nats.url(), db.connection_string());
     // The first kill once the worker applies (its start registers every read
@@ -355,12 +532,15 @@ async fn the_worker_killed_ten_times_ends_where_a_clean_pass_ends() {
     let events = DEVICES * BATCHES_PER_DEVICE * (SPANS_PER_BATCH as u64 + 1);
     assert_eq!(
         last,
-        SEEDED + DEVICES * BATCHES_PER_DEVICE,
+        SEEDED + DEVICES * BATCHES_PER_DEVICE + PAY_COMMITS,
         "one commit per batch"
     );
     // The killed worker, restarted, catches up with the whole log.
     let caught_up = wait_until(Duration::from_secs(180), || async {
-        (position(&pg, 1).await >= last && position_of(&pg, "work", 1).await >= last).then_some(())
+        (position(&pg, 1).await >= last
+            && position_of(&pg, "work", 1).await >= last
+            && position_of(&pg, "pay", 1).await >= last)
+            .then_some(())
     })
     .await;
     worker.kill().unwrap();
@@ -381,6 +561,7 @@ async fn the_worker_killed_ten_times_ends_where_a_clean_pass_ends() {
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (stop_work, work_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop_pay, pay_stopped) = tokio::sync::oneshot::channel::<()>();
     let pg_config: tokio_postgres::Config = db.connection_string().parse().unwrap();
     let clean = tokio::spawn(
         Runner::new(
@@ -394,19 +575,53 @@ async fn the_worker_killed_ten_times_ends_where_a_clean_pass_ends() {
         }),
     );
     let clean_work = tokio::spawn(
-        Runner::new(Work::new(2), store.clone(), pg_config, config).run(async {
+        Runner::new(
+            Work::new(2),
+            store.clone(),
+            pg_config.clone(),
+            config.clone(),
+        )
+        .run(async {
             let _ = work_stopped.await;
         }),
     );
+    let clean_pay = tokio::spawn(
+        Runner::new(Pay::new(2), store.clone(), pg_config, config).run(async {
+            let _ = pay_stopped.await;
+        }),
+    );
     let reached = wait_until(Duration::from_secs(180), || async {
-        (position(&pg, 2).await >= last && position_of(&pg, "work", 2).await >= last).then_some(())
+        (position(&pg, 2).await >= last
+            && position_of(&pg, "work", 2).await >= last
+            && position_of(&pg, "pay", 2).await >= last)
+            .then_some(())
     })
     .await;
     let _ = stop.send(());
     let _ = stop_work.send(());
+    let _ = stop_pay.send(());
     clean.await.unwrap().unwrap();
     clean_work.await.unwrap().unwrap();
+    clean_pay.await.unwrap().unwrap();
     assert!(reached.is_some(), "the clean pass did not finish");
+
+    let killed = pay_tables(&pg, 1).await;
+    let single = pay_tables(&pg, 2).await;
+    assert_eq!(
+        killed.iter().filter(|r| r.starts_with("lines: ")).count(),
+        600,
+        "the last draft's lines"
+    );
+    assert!(
+        killed
+            .iter()
+            .any(|r| r.starts_with("runs: ") && r.contains("finalized"))
+    );
+    assert_eq!(killed.len(), single.len(), "pay: row counts differ");
+    assert!(
+        killed == single,
+        "the pay read models differ after the kills"
+    );
 
     let killed = work_tables(&pg, 1).await;
     let single = work_tables(&pg, 2).await;
