@@ -5,6 +5,7 @@ mod agent;
 mod bench;
 mod bench_agent;
 mod bench_floor;
+mod bench_payroll;
 mod bench_pipeline;
 mod bench_query;
 mod dev;
@@ -231,6 +232,9 @@ enum BenchCommand {
     Agent(bench_agent::AgentBenchArgs),
     /// The portal's dashboard reads over gRPC: cached under load, uncached.
     Query(bench_query::QueryBenchArgs),
+    /// A payroll run for many members: drafting it, rebuilding its read
+    /// model.
+    Payroll(bench_payroll::PayrollBenchArgs),
 }
 
 /// Where NATS is and how the event store is laid out.
@@ -491,6 +495,9 @@ async fn main() -> anyhow::Result<()> {
         Role::Bench {
             command: BenchCommand::Agent(args),
         } => bench_agent::run_agent(args).await,
+        Role::Bench {
+            command: BenchCommand::Payroll(args),
+        } => bench_payroll::run_payroll(args).await,
     }
 }
 

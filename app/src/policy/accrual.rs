@@ -23,7 +23,9 @@ pub const LEASE: &str = "accrual";
 /// lease, and while it holds it, accrues what is due in every org.
 pub(crate) fn run(mut lease: Lease, pay: Pay, every: Duration) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
+        // The first run one period after start: the read models are being
+        // registered meanwhile.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
