@@ -201,6 +201,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .clone();
     seed_demo_org(&app).await?;
     seed_demo_work(&app).await?;
+    seed_demo_pay(&app).await?;
 
     let listen = args.gateway.listen;
     let metrics = if args.once {
@@ -486,5 +487,114 @@ async fn seed_demo_work(app: &App) -> anyhow::Result<()> {
     ];
     work.set_attribution_rules(&olive, "acme", "demo-attribution", rules)
         .await?;
+    Ok(())
+}
+
+/// The demo org's pay policy: euros, monthly pay periods from 2026,
+/// overtime after 8 hours a day and 40 a week, the year-end holidays,
+/// vacation (10 hours a month, 40 carried into a new year, 16 under zero
+/// allowed), sick and unpaid leave, and rates: Erin salaried until July
+/// 2026 and hourly since, Ed hourly from June, Manny and Olive salaried.
+/// Every command has a fixed id: a second start changes nothing.
+async fn seed_demo_pay(app: &App) -> anyhow::Result<()> {
+    use trackhrs_app::Caller;
+    use trackhrs_app::pay::PolicyInput;
+    use trackhrs_domain::payroll::compute::{Overtime, Threshold};
+    use trackhrs_domain::payroll::schedule::PeriodKind;
+    use trackhrs_domain::payroll::{Accrual, AccrualEvery};
+
+    const H: i64 = 3_600_000;
+    let olive = Caller {
+        org: Token::new("acme")?,
+        person: Token::new("olive")?,
+    };
+    let date = |s: &str| -> anyhow::Result<chrono::NaiveDate> { Ok(s.parse()?) };
+    let leave_type =
+        |name: &str, paid: bool, accrual: Option<Accrual>, cap: Option<i64>, allowance: i64| {
+            PolicyInput::LeaveType {
+                id: None,
+                name: name.into(),
+                paid,
+                accrual,
+                carry_over_cap_ms: cap,
+                negative_allowance_ms: allowance,
+                since: date("2026-01-01").ok(),
+            }
+        };
+    let rate =
+        |person: &str, from: &str, salaried: bool, amount: &str| -> anyhow::Result<PolicyInput> {
+            Ok(PolicyInput::Rate {
+                person: person.into(),
+                from: date(from)?,
+                salaried,
+                amount: amount.into(),
+            })
+        };
+    let mut changes = vec![
+        ("currency", PolicyInput::Currency("EUR".into())),
+        (
+            "schedule",
+            PolicyInput::Schedule {
+                from: date("2026-01-01")?,
+                kind: PeriodKind::Monthly,
+            },
+        ),
+        (
+            "overtime",
+            PolicyInput::Overtime(Overtime {
+                daily: Some(Threshold {
+                    after_ms: 8 * H,
+                    percent: 150,
+                }),
+                daily_double: Some(Threshold {
+                    after_ms: 12 * H,
+                    percent: 200,
+                }),
+                weekly: Some(Threshold {
+                    after_ms: 40 * H,
+                    percent: 150,
+                }),
+            }),
+        ),
+        (
+            "vacation",
+            leave_type(
+                "Vacation",
+                true,
+                Some(Accrual {
+                    every: AccrualEvery::Month,
+                    ms: 10 * H,
+                }),
+                Some(40 * H),
+                16 * H,
+            ),
+        ),
+        ("sick", leave_type("Sick", true, None, None, 0)),
+        ("unpaid", leave_type("Unpaid", false, None, None, 0)),
+    ];
+    for (day, name) in [
+        ("2026-12-24", "Christmas Eve"),
+        ("2026-12-25", "Christmas Day"),
+        ("2026-12-31", "New Year's Eve"),
+        ("2027-01-01", "New Year's Day"),
+    ] {
+        changes.push((
+            day,
+            PolicyInput::Holiday {
+                date: date(day)?,
+                name: Some(name.into()),
+            },
+        ));
+    }
+    changes.push(("rate-erin-1", rate("erin", "2026-01-01", true, "4200.00")?));
+    changes.push(("rate-erin-2", rate("erin", "2026-07-01", false, "32.50")?));
+    changes.push(("rate-ed", rate("ed", "2026-06-01", false, "28.00")?));
+    changes.push(("rate-manny", rate("manny", "2026-01-01", true, "5200.00")?));
+    changes.push(("rate-olive", rate("olive", "2026-01-01", true, "7000.00")?));
+    for (tag, change) in changes {
+        app.pay()
+            .change_policy(&olive, "acme", &format!("demo-pay-{tag}"), change)
+            .await?;
+    }
     Ok(())
 }

@@ -168,6 +168,11 @@ async fn projects_weeks_and_approvals_through_the_pages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_and_payroll_through_the_pages() {
+    scenario("payroll").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_refresh_silently_and_a_refused_call_is_retried_after_one_refresh() {
     scenario("session").await;
 }

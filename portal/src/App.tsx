@@ -15,6 +15,8 @@ import { OperationsPage } from "./pages/Operations";
 import { ProjectsPage } from "./pages/Projects";
 import { WeekPage } from "./pages/Week";
 import { ApprovalsPage } from "./pages/Approvals";
+import { LeavePage } from "./pages/Leave";
+import { PayrollPage } from "./pages/Payroll";
 import { Loading } from "./components/ui";
 
 export function App() {
@@ -57,6 +59,8 @@ function navItems(session: SignedIn, operator: boolean): NavItem[] {
   ];
   if (may.ownWeek) items.push({ page: "week", label: "My week" });
   if (may.approvals) items.push({ page: "approvals", label: "Approvals" });
+  items.push({ page: "leave", label: "Leave" });
+  items.push({ page: "payroll", label: "Payroll" });
   items.push({ page: "projects", label: "Projects" });
   if (may.membersPage) items.push({ page: "members", label: "Members" });
   if (may.settingsPage) items.push({ page: "settings", label: "Settings" });
@@ -152,6 +156,8 @@ function Shell({ session }: { session: SignedIn }) {
         {page === "week" && <WeekPage params={route.params} />}
         {page === "approvals" && <ApprovalsPage />}
         {page === "projects" && <ProjectsPage />}
+        {page === "leave" && <LeavePage />}
+        {page === "payroll" && <PayrollPage />}
       </main>
     </div>
   );

@@ -13,6 +13,7 @@ import { Identity, Organizations, Role, type Session } from "./gen/trackhrs/org/
 import { Activity } from "./gen/trackhrs/activity/v1/activity_pb";
 import { Operations } from "./gen/trackhrs/ops/v1/ops_pb";
 import { Work } from "./gen/trackhrs/work/v1/work_pb";
+import { Pay } from "./gen/trackhrs/pay/v1/pay_pb";
 
 /** What the portal knows about the signed-in user (memory only). */
 export interface SignedIn {
@@ -114,6 +115,7 @@ export const identity = createClient(Identity, identityTransport);
 export const orgs = createClient(Organizations, transport);
 export const activity = createClient(Activity, transport);
 export const work = createClient(Work, transport);
+export const pay = createClient(Pay, transport);
 /** Read models and dead letters: owners and admins of the operator org only. */
 export const ops = createClient(Operations, transport);
 
@@ -312,5 +314,13 @@ export function can(role: Role) {
     approvals: admin || role === Role.MANAGER,
     /** Reopen an approved week. */
     reopenWeeks: admin,
+    /** Request leave for themselves (auditors change nothing). */
+    requestLeave: role !== Role.AUDITOR,
+    /** Approve or deny leave (managers: their teams'). */
+    decideLeave: admin || role === Role.MANAGER,
+    /** The pay policy, rates and payroll runs. */
+    managePay: admin,
+    /** Every member's pay (else their own; managers their teams' where the org allows). */
+    readAllPay: admin || role === Role.AUDITOR,
   };
 }

@@ -184,3 +184,14 @@ export const WEEKDAYS: { day: Weekday; short: string }[] = [
 export function dateTime(ms: number, timeZone: string): string {
   return `${dayOf(ms, timeZone)} ${clock(ms, timeZone, true)}`;
 }
+
+/** `minor` units of a currency with `digits` decimals: "1,237.63". */
+export function money(minor: bigint | number, digits: number): string {
+  const n = BigInt(minor);
+  const negative = n < 0n;
+  const abs = negative ? -n : n;
+  const scale = 10n ** BigInt(digits);
+  const whole = (abs / scale).toLocaleString("en-US");
+  const fraction = digits > 0 ? `.${(abs % scale).toString().padStart(digits, "0")}` : "";
+  return `${negative ? "-" : ""}${whole}${fraction}`;
+}

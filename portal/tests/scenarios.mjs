@@ -805,7 +805,7 @@ async function settled(run, page, name) {
 async function pages(run) {
   const { fixture } = run;
   const owner = userFor(fixture, "owner");
-  const routes = ["dashboard", "timeline", "devices", "week", "approvals", "projects", "members", "settings", "rules", "history", "operations"];
+  const routes = ["dashboard", "timeline", "devices", "week", "approvals", "leave", "payroll", "projects", "members", "settings", "rules", "history", "operations"];
   for (const [label, viewport] of [
     ["1280x800", { width: 1280, height: 800 }],
     ["390x844", { width: 390, height: 844 }],
@@ -969,4 +969,111 @@ function addDay(day, n) {
   return d.toISOString().slice(0, 10);
 }
 
-export const scenarios = { signin, dashboard, members, layout, session, rules, history, operations, numbers, pages, work };
+/** A work day at least two weeks ahead that is not one of the demo's holidays. */
+function leaveDay() {
+  const holidays = new Set(["2026-12-24", "2026-12-25", "2026-12-31", "2027-01-01"]);
+  let day = addDay(new Date().toISOString().slice(0, 10), 14);
+  for (;;) {
+    const weekday = new Date(`${day}T00:00:00Z`).getUTCDay();
+    if (weekday >= 1 && weekday <= 5 && !holidays.has(day)) return day;
+    day = addDay(day, 1);
+  }
+}
+
+/**
+ * Leave and payroll through the pages: the employee requests a day of
+ * vacation and sees her balance before and after it; her team's manager
+ * approves it and sees her away that day; the owner drafts May 2026 (only
+ * salaries: nothing missing), reviews its lines, finalizes it and downloads
+ * its CSV; a draft of the last period that ended lists the weeks not
+ * approved, and finalizing it is refused with the server's reason; the
+ * employee sees her own line of May and nobody else's.
+ */
+async function payroll(run) {
+  const { fixture } = run;
+  const owner = userFor(fixture, "owner");
+  const manager = userFor(fixture, "manager");
+  const employee = userFor(fixture, "employee");
+  const day = leaveDay();
+
+  // Employee: a day of vacation.
+  const epage = await signedInPage(run, employee);
+  const employeeId = await epage.getByTestId("session-name").getAttribute("data-person-id");
+  await epage.getByTestId("nav-leave").click();
+  await run.expectVisible(epage.getByTestId("leave-request-card"), "the employee opens Leave");
+  await epage.getByTestId("leave-type").selectOption({ label: "Vacation" });
+  await epage.getByTestId("leave-from").fill(day);
+  await epage.getByTestId("leave-to").fill(day);
+  const preview = epage.getByTestId("leave-preview");
+  await run.until(async () => (await preview.getAttribute("data-days")) === "1", `the request takes one work day (${day})`);
+  const before = Number((await text(epage.getByTestId("leave-balance-before"))).replace(" h", ""));
+  const after = Number((await text(epage.getByTestId("leave-balance-after"))).replace(" h", ""));
+  run.check(Math.abs(before - 8 - after) < 0.01, `the balance before (${before} h) and after (${after} h) the request differ by the standard day`);
+  await epage.getByTestId("leave-note").fill("Family visit");
+  await epage.getByTestId("leave-submit").click();
+  const mine = epage.locator('[data-testid="leave-mine-row"]');
+  await run.until(async () => (await mine.count()) > 0 && (await mine.first().getAttribute("data-status")) === "pending", "her request is listed as pending");
+  const requestId = await mine.first().getAttribute("data-request-id");
+
+  // Manager: approve it, see her away.
+  const mpage = await signedInPage(run, manager);
+  await mpage.getByTestId("nav-leave").click();
+  const row = mpage.locator(`[data-testid="leave-decide-row"][data-request-id="${requestId}"]`);
+  await run.expectVisible(row, "the request waits for the manager");
+  await row.getByTestId("leave-approve").click();
+  await run.until(async () => (await row.count()) === 0, "the approved request leaves the manager's list");
+  await mpage.getByTestId("leave-month").fill(day.slice(0, 7));
+  const away = mpage.locator(`[data-testid="leave-away-row"][data-person-id="${employeeId}"] td[data-day="${day}"]`);
+  await run.until(async () => (await away.count()) > 0 && (await away.getAttribute("data-away")) === "approved", `the manager sees her away on ${day}`);
+
+  await epage.reload({ waitUntil: "domcontentloaded" });
+  const approved = epage.locator(`[data-testid="leave-mine-row"][data-request-id="${requestId}"]`);
+  await run.until(async () => (await approved.getAttribute("data-status").catch(() => null)) === "approved", "she sees her request approved");
+
+  // Owner: May 2026, salaries only, finalized and exported.
+  const opage = await signedInPage(run, owner);
+  await opage.getByTestId("nav-payroll").click();
+  await run.expectVisible(opage.getByTestId("runs-card"), "the owner opens Payroll");
+  await opage.getByTestId("run-period").selectOption("2026-05-01");
+  await opage.getByTestId("run-draft").click();
+  const may = opage.locator('[data-testid="run-details"][data-first-day="2026-05-01"]');
+  await run.expectVisible(may, "the draft of May 2026 opens");
+  await run.until(async () => (await opage.getByTestId("run-line").count()) > 0, "its lines are shown");
+  run.check((await opage.getByTestId("run-missing").count()) === 0, "nothing is missing from May (salaries only)");
+  const erinSalary = opage.locator(`[data-testid="run-line"][data-person-id="${employeeId}"][data-kind="salary"]`);
+  run.check((await erinSalary.getAttribute("data-amount-minor")) === "420000", `her salary line pays 4,200.00: "${await text(erinSalary)}"`);
+  await opage.getByTestId("run-finalize").click();
+  await run.until(async () => (await may.getAttribute("data-status")) === "finalized", "May is finalized");
+  const [download] = await Promise.all([opage.waitForEvent("download"), opage.getByTestId("run-export").click()]);
+  const csv = await readFile(await download.path(), "utf8");
+  const lines = csv.trim().split("\n");
+  run.check(
+    lines[0] === "period_first,period_last,person_id,kind,leave_type,corrects,hours,days,rate,percent,amount,currency" &&
+      lines.some((l) => l.startsWith(`2026-05-01,2026-05-31,${employeeId},salary,`) && l.endsWith(",4200.00,EUR")),
+    `${download.suggestedFilename()}: ${lines.length - 1} lines with her salary`,
+    csv,
+  );
+
+  // The last period that ended: hourly members' weeks are not approved.
+  await opage.getByTestId("run-period").selectOption({ index: 0 });
+  const latest = await opage.getByTestId("run-period").inputValue();
+  await opage.getByTestId("run-draft").click();
+  const draft = opage.locator(`[data-testid="run-details"][data-first-day="${latest}"]`);
+  await run.expectVisible(draft.getByTestId("run-missing"), `the draft of ${latest} lists what is missing`);
+  await draft.getByTestId("run-finalize").click();
+  await run.until(async () => (await text(draft.getByTestId("run-action-error"))).includes("missing"), "finalizing it is refused, naming what is missing");
+
+  // Employee: her own line of May only; no draft.
+  await epage.getByTestId("nav-payroll").click();
+  const rows = epage.getByTestId("run-row");
+  await run.until(async () => (await rows.count()) > 0, "she sees the finalized run");
+  const firsts = await rows.evaluateAll((rs) => rs.map((r) => r.dataset.firstDay));
+  run.check(firsts.length === 1 && firsts[0] === "2026-05-01", `only May is listed for her (${firsts.join(", ")})`);
+  await rows.first().getByTestId("run-open").click();
+  await run.until(async () => (await epage.getByTestId("run-line").count()) > 0, "she opens it");
+  const people = await epage.getByTestId("run-line").evaluateAll((ls) => [...new Set(ls.map((l) => l.dataset.personId))]);
+  run.check(people.length === 1 && people[0] === employeeId, `she sees only her own lines (${people.join(", ")})`);
+  run.check((await epage.getByTestId("run-draft").count()) === 0, "she cannot draft a run");
+}
+
+export const scenarios = { signin, dashboard, members, layout, session, rules, history, operations, numbers, pages, work, payroll };
