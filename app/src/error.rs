@@ -387,6 +387,7 @@ impl From<PayrollError> for AppError {
             | E::Finalized(_)
             | E::LaterFinalized(_)
             | E::EarlierDraft(_)
+            | E::PreviousOpen(_)
             | E::StaleDraft { .. }
             | E::Missing(_) => Self::precondition(denied.to_string()),
         }

@@ -25,7 +25,7 @@ use trackhrs_domain::payroll::compute::{
 use trackhrs_domain::payroll::schedule::{Period, PeriodKind};
 use trackhrs_domain::payroll::{
     AGGREGATE_ID, Accrual, AccrualEvery, LeaveType, Missing, PayVisibility, Payroll,
-    PayrollCommand, Policy, PolicyChange, RunStatus,
+    PayrollCommand, Policy, PolicyChange, RunStatus, Terms,
 };
 use trackhrs_domain::permissions::{Read, Scope};
 use trackhrs_domain::week::first_day;
@@ -88,7 +88,7 @@ pub enum PolicyInput {
         since: Option<NaiveDate>,
     },
     /// A member's rate from a date on: a decimal amount in the currency
-    /// (`"25.50"`).
+    /// (`"25.50"`), or no pay from then (`ended`: the member left).
     Rate {
         /// Whose.
         person: String,
@@ -98,6 +98,8 @@ pub enum PolicyInput {
         salaried: bool,
         /// The amount.
         amount: String,
+        /// No pay from `from` on (the amount is not read).
+        ended: bool,
     },
     /// Who else sees pay.
     Visibility(PayVisibility),
@@ -307,24 +309,35 @@ impl Pay {
                 from,
                 salaried,
                 amount,
+                ended,
             } => {
                 let member = token("person_id", &person)?;
-                let currency =
-                    self.payroll(&org).await?.policy.currency.ok_or_else(|| {
+                // A rate for an active member; an end for any member.
+                let is_member = if ended {
+                    state.members.contains_key(&member)
+                } else {
+                    state.active_role(&member).is_some()
+                };
+                let rate = if ended {
+                    PayRate::Ended
+                } else {
+                    let currency = self.payroll(&org).await?.policy.currency.ok_or_else(|| {
                         AppError::precondition("set the currency before any rate")
                     })?;
-                let minor = currency
-                    .parse_amount(&amount)
-                    .map_err(|e| AppError::invalid("amount", e))?;
-                PolicyChange::Rate {
-                    is_member: state.members.contains_key(&member),
-                    member,
-                    from,
-                    rate: if salaried {
+                    let minor = currency
+                        .parse_amount(&amount)
+                        .map_err(|e| AppError::invalid("amount", e))?;
+                    if salaried {
                         PayRate::Salaried { minor }
                     } else {
                         PayRate::Hourly { minor }
-                    },
+                    }
+                };
+                PolicyChange::Rate {
+                    is_member,
+                    member,
+                    from,
+                    rate,
                 }
             }
             PolicyInput::Visibility(v) => PolicyChange::Visibility(v),
@@ -427,6 +440,13 @@ impl Pay {
             ));
         }
         let may_approve = state.may_approve(&caller.person, &member);
+        if !may_approve && member != caller.person {
+            // Nothing about another member's requests to someone who may
+            // not decide on them.
+            return Err(AppError::not_allowed(
+                "only a manager of the member's team or an admin decides on this leave",
+            ));
+        }
         let command = if approve {
             let leave = self.orgs.store().load_fresh::<Leave>(&org, &member).await?;
             let leave_type = leave
@@ -489,14 +509,15 @@ impl Pay {
             .await
     }
 
-    /// What the lines of every member for `period` are now, and what
-    /// keeps them from being final.
+    /// What the lines of every member for `period` are now under `terms`,
+    /// and what keeps them from being final (weeks not approved of days
+    /// paid by the hour, time or leave without a rate).
     async fn compute(
         &self,
         org: &Token,
         state: &Organization,
         policy: &Policy,
-        period: Period,
+        (period, terms): (Period, &Terms),
         (work, pay): (&ReadModel, &ReadModel),
     ) -> Result<(Vec<trackhrs_domain::payroll::compute::Line>, Vec<Missing>), AppError> {
         let work_week = &state.settings.work_week;
@@ -512,13 +533,10 @@ impl Pay {
             inputs.entry(person).or_default().worked.insert(day, ms);
         }
         for row in model::approved_days(&pay.client, &pay.schema, org.as_str(), range).await? {
-            let paid = Token::new(&row.type_id)
-                .ok()
-                .and_then(|t| policy.leave_types.get(&t))
-                .is_some_and(|t| t.paid);
             let Ok(leave_type) = Token::new(&row.type_id) else {
                 continue;
             };
+            let paid = terms.paid_leave.contains(&leave_type);
             inputs
                 .entry(row.person_id)
                 .or_default()
@@ -536,12 +554,12 @@ impl Pay {
                 .await?
                 .into_iter()
                 .collect();
-        let holidays: BTreeSet<NaiveDate> = policy.holidays.keys().copied().collect();
         let calendar = Calendar {
             work_week,
-            holidays: &holidays,
-            day_ms: policy.day_ms,
-            overtime: &policy.overtime,
+            holidays: &terms.holidays,
+            day_ms: terms.day_ms,
+            overtime: &terms.overtime,
+            salary_days: terms.salary_days,
         };
         let mut lines = Vec::new();
         let mut missing = Vec::new();
@@ -549,25 +567,22 @@ impl Pay {
             let Ok(member) = Token::new(person) else {
                 continue;
             };
-            // Hourly members' weeks from the first day they have a rate.
-            let hourly_from = input
-                .rates
-                .iter()
-                .filter(|(_, r)| matches!(r, PayRate::Hourly { .. }))
-                .map(|(d, _)| *d)
-                .next();
-            if let Some(start) = hourly_from.filter(|d| *d <= period.last) {
-                let mut week = first_day(start.max(period.first), work_week);
-                while week <= period.last {
-                    if !approved.contains(&(person.clone(), week)) {
-                        missing.push(Missing::Week {
-                            member: member.clone(),
-                            first_day: week,
-                        });
-                    }
-                    week = week + Days::new(7);
+            // The weeks holding a day of the period paid by the hour.
+            let mut weeks = BTreeSet::new();
+            for day in period.days() {
+                if matches!(input.rate_on(day), Some(PayRate::Hourly { .. })) {
+                    weeks.insert(first_day(day, work_week));
                 }
             }
+            missing.extend(
+                weeks
+                    .into_iter()
+                    .filter(|week| !approved.contains(&(person.clone(), *week)))
+                    .map(|week| Missing::Week {
+                        member: member.clone(),
+                        first_day: week,
+                    }),
+            );
             match member_lines(&member, period, calendar, input) {
                 Ok(member_lines) => lines.extend(member_lines),
                 Err(days) => missing.extend(days.into_iter().map(|day| Missing::Rate {
@@ -601,6 +616,7 @@ impl Pay {
             first,
             today,
             lines: vec![],
+            terms: payroll.policy.terms(Period { first, last: first }),
             missing: vec![],
             recomputed: BTreeMap::new(),
         };
@@ -613,9 +629,19 @@ impl Pay {
             .read_model(work_model::NAME, min_position)
             .await?;
         let pay = self.reads.read_model(model::NAME, min_position).await?;
-        let (lines, missing) = self
-            .compute(&org, &state, &payroll.policy, period, (&work, &pay))
+        let terms = payroll.policy.terms(period);
+        let (lines, mut missing) = self
+            .compute(
+                &org,
+                &state,
+                &payroll.policy,
+                (period, &terms),
+                (&work, &pay),
+            )
             .await?;
+        // What each earlier finalized run is worth now, under its own terms;
+        // a member with something missing there (a reopened week) keeps
+        // what was paid until it is fixed, and the fix is listed here.
         let mut recomputed = BTreeMap::new();
         let earlier = payroll
             .runs
@@ -624,13 +650,29 @@ impl Pay {
             .filter(|(_, r)| r.status == RunStatus::Finalized)
             .take(CORRECTION_LOOKBACK);
         for (start, run) in earlier {
-            let (now, _) = self
-                .compute(&org, &state, &payroll.policy, run.period, (&work, &pay))
+            let run_terms = run
+                .terms
+                .clone()
+                .unwrap_or_else(|| payroll.policy.terms(run.period));
+            let (now, open) = self
+                .compute(
+                    &org,
+                    &state,
+                    &payroll.policy,
+                    (run.period, &run_terms),
+                    (&work, &pay),
+                )
                 .await?;
+            let paid = payroll.paid_for(*start);
             let mut totals: BTreeMap<Token, i64> = BTreeMap::new();
             for line in now {
                 *totals.entry(line.member).or_default() += line.amount_minor;
             }
+            for m in &open {
+                let (Missing::Week { member, .. } | Missing::Rate { member, .. }) = m;
+                totals.insert(member.clone(), paid.get(member).copied().unwrap_or(0));
+            }
+            missing.extend(open);
             recomputed.insert(*start, totals);
         }
         let command = PayrollCommand::Draft {
@@ -638,6 +680,7 @@ impl Pay {
             first,
             today,
             lines,
+            terms,
             missing,
             recomputed,
         };
@@ -927,9 +970,17 @@ impl Pay {
                     if state.active_role(member).is_none() {
                         continue;
                     }
+                    // At the boundaries where the member has a rate (worked
+                    // for the org then).
+                    let paid_on = |day: NaiveDate| {
+                        rates
+                            .range(..=day)
+                            .next_back()
+                            .is_some_and(|(_, r)| *r != PayRate::Ended)
+                    };
                     let mut due: Vec<LeaveCommand> = boundaries
                         .iter()
-                        .filter(|b| **b >= start)
+                        .filter(|b| paid_on(**b))
                         .filter(|b| {
                             !accrued.contains(&(member.to_string(), type_id.to_string(), **b))
                         })

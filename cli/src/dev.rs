@@ -528,6 +528,7 @@ async fn seed_demo_pay(app: &App) -> anyhow::Result<()> {
                 from: date(from)?,
                 salaried,
                 amount: amount.into(),
+                ended: false,
             })
         };
     let mut changes = vec![

@@ -96,7 +96,7 @@ async fn produce_pay(store: EventStore) {
     use trackhrs_domain::payroll::compute::{Line, LineKind};
     use trackhrs_domain::payroll::schedule::PeriodKind;
     use trackhrs_domain::payroll::{
-        Accrual, AccrualEvery, LeaveType, Payroll, PayrollCommand, PolicyChange,
+        Accrual, AccrualEvery, LeaveType, Payroll, PayrollCommand, PolicyChange, Terms,
     };
     let handler = CommandHandler::new(store);
     let org = Token::new("acme").unwrap();
@@ -205,6 +205,13 @@ async fn produce_pay(store: EventStore) {
                     first: d("2026-01-01"),
                     today: d("2026-02-01"),
                     lines,
+                    terms: Terms {
+                        overtime: Default::default(),
+                        day_ms: 8 * h,
+                        holidays: Default::default(),
+                        paid_leave: [t("vacation")].into(),
+                        salary_days: 31,
+                    },
                     missing: vec![],
                     recomputed: Default::default(),
                 },

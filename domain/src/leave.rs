@@ -461,8 +461,10 @@ impl Aggregate for Leave {
                 id,
                 facts,
             } => {
-                let request = self.pending(&id)?;
+                // Who decides first: nothing about a request is told to
+                // someone who may not decide on it.
                 self.decider(&actor, may_approve)?;
+                let request = self.pending(&id)?;
                 self.check_balance(&request.leave_type, facts, request.ms())?;
                 Ok(vec![LeaveEvent::LeaveApproved { id, by: actor }])
             }
@@ -472,8 +474,8 @@ impl Aggregate for Leave {
                 id,
                 comment,
             } => {
-                self.pending(&id)?;
                 self.decider(&actor, may_approve)?;
+                self.pending(&id)?;
                 let member = self
                     .member
                     .clone()
@@ -551,11 +553,14 @@ impl Aggregate for Leave {
                     .get(&leave_type)
                     .map_or(0, |f| f.values().sum());
                 let left = accrued - forfeited - self.taken(&leave_type, before);
+                // Never more than the balance holds now (leave approved for
+                // the new year is already taken from it).
+                let ms = (left - cap_ms).max(0).min(self.balance(&leave_type).max(0));
                 Ok(vec![LeaveEvent::LeaveForfeited {
                     member,
                     leave_type,
                     year,
-                    ms: (left - cap_ms).max(0),
+                    ms,
                 }])
             }
         }

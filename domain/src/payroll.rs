@@ -17,7 +17,7 @@
 pub mod compute;
 pub mod schedule;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -122,6 +122,49 @@ impl Default for Policy {
     }
 }
 
+/// What a run was computed under besides the rates (which take effect by
+/// date): a later check of the run for corrections computes it under the
+/// same terms, so a new overtime rule or holiday does not reach back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terms {
+    /// Overtime rules.
+    pub overtime: Overtime,
+    /// A standard day's hours, ms.
+    pub day_ms: i64,
+    /// The public holidays of the period.
+    pub holidays: BTreeSet<NaiveDate>,
+    /// The leave types that were paid.
+    pub paid_leave: BTreeSet<Token>,
+    /// The days of a whole pay period of its kind.
+    pub salary_days: i64,
+}
+
+impl Policy {
+    /// The terms a run of `period` is computed under now.
+    pub fn terms(&self, period: Period) -> Terms {
+        Terms {
+            overtime: self.overtime,
+            day_ms: self.day_ms,
+            holidays: self
+                .holidays
+                .keys()
+                .filter(|d| period.contains(**d))
+                .copied()
+                .collect(),
+            paid_leave: self
+                .leave_types
+                .iter()
+                .filter(|(_, t)| t.paid)
+                .map(|(id, _)| id.clone())
+                .collect(),
+            salary_days: self
+                .schedule
+                .whole_days(period.first)
+                .unwrap_or_else(|| period.len_days()),
+        }
+    }
+}
+
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -167,6 +210,10 @@ pub struct Run {
     pub paid: BTreeMap<PersonId, i64>,
     /// Per corrected period and member, what its adjustment lines pay.
     pub adjusts: BTreeMap<NaiveDate, BTreeMap<PersonId, i64>>,
+    /// What it was computed under (absent in runs drafted before terms
+    /// were recorded).
+    #[serde(default)]
+    pub terms: Option<Terms>,
 }
 
 /// An org's payroll.
@@ -212,7 +259,8 @@ pub enum PolicyChange {
     Rate {
         /// Whose.
         member: PersonId,
-        /// Whether they are a member of the org (read by the caller).
+        /// Whether they may get it (read by the caller): an active member,
+        /// or for an ended rate any member.
         is_member: bool,
         /// From when.
         from: NaiveDate,
@@ -243,6 +291,8 @@ pub enum PayrollCommand {
         today: NaiveDate,
         /// The period's own lines (computed by [`compute::member_lines`]).
         lines: Vec<Line>,
+        /// What they were computed under.
+        terms: Terms,
         /// What keeps it from being finalized.
         missing: Vec<Missing>,
         /// Per earlier finalized period, what each member's pay for it is
@@ -330,6 +380,9 @@ pub enum PayrollEvent {
         lines: Vec<Line>,
         /// What keeps it from being finalized.
         missing: Vec<Missing>,
+        /// What it was computed under (absent in the first drafts written).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        terms: Option<Terms>,
     },
     /// A run was finalized: locked.
     RunFinalized {
@@ -371,8 +424,8 @@ pub enum PayrollError {
     /// Unknown currency.
     #[error("{0}")]
     Money(#[from] crate::money::MoneyError),
-    /// The currency is fixed once a run is finalized.
-    #[error("the currency cannot change once a run is finalized")]
+    /// The currency is fixed once rates are set in it.
+    #[error("the currency cannot change once rates are set or a run is finalized")]
     CurrencyFixed,
     /// A schedule change for a day a run covers.
     #[error("the run of {first}..{last} covers {from}: pay periods change only after the last run")]
@@ -432,6 +485,11 @@ pub enum PayrollError {
     /// An earlier run is not finalized.
     #[error("the earlier run of {0} is not finalized: runs are finalized in order")]
     EarlierDraft(NaiveDate),
+    /// The period before has no finalized run.
+    #[error(
+        "the period before, from {0}, has no finalized run: runs are drafted one period after another"
+    )]
+    PreviousOpen(NaiveDate),
     /// The draft changed since it was reviewed.
     #[error("draft {reviewed} was reviewed but the run is at draft {current}: review it again")]
     StaleDraft {
@@ -553,7 +611,9 @@ impl Payroll {
                 if policy.currency.as_ref() == Some(&currency) {
                     return Ok(vec![]);
                 }
-                if self.runs.values().any(|r| r.status == RunStatus::Finalized) {
+                if !policy.rates.is_empty()
+                    || self.runs.values().any(|r| r.status == RunStatus::Finalized)
+                {
                     return Err(PayrollError::CurrencyFixed);
                 }
                 PayrollEvent::CurrencySet { currency }
@@ -609,8 +669,9 @@ impl Payroll {
                 if !is_member {
                     return Err(PayrollError::NotAMember);
                 }
-                let (PayRate::Hourly { minor } | PayRate::Salaried { minor }) = rate;
-                if minor <= 0 || minor > MAX_AMOUNT_MINOR {
+                if let PayRate::Hourly { minor } | PayRate::Salaried { minor } = rate
+                    && (minor <= 0 || minor > MAX_AMOUNT_MINOR)
+                {
                     return Err(PayrollError::BadRate);
                 }
                 PayrollEvent::RateSet { member, from, rate }
@@ -622,9 +683,9 @@ impl Payroll {
 
     fn draft(
         &self,
-        first: NaiveDate,
-        today: NaiveDate,
+        (first, today): (NaiveDate, NaiveDate),
         mut lines: Vec<Line>,
+        terms: Terms,
         mut missing: Vec<Missing>,
         recomputed: BTreeMap<NaiveDate, BTreeMap<PersonId, i64>>,
     ) -> Result<Vec<PayrollEvent>, PayrollError> {
@@ -654,6 +715,20 @@ impl Payroll {
             .find(|(_, r)| r.status == RunStatus::Finalized)
         {
             return Err(PayrollError::LaterFinalized(*later));
+        }
+        // One period after another: once a run exists, the period before a
+        // new one is finalized (so no period is skipped, and one draft at a
+        // time corrects the finalized runs).
+        if self.runs.range(..first).next().is_some()
+            && let Some(previous) = first
+                .pred_opt()
+                .and_then(|d| self.policy.schedule.period_of(d))
+            && self
+                .runs
+                .get(&previous.first)
+                .is_none_or(|r| r.status != RunStatus::Finalized)
+        {
+            return Err(PayrollError::PreviousOpen(previous.first));
         }
         for (corrected, now) in recomputed {
             let finalized = self
@@ -707,6 +782,7 @@ impl Payroll {
             draft,
             lines,
             missing,
+            terms: Some(terms),
         }])
     }
 
@@ -754,13 +830,14 @@ impl Aggregate for Payroll {
                 first,
                 today,
                 lines,
+                terms,
                 missing,
                 recomputed,
             } => {
                 if !is_admin {
                     return Err(PayrollError::NotAdmin);
                 }
-                self.draft(first, today, lines, missing, recomputed)
+                self.draft((first, today), lines, terms, missing, recomputed)
             }
             PayrollCommand::Finalize {
                 is_admin,
@@ -807,6 +884,7 @@ impl Aggregate for Payroll {
                 draft,
                 lines,
                 missing,
+                terms,
             } => {
                 let mut paid: BTreeMap<PersonId, i64> = BTreeMap::new();
                 let mut adjusts: BTreeMap<NaiveDate, BTreeMap<PersonId, i64>> = BTreeMap::new();
@@ -826,6 +904,7 @@ impl Aggregate for Payroll {
                         missing: missing.clone(),
                         paid,
                         adjusts,
+                        terms: terms.clone(),
                     },
                 );
             }

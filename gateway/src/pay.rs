@@ -118,6 +118,7 @@ fn policy_input(change: pb::change_policy_request::Change) -> Result<PolicyInput
             person: r.person_id,
             salaried: r.salaried,
             amount: r.amount,
+            ended: r.ended,
         },
         Change::ManagersSeeTeamPay(managers) => PolicyInput::Visibility(PayVisibility { managers }),
     })
@@ -238,15 +239,17 @@ impl pay_server::Pay for PayService {
         for (person, by_day) in &policy.rates {
             for (from, rate) in by_day {
                 let (salaried, minor) = match rate {
-                    PayRate::Hourly { minor } => (false, *minor),
-                    PayRate::Salaried { minor } => (true, *minor),
+                    PayRate::Hourly { minor } => (false, Some(*minor)),
+                    PayRate::Salaried { minor } => (true, Some(*minor)),
+                    PayRate::Ended => (false, None),
                 };
                 rates.push(pb::Rate {
                     person_id: person.to_string(),
                     from: day(*from),
                     salaried,
-                    amount: format(minor),
-                    amount_minor: minor,
+                    amount: minor.map(format).unwrap_or_default(),
+                    amount_minor: minor.unwrap_or(0),
+                    ended: minor.is_none(),
                 });
             }
         }

@@ -217,6 +217,7 @@ fn rate(person: &str, from: &str, salaried: bool, amount: &str) -> Change {
         salaried,
         amount: amount.into(),
         amount_minor: 0,
+        ended: false,
     })
 }
 
@@ -435,6 +436,28 @@ async fn the_golden_month_is_paid_to_the_cent_finalized_and_corrected_in_the_nex
         .unwrap()
         .into_inner()
         .id;
+    // Another employee learns nothing of it, existing or not.
+    let nosy = |request: &str| {
+        let mut client = o.pay();
+        let request = authed(
+            &o.jo.access_token,
+            ppb::DecideLeaveRequest {
+                command_id: cmd(&format!("nosy-{request}")),
+                org_id: "acme".into(),
+                person_id: o.hana.person_id.clone(),
+                request_id: request.into(),
+                approve: true,
+                comment: String::new(),
+            },
+        );
+        async move { client.decide_leave(request).await.unwrap_err() }
+    };
+    let (real, made_up) = (nosy(&leave).await, nosy("lv_made_up").await);
+    assert_eq!(real.code(), Code::PermissionDenied);
+    assert_eq!(
+        (real.code(), real.message()),
+        (made_up.code(), made_up.message())
+    );
     o.pay()
         .decide_leave(authed(
             &o.owner.access_token,
@@ -667,7 +690,21 @@ async fn the_golden_month_is_paid_to_the_cent_finalized_and_corrected_in_the_nex
         ))
         .await
         .unwrap();
-    o.entry(&o.hana, berlin("2026-03-31", 8, 0), 10 * H).await;
+    let changed = o.entry(&o.hana, berlin("2026-03-31", 8, 0), 10 * H).await;
+    assert!(!changed.is_empty());
+    // While her corrected week waits for approval, April lists it and
+    // adjusts nothing for March.
+    let waiting = o.draft("2026-04-01", 0).await.unwrap();
+    let waiting = o.run(&o.owner, "2026-04-01", waiting).await.unwrap();
+    assert!(
+        waiting.run.unwrap().missing.contains(&ppb::Missing {
+            person_id: o.hana.person_id.clone(),
+            what: "week".into(),
+            day: "2026-03-30".into(),
+        }),
+        "the reopened week of a finalized run is listed"
+    );
+    assert!(waiting.lines.iter().all(|l| l.kind != "adjustment"));
     o.submit(&o.hana, "2026-03-30").await;
     let approved = o.approve(&o.hana, "2026-03-30").await;
     let april = o.draft("2026-04-01", approved).await.unwrap();

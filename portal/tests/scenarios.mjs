@@ -985,8 +985,8 @@ function leaveDay() {
  * vacation and sees her balance before and after it; her team's manager
  * approves it and sees her away that day; the owner drafts May 2026 (only
  * salaries: nothing missing), reviews its lines, finalizes it and downloads
- * its CSV; a draft of the last period that ended lists the weeks not
- * approved, and finalizing it is refused with the server's reason; the
+ * its CSV; July is refused until June is finalized; a draft of June lists
+ * the weeks not approved, and finalizing it is refused with the reason; the
  * employee sees her own line of May and nobody else's.
  */
 async function payroll(run) {
@@ -1054,12 +1054,15 @@ async function payroll(run) {
     csv,
   );
 
-  // The last period that ended: hourly members' weeks are not approved.
-  await opage.getByTestId("run-period").selectOption({ index: 0 });
-  const latest = await opage.getByTestId("run-period").inputValue();
+  // Runs go one period after another: July waits for June.
+  await opage.getByTestId("run-period").selectOption("2026-07-01");
   await opage.getByTestId("run-draft").click();
-  const draft = opage.locator(`[data-testid="run-details"][data-first-day="${latest}"]`);
-  await run.expectVisible(draft.getByTestId("run-missing"), `the draft of ${latest} lists what is missing`);
+  await run.until(async () => (await text(opage.getByTestId("run-draft-error"))).includes("2026-06-01"), "July is refused until June is finalized, naming June");
+  // June: Ed is paid by the hour from June on, and his weeks are not approved.
+  await opage.getByTestId("run-period").selectOption("2026-06-01");
+  await opage.getByTestId("run-draft").click();
+  const draft = opage.locator('[data-testid="run-details"][data-first-day="2026-06-01"]');
+  await run.expectVisible(draft.getByTestId("run-missing"), "the draft of June lists the weeks not approved");
   await draft.getByTestId("run-finalize").click();
   await run.until(async () => (await text(draft.getByTestId("run-action-error"))).includes("missing"), "finalizing it is refused, naming what is missing");
 

@@ -255,6 +255,7 @@ async fn apply_payroll(
                 draft,
                 lines,
                 missing,
+                ..
             } => {
                 write_run(tx, schema, commit, period, *draft, lines, missing).await?;
             }

@@ -190,6 +190,15 @@ fn decisions_are_for_managers_and_admins_never_on_ones_own() {
             comment: None,
         })
         .then_expect_error(LeaveError::MayNotDecide);
+    // Whether a request exists is not told to someone who may not decide.
+    given()
+        .when(LeaveCommand::Approve {
+            actor: pid("ed"),
+            may_approve: false,
+            id: tok("nope"),
+            facts: VACATION,
+        })
+        .then_expect_error(LeaveError::MayNotDecide);
     AggregateTest::<Leave>::given(vec![
         requested("r1", &[("2026-03-10", 8 * H)]),
         LeaveEvent::LeaveDenied {
@@ -274,6 +283,29 @@ fn accruals_and_carry_overs_are_recorded_once() {
     AggregateTest::<Leave>::given(given.clone())
         .when(carry.clone())
         .then_expect(vec![forfeited.clone()]);
+    // Leave approved for the new year already took from the balance: the
+    // cap never takes it below zero. 40 h accrued in 2025, 32 h of January
+    // approved: 8 h left, the cap of 0 takes those 8, not 40.
+    AggregateTest::<Leave>::given(vec![
+        accrued(40 * H, "2025-06-01"),
+        requested("r9", &[("2026-01-05", 16 * H), ("2026-01-06", 16 * H)]),
+        LeaveEvent::LeaveApproved {
+            id: tok("r9"),
+            by: pid("manny"),
+        },
+    ])
+    .when(LeaveCommand::CarryOver {
+        member: pid("erin"),
+        leave_type: tok("vacation"),
+        year: 2026,
+        cap_ms: 0,
+    })
+    .then_expect(vec![LeaveEvent::LeaveForfeited {
+        member: pid("erin"),
+        leave_type: tok("vacation"),
+        year: 2026,
+        ms: 8 * H,
+    }]);
     let mut state = Leave::default();
     for e in given.iter().chain([&forfeited]) {
         state.apply(e);

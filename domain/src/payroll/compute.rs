@@ -20,8 +20,10 @@
 //! - A public holiday on a work day pays the standard day to hourly
 //!   members who have a rate on it.
 //! - A salary is paid per period: for the days of the period it is in
-//!   effect, `salary x days / days of the period` (a member who joins in the
-//!   middle of a period is paid from the day their rate takes effect).
+//!   effect, `salary x days / days of a whole period` (a member who joins in
+//!   the middle of a period is paid from the day their rate takes effect; a
+//!   period cut short by a change of pay periods pays its days only).
+//! - A rate that ended (the member left) pays nothing from its day on.
 //! - Amounts are computed once per line (`crate::money`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,6 +51,8 @@ pub enum PayRate {
         /// A whole period, in minor units.
         minor: i64,
     },
+    /// No pay from this day: the member left (or is on a break).
+    Ended,
 }
 
 /// An overtime threshold and what time beyond it is paid at.
@@ -127,6 +131,8 @@ pub struct Calendar<'a> {
     pub day_ms: i64,
     /// Its overtime rules.
     pub overtime: &'a Overtime,
+    /// The days of a whole pay period of this kind (what a salary pays for).
+    pub salary_days: i64,
 }
 
 /// Approved leave on a day.
@@ -152,8 +158,13 @@ pub struct MemberInput {
 }
 
 impl MemberInput {
-    fn rate_on(&self, day: NaiveDate) -> Option<PayRate> {
-        self.rates.range(..=day).next_back().map(|(_, r)| *r)
+    /// The rate in effect on `day` (none before the first, or once ended).
+    pub fn rate_on(&self, day: NaiveDate) -> Option<PayRate> {
+        self.rates
+            .range(..=day)
+            .next_back()
+            .map(|(_, r)| *r)
+            .filter(|r| *r != PayRate::Ended)
     }
 }
 
@@ -190,7 +201,7 @@ pub fn member_lines(
                 continue;
             }
             Some(PayRate::Hourly { minor }) => minor,
-            None => {
+            Some(PayRate::Ended) | None => {
                 if worked > 0 || !leave.is_empty() {
                     missing.push(day);
                 }
@@ -242,7 +253,7 @@ pub fn member_lines(
         days,
         rate_minor: rate,
         percent: 100,
-        amount_minor: share(rate, days, period.len_days()),
+        amount_minor: share(rate, days, calendar.salary_days.max(1)),
     }));
     Ok(lines)
 }
@@ -333,7 +344,7 @@ mod tests {
         ) {
             let r = rules();
             let holidays = BTreeSet::new();
-            let calendar = Calendar { work_week: &MON_FRI, holidays: &holidays, day_ms: 8 * H, overtime: &r };
+            let calendar = Calendar { work_week: &MON_FRI, holidays: &holidays, day_ms: 8 * H, overtime: &r, salary_days: 30 };
             let first = d("2026-03-02");
             let period = Period { first, last: first + chrono::Days::new(days.len() as u64 - 1) };
             let input = MemberInput {

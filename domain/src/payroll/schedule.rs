@@ -74,6 +74,13 @@ impl Schedule {
         Some(Period { first, last })
     }
 
+    /// The days of a whole period of the kind in effect on `day` (a period
+    /// cut short by a change of pay periods has fewer).
+    pub fn whole_days(&self, day: NaiveDate) -> Option<i64> {
+        let (&from, &kind) = self.segments.range(..=day).next_back()?;
+        natural_period(kind, from, day).map(|p| p.len_days())
+    }
+
     /// The period starting on `first`, if a period starts there.
     pub fn period_starting(&self, first: NaiveDate) -> Option<Period> {
         self.period_of(first).filter(|p| p.first == first)
@@ -198,6 +205,12 @@ mod tests {
         ]);
         assert_eq!(s.period_of(d("2026-01-20")), p("2026-01-19", "2026-01-25"));
         assert_eq!(s.period_of(d("2026-01-26")), p("2026-01-26", "2026-01-31"));
+        assert_eq!(
+            s.whole_days(d("2026-01-19")),
+            Some(14),
+            "a cut period's whole length"
+        );
+        assert_eq!(s.whole_days(d("2026-01-26")), Some(31));
         assert_eq!(
             s.periods_starting_between(d("2026-01-01"), d("2026-02-01")),
             vec![

@@ -172,6 +172,7 @@ fn lines_of(member: &str, input: &MemberInput) -> Vec<(LineKind, i64, i64, u32, 
         holidays: &holidays,
         day_ms: 8 * H,
         overtime: &rules,
+        salary_days: 31,
     };
     let mut lines: Vec<_> = member_lines(&pid(member), march(), calendar, input)
         .unwrap()
@@ -244,6 +245,7 @@ fn time_without_a_rate_is_named_not_paid() {
         holidays: &holidays,
         day_ms: 8 * H,
         overtime: &rules,
+        salary_days: 31,
     };
     let mut input = jo();
     input.worked.insert(d("2026-03-17"), H);
@@ -286,12 +288,23 @@ fn pay(member: &str, amount: i64) -> Line {
     }
 }
 
+fn terms() -> Terms {
+    Terms {
+        overtime: Overtime::default(),
+        day_ms: 8 * H,
+        holidays: BTreeSet::new(),
+        paid_leave: BTreeSet::new(),
+        salary_days: 31,
+    }
+}
+
 fn draft(first: &str, today: &str, lines: Vec<Line>) -> PayrollCommand {
     PayrollCommand::Draft {
         is_admin: true,
         first: d(first),
         today: d(today),
         lines,
+        terms: terms(),
         missing: vec![],
         recomputed: BTreeMap::new(),
     }
@@ -306,6 +319,7 @@ fn drafted(first: &str, last: &str, n: u32, lines: Vec<Line>) -> PayrollEvent {
         draft: n,
         lines,
         missing: vec![],
+        terms: Some(terms()),
     }
 }
 
@@ -426,6 +440,7 @@ fn finalizing_needs_nothing_missing_the_reviewed_draft_and_earlier_runs_final() 
         draft: 1,
         lines: vec![],
         missing: missing.clone(),
+        terms: None,
     });
     let finalize = |n| PayrollCommand::Finalize {
         is_admin: true,
@@ -497,6 +512,7 @@ fn a_correction_of_a_finalized_run_is_an_adjustment_of_the_next() {
         first: d("2026-04-01"),
         today: d("2026-05-01"),
         lines: vec![pay("hana", 100)],
+        terms: terms(),
         missing: vec![],
         recomputed: recomputed.clone(),
     };
@@ -524,10 +540,80 @@ fn a_correction_of_a_finalized_run_is_an_adjustment_of_the_next() {
             first: d("2026-05-01"),
             today: d("2026-06-01"),
             lines: vec![],
+            terms: terms(),
             missing: vec![],
             recomputed,
         })
         .then_expect(vec![drafted("2026-05-01", "2026-05-31", 1, vec![])]);
+}
+
+#[test]
+fn runs_go_one_period_after_another_and_currency_stays_with_its_rates() {
+    let mut given = set_up();
+    given.extend([
+        drafted("2026-03-01", "2026-03-31", 1, vec![]),
+        finalized("2026-03-01", 1),
+    ]);
+    // April skipped: May is refused, naming April.
+    AggregateTest::<Payroll>::given(given.clone())
+        .when(draft("2026-05-01", "2026-06-01", vec![]))
+        .then_expect_error(PayrollError::PreviousOpen(d("2026-04-01")));
+    // April drafted but not finalized: May still waits.
+    given.push(drafted("2026-04-01", "2026-04-30", 1, vec![]));
+    AggregateTest::<Payroll>::given(given.clone())
+        .when(draft("2026-05-01", "2026-06-01", vec![]))
+        .then_expect_error(PayrollError::PreviousOpen(d("2026-04-01")));
+    // Rates are set in the currency: it no longer changes.
+    AggregateTest::<Payroll>::given(vec![
+        PayrollEvent::CurrencySet {
+            currency: Currency::parse("EUR").unwrap(),
+        },
+        PayrollEvent::RateSet {
+            member: pid("erin"),
+            from: d("2026-01-01"),
+            rate: PayRate::Hourly { minor: 2_500 },
+        },
+    ])
+    .when(admin(PolicyChange::Currency("JPY".into())))
+    .then_expect_error(PayrollError::CurrencyFixed);
+}
+
+#[test]
+fn an_ended_rate_pays_nothing_after_it_and_a_cut_period_pays_its_days_of_a_salary() {
+    let rules = overtime();
+    let holidays = BTreeSet::new();
+    let calendar = |salary_days| Calendar {
+        work_week: &MON_FRI,
+        holidays: &holidays,
+        day_ms: 8 * H,
+        overtime: &rules,
+        salary_days,
+    };
+    // Jo leaves after 20 March: his time up to then is paid.
+    let mut input = jo();
+    input.rates.insert(d("2026-03-21"), PayRate::Ended);
+    input.worked.retain(|day, _| *day < d("2026-03-21"));
+    let lines = member_lines(&pid("jo"), march(), calendar(31), &input).unwrap();
+    let regular: i64 = lines
+        .iter()
+        .filter(|l| l.kind == LineKind::Regular)
+        .map(|l| l.ms)
+        .sum();
+    assert_eq!(regular, 15 * H + 20 * M, "18 and 20 March");
+    // Time recorded after he left is named, not paid.
+    input.worked.insert(d("2026-03-24"), H);
+    assert!(member_lines(&pid("jo"), march(), calendar(31), &input).is_err());
+    // A salary of 2,800.00 every two weeks, for a period cut to 7 days.
+    let sal = MemberInput {
+        rates: BTreeMap::from([(d("2026-01-01"), PayRate::Salaried { minor: 280_000 })]),
+        ..MemberInput::default()
+    };
+    let week = Period {
+        first: d("2026-03-02"),
+        last: d("2026-03-08"),
+    };
+    let lines = member_lines(&pid("sal"), week, calendar(14), &sal).unwrap();
+    assert_eq!(lines[0].amount_minor, 140_000);
 }
 
 #[derive(Debug, Clone)]

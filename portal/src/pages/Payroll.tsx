@@ -360,12 +360,13 @@ function RatesCard({ policy, onDone }: { policy: PayPolicy; onDone: (p: bigint) 
   const [person, setPerson] = useState("");
   const [from, setFrom] = useState(() => today(timeZone));
   const [salaried, setSalaried] = useState(false);
+  const [ended, setEnded] = useState(false);
   const [amount, setAmount] = useState("");
   const submit = (e: FormEvent) => {
     e.preventDefault();
     void act.run(async () => {
-      const r = await runCommand(`rate:${person}:${from}:${salaried}:${amount}`, (commandId) =>
-        pay.changePolicy({ commandId, orgId: session.orgId, change: { case: "rate", value: { personId: person, from, salaried, amount } } }),
+      const r = await runCommand(`rate:${person}:${from}:${salaried}:${ended}:${amount}`, (commandId) =>
+        pay.changePolicy({ commandId, orgId: session.orgId, change: { case: "rate", value: { personId: person, from, salaried, amount, ended } } }),
       );
       setAmount("");
       onDone(r.result?.position ?? 0n);
@@ -393,8 +394,8 @@ function RatesCard({ policy, onDone }: { policy: PayPolicy; onDone: (p: bigint) 
                 <tr key={`${r.personId}/${r.from}`} data-testid="pay-rate-row" data-person-id={r.personId}>
                   <td>{nameOf(r.personId)}</td>
                   <td>{r.from}</td>
-                  <td>{r.salaried ? "Salary a period" : "An hour"}</td>
-                  <td className="num">{money(r.amountMinor, policy.minorDigits)}</td>
+                  <td>{r.ended ? "No pay (left)" : r.salaried ? "Salary a period" : "An hour"}</td>
+                  <td className="num">{r.ended ? "—" : money(r.amountMinor, policy.minorDigits)}</td>
                 </tr>
               ))}
             </tbody>
@@ -421,9 +422,12 @@ function RatesCard({ policy, onDone }: { policy: PayPolicy; onDone: (p: bigint) 
           <label className="check">
             <input type="checkbox" data-testid="rate-salaried" checked={salaried} onChange={(e) => setSalaried(e.target.checked)} /> Salary
           </label>
+          <label className="check">
+            <input type="checkbox" data-testid="rate-ended" checked={ended} onChange={(e) => setEnded(e.target.checked)} /> Left (no pay from then)
+          </label>
           <label>
             Amount
-            <input data-testid="rate-amount" inputMode="decimal" value={amount} onChange={(e) => setAmount(e.target.value)} required placeholder="25.00" />
+            <input data-testid="rate-amount" inputMode="decimal" value={amount} onChange={(e) => setAmount(e.target.value)} required={!ended} disabled={ended} placeholder="25.00" />
           </label>
           <button type="submit" data-testid="rate-submit" disabled={act.busy}>
             Set rate

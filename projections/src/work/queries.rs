@@ -615,31 +615,6 @@ pub async fn moved(
         .collect())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spans_close_together_are_one_stretch_named_by_its_main_app() {
-        let m = 60_000;
-        let s = stretches(
-            [
-                (0, 10 * m, "Code"),
-                (12 * m, 14 * m, "Firefox"),
-                (30 * m, 31 * m, "Slack"),
-            ]
-            .into_iter(),
-        );
-        assert_eq!(s.len(), 2);
-        assert_eq!(
-            (s[0].start_ms, s[0].end_ms, s[0].active_ms),
-            (0, 14 * m, 12 * m)
-        );
-        assert_eq!(s[0].app, "Code");
-        assert_eq!(s[1].app, "Slack");
-    }
-}
-
 /// Time per member and local day in `[from, to]` of approved weeks (what
 /// payroll pays; time recorded after the approval is not in it).
 pub async fn approved_time(
@@ -682,4 +657,29 @@ pub async fn approved_weeks(
         )
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_close_together_are_one_stretch_named_by_its_main_app() {
+        let m = 60_000;
+        let s = stretches(
+            [
+                (0, 10 * m, "Code"),
+                (12 * m, 14 * m, "Firefox"),
+                (30 * m, 31 * m, "Slack"),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (s[0].start_ms, s[0].end_ms, s[0].active_ms),
+            (0, 14 * m, 12 * m)
+        );
+        assert_eq!(s[0].app, "Code");
+        assert_eq!(s[1].app, "Slack");
+    }
 }
