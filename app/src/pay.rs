@@ -527,10 +527,22 @@ impl Pay {
         for (person, rates) in &policy.rates {
             inputs.entry(person.to_string()).or_default().rates = rates.clone();
         }
-        for (person, day, ms) in
-            work_model::approved_time(&work.client, &work.schema, org.as_str(), range).await?
+        let approved: BTreeSet<(String, NaiveDate)> =
+            work_model::approved_weeks(&work.client, &work.schema, org.as_str(), range)
+                .await?
+                .into_iter()
+                .collect();
+        for (person, week, day, ms) in
+            work_model::time_by_day(&work.client, &work.schema, org.as_str(), range).await?
         {
-            inputs.entry(person).or_default().worked.insert(day, ms);
+            if approved.contains(&(person.clone(), week)) {
+                *inputs
+                    .entry(person)
+                    .or_default()
+                    .worked
+                    .entry(day)
+                    .or_default() += ms;
+            }
         }
         for row in model::approved_days(&pay.client, &pay.schema, org.as_str(), range).await? {
             let Ok(leave_type) = Token::new(&row.type_id) else {
@@ -549,11 +561,6 @@ impl Pay {
                     paid,
                 });
         }
-        let approved: BTreeSet<(String, NaiveDate)> =
-            work_model::approved_weeks(&work.client, &work.schema, org.as_str(), range)
-                .await?
-                .into_iter()
-                .collect();
         let calendar = Calendar {
             work_week,
             holidays: &terms.holidays,
