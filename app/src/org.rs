@@ -129,6 +129,32 @@ impl OrgCommands {
             .state)
     }
 
+    /// The members whose data `caller` sees under `scope`: `None` for the
+    /// whole org; for a team scope, the members of the teams they manage
+    /// and themselves.
+    pub(crate) async fn visible(
+        &self,
+        caller: &crate::caller::Caller,
+        org: &Token,
+        scope: trackhrs_domain::permissions::Scope,
+    ) -> Result<Option<Vec<String>>, AppError> {
+        use trackhrs_domain::permissions::Scope;
+        Ok(match scope {
+            Scope::Org => None,
+            Scope::Own | Scope::Nothing => Some(vec![caller.person.to_string()]),
+            Scope::Team => {
+                let state = self.cached_state(org).await?;
+                let mut people: Vec<String> = state
+                    .managed_members(&caller.person)
+                    .into_iter()
+                    .map(|p| p.to_string())
+                    .collect();
+                people.push(caller.person.to_string());
+                Some(people)
+            }
+        })
+    }
+
     /// The organization's state from this replica's cache, which is evicted
     /// whenever any replica commits to the org (`follow_org_commits`).
     pub(crate) async fn cached_state(&self, org: &Token) -> Result<Arc<Organization>, AppError> {

@@ -717,29 +717,6 @@ impl Pay {
             .await
     }
 
-    /// The members the caller sees under `scope`: `None` for everyone.
-    async fn visible(
-        &self,
-        caller: &Caller,
-        org: &Token,
-        scope: Scope,
-    ) -> Result<Option<Vec<String>>, AppError> {
-        Ok(match scope {
-            Scope::Org => None,
-            Scope::Own | Scope::Nothing => Some(vec![caller.person.to_string()]),
-            Scope::Team => {
-                let state = self.orgs.cached_state(org).await?;
-                let mut people: Vec<String> = state
-                    .managed_members(&caller.person)
-                    .into_iter()
-                    .map(|p| p.to_string())
-                    .collect();
-                people.push(caller.person.to_string());
-                Some(people)
-            }
-        })
-    }
-
     /// The pay read model after `min_position`, the caller's scope of
     /// `read` (pay widened to their teams for managers where the org
     /// allows) and the members it covers.
@@ -762,7 +739,7 @@ impl Pay {
                 scope = Scope::Team;
             }
         }
-        let members = self.visible(caller, &org, scope).await?;
+        let members = self.orgs.visible(caller, &org, scope).await?;
         Ok((org, m, scope, members))
     }
 

@@ -24,7 +24,7 @@ use trackhrs_domain::timesheet::{
 use trackhrs_domain::{Aggregate, Token};
 use trackhrs_nats::CommitMeta;
 
-use trackhrs_domain::permissions::{Read, Scope};
+use trackhrs_domain::permissions::Read;
 use trackhrs_projections::work as model;
 pub use trackhrs_projections::work::{
     ClientRow, EntryRow, Moved, ProjectRow, ProjectTime, Stretch, TaskRow, TeamRow, WeekRow,
@@ -712,30 +712,6 @@ impl Work {
             .await
     }
 
-    /// The members whose work the caller sees under `scope`: `None` for
-    /// the whole org.
-    async fn visible(
-        &self,
-        caller: &Caller,
-        org: &Token,
-        scope: Scope,
-    ) -> Result<Option<Vec<String>>, AppError> {
-        Ok(match scope {
-            Scope::Org => None,
-            Scope::Own | Scope::Nothing => Some(vec![caller.person.to_string()]),
-            Scope::Team => {
-                let state = self.orgs.cached_state(org).await?;
-                let mut people: Vec<String> = state
-                    .managed_members(&caller.person)
-                    .into_iter()
-                    .map(|p| p.to_string())
-                    .collect();
-                people.push(caller.person.to_string());
-                Some(people)
-            }
-        })
-    }
-
     /// The work read model after `min_position`, the caller's scope of
     /// `read` in it, and the members that scope covers.
     async fn model(
@@ -747,7 +723,7 @@ impl Work {
     ) -> Result<(Token, ReadModel, Option<Vec<String>>), AppError> {
         let org = caller.scope(org_id)?;
         let scope = self.reads.authorize(caller, read).await?;
-        let members = self.visible(caller, &org, scope).await?;
+        let members = self.orgs.visible(caller, &org, scope).await?;
         let model = self.reads.read_model(model::NAME, min_position).await?;
         Ok((org, model, members))
     }

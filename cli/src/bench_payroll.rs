@@ -5,7 +5,6 @@
 //! and the time to rebuild the pay read model from the log (a new version
 //! beside the live one), with its totals compared to the live ones.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -20,13 +19,12 @@ use trackhrs_domain::timesheet::{
     Bookable, Entry, EntryKind, TaskRef, Timesheet, TimesheetCommand,
 };
 use trackhrs_domain::week::{first_day, timesheet_id, week_of};
-use trackhrs_nats::{CommitMeta, EventStore, StoreConfig};
-use trackhrs_platform::{Platform, ReadModels, Settings};
+use trackhrs_nats::CommitMeta;
 use trackhrs_projections::pay::Pay;
 use trackhrs_projections::{Runner, RunnerConfig, Waited, wait_for_position};
 
 use crate::bench::say;
-use crate::bench_pipeline::{bench_servers, create_bench_org};
+use crate::bench_pipeline::bench_platform;
 
 /// Settings of `trackhrs bench payroll`.
 #[derive(clap::Args, Debug, Clone)]
@@ -157,26 +155,13 @@ async fn totals(pg: &tokio_postgres::Client, schema: &str) -> anyhow::Result<(i6
 
 pub async fn run_payroll(args: PayrollBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (_nats, _pg, client, pg_config) = bench_servers(dir.path(), &[]).await?;
-    let config = StoreConfig::with_kek(crate::bench::bench_kek()?);
-    trackhrs_nats::provision(&client, &config).await?;
-    let store = EventStore::open(client.clone(), config).await?;
-    let platform = Platform::build(
-        store.clone(),
-        pg_config.clone(),
-        Settings {
-            read_models: ReadModels::All,
-            gateway: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            ..Settings::default()
-        },
-    )
-    .await?;
-    let app = platform
-        .app()
-        .context("the gateway opens its application layer")?
-        .clone();
-    tokio::spawn(platform.run(std::future::pending()));
-    let (org, owner) = create_bench_org(&app).await?;
+    let bench = bench_platform(dir.path()).await?;
+    let (store, pg_config, app) = (
+        bench.store.clone(),
+        bench.pg_config.clone(),
+        bench.app.clone(),
+    );
+    let (org, owner) = bench.org.clone();
     let (first, last) = last_month()?;
     say(&format!(
         "payroll: {} members paid by the hour, {first}..{last}",

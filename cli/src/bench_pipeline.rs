@@ -620,6 +620,53 @@ type Served = (
     Arc<trackhrs_app::App>,
 );
 
+/// A bench platform on its own servers (fsync on every write): every read
+/// model, and a gateway so that it opens the application layer, running
+/// until the process ends; with the org `bench` and its owner.
+pub struct BenchPlatform {
+    /// Its nats-server and PostgreSQL, kept running until it is dropped.
+    _servers: (NatsServer, PgServer),
+    /// The event store.
+    pub store: EventStore,
+    /// The read models' database.
+    pub pg_config: tokio_postgres::Config,
+    /// The application layer.
+    pub app: Arc<trackhrs_app::App>,
+    /// The org `bench` and its owner.
+    pub org: (Token, Token),
+}
+
+/// Starts a [`BenchPlatform`] with its data under `dir`.
+pub async fn bench_platform(dir: &Path) -> anyhow::Result<BenchPlatform> {
+    let (nats, pg, client, pg_config) = bench_servers(dir, &[]).await?;
+    let config = StoreConfig::with_kek(crate::bench::bench_kek()?);
+    trackhrs_nats::provision(&client, &config).await?;
+    let store = EventStore::open(client, config).await?;
+    let platform = Platform::build(
+        store.clone(),
+        pg_config.clone(),
+        Settings {
+            read_models: trackhrs_platform::ReadModels::All,
+            gateway: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..Settings::default()
+        },
+    )
+    .await?;
+    let app = platform
+        .app()
+        .context("the gateway opens its application layer")?
+        .clone();
+    tokio::spawn(platform.run(std::future::pending()));
+    let org = create_bench_org(&app).await?;
+    Ok(BenchPlatform {
+        _servers: (nats, pg),
+        store,
+        pg_config,
+        app,
+        org,
+    })
+}
+
 /// Creates the org `bench` with its owner `owner`; returns both ids.
 pub async fn create_bench_org(app: &trackhrs_app::App) -> anyhow::Result<(Token, Token)> {
     let org = Token::new("bench")?;

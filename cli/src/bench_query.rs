@@ -20,7 +20,7 @@ use trackhrs_domain::Token;
 use trackhrs_domain::activity::{
     ActivityCommand, DeviceActivity, DeviceStatus, IngestLimits, Privacy, SpanInput,
 };
-use trackhrs_nats::{CommitMeta, EventStore, StoreConfig};
+use trackhrs_nats::{CommitMeta, EventStore};
 use trackhrs_platform::{Platform, ReadModels, Settings};
 use trackhrs_schemas::activity::v1::GetDashboardRequest;
 use trackhrs_schemas::activity::v1::activity_client::ActivityClient;
@@ -30,7 +30,7 @@ use trackhrs_schemas::work::v1::work_client::WorkClient;
 use trackhrs_schemas::work::v1::{GetWeekRequest, ListWeeksRequest};
 
 use crate::bench::say;
-use crate::bench_pipeline::{bench_servers, create_bench_org};
+use crate::bench_pipeline::bench_platform;
 
 /// Settings of `trackhrs bench query`.
 #[derive(clap::Args, Debug, Clone)]
@@ -282,29 +282,12 @@ async fn week_figures(channel: &Channel, token: &str, args: &QueryBenchArgs) -> 
 /// Runs the benchmark and prints its figures.
 pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (_nats, _pg, client, pg_config) = bench_servers(dir.path(), &[]).await?;
-    let config = StoreConfig::with_kek(crate::bench::bench_kek()?);
-    trackhrs_nats::provision(&client, &config).await?;
-    let store = EventStore::open(client.clone(), config).await?;
-
-    // The platform with every read model, and the org with its owner (a
-    // gateway, unused, so that it opens the application layer).
-    let platform = Platform::build(
-        store.clone(),
-        pg_config.clone(),
-        Settings {
-            read_models: ReadModels::All,
-            gateway: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            ..Settings::default()
-        },
-    )
-    .await?;
-    let app = platform
-        .app()
-        .context("the gateway opens its application layer")?
-        .clone();
-    tokio::spawn(platform.run(std::future::pending()));
-    create_bench_org(&app).await?;
+    let bench = bench_platform(dir.path()).await?;
+    let (store, pg_config, app) = (
+        bench.store.clone(),
+        bench.pg_config.clone(),
+        bench.app.clone(),
+    );
     let hash = app.credentials().hash_password(PASSWORD.into()).await?;
     app.credentials()
         .put_account_if_absent("bench", "owner", "owner@bench.test", &hash)

@@ -6,7 +6,7 @@
 //! to the minor unit. Erasures drop the notes and comments of the erased
 //! person's requests.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::NaiveDate;
 use tokio_postgres::Transaction;
@@ -213,9 +213,11 @@ impl Projection for Pay {
         schema: &str,
         batch: &[PayCommit],
     ) -> Result<(), ApplyError> {
+        // Each org's policy is read once and written once per batch.
+        let mut policies: HashMap<&str, (Payroll, u64)> = HashMap::new();
         for commit in batch {
             match commit {
-                PayCommit::Payroll(c) => apply_payroll(tx, schema, c).await?,
+                PayCommit::Payroll(c) => apply_payroll(tx, schema, c, &mut policies).await?,
                 PayCommit::Leave(c) => apply_leave(tx, schema, c).await?,
                 PayCommit::Erasure(c) => {
                     for person in crate::erasure::erased(c) {
@@ -231,6 +233,20 @@ impl Projection for Pay {
                 }
             }
         }
+        for (org, (state, sequence)) in policies {
+            let json = serde_json::to_value(&state.policy).map_err(|e| ApplyError::Poison {
+                stream_sequence: sequence,
+                reason: format!("policy: {e}"),
+            })?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO {schema}.policy (org_id, policy) VALUES ($1, $2) \
+                     ON CONFLICT (org_id) DO UPDATE SET policy = EXCLUDED.policy"
+                ),
+                &[&org, &json],
+            )
+            .await?;
+        }
         Ok(())
     }
 }
@@ -240,14 +256,16 @@ fn millis(micros: i64) -> i64 {
     micros / 1000
 }
 
-async fn apply_payroll(
+/// A payroll commit: runs written, policy events applied to the org's
+/// policy in `policies` (written at the end of the batch).
+async fn apply_payroll<'a>(
     tx: &Transaction<'_>,
     schema: &str,
-    commit: &TypedCommit<PayrollEvent>,
+    commit: &'a TypedCommit<PayrollEvent>,
+    policies: &mut HashMap<&'a str, (Payroll, u64)>,
 ) -> Result<(), ApplyError> {
     let org = commit.org_id.as_str();
     let at = millis(commit.recorded_at_micros);
-    let mut policy: Option<Payroll> = None;
     for event in &commit.events {
         match event {
             PayrollEvent::RunDrafted {
@@ -270,31 +288,25 @@ async fn apply_payroll(
                 .await?;
             }
             policy_event => {
-                if policy.is_none() {
-                    policy = Some(Payroll {
-                        policy: queries::policy(tx, schema, org).await?,
-                        ..Payroll::default()
-                    });
+                if !policies.contains_key(org) {
+                    let current = policy(tx, schema, org).await?;
+                    policies.insert(
+                        org,
+                        (
+                            Payroll {
+                                policy: current,
+                                ..Payroll::default()
+                            },
+                            commit.stream_sequence,
+                        ),
+                    );
                 }
-                if let Some(state) = policy.as_mut() {
+                if let Some((state, sequence)) = policies.get_mut(org) {
                     state.apply(policy_event);
+                    *sequence = commit.stream_sequence;
                 }
             }
         }
-    }
-    if let Some(state) = policy {
-        let json = serde_json::to_value(&state.policy).map_err(|e| ApplyError::Poison {
-            stream_sequence: commit.stream_sequence,
-            reason: format!("policy: {e}"),
-        })?;
-        tx.execute(
-            &format!(
-                "INSERT INTO {schema}.policy (org_id, policy) VALUES ($1, $2) \
-                 ON CONFLICT (org_id) DO UPDATE SET policy = EXCLUDED.policy"
-            ),
-            &[&org, &json],
-        )
-        .await?;
     }
     Ok(())
 }
