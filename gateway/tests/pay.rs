@@ -672,12 +672,13 @@ async fn the_golden_month_is_paid_to_the_cent_finalized_and_corrected_in_the_nex
 
     // A correction: Hana's last week reopened, 31 March was 10 hours. April
     // pays March's difference, 2 h overtime at 22.00 x 1.5 = 66.00.
-    o.decide(
-        &o.hana,
-        "2026-03-30",
-        wpb::decide_week_request::Decision::Reopen("31 March was longer".into()),
-    )
-    .await;
+    let reopened = o
+        .decide(
+            &o.hana,
+            "2026-03-30",
+            wpb::decide_week_request::Decision::Reopen("31 March was longer".into()),
+        )
+        .await;
     o.work()
         .remove_entry(authed(
             &o.hana.access_token,
@@ -694,7 +695,7 @@ async fn the_golden_month_is_paid_to_the_cent_finalized_and_corrected_in_the_nex
     assert!(!changed.is_empty());
     // While her corrected week waits for approval, April lists it and
     // adjusts nothing for March.
-    let waiting = o.draft("2026-04-01", 0).await.unwrap();
+    let waiting = o.draft("2026-04-01", reopened).await.unwrap();
     let waiting = o.run(&o.owner, "2026-04-01", waiting).await.unwrap();
     assert!(
         waiting.run.unwrap().missing.contains(&ppb::Missing {
