@@ -61,12 +61,17 @@ fn dev_starts_seeds_once_and_tail_shows_the_log() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     // The org, four invitations, then the demo work: a team, its manager,
-    // two members in it, a client, two projects, four tasks, the rules.
+    // two members in it, a client, two projects, four tasks, the rules;
+    // then its pay policy: currency, pay periods, overtime, three leave
+    // types, four holidays, five rates.
     assert_eq!(
         lines.len(),
-        5 + 12,
-        "the demo org and its work, stored once: {lines:#?}"
+        5 + 12 + 15,
+        "the demo org, its work and its pay, stored once: {lines:#?}"
     );
+    assert_eq!(lines[17]["command_id"], "demo-pay-currency");
+    assert_eq!(lines[31]["events"][0]["event_type"], "RateSet");
+    assert_eq!(lines[31]["events"][0]["aggregate_version"], 15);
     assert_eq!(lines[16]["command_id"], "demo-attribution");
     assert_eq!(
         lines[16]["events"][0]["event_type"],

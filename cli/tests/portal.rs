@@ -181,7 +181,7 @@ async fn sessions_refresh_silently_and_a_refused_call_is_retried_after_one_refre
 async fn every_page_at_both_sizes_is_screenshotted_and_has_no_serious_accessibility_violation() {
     let out = scenario("pages").await;
     let shots = out.lines().filter(|l| l.contains("screenshot ")).count();
-    assert_eq!(shots, 22, "11 pages at 2 sizes:\n{out}");
+    assert_eq!(shots, 26, "13 pages at 2 sizes:\n{out}");
 }
 
 /// The one protobuf message of a gRPC-Web answer (data frame 0x00, then a

@@ -143,6 +143,7 @@ pub async fn serve(
         <ActivityServer<dashboard::ActivityService> as NamedService>::NAME,
         <OperationsServer<ops::OperationsService> as NamedService>::NAME,
         <WorkServer<work::WorkService> as NamedService>::NAME,
+        <PayServer<pay::PayService> as NamedService>::NAME,
     ];
     let probed = app.clone();
     let probe = tokio::spawn(async move {
