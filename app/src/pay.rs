@@ -381,8 +381,14 @@ impl Pay {
             crate::work::check_note("note", note)?;
         }
         let state = self.orgs.state(&org).await?;
-        if state.active_role(&caller.person).is_none() {
-            return Err(AppError::not_allowed(crate::NOT_YOURS));
+        match state.active_role(&caller.person) {
+            None => return Err(AppError::not_allowed(crate::NOT_YOURS)),
+            Some(Role::Auditor) => {
+                return Err(AppError::not_allowed(
+                    "auditors read; they request no leave",
+                ));
+            }
+            Some(_) => {}
         }
         let leave_type = token("leave_type_id", &new.leave_type)?;
         let policy = self.payroll(&org).await?.policy;
@@ -433,18 +439,18 @@ impl Pay {
             crate::work::check_note("comment", c)?;
         }
         let state = self.orgs.state(&org).await?;
+        let may_approve = state.may_approve(&caller.person, &member);
+        if !may_approve && member != caller.person {
+            // Nothing about another member or their requests to someone
+            // who may not decide on them.
+            return Err(AppError::not_allowed(
+                "only a manager of the member's team or an admin decides on this leave",
+            ));
+        }
         if !state.members.contains_key(&member) {
             return Err(AppError::new(
                 ErrorKind::NotFound,
                 "person_id: no such member",
-            ));
-        }
-        let may_approve = state.may_approve(&caller.person, &member);
-        if !may_approve && member != caller.person {
-            // Nothing about another member's requests to someone who may
-            // not decide on them.
-            return Err(AppError::not_allowed(
-                "only a manager of the member's team or an admin decides on this leave",
             ));
         }
         let command = if approve {

@@ -436,6 +436,24 @@ async fn the_golden_month_is_paid_to_the_cent_finalized_and_corrected_in_the_nex
         .unwrap()
         .into_inner()
         .id;
+    // Auditors read; they request nothing.
+    let audrey = o.p.member(&o.owner, "audrey", pb::Role::Auditor).await;
+    let refused = o
+        .pay()
+        .request_leave(authed(
+            &audrey.access_token,
+            ppb::RequestLeaveRequest {
+                command_id: cmd("audrey-leave"),
+                org_id: "acme".into(),
+                leave_type_id: special.clone(),
+                from: "2026-03-16".into(),
+                to: "2026-03-16".into(),
+                day_ms: 0,
+                note: String::new(),
+            },
+        ))
+        .await;
+    assert_code(refused, Code::PermissionDenied, "an auditor requests leave");
     // Another employee learns nothing of it, existing or not.
     let nosy = |request: &str| {
         let mut client = o.pay();
