@@ -40,6 +40,7 @@ use crate::caller::Caller;
 use crate::error::{AppError, ErrorKind};
 use crate::org::{OrgCommands, Outcome, derived_id};
 use crate::reads::{ReadModel, ReadModels};
+use crate::work::token;
 
 /// Longest range of days a leave request or a leave query covers.
 pub const MAX_LEAVE_DAYS: i64 = 366;
@@ -155,10 +156,6 @@ pub struct RunView {
 pub struct Pay {
     orgs: OrgCommands,
     reads: ReadModels,
-}
-
-fn token(field: &str, value: &str) -> Result<Token, AppError> {
-    Token::new(value).map_err(|_| AppError::invalid(field, "is not a valid id"))
 }
 
 fn payroll_id() -> Token {

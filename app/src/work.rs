@@ -146,7 +146,8 @@ pub struct Work {
     reads: ReadModels,
 }
 
-fn token(field: &str, value: &str) -> Result<Token, AppError> {
+/// `value` as an id, or INVALID_ARGUMENT naming `field`.
+pub(crate) fn token(field: &str, value: &str) -> Result<Token, AppError> {
     Token::new(value).map_err(|_| AppError::invalid(field, "is not a valid id"))
 }
 
