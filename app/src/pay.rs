@@ -20,7 +20,7 @@ use trackhrs_domain::leave::{Leave, LeaveCommand, TypeFacts};
 use trackhrs_domain::money::{Currency, HOUR_MS};
 use trackhrs_domain::organization::{Organization, Role};
 use trackhrs_domain::payroll::compute::{
-    Calendar, LeaveDay, MemberInput, Overtime, PayRate, member_lines,
+    Calendar, LeaveDay, MemberInput, Overtime, PayRate, member_lines, rate_on,
 };
 use trackhrs_domain::payroll::schedule::{Period, PeriodKind};
 use trackhrs_domain::payroll::{
@@ -140,6 +140,15 @@ pub struct LeaveView {
     pub balances: Vec<BalanceRow>,
 }
 
+/// The runs the caller may see, and the currency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunsView {
+    /// The runs, latest first.
+    pub runs: Vec<RunRow>,
+    /// The currency.
+    pub currency: Option<Currency>,
+}
+
 /// A run and the lines the caller may see.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunView {
@@ -211,14 +220,13 @@ impl Pay {
     }
 
     /// The org's payroll aggregate, fresh from the log.
-    async fn payroll(&self, org: &Token) -> Result<Payroll, AppError> {
-        Ok((*self
+    async fn payroll(&self, org: &Token) -> Result<std::sync::Arc<Payroll>, AppError> {
+        Ok(self
             .orgs
             .store()
             .load_fresh::<Payroll>(org, &payroll_id())
             .await?
             .state)
-            .clone())
     }
 
     /// The org's state and whether the caller is an owner or admin.
@@ -318,9 +326,15 @@ impl Pay {
                 let rate = if ended {
                     PayRate::Ended
                 } else {
-                    let currency = self.payroll(&org).await?.policy.currency.ok_or_else(|| {
-                        AppError::precondition("set the currency before any rate")
-                    })?;
+                    let currency = self
+                        .payroll(&org)
+                        .await?
+                        .policy
+                        .currency
+                        .clone()
+                        .ok_or_else(|| {
+                            AppError::precondition("set the currency before any rate")
+                        })?;
                     let minor = currency
                         .parse_amount(&amount)
                         .map_err(|e| AppError::invalid("amount", e))?;
@@ -388,7 +402,8 @@ impl Pay {
             Some(_) => {}
         }
         let leave_type = token("leave_type_id", &new.leave_type)?;
-        let policy = self.payroll(&org).await?.policy;
+        let payroll = self.payroll(&org).await?;
+        let policy = &payroll.policy;
         let kind = policy.leave_types.get(&leave_type).ok_or_else(|| {
             AppError::new(ErrorKind::NotFound, "leave_type_id: no such leave type")
         })?;
@@ -399,7 +414,7 @@ impl Pay {
                 "more than 0 and at most 24 hours",
             ));
         }
-        let days = leave_days(&state, &policy, (new.from, new.to), day_ms);
+        let days = leave_days(&state, policy, (new.from, new.to), day_ms);
         let id = derived_id("lv", &org, "leave", command_id);
         let command = LeaveCommand::Request {
             actor: caller.person.clone(),
@@ -463,8 +478,9 @@ impl Pay {
                         format!("request_id: no leave request {id}"),
                     )
                 })?;
-            let policy = self.payroll(&org).await?.policy;
-            let facts = policy
+            let payroll = self.payroll(&org).await?;
+            let facts = payroll
+                .policy
                 .leave_types
                 .get(&leave_type)
                 .map(facts)
@@ -822,7 +838,7 @@ impl Pay {
         caller: &Caller,
         org_id: &str,
         min_position: u64,
-    ) -> Result<AtPosition<Vec<RunRow>>, AppError> {
+    ) -> Result<AtPosition<RunsView>, AppError> {
         let (org, m, scope, members) = self
             .model(caller, org_id, Read::Payroll, min_position)
             .await?;
@@ -841,8 +857,11 @@ impl Pay {
                 narrow(run, &lines, members.as_deref());
             }
         }
+        let currency = model::policy(&**m.client, &m.schema, org.as_str())
+            .await?
+            .currency;
         Ok(AtPosition {
-            value: runs,
+            value: RunsView { runs, currency },
             position: m.position,
         })
     }
@@ -890,30 +909,35 @@ impl Pay {
         })
     }
 
-    /// Streams the lines of a finalized run the caller may see to `sink`,
-    /// one at a time, with the currency; returns how many.
+    /// Streams the lines of a finalized run the caller may see, one at a
+    /// time, to the sink `sink_for` makes from the run and the currency
+    /// (read once, before the first line); returns how many.
     #[tracing::instrument(skip_all)]
     pub async fn export_run<F, Fut>(
         &self,
         caller: &Caller,
         org_id: &str,
         first: NaiveDate,
-        sink: F,
+        sink_for: impl FnOnce(&RunRow, &Currency) -> F,
     ) -> Result<u64, AppError>
     where
         F: FnMut(LineRow) -> Fut,
         Fut: Future<Output = Result<(), AppError>>,
     {
         let (org, m, _, members) = self.model(caller, org_id, Read::Payroll, 0).await?;
-        match model::run(&m.client, &m.schema, org.as_str(), first).await? {
-            Some(run) if run.status == "finalized" => {}
+        let run = match model::run(&m.client, &m.schema, org.as_str(), first).await? {
+            Some(run) if run.status == "finalized" => run,
             Some(_) => {
                 return Err(AppError::precondition(
                     "only a finalized run is exported; finalize it first",
                 ));
             }
             None => return Err(AppError::new(ErrorKind::NotFound, "first_day: no such run")),
-        }
+        };
+        let currency = model::policy(&**m.client, &m.schema, org.as_str())
+            .await?
+            .currency
+            .ok_or_else(|| AppError::precondition("the organization has no currency"))?;
         let rows = model::lines_stream(
             &m.client,
             &m.schema,
@@ -922,7 +946,7 @@ impl Pay {
             members.as_deref(),
         )
         .await?;
-        crate::work::drain(rows, sink).await
+        crate::work::drain(rows, sink_for(&run, &currency)).await
     }
 }
 
@@ -959,15 +983,9 @@ impl Pay {
                     }
                     // At the boundaries where the member has a rate (worked
                     // for the org then).
-                    let paid_on = |day: NaiveDate| {
-                        rates
-                            .range(..=day)
-                            .next_back()
-                            .is_some_and(|(_, r)| *r != PayRate::Ended)
-                    };
                     let mut due: Vec<LeaveCommand> = boundaries
                         .iter()
-                        .filter(|b| paid_on(**b))
+                        .filter(|b| rate_on(rates, **b).is_some())
                         .filter(|b| {
                             !accrued.contains(&(member.to_string(), type_id.to_string(), **b))
                         })

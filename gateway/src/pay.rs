@@ -459,19 +459,9 @@ impl pay_server::Pay for PayService {
             .runs(&caller, &r.org_id, r.min_position)
             .await
             .map_err(status)?;
-        let policy = self
-            .pay
-            .policy(&caller, &r.org_id, 0)
-            .await
-            .map_err(status)?;
         Ok(Response::new(pb::ListRunsResponse {
-            runs: found.value.iter().map(run_to_wire).collect(),
-            currency: policy
-                .value
-                .policy
-                .currency
-                .map(|c| c.code)
-                .unwrap_or_default(),
+            runs: found.value.runs.iter().map(run_to_wire).collect(),
+            currency: found.value.currency.map(|c| c.code).unwrap_or_default(),
             position: found.position,
         }))
     }
@@ -511,22 +501,12 @@ impl pay_server::Pay for PayService {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
         let first = date("first_day", &r.first_day)?;
-        // The run's head and currency first: a run that is not there (or not
-        // finalized) fails before the stream starts.
-        let view = self
-            .pay
-            .run(&caller, &r.org_id, first, 0)
-            .await
-            .map_err(status)?
-            .value;
-        let currency = view
-            .currency
-            .ok_or_else(|| Status::failed_precondition("the org has no currency"))?;
-        let (run, pay) = (view.run, self.pay.clone());
+        let pay = self.pay.clone();
         Ok(Response::new(csv_response(RUN_CSV_HEADER, move |lines| {
             Box::pin(async move {
-                pay.export_run(&caller, &r.org_id, first, |line| {
-                    send_line(&lines, run_csv_line(&run, &currency, &line))
+                pay.export_run(&caller, &r.org_id, first, |run, currency| {
+                    let (run, currency) = (run.clone(), currency.clone());
+                    move |line| send_line(&lines, run_csv_line(&run, &currency, &line))
                 })
                 .await
             })

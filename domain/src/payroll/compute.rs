@@ -158,14 +158,20 @@ pub struct MemberInput {
 }
 
 impl MemberInput {
-    /// The rate in effect on `day` (none before the first, or once ended).
+    /// The rate in effect on `day` (see [`rate_on`]).
     pub fn rate_on(&self, day: NaiveDate) -> Option<PayRate> {
-        self.rates
-            .range(..=day)
-            .next_back()
-            .map(|(_, r)| *r)
-            .filter(|r| *r != PayRate::Ended)
+        rate_on(&self.rates, day)
     }
+}
+
+/// The rate of `rates` (by the day each takes effect) in effect on `day`:
+/// none before the first, or once ended.
+pub fn rate_on(rates: &BTreeMap<NaiveDate, PayRate>, day: NaiveDate) -> Option<PayRate> {
+    rates
+        .range(..=day)
+        .next_back()
+        .map(|(_, r)| *r)
+        .filter(|r| *r != PayRate::Ended)
 }
 
 /// A member's lines for `period`, or the days on which they have time or
