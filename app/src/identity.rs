@@ -85,23 +85,23 @@ impl Identity {
         }
     }
 
-    /// A session for a member who proved who they are, if they are active.
-    async fn session_if_active(
-        &self,
-        org: &Token,
-        person: &str,
-        family: Option<Vec<u8>>,
-    ) -> Result<SignedIn, AppError> {
+    /// The member's role, if they are active.
+    async fn active_role(&self, org: &Token, person: &str) -> Result<Role, AppError> {
         let state = self.orgs.state(org).await?;
-        let role = Token::new(person)
+        Token::new(person)
             .ok()
             .and_then(|p| state.active_role(&p))
             .ok_or_else(|| {
                 AppError::not_allowed("this member is deactivated or no longer in the organization")
-            })?;
+            })
+    }
+
+    /// A session for a member who proved who they are, if they are active.
+    async fn session_if_active(&self, org: &Token, person: &str) -> Result<SignedIn, AppError> {
+        let role = self.active_role(org, person).await?;
         let session = self
             .credentials
-            .issue_session(org.as_str(), person, role.name(), family)
+            .issue_session(org.as_str(), person, role.name())
             .await?;
         Ok(SignedIn {
             org: org.clone(),
@@ -162,7 +162,7 @@ impl Identity {
                 return Err(AppError::precondition("the organization already exists"));
             }
         }
-        self.session_if_active(&org, owner.as_str(), None).await
+        self.session_if_active(&org, owner.as_str()).await
     }
 
     /// Checks an e-mail address and password and signs the member in.
@@ -190,16 +190,29 @@ impl Identity {
             .credentials
             .check_login(org.as_str(), email, password, address)
             .await?;
-        self.session_if_active(&org, &person, None).await
+        self.session_if_active(&org, &person).await
     }
 
-    /// Spends a refresh token for a new session of the same family.
+    /// Spends a refresh token for a new session of the same family. The
+    /// token is spent only once the member is known to be active and the
+    /// new session is stored with it, so a fault on the way leaves it
+    /// usable for a retry.
     #[tracing::instrument(skip_all)]
     pub async fn refresh(&self, refresh_token: &str) -> Result<SignedIn, AppError> {
-        let (org, person, family) = self.credentials.spend_refresh(refresh_token).await?;
+        let (org, person) = self.credentials.refresh_holder(refresh_token).await?;
         let org = Token::new(org)
             .map_err(|_| AppError::new(ErrorKind::Unauthenticated, "invalid credentials"))?;
-        self.session_if_active(&org, &person, Some(family)).await
+        let role = self.active_role(&org, &person).await?;
+        let session = self
+            .credentials
+            .rotate_refresh(refresh_token, org.as_str(), &person, role.name())
+            .await?;
+        Ok(SignedIn {
+            org,
+            person,
+            role,
+            session,
+        })
     }
 
     /// Revokes a refresh token.
@@ -229,7 +242,6 @@ impl Identity {
             .credentials
             .accept_invitation(org.as_str(), invitation_token, &hash)
             .await?;
-        self.session_if_active(&org, &accepted.person_id, None)
-            .await
+        self.session_if_active(&org, &accepted.person_id).await
     }
 }

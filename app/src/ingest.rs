@@ -151,6 +151,11 @@ impl Ingest {
         }
     }
 
+    /// Most bytes of one encoded batch.
+    pub fn max_batch_bytes(&self) -> usize {
+        self.config.max_batch_bytes
+    }
+
     /// The upload limits.
     pub fn config(&self) -> &IngestConfig {
         &self.config

@@ -79,6 +79,8 @@ pub struct AppConfig {
     /// How often each replica tries the accrual job's lease and, holding
     /// it, accrues leave that is due.
     pub accrual_every: Duration,
+    /// How often each replica deletes credentials nothing needs any more.
+    pub janitor_every: Duration,
 }
 
 impl Default for AppConfig {
@@ -90,6 +92,7 @@ impl Default for AppConfig {
             operator_org: None,
             dashboard_cache_entries: cache::DEFAULT_ENTRIES,
             accrual_every: Duration::from_secs(60),
+            janitor_every: Duration::from_secs(3600),
         }
     }
 }
@@ -148,6 +151,7 @@ impl App {
             config.accrual_every,
         );
         policy::budget::follow(store.client().clone(), work.clone());
+        policy::janitor::run(credentials.clone(), config.janitor_every);
         Ok(Self {
             authenticator: Authenticator::new(credentials.clone()),
             identity: Identity::new(

@@ -109,7 +109,7 @@ impl Setup {
     async fn session(&self, member: &str) -> String {
         self.app
             .credentials()
-            .issue_session("acme", member, "employee", None)
+            .issue_session("acme", member, "employee")
             .await
             .unwrap()
             .refresh_token

@@ -26,6 +26,8 @@ use super::AuthError;
 
 /// How often a replica reloads the keys to learn of rotations and retirements.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(30);
+/// How soon a reload that failed is tried again.
+const RETRY_RELOAD: Duration = Duration::from_secs(1);
 /// Clock skew tolerated when checking expiry.
 const LEEWAY_SECS: u64 = 5;
 
@@ -135,50 +137,61 @@ impl SigningKeys {
             .await
     }
 
-    /// Wraps again under the current KEK the secrets `stale` picks.
+    /// Wraps again under the current KEK the secrets `stale` picks: the
+    /// signing keys and the credential store's own secrets (`auth.secrets`).
     async fn rewrap_where(
         &self,
         stale: impl Fn(&[u8]) -> bool,
     ) -> Result<(usize, usize, usize), AuthError> {
         let client = self.pool.get().await?;
-        let rows = client
-            .query("SELECT kid, secret FROM auth.signing_keys", &[])
-            .await?;
         let (mut rewrapped, mut already, mut left) = (0, 0, 0);
-        for row in rows {
-            let kid: String = row.get(0);
-            let stored: Vec<u8> = row.get(1);
-            if !stale(&stored) {
-                already += 1;
-                continue;
-            }
-            let secret = match trackhrs_kek::wrapped_under(&stored) {
-                Some(_) => self.unwrap(&kid, &stored)?,
-                None => Zeroizing::new(stored.clone()),
-            };
-            let wrapped = self.wrap(&kid, &secret)?;
-            // Only if nobody changed it meanwhile (another replica's rewrap).
-            let updated = client
-                .execute(
-                    "UPDATE auth.signing_keys SET secret = $1 WHERE kid = $2 AND secret = $3",
-                    &[
-                        &super::Redacted(wrapped.as_slice()),
-                        &kid,
-                        &super::Redacted(stored.as_slice()),
-                    ],
-                )
+        let tables: [(&str, &str, SlotOf); 2] = [
+            ("signing_keys", "kid", slot),
+            ("secrets", "name", crate::throttle::slot),
+        ];
+        for (table, id, slot_of) in tables {
+            let rows = client
+                .query(&format!("SELECT {id}, secret FROM auth.{table}"), &[])
                 .await?;
-            if updated == 1 {
-                rewrapped += 1;
-            } else {
-                left += 1;
+            for row in rows {
+                let name: String = row.get(0);
+                let stored: Vec<u8> = row.get(1);
+                if !stale(&stored) {
+                    already += 1;
+                    continue;
+                }
+                let slot = slot_of(&name);
+                let secret = match trackhrs_kek::wrapped_under(&stored) {
+                    Some(_) => self.kek.unwrap(&slot, &stored).map_err(|e| {
+                        AuthError::Internal(format!("{slot} cannot be unwrapped ({e})"))
+                    })?,
+                    None => Zeroizing::new(stored.clone()),
+                };
+                let wrapped = self
+                    .kek
+                    .wrap(&slot, &secret)
+                    .map_err(|e| AuthError::Internal(format!("wrapping {slot}: {e}")))?;
+                // Only if nobody changed it meanwhile (another replica's rewrap).
+                let updated = client
+                    .execute(
+                        &format!(
+                            "UPDATE auth.{table} SET secret = $1 WHERE {id} = $2 AND secret = $3"
+                        ),
+                        &[
+                            &super::Redacted(wrapped.as_slice()),
+                            &name,
+                            &super::Redacted(stored.as_slice()),
+                        ],
+                    )
+                    .await?;
+                if updated == 1 {
+                    rewrapped += 1;
+                } else {
+                    left += 1;
+                }
             }
         }
         Ok((rewrapped, already, left))
-    }
-
-    fn wrap(&self, kid: &str, secret: &[u8]) -> Result<Vec<u8>, AuthError> {
-        wrap_secret(&self.kek, kid, secret)
     }
 
     fn unwrap(&self, kid: &str, stored: &[u8]) -> Result<Zeroizing<Vec<u8>>, AuthError> {
@@ -279,6 +292,10 @@ impl SigningKeys {
         Ok(current)
     }
 
+    /// Reloads the keys when they are older than [`RELOAD_EVERY`]. When
+    /// PostgreSQL cannot be reached, the keys last loaded go on signing and
+    /// verifying (retiring a key needs PostgreSQL too) and the reload is
+    /// tried again a second later.
     async fn reload_if_stale(&self) -> Result<(), AuthError> {
         let stale = self
             .loaded
@@ -287,10 +304,24 @@ impl SigningKeys {
             .at
             .elapsed()
             >= RELOAD_EVERY;
-        if stale {
-            self.reload().await?;
+        if !stale {
+            return Ok(());
         }
-        Ok(())
+        match self.reload().await {
+            Ok(_) => Ok(()),
+            Err(e @ (AuthError::Db(_) | AuthError::Pool(_))) => {
+                let mut loaded = self.loaded.write().unwrap_or_else(|e| e.into_inner());
+                if loaded.keys.is_empty() {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "the signing keys cannot be reloaded; the last ones loaded stay in use");
+                loaded.at = Instant::now()
+                    .checked_sub(RELOAD_EVERY - RETRY_RELOAD)
+                    .unwrap_or_else(Instant::now);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Signs `claims` with the current key.
@@ -369,6 +400,9 @@ impl SigningKeys {
             .cloned()
     }
 }
+
+/// The slot a stored secret of a given id is wrapped for.
+type SlotOf = fn(&str) -> String;
 
 /// Serializes changes to the set of keys across replicas (for the rest of
 /// the transaction).

@@ -15,6 +15,7 @@
 pub mod keys;
 pub mod password;
 pub mod secret;
+pub mod throttle;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +23,8 @@ use deadpool_postgres::Pool;
 
 pub use keys::{Claims, KeyInfo, SigningKeys};
 use secret::Kind;
+use throttle::KeyHasher;
+pub use throttle::client_of;
 
 const SCHEMA: &str = include_str!("schema.sql");
 
@@ -71,13 +74,16 @@ pub struct AuthConfig {
     pub refresh_ttl: Duration,
     /// Lifetime of an invitation token.
     pub invitation_ttl: Duration,
-    /// Failed log-ins per account before it is throttled ...
+    /// Log-ins to one account from one client that may fail ...
     pub account_failures: u32,
-    /// ... within this window.
+    /// ... within this window; one more blocks that client from that
+    /// account for the window, doubled for each block before it. Other
+    /// clients still get in.
     pub account_window: Duration,
-    /// Log-in attempts per client address before it is throttled ...
+    /// Attempts (log-in, sign-up, invitation) per client before it is
+    /// blocked from all of them ...
     pub address_attempts: u32,
-    /// ... within this window.
+    /// ... within this window (doubling likewise).
     pub address_window: Duration,
 }
 
@@ -180,6 +186,15 @@ pub struct Accepted {
     pub person_id: String,
 }
 
+/// What a [`Auth::sweep`] deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Throttle counts.
+    pub throttle: u64,
+    /// Refresh tokens.
+    pub refresh_tokens: u64,
+}
+
 /// The credential store and token service.
 pub struct Auth {
     pool: Pool,
@@ -190,6 +205,8 @@ pub struct Auth {
     dummy_hash: String,
     /// Bounds concurrent argon2 work.
     hashing: tokio::sync::Semaphore,
+    /// Makes the throttle's keys.
+    throttle_keys: KeyHasher,
     /// Device tokens seen valid, by digest: used only while PostgreSQL is
     /// unreachable, so agents keep uploading through a database outage.
     known_devices: moka::sync::Cache<Vec<u8>, DeviceIdentity>,
@@ -216,6 +233,7 @@ impl Auth {
         kek: std::sync::Arc<trackhrs_kek::Keyring>,
     ) -> Result<Self, AuthError> {
         migrate(&pool).await?;
+        let throttle_keys = KeyHasher::open(&pool.get().await?, &kek).await?;
         let keys = SigningKeys::open(pool.clone(), kek).await?;
         let dummy_hash = blocking(|| {
             let (random, _) = secret::generate(Kind::Refresh);
@@ -228,6 +246,7 @@ impl Auth {
             config,
             dummy_hash,
             hashing: tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHES),
+            throttle_keys,
             known_devices: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(3600))
@@ -286,10 +305,11 @@ impl Auth {
         Ok(stored == 1)
     }
 
-    /// Checks a log-in. Throttles per client address (every attempt) and per
-    /// account (failures), and verifies a hash whether or not the e-mail is
-    /// known, so the answer's timing does not tell which it was. Returns the
-    /// person id.
+    /// Checks a log-in. Throttles per client (every attempt) and per
+    /// account and client (attempts that fail), and verifies a hash whether
+    /// or not the e-mail is known, so the answer's timing does not tell
+    /// which it was. No PostgreSQL connection is held while the hash is
+    /// verified. Returns the person id.
     pub async fn check_login(
         &self,
         org: &str,
@@ -298,24 +318,29 @@ impl Auth {
         address: Option<std::net::IpAddr>,
     ) -> Result<String, AuthError> {
         let email = normalize_email(email);
-        let client = self.pool.get().await?;
-        self.throttle_address(&client, "log-in", address).await?;
+        let client = client_of(address);
         // Counted before the password is checked, so concurrent guesses
-        // cannot slip past the limit; a success clears the count.
-        let account_key = secret::hex_digest(&format!("account:{org}:{email}"));
-        let (attempts, retry) = bump(&client, &account_key, self.config.account_window).await?;
-        if attempts > i64::from(self.config.account_failures) {
-            return Err(AuthError::Throttled {
-                retry_after_secs: retry,
-            });
-        }
-        let account = client
-            .query_opt(
+        // cannot slip past the limit; a success clears the count. Keyed by
+        // client too: whoever guesses from one client does not lock the
+        // account's owner out everywhere.
+        let account_key = self.throttle_keys.key(&["account", org, &email, &client]);
+        let account = {
+            let mut db = self.pool.get().await?;
+            self.count_attempt(&mut db, "log-in", address).await?;
+            throttle::attempt(
+                &mut db,
+                &account_key,
+                self.config.account_failures,
+                self.config.account_window,
+            )
+            .await?;
+            db.query_opt(
                 "SELECT person_id, password_hash FROM auth.accounts \
                  WHERE org_id = $1 AND email_lower = $2",
                 &[&org, &Redacted(email.as_str())],
             )
-            .await?;
+            .await?
+        };
         let (person, stored) = match account {
             Some(row) => (Some(row.get::<_, String>(0)), row.get::<_, String>(1)),
             None => (None, self.dummy_hash.clone()),
@@ -323,7 +348,9 @@ impl Auth {
         let matches = self.verify_password(password, stored).await?;
         match person {
             Some(person) if matches => {
-                client
+                self.pool
+                    .get()
+                    .await?
                     .execute(
                         "DELETE FROM auth.login_throttle WHERE key = $1",
                         &[&account_key],
@@ -336,24 +363,27 @@ impl Auth {
     }
 
     /// Counts an attempt of `kind` (log-in, sign-up, invitation) from a
-    /// client address, refusing it beyond the limit.
-    pub async fn throttle_address(
+    /// client, refusing it beyond the limit. In-process callers (no
+    /// address) are not counted.
+    async fn count_attempt(
         &self,
-        client: &deadpool_postgres::Client,
+        db: &mut deadpool_postgres::Client,
         kind: &str,
         address: Option<std::net::IpAddr>,
     ) -> Result<(), AuthError> {
-        let Some(address) = address else {
+        if address.is_none() {
             return Ok(());
-        };
-        let key = secret::hex_digest(&format!("address:{kind}:{address}"));
-        let (count, retry) = bump(client, &key, self.config.address_window).await?;
-        if count > i64::from(self.config.address_attempts) {
-            return Err(AuthError::Throttled {
-                retry_after_secs: retry,
-            });
         }
-        Ok(())
+        let key = self
+            .throttle_keys
+            .key(&["client", kind, &client_of(address)]);
+        throttle::attempt(
+            db,
+            &key,
+            self.config.address_attempts,
+            self.config.address_window,
+        )
+        .await
     }
 
     /// Counts a sign-up or invitation attempt from a client address.
@@ -362,50 +392,22 @@ impl Auth {
         kind: &str,
         address: Option<std::net::IpAddr>,
     ) -> Result<(), AuthError> {
-        let client = self.pool.get().await?;
-        self.throttle_address(&client, kind, address).await
+        let mut db = self.pool.get().await?;
+        self.count_attempt(&mut db, kind, address).await
     }
 
-    /// Issues an access token and a refresh token for a member.
-    ///
-    /// `family` is the refresh-token family the new refresh token joins: the
-    /// one of the token just spent, or None to start a family (a log-in).
+    /// Issues an access token and a refresh token for a member who just
+    /// proved who they are: the refresh token starts a family.
     pub async fn issue_session(
         &self,
         org: &str,
         person: &str,
         role: &str,
-        family: Option<Vec<u8>>,
     ) -> Result<Session, AuthError> {
-        let now = now_secs();
-        let access_expires_at = now + self.config.access_ttl.as_secs() as i64;
-        let access_token = self
-            .keys
-            .sign(&Claims {
-                sub: person.to_owned(),
-                org: org.to_owned(),
-                role: role.to_owned(),
-                iat: now,
-                exp: access_expires_at,
-            })
-            .await?;
-        let (refresh_token, digest) = secret::generate(Kind::Refresh);
+        let (access_token, access_expires_at) = self.access_token(org, person, role).await?;
         let client = self.pool.get().await?;
-        let refresh_expires_at: i64 = client
-            .query_one(
-                "INSERT INTO auth.refresh_tokens (token_hash, org_id, person_id, expires_at, family) \
-                 VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5) \
-                 RETURNING extract(epoch FROM expires_at)::bigint",
-                &[
-                    &digest,
-                    &org,
-                    &person,
-                    &secs(self.config.refresh_ttl),
-                    &family.as_ref().unwrap_or(&digest),
-                ],
-            )
-            .await?
-            .get(0);
+        let (refresh_token, refresh_expires_at) =
+            insert_refresh(&client, org, person, None, self.config.refresh_ttl).await?;
         Ok(Session {
             access_token,
             access_expires_at,
@@ -414,39 +416,90 @@ impl Auth {
         })
     }
 
-    /// Spends a refresh token; returns (org, person) it was issued to.
-    ///
-    /// A token spent before (presented again: someone kept a copy) revokes
-    /// its whole family, so whoever holds the newest token of it must log in
-    /// again too. Returns (org, person, family).
-    pub async fn spend_refresh(&self, token: &str) -> Result<(String, String, Vec<u8>), AuthError> {
+    async fn access_token(
+        &self,
+        org: &str,
+        person: &str,
+        role: &str,
+    ) -> Result<(String, i64), AuthError> {
+        let now = now_secs();
+        let expires_at = now + self.config.access_ttl.as_secs() as i64;
+        let token = self
+            .keys
+            .sign(&Claims {
+                sub: person.to_owned(),
+                org: org.to_owned(),
+                role: role.to_owned(),
+                iat: now,
+                exp: expires_at,
+            })
+            .await?;
+        Ok((token, expires_at))
+    }
+
+    /// Who a live refresh token was issued to: (org, person). Spends
+    /// nothing. A token spent before (presented again: someone kept a
+    /// copy) revokes its whole family, so whoever holds the newest token of
+    /// it must log in again too.
+    pub async fn refresh_holder(&self, token: &str) -> Result<(String, String), AuthError> {
         let digest = secret::digest_of(Kind::Refresh, token).ok_or(AuthError::BadToken)?;
         let client = self.pool.get().await?;
-        let spent = client
+        let live = client
+            .query_opt(
+                "SELECT org_id, person_id FROM auth.refresh_tokens \
+                 WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()",
+                &[&digest],
+            )
+            .await?;
+        match live {
+            Some(row) => Ok((row.get(0), row.get(1))),
+            None => Err(revoke_family(&client, &digest).await?),
+        }
+    }
+
+    /// Spends a live refresh token of `org`'s `person` (its
+    /// [`Self::refresh_holder`]) and issues its successor in the same
+    /// family with an access token for `role`, in one transaction: a fault
+    /// before it commits leaves the old token usable for a retry, and of
+    /// two refreshes of one token the later finds it spent and revokes the
+    /// family, the earlier one's successor included.
+    pub async fn rotate_refresh(
+        &self,
+        token: &str,
+        org: &str,
+        person: &str,
+        role: &str,
+    ) -> Result<Session, AuthError> {
+        let digest = secret::digest_of(Kind::Refresh, token).ok_or(AuthError::BadToken)?;
+        let (access_token, access_expires_at) = self.access_token(org, person, role).await?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let spent = tx
             .query_opt(
                 "UPDATE auth.refresh_tokens SET revoked_at = now() \
-                 WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now() \
-                 RETURNING org_id, person_id, family",
-                &[&digest],
+                 WHERE token_hash = $1 AND org_id = $2 AND person_id = $3 \
+                 AND revoked_at IS NULL AND expires_at > now() \
+                 RETURNING family",
+                &[&digest, &org, &person],
             )
             .await?;
-        if let Some(row) = spent {
-            return Ok((row.get(0), row.get(1), row.get(2)));
-        }
-        let reused = client
-            .execute(
-                "UPDATE auth.refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL \
-                 AND family = (SELECT family FROM auth.refresh_tokens WHERE token_hash = $1)",
-                &[&digest],
-            )
-            .await?;
-        if reused > 0 {
-            tracing::warn!(
-                revoked = reused,
-                "a spent refresh token was presented again; its family is revoked"
-            );
-        }
-        Err(AuthError::Revoked)
+        let Some(spent) = spent else {
+            // Spent meanwhile: this statement waited for that transaction
+            // and sees its successor token, which goes with the family.
+            let refused = revoke_family(&tx, &digest).await?;
+            tx.commit().await?;
+            return Err(refused);
+        };
+        let family: Vec<u8> = spent.get(0);
+        let (refresh_token, refresh_expires_at) =
+            insert_refresh(&tx, org, person, Some(&family), self.config.refresh_ttl).await?;
+        tx.commit().await?;
+        Ok(Session {
+            access_token,
+            access_expires_at,
+            refresh_token,
+            refresh_expires_at,
+        })
     }
 
     /// Revokes a refresh token (log-out). Unknown tokens are ignored.
@@ -698,6 +751,35 @@ impl Auth {
         Ok(deleted)
     }
 
+    /// Deletes credentials nothing needs any more: throttle counts idle
+    /// for a day (their windows and blocks long over), and refresh-token
+    /// families whose every token has expired (while one lives, its spent
+    /// ancestors are kept to recognize a copy presented again). Returns the
+    /// rows deleted. Safe on several replicas at once.
+    pub async fn sweep(&self) -> Result<Swept, AuthError> {
+        let client = self.pool.get().await?;
+        let throttle = client
+            .execute(
+                "DELETE FROM auth.login_throttle \
+                 WHERE greatest(window_start, coalesce(blocked_until, window_start)) \
+                       < now() - interval '1 day'",
+                &[],
+            )
+            .await?;
+        let refresh_tokens = client
+            .execute(
+                "DELETE FROM auth.refresh_tokens t WHERE t.expires_at < now() \
+                 AND NOT EXISTS (SELECT 1 FROM auth.refresh_tokens n \
+                                 WHERE n.family = t.family AND n.expires_at >= now())",
+                &[],
+            )
+            .await?;
+        Ok(Swept {
+            throttle,
+            refresh_tokens,
+        })
+    }
+
     /// Revokes every device and refresh token of a member (deactivation).
     pub async fn revoke_person(&self, org: &str, person: &str) -> Result<(), AuthError> {
         let mut client = self.pool.get().await?;
@@ -869,25 +951,55 @@ pub async fn migrate_in(tx: &tokio_postgres::Transaction<'_>) -> Result<(), toki
         .await
 }
 
-/// Counts one more in `key`'s window (starting a new window when the old one
-/// ended); returns the count and the seconds left in the window.
-async fn bump(
-    client: &deadpool_postgres::Client,
-    key: &str,
-    window: Duration,
-) -> Result<(i64, u64), AuthError> {
-    let row = client
+/// Stores a new refresh token of `family` (a new family when `None`);
+/// returns it and its expiry (Unix seconds).
+async fn insert_refresh(
+    client: &impl deadpool_postgres::GenericClient,
+    org: &str,
+    person: &str,
+    family: Option<&[u8]>,
+    ttl: Duration,
+) -> Result<(String, i64), AuthError> {
+    let (token, digest) = secret::generate(Kind::Refresh);
+    let expires_at: i64 = client
         .query_one(
-            "INSERT INTO auth.login_throttle AS t (key, window_start, count) VALUES ($1, now(), 1) \
-             ON CONFLICT (key) DO UPDATE SET \
-               count = CASE WHEN t.window_start <= now() - make_interval(secs => $2) THEN 1 ELSE t.count + 1 END, \
-               window_start = CASE WHEN t.window_start <= now() - make_interval(secs => $2) THEN now() ELSE t.window_start END \
-             RETURNING count::bigint, \
-               ceil(extract(epoch FROM window_start + make_interval(secs => $2) - now()))::bigint",
-            &[&key, &secs(window)],
+            "INSERT INTO auth.refresh_tokens (token_hash, org_id, person_id, expires_at, family) \
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5) \
+             RETURNING extract(epoch FROM expires_at)::bigint",
+            &[
+                &digest,
+                &org,
+                &person,
+                &secs(ttl),
+                &family.unwrap_or(&digest),
+            ],
+        )
+        .await?
+        .get(0);
+    Ok((token, expires_at))
+}
+
+/// The answer to a refresh token that is not live: revoked. One that is
+/// known (spent or expired, not unknown) revokes every live token of its
+/// family.
+async fn revoke_family(
+    client: &impl deadpool_postgres::GenericClient,
+    digest: &Vec<u8>,
+) -> Result<AuthError, AuthError> {
+    let reused = client
+        .execute(
+            "UPDATE auth.refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL \
+             AND family = (SELECT family FROM auth.refresh_tokens WHERE token_hash = $1)",
+            &[digest],
         )
         .await?;
-    Ok((row.get(0), row.get::<_, i64>(1).max(1) as u64))
+    if reused > 0 {
+        tracing::warn!(
+            revoked = reused,
+            "a spent refresh token was presented again; its family is revoked"
+        );
+    }
+    Ok(AuthError::Revoked)
 }
 
 async fn blocking<T: Send + 'static>(

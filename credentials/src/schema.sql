@@ -34,6 +34,9 @@ CREATE INDEX IF NOT EXISTS refresh_tokens_by_person ON auth.refresh_tokens (org_
 -- The chain of tokens refreshed from one log-in: a spent token presented
 -- again revokes the whole chain.
 ALTER TABLE auth.refresh_tokens ADD COLUMN IF NOT EXISTS family bytea;
+-- A token issued before families were kept starts its own.
+UPDATE auth.refresh_tokens SET family = token_hash WHERE family IS NULL;
+ALTER TABLE auth.refresh_tokens ALTER COLUMN family SET NOT NULL;
 CREATE INDEX IF NOT EXISTS refresh_tokens_by_family ON auth.refresh_tokens (family);
 
 CREATE TABLE IF NOT EXISTS auth.device_tokens (
@@ -54,10 +57,21 @@ CREATE TABLE IF NOT EXISTS auth.signing_keys (
     retired_at timestamptz
 );
 
--- Failed log-ins per account and attempts per client address, in fixed
--- windows. Keys are SHA-256 hex digests, so no e-mail address is kept here.
+-- Log-in attempts per account and client and per client, in fixed windows;
+-- a key over its limit is blocked until blocked_until, for longer with each
+-- strike. Keys are keyed hashes (HMAC under auth.secrets' throttle secret),
+-- so no e-mail address, nor a digest computable from one, is kept here.
 CREATE TABLE IF NOT EXISTS auth.login_throttle (
     key          text PRIMARY KEY,
     window_start timestamptz NOT NULL,
     count        integer NOT NULL
+);
+ALTER TABLE auth.login_throttle ADD COLUMN IF NOT EXISTS strikes integer NOT NULL DEFAULT 0;
+ALTER TABLE auth.login_throttle ADD COLUMN IF NOT EXISTS blocked_until timestamptz;
+
+-- Secrets of the credential store itself (the throttle's hash key), wrapped
+-- under the key-encryption key like the signing keys.
+CREATE TABLE IF NOT EXISTS auth.secrets (
+    name   text PRIMARY KEY,
+    secret bytea NOT NULL
 );
