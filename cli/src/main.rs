@@ -329,13 +329,11 @@ impl NatsArgs {
 }
 
 fn init_tracing() {
+    // PostgreSQL's NOTICEs ("relation ... already exists, skipping") are
+    // logged by tokio-postgres at INFO: the filter holds it at WARN.
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,async_nats=warn".into());
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // PostgreSQL's NOTICEs ("relation ... already exists,
-                // skipping") are logged by tokio-postgres at INFO.
-                .unwrap_or_else(|_| "info,async_nats=warn,tokio_postgres=warn".into()),
-        )
+        .with_env_filter(trackhrs_platform::log_filter(&spec))
         .with_writer(std::io::stderr)
         .init();
 }

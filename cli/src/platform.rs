@@ -56,6 +56,30 @@ pub struct GatewayArgs {
     /// The private key (PEM) of `--tls-cert`.
     #[arg(long, env = "TRACKHRS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// A reverse proxy (address or network, e.g. 10.0.0.0/8) whose
+    /// `X-Forwarded-For` names the client, for the log-in throttle;
+    /// repeat it, or separate them with commas. Without one, the peer is
+    /// the client.
+    #[arg(
+        long = "trusted-proxy",
+        env = "TRACKHRS_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = network
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Longest a call may take, reading its request included, in seconds.
+    #[arg(long, env = "TRACKHRS_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+}
+
+/// A network (`10.0.0.0/8`), or one address as its own network.
+fn network(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            format!("{text:?} is not an IP address or network (10.0.0.0/8, 2001:db8::/32)")
+        })
 }
 
 /// The TLS certificate and key the flags name, read.
@@ -119,6 +143,11 @@ pub fn settings(gateway: &GatewayArgs, read_models: ReadModels) -> anyhow::Resul
         gateway: Some(gateway.listen),
         portal: gateway.portal_dir.clone(),
         tls: tls_identity(gateway)?,
+        gateway_options: trackhrs_platform::GatewayOptions {
+            trusted_proxies: gateway.trusted_proxies.clone(),
+            request_timeout: Duration::from_secs(gateway.request_timeout_secs.max(1)),
+            ..trackhrs_platform::GatewayOptions::default()
+        },
         read_models,
         batch_wait: None,
     })

@@ -6,15 +6,22 @@ use trackhrs_app::{Authenticator, Caller, DeviceIdentity};
 
 use crate::status::status;
 
-fn bearer<T>(request: &Request<T>) -> Result<&str, Status> {
-    request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
+/// The token of an `authorization` header's value.
+pub fn bearer_token(authorization: Option<&str>) -> Result<&str, Status> {
+    authorization
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer <token> metadata"))
+}
+
+fn bearer<T>(request: &Request<T>) -> Result<&str, Status> {
+    bearer_token(
+        request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 /// Authenticates a person's access token.

@@ -7,6 +7,7 @@ use trackhrs_app::identity::{self, SignUp, SignedIn};
 use trackhrs_schemas::org::v1 as pb;
 use trackhrs_schemas::org::v1::identity_server::Identity;
 
+use crate::forwarded::TrustedProxies;
 use crate::status::status;
 use crate::{validate, web};
 
@@ -15,14 +16,21 @@ pub struct IdentityService {
     identity: identity::Identity,
     /// The gateway serves TLS: browser cookies are `Secure`.
     secure_cookies: bool,
+    /// Whose `X-Forwarded-For` tells the client's address.
+    proxies: TrustedProxies,
 }
 
 impl IdentityService {
     /// A service over the identity use cases.
-    pub fn new(identity: identity::Identity, secure_cookies: bool) -> Self {
+    pub fn new(
+        identity: identity::Identity,
+        secure_cookies: bool,
+        proxies: TrustedProxies,
+    ) -> Self {
         Self {
             identity,
             secure_cookies,
+            proxies,
         }
     }
 }
@@ -70,7 +78,7 @@ impl Identity for IdentityService {
         &self,
         request: Request<pb::SignUpRequest>,
     ) -> Result<Response<pb::Session>, Status> {
-        let address = request.remote_addr().map(|a| a.ip());
+        let address = self.proxies.client(&request);
         let web = web::is_web(request.metadata());
         let r = request.into_inner();
         let sign_up = SignUp {
@@ -93,7 +101,7 @@ impl Identity for IdentityService {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::Session>, Status> {
-        let address = request.remote_addr().map(|a| a.ip());
+        let address = self.proxies.client(&request);
         let web = web::is_web(request.metadata());
         let r = request.into_inner();
         let org = validate::id("org_id", &r.org_id)?;
@@ -147,7 +155,7 @@ impl Identity for IdentityService {
         &self,
         request: Request<pb::AcceptInvitationRequest>,
     ) -> Result<Response<pb::Session>, Status> {
-        let address = request.remote_addr().map(|a| a.ip());
+        let address = self.proxies.client(&request);
         let web = web::is_web(request.metadata());
         let r = request.into_inner();
         let org = validate::id("org_id", &r.org_id)?;

@@ -1,10 +1,18 @@
 //! `trackhrs.agent.v1.AgentIngest`: a device uploads a batch of spans, or a
 //! batch of changes to its raw ActivityWatch timelines, with its device
-//! token; the ingest use cases admit and record them.
+//! token; the ingest use cases admit and record them. The token is checked
+//! from the headers by [`DeviceGate`] before the body is read.
 
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use tonic::body::Body;
+use tonic::codegen::http;
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use trackhrs_app::ingest::{Recorded, Upload};
-use trackhrs_app::{AppError, Authenticator, Ingest};
+use trackhrs_app::{AppError, Authenticator, DeviceIdentity, Ingest};
 use trackhrs_domain::activity::SpanInput;
 use trackhrs_domain::timeline::{TimelineChange, TimelineEventInput};
 use trackhrs_schemas::agent::v1 as pb;
@@ -15,15 +23,86 @@ use crate::status::status;
 
 /// The ingest service.
 pub struct IngestService {
-    auth: Authenticator,
     ingest: Ingest,
 }
 
 impl IngestService {
-    /// A service over the ingest use cases.
-    pub fn new(auth: Authenticator, ingest: Ingest) -> Self {
-        Self { auth, ingest }
+    /// A service over the ingest use cases; serve it behind a
+    /// [`DeviceGate`].
+    pub fn new(ingest: Ingest) -> Self {
+        Self { ingest }
     }
+}
+
+/// Authenticates the device token of every call from its headers before
+/// the body is read, so a caller without a valid token is answered at once
+/// whatever it sends (or is slow to send) after them. The handlers find
+/// the device in the request's extensions.
+#[derive(Clone)]
+pub struct DeviceGate<S> {
+    auth: Authenticator,
+    inner: S,
+}
+
+impl<S> DeviceGate<S> {
+    /// `inner` behind the gate.
+    pub fn new(auth: Authenticator, inner: S) -> Self {
+        Self { auth, inner }
+    }
+}
+
+impl<S: NamedService> NamedService for DeviceGate<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<http::Request<Body>> for DeviceGate<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let auth = self.auth.clone();
+        // The clone takes the place of the service that was made ready.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let authorization = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            let identity = match caller::bearer_token(authorization) {
+                Ok(token) => auth.device(token).await.map_err(status),
+                Err(refused) => Err(refused),
+            };
+            match identity {
+                Ok(identity) => {
+                    request.extensions_mut().insert(identity);
+                    inner.call(request).await
+                }
+                Err(refused) => Ok(refused.into_http()),
+            }
+        })
+    }
+}
+
+/// The device [`DeviceGate`] authenticated.
+fn device<T>(request: &Request<T>) -> Result<DeviceIdentity, Status> {
+    request
+        .extensions()
+        .get::<DeviceIdentity>()
+        .cloned()
+        .ok_or_else(|| Status::internal("the ingest service is served without its device gate"))
 }
 
 fn timeline_change(change: pb::TimelineChange) -> Result<TimelineChange, Status> {
@@ -72,7 +151,7 @@ impl AgentIngest for IngestService {
         &self,
         request: Request<pb::UploadBatchRequest>,
     ) -> Result<Response<pb::UploadBatchResponse>, Status> {
-        let identity = caller::device(&self.auth, &request).await?;
+        let identity = device(&request)?;
         let r = request.into_inner();
         let encoded = prost::Message::encode_to_vec(&r);
         let upload = Upload {
@@ -100,7 +179,7 @@ impl AgentIngest for IngestService {
         &self,
         request: Request<pb::UploadTimelineRequest>,
     ) -> Result<Response<pb::UploadBatchResponse>, Status> {
-        let identity = caller::device(&self.auth, &request).await?;
+        let identity = device(&request)?;
         let r = request.into_inner();
         let encoded = prost::Message::encode_to_vec(&r);
         let upload = Upload {

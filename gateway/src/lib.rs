@@ -14,6 +14,7 @@
 pub mod agent;
 pub mod caller;
 pub mod dashboard;
+pub mod forwarded;
 pub mod identity;
 pub mod ingest;
 pub mod ops;
@@ -46,8 +47,42 @@ use trackhrs_schemas::org::v1::organizations_server::OrganizationsServer;
 use trackhrs_schemas::pay::v1::pay_server::PayServer;
 use trackhrs_schemas::work::v1::work_server::WorkServer;
 
-/// Largest gRPC message the gateway decodes.
+/// Largest gRPC message a load generator's own fake servers decode
+/// (`trackhrs bench floor`); the gateway decodes an upload of at most
+/// twice the ingest batch limit, and other messages of at most tonic's
+/// 4 MiB.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How the gateway serves, beyond its services: who may forward client
+/// addresses, and the limits that keep one client from starving others.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Reverse proxies (TLS terminators, load balancers) whose
+    /// `X-Forwarded-For` is believed ([`forwarded`]). Empty: the peer is
+    /// the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Longest a call may take from its headers to its answer, reading the
+    /// request included (a client's shorter `grpc-timeout` wins); then it
+    /// is cancelled.
+    pub request_timeout: Duration,
+    /// Most calls in flight on one HTTP/2 connection (announced to the
+    /// client in its settings).
+    pub max_streams_per_connection: u32,
+    /// Most calls in flight in the whole gateway; more are refused with
+    /// RESOURCE_EXHAUSTED at once.
+    pub max_calls: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            request_timeout: Duration::from_secs(30),
+            max_streams_per_connection: 100,
+            max_calls: 1024,
+        }
+    }
+}
 
 /// Name under which the health service reports the event store's reachability.
 pub const EVENT_STORE_HEALTH: &str = "trackhrs.events";
@@ -120,6 +155,7 @@ pub async fn serve(
     app: Arc<App>,
     portal: Option<PathBuf>,
     tls: Option<Identity>,
+    options: Options,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), GatewayError> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -168,6 +204,7 @@ pub async fn serve(
         .add_service(IdentityServer::new(identity::IdentityService::new(
             app.identity().clone(),
             tls.is_some(),
+            forwarded::TrustedProxies::new(options.trusted_proxies),
         )))
         .add_service(OrganizationsServer::new(orgs::OrganizationsService::new(
             auth.clone(),
@@ -177,15 +214,14 @@ pub async fn serve(
             auth.clone(),
             app.ingest().clone(),
         )))
-        .add_service(
-            // Larger than any batch the ingest limits accept, so an oversized
-            // batch gets RESOURCE_EXHAUSTED from the ingest checks.
-            AgentIngestServer::new(ingest::IngestService::new(
-                auth.clone(),
-                app.ingest().clone(),
-            ))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        )
+        .add_service(ingest::DeviceGate::new(
+            auth.clone(),
+            // Twice the ingest batch limit: a batch a little too large gets
+            // the ingest checks' RESOURCE_EXHAUSTED with the limit in it;
+            // a much larger one is not read.
+            AgentIngestServer::new(ingest::IngestService::new(app.ingest().clone()))
+                .max_decoding_message_size(2 * app.ingest().max_batch_bytes()),
+        ))
         .add_service(ActivityServer::new(dashboard::ActivityService::new(
             auth.clone(),
             app.activity().clone(),
@@ -210,7 +246,14 @@ pub async fn serve(
         .route_layer(telemetry::RpcLayer)
         .route_layer(tonic_web::GrpcWebLayer::new())
         .fallback(move |request| web::fallback(portal.clone(), request));
-    let mut server = tonic::transport::Server::builder();
+    let mut server = tonic::transport::Server::builder()
+        .timeout(options.request_timeout)
+        .max_concurrent_streams(options.max_streams_per_connection)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(tower::ServiceBuilder::new().load_shed().layer(
+            tower::limit::GlobalConcurrencyLimitLayer::new(options.max_calls),
+        ));
     if let Some(identity) = tls {
         // Every connection is TLS: a plaintext client fails its handshake.
         server = server.tls_config(tls_config(identity)).map_err(tls_error)?;

@@ -1,7 +1,7 @@
 //! Faults around the activity pipeline: PostgreSQL stopped under a running
 //! platform, and a poison event in the log.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use trackhrs_harness::pg::Durability;
 use trackhrs_harness::{PgServer, TestDb, wait_until};
@@ -97,6 +97,43 @@ async fn ingest_goes_on_while_postgresql_is_down_and_projections_catch_up() {
     })
     .await;
     assert_eq!(total, Some(6 * 10 * 60_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_tokens_verify_through_a_minute_without_postgresql() {
+    use trackhrs_schemas::work::v1 as wpb;
+    use trackhrs_schemas::work::v1::work_client::WorkClient;
+    let mut pg = PgServer::start_private().await.unwrap();
+    let db = TestDb::create_on_server(&pg).await.unwrap();
+    let p = Platform::start_on(Default::default(), 1, Default::default(), db).await;
+    let owner = p.sign_up("acme", 3).await;
+    let mut work = WorkClient::new(p.gw().channel.clone());
+    pg.stop();
+    // Commands need only the event store; the caller's token is checked
+    // with the signing keys last loaded, which count as stale after 30 s.
+    let stopped = Instant::now();
+    let mut n = 0;
+    while stopped.elapsed() < Duration::from_secs(60) {
+        n += 1;
+        work.create_client(authed(
+            &owner.access_token,
+            wpb::CreateClientRequest {
+                command_id: format!("client-{n}"),
+                org_id: "acme".into(),
+                name: format!("Client {n}"),
+            },
+        ))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{:?} into the outage, a command was refused: {e}",
+                stopped.elapsed()
+            )
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    assert!(n >= 12, "{n} commands");
+    pg.restart(Durability::Throwaway).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

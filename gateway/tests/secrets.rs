@@ -1,12 +1,16 @@
-//! Secrets never reach the logs: every log line the gateway, the command
-//! handler, the event store and the projections write at TRACE level during
-//! sign-up, log-in, invitation, enrollment and refresh is captured and
-//! searched for the passwords and tokens.
+//! Secrets and personal data never reach the logs: every log line the
+//! gateway, the command handler, the event store, the projections and the
+//! libraries under them write at TRACE level (through the product's log
+//! filter) during sign-up, log-in, invitation, enrollment, refresh and an
+//! upload that is projected is captured and searched for the passwords and
+//! tokens, and for the names, e-mail addresses, titles and URLs.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use trackhrs_schemas::agent::v1::GetPolicyRequest;
+use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
+use trackhrs_schemas::agent::v1::{GetPolicyRequest, Span, UploadBatchRequest};
 use trackhrs_schemas::org::v1 as pb;
 use trackhrs_testkit::*;
 
@@ -31,7 +35,7 @@ async fn no_secret_is_logged() {
     let captured = Captured::default();
     let writer = captured.clone();
     tracing_subscriber::fmt()
-        .with_env_filter("trace")
+        .with_env_filter(trackhrs_platform::log_filter("trace"))
         .with_writer(move || writer.clone())
         .init();
 
@@ -45,8 +49,8 @@ async fn no_secret_is_logged() {
             pb::InviteMemberRequest {
                 command_id: "invite-bob".into(),
                 org_id: "acme".into(),
-                email: "bob@acme.test".into(),
-                name: "Bob".into(),
+                email: "bob.quux@acme.test".into(),
+                name: "Bobbington Quux".into(),
                 role: pb::Role::Employee as i32,
             },
         ))
@@ -87,10 +91,43 @@ async fn no_secret_is_logged() {
         .identity()
         .login(pb::LoginRequest {
             org_id: "acme".into(),
-            email: "bob@acme.test".into(),
+            email: "bob.quux@acme.test".into(),
             password: wrong.into(),
         })
         .await;
+    // A span with a title and a URL, applied by every read model.
+    let now = trackhrs_credentials::now_secs() * 1000;
+    let title = "Quarterly layoffs plan.docx";
+    let url = "https://intranet.example/layoffs-2027";
+    AgentIngestClient::new(p.gw().channel.clone())
+        .upload_batch(authed(
+            &device.device_token,
+            UploadBatchRequest {
+                batch_id: "b-1".into(),
+                device_batch_seq: 1,
+                spans: vec![Span {
+                    start_unix_ms: now - 600_000,
+                    end_unix_ms: now - 300_000,
+                    app: "firefox".into(),
+                    title: title.into(),
+                    url: Some(url.into()),
+                    active: true,
+                }],
+            },
+        ))
+        .await
+        .unwrap();
+    p.caught_up().await;
+    let pg = p.db.connect().await.unwrap();
+    for name in [
+        trackhrs_projections::activity::NAME,
+        trackhrs_projections::timeline::NAME,
+    ] {
+        let position = p.last_sequence().await;
+        trackhrs_projections::wait_for_position(&pg, name, position, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(
@@ -113,7 +150,16 @@ async fn no_secret_is_logged() {
         !logs.contains("$argon2id$"),
         "a password hash appears in the logs"
     );
-    let pg = p.db.connect().await.unwrap();
+    for (what, personal) in [
+        ("owner's name", "Olive Owner"),
+        ("owner's e-mail address", "olive@acme.test"),
+        ("member's name", "Bobbington Quux"),
+        ("member's e-mail address", "bob.quux@acme.test"),
+        ("window title", title),
+        ("URL", url),
+    ] {
+        assert!(!logs.contains(personal), "the {what} appears in the logs");
+    }
     for row in pg
         .query("SELECT secret FROM auth.signing_keys", &[])
         .await

@@ -276,7 +276,8 @@ async fn brute_force_is_throttled_per_account_and_per_address() {
             "wrong password",
         );
     }
-    // The account is locked for its window, even with the right password.
+    // The account is locked for this client for its window, even with the
+    // right password (other clients: `limits.rs`).
     let status = assert_code(
         id.login(login("OLIVE@acme.test", PASSWORD)).await,
         Code::ResourceExhausted,

@@ -28,7 +28,16 @@ use trackhrs_projections::timeline::Timeline;
 use trackhrs_projections::work::Work;
 use trackhrs_projections::{ProjectionError, RunnerConfig, Supervise, Supervisor};
 
-pub use trackhrs_gateway::MAX_MESSAGE_BYTES;
+pub use trackhrs_gateway::{MAX_MESSAGE_BYTES, Options as GatewayOptions};
+
+/// The log filter of `spec` (`RUST_LOG`'s syntax), with tokio-postgres
+/// held at WARN whatever `spec` says: it logs every statement's parameters
+/// at DEBUG (names, e-mail addresses, titles, URLs, which no erasure could
+/// take back out of a log).
+pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::new(spec)
+        .add_directive("tokio_postgres=warn".parse().expect("a valid directive"))
+}
 
 /// What went wrong assembling or running the platform.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +100,8 @@ pub struct Settings {
     pub portal: Option<PathBuf>,
     /// The gateway's TLS certificate and key; `None`: plaintext.
     pub tls: Option<TlsIdentity>,
+    /// Trusted proxies and limits of the gateway.
+    pub gateway_options: trackhrs_gateway::Options,
     /// The read models and policies to run.
     pub read_models: ReadModels,
     /// Overrides every read model's batch wait (tests apply at once).
@@ -105,6 +116,7 @@ impl Default for Settings {
             gateway: None,
             portal: None,
             tls: None,
+            gateway_options: trackhrs_gateway::Options::default(),
             read_models: ReadModels::None,
             batch_wait: None,
         }
@@ -250,6 +262,7 @@ pub struct Platform {
     gateway_addr: Option<SocketAddr>,
     portal: Option<PathBuf>,
     tls: Option<TlsIdentity>,
+    gateway_options: trackhrs_gateway::Options,
     read_models: Vec<Box<dyn Supervise>>,
 }
 
@@ -312,6 +325,7 @@ impl Platform {
             gateway_addr,
             portal: settings.portal,
             tls: settings.tls,
+            gateway_options: settings.gateway_options,
             read_models,
         })
     }
@@ -366,6 +380,7 @@ impl Platform {
                 self.portal,
                 self.tls
                     .map(|t| tonic::transport::Identity::from_pem(t.cert_pem, t.key_pem)),
+                self.gateway_options,
                 stop.clone(),
             ));
             tasks.push((

@@ -158,6 +158,7 @@ impl Platform {
             gateway: None,
             portal: None,
             tls: None,
+            gateway_options: Default::default(),
             read_models,
             batch_wait: Some(BATCH_WAIT),
         };
@@ -191,12 +192,22 @@ impl Platform {
     /// Another gateway process on the same NATS and PostgreSQL (its own
     /// NATS connection and event-store caches).
     pub async fn add_replica(&mut self, config: AppConfig) {
+        self.add_replica_with(config, Default::default()).await;
+    }
+
+    /// Another gateway process, whose gateway serves with `options`.
+    pub async fn add_replica_with(
+        &mut self,
+        config: AppConfig,
+        options: trackhrs_platform::GatewayOptions,
+    ) {
         let settings = Settings {
             app: config,
             pg_pool: 8,
             gateway: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             portal: Some(portal_dist()),
             tls: None,
+            gateway_options: options,
             read_models: ReadModels::None,
             batch_wait: None,
         };
@@ -220,6 +231,7 @@ impl Platform {
             gateway: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             portal: Some(portal_dist()),
             tls: Some(tls),
+            gateway_options: Default::default(),
             read_models: ReadModels::None,
             batch_wait: None,
         };
