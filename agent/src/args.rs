@@ -67,6 +67,12 @@ pub struct AgentArgs {
     /// `--source activitywatch`, off with `--source x11`.
     #[arg(long)]
     activitywatch_listen: Option<String>,
+    /// A browser extension allowed to call ActivityWatch's API, by its
+    /// origin (aw-watcher-web: `moz-extension://<its id>` or
+    /// `chrome-extension://<its id>`); repeat for more. Pages on other
+    /// origins never may.
+    #[arg(long = "activitywatch-origin")]
+    activitywatch_origins: Vec<String>,
     /// Seconds after which the watchers' events are final (at most a day):
     /// they are synced raw, and with `--source activitywatch` become spans.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=86_400))]
@@ -105,8 +111,8 @@ impl AgentArgs {
     ) -> anyhow::Result<(Agent, PathBuf)> {
         let token = token(self)?;
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        crate::private::folder(&data_dir)
+            .with_context(|| format!("cannot create {} (its owner's only)", data_dir.display()))?;
         let mut config = AgentConfig::new(&self.gateway, token, data_dir.join("outbox.db"));
         config.gateway_ca.clone_from(&self.gateway_ca);
         config.poll = Duration::from_millis(self.poll_ms.max(10));
@@ -133,6 +139,7 @@ impl AgentArgs {
                 )
             })?),
         };
+        config.activitywatch_origins.clone_from(&self.activitywatch_origins);
         config.settle = Duration::from_secs(self.settle_secs);
         let agent = match self.source {
             Source::X11 => {

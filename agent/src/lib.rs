@@ -32,6 +32,7 @@ pub mod capture;
 pub mod heartbeat;
 pub mod outbox;
 pub mod privacy;
+pub mod private;
 pub mod recorder;
 pub mod runner;
 pub mod sync;

@@ -28,6 +28,9 @@ pub enum OutboxError {
     /// What the outbox holds cannot be read back.
     #[error("outbox: {0}")]
     Corrupt(String),
+    /// Its file cannot be created or made private.
+    #[error("outbox file: {0}")]
+    File(#[from] std::io::Error),
 }
 
 /// A batch ready to upload.
@@ -160,9 +163,11 @@ fn batch_spans(tx: &rusqlite::Transaction<'_>, seq: u64) -> Result<Vec<Event>, O
 }
 
 impl Outbox {
-    /// Opens (creating) the outbox at `path`. Every write is durable when
-    /// the call returns (WAL with `synchronous = FULL`).
+    /// Opens (creating, its owner's only) the outbox at `path`. Every
+    /// write is durable when the call returns (WAL with `synchronous =
+    /// FULL`).
     pub fn open(path: &Path) -> Result<Self, OutboxError> {
+        crate::private::file(path)?;
         let mut db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;

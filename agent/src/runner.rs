@@ -51,8 +51,12 @@ pub struct AgentConfig {
     pub policy_every: Duration,
     /// Batching and backoff.
     pub sync: SyncConfig,
-    /// Where ActivityWatch's REST API is served (None: not served).
+    /// Where ActivityWatch's REST API is served (None: not served); a
+    /// loopback address only.
     pub activitywatch_listen: Option<SocketAddr>,
+    /// Browser extensions that may call the API besides the loopback's
+    /// own pages (`moz-extension://<id>`).
+    pub activitywatch_origins: Vec<String>,
     /// The local ActivityWatch store's SQLite file.
     pub activitywatch_store: PathBuf,
     /// With ActivityWatch's watchers as the source: their timelines are
@@ -73,6 +77,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("upload_every", &self.upload_every)
             .field("policy_every", &self.policy_every)
             .field("activitywatch_listen", &self.activitywatch_listen)
+            .field("activitywatch_origins", &self.activitywatch_origins)
             .field("settle", &self.settle)
             .finish()
     }
@@ -85,6 +90,7 @@ impl AgentConfig {
     pub fn new(gateway: impl Into<String>, token: impl Into<String>, outbox: PathBuf) -> Self {
         Self {
             activitywatch_listen: None,
+            activitywatch_origins: Vec::new(),
             activitywatch_store: outbox.with_file_name("activitywatch.db"),
             settle: Duration::from_secs(600),
             gateway: gateway.into(),
@@ -239,6 +245,14 @@ pub enum AgentError {
         /// Why.
         source: std::io::Error,
     },
+    /// ActivityWatch's API would be reachable from the network.
+    #[error(
+        "ActivityWatch's API is served on loopback only (127.0.0.1 or ::1), not {addr}: anyone who reaches it could read and write the employee's activity"
+    )]
+    NotLoopback {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
     /// The token cannot be sent as gRPC metadata.
     #[error("the device token is not valid (it must be printable ASCII)")]
     Token,
@@ -370,6 +384,7 @@ impl Agent {
         let outbox = Outbox::open(&config.outbox)?;
         let aw = Arc::new(Mutex::new(AwStore::open(&config.activitywatch_store)?));
         let activitywatch = match config.activitywatch_listen {
+            Some(addr) if !addr.ip().is_loopback() => return Err(AgentError::NotLoopback { addr }),
             Some(addr) => {
                 let listener = std::net::TcpListener::bind(addr)
                     .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -378,11 +393,12 @@ impl Agent {
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                 let served = tokio::spawn({
                     let aw = aw.clone();
+                    let origins = crate::aw::api::Origins::new(config.activitywatch_origins.clone());
                     async move {
                         let shutdown = async {
                             let _ = stopped.await;
                         };
-                        if let Err(e) = crate::aw::api::serve(listener, aw, shutdown).await {
+                        if let Err(e) = crate::aw::api::serve(listener, aw, origins, shutdown).await {
                             tracing::error!(error = %e, "ActivityWatch's API stopped");
                         }
                     }

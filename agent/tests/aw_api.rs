@@ -29,7 +29,8 @@ async fn server() -> (SocketAddr, tempfile::TempDir) {
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(api::serve(listener, store, std::future::pending()));
+    let origins = api::Origins::new(vec!["moz-extension://abc".into()]);
+    tokio::spawn(api::serve(listener, store, origins, std::future::pending()));
     (addr, dir)
 }
 
@@ -229,6 +230,11 @@ async fn bad_requests_get_activitywatchs_status_codes_and_change_nothing() {
     assert_eq!(raw(form, "POST").await, 415);
     let extension = &[("Host", HOST), ("Origin", "moz-extension://abc")];
     assert_eq!(raw(extension, "GET").await, 200);
+    // Only the extensions allowed: any other one is refused.
+    let other = &[("Host", HOST), ("Origin", "moz-extension://another")];
+    assert_eq!(raw(other, "GET").await, 403);
+    let chrome = &[("Host", HOST), ("Origin", "chrome-extension://abc")];
+    assert_eq!(raw(chrome, "GET").await, 403);
     let own = &[("Host", HOST), ("Origin", "http://localhost:5600")];
     assert_eq!(raw(own, "GET").await, 200);
     // A page on another origin that rebinds its name to 127.0.0.1 is refused.
@@ -280,4 +286,33 @@ async fn activitywatchs_python_client_works_against_the_agent() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("aw-client: ok"));
+}
+
+#[tokio::test]
+async fn the_api_is_served_on_loopback_only_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    use trackhrs_agent::runner::{Agent, AgentConfig, AgentError};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AgentConfig::new(
+        "http://127.0.0.1:9",
+        "thd_token",
+        dir.path().join("outbox.db"),
+    );
+    config.activitywatch_store = dir.path().join("aw.db");
+    config.activitywatch_listen = Some("0.0.0.0:0".parse().unwrap());
+    match Agent::start_activitywatch(config.clone()) {
+        Err(AgentError::NotLoopback { addr }) => assert_eq!(addr.port(), 0),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("served ActivityWatch's API on every interface"),
+    }
+    config.activitywatch_listen = Some("127.0.0.1:0".parse().unwrap());
+    let agent = Agent::start_activitywatch(config).unwrap();
+    for file in ["outbox.db", "aw.db"] {
+        let mode = std::fs::metadata(dir.path().join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+    agent.stop(std::time::Duration::from_millis(100)).await;
 }

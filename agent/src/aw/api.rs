@@ -3,11 +3,13 @@
 //! installed report to the agent unchanged. Status codes follow ActivityWatch's
 //! server (aw-server-rust): malformed JSON 400, well-formed JSON of the wrong
 //! shape (a missing field) 422, an unknown bucket or event 404, a bucket
-//! created twice 304. Requests naming a host other than the loopback are
-//! refused (403), so a web page cannot reach the API by DNS rebinding; so
-//! are requests from a web page of another origin (a browser extension such
-//! as aw-watcher-web may), and a POST must carry JSON (415 otherwise), which
-//! a page cannot send across origins without the browser asking first.
+//! created twice 304. It is served on a loopback address only. Requests
+//! naming a host other than the loopback are refused (403), so a web page
+//! cannot reach the API by DNS rebinding; so are requests from a web page
+//! of another origin, and from a browser extension unless its origin was
+//! allowed (`--activitywatch-origin moz-extension://<id>` for
+//! aw-watcher-web); a POST must carry JSON (415 otherwise), which a page
+//! cannot send across origins without the browser asking first.
 
 use std::sync::{Arc, Mutex};
 
@@ -279,9 +281,36 @@ fn loopback(host: &str) -> bool {
     matches!(name, "localhost" | "127.0.0.1" | "::1")
 }
 
+/// The origins besides the loopback's own pages that may call the API:
+/// browser extensions (`moz-extension://<id>`, `chrome-extension://<id>`),
+/// compared exactly.
+#[derive(Debug, Clone, Default)]
+pub struct Origins(Arc<Vec<String>>);
+
+impl Origins {
+    /// These origins (a trailing `/` is ignored).
+    pub fn new(origins: Vec<String>) -> Self {
+        Self(Arc::new(
+            origins
+                .into_iter()
+                .map(|o| o.trim_end_matches('/').to_owned())
+                .collect(),
+        ))
+    }
+
+    fn allow(&self, origin: &str) -> bool {
+        let origin = origin.trim_end_matches('/');
+        match origin.split_once("://") {
+            Some(("http" | "https", rest)) if loopback(rest) => true,
+            _ => self.0.iter().any(|o| o == origin),
+        }
+    }
+}
+
 /// Refuses a request whose `Host` is not the loopback, one from a web page
-/// of another origin, and a POST that does not carry JSON.
-async fn guard(request: Request, next: Next) -> Response {
+/// or extension whose origin is not allowed, and a POST that does not carry
+/// JSON.
+async fn guard(State(origins): State<Origins>, request: Request, next: Next) -> Response {
     let headers = request.headers();
     let text = |name| {
         headers
@@ -297,12 +326,7 @@ async fn guard(request: Request, next: Next) -> Response {
         .into_response();
     }
     if let Some(origin) = text(header::ORIGIN) {
-        let allowed = match origin.split_once("://") {
-            Some(("http" | "https", rest)) => loopback(rest.trim_end_matches('/')),
-            Some(("chrome-extension" | "moz-extension", _)) => true,
-            _ => false,
-        };
-        if !allowed {
+        if !origins.allow(origin) {
             return ApiError(
                 StatusCode::FORBIDDEN,
                 format!("requests from {origin} are not allowed"),
@@ -323,7 +347,7 @@ async fn guard(request: Request, next: Next) -> Response {
 }
 
 /// The API over `store`.
-pub fn router(store: Arc<Mutex<AwStore>>) -> Router {
+pub fn router(store: Arc<Mutex<AwStore>>, origins: Origins) -> Router {
     Router::new()
         .route("/api/0/info", get(info))
         .route("/api/0/buckets", get(buckets))
@@ -345,7 +369,7 @@ pub fn router(store: Arc<Mutex<AwStore>>) -> Router {
             "/api/0/buckets/{id}/heartbeat",
             axum::routing::post(heartbeat),
         )
-        .layer(middleware::from_fn(guard))
+        .layer(middleware::from_fn_with_state(origins, guard))
         .with_state(store)
 }
 
@@ -353,9 +377,10 @@ pub fn router(store: Arc<Mutex<AwStore>>) -> Router {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Arc<Mutex<AwStore>>,
+    origins: Origins,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(store))
+    axum::serve(listener, router(store, origins))
         .with_graceful_shutdown(shutdown)
         .await
 }

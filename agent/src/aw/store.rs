@@ -35,6 +35,9 @@ pub enum AwError {
     /// What the store holds cannot be read back.
     #[error("activitywatch store: {0}")]
     Corrupt(String),
+    /// Its file cannot be created or made private.
+    #[error("activitywatch store file: {0}")]
+    File(#[from] std::io::Error),
 }
 
 /// A bucket as a watcher creates it (`POST /api/0/buckets/<id>`).
@@ -265,8 +268,9 @@ fn to_event((id, start_us, end_us, data): (i64, i64, i64, String)) -> Result<AwE
 }
 
 impl AwStore {
-    /// Opens (creating) the store at `path`.
+    /// Opens (creating, its owner's only) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, AwError> {
+        crate::private::file(path)?;
         let mut db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
