@@ -139,7 +139,9 @@ impl AgentArgs {
                 )
             })?),
         };
-        config.activitywatch_origins.clone_from(&self.activitywatch_origins);
+        config
+            .activitywatch_origins
+            .clone_from(&self.activitywatch_origins);
         config.settle = Duration::from_secs(self.settle_secs);
         let agent = match self.source {
             Source::X11 => {

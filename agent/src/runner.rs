@@ -393,12 +393,14 @@ impl Agent {
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                 let served = tokio::spawn({
                     let aw = aw.clone();
-                    let origins = crate::aw::api::Origins::new(config.activitywatch_origins.clone());
+                    let origins =
+                        crate::aw::api::Origins::new(config.activitywatch_origins.clone());
                     async move {
                         let shutdown = async {
                             let _ = stopped.await;
                         };
-                        if let Err(e) = crate::aw::api::serve(listener, aw, origins, shutdown).await {
+                        if let Err(e) = crate::aw::api::serve(listener, aw, origins, shutdown).await
+                        {
                             tracing::error!(error = %e, "ActivityWatch's API stopped");
                         }
                     }

@@ -121,21 +121,21 @@ fn wire(batch: &Batch, policy: &Policy) -> UploadBatchRequest {
     }
 }
 
-/// A raw-timeline change as sent: the data's `title` and `url` removed when
-/// `policy` forbids them (data that is not a JSON object is sent as it is,
-/// for the gateway to refuse).
+/// A raw-timeline change as sent: where `policy` forbids titles or URLs,
+/// only the fields the platform's allow-list for the bucket's type lets
+/// through ([`trackhrs_domain::timeline::allowed_data`]; data that is not a
+/// JSON object is sent as it is, for the gateway to refuse).
 fn wire_change(change: &TimelineChange, policy: &Policy) -> TimelineChange {
     let mut change = change.clone();
     if let Some(Change::Event(e)) = &mut change.change
-        && let Ok(serde_json::Value::Object(mut data)) = serde_json::from_str(&e.data_json)
+        && let Ok(serde_json::Value::Object(data)) = serde_json::from_str(&e.data_json)
     {
-        if !policy.capture_titles {
-            data.remove("title");
-        }
-        if !policy.capture_urls {
-            data.remove("url");
-        }
-        e.data_json = serde_json::Value::Object(data).to_string();
+        let privacy = trackhrs_domain::activity::Privacy {
+            titles: policy.capture_titles,
+            urls: policy.capture_urls,
+        };
+        let kept = trackhrs_domain::timeline::allowed_data(&e.bucket_type, data, privacy);
+        e.data_json = serde_json::Value::Object(kept).to_string();
     }
     change
 }
@@ -374,5 +374,55 @@ impl Uploader {
             .saturating_mul(1u32 << failures.min(16))
             .min(self.config.max_backoff);
         Duration::from_micros(rand::rng().random_range(0..=cap.as_micros() as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use trackhrs_schemas::agent::v1::TimelineEvent;
+
+    use super::*;
+
+    #[test]
+    fn a_forbidden_title_leaves_no_free_text_of_any_watcher() {
+        let change = |bucket_type: &str, data: serde_json::Value| TimelineChange {
+            change: Some(Change::Event(TimelineEvent {
+                bucket_id: "b".into(),
+                bucket_type: bucket_type.into(),
+                data_json: data.to_string(),
+                ..TimelineEvent::default()
+            })),
+        };
+        let data = |change: &TimelineChange| match &change.change {
+            Some(Change::Event(e)) => {
+                serde_json::from_str::<serde_json::Value>(&e.data_json).unwrap()
+            }
+            _ => unreachable!(),
+        };
+        let strict = Policy {
+            capture_titles: false,
+            capture_urls: false,
+        };
+        let editor = change(
+            "app.editor.activity",
+            serde_json::json!({"language": "rust", "file": "/home/erin/layoffs.rs", "project": "secret", "meta": {"branch": "layoffs"}}),
+        );
+        assert_eq!(
+            data(&wire_change(&editor, &strict)),
+            serde_json::json!({"language": "rust"})
+        );
+        let unknown = change(
+            "com.example.notes",
+            serde_json::json!({"note": "dear diary", "words": 12}),
+        );
+        assert_eq!(
+            data(&wire_change(&unknown, &strict)),
+            serde_json::json!({"words": 12})
+        );
+        let open = Policy {
+            capture_titles: true,
+            capture_urls: true,
+        };
+        assert_eq!(data(&wire_change(&unknown, &open)), data(&unknown));
     }
 }

@@ -13,10 +13,10 @@
 //! arrive in their own per-device sequence (separate from the span batches)
 //! without gaps, each number once; an event ends no earlier than it starts
 //! and no later than the clock skew allows, has a version from 1 and data
-//! that is a JSON object; the org's privacy policy decides whether the
-//! `title` and `url` fields of the data are kept. Bucket types other than
-//! window and AFK are kept as they are: the raw timelines are not
-//! classified.
+//! that is a JSON object. Where the org's privacy policy forbids titles or
+//! URLs, only the fields [`allowed_data`] lists for the bucket's type are
+//! kept (a watcher of a type it does not know keeps only its numbers and
+//! flags). The raw timelines are not classified.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -273,7 +273,11 @@ fn name_ok(name: &str) -> bool {
 }
 
 /// The data object with what `privacy` forbids removed.
-fn kept_data(data: &str, privacy: Privacy) -> Result<Map<String, Value>, ChangeProblem> {
+fn kept_data(
+    bucket_type: &str,
+    data: &str,
+    privacy: Privacy,
+) -> Result<Map<String, Value>, ChangeProblem> {
     if data.len() > MAX_DATA_BYTES {
         return Err(ChangeProblem::DataTooLong);
     }
@@ -283,13 +287,45 @@ fn kept_data(data: &str, privacy: Privacy) -> Result<Map<String, Value>, ChangeP
     if map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
         return Err(ChangeProblem::DataNul);
     }
-    if !privacy.titles {
-        map.remove("title");
+    Ok(allowed_data(bucket_type, map, privacy))
+}
+
+/// The fields of a watcher's event data `privacy` lets leave the machine.
+/// With titles and URLs both allowed, all of them. Otherwise an allow-list
+/// per ActivityWatch bucket type: the fields that never hold free text,
+/// the free text that counts as a title (window and tab titles, an
+/// editor's file and project) only with titles, the URL only with URLs;
+/// nested objects and lists never. A bucket type not listed keeps only its
+/// numbers and flags.
+pub fn allowed_data(
+    bucket_type: &str,
+    data: Map<String, Value>,
+    privacy: Privacy,
+) -> Map<String, Value> {
+    if privacy.titles && privacy.urls {
+        return data;
     }
-    if !privacy.urls {
-        map.remove("url");
-    }
-    Ok(map)
+    let (always, titles, urls): (&[&str], &[&str], &[&str]) = match bucket_type {
+        "currentwindow" => (&["app"], &["title"], &["url"]),
+        "afkstatus" => (&["status"], &[], &[]),
+        "web.tab.current" => (&["audible", "incognito", "tabCount"], &["title"], &["url"]),
+        "app.editor.activity" => (&["language"], &["file", "project"], &[]),
+        _ => {
+            return data
+                .into_iter()
+                .filter(|(_, v)| matches!(v, Value::Bool(_) | Value::Number(_)))
+                .collect();
+        }
+    };
+    data.into_iter()
+        .filter(|(key, value)| {
+            let key = key.as_str();
+            let listed = always.contains(&key)
+                || (privacy.titles && titles.contains(&key))
+                || (privacy.urls && urls.contains(&key));
+            listed && !matches!(value, Value::Object(_) | Value::Array(_))
+        })
+        .collect()
 }
 
 fn has_nul(value: &Value) -> bool {
@@ -377,7 +413,7 @@ impl Aggregate for DeviceTimeline {
             check(&change, &limits).map_err(fail)?;
             events.push(match change {
                 TimelineChange::Event(e) => {
-                    let data = kept_data(&e.data, privacy).map_err(fail)?;
+                    let data = kept_data(&e.bucket_type, &e.data, privacy).map_err(fail)?;
                     let data = Value::Object(data).to_string();
                     TimelineEventKind::TimelineEventRecorded(TimelineEvent {
                         bucket: e.bucket,
@@ -524,8 +560,8 @@ mod tests {
 
     #[test]
     fn the_privacy_policy_removes_titles_and_urls_from_any_bucket() {
-        let data =
-            json!({"app": "firefox", "title": "Payroll", "url": "https://pay.example/", "tab": 3});
+        let data = json!({"url": "https://pay.example/", "title": "Payroll", "audible": false,
+            "tabCount": 3, "incognito": false, "favicon": {"href": "https://pay.example/f.ico"}});
         let mut e = event("s-1", 1, data);
         e.bucket_type = "web.tab.current".into();
         AggregateTest::<DeviceTimeline>::given(vec![])
@@ -539,8 +575,60 @@ mod tests {
             ))
             .then_expect(vec![
                 accepted(1, 1),
-                recorded(e, json!({"app": "firefox", "tab": 3})),
+                recorded(
+                    e,
+                    json!({"audible": false, "tabCount": 3, "incognito": false}),
+                ),
             ]);
+    }
+
+    #[test]
+    fn where_titles_or_urls_are_forbidden_only_listed_fields_leave() {
+        let editor = json!({"language": "rust", "file": "/home/erin/layoffs.rs",
+            "project": "/home/erin/secret", "git": {"branch": "layoffs"}});
+        let unknown = json!({"presses": 12, "active": true, "note": "dear diary",
+            "nested": {"title": "Payroll"}, "list": ["https://pay.example/"]});
+        let window = json!({"app": "firefox", "title": "Payroll", "url": "https://pay.example/"});
+        let map = |v: Value| match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        let none = Privacy {
+            titles: false,
+            urls: false,
+        };
+        let titles = Privacy {
+            titles: true,
+            urls: false,
+        };
+        let urls = Privacy {
+            titles: false,
+            urls: true,
+        };
+        let kept = |kind: &str, data: &Value, privacy| {
+            Value::Object(allowed_data(kind, map(data.clone()), privacy))
+        };
+        assert_eq!(
+            kept("app.editor.activity", &editor, none),
+            json!({"language": "rust"})
+        );
+        assert_eq!(
+            kept("app.editor.activity", &editor, titles),
+            json!({"language": "rust", "file": "/home/erin/layoffs.rs", "project": "/home/erin/secret"})
+        );
+        assert_eq!(
+            kept("os.hid.input", &unknown, titles),
+            json!({"presses": 12, "active": true})
+        );
+        assert_eq!(
+            kept("currentwindow", &window, none),
+            json!({"app": "firefox"})
+        );
+        assert_eq!(
+            kept("currentwindow", &window, urls),
+            json!({"app": "firefox", "url": "https://pay.example/"})
+        );
+        assert_eq!(kept("os.hid.input", &unknown, ALL), unknown);
     }
 
     #[test]
