@@ -163,6 +163,36 @@ fn batch_spans(tx: &rusqlite::Transaction<'_>, seq: u64) -> Result<Vec<Event>, O
 }
 
 impl Outbox {
+    /// Fills the file to the last page it may have (`full`), as a disk
+    /// that fills up would: every write that needs room then fails with
+    /// SQLite's "database or disk is full"; or gives the room back.
+    #[cfg(test)]
+    pub(crate) fn fill(&self, full: bool) {
+        if !full {
+            self.db
+                .execute_batch("DROP TABLE filler; PRAGMA max_page_count = 1073741823;")
+                .unwrap();
+            return;
+        }
+        self.db
+            .execute_batch("CREATE TABLE filler (b BLOB)")
+            .unwrap();
+        let pages: u64 = self
+            .db
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        self.db
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .unwrap();
+        for size in [4096, 256, 16, 1] {
+            while self
+                .db
+                .execute("INSERT INTO filler VALUES (zeroblob(?1))", [size])
+                .is_ok()
+            {}
+        }
+    }
+
     /// Opens (creating, its owner's only) the outbox at `path`. Every
     /// write is durable when the call returns (WAL with `synchronous =
     /// FULL`).

@@ -15,8 +15,10 @@
 //! A long span is committed in pieces: once the open span is a minute longer
 //! than the idle threshold, the part older than the threshold (which going
 //! idle can no longer cut) is committed, so a crash loses at most the idle
-//! threshold plus a minute. A span the outbox could not take (disk full) is
-//! kept and committed before anything newer.
+//! threshold plus a minute. While the outbox cannot take spans (disk full),
+//! observations go on being recorded: closed spans wait in memory (at most
+//! [`MAX_UNSAVED`]; beyond, the oldest go, with a warning) and are
+//! committed, oldest first, once the outbox takes writes again.
 
 use std::time::Duration;
 
@@ -51,6 +53,11 @@ pub struct Recorder {
 /// part is committed.
 const PIECE: Duration = Duration::from_secs(60);
 
+/// Most closed spans kept in memory while the outbox refuses writes (a
+/// span is at most a few KiB: tens of MiB at worst, days of switching
+/// windows).
+pub const MAX_UNSAVED: usize = 20_000;
+
 impl Recorder {
     /// A recorder for polls every `poll`, idle after `idle_after` without
     /// input.
@@ -71,9 +78,12 @@ impl Recorder {
         policy: &Policy,
         outbox: &mut Outbox,
     ) -> Result<Recorded, OutboxError> {
-        self.save(outbox)?;
+        // Spans still waiting from a failed write wait a little longer:
+        // this observation is recorded whatever the outbox does.
+        let _ = self.save(outbox);
         let open_end = self.merger.open().map(Event::end_ms);
-        let floor = outbox.high_water()?.max(open_end);
+        let unsaved_end = self.unsaved.last().map(Event::end_ms);
+        let floor = outbox.high_water()?.max(open_end).max(unsaved_end);
         if let Some(floor) = floor
             && now_ms < floor
         {
@@ -118,13 +128,30 @@ impl Recorder {
         Ok(Recorded::Recorded)
     }
 
-    /// Commits the spans not committed yet, oldest first.
+    /// Commits the spans not committed yet, oldest first; beyond
+    /// [`MAX_UNSAVED`] waiting, the oldest are dropped.
     fn save(&mut self, outbox: &mut Outbox) -> Result<(), OutboxError> {
-        while let Some(span) = self.unsaved.first() {
-            outbox.push(span)?;
-            self.unsaved.remove(0);
+        if self.unsaved.len() > MAX_UNSAVED {
+            let dropped = self.unsaved.len() - MAX_UNSAVED;
+            self.unsaved.drain(..dropped);
+            tracing::warn!(
+                dropped,
+                "the outbox has refused writes for long; the oldest activity kept in memory is lost"
+            );
         }
-        Ok(())
+        let mut saved = 0;
+        let result = self.unsaved.iter().try_for_each(|span| {
+            outbox.push(span)?;
+            saved += 1;
+            Ok(())
+        });
+        self.unsaved.drain(..saved);
+        result
+    }
+
+    /// Closed spans waiting in memory for the outbox to take them.
+    pub fn unsaved(&self) -> usize {
+        self.unsaved.len()
     }
 
     /// Closes the open span (pause, shutdown, clock jump) and commits it.
@@ -252,6 +279,67 @@ mod tests {
         for w in all.windows(2) {
             assert_eq!(w[0].end_ms(), w[1].start_ms, "pieces are contiguous");
         }
+    }
+
+    #[test]
+    fn minutes_of_full_disk_lose_no_observation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("o.db")).unwrap();
+        let mut r = Recorder::new(Duration::from_secs(1), Duration::from_secs(180));
+        // A window switch every 2 s while the disk is full.
+        let app = |t: i64| match t {
+            10..1210 => ["firefox", "slack", "code"][(t / 2 % 3) as usize],
+            _ => "code",
+        };
+        for t in 0..10i64 {
+            r.record(&seen(app(t), 0), t * 1000, &OPEN, &mut outbox)
+                .unwrap();
+        }
+        // SQLite answers "database or disk is full" for twenty minutes
+        // (once the spans' last page has no room left) ...
+        outbox.fill(true);
+        let mut refused = 0;
+        for t in 10..1210i64 {
+            if r.record(&seen(app(t), 0), t * 1000, &OPEN, &mut outbox)
+                .is_err()
+            {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0, "the outbox never refused a write");
+        assert!(r.unsaved() > 0);
+        // ... then takes writes again: everything observed is committed.
+        outbox.fill(false);
+        for t in 1210..1220i64 {
+            r.record(&seen(app(t), 0), t * 1000, &OPEN, &mut outbox)
+                .unwrap();
+        }
+        r.flush(&mut outbox).unwrap();
+        assert_eq!(r.unsaved(), 0);
+        // Every run of one window, from its first heartbeat to its last.
+        let mut runs: Vec<(i64, i64, &str)> = Vec::new();
+        for t in 0..1220i64 {
+            match runs.last_mut() {
+                Some(run) if run.2 == app(t) => run.1 = t * 1000,
+                _ => runs.push((t * 1000, t * 1000, app(t))),
+            }
+        }
+        runs.retain(|run| run.1 > run.0);
+        let all: Vec<(i64, i64, String)> = committed(&mut outbox)
+            .into_iter()
+            .map(|e| (e.start_ms, e.end_ms(), e.data.app))
+            .collect();
+        let expected: Vec<(i64, i64, String)> = runs
+            .into_iter()
+            .map(|(start, end, app)| (start, end, app.to_owned()))
+            .collect();
+        let first_lost = expected.iter().find(|run| !all.contains(run));
+        assert!(
+            all == expected,
+            "{} spans committed of {} observed; first lost: {first_lost:?}",
+            all.len(),
+            expected.len()
+        );
     }
 
     #[test]
