@@ -160,6 +160,19 @@ fn described(change: &TimelineChange) -> String {
     }
 }
 
+/// How long a refusal asks the device to wait (its `retry-after`
+/// metadata, in seconds: a rate limit), if it does.
+fn retry_after(status: &tonic::Status) -> Option<Duration> {
+    let seconds: u64 = status
+        .metadata()
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
 /// How an acknowledged or refused upload is taken.
 enum Sent {
     Stored { position: u64, duplicate: bool },
@@ -181,10 +194,13 @@ fn sorted(answer: Result<UploadBatchResponse, tonic::Status>) -> Result<Sent, Sy
             position: 0,
             duplicate: true,
         }),
+        // Over a rate limit: the same batch later, not before it says.
+        Err(status) if retry_after(&status).is_some() => Err(SyncError::Retry(status)),
+        // Bad, or too large (for the checks, or for the gateway to read).
         Err(status)
             if matches!(
                 status.code(),
-                Code::InvalidArgument | Code::ResourceExhausted
+                Code::InvalidArgument | Code::ResourceExhausted | Code::OutOfRange
             ) =>
         {
             Ok(Sent::Refused(status))
@@ -357,7 +373,9 @@ impl Uploader {
                 }
                 Err(SyncError::Retry(status)) => {
                     failures += 1;
-                    let pause = self.backoff(failures);
+                    let pause = self
+                        .backoff(failures)
+                        .max(retry_after(&status).unwrap_or_default());
                     tracing::info!(%status, ?pause, "upload failed; retrying");
                     tokio::time::sleep(pause).await;
                 }
@@ -382,6 +400,30 @@ mod tests {
     use trackhrs_schemas::agent::v1::TimelineEvent;
 
     use super::*;
+
+    #[test]
+    fn a_rate_limit_is_retried_and_a_batch_too_large_split() {
+        let mut limited = tonic::Status::resource_exhausted("this device uploads too fast");
+        limited
+            .metadata_mut()
+            .insert("retry-after", "7".parse().unwrap());
+        assert!(matches!(
+            sorted(Err(limited.clone())),
+            Err(SyncError::Retry(_))
+        ));
+        assert_eq!(retry_after(&limited), Some(Duration::from_secs(7)));
+        for refused in [
+            tonic::Status::resource_exhausted("a batch is at most 262144 bytes; split it"),
+            tonic::Status::out_of_range("decoded message length too large"),
+            tonic::Status::invalid_argument("spans[3]: ends before it starts"),
+        ] {
+            assert!(matches!(sorted(Err(refused)), Ok(Sent::Refused(_))));
+        }
+        assert!(matches!(
+            sorted(Err(tonic::Status::unavailable("the gateway is busy"))),
+            Err(SyncError::Retry(_))
+        ));
+    }
 
     #[test]
     fn a_forbidden_title_leaves_no_free_text_of_any_watcher() {

@@ -322,6 +322,7 @@ impl Ingest {
             limits: TimelineLimits {
                 now_ms: now_ms(),
                 max_skew_ms: self.config.max_skew.as_millis() as i64,
+                horizon_ms: self.config.horizon.as_millis() as i64,
                 max_changes: self.config.max_spans,
             },
         };

@@ -332,9 +332,15 @@ fn init_tracing() {
     // PostgreSQL's NOTICEs ("relation ... already exists, skipping") are
     // logged by tokio-postgres at INFO: the filter holds it at WARN.
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,async_nats=warn".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(trackhrs_platform::log_filter(&spec))
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(trackhrs_platform::log_filter(&spec)),
+        )
         .init();
 }
 

@@ -71,6 +71,8 @@ pub struct SigningKeys {
     loaded: RwLock<Loaded>,
     /// When an unknown key id last made this replica reload.
     unknown_lookup: std::sync::Mutex<Option<Instant>>,
+    /// Held by the one call reloading stale keys.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// A key as listed for operators (never the secret).
@@ -98,6 +100,7 @@ impl SigningKeys {
                 at: Instant::now(),
             }),
             unknown_lookup: std::sync::Mutex::new(None),
+            reloading: tokio::sync::Mutex::new(()),
         };
         keys.rewrap_where(|stored| trackhrs_kek::wrapped_under(stored).is_none())
             .await?;
@@ -307,6 +310,16 @@ impl SigningKeys {
         if !stale {
             return Ok(());
         }
+        // One reload at a time: while it runs, the others go on with the
+        // keys loaded (an unreachable database must not hold every call
+        // for the pool's timeout).
+        let Ok(_reloading) = self.reloading.try_lock() else {
+            return if self.key_count() > 0 {
+                Ok(())
+            } else {
+                Err(AuthError::NoKey)
+            };
+        };
         match self.reload().await {
             Ok(_) => Ok(()),
             Err(e @ (AuthError::Db(_) | AuthError::Pool(_))) => {
@@ -389,6 +402,14 @@ impl SigningKeys {
         }
         *last = Some(Instant::now());
         true
+    }
+
+    fn key_count(&self) -> usize {
+        self.loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys
+            .len()
     }
 
     fn key(&self, kid: &str) -> Option<Key> {

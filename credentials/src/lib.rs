@@ -77,11 +77,12 @@ pub struct AuthConfig {
     /// Log-ins to one account from one client that may fail ...
     pub account_failures: u32,
     /// ... within this window; one more blocks that client from that
-    /// account for the window, doubled for each block before it. Other
-    /// clients still get in.
+    /// account for the window, doubled for each block before it (a window
+    /// without a block takes one doubling away). Other clients still get
+    /// in.
     pub account_window: Duration,
-    /// Attempts (log-in, sign-up, invitation) per client before it is
-    /// blocked from all of them ...
+    /// Attempts of one kind (log-in, sign-up, invitation) per client
+    /// before it is blocked from that kind ...
     pub address_attempts: u32,
     /// ... within this window (doubling likewise).
     pub address_window: Duration,
@@ -207,6 +208,8 @@ pub struct Auth {
     hashing: tokio::sync::Semaphore,
     /// Makes the throttle's keys.
     throttle_keys: KeyHasher,
+    /// Throttle keys this replica saw blocked.
+    blocked: throttle::Blocked,
     /// Device tokens seen valid, by digest: used only while PostgreSQL is
     /// unreachable, so agents keep uploading through a database outage.
     known_devices: moka::sync::Cache<Vec<u8>, DeviceIdentity>,
@@ -247,6 +250,7 @@ impl Auth {
             dummy_hash,
             hashing: tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHES),
             throttle_keys,
+            blocked: throttle::blocked_cache(),
             known_devices: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(3600))
@@ -329,6 +333,7 @@ impl Auth {
             self.count_attempt(&mut db, "log-in", address).await?;
             throttle::attempt(
                 &mut db,
+                &self.blocked,
                 &account_key,
                 self.config.account_failures,
                 self.config.account_window,
@@ -379,6 +384,7 @@ impl Auth {
             .key(&["client", kind, &client_of(address)]);
         throttle::attempt(
             db,
+            &self.blocked,
             &key,
             self.config.address_attempts,
             self.config.address_window,

@@ -98,61 +98,91 @@ impl KeyHasher {
     }
 }
 
+/// Keys this replica saw blocked, until when: a blocked client is answered
+/// without a database round trip, so it cannot tie up the pool.
+pub(crate) type Blocked = moka::sync::Cache<String, std::time::Instant>;
+
+/// The cache of blocked keys.
+pub(crate) fn blocked_cache() -> Blocked {
+    moka::sync::Cache::builder()
+        .max_capacity(100_000)
+        .time_to_live(Duration::from_secs(24 * 3600))
+        .build()
+}
+
 /// Counts one attempt against `key`. Refused while the key is blocked, and
 /// when it is attempt `limit + 1` within `window`, which blocks the key for
-/// `window` times 2^(blocks before it), at most 2^6 times.
+/// `window` times 2^strikes (at most 2^6); a window that ends without a
+/// block takes a strike away.
 pub(crate) async fn attempt(
     client: &mut deadpool_postgres::Client,
+    blocked: &Blocked,
     key: &str,
     limit: u32,
     window: Duration,
 ) -> Result<(), AuthError> {
+    if let Some(until) = blocked.get(key) {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if !left.is_zero() {
+            return Err(throttled(left.as_secs_f64()));
+        }
+    }
     let tx = client.transaction().await?;
-    tx.execute(
-        "INSERT INTO auth.login_throttle (key, window_start, count) VALUES ($1, now(), 0) \
-         ON CONFLICT (key) DO NOTHING",
-        &[&key],
-    )
-    .await?;
+    // Created or locked, in one statement.
     let row = tx
         .query_one(
-            "SELECT count, extract(epoch FROM now() - window_start)::float8, \
-             coalesce(extract(epoch FROM blocked_until - now())::float8, 0), strikes \
-             FROM auth.login_throttle WHERE key = $1 FOR UPDATE",
+            "INSERT INTO auth.login_throttle AS t (key, window_start, count) VALUES ($1, now(), 0) \
+             ON CONFLICT (key) DO UPDATE SET key = t.key \
+             RETURNING count, extract(epoch FROM now() - window_start)::float8, \
+             coalesce(extract(epoch FROM blocked_until - now())::float8, 0), strikes, \
+             coalesce(blocked_until <= window_start, true)",
             &[&key],
         )
         .await?;
     let blocked_for: f64 = row.get(2);
     if blocked_for > 0.0 {
+        remember(blocked, key, blocked_for);
         return Err(throttled(blocked_for));
     }
     let window_ended = row.get::<_, f64>(1) >= window.as_secs_f64();
+    let mut strikes: i32 = row.get(3);
     let count = if window_ended {
+        // The window that ended without a block takes a strike away.
+        if row.get::<_, bool>(4) {
+            strikes = (strikes - 1).max(0);
+        }
         1
     } else {
         row.get::<_, i32>(0) + 1
     };
     if i64::from(count) > i64::from(limit) {
-        let strikes: i32 = row.get(3);
         let block = window.as_secs_f64() * 2f64.powi(strikes.min(MAX_DOUBLINGS));
         tx.execute(
             "UPDATE auth.login_throttle SET count = 0, window_start = now(), \
-             strikes = strikes + 1, blocked_until = now() + make_interval(secs => $2) \
+             strikes = $3 + 1, blocked_until = now() + make_interval(secs => $2) \
              WHERE key = $1",
-            &[&key, &block],
+            &[&key, &block, &strikes],
         )
         .await?;
         tx.commit().await?;
+        remember(blocked, key, block);
         return Err(throttled(block));
     }
     tx.execute(
-        "UPDATE auth.login_throttle SET count = $2, \
+        "UPDATE auth.login_throttle SET count = $2, strikes = $4, \
          window_start = CASE WHEN $3 THEN now() ELSE window_start END WHERE key = $1",
-        &[&key, &count, &window_ended],
+        &[&key, &count, &window_ended, &strikes],
     )
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+fn remember(blocked: &Blocked, key: &str, seconds: f64) {
+    blocked.insert(
+        key.to_owned(),
+        std::time::Instant::now() + Duration::from_secs_f64(seconds),
+    );
 }
 
 fn throttled(seconds: f64) -> AuthError {

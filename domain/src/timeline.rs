@@ -90,6 +90,8 @@ pub struct TimelineLimits {
     pub now_ms: i64,
     /// How far in the future an event may end.
     pub max_skew_ms: i64,
+    /// How far in the past an event may end.
+    pub horizon_ms: i64,
     /// Most changes in one batch.
     pub max_changes: usize,
 }
@@ -200,6 +202,9 @@ pub enum ChangeProblem {
     /// Ends too far in the future.
     #[error("ends in the future beyond the allowed clock skew")]
     Future,
+    /// Ended before the horizon.
+    #[error("ended too long ago")]
+    TooOld,
     /// Version 0.
     #[error("has version 0 (versions start at 1)")]
     NoVersion,
@@ -281,7 +286,7 @@ fn kept_data(
     if data.len() > MAX_DATA_BYTES {
         return Err(ChangeProblem::DataTooLong);
     }
-    let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(data) else {
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(data) else {
         return Err(ChangeProblem::DataNotObject);
     };
     if map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
@@ -353,6 +358,13 @@ fn check(change: &TimelineChange, limits: &TimelineLimits) -> Result<(), ChangeP
                 .saturating_mul(1000);
             if e.end_us > latest_us {
                 return Err(ChangeProblem::Future);
+            }
+            let earliest_us = limits
+                .now_ms
+                .saturating_sub(limits.horizon_ms)
+                .saturating_mul(1000);
+            if e.end_us < earliest_us {
+                return Err(ChangeProblem::TooOld);
             }
             if e.version == 0 {
                 return Err(ChangeProblem::NoVersion);
@@ -494,6 +506,7 @@ mod tests {
             limits: TimelineLimits {
                 now_ms: NOW_MS,
                 max_skew_ms: 60_000,
+                horizon_ms: 3_600_000,
                 max_changes: 10,
             },
         }
@@ -687,6 +700,14 @@ mod tests {
                     ..event("s-2", 1, json!({}))
                 }),
                 ChangeProblem::Future,
+            ),
+            (
+                TimelineChange::Event(TimelineEventInput {
+                    start_us: (NOW_MS - 3_700_000) * 1000,
+                    end_us: (NOW_MS - 3_600_001) * 1000,
+                    ..event("s-2", 1, json!({}))
+                }),
+                ChangeProblem::TooOld,
             ),
             (
                 TimelineChange::Event(event("s-2", 0, json!({}))),

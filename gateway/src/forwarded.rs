@@ -37,7 +37,12 @@ impl TrustedProxies {
             .rev()
             .flat_map(|value| value.to_str().unwrap_or_default().rsplit(','));
         for hop in hops {
-            match hop.trim().parse::<IpAddr>() {
+            // An address, or one with its port (`ip:port`, `[v6]:port`).
+            let hop = hop.trim();
+            let address = hop
+                .parse::<IpAddr>()
+                .or_else(|_| hop.parse::<std::net::SocketAddr>().map(|a| a.ip()));
+            match address {
                 Ok(address) => client = address.to_canonical(),
                 // Not written by a proxy we trust: the last trusted hop is
                 // as far as we know.
@@ -93,6 +98,9 @@ mod tests {
         // Through two trusted proxies, in one header or two.
         assert_eq!(at("10.0.0.2", &["203.0.113.5, 10.0.0.3"]), "203.0.113.5");
         assert_eq!(at("10.0.0.2", &["203.0.113.5", "10.0.0.3"]), "203.0.113.5");
+        // With ports, as some proxies write them.
+        assert_eq!(at("10.0.0.2", &["203.0.113.5:4711"]), "203.0.113.5");
+        assert_eq!(at("10.0.0.2", &["[2001:db8::7]:4711"]), "2001:db8::7");
         // IPv6 and IPv4-mapped addresses.
         assert_eq!(at("10.0.0.2", &["2001:db8::7"]), "2001:db8::7");
         assert_eq!(at("::ffff:10.0.0.2", &["203.0.113.5"]), "203.0.113.5");

@@ -68,8 +68,8 @@ pub struct Options {
     /// Most calls in flight on one HTTP/2 connection (announced to the
     /// client in its settings).
     pub max_streams_per_connection: u32,
-    /// Most calls in flight in the whole gateway; more are refused with
-    /// RESOURCE_EXHAUSTED at once.
+    /// Most calls in flight in the whole gateway (health checks aside);
+    /// more are refused with UNAVAILABLE at once.
     pub max_calls: usize,
 }
 
@@ -241,8 +241,10 @@ pub async fn serve(
     // The telemetry layer sees every call as gRPC (inside the gRPC-Web
     // translation), and only calls to the services: portal files are not
     // RPCs.
+    let calls = Arc::new(tokio::sync::Semaphore::new(options.max_calls));
     let router = grpc
         .into_axum_router()
+        .route_layer(axum::middleware::from_fn_with_state(calls, limit_calls))
         .route_layer(telemetry::RpcLayer)
         .route_layer(tonic_web::GrpcWebLayer::new())
         .fallback(move |request| web::fallback(portal.clone(), request));
@@ -251,9 +253,8 @@ pub async fn serve(
         .max_concurrent_streams(options.max_streams_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(tower::ServiceBuilder::new().load_shed().layer(
-            tower::limit::GlobalConcurrencyLimitLayer::new(options.max_calls),
-        ));
+        // Calls beyond it wait (on their connection) for one to end.
+        .concurrency_limit_per_connection(CALLS_PER_CONNECTION);
     if let Some(identity) = tls {
         // Every connection is TLS: a plaintext client fails its handshake.
         server = server.tls_config(tls_config(identity)).map_err(tls_error)?;
@@ -265,6 +266,29 @@ pub async fn serve(
         .await;
     probe.abort();
     Ok(served?)
+}
+
+/// Calls one connection may have running; more wait for one to end.
+const CALLS_PER_CONNECTION: usize = 32;
+
+/// Refuses a call beyond the gateway's limit of calls in flight with
+/// UNAVAILABLE at once (a client retries it later; an agent keeps its
+/// batch), except health checks, which a probe must always get through.
+async fn limit_calls(
+    axum::extract::State(calls): axum::extract::State<Arc<tokio::sync::Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if request.uri().path().starts_with("/grpc.health.v1.Health/") {
+        return next.run(request).await;
+    }
+    match calls.try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => {
+            metrics::counter!("trackhrs_calls_shed_total").increment(1);
+            tonic::Status::unavailable("the gateway is busy; try again shortly").into_http()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
 use trackhrs_schemas::agent::v1::{GetPolicyRequest, Span, UploadBatchRequest};
 use trackhrs_schemas::org::v1 as pb;
@@ -34,9 +38,15 @@ impl Write for Captured {
 async fn no_secret_is_logged() {
     let captured = Captured::default();
     let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter(trackhrs_platform::log_filter("trace"))
-        .with_writer(move || writer.clone())
+    // Whatever the spec asks for, even tokio-postgres's statement log.
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .with_filter(trackhrs_platform::log_filter(
+                    "trace,tokio_postgres::query=trace",
+                )),
+        )
         .init();
 
     let p = Platform::start().await;

@@ -31,12 +31,19 @@ use trackhrs_projections::{ProjectionError, RunnerConfig, Supervise, Supervisor}
 pub use trackhrs_gateway::{MAX_MESSAGE_BYTES, Options as GatewayOptions};
 
 /// The log filter of `spec` (`RUST_LOG`'s syntax), with tokio-postgres
-/// held at WARN whatever `spec` says: it logs every statement's parameters
-/// at DEBUG (names, e-mail addresses, titles, URLs, which no erasure could
-/// take back out of a log).
-pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
-    tracing_subscriber::EnvFilter::new(spec)
-        .add_directive("tokio_postgres=warn".parse().expect("a valid directive"))
+/// held at WARN whatever `spec` says (`tokio_postgres::query=debug`
+/// included): it logs every statement's parameters at DEBUG (names, e-mail
+/// addresses, titles, URLs, which no erasure could take back out of a log).
+pub fn log_filter<S>(
+    spec: &str,
+) -> impl tracing_subscriber::layer::Filter<S> + Send + Sync + 'static
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::filter::FilterExt;
+    tracing_subscriber::EnvFilter::new(spec).and(tracing_subscriber::filter::filter_fn(|meta| {
+        !meta.target().starts_with("tokio_postgres") || *meta.level() <= tracing::Level::WARN
+    }))
 }
 
 /// What went wrong assembling or running the platform.

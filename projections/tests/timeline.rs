@@ -60,6 +60,7 @@ async fn record(
         limits: TimelineLimits {
             now_ms: BASE_US / 1000 + 60_000,
             max_skew_ms: 60_000,
+            horizon_ms: 30 * 24 * 3_600_000,
             max_changes: 100,
         },
     };

@@ -463,6 +463,7 @@ fn only_the_credentials_crate_touches_the_credential_tables() {
         "auth.device_tokens",
         "auth.signing_keys",
         "auth.login_throttle",
+        "auth.secrets",
     ];
     let sources = shipped_sources();
     assert!(

@@ -325,14 +325,14 @@ async fn guard(State(origins): State<Origins>, request: Request, next: Next) -> 
         )
         .into_response();
     }
-    if let Some(origin) = text(header::ORIGIN) {
-        if !origins.allow(origin) {
-            return ApiError(
-                StatusCode::FORBIDDEN,
-                format!("requests from {origin} are not allowed"),
-            )
-            .into_response();
-        }
+    if let Some(origin) = text(header::ORIGIN)
+        && !origins.allow(origin)
+    {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            format!("requests from {origin} are not allowed"),
+        )
+        .into_response();
     }
     let json =
         text(header::CONTENT_TYPE).is_some_and(|t| t.trim_start().starts_with("application/json"));
