@@ -54,6 +54,7 @@ pub enum ErrorKind {
 pub struct AppError {
     kind: ErrorKind,
     message: Cow<'static, str>,
+    retry_after: Option<std::time::Duration>,
 }
 
 impl AppError {
@@ -63,7 +64,22 @@ impl AppError {
         Self {
             kind,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error, telling the caller to try again after `wait` (a
+    /// rate limit), not before.
+    pub fn retry_after(self, wait: std::time::Duration) -> Self {
+        Self {
+            retry_after: Some(wait),
+            ..self
+        }
+    }
+
+    /// How long the caller should wait before trying again, if it should.
+    pub fn wait(&self) -> Option<std::time::Duration> {
+        self.retry_after
     }
 
     /// Malformed input: `field: reason`.
@@ -129,7 +145,10 @@ impl From<AuthError> for AppError {
             | AuthError::Expired
             | AuthError::Revoked
             | AuthError::BadCredentials => Self::new(ErrorKind::Unauthenticated, error.to_string()),
-            AuthError::Throttled { .. } => Self::new(ErrorKind::Exhausted, error.to_string()),
+            AuthError::Throttled { retry_after_secs } => {
+                Self::new(ErrorKind::Exhausted, error.to_string())
+                    .retry_after(std::time::Duration::from_secs(*retry_after_secs))
+            }
             AuthError::LastKey | AuthError::InvitationUsed => Self::precondition(error.to_string()),
             AuthError::Db(e) => {
                 // Only the code and message: a constraint's DETAIL would name

@@ -23,6 +23,10 @@ use crate::caller::DeviceIdentity;
 use crate::error::{AppError, ErrorKind};
 use crate::org::{OrgCommands, digest_hex};
 
+pub mod quota;
+
+use quota::{Over, Quotas, Rate};
+
 /// Limits of an upload.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -36,6 +40,10 @@ pub struct IngestConfig {
     pub max_skew: Duration,
     /// How far in the past a span may start.
     pub horizon: Duration,
+    /// Upload quota of each device (bytes of encoded batches, per replica).
+    pub device_quota: Rate,
+    /// Upload quota of each organization's devices together.
+    pub org_quota: Rate,
 }
 
 impl Default for IngestConfig {
@@ -45,6 +53,16 @@ impl Default for IngestConfig {
             max_batch_bytes: 256 * 1024,
             max_skew: Duration::from_secs(120),
             horizon: Duration::from_secs(30 * 24 * 3600),
+            // An agent sends a few KiB every 30 s; a week offline is a few
+            // MiB at once.
+            device_quota: Rate {
+                bytes_per_sec: 32.0 * 1024.0,
+                burst_bytes: 8.0 * 1024.0 * 1024.0,
+            },
+            org_quota: Rate {
+                bytes_per_sec: 1024.0 * 1024.0,
+                burst_bytes: 64.0 * 1024.0 * 1024.0,
+            },
         }
     }
 }
@@ -141,12 +159,14 @@ fn bad_credentials() -> AppError {
 pub struct Ingest {
     orgs: OrgCommands,
     config: Arc<IngestConfig>,
+    quotas: Quotas,
 }
 
 impl Ingest {
     pub(crate) fn new(orgs: OrgCommands, config: IngestConfig) -> Self {
         Self {
             orgs,
+            quotas: Quotas::new(config.device_quota, config.org_quota),
             config: Arc::new(config),
         }
     }
@@ -198,6 +218,22 @@ impl Ingest {
         })?;
         let org = Token::new(&identity.org_id).map_err(|_| bad_credentials())?;
         let device = Token::new(&identity.device_id).map_err(|_| bad_credentials())?;
+        if let Err((over, wait)) =
+            self.quotas
+                .charge(org.as_str(), device.as_str(), upload.encoded.len())
+        {
+            let (scope, whose) = match over {
+                Over::Device => ("device", "this device uploads"),
+                Over::Org => ("org", "this organization's devices upload"),
+            };
+            metrics::counter!("trackhrs_ingest_throttled_total", "quota" => scope).increment(1);
+            let seconds = wait.as_secs().saturating_add(1);
+            return Err(AppError::new(
+                ErrorKind::Exhausted,
+                format!("{whose} faster than allowed; try again in {seconds} seconds"),
+            )
+            .retry_after(Duration::from_secs(seconds)));
+        }
         // This replica's cached org state is evicted whenever any replica
         // commits to the org; a standing other than active is checked again
         // on fresh state before it is believed.

@@ -7,7 +7,8 @@
 //!   PERMISSION_DENIED, without saying whether the target exists;
 //! - an invariant the aggregate upholds: FAILED_PRECONDITION with its reason;
 //! - a conflict that outlived the retries: ABORTED;
-//! - too large, or too many log-in attempts: RESOURCE_EXHAUSTED;
+//! - too large, over an upload quota, or too many log-in attempts:
+//!   RESOURCE_EXHAUSTED (the last two with `retry-after` metadata);
 //! - the store unreachable or an outcome unknown: UNAVAILABLE (retrying with
 //!   the same command id is safe).
 
@@ -30,9 +31,17 @@ pub fn code(kind: ErrorKind) -> Code {
     }
 }
 
-/// The status of an application error.
+/// The status of an application error; one that says when to try again
+/// carries it as `retry-after` metadata (whole seconds).
 pub fn status(error: AppError) -> Status {
-    Status::new(code(error.kind()), error.message())
+    let mut status = Status::new(code(error.kind()), error.message());
+    if let Some(wait) = error.wait() {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        status
+            .metadata_mut()
+            .insert("retry-after", seconds.max(1).into());
+    }
+    status
 }
 
 #[cfg(test)]

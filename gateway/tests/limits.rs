@@ -598,3 +598,87 @@ async fn calls_beyond_the_gateway_limit_are_refused_at_once() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_device_is_held_to_its_quota_and_its_org_to_the_orgs() {
+    use trackhrs_app::ingest::quota::Rate;
+    let size = prost::Message::encoded_len(&batch(1, now_ms() - 3_600_000)) as f64;
+    // Two batches per device, four and a half per org; nothing refills.
+    let config = AppConfig {
+        ingest: trackhrs_app::IngestConfig {
+            device_quota: Rate {
+                bytes_per_sec: 0.01,
+                burst_bytes: 2.5 * size,
+            },
+            org_quota: Rate {
+                bytes_per_sec: 0.01,
+                burst_bytes: 4.5 * size,
+            },
+            ..Default::default()
+        },
+        ..AppConfig::default()
+    };
+    let p = Platform::start_with(config, 1).await;
+    let owner = p.sign_up("acme", 5).await;
+    let mut ingest = AgentIngestClient::new(p.gw().channel.clone());
+    let start = now_ms() - 3_600_000;
+    let mut upload = async |device: &pb::EnrollDeviceResponse, seq: u64| {
+        ingest
+            .upload_batch(authed(
+                &device.device_token,
+                batch(seq, start + seq as i64 * 20_000),
+            ))
+            .await
+    };
+    let a = p.enroll(&owner, "a").await;
+    let b = p.enroll(&owner, "b").await;
+    let c = p.enroll(&owner, "c").await;
+    upload(&a, 1).await.unwrap();
+    upload(&a, 2).await.unwrap();
+    let before = p.last_sequence().await;
+    let refused = assert_code(
+        upload(&a, 3).await,
+        Code::ResourceExhausted,
+        "a third batch",
+    );
+    assert!(
+        refused
+            .message()
+            .starts_with("this device uploads faster than allowed"),
+        "{}",
+        refused.message()
+    );
+    let wait: u64 = refused
+        .metadata()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait > 60, "retry after {wait} s");
+    assert_eq!(
+        p.last_sequence().await,
+        before,
+        "a refused batch was stored"
+    );
+    // Another device of the org goes on, until the org's quota is used.
+    upload(&b, 1).await.unwrap();
+    upload(&b, 2).await.unwrap();
+    let refused = assert_code(
+        upload(&c, 1).await,
+        Code::ResourceExhausted,
+        "the org's fifth batch",
+    );
+    assert!(
+        refused
+            .message()
+            .starts_with("this organization's devices upload faster than allowed"),
+        "{}",
+        refused.message()
+    );
+    // Another org is not held back by this one.
+    let other = p.sign_up("globex", 3).await;
+    let d = p.enroll(&other, "d").await;
+    upload(&d, 1).await.unwrap();
+}
