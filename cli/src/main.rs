@@ -3,6 +3,7 @@
 
 mod agent;
 mod bench;
+mod bench_abuse;
 mod bench_agent;
 mod bench_floor;
 mod bench_payroll;
@@ -235,6 +236,9 @@ enum BenchCommand {
     /// A payroll run for many members: drafting it, rebuilding its read
     /// model.
     Payroll(bench_payroll::PayrollBenchArgs),
+    /// An agent's uploads alone, during a storm of wrong passwords, and
+    /// while another device floods.
+    Abuse(bench_abuse::AbuseBenchArgs),
 }
 
 /// Where NATS is and how the event store is laid out.
@@ -502,6 +506,9 @@ async fn main() -> anyhow::Result<()> {
         Role::Bench {
             command: BenchCommand::Payroll(args),
         } => bench_payroll::run_payroll(args).await,
+        Role::Bench {
+            command: BenchCommand::Abuse(args),
+        } => bench_abuse::run_abuse(args).await,
     }
 }
 
