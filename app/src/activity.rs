@@ -28,12 +28,17 @@ pub use self::summary::{DashboardSummary, DayTotal, MemberTotal};
 
 /// Longest dashboard range, in days.
 pub const MAX_RANGE_DAYS: i64 = 366;
+/// Most people one dashboard query names.
+pub const MAX_PEOPLE: usize = 1000;
 /// Top window titles per member.
 const TOP_TITLES: i64 = 10;
 /// Longest range of one timeline query.
 pub const MAX_TIMELINE_RANGE_MS: i64 = 31 * 24 * 3_600_000;
 /// Most events in one timeline answer.
 pub const MAX_TIMELINE_EVENTS: usize = 10_000;
+/// Most bytes of event data in one timeline answer (the events are up to
+/// 16 KiB each: 10,000 of them would be 160 MiB).
+pub const MAX_TIMELINE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Time of one member on one day, or in one category or app of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -420,6 +425,12 @@ impl Activity {
         if to < from {
             return Err(AppError::invalid("to", "must not be before from"));
         }
+        if people.len() > MAX_PEOPLE {
+            return Err(AppError::invalid(
+                "person_ids",
+                format!("at most {MAX_PEOPLE} people (none: everyone the caller sees)"),
+            ));
+        }
         if (to - from).num_days() >= MAX_RANGE_DAYS {
             return Err(AppError::invalid(
                 "to",
@@ -548,17 +559,15 @@ impl Activity {
         let model = self.reads.read_model(timeline::NAME, min_position).await?;
         let range = (from_ms.saturating_mul(1000), to_ms.saturating_mul(1000));
         let pg: &tokio_postgres::Client = &model.client;
-        let mut events = timeline::device_events(
+        let (events, truncated) = timeline::device_events(
             pg,
             &model.schema,
             org.as_str(),
             device.as_str(),
             range,
-            MAX_TIMELINE_EVENTS as i64 + 1,
+            (MAX_TIMELINE_EVENTS as i64, MAX_TIMELINE_BYTES as i64),
         )
         .await?;
-        let truncated = events.len() > MAX_TIMELINE_EVENTS;
-        events.truncate(MAX_TIMELINE_EVENTS);
         let position = model.position;
         drop(model);
         let activity = self.reads.read_model(activity::NAME, 0).await?;

@@ -17,6 +17,13 @@ pub(crate) trait Answer: Send + Sync + 'static {
     fn position(&self) -> u64;
     /// Where the cache keeps answers of this kind.
     fn kept(cache: &DashboardCache) -> &Kept<Self>;
+    /// About how many bytes it takes in memory.
+    fn bytes(&self) -> usize;
+}
+
+/// Bytes of a value of `T` and its heap text.
+fn sized<T>(text: usize) -> usize {
+    std::mem::size_of::<T>() + text
 }
 
 impl Answer for Dashboard {
@@ -26,6 +33,30 @@ impl Answer for Dashboard {
     fn kept(cache: &DashboardCache) -> &Kept<Self> {
         &cache.days
     }
+    fn bytes(&self) -> usize {
+        let breakdowns = |b: &[crate::activity::Breakdown]| -> usize {
+            b.iter()
+                .map(|b| sized::<crate::activity::Breakdown>(b.name.len()))
+                .sum()
+        };
+        let days: usize = self
+            .days
+            .iter()
+            .map(|d| {
+                sized::<crate::activity::MemberDay>(d.person_id.len())
+                    + breakdowns(&d.categories)
+                    + breakdowns(&d.apps)
+            })
+            .sum();
+        let titles: usize = self
+            .top_titles
+            .iter()
+            .map(|t| {
+                sized::<crate::activity::TopTitle>(t.person_id.len() + t.app.len() + t.title.len())
+            })
+            .sum();
+        sized::<Self>(self.org_id.len() + self.timezone.len()) + days + titles
+    }
 }
 
 impl Answer for DashboardSummary {
@@ -34,6 +65,16 @@ impl Answer for DashboardSummary {
     }
     fn kept(cache: &DashboardCache) -> &Kept<Self> {
         &cache.summaries
+    }
+    fn bytes(&self) -> usize {
+        let members: usize = self
+            .members
+            .iter()
+            .map(|m| sized::<crate::activity::MemberTotal>(m.person_id.len()))
+            .sum();
+        sized::<Self>(self.org_id.len() + self.timezone.len())
+            + members
+            + self.days.len() * std::mem::size_of::<crate::activity::DayTotal>()
     }
 }
 
@@ -90,12 +131,18 @@ pub struct DashboardCache {
     generation: Arc<AtomicU64>,
 }
 
-/// Dashboards a replica keeps by default.
-pub const DEFAULT_ENTRIES: u64 = 10_000;
+/// Bytes of dashboards (and as many of summaries) a replica keeps by
+/// default.
+pub const DEFAULT_BYTES: u64 = 64 * 1024 * 1024;
 
-fn kept<T: Answer>(entries: u64) -> Kept<T> {
+fn kept<T: Answer>(bytes: u64) -> Kept<T> {
     moka::sync::Cache::builder()
-        .max_capacity(entries)
+        .max_capacity(bytes)
+        .weigher(|key: &DashboardKey, answer: &Arc<T>| {
+            let people: usize = key.people.iter().flatten().map(|p| p.len() + 24).sum();
+            let weight = key.org.len() + people + answer.bytes() + 64;
+            u32::try_from(weight).unwrap_or(u32::MAX)
+        })
         .time_to_live(std::time::Duration::from_secs(600))
         .support_invalidation_closures()
         .build()
@@ -110,12 +157,12 @@ fn evict<T: Answer>(kept: &Kept<T>, org: &str) {
 }
 
 impl DashboardCache {
-    /// A cache of at most `entries` dashboards and as many summaries (0:
-    /// none is kept).
-    pub fn with_capacity(entries: u64) -> Self {
+    /// A cache of at most about `bytes` of dashboards and as many of
+    /// summaries (0: none is kept).
+    pub fn with_capacity(bytes: u64) -> Self {
         Self {
-            days: kept(entries),
-            summaries: kept(entries),
+            days: kept(bytes),
+            summaries: kept(bytes),
             invalidated: Marks::new(None),
             generation: Arc::default(),
         }
@@ -220,5 +267,72 @@ async fn follow(client: async_nats::Client, name: &str, cache: impl Invalidated)
                 .unwrap_or(u64::MAX);
             cache.evict_org(id, position);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activity::{MemberDay, TopTitle};
+
+    /// A dashboard of `members` members with a long title each: about
+    /// `members` KiB.
+    fn dashboard(members: usize) -> Arc<Dashboard> {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
+        Arc::new(Dashboard {
+            org_id: "acme".into(),
+            timezone: "UTC".into(),
+            rules_version: 1,
+            classifier_version: 1,
+            position: 1,
+            days: (0..members)
+                .map(|m| MemberDay {
+                    person_id: format!("p{m}"),
+                    day,
+                    active_ms: 1,
+                    idle_ms: 0,
+                    productivity: 0.0,
+                    categories: Vec::new(),
+                    apps: Vec::new(),
+                })
+                .collect(),
+            top_titles: (0..members)
+                .map(|m| TopTitle {
+                    person_id: format!("p{m}"),
+                    app: "code".into(),
+                    title: "t".repeat(1000),
+                    ms: 1,
+                })
+                .collect(),
+        })
+    }
+
+    fn key(n: usize) -> DashboardKey {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
+        DashboardKey {
+            org: format!("org{n}"),
+            from: day,
+            to: day,
+            people: None,
+        }
+    }
+
+    #[test]
+    fn the_cache_keeps_a_budget_of_bytes_not_of_entries() {
+        // 1 MiB: a few large dashboards, many small ones.
+        let cache = DashboardCache::with_capacity(1024 * 1024);
+        for n in 0..20 {
+            cache.put(key(n), dashboard(300), 0);
+        }
+        let large = cache.len();
+        assert!(
+            (1..=4).contains(&large),
+            "{large} dashboards of 300 KiB kept in 1 MiB"
+        );
+        let cache = DashboardCache::with_capacity(1024 * 1024);
+        for n in 0..200 {
+            cache.put(key(n), dashboard(1), 0);
+        }
+        assert!(cache.len() > 100, "{} small dashboards kept", cache.len());
     }
 }

@@ -74,8 +74,9 @@ pub struct AppConfig {
     /// The organization whose owners and admins operate the platform
     /// (read models, dead letters); `None`: nobody may.
     pub operator_org: Option<Token>,
-    /// Dashboards each replica keeps in memory (0: none).
-    pub dashboard_cache_entries: u64,
+    /// Bytes of dashboards (and as many of summaries) each replica keeps
+    /// in memory (0: none).
+    pub dashboard_cache_bytes: u64,
     /// How often each replica tries the accrual job's lease and, holding
     /// it, accrues leave that is due.
     pub accrual_every: Duration,
@@ -90,7 +91,7 @@ impl Default for AppConfig {
             read_wait: Duration::from_secs(5),
             ingest: IngestConfig::default(),
             operator_org: None,
-            dashboard_cache_entries: cache::DEFAULT_ENTRIES,
+            dashboard_cache_bytes: cache::DEFAULT_BYTES,
             accrual_every: Duration::from_secs(60),
             janitor_every: Duration::from_secs(3600),
         }
@@ -130,7 +131,7 @@ impl App {
         let credentials = Arc::new(Auth::open(pool.clone(), config.auth, kek).await?);
         let orgs = OrgCommands::new(store.clone());
         let reads = reads::ReadModels::new(pool.clone(), store.clone(), config.read_wait);
-        let dashboards = DashboardCache::with_capacity(config.dashboard_cache_entries);
+        let dashboards = DashboardCache::with_capacity(config.dashboard_cache_bytes);
         tokio::spawn(org::follow_org_commits(store.clone()));
         cache::follow_invalidations(
             store.client().clone(),
@@ -284,12 +285,25 @@ impl App {
     }
 }
 
-/// A PostgreSQL connection pool (credentials and read-model queries).
+/// Longest a statement of the application's pool may run before
+/// PostgreSQL cancels it (a call is cancelled at 30 s anyway; its query
+/// should not go on without it).
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A PostgreSQL connection pool (credentials and read-model queries), its
+/// statements cancelled after [`STATEMENT_TIMEOUT`].
 pub fn pg_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, AppError> {
     let tls =
         trackhrs_projections::postgres::tls().map_err(|e| AppError::unavailable(e.to_string()))?;
+    let mut config = trackhrs_projections::postgres::effective(&config);
+    let options = format!(
+        "{} -c statement_timeout={}",
+        config.get_options().unwrap_or_default(),
+        STATEMENT_TIMEOUT.as_millis()
+    );
+    config.options(options.trim_start());
     let manager = deadpool_postgres::Manager::from_config(
-        trackhrs_projections::postgres::effective(&config),
+        config,
         tls,
         deadpool_postgres::ManagerConfig {
             recycling_method: deadpool_postgres::RecyclingMethod::Fast,

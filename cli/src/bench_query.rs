@@ -316,7 +316,7 @@ pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
         &store,
         &pg_config,
         AppConfig {
-            dashboard_cache_entries: 0,
+            dashboard_cache_bytes: 0,
             ..AppConfig::default()
         },
         None,

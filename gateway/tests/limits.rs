@@ -682,3 +682,52 @@ async fn a_flooding_device_is_held_to_its_quota_and_its_org_to_the_orgs() {
     let d = p.enroll(&other, "d").await;
     upload(&d, 1).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_applications_statements_are_cancelled_after_a_timeout() {
+    let db = trackhrs_harness::TestDb::create().await.unwrap();
+    let pool = trackhrs_app::pg_pool(db.connection_string().parse().unwrap(), 1).unwrap();
+    let client = pool.get().await.unwrap();
+    let timeout: String = client
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(timeout, "20s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_names_at_most_a_thousand_people() {
+    use trackhrs_schemas::activity::v1 as apb;
+    let p = Platform::start().await;
+    let owner = p.sign_up("acme", 3).await;
+    let mut activity = trackhrs_schemas::activity::v1::activity_client::ActivityClient::new(
+        p.gw().channel.clone(),
+    );
+    let ask = |n: usize| {
+        authed(
+            &owner.access_token,
+            apb::GetDashboardRequest {
+                org_id: "acme".into(),
+                from: "2026-11-02".into(),
+                to: "2026-11-02".into(),
+                person_ids: (0..n).map(|i| format!("p{i}")).collect(),
+                min_position: 0,
+            },
+        )
+    };
+    let refused = assert_code(
+        activity.get_dashboard(ask(1001)).await,
+        Code::InvalidArgument,
+        "1,001 people",
+    );
+    assert!(
+        refused.message().starts_with("person_ids: at most 1000"),
+        "{}",
+        refused.message()
+    );
+    activity
+        .get_dashboard(ask(1000))
+        .await
+        .expect("1,000 people");
+}

@@ -331,32 +331,56 @@ impl Projection for Timeline {
 }
 
 /// A device's events overlapping `[from_us, to_us)` (an event without
-/// duration: starting in it), by start, at most `limit`, from the read
-/// model in `schema`.
+/// duration: starting in it), by start, from the read model in `schema`:
+/// at most `max_events` of them and `max_bytes` of data (PostgreSQL sends
+/// no more than that, and one row). Says whether any were left out.
 pub async fn device_events(
     pg: &impl GenericClient,
     schema: &str,
     org: &str,
     device: &str,
     (from_us, to_us): (i64, i64),
-    limit: i64,
-) -> Result<Vec<TimelineRow>, tokio_postgres::Error> {
+    (max_events, max_bytes): (i64, i64),
+) -> Result<(Vec<TimelineRow>, bool), tokio_postgres::Error> {
+    // One more than asked, and rows until the one that crosses the byte
+    // budget: whether anything was left out shows in what comes back.
     let rows = pg
         .query(
             &format!(
                 "SELECT bucket, bucket_type, client, event_key, version, start_us, end_us,
-                        data::text
-                 FROM {schema}.events
-                 WHERE org_id = $1 AND device_id = $2 AND end_us >= $3 AND start_us < $4
-                   AND (end_us > $3 OR start_us = end_us)
-                 ORDER BY start_us, bucket, event_key LIMIT $5"
+                        data, size
+                 FROM (SELECT bucket, bucket_type, client, event_key, version, start_us, end_us,
+                              data::text AS data, coalesce(octet_length(data::text), 0)::bigint AS size,
+                              sum(coalesce(octet_length(data::text), 0)) OVER (
+                                  ORDER BY start_us, bucket, event_key) AS running
+                       FROM {schema}.events
+                       WHERE org_id = $1 AND device_id = $2 AND end_us >= $3 AND start_us < $4
+                         AND (end_us > $3 OR start_us = end_us)
+                       ORDER BY start_us, bucket, event_key
+                       LIMIT $5) e
+                 WHERE running - size < $6
+                 ORDER BY start_us, bucket, event_key"
             ),
-            &[&org, &device, &from_us, &to_us, &limit],
+            &[
+                &org,
+                &device,
+                &from_us,
+                &to_us,
+                &max_events.saturating_add(1),
+                &max_bytes,
+            ],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| TimelineRow {
+    let mut bytes = 0i64;
+    let mut events = Vec::with_capacity(rows.len());
+    let mut truncated = false;
+    for r in &rows {
+        bytes = bytes.saturating_add(r.get::<_, i64>(8));
+        if bytes > max_bytes || events.len() as i64 == max_events {
+            truncated = true;
+            break;
+        }
+        events.push(TimelineRow {
             bucket: r.get(0),
             bucket_type: r.get(1),
             client: r.get(2),
@@ -367,6 +391,7 @@ pub async fn device_events(
             data: r
                 .get::<_, Option<String>>(7)
                 .and_then(|d| serde_json::from_str(&d).ok()),
-        })
-        .collect())
+        });
+    }
+    Ok((events, truncated))
 }

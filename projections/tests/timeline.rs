@@ -103,9 +103,30 @@ async fn build(
         .unwrap();
     assert!(matches!(waited, Waited::Reached(_)), "{waited:?}");
     let schema = live_schema(&pg, NAME).await.unwrap().unwrap();
-    let rows = device_events(&pg, &schema, "acme", device, (i64::MIN, i64::MAX), i64::MAX)
-        .await
-        .unwrap();
+    let (rows, truncated) = device_events(
+        &pg,
+        &schema,
+        "acme",
+        device,
+        (i64::MIN, i64::MAX),
+        (i64::MAX, i64::MAX),
+    )
+    .await
+    .unwrap();
+    assert!(!truncated);
+    // Capped by count, or by bytes of data: cut, and said so.
+    if let Some(fewer) = rows.len().checked_sub(1) {
+        let cut = |caps| device_events(&pg, &schema, "acme", device, (i64::MIN, i64::MAX), caps);
+        let (first, truncated) = cut((fewer as i64, i64::MAX)).await.unwrap();
+        assert!(truncated);
+        assert_eq!(first, rows[..fewer]);
+        // One byte: only events without data (erased) before the first
+        // with data.
+        let (kept, truncated) = cut((i64::MAX, 1)).await.unwrap();
+        assert_eq!(truncated, rows.iter().any(|r| r.data.is_some()));
+        assert_eq!(kept, rows[..kept.len()]);
+        assert!(kept.iter().all(|r| r.data.is_none()), "{kept:?}");
+    }
     let _ = stop.send(());
     task.await.unwrap().unwrap();
     rows

@@ -357,9 +357,17 @@ async fn raw_timeline(
             .unwrap()
         {
             Some(schema) => {
-                timeline::device_events(&pg, &schema, org, device, (i64::MIN, i64::MAX), i64::MAX)
-                    .await
-                    .unwrap()
+                timeline::device_events(
+                    &pg,
+                    &schema,
+                    org,
+                    device,
+                    (i64::MIN, i64::MAX),
+                    (i64::MAX, i64::MAX),
+                )
+                .await
+                .unwrap()
+                .0
             }
             None => Vec::new(),
         };
