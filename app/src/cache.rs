@@ -23,7 +23,7 @@ pub(crate) trait Answer: Send + Sync + 'static {
 
 /// Bytes of a value of `T` and its heap text.
 fn sized<T>(text: usize) -> usize {
-    std::mem::size_of::<T>() + text
+    size_of::<T>() + text
 }
 
 impl Answer for Dashboard {
@@ -74,7 +74,7 @@ impl Answer for DashboardSummary {
             .sum();
         sized::<Self>(self.org_id.len() + self.timezone.len())
             + members
-            + self.days.len() * std::mem::size_of::<crate::activity::DayTotal>()
+            + self.days.len() * size_of::<crate::activity::DayTotal>()
     }
 }
 
