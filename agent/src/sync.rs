@@ -89,6 +89,20 @@ pub enum SyncError {
     Unauthorized(tonic::Status),
 }
 
+/// The longest wait a refusal's `retry-after` is believed for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+impl SyncError {
+    /// How long the gateway asked to wait before the next attempt (a rate
+    /// limit's `retry-after`, at most an hour); zero when it did not.
+    pub fn wait(&self) -> Duration {
+        match self {
+            Self::Retry(status) => retry_after(status).unwrap_or_default().min(MAX_RETRY_AFTER),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
 /// Uploads batches with one device token.
 pub struct Uploader {
     client: AgentIngestClient<Channel>,
@@ -371,12 +385,10 @@ impl Uploader {
                     failures = 0;
                     done.push(uploaded);
                 }
-                Err(SyncError::Retry(status)) => {
+                Err(e @ SyncError::Retry(_)) => {
                     failures += 1;
-                    let pause = self
-                        .backoff(failures)
-                        .max(retry_after(&status).unwrap_or_default());
-                    tracing::info!(%status, ?pause, "upload failed; retrying");
+                    let pause = self.backoff(failures).max(e.wait());
+                    tracing::info!(error = %e, ?pause, "upload failed; retrying");
                     tokio::time::sleep(pause).await;
                 }
                 Err(e) => return Err(e),

@@ -36,9 +36,10 @@ const TOP_TITLES: i64 = 10;
 pub const MAX_TIMELINE_RANGE_MS: i64 = 31 * 24 * 3_600_000;
 /// Most events in one timeline answer.
 pub const MAX_TIMELINE_EVENTS: usize = 10_000;
-/// Most bytes of event data in one timeline answer (the events are up to
-/// 16 KiB each: 10,000 of them would be 160 MiB).
-pub const MAX_TIMELINE_BYTES: usize = 4 * 1024 * 1024;
+/// Most bytes of one timeline answer (events weighed by their data, names
+/// and 64 bytes: data of up to 16 KiB each would make 10,000 of them 160
+/// MiB), under the 4 MiB a gRPC client takes by default.
+pub const MAX_TIMELINE_BYTES: usize = 3 * 1024 * 1024;
 
 /// Time of one member on one day, or in one category or app of it.
 #[derive(Debug, Clone, PartialEq)]

@@ -143,6 +143,8 @@ fn standing(org: &Organization, device: &Token) -> (DeviceStatus, Option<Token>,
 struct Admitted {
     org: Token,
     device: Token,
+    /// Bytes charged to the quotas.
+    bytes: usize,
     batch_id: String,
     digest: String,
     status: DeviceStatus,
@@ -245,6 +247,7 @@ impl Ingest {
         let member = member.unwrap_or_else(|| device.clone());
         Ok(Admitted {
             org,
+            bytes: upload.encoded.len(),
             member,
             digest: digest_hex(&upload.encoded),
             batch_id,
@@ -254,10 +257,38 @@ impl Ingest {
         })
     }
 
-    /// Runs an upload's command; a sequence used before answers with the
-    /// original acknowledgement when it was this batch (sent again after the
-    /// store forgot its id), and is refused when it was another.
+    /// Runs an upload's command. Only a batch stored now keeps its charge
+    /// to the quotas: one refused, failed or stored before is refunded.
     async fn record<A: Aggregate>(
+        &self,
+        admitted: &Admitted,
+        command: A::Command,
+        used: impl Fn(&CommandError<A::Error>) -> bool,
+    ) -> Result<Recorded, AppError>
+    where
+        AppError: From<CommandError<A::Error>>,
+    {
+        let recorded = self.append::<A>(admitted, command, used).await;
+        if !matches!(
+            recorded,
+            Ok(Recorded {
+                duplicate: false,
+                ..
+            })
+        ) {
+            self.quotas.refund(
+                admitted.org.as_str(),
+                admitted.device.as_str(),
+                admitted.bytes,
+            );
+        }
+        recorded
+    }
+
+    /// Appends an upload's command; a sequence used before answers with
+    /// the original acknowledgement when it was this batch (sent again
+    /// after the store forgot its id), and is refused when it was another.
+    async fn append<A: Aggregate>(
         &self,
         admitted: &Admitted,
         command: A::Command,
@@ -306,10 +337,10 @@ impl Ingest {
         identity: &DeviceIdentity,
         upload: Upload<SpanInput>,
     ) -> Result<Recorded, AppError> {
-        let admitted = self.admit(identity, &upload, "spans").await?;
         if upload.seq == 0 {
             return Err(AppError::invalid("device_batch_seq", "starts at 1"));
         }
+        let admitted = self.admit(identity, &upload, "spans").await?;
         let spans = upload.items.len();
         let command = ActivityCommand::RecordBatch {
             device: admitted.status,
@@ -343,10 +374,10 @@ impl Ingest {
         identity: &DeviceIdentity,
         upload: Upload<TimelineChange>,
     ) -> Result<Recorded, AppError> {
-        let admitted = self.admit(identity, &upload, "changes").await?;
         if upload.seq == 0 {
             return Err(AppError::invalid("device_timeline_seq", "starts at 1"));
         }
+        let admitted = self.admit(identity, &upload, "changes").await?;
         let changes = upload.items.len();
         let command = TimelineCommand::RecordChanges {
             device: admitted.status,

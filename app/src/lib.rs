@@ -285,25 +285,12 @@ impl App {
     }
 }
 
-/// Longest a statement of the application's pool may run before
-/// PostgreSQL cancels it (a call is cancelled at 30 s anyway; its query
-/// should not go on without it).
-pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A PostgreSQL connection pool (credentials and read-model queries), its
-/// statements cancelled after [`STATEMENT_TIMEOUT`].
+/// A PostgreSQL connection pool (credentials and read-model queries).
 pub fn pg_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, AppError> {
     let tls =
         trackhrs_projections::postgres::tls().map_err(|e| AppError::unavailable(e.to_string()))?;
-    let mut config = trackhrs_projections::postgres::effective(&config);
-    let options = format!(
-        "{} -c statement_timeout={}",
-        config.get_options().unwrap_or_default(),
-        STATEMENT_TIMEOUT.as_millis()
-    );
-    config.options(options.trim_start());
     let manager = deadpool_postgres::Manager::from_config(
-        config,
+        trackhrs_projections::postgres::effective(&config),
         tls,
         deadpool_postgres::ManagerConfig {
             recycling_method: deadpool_postgres::RecyclingMethod::Fast,

@@ -328,6 +328,12 @@ impl Auth {
         // client too: whoever guesses from one client does not lock the
         // account's owner out everywhere.
         let account_key = self.throttle_keys.key(&["account", org, &email, &client]);
+        // A client known to be blocked gets no database connection.
+        throttle::still_blocked(&self.blocked, &account_key)?;
+        if address.is_some() {
+            let client_key = self.throttle_keys.key(&["client", "log-in", &client]);
+            throttle::still_blocked(&self.blocked, &client_key)?;
+        }
         let account = {
             let mut db = self.pool.get().await?;
             self.count_attempt(&mut db, "log-in", address).await?;

@@ -121,12 +121,7 @@ pub(crate) async fn attempt(
     limit: u32,
     window: Duration,
 ) -> Result<(), AuthError> {
-    if let Some(until) = blocked.get(key) {
-        let left = until.saturating_duration_since(std::time::Instant::now());
-        if !left.is_zero() {
-            return Err(throttled(left.as_secs_f64()));
-        }
-    }
+    still_blocked(blocked, key)?;
     let tx = client.transaction().await?;
     // Created or locked, in one statement.
     let row = tx
@@ -175,6 +170,18 @@ pub(crate) async fn attempt(
     )
     .await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Refuses `key` while this replica knows it is blocked, without asking
+/// the database.
+pub(crate) fn still_blocked(blocked: &Blocked, key: &str) -> Result<(), AuthError> {
+    if let Some(until) = blocked.get(key) {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if !left.is_zero() {
+            return Err(throttled(left.as_secs_f64()));
+        }
+    }
     Ok(())
 }
 

@@ -252,9 +252,7 @@ pub async fn serve(
         .timeout(options.request_timeout)
         .max_concurrent_streams(options.max_streams_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        // Calls beyond it wait (on their connection) for one to end.
-        .concurrency_limit_per_connection(CALLS_PER_CONNECTION);
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     if let Some(identity) = tls {
         // Every connection is TLS: a plaintext client fails its handshake.
         server = server.tls_config(tls_config(identity)).map_err(tls_error)?;
@@ -267,9 +265,6 @@ pub async fn serve(
     probe.abort();
     Ok(served?)
 }
-
-/// Calls one connection may have running; more wait for one to end.
-const CALLS_PER_CONNECTION: usize = 32;
 
 /// Refuses a call beyond the gateway's limit of calls in flight with
 /// UNAVAILABLE at once (a client retries it later; an agent keeps its

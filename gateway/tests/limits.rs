@@ -49,6 +49,18 @@ async fn behind_a_proxy(config: AppConfig) -> Platform {
     p
 }
 
+/// The platform's settings with these log-in limits.
+fn throttled(account_failures: u32, address_attempts: u32) -> AppConfig {
+    AppConfig {
+        auth: AuthConfig {
+            account_failures,
+            address_attempts,
+            ..AuthConfig::default()
+        },
+        ..AppConfig::default()
+    }
+}
+
 /// `times` wrong passwords for olive from `from`.
 async fn fail(id: &mut IdentityClient<Channel>, from: &str, times: usize) {
     for _ in 0..times {
@@ -152,18 +164,7 @@ async fn failures_from_one_client_do_not_lock_out_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_address_from_an_untrusted_peer_is_not_believed() {
-    let p = Platform::start_with(
-        AppConfig {
-            auth: AuthConfig {
-                account_failures: 2,
-                address_attempts: 1000,
-                ..AuthConfig::default()
-            },
-            ..AppConfig::default()
-        },
-        1,
-    )
-    .await;
+    let p = Platform::start_with(throttled(2, 1000), 1).await;
     p.sign_up("acme", 3).await;
     let mut id = p.gw().identity();
     for i in 0..2 {
@@ -209,18 +210,7 @@ fn now_ms() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_go_on_while_wrong_passwords_are_hashed() {
-    let p = Platform::start_with(
-        AppConfig {
-            auth: AuthConfig {
-                account_failures: 100_000,
-                address_attempts: 100_000,
-                ..AuthConfig::default()
-            },
-            ..AppConfig::default()
-        },
-        1,
-    )
-    .await;
+    let p = Platform::start_with(throttled(100_000, 100_000), 1).await;
     let owner = p.sign_up("acme", 3).await;
     let device = p.enroll(&owner, "laptop").await;
     // Log-ins wait their turn to hash (four at a time). While each waited
@@ -234,6 +224,7 @@ async fn uploads_go_on_while_wrong_passwords_are_hashed() {
             let mut id = p.gw().identity();
             let done = done.clone();
             tokio::spawn(async move {
+                let mut answered = 0;
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
                     let _ = id
                         .login(login_from(
@@ -242,7 +233,9 @@ async fn uploads_go_on_while_wrong_passwords_are_hashed() {
                             &format!("wrong password {i}"),
                         ))
                         .await;
+                    answered += 1;
                 }
+                answered
             })
         })
         .collect();
@@ -268,9 +261,12 @@ async fn uploads_go_on_while_wrong_passwords_are_hashed() {
             .unwrap_or_else(|e| panic!("upload {seq} failed during the log-in storm: {e}"));
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The storm was on while the uploads went.
+    let mut answered = 0;
     for task in storm {
-        task.await.unwrap();
+        answered += task.await.unwrap();
     }
+    assert!(answered >= 40, "only {answered} log-ins were answered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -681,19 +677,6 @@ async fn a_flooding_device_is_held_to_its_quota_and_its_org_to_the_orgs() {
     let other = p.sign_up("globex", 3).await;
     let d = p.enroll(&other, "d").await;
     upload(&d, 1).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_applications_statements_are_cancelled_after_a_timeout() {
-    let db = trackhrs_harness::TestDb::create().await.unwrap();
-    let pool = trackhrs_app::pg_pool(db.connection_string().parse().unwrap(), 1).unwrap();
-    let client = pool.get().await.unwrap();
-    let timeout: String = client
-        .query_one("SHOW statement_timeout", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(timeout, "20s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -332,8 +332,9 @@ impl Projection for Timeline {
 
 /// A device's events overlapping `[from_us, to_us)` (an event without
 /// duration: starting in it), by start, from the read model in `schema`:
-/// at most `max_events` of them and `max_bytes` of data (PostgreSQL sends
-/// no more than that, and one row). Says whether any were left out.
+/// at most `max_events` of them and `max_bytes` (each weighed by its data,
+/// names and 64 bytes; PostgreSQL sends no more than that, and one row).
+/// Says whether any were left out.
 pub async fn device_events(
     pg: &impl GenericClient,
     schema: &str,
@@ -342,23 +343,27 @@ pub async fn device_events(
     (from_us, to_us): (i64, i64),
     (max_events, max_bytes): (i64, i64),
 ) -> Result<(Vec<TimelineRow>, bool), tokio_postgres::Error> {
-    // One more than asked, and rows until the one that crosses the byte
-    // budget: whether anything was left out shows in what comes back.
+    // One more than asked (the newest rows first limited, then weighed),
+    // and rows up to the one that crosses the byte budget: whether anything
+    // was left out shows in what comes back. A row weighs its data, its
+    // names and 64 bytes for the rest of its answer.
     let rows = pg
         .query(
             &format!(
                 "SELECT bucket, bucket_type, client, event_key, version, start_us, end_us,
                         data, size
-                 FROM (SELECT bucket, bucket_type, client, event_key, version, start_us, end_us,
-                              data::text AS data, coalesce(octet_length(data::text), 0)::bigint AS size,
-                              sum(coalesce(octet_length(data::text), 0)) OVER (
-                                  ORDER BY start_us, bucket, event_key) AS running
-                       FROM {schema}.events
-                       WHERE org_id = $1 AND device_id = $2 AND end_us >= $3 AND start_us < $4
-                         AND (end_us > $3 OR start_us = end_us)
-                       ORDER BY start_us, bucket, event_key
-                       LIMIT $5) e
-                 WHERE running - size < $6
+                 FROM (SELECT l.*, (sum(size) OVER (ORDER BY start_us, bucket, event_key))::bigint AS running
+                       FROM (SELECT bucket, bucket_type, client, event_key, version, start_us,
+                                    end_us, data::text AS data,
+                                    (coalesce(octet_length(data::text), 0) + octet_length(bucket)
+                                     + octet_length(bucket_type) + octet_length(client)
+                                     + octet_length(event_key) + 64)::bigint AS size
+                             FROM {schema}.events
+                             WHERE org_id = $1 AND device_id = $2 AND end_us >= $3
+                               AND start_us < $4 AND (end_us > $3 OR start_us = end_us)
+                             ORDER BY start_us, bucket, event_key
+                             LIMIT $5) l) w
+                 WHERE running - size <= $6
                  ORDER BY start_us, bucket, event_key"
             ),
             &[

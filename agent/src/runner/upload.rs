@@ -215,7 +215,7 @@ pub(super) async fn upload_loop(
                 }
                 Err(e) => {
                     failures += 1;
-                    pause = uploader.backoff(failures);
+                    pause = uploader.backoff(failures).max(e.wait());
                     tracing::info!(error = %e, ?pause, "upload failed; the batch stays in the outbox");
                     shared.update(|s| {
                         s.upload = UploadState::Retrying {
@@ -235,7 +235,7 @@ pub(super) async fn upload_loop(
                 }
                 Err(e) => {
                     failures += 1;
-                    pause = uploader.backoff(failures);
+                    pause = uploader.backoff(failures).max(e.wait());
                     tracing::info!(error = %e, ?pause, "raw timeline upload failed; the changes stay queued");
                 }
             }

@@ -1,7 +1,9 @@
 //! Upload quotas: token buckets of bytes, one per device and one per org,
 //! kept by each replica (with N replicas behind a balancer, a device gets
 //! up to N times its rate). A batch is charged to both or to neither; one
-//! over either is refused with how long to wait, and nothing is stored.
+//! over either is refused with how long to wait, and nothing is stored. A
+//! batch charged but then not stored (refused, failed, a duplicate) is
+//! refunded.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -108,6 +110,22 @@ impl Quotas {
     }
 }
 
+impl Quotas {
+    /// Gives back what [`Quotas::charge`] took for a batch that was not
+    /// stored (refused, failed, or stored before).
+    pub fn refund(&self, org: &str, device: &str, bytes: usize) {
+        for (key, rate) in [
+            (format!("d:{org}/{device}"), self.device),
+            (format!("o:{org}"), self.org),
+        ] {
+            if let Some(bucket) = self.buckets.get(&key) {
+                let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
+                b.tokens = (b.tokens + bytes as f64).min(rate.burst_bytes);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +156,9 @@ mod tests {
         // The refused charge took nothing: c fits once the org has room.
         quotas.charge("acme", "c", 250).unwrap();
         // Another org is untouched.
+        quotas.charge("globex", "a", 1000).unwrap();
+        // A refund gives room back.
+        quotas.refund("globex", "a", 1000);
         quotas.charge("globex", "a", 1000).unwrap();
     }
 }
