@@ -143,14 +143,27 @@ async fn dev_serves_the_demo_org_over_grpc() {
         .unwrap()
         .into_inner();
     assert_eq!(session.role, pb::Role::Manager as i32);
-    // The operator tools find the local platform without flags.
-    let status = Command::new(env!("CARGO_BIN_EXE_trackhrs"))
-        .args(["projections", "status"])
-        .env("TRACKHRS_DATA_DIR", data.path().join("data"))
-        .env_remove("TRACKHRS_NATS_URL")
-        .env_remove("TRACKHRS_DATABASE_URL")
-        .output()
-        .unwrap();
+    // The operator tools find the local platform without flags (the read
+    // models register one after another as `dev` starts: until the
+    // directory's is listed).
+    let status_now = || {
+        Command::new(env!("CARGO_BIN_EXE_trackhrs"))
+            .args(["projections", "status"])
+            .env("TRACKHRS_DATA_DIR", data.path().join("data"))
+            .env_remove("TRACKHRS_NATS_URL")
+            .env_remove("TRACKHRS_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        let status = status_now();
+        let listed = String::from_utf8_lossy(&status.stdout).contains("org_directory");
+        if !status.status.success() || listed || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     let printed = String::from_utf8_lossy(&status.stdout);
     assert!(
         status.status.success() && printed.contains("org_directory"),
