@@ -73,6 +73,22 @@ async fn fail(id: &mut IdentityClient<Channel>, from: &str, times: usize) {
     }
 }
 
+/// The right password from `from` is refused: blocked for `seconds`.
+async fn blocked_for(id: &mut IdentityClient<Channel>, from: &str, seconds: u64) {
+    let blocked = assert_code(
+        id.login(login_from(from, OLIVE, PASSWORD)).await,
+        Code::ResourceExhausted,
+        "the guessing client, even with the right password",
+    );
+    assert!(
+        blocked
+            .message()
+            .contains(&format!("try again in {seconds} seconds")),
+        "{}",
+        blocked.message()
+    );
+}
+
 fn hex_sha256(text: &str) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(text.as_bytes())
@@ -97,16 +113,7 @@ async fn failures_from_one_client_do_not_lock_out_another() {
     let mut id = p.gw().identity();
     // Someone guesses from one client until it is blocked ...
     fail(&mut id, "203.0.113.5", 3).await;
-    let blocked = assert_code(
-        id.login(login_from("203.0.113.5", OLIVE, PASSWORD)).await,
-        Code::ResourceExhausted,
-        "the guessing client, even with the right password",
-    );
-    assert!(
-        blocked.message().contains("try again in 5 seconds"),
-        "{}",
-        blocked.message()
-    );
+    blocked_for(&mut id, "203.0.113.5", 5).await;
     // ... and the owner, elsewhere, still gets in.
     id.login(login_from("198.51.100.7", OLIVE, PASSWORD))
         .await
@@ -128,16 +135,7 @@ async fn failures_from_one_client_do_not_lock_out_another() {
     // Each block lasts twice the one before.
     tokio::time::sleep(Duration::from_millis(5100)).await;
     fail(&mut id, "203.0.113.5", 3).await;
-    let again = assert_code(
-        id.login(login_from("203.0.113.5", OLIVE, PASSWORD)).await,
-        Code::ResourceExhausted,
-        "the guessing client again",
-    );
-    assert!(
-        again.message().contains("try again in 10 seconds"),
-        "{}",
-        again.message()
-    );
+    blocked_for(&mut id, "203.0.113.5", 10).await;
 
     // The throttle's keys are keyed hashes: not the digest of anything a
     // reader of the table could guess.
