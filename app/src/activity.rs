@@ -359,14 +359,8 @@ impl Activity {
     ) -> Result<T, ReadError> {
         let mut model = self.reads.read_model(activity::NAME, min_position).await?;
         let schema = model.schema.clone();
-        let tx = model
-            .client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(read_error)?;
+        let position = model.position;
+        let tx = model.bounded(true).await.map_err(read_error)?;
         let t: &tokio_postgres::Transaction<'_> = &tx;
         let (timezone, rules_version) = activity::org_info(t, &schema, &key.org)
             .await
@@ -376,7 +370,7 @@ impl Activity {
             timezone,
             rules_version,
             meta: activity::meta(t, &schema).await.map_err(read_error)?,
-            position: model.position,
+            position,
         };
         let answer = T::read(t, &schema, key, header).await.map_err(read_error)?;
         tx.commit().await.map_err(read_error)?;
@@ -541,11 +535,9 @@ impl Activity {
         }
         let dir = self.reads.read_model(directory::NAME, 0).await?;
         let scope = scope_of(role_in(&dir, caller).await?, Read::DeviceTimeline)?;
-        let owner = directory::devices(&dir.client, &dir.schema, org.as_str(), None)
-            .await?
-            .into_iter()
-            .find(|d| d.device_id == device.as_str())
-            .map(|d| d.person_id);
+        let owner =
+            directory::device_owner(&dir.client, &dir.schema, org.as_str(), device.as_str())
+                .await?;
         drop(dir);
         match owner {
             Some(owner) if scope == Scope::Org || owner == caller.person.as_str() => {}
@@ -557,19 +549,20 @@ impl Activity {
             }
             _ => return Err(AppError::not_allowed(NOT_YOURS)),
         }
-        let model = self.reads.read_model(timeline::NAME, min_position).await?;
+        let mut model = self.reads.read_model(timeline::NAME, min_position).await?;
         let range = (from_ms.saturating_mul(1000), to_ms.saturating_mul(1000));
-        let pg: &tokio_postgres::Client = &model.client;
+        let (schema, position) = (model.schema.clone(), model.position);
+        let tx = model.bounded(false).await?;
         let (events, truncated) = timeline::device_events(
-            pg,
-            &model.schema,
+            &*tx,
+            &schema,
             org.as_str(),
             device.as_str(),
             range,
             (MAX_TIMELINE_EVENTS as i64, MAX_TIMELINE_BYTES as i64),
         )
         .await?;
-        let position = model.position;
+        tx.commit().await?;
         drop(model);
         let activity = self.reads.read_model(activity::NAME, 0).await?;
         let pg: &tokio_postgres::Client = &activity.client;
@@ -639,15 +632,17 @@ impl Activity {
         };
         let compiled = Rules::compile(&proposed).map_err(|e| AppError::invalid("rules", e))?;
         self.reads.authorize(caller, Read::RulesPreview).await?;
-        let model = self.reads.read_model(activity::NAME, 0).await?;
-        let pg: &tokio_postgres::Client = &model.client;
-        let (timezone, rules_version) = activity::org_info(pg, &model.schema, org.as_str()).await?;
+        let mut model = self.reads.read_model(activity::NAME, 0).await?;
+        let schema = model.schema.clone();
+        let tx = model.bounded(true).await?;
+        let (timezone, rules_version) = activity::org_info(&*tx, &schema, org.as_str()).await?;
         let tz: chrono_tz::Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
         let to = now.with_timezone(&tz).date_naive();
         let from = to - chrono::Duration::days(PREVIEW_DAYS - 1);
         let times =
-            activity::activity_times(pg, &model.schema, org.as_str(), from, to, rules_version)
-                .await?;
+            activity::activity_times(&*tx, &schema, org.as_str(), from, to, rules_version).await?;
+        tx.commit().await?;
+        drop(model);
         let mut categories: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         let mut moved = 0;
         let mut total = 0;

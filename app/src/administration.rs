@@ -14,7 +14,9 @@ use trackhrs_credentials::{Auth, AuthError};
 use trackhrs_domain::Token;
 use trackhrs_domain::organization::{OrgCommand, Organization, Role};
 use trackhrs_domain::permissions::{Read, Scope};
-pub use trackhrs_projections::directory::{DeviceRow, MemberRow, OrgRow};
+pub use trackhrs_projections::directory::{
+    DeviceRow, Listed, MAX_PAGE as MAX_LIST_PAGE, MemberRow, OrgRow, PageOf,
+};
 pub use trackhrs_projections::history::{
     Entry as HistoryEntry, Filter as HistoryFilter, MAX_PAGE as MAX_HISTORY_PAGE, Page,
 };
@@ -374,22 +376,28 @@ impl Administration {
         })
     }
 
-    /// The organization's members, each with whether their invitation is
-    /// still pending.
+    /// A page of the organization's members, each with whether their
+    /// invitation is still pending.
     #[tracing::instrument(skip_all)]
     pub async fn members(
         &self,
         caller: &Caller,
         org_id: &str,
+        page: &PageOf,
         min_position: u64,
-    ) -> Result<AtPosition<Vec<Member>>, AppError> {
+    ) -> Result<AtPosition<Listed<Member>>, AppError> {
         let org = caller.scope(org_id)?;
         let dir = self.reads.read_model(directory::NAME, min_position).await?;
         scope_of(role_in(&dir, caller).await?, Read::Members)?;
-        let rows = directory::members(&dir.client, &dir.schema, org.as_str()).await?;
+        let listed = directory::members(&dir.client, &dir.schema, org.as_str(), page).await?;
         drop(dir.client);
-        let accounts = self.credentials.account_holders(org.as_str()).await?;
-        let members = rows
+        let persons: Vec<&str> = listed.rows.iter().map(|r| r.person_id.as_str()).collect();
+        let accounts = self
+            .credentials
+            .account_holders(org.as_str(), &persons)
+            .await?;
+        let rows = listed
+            .rows
             .into_iter()
             .map(|row| Member {
                 invitation_pending: !accounts.contains(&row.person_id),
@@ -397,7 +405,10 @@ impl Administration {
             })
             .collect();
         Ok(AtPosition {
-            value: members,
+            value: Listed {
+                rows,
+                next_after: listed.next_after,
+            },
             position: dir.position,
         })
     }
@@ -423,19 +434,32 @@ impl Administration {
         })
     }
 
-    /// The organization's devices, or the caller's own, as their role allows.
+    /// A page of the organization's devices, or of one member's (`person`),
+    /// as the caller's role allows: a role that sees only its own devices
+    /// gets its own, and is refused another member's.
     #[tracing::instrument(skip_all)]
     pub async fn devices(
         &self,
         caller: &Caller,
         org_id: &str,
+        person: Option<&str>,
+        page: &PageOf,
         min_position: u64,
-    ) -> Result<AtPosition<Vec<DeviceRow>>, AppError> {
+    ) -> Result<AtPosition<Listed<DeviceRow>>, AppError> {
         let org = caller.scope(org_id)?;
         let dir = self.reads.read_model(directory::NAME, min_position).await?;
         let scope = scope_of(role_in(&dir, caller).await?, Read::Devices)?;
-        let person = (scope == Scope::Own).then(|| caller.person.as_str());
-        let devices = directory::devices(&dir.client, &dir.schema, org.as_str(), person).await?;
+        let person = match (scope, person) {
+            (Scope::Own, Some(p)) if p != caller.person.as_str() => {
+                return Err(AppError::not_allowed(
+                    "your role sees only your own devices",
+                ));
+            }
+            (Scope::Own, _) => Some(caller.person.as_str()),
+            (_, person) => person,
+        };
+        let devices =
+            directory::devices(&dir.client, &dir.schema, org.as_str(), person, page).await?;
         Ok(AtPosition {
             value: devices,
             position: dir.position,

@@ -82,6 +82,9 @@ pub struct AppConfig {
     pub accrual_every: Duration,
     /// How often each replica deletes credentials nothing needs any more.
     pub janitor_every: Duration,
+    /// How long one statement of a dashboard, summary, timeline or rules
+    /// preview read may run before PostgreSQL cancels it.
+    pub read_timeout: Duration,
 }
 
 impl Default for AppConfig {
@@ -94,6 +97,7 @@ impl Default for AppConfig {
             dashboard_cache_bytes: cache::DEFAULT_BYTES,
             accrual_every: Duration::from_secs(60),
             janitor_every: Duration::from_secs(3600),
+            read_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -130,7 +134,12 @@ impl App {
         })?;
         let credentials = Arc::new(Auth::open(pool.clone(), config.auth, kek).await?);
         let orgs = OrgCommands::new(store.clone());
-        let reads = reads::ReadModels::new(pool.clone(), store.clone(), config.read_wait);
+        let reads = reads::ReadModels::new(
+            pool.clone(),
+            store.clone(),
+            config.read_wait,
+            config.read_timeout,
+        );
         let dashboards = DashboardCache::with_capacity(config.dashboard_cache_bytes);
         tokio::spawn(org::follow_org_commits(store.clone()));
         cache::follow_invalidations(

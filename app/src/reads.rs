@@ -23,6 +23,30 @@ pub(crate) struct ReadModel {
     pub(crate) schema: String,
     /// The stream position the answer reflects.
     pub(crate) position: u64,
+    /// How long one statement of a bounded read may run.
+    timeout: Duration,
+}
+
+impl ReadModel {
+    /// A read-only transaction (repeatable read when `repeatable`) whose
+    /// statements PostgreSQL cancels after the read timeout: a dashboard of
+    /// a year of a thousand people cannot hold a connection for minutes.
+    pub(crate) async fn bounded(
+        &mut self,
+        repeatable: bool,
+    ) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+        let mut builder = self.client.build_transaction().read_only(true);
+        if repeatable {
+            builder = builder.isolation_level(tokio_postgres::IsolationLevel::RepeatableRead);
+        }
+        let tx = builder.start().await?;
+        tx.batch_execute(&format!(
+            "SET LOCAL statement_timeout = {}",
+            self.timeout.as_millis().max(1)
+        ))
+        .await?;
+        Ok(tx)
+    }
 }
 
 /// Members' current roles as the directory read model last said (`None`:
@@ -80,15 +104,19 @@ pub(crate) struct ReadModels {
     pool: Pool,
     store: EventStore,
     wait: Duration,
+    timeout: Duration,
     roles: Roles,
 }
 
 impl ReadModels {
-    pub(crate) fn new(pool: Pool, store: EventStore, wait: Duration) -> Self {
+    /// Reads that wait up to `wait` for a position and run bounded
+    /// statements for up to `timeout`.
+    pub(crate) fn new(pool: Pool, store: EventStore, wait: Duration, timeout: Duration) -> Self {
         Self {
             pool,
             store,
             wait,
+            timeout,
             roles: Roles::new(),
         }
     }
@@ -155,6 +183,7 @@ impl ReadModels {
             client,
             schema,
             position,
+            timeout: self.timeout,
         })
     }
 

@@ -176,6 +176,7 @@ async fn dev_serves_the_demo_org_over_grpc() {
     let mut request = tonic::Request::new(pb::ListMembersRequest {
         org_id: "acme".into(),
         min_position: 5,
+        ..Default::default()
     });
     request.metadata_mut().insert(
         "authorization",
@@ -227,6 +228,7 @@ async fn dev_serves_the_demo_org_over_grpc() {
     let mut devices_request = tonic::Request::new(pb::ListDevicesRequest {
         org_id: "acme".into(),
         min_position: 0,
+        ..Default::default()
     });
     devices_request.metadata_mut().insert(
         "authorization",

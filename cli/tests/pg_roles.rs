@@ -181,6 +181,7 @@ async fn each_process_runs_under_its_own_role_and_is_refused_the_rest() {
             pb::ListMembersRequest {
                 org_id: "acme".into(),
                 min_position: position,
+                ..Default::default()
             },
         ))
         .await

@@ -596,17 +596,18 @@ impl Auth {
             .is_some())
     }
 
-    /// The members of `org` who have an account (accepted their invitation
-    /// or signed up).
+    /// Those of `persons` who have an account in `org` (accepted their
+    /// invitation or signed up).
     pub async fn account_holders(
         &self,
         org: &str,
+        persons: &[&str],
     ) -> Result<std::collections::HashSet<String>, AuthError> {
         let client = self.pool.get().await?;
         Ok(client
             .query(
-                "SELECT person_id FROM auth.accounts WHERE org_id = $1",
-                &[&org],
+                "SELECT person_id FROM auth.accounts WHERE org_id = $1 AND person_id = ANY($2)",
+                &[&org, &persons],
             )
             .await?
             .iter()

@@ -226,13 +226,15 @@ impl Organizations for OrganizationsService {
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
+        let page = validate::page(&r.after, r.limit)?;
         let found = self
             .admin
-            .members(&caller, &r.org_id, r.min_position)
+            .members(&caller, &r.org_id, &page, r.min_position)
             .await
             .map_err(status)?;
         let members = found
             .value
+            .rows
             .into_iter()
             .map(|m| pb::Member {
                 role: wire_role(&m.row.role),
@@ -246,6 +248,7 @@ impl Organizations for OrganizationsService {
         Ok(Response::new(pb::ListMembersResponse {
             members,
             position: found.position,
+            next_after: found.value.next_after.unwrap_or_default(),
         }))
     }
 
@@ -309,13 +312,26 @@ impl Organizations for OrganizationsService {
     ) -> Result<Response<pb::ListDevicesResponse>, Status> {
         let caller = self.caller(&request).await?;
         let r = request.into_inner();
+        let page = validate::page(&r.after, r.limit)?;
+        let person = if r.person_id.is_empty() {
+            None
+        } else {
+            Some(validate::id("person_id", &r.person_id)?)
+        };
         let found = self
             .admin
-            .devices(&caller, &r.org_id, r.min_position)
+            .devices(
+                &caller,
+                &r.org_id,
+                person.as_ref().map(|p| p.as_str()),
+                &page,
+                r.min_position,
+            )
             .await
             .map_err(status)?;
         let devices = found
             .value
+            .rows
             .into_iter()
             .map(|d| pb::Device {
                 device_id: d.device_id,
@@ -327,6 +343,7 @@ impl Organizations for OrganizationsService {
         Ok(Response::new(pb::ListDevicesResponse {
             devices,
             position: found.position,
+            next_after: found.value.next_after.unwrap_or_default(),
         }))
     }
 

@@ -101,6 +101,28 @@ pub fn history_filter(
     })
 }
 
+/// A page of a list by id: `after` is empty or an id (the previous page's
+/// `next_after`), `limit` 1 to 1,000 (500 when 0).
+pub fn page(after: &str, limit: u32) -> Result<trackhrs_app::administration::PageOf, Status> {
+    use trackhrs_app::administration::{MAX_LIST_PAGE, PageOf};
+    let after = if after.is_empty() {
+        None
+    } else {
+        Some(id("after", after)?.to_string())
+    };
+    let limit = match limit {
+        0 => 500,
+        n if n <= MAX_LIST_PAGE => n,
+        n => {
+            return Err(invalid(
+                "limit",
+                format!("{n} is more than {MAX_LIST_PAGE}"),
+            ));
+        }
+    };
+    Ok(PageOf { after, limit })
+}
+
 /// A seat count from 1 to [`MAX_SEATS`].
 pub fn seats(value: u32) -> Result<u32, Status> {
     if (1..=MAX_SEATS).contains(&value) {

@@ -604,6 +604,7 @@ async fn call_every_method(
                 pb::ListMembersRequest {
                     org_id: t.org.clone(),
                     min_position: 0,
+                    ..Default::default()
                 },
             ))
             .await
@@ -629,6 +630,7 @@ async fn call_every_method(
                 pb::ListDevicesRequest {
                     org_id: t.org.clone(),
                     min_position: 0,
+                    ..Default::default()
                 },
             ))
             .await
@@ -838,6 +840,7 @@ async fn no_role_of_another_org_reaches_org_a() {
             pb::ListDevicesRequest {
                 org_id: "org-b".into(),
                 min_position: p.last_sequence().await,
+                ..Default::default()
             },
         ))
         .await

@@ -712,3 +712,95 @@ async fn a_dashboard_names_at_most_a_thousand_people() {
         .await
         .expect("1,000 people");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_runs_too_long_is_cancelled() {
+    use trackhrs_projections::{activity, live_schema, timeline};
+    use trackhrs_schemas::activity::v1 as apb;
+    let config = AppConfig {
+        read_timeout: Duration::from_secs(1),
+        ..AppConfig::default()
+    };
+    let p = Platform::start_with(config, 1).await;
+    let owner = p.sign_up("acme", 3).await;
+    let device = p.enroll(&owner, "laptop").await;
+    let mut client = apb::activity_client::ActivityClient::new(p.gw().channel.clone());
+    let dashboard = || {
+        let mut r = authed(
+            &owner.access_token,
+            apb::GetDashboardRequest {
+                org_id: "acme".into(),
+                from: "2026-11-02".into(),
+                to: "2026-11-02".into(),
+                person_ids: Vec::new(),
+                min_position: 0,
+            },
+        );
+        r.set_timeout(Duration::from_secs(20));
+        r
+    };
+    let device_timeline = || {
+        let mut r = authed(
+            &owner.access_token,
+            apb::GetDeviceTimelineRequest {
+                org_id: "acme".into(),
+                device_id: device.device_id.clone(),
+                from_unix_ms: 1_700_000_000_000,
+                to_unix_ms: 1_700_000_000_000 + 3_600_000,
+                min_position: 0,
+            },
+        );
+        r.set_timeout(Duration::from_secs(20));
+        r
+    };
+
+    // Another session holds the tables the reads need: each read waits
+    // until the read timeout cancels it, not until the client gives up.
+    let mut pg = p.db.connect().await.unwrap();
+    let activity_schema = live_schema(&pg, activity::NAME).await.unwrap().unwrap();
+    let timeline_schema = live_schema(&pg, timeline::NAME).await.unwrap().unwrap();
+    let lock = pg.transaction().await.unwrap();
+    lock.batch_execute(&format!(
+        "LOCK TABLE {activity_schema}.org_state, {timeline_schema}.events IN ACCESS EXCLUSIVE MODE"
+    ))
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let cancelled = assert_code(
+        client.get_dashboard(dashboard()).await,
+        Code::DeadlineExceeded,
+        "a dashboard behind a lock",
+    );
+    assert!(
+        cancelled.message().contains("read timeout"),
+        "{}",
+        cancelled.message()
+    );
+    let cancelled = assert_code(
+        client.get_device_timeline(device_timeline()).await,
+        Code::DeadlineExceeded,
+        "a timeline behind a lock",
+    );
+    assert!(
+        cancelled.message().contains("read timeout"),
+        "{}",
+        cancelled.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Nothing of the cancelled reads stays behind: once the tables are free,
+    // both answer on the same pool.
+    lock.rollback().await.unwrap();
+    client
+        .get_dashboard(dashboard())
+        .await
+        .expect("the dashboard");
+    client
+        .get_device_timeline(device_timeline())
+        .await
+        .expect("the timeline");
+}

@@ -115,6 +115,7 @@ async fn an_organization_is_run_through_the_api() {
             pb::ListDevicesRequest {
                 org_id: "acme".into(),
                 min_position: device.result.unwrap().position,
+                ..Default::default()
             },
         ))
         .await
@@ -127,6 +128,7 @@ async fn an_organization_is_run_through_the_api() {
             pb::ListMembersRequest {
                 org_id: "acme".into(),
                 min_position: 0,
+                ..Default::default()
             },
         ))
         .await,
@@ -140,6 +142,7 @@ async fn an_organization_is_run_through_the_api() {
             pb::ListMembersRequest {
                 org_id: "acme".into(),
                 min_position: 0,
+                ..Default::default()
             },
         ))
         .await
@@ -165,6 +168,7 @@ async fn an_organization_is_run_through_the_api() {
             pb::ListDevicesRequest {
                 org_id: "acme".into(),
                 min_position: 0,
+                ..Default::default()
             },
         ))
         .await
@@ -249,6 +253,7 @@ async fn an_organization_is_run_through_the_api() {
             pb::ListDevicesRequest {
                 org_id: "acme".into(),
                 min_position: deactivated.position,
+                ..Default::default()
             },
         ))
         .await
@@ -592,6 +597,7 @@ async fn members_show_who_has_yet_to_accept_their_invitation() {
             pb::ListMembersRequest {
                 org_id: "acme".into(),
                 min_position: 0,
+                ..Default::default()
             },
         );
         async move {
@@ -640,6 +646,7 @@ async fn a_role_change_and_a_reactivation_read_back() {
             pb::ListMembersRequest {
                 org_id: "acme".into(),
                 min_position: position,
+                ..Default::default()
             },
         );
         let all = p
@@ -709,4 +716,172 @@ async fn a_role_change_and_a_reactivation_read_back() {
     );
     let session = login(&p).await.unwrap().into_inner();
     assert_eq!(session.role, pb::Role::Manager as i32);
+}
+
+/// Writes `n` members of `org` with the longest names (200 four-byte
+/// characters) and e-mail addresses the domain accepts straight into the
+/// directory read model (inviting 20,000 people through the API would take
+/// the test minutes), and as many devices of the first member.
+async fn crowd(p: &Platform, org: &str, n: i32, device_of: &str) {
+    use trackhrs_domain::organization::{MAX_EMAIL_LEN, MAX_NAME_CHARS};
+    let pg = p.db.connect().await.unwrap();
+    let dir = trackhrs_projections::live_schema(&pg, "org_directory")
+        .await
+        .unwrap()
+        .unwrap();
+    let name = "\u{1D11E}".repeat(MAX_NAME_CHARS);
+    // "m000001@" + padding + ".example": exactly the longest address.
+    let padding = "x".repeat(MAX_EMAIL_LEN - "m000001@".len() - ".example".len());
+    pg.execute(
+        &format!(
+            "INSERT INTO {dir}.members (org_id, person_id, email, name, role, active, position) \
+             SELECT $1, 'm' || lpad(i::text, 6, '0'), 'm' || lpad(i::text, 6, '0') || '@' || $2 || '.example', \
+                    $3, 'employee', true, 1 FROM generate_series(1, $4::int) i"
+        ),
+        &[&org, &padding, &name, &n],
+    )
+    .await
+    .unwrap();
+    pg.execute(
+        &format!(
+            "INSERT INTO {dir}.devices (org_id, device_id, person_id, name, revoked, position) \
+             SELECT $1, 'd' || lpad(i::text, 6, '0'), $2, $3, false, 1 FROM generate_series(1, $4::int) i"
+        ),
+        &[&org, &device_of, &name, &n],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_members_come_in_pages_under_four_mib() {
+    use prost::Message;
+    const FOUR_MIB: usize = 4 << 20;
+    let p = Platform::start().await;
+    let owner = p.sign_up("acme", 5).await;
+    let employee = p.member(&owner, "eve", pb::Role::Employee).await;
+    crowd(&p, "acme", 20_000, &owner.person_id).await;
+    let mut orgs = p.gw().orgs();
+
+    // The largest pages, then the default ones: every member once, in
+    // order, each page within the client's 4 MiB.
+    for limit in [1000, 0] {
+        let (mut seen, mut after, mut pages) = (Vec::new(), String::new(), 0);
+        loop {
+            let page = orgs
+                .list_members(authed(
+                    &owner.access_token,
+                    pb::ListMembersRequest {
+                        org_id: "acme".into(),
+                        after: after.clone(),
+                        limit,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(page.encoded_len() < FOUR_MIB, "{}", page.encoded_len());
+            let full = if limit == 0 { 500 } else { 1000 };
+            assert!(page.members.len() == full || page.next_after.is_empty());
+            pages += 1;
+            seen.extend(
+                page.members
+                    .into_iter()
+                    .map(|m| (m.person_id, m.invitation_pending)),
+            );
+            if page.next_after.is_empty() {
+                break;
+            }
+            after = page.next_after;
+        }
+        assert_eq!(seen.len(), 20_002, "limit {limit}");
+        assert!(
+            seen.windows(2).all(|w| w[0].0 < w[1].0),
+            "in order, once each"
+        );
+        assert_eq!(pages, if limit == 0 { 41 } else { 21 });
+        // Who has an account is read for each page's members.
+        for (person, pending) in &seen {
+            let has_account = *person == owner.person_id || *person == employee.person_id;
+            assert_eq!(*pending, !has_account, "{person}");
+        }
+    }
+
+    // The owner's 20,000 devices, by pages of that member's devices.
+    let (mut devices, mut after) = (0, String::new());
+    loop {
+        let page = orgs
+            .list_devices(authed(
+                &owner.access_token,
+                pb::ListDevicesRequest {
+                    org_id: "acme".into(),
+                    person_id: owner.person_id.clone(),
+                    after: after.clone(),
+                    limit: 1000,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.encoded_len() < FOUR_MIB);
+        assert!(page.devices.iter().all(|d| d.person_id == owner.person_id));
+        devices += page.devices.len();
+        if page.next_after.is_empty() {
+            break;
+        }
+        after = page.next_after;
+    }
+    assert_eq!(devices, 20_000);
+
+    // An employee lists only their own devices (none), and may not ask for
+    // another member's.
+    let mine = orgs
+        .list_devices(authed(
+            &employee.access_token,
+            pb::ListDevicesRequest {
+                org_id: "acme".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(mine.devices.is_empty() && mine.next_after.is_empty());
+    assert_code(
+        orgs.list_devices(authed(
+            &employee.access_token,
+            pb::ListDevicesRequest {
+                org_id: "acme".into(),
+                person_id: owner.person_id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await,
+        Code::PermissionDenied,
+        "another member's devices",
+    );
+
+    // Bad pages are refused, naming the field.
+    for (after, limit, field) in [("", 1001, "limit"), ("not an id!", 10, "after")] {
+        let refused = orgs
+            .list_members(authed(
+                &owner.access_token,
+                pb::ListMembersRequest {
+                    org_id: "acme".into(),
+                    after: after.into(),
+                    limit,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(
+            refused.message().starts_with(field),
+            "{}",
+            refused.message()
+        );
+    }
 }

@@ -9,7 +9,7 @@
 
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
-import { Identity, Organizations, Role, type Session } from "./gen/trackhrs/org/v1/org_pb";
+import { Identity, Organizations, Role, type Device, type Member, type Session } from "./gen/trackhrs/org/v1/org_pb";
 import { Activity } from "./gen/trackhrs/activity/v1/activity_pb";
 import { Operations } from "./gen/trackhrs/ops/v1/ops_pb";
 import { Work } from "./gen/trackhrs/work/v1/work_pb";
@@ -118,6 +118,43 @@ export const work = createClient(Work, transport);
 export const pay = createClient(Pay, transport);
 /** Read models and dead letters: owners and admins of the operator org only. */
 export const ops = createClient(Operations, transport);
+
+/** Largest page the gateway gives of members or devices. */
+const PAGE = 1000;
+
+/** Every member of the org the caller may list, a page at a time (each page
+ * at least at the first page's position). */
+export async function listAllMembers(orgId: string, minPosition = 0n): Promise<{ members: Member[]; position: bigint }> {
+  const members: Member[] = [];
+  let after = "";
+  let position = minPosition;
+  do {
+    const page = await orgs.listMembers({ orgId, minPosition: position, after, limit: PAGE });
+    members.push(...page.members);
+    position = page.position;
+    after = page.nextAfter;
+  } while (after);
+  return { members, position };
+}
+
+/** Every device the caller may list (only `personId`'s when given), a page
+ * at a time. */
+export async function listAllDevices(
+  orgId: string,
+  minPosition = 0n,
+  personId = "",
+): Promise<{ devices: Device[]; position: bigint }> {
+  const devices: Device[] = [];
+  let after = "";
+  let position = minPosition;
+  do {
+    const page = await orgs.listDevices({ orgId, minPosition: position, personId, after, limit: PAGE });
+    devices.push(...page.devices);
+    position = page.position;
+    after = page.nextAfter;
+  } while (after);
+  return { devices, position };
+}
 
 // --- session lifecycle ----------------------------------------------------
 

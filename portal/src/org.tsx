@@ -2,7 +2,7 @@
 // the pages (members only for the roles that may read them).
 
 import { createContext, useCallback, useContext, useEffect, useState, type ReactNode } from "react";
-import { activity, can, orgs, type SignedIn } from "./api";
+import { activity, can, listAllMembers, orgs, type SignedIn } from "./api";
 import { colorFor, PALETTE } from "./components/ChartView";
 import type { Member, Organization } from "./gen/trackhrs/org/v1/org_pb";
 import { safeZone } from "./time";
@@ -43,7 +43,7 @@ export function OrgProvider({ session, children }: { session: SignedIn; children
       try {
         const [o, m, r] = await Promise.all([
           orgs.getOrganization(req),
-          readMembers ? orgs.listMembers(req) : Promise.resolve(null),
+          readMembers ? listAllMembers(req.orgId, req.minPosition) : Promise.resolve(null),
           activity.getCategoryRules(req).catch(() => null),
         ]);
         setOrg(o);

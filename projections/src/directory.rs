@@ -413,22 +413,58 @@ pub async fn organization(
     }))
 }
 
-/// The members of an organization, by person id.
+/// Most rows a page of members or devices holds.
+pub const MAX_PAGE: u32 = 1_000;
+
+/// A page of a list ordered by id: the rows after `after`, at most `limit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageOf {
+    /// The last id of the previous page (None for the first page).
+    pub after: Option<String>,
+    /// At most this many rows (1 to [`MAX_PAGE`]).
+    pub limit: u32,
+}
+
+/// Rows of one page and the cursor of the next (None on the last page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed<T> {
+    /// The rows, by id.
+    pub rows: Vec<T>,
+    /// The `after` of the next page.
+    pub next_after: Option<String>,
+}
+
+/// Cuts one extra row (asked for to learn whether more follow) off `rows`.
+fn listed<T>(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> &str) -> Listed<T> {
+    let limit = limit.clamp(1, MAX_PAGE) as usize;
+    let next_after = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|r| id(r).to_owned())
+    } else {
+        None
+    };
+    Listed { rows, next_after }
+}
+
+/// A page of the members of an organization, by person id.
 pub async fn members(
     pg: &Client,
     schema: &str,
     org: &str,
-) -> Result<Vec<MemberRow>, tokio_postgres::Error> {
+    page: &PageOf,
+) -> Result<Listed<MemberRow>, tokio_postgres::Error> {
+    let fetch = i64::from(page.limit.clamp(1, MAX_PAGE)) + 1;
     let rows = pg
         .query(
             &format!(
                 "SELECT person_id, email, name, role, active FROM {schema}.members \
-                 WHERE org_id = $1 ORDER BY person_id"
+                 WHERE org_id = $1 AND ($2::text IS NULL OR person_id > $2) \
+                 ORDER BY person_id LIMIT $3"
             ),
-            &[&org],
+            &[&org, &page.after, &fetch],
         )
         .await?;
-    Ok(rows
+    let rows = rows
         .iter()
         .map(|r| MemberRow {
             person_id: r.get(0),
@@ -437,7 +473,8 @@ pub async fn members(
             role: r.get(3),
             active: r.get(4),
         })
-        .collect())
+        .collect();
+    Ok(listed(rows, page.limit, |m: &MemberRow| &m.person_id))
 }
 
 /// A member's role name and whether they are active.
@@ -458,23 +495,27 @@ pub async fn member_role(
         .map(|r| (r.get(0), r.get(1))))
 }
 
-/// The devices of an organization, or of one member of it, by device id.
+/// A page of the devices of an organization, or of one member of it, by
+/// device id.
 pub async fn devices(
     pg: &Client,
     schema: &str,
     org: &str,
     person: Option<&str>,
-) -> Result<Vec<DeviceRow>, tokio_postgres::Error> {
+    page: &PageOf,
+) -> Result<Listed<DeviceRow>, tokio_postgres::Error> {
+    let fetch = i64::from(page.limit.clamp(1, MAX_PAGE)) + 1;
     let rows = pg
         .query(
             &format!(
                 "SELECT device_id, person_id, name, revoked FROM {schema}.devices \
-                 WHERE org_id = $1 AND ($2::text IS NULL OR person_id = $2) ORDER BY device_id"
+                 WHERE org_id = $1 AND ($2::text IS NULL OR person_id = $2) \
+                 AND ($3::text IS NULL OR device_id > $3) ORDER BY device_id LIMIT $4"
             ),
-            &[&org, &person],
+            &[&org, &person, &page.after, &fetch],
         )
         .await?;
-    Ok(rows
+    let rows = rows
         .iter()
         .map(|r| DeviceRow {
             device_id: r.get(0),
@@ -482,5 +523,23 @@ pub async fn devices(
             name: r.get(2),
             revoked: r.get(3),
         })
-        .collect())
+        .collect();
+    Ok(listed(rows, page.limit, |d: &DeviceRow| &d.device_id))
+}
+
+/// The member a device of the organization belongs to (None when the org has
+/// no such device).
+pub async fn device_owner(
+    pg: &Client,
+    schema: &str,
+    org: &str,
+    device: &str,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(pg
+        .query_opt(
+            &format!("SELECT person_id FROM {schema}.devices WHERE org_id = $1 AND device_id = $2"),
+            &[&org, &device],
+        )
+        .await?
+        .map(|r| r.get(0)))
 }

@@ -1,5 +1,5 @@
 import { useState, type FormEvent } from "react";
-import { can, orgs, runCommand } from "../api";
+import { can, listAllDevices, orgs, runCommand } from "../api";
 import { DeviceTable } from "../components/DeviceTable";
 import { Card, ErrorAlert, Loading, useAsync } from "../components/ui";
 import { useOrg } from "../org";
@@ -9,8 +9,11 @@ export function DevicesPage() {
   const { session, nameOf } = useOrg();
   const may = can(session.role);
   const [minPosition, setMinPosition] = useState(0n);
-  const list = useAsync(() => orgs.listDevices({ orgId: session.orgId, minPosition }), [session.orgId, minPosition]);
-  const mine = list.data?.devices.filter((d) => d.personId === session.personId) ?? [];
+  const list = useAsync(
+    () => listAllDevices(session.orgId, minPosition, session.personId),
+    [session.orgId, session.personId, minPosition],
+  );
+  const mine = list.data?.devices ?? [];
 
   return (
     <>

@@ -1,6 +1,6 @@
 import { useEffect, useMemo, useRef, useState } from "react";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { can, errorMessage, orgs } from "../api";
+import { can, errorMessage, listAllDevices, orgs } from "../api";
 import { Card, ErrorAlert, Loading, Notice, useAsync } from "../components/ui";
 import type { HistoryEntry } from "../gen/trackhrs/org/v1/org_pb";
 import { useOrg } from "../org";
@@ -82,7 +82,7 @@ export function HistoryPage({ params }: { params: URLSearchParams }) {
   }, [key]);
 
   const devices = useAsync(
-    () => (can(session.role).readOrgDevices ? orgs.listDevices({ orgId: session.orgId }) : Promise.resolve(null)),
+    () => (can(session.role).readOrgDevices ? listAllDevices(session.orgId) : Promise.resolve(null)),
     [session.orgId, session.role],
   );
   /** A device's name, and its member's unless that is `besides`. */

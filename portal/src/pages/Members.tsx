@@ -1,5 +1,5 @@
 import { useState, type FormEvent } from "react";
-import { ASSIGNABLE_ROLES, can, orgs, ROLE_NAMES, runCommand } from "../api";
+import { ASSIGNABLE_ROLES, can, listAllDevices, listAllMembers, orgs, ROLE_NAMES, runCommand } from "../api";
 import { DeviceTable } from "../components/DeviceTable";
 import { Card, ErrorAlert, Loading, Notice, useAsync } from "../components/ui";
 import { Role, type Member } from "../gen/trackhrs/org/v1/org_pb";
@@ -16,9 +16,9 @@ export function MembersPage() {
   const may = can(session.role);
   const manage = may.manageMembers;
   const [minPosition, setMinPosition] = useState(0n);
-  const members = useAsync(() => orgs.listMembers({ orgId: session.orgId, minPosition }), [session.orgId, minPosition]);
+  const members = useAsync(() => listAllMembers(session.orgId, minPosition), [session.orgId, minPosition]);
   const devices = useAsync(
-    () => (may.readOrgDevices ? orgs.listDevices({ orgId: session.orgId, minPosition }) : Promise.resolve(null)),
+    () => (may.readOrgDevices ? listAllDevices(session.orgId, minPosition) : Promise.resolve(null)),
     [session.orgId, minPosition, may.readOrgDevices],
   );
 

@@ -1,6 +1,6 @@
 import { useMemo, useState } from "react";
 import type { ChartConfiguration, Scale } from "chart.js";
-import { activity, can, errorMessage, orgs } from "../api";
+import { activity, can, errorMessage, listAllDevices } from "../api";
 import { ACTIVE_COLOR, ChartView, IDLE_COLOR } from "../components/ChartView";
 import { Card, ErrorAlert, Loading, Notice, useAsync } from "../components/ui";
 import type { Device } from "../gen/trackhrs/org/v1/org_pb";
@@ -55,8 +55,7 @@ export function TimelinePage({ params }: { params: URLSearchParams }) {
   const to = startOfDay(addDays(day, 1), timeZone);
 
   const data = useAsync(async () => {
-    const list = await orgs.listDevices({ orgId: session.orgId });
-    const devices = list.devices.filter((d) => d.personId === person);
+    const { devices } = await listAllDevices(session.orgId, 0n, person);
     const results: DeviceResult[] = await Promise.all(
       devices.map(async (device) => {
         try {
