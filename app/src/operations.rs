@@ -11,8 +11,10 @@ use trackhrs_domain::Token;
 use trackhrs_domain::permissions::Read;
 use trackhrs_nats::EventStore;
 use trackhrs_projections::Supervise;
+pub use trackhrs_projections::usage::{self, KindUsage, OrgUsage};
 pub use trackhrs_projections::{DeadLetter, ReplayReport, VersionStatus};
 
+use crate::administration::AtPosition;
 use crate::caller::Caller;
 use crate::error::{AppError, NOT_YOURS};
 use crate::reads::ReadModels;
@@ -57,6 +59,24 @@ impl Operations {
         }
         self.reads.authorize(caller, Read::Operations).await?;
         Ok(())
+    }
+
+    /// The `limit` organizations holding the most bytes in the event
+    /// stream, by aggregate type, at least at `min_position`.
+    #[tracing::instrument(skip_all)]
+    pub async fn usage(
+        &self,
+        caller: &Caller,
+        limit: u32,
+        min_position: u64,
+    ) -> Result<AtPosition<Vec<OrgUsage>>, AppError> {
+        self.authorize(caller).await?;
+        let model = self.reads.read_model(usage::NAME, min_position).await?;
+        let orgs = usage::largest(&model.client, &model.schema, limit).await?;
+        Ok(AtPosition {
+            value: orgs,
+            position: model.position,
+        })
     }
 
     /// Every version of every read model with its lag.

@@ -126,4 +126,48 @@ impl OperationsRpc for OperationsService {
                 .collect(),
         }))
     }
+
+    async fn list_org_usage(
+        &self,
+        request: Request<pb::ListOrgUsageRequest>,
+    ) -> Result<Response<pb::ListOrgUsageResponse>, Status> {
+        let caller = caller::person(&self.auth, &request).await?;
+        let r = request.get_ref();
+        let limit = match r.limit {
+            0 => 100,
+            n if n <= 1000 => n,
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "limit: {n} is more than 1000"
+                )));
+            }
+        };
+        let found = self
+            .operations
+            .usage(&caller, limit, r.min_position)
+            .await
+            .map_err(status)?;
+        let orgs = found
+            .value
+            .into_iter()
+            .map(|o| pb::OrgUsage {
+                org_id: o.org_id,
+                messages: o.messages,
+                bytes: o.bytes,
+                kinds: o
+                    .kinds
+                    .into_iter()
+                    .map(|k| pb::KindUsage {
+                        aggregate: k.aggregate,
+                        messages: k.messages,
+                        bytes: k.bytes,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListOrgUsageResponse {
+            orgs,
+            position: found.position,
+        }))
+    }
 }

@@ -177,3 +177,129 @@ async fn without_an_operator_org_nobody_operates() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_what_each_org_stores() {
+    use std::collections::BTreeMap;
+    use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
+    use trackhrs_schemas::agent::v1::{Span, UploadBatchRequest};
+    let mut p = Platform::start().await;
+    let operator = p.sign_up("ops", 5).await;
+    let acme = p.sign_up("acme", 5).await;
+    let globex = p.sign_up("globex", 5).await;
+    p.member(&globex, "gina", org_pb::Role::Employee).await;
+    let device = p.enroll(&acme, "laptop").await;
+    let start = trackhrs_credentials::now_secs() * 1000 - 3_600_000;
+    for seq in 1..=3 {
+        AgentIngestClient::new(p.gw().channel.clone())
+            .upload_batch(authed(
+                &device.device_token,
+                UploadBatchRequest {
+                    batch_id: format!("b{seq}"),
+                    device_batch_seq: seq,
+                    spans: (0..20)
+                        .map(|i| {
+                            let at = start + (seq as i64 * 20 + i) * 10_000;
+                            Span {
+                                start_unix_ms: at,
+                                end_unix_ms: at + 10_000,
+                                app: "code".into(),
+                                title: format!("a window title {i}"),
+                                url: None,
+                                active: true,
+                            }
+                        })
+                        .collect(),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    p.add_replica(AppConfig {
+        operator_org: Some(Token::new("ops").unwrap()),
+        ..AppConfig::default()
+    })
+    .await;
+    let mut client = OperationsClient::new(p.replicas[1].channel.clone());
+
+    // What the stream holds, message by message, per (org, aggregate type).
+    let last = p.last_sequence().await;
+    let js = async_nats::jetstream::new(p.nats.connect_admin().await.unwrap());
+    let stream = js.get_stream("TRACKHRS_EVENTS").await.unwrap();
+    let mut expected: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for seq in 1..=last {
+        let msg = stream.get_raw_message(seq).await.unwrap();
+        let parts: Vec<&str> = msg.subject.split('.').collect();
+        let sum = expected
+            .entry((parts[1].to_owned(), parts[2].to_owned()))
+            .or_default();
+        sum.0 += 1;
+        sum.1 += msg.payload.len() as u64;
+    }
+
+    let usage = client
+        .list_org_usage(authed(
+            &operator.access_token,
+            pb::ListOrgUsageRequest {
+                limit: 0,
+                min_position: last,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(usage.position >= last);
+    let mut seen: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for org in &usage.orgs {
+        let kinds: (u64, u64) = org
+            .kinds
+            .iter()
+            .fold((0, 0), |s, k| (s.0 + k.messages, s.1 + k.bytes));
+        assert_eq!(kinds, (org.messages, org.bytes), "{org:?}");
+        for k in &org.kinds {
+            seen.insert(
+                (org.org_id.clone(), k.aggregate.clone()),
+                (k.messages, k.bytes),
+            );
+        }
+    }
+    assert_eq!(seen, expected);
+    // Largest first: acme's uploads outweigh the others' sign-ups.
+    let order: Vec<&str> = usage.orgs.iter().map(|o| o.org_id.as_str()).collect();
+    assert_eq!(order[0], "acme", "{order:?}");
+    assert_eq!(usage.orgs[0].kinds[0].aggregate, "device_activity");
+    assert!(usage.orgs.windows(2).all(|w| w[0].bytes >= w[1].bytes));
+    let one = client
+        .list_org_usage(authed(
+            &operator.access_token,
+            pb::ListOrgUsageRequest {
+                limit: 1,
+                min_position: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(one.orgs.len(), 1);
+
+    // Tenants see none of it; a limit beyond 1,000 is refused.
+    let refused = client
+        .list_org_usage(authed(
+            &acme.access_token,
+            pb::ListOrgUsageRequest::default(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let refused = client
+        .list_org_usage(authed(
+            &operator.access_token,
+            pb::ListOrgUsageRequest {
+                limit: 1001,
+                min_position: 0,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+}

@@ -28,7 +28,7 @@ pub mod reader;
 pub mod store;
 
 pub use codec::{DecodedCommit, RecordedEvent, TypedCommit, decode_typed};
-pub use config::StoreConfig;
+pub use config::{EVENT_SUBJECT_PREFIX, StoreConfig};
 pub use error::StoreError;
 pub use keys::KeyStore;
 pub use provision::{MIN_SERVER_VERSION, check_lossless, check_server_version, provision, verify};

@@ -25,6 +25,7 @@ use trackhrs_projections::directory::Directory;
 use trackhrs_projections::history::History;
 use trackhrs_projections::pay::Pay;
 use trackhrs_projections::timeline::Timeline;
+use trackhrs_projections::usage::Usage;
 use trackhrs_projections::work::Work;
 use trackhrs_projections::{ProjectionError, RunnerConfig, Supervise, Supervisor};
 
@@ -210,6 +211,13 @@ fn read_models_with(
         )),
         Box::new(Supervisor::new(
             Timeline::new,
+            store.clone(),
+            pg.clone(),
+            configure(activity_config()),
+        )),
+        // Storage per org for operators: every message, counted in bulk.
+        Box::new(Supervisor::new(
+            Usage::new,
             store.clone(),
             pg.clone(),
             configure(activity_config()),

@@ -702,6 +702,12 @@ async function operations(run) {
   const others = rows.filter((x) => !(wanted.includes(x.name) && x.state === "live"));
   if (others.length) run.log(`other versions: ${others.map((x) => `${x.name} v${x.version} ${x.state}`).join(", ")}`);
 
+  const usage = await page.getByTestId("ops-usage-row").evaluateAll((rows) =>
+    rows.map((r) => ({ org: r.getAttribute("data-org"), bytes: Number(r.getAttribute("data-bytes")), messages: Number(r.getAttribute("data-messages")) })),
+  );
+  run.check(usage.some((u) => u.org === fixture.org && u.bytes > 0 && u.messages > 0), `the storage table lists ${fixture.org}: ${JSON.stringify(usage.slice(0, 3))}`);
+  run.check(usage.every((u, i) => i === 0 || usage[i - 1].bytes >= u.bytes), "organizations are listed largest first");
+
   const stamp = await text(page.getByTestId("ops-updated"));
   await run.until(async () => (await text(page.getByTestId("ops-updated"))) !== stamp, "the figures are fetched again within 12 s", 12_000);
   run.check(true, `the figures refresh by themselves ("${await text(page.getByTestId("ops-updated"))}")`);

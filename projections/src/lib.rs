@@ -36,6 +36,7 @@ pub mod projection;
 pub mod runner;
 pub mod supervisor;
 pub mod timeline;
+pub mod usage;
 pub mod work;
 
 pub use catalog::{

@@ -2,7 +2,7 @@ import { useCallback, useEffect, useRef, useState } from "react";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ops } from "../api";
 import { Card, ErrorAlert, Loading, Notice } from "../components/ui";
-import type { DeadLetter, ListProjectionsResponse, ReplayDeadLettersResponse } from "../gen/trackhrs/ops/v1/ops_pb";
+import type { DeadLetter, ListProjectionsResponse, OrgUsage, ReplayDeadLettersResponse } from "../gen/trackhrs/ops/v1/ops_pb";
 import { useOrg } from "../org";
 import { dateTime } from "../time";
 
@@ -10,10 +10,28 @@ import { dateTime } from "../time";
 const REFRESH_MS = 5_000;
 /** Dead letters listed per read model. */
 const LETTERS_SHOWN = 200;
+/** Organizations listed by storage. */
+const ORGS_SHOWN = 100;
+
+/** Bytes as B, KiB, MiB or GiB. */
+function size(bytes: bigint): string {
+  const n = Number(bytes);
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let value = n / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value.toFixed(1)} ${units[unit]}`;
+}
 
 interface Snapshot {
   projections: ListProjectionsResponse;
   letters: DeadLetter[];
+  /** The organizations storing the most, most first. */
+  usage: OrgUsage[];
   /** Unix milliseconds of the answer. */
   at: number;
 }
@@ -35,9 +53,13 @@ export function OperationsPage() {
     if (busy.current) return;
     busy.current = true;
     try {
-      const [projections, letters] = await Promise.all([ops.listProjections({}), ops.listDeadLetters({ projection: "" })]);
+      const [projections, letters, usage] = await Promise.all([
+        ops.listProjections({}),
+        ops.listDeadLetters({ projection: "" }),
+        ops.listOrgUsage({ limit: ORGS_SHOWN }),
+      ]);
       if (!alive.current) return;
-      setSnapshot({ projections, letters: letters.letters, at: Date.now() });
+      setSnapshot({ projections, letters: letters.letters, usage: usage.orgs, at: Date.now() });
       setError(null);
     } catch (err) {
       if (alive.current) setError(err);
@@ -153,6 +175,41 @@ export function OperationsPage() {
                 ))}
               </tbody>
             </table>
+          </div>
+        )}
+      </Card>
+
+      <Card title="Storage by organization" testId="ops-usage" wide>
+        {!snapshot ? null : snapshot.usage.length === 0 ? (
+          <p className="muted">Nothing stored yet.</p>
+        ) : (
+          <div className="table-wrap" tabIndex={0}>
+            <table data-testid="ops-usage-table">
+              <thead>
+                <tr>
+                  <th>Organization</th>
+                  <th className="num">Messages</th>
+                  <th className="num">Payload</th>
+                  <th>Largest parts</th>
+                </tr>
+              </thead>
+              <tbody>
+                {snapshot.usage.map((o) => (
+                  <tr key={o.orgId} data-testid="ops-usage-row" data-org={o.orgId} data-bytes={String(o.bytes)} data-messages={String(o.messages)}>
+                    <td className="mono">{o.orgId}</td>
+                    <td className="num">{String(o.messages)}</td>
+                    <td className="num">{size(o.bytes)}</td>
+                    <td className="small">
+                      {o.kinds
+                        .slice(0, 3)
+                        .map((k) => `${k.aggregate} ${size(k.bytes)}`)
+                        .join(", ")}
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+            {snapshot.usage.length >= ORGS_SHOWN && <p className="muted small">The {ORGS_SHOWN} organizations storing the most are listed.</p>}
           </div>
         )}
       </Card>
