@@ -112,7 +112,7 @@ impl AgentArgs {
         let token = token(self)?;
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
         crate::private::folder(&data_dir)
-            .with_context(|| format!("cannot create {} (its owner's only)", data_dir.display()))?;
+            .with_context(|| format!("the data folder {}", data_dir.display()))?;
         let mut config = AgentConfig::new(&self.gateway, token, data_dir.join("outbox.db"));
         config.gateway_ca.clone_from(&self.gateway_ca);
         config.poll = Duration::from_millis(self.poll_ms.max(10));

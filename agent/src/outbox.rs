@@ -225,6 +225,16 @@ impl Outbox {
         insert_span(&self.db, span)
     }
 
+    /// Commits `spans` (in order) in one transaction: all or none.
+    pub fn push_all(&mut self, spans: &[Event]) -> Result<(), OutboxError> {
+        let tx = self.db.transaction()?;
+        for span in spans {
+            insert_span(&tx, span)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Commits `spans` (in order) and, in the same transaction, notes that
     /// the ActivityWatch timelines were combined up to `until_ms`: a crash
     /// cannot commit one without the other.

@@ -7,10 +7,33 @@ use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-/// Creates `dir` (and its parents) when missing and makes it its owner's
-/// only, even when it existed with looser permissions.
+/// The files the agent keeps in its data folder (with SQLite's journals).
+const OWN_FILES: [&str; 2] = ["outbox.db", "activitywatch.db"];
+
+/// Creates `dir` (and its parents) when missing, its owner's only. An
+/// existing folder others may open is narrowed when it holds nothing but
+/// the agent's own files (a folder made by an agent from before this
+/// rule); any other is refused rather than changed, so `--data-dir ~` does
+/// not chmod a home folder.
 pub fn folder(dir: &Path) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)?;
+        return std::fs::set_permissions(dir, Permissions::from_mode(0o700));
+    }
+    if std::fs::metadata(dir)?.permissions().mode() & 0o077 == 0 {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if !OWN_FILES.iter().any(|own| name.starts_with(own)) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "other users may open this folder and it holds files that are not the agent's: \
+                 run chmod 700 on it, or give --data-dir a folder of the agent's own",
+            ));
+        }
+    }
     std::fs::set_permissions(dir, Permissions::from_mode(0o700))
 }
 
@@ -39,11 +62,25 @@ mod tests {
         let dir = root.path().join("a/b");
         folder(&dir).unwrap();
         assert_eq!(mode(&dir), 0o700);
+        // An older agent's folder (default umask) is narrowed...
         let loose = root.path().join("loose");
         std::fs::create_dir(&loose).unwrap();
+        std::fs::write(loose.join("outbox.db"), b"").unwrap();
+        std::fs::write(loose.join("activitywatch.db-wal"), b"").unwrap();
         std::fs::set_permissions(&loose, Permissions::from_mode(0o755)).unwrap();
         folder(&loose).unwrap();
         assert_eq!(mode(&loose), 0o700);
+        // ...a shared one with other files is refused and left as it was.
+        let home = root.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::write(home.join(".bashrc"), b"").unwrap();
+        std::fs::set_permissions(&home, Permissions::from_mode(0o755)).unwrap();
+        let refused = folder(&home).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(mode(&home), 0o755);
+        // An existing folder already its owner's only is used as it is.
+        std::fs::set_permissions(&home, Permissions::from_mode(0o700)).unwrap();
+        folder(&home).unwrap();
         let db = dir.join("outbox.db");
         file(&db).unwrap();
         assert_eq!(mode(&db), 0o600);

@@ -58,6 +58,9 @@ const PIECE: Duration = Duration::from_secs(60);
 /// windows).
 pub const MAX_UNSAVED: usize = 20_000;
 
+/// Most waiting spans committed in one transaction.
+const SAVE_CHUNK: usize = 500;
+
 impl Recorder {
     /// A recorder for polls every `poll`, idle after `idle_after` without
     /// input.
@@ -141,14 +144,14 @@ impl Recorder {
                 "the outbox has refused writes for long; the oldest activity kept in memory is lost"
             );
         }
-        let mut saved = 0;
-        let result = self.unsaved.iter().try_for_each(|span| {
-            outbox.push(span)?;
-            saved += 1;
-            Ok(())
-        });
-        self.unsaved.drain(..saved);
-        result
+        // A few hundred a transaction (one sync each, not one a span) once
+        // the disk takes writes again.
+        while !self.unsaved.is_empty() {
+            let chunk = self.unsaved.len().min(SAVE_CHUNK);
+            outbox.push_all(&self.unsaved[..chunk])?;
+            self.unsaved.drain(..chunk);
+        }
+        Ok(())
     }
 
     /// Closed spans waiting in memory for the outbox to take them.

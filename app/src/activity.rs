@@ -19,7 +19,7 @@ use crate::cache::{Answer, DashboardCache, DashboardKey};
 use crate::caller::Caller;
 use crate::error::{AppError, NOT_YOURS};
 use crate::org::{OrgCommands, Outcome};
-use crate::reads::{ReadModels, role_in, scope_of};
+use crate::reads::{ReadModels, bounded_error, role_in, scope_of};
 
 mod summary;
 
@@ -323,7 +323,7 @@ fn read_error(e: tokio_postgres::Error) -> ReadError {
         Some(c) if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::INVALID_SCHEMA_NAME => {
             ReadError::SchemaGone
         }
-        _ => ReadError::App(e.into()),
+        _ => ReadError::App(bounded_error(e)),
     }
 }
 
@@ -552,7 +552,7 @@ impl Activity {
         let mut model = self.reads.read_model(timeline::NAME, min_position).await?;
         let range = (from_ms.saturating_mul(1000), to_ms.saturating_mul(1000));
         let (schema, position) = (model.schema.clone(), model.position);
-        let tx = model.bounded(false).await?;
+        let tx = model.bounded(false).await.map_err(bounded_error)?;
         let (events, truncated) = timeline::device_events(
             &*tx,
             &schema,
@@ -561,8 +561,9 @@ impl Activity {
             range,
             (MAX_TIMELINE_EVENTS as i64, MAX_TIMELINE_BYTES as i64),
         )
-        .await?;
-        tx.commit().await?;
+        .await
+        .map_err(bounded_error)?;
+        tx.commit().await.map_err(bounded_error)?;
         drop(model);
         let activity = self.reads.read_model(activity::NAME, 0).await?;
         let pg: &tokio_postgres::Client = &activity.client;
@@ -634,14 +635,17 @@ impl Activity {
         self.reads.authorize(caller, Read::RulesPreview).await?;
         let mut model = self.reads.read_model(activity::NAME, 0).await?;
         let schema = model.schema.clone();
-        let tx = model.bounded(true).await?;
-        let (timezone, rules_version) = activity::org_info(&*tx, &schema, org.as_str()).await?;
+        let tx = model.bounded(true).await.map_err(bounded_error)?;
+        let (timezone, rules_version) = activity::org_info(&*tx, &schema, org.as_str())
+            .await
+            .map_err(bounded_error)?;
         let tz: chrono_tz::Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
         let to = now.with_timezone(&tz).date_naive();
         let from = to - chrono::Duration::days(PREVIEW_DAYS - 1);
-        let times =
-            activity::activity_times(&*tx, &schema, org.as_str(), from, to, rules_version).await?;
-        tx.commit().await?;
+        let times = activity::activity_times(&*tx, &schema, org.as_str(), from, to, rules_version)
+            .await
+            .map_err(bounded_error)?;
+        tx.commit().await.map_err(bounded_error)?;
         drop(model);
         let mut categories: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         let mut moved = 0;

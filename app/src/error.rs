@@ -176,12 +176,6 @@ pub(crate) fn query(error: &dyn std::fmt::Display) -> AppError {
 
 impl From<tokio_postgres::Error> for AppError {
     fn from(error: tokio_postgres::Error) -> Self {
-        if error.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) {
-            return Self::new(
-                ErrorKind::Timeout,
-                "the read took longer than the read timeout and was cancelled; ask for fewer days or people",
-            );
-        }
         query(&error)
     }
 }

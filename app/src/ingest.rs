@@ -67,6 +67,28 @@ impl Default for IngestConfig {
     }
 }
 
+impl IngestConfig {
+    /// Refuses quotas under which a batch of the largest size could never
+    /// be accepted (a burst smaller than it, or no refill).
+    pub fn check(&self) -> Result<(), AppError> {
+        for (name, rate) in [
+            ("device_quota", &self.device_quota),
+            ("org_quota", &self.org_quota),
+        ] {
+            if !(rate.burst_bytes >= self.max_batch_bytes as f64 && rate.bytes_per_sec > 0.0) {
+                return Err(AppError::invalid(
+                    name,
+                    format!(
+                        "the burst must hold a batch of max_batch_bytes ({}) and the rate be above 0",
+                        self.max_batch_bytes
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One upload as the adapter decoded it.
 #[derive(Debug)]
 pub struct Upload<T> {
@@ -431,5 +453,38 @@ impl Ingest {
             rules,
             device: identity,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotas_that_could_never_take_a_full_batch_are_refused() {
+        assert!(IngestConfig::default().check().is_ok());
+        let small = IngestConfig {
+            device_quota: Rate {
+                bytes_per_sec: 1024.0,
+                burst_bytes: 1024.0,
+            },
+            ..IngestConfig::default()
+        };
+        let refused = small.check().unwrap_err();
+        assert!(refused.message().starts_with("device_quota"), "{refused}");
+        let still = IngestConfig {
+            org_quota: Rate {
+                bytes_per_sec: 0.0,
+                burst_bytes: 1e9,
+            },
+            ..IngestConfig::default()
+        };
+        assert!(
+            still
+                .check()
+                .unwrap_err()
+                .message()
+                .starts_with("org_quota")
+        );
     }
 }

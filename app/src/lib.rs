@@ -83,7 +83,7 @@ pub struct AppConfig {
     /// How often each replica deletes credentials nothing needs any more.
     pub janitor_every: Duration,
     /// How long one statement of a dashboard, summary, timeline or rules
-    /// preview read may run before PostgreSQL cancels it.
+    /// preview read may run before PostgreSQL cancels it (zero: no limit).
     pub read_timeout: Duration,
 }
 
@@ -124,6 +124,7 @@ impl App {
     /// evict this replica's cached org state; the activity projection's
     /// invalidations evict its dashboards).
     pub async fn open(store: EventStore, pool: Pool, config: AppConfig) -> Result<Self, AppError> {
+        config.ingest.check()?;
         // The store opens only with a key-encryption key; the signing keys
         // are wrapped under the same one.
         let kek = store.config().kek.clone().ok_or_else(|| {

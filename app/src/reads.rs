@@ -40,13 +40,28 @@ impl ReadModel {
             builder = builder.isolation_level(tokio_postgres::IsolationLevel::RepeatableRead);
         }
         let tx = builder.start().await?;
-        tx.batch_execute(&format!(
-            "SET LOCAL statement_timeout = {}",
-            self.timeout.as_millis().max(1)
-        ))
-        .await?;
+        if !self.timeout.is_zero() {
+            tx.batch_execute(&format!(
+                "SET LOCAL statement_timeout = {}",
+                self.timeout.as_millis().max(1)
+            ))
+            .await?;
+        }
         Ok(tx)
     }
+}
+
+/// A bounded read's failure: a statement the read timeout cancelled
+/// answers [`ErrorKind::Timeout`]; anything else as any read failure.
+pub(crate) fn bounded_error(error: tokio_postgres::Error) -> AppError {
+    if error.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) {
+        tracing::warn!("a read ran past the read timeout and was cancelled");
+        return AppError::new(
+            ErrorKind::Timeout,
+            "the read took longer than the read timeout and was cancelled; ask for a shorter range or fewer people",
+        );
+    }
+    error.into()
 }
 
 /// Members' current roles as the directory read model last said (`None`:

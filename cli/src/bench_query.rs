@@ -305,10 +305,16 @@ pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     ));
 
+    // No read timeout: a slow read is what this measures, and the retries
+    // below take DEADLINE_EXCEEDED for a read model still catching up.
+    let measured = AppConfig {
+        read_timeout: Duration::ZERO,
+        ..AppConfig::default()
+    };
     let cached_addr = gateway(
         &store,
         &pg_config,
-        AppConfig::default(),
+        measured.clone(),
         args.portal_dir.clone(),
     )
     .await?;
@@ -317,7 +323,7 @@ pub async fn run_query(args: QueryBenchArgs) -> anyhow::Result<()> {
         &pg_config,
         AppConfig {
             dashboard_cache_bytes: 0,
-            ..AppConfig::default()
+            ..measured
         },
         None,
     )

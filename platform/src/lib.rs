@@ -41,10 +41,18 @@ pub fn log_filter<S>(
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    use tracing_subscriber::filter::FilterExt;
-    tracing_subscriber::EnvFilter::new(spec).and(tracing_subscriber::filter::filter_fn(|meta| {
-        !meta.target().starts_with("tokio_postgres") || *meta.level() <= tracing::Level::WARN
-    }))
+    use tracing_subscriber::filter::{FilterExt, LevelFilter, filter_fn};
+    let env = tracing_subscriber::EnvFilter::new(spec);
+    // `and` keeps the lower of the two hints, and a hint-less filter erases
+    // it: the spec's own hint is given to the target filter too, so events
+    // above it are still skipped at their call sites.
+    let hint = env.max_level_hint().unwrap_or(LevelFilter::TRACE);
+    env.and(
+        filter_fn(|meta| {
+            !meta.target().starts_with("tokio_postgres") || *meta.level() <= tracing::Level::WARN
+        })
+        .with_max_level_hint(hint),
+    )
 }
 
 /// What went wrong assembling or running the platform.
@@ -215,12 +223,16 @@ fn read_models_with(
             pg.clone(),
             configure(activity_config()),
         )),
-        // Storage per org for operators: every message, counted in bulk.
+        // Storage per org for operators: every message, counted in bulk
+        // (one upsert per batch), so large batches catch up quickest.
         Box::new(Supervisor::new(
             Usage::new,
             store.clone(),
             pg.clone(),
-            configure(activity_config()),
+            configure(RunnerConfig {
+                batch_max: 2_000,
+                ..activity_config()
+            }),
         )),
         // Uploads as the activity projection, but members wait for their
         // entries and decisions to show: shorter batches.
@@ -425,5 +437,22 @@ impl Platform {
             running = rest;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::Filter;
+
+    #[test]
+    fn the_log_filter_keeps_the_specs_level_hint() {
+        for (spec, hint) in [
+            ("info", LevelFilter::INFO),
+            ("warn,trackhrs=debug", LevelFilter::DEBUG),
+        ] {
+            let filter = super::log_filter::<tracing_subscriber::Registry>(spec);
+            assert_eq!(Filter::max_level_hint(&filter), Some(hint), "{spec}");
+        }
     }
 }

@@ -132,6 +132,7 @@ export async function listAllMembers(orgId: string, minPosition = 0n): Promise<{
     const page = await orgs.listMembers({ orgId, minPosition: position, after, limit: PAGE });
     members.push(...page.members);
     position = page.position;
+    if (page.nextAfter !== "" && page.nextAfter === after) throw new Error("the member list did not advance");
     after = page.nextAfter;
   } while (after);
   return { members, position };
@@ -151,6 +152,7 @@ export async function listAllDevices(
     const page = await orgs.listDevices({ orgId, minPosition: position, personId, after, limit: PAGE });
     devices.push(...page.devices);
     position = page.position;
+    if (page.nextAfter !== "" && page.nextAfter === after) throw new Error("the device list did not advance");
     after = page.nextAfter;
   } while (after);
   return { devices, position };

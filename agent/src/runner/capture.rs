@@ -82,6 +82,9 @@ pub(super) fn capture_loop<C, F>(
     };
     let mut next_tidy = Instant::now();
     let mut local_failed = false;
+    // Once per outage, not once per observation: while the disk is full
+    // every poll fails the same way.
+    let mut outbox_failed = false;
     let mut capture: Option<C> = None;
     let mut next_connect = Instant::now();
     let mut next = Instant::now();
@@ -139,9 +142,21 @@ pub(super) fn capture_loop<C, F>(
                     }
                     let behind = match recorded {
                         Ok(Recorded::ClockBehind { by_ms }) => Some(by_ms),
-                        Ok(Recorded::Recorded) => None,
+                        Ok(Recorded::Recorded) => {
+                            if outbox_failed {
+                                outbox_failed = false;
+                                tracing::info!("the outbox takes writes again");
+                            }
+                            None
+                        }
                         Err(e) => {
-                            tracing::error!(error = %e, "cannot commit a span to the outbox");
+                            if !outbox_failed {
+                                outbox_failed = true;
+                                tracing::error!(
+                                    error = %e,
+                                    "cannot commit a span to the outbox; activity waits in memory until it takes writes"
+                                );
+                            }
                             None
                         }
                     };

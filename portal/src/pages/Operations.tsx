@@ -30,8 +30,9 @@ function size(bytes: bigint): string {
 interface Snapshot {
   projections: ListProjectionsResponse;
   letters: DeadLetter[];
-  /** The organizations storing the most, most first. */
-  usage: OrgUsage[];
+  /** The organizations storing the most, most first; null while its read
+   * model is being built (or cannot answer). */
+  usage: OrgUsage[] | null;
   /** Unix milliseconds of the answer. */
   at: number;
 }
@@ -56,10 +57,11 @@ export function OperationsPage() {
       const [projections, letters, usage] = await Promise.all([
         ops.listProjections({}),
         ops.listDeadLetters({ projection: "" }),
-        ops.listOrgUsage({ limit: ORGS_SHOWN }),
+        // Its own read model may still be building: the rest shows anyway.
+        ops.listOrgUsage({ limit: ORGS_SHOWN }).catch(() => null),
       ]);
       if (!alive.current) return;
-      setSnapshot({ projections, letters: letters.letters, usage: usage.orgs, at: Date.now() });
+      setSnapshot({ projections, letters: letters.letters, usage: usage?.orgs ?? null, at: Date.now() });
       setError(null);
     } catch (err) {
       if (alive.current) setError(err);
@@ -180,7 +182,11 @@ export function OperationsPage() {
       </Card>
 
       <Card title="Storage by organization" testId="ops-usage" wide>
-        {!snapshot ? null : snapshot.usage.length === 0 ? (
+        {!snapshot ? null : snapshot.usage === null ? (
+          <p className="muted" data-testid="ops-usage-unavailable">
+            The storage figures cannot be read yet (their read model may still be building).
+          </p>
+        ) : snapshot.usage.length === 0 ? (
           <p className="muted">Nothing stored yet.</p>
         ) : (
           <div className="table-wrap" tabIndex={0}>
