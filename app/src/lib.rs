@@ -268,7 +268,7 @@ impl App {
                 "no such person in this organization",
             ));
         }
-        self.orgs.store().erase_person(person).await?;
+        self.orgs.store().erase_person(org, person).await?;
         let meta = request::stamp(CommitMeta::new(
             format!("erase-{person}"),
             "operator",

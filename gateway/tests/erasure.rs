@@ -311,7 +311,8 @@ async fn an_erasure_reaches_every_read_model_and_survives_a_restored_key_bucket(
     let log_before = log(&p).await;
     let admin = async_nats::jetstream::new(p.nats.connect_admin().await.unwrap());
     let bucket = admin.get_key_value("trackhrs_keys").await.unwrap();
-    let backup = bucket.get(&erin.person_id).await.unwrap().unwrap();
+    let erins_key = trackhrs_nats::keys::entry_name("acme", &erin.person_id);
+    let backup = bucket.get(&erins_key).await.unwrap().unwrap();
 
     let app = &p.gw().app;
     app.erase_person(&tok("acme"), &tok(&erin.person_id))
@@ -364,7 +365,7 @@ async fn an_erasure_reaches_every_read_model_and_survives_a_restored_key_bucket(
 
     // A restore of the key bucket from before the erasure brings her key
     // back; a store that opens destroys it again before any read.
-    bucket.put(&erin.person_id, backup).await.unwrap();
+    bucket.put(&erins_key, backup).await.unwrap();
     let reopened =
         trackhrs_nats::EventStore::open(p.nats.connect().await.unwrap(), p.store_config.clone())
             .await
@@ -372,7 +373,7 @@ async fn an_erasure_reaches_every_read_model_and_survives_a_restored_key_bucket(
     assert!(
         reopened
             .keys()
-            .key_for_read(&erin.person_id)
+            .key_for_read("acme", &erin.person_id)
             .await
             .unwrap()
             .is_none()

@@ -243,11 +243,15 @@ fn find_personal(json: &[u8]) -> Result<Vec<PersonalSpan<'_>>, StoreError> {
     Ok(found)
 }
 
-/// Seals every clear personal value in serialized JSON documents with the
-/// subjects' keys (created on first use): `{"$pd":s,"v":x}` becomes
-/// `{"$pd":s,"k":<key id>,"ct":<sealed x>}`, and an erased value
-/// (`"v":null`) becomes `{"$pd":s}`.
-pub(crate) async fn seal_all(keys: &KeyStore, docs: &mut [Vec<u8>]) -> Result<(), StoreError> {
+/// Seals every clear personal value in serialized JSON documents of `org`
+/// with the subjects' keys in that org (created on first use):
+/// `{"$pd":s,"v":x}` becomes `{"$pd":s,"k":<key id>,"ct":<sealed x>}`, and
+/// an erased value (`"v":null`) becomes `{"$pd":s}`.
+pub(crate) async fn seal_all(
+    keys: &KeyStore,
+    org: &str,
+    docs: &mut [Vec<u8>],
+) -> Result<(), StoreError> {
     let found = docs
         .iter()
         .map(|d| find_personal(d))
@@ -255,7 +259,7 @@ pub(crate) async fn seal_all(keys: &KeyStore, docs: &mut [Vec<u8>]) -> Result<()
     let mut by_subject: HashMap<&str, Arc<DataKey>> = HashMap::new();
     for p in found.iter().flatten() {
         if p.value.is_some() && !by_subject.contains_key(&*p.subject) {
-            by_subject.insert(&p.subject, keys.key_for_write(&p.subject).await?);
+            by_subject.insert(&p.subject, keys.key_for_write(org, &p.subject).await?);
         }
     }
     let sealed_docs = docs
@@ -400,9 +404,11 @@ pub(crate) fn unseal(
     }
 }
 
-/// Looks up the keys of every subject with personal data in `values`.
+/// Looks up the keys in `org` of every subject with personal data in
+/// `values`.
 pub(crate) async fn keys_for(
     keys: &KeyStore,
+    org: &str,
     values: &[&Value],
 ) -> Result<HashMap<String, Option<Arc<DataKey>>>, StoreError> {
     let mut subjects = BTreeSet::new();
@@ -411,7 +417,7 @@ pub(crate) async fn keys_for(
         .for_each(|v| personal_subjects(v, &mut subjects));
     let mut found = HashMap::with_capacity(subjects.len());
     for s in subjects {
-        let key = keys.key_for_read(&s).await?;
+        let key = keys.key_for_read(org, &s).await?;
         found.insert(s, key);
     }
     Ok(found)
@@ -510,7 +516,7 @@ pub async fn decode_typed<A: Aggregate>(
         .iter()
         .map(|e| payload_json(subject, sequence, e))
         .collect::<Result<Vec<_>, _>>()?;
-    let found = keys_for(keys, &payloads.iter().collect::<Vec<_>>()).await?;
+    let found = keys_for(keys, &commit.org_id, &payloads.iter().collect::<Vec<_>>()).await?;
     let events = commit
         .events
         .iter()
@@ -541,7 +547,7 @@ pub async fn decode_generic(
         .iter()
         .map(|e| payload_json(subject, sequence, e))
         .collect::<Result<Vec<_>, _>>()?;
-    let found = keys_for(keys, &payloads.iter().collect::<Vec<_>>()).await?;
+    let found = keys_for(keys, &commit.org_id, &payloads.iter().collect::<Vec<_>>()).await?;
     let mut events = Vec::with_capacity(payloads.len());
     for (envelope, payload) in commit.events.iter().zip(payloads.iter_mut()) {
         unseal(payload, &found).map_err(|reason| StoreError::Decode {

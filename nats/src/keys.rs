@@ -1,10 +1,16 @@
-//! Per-person data keys, kept in a JetStream KV bucket outside the event log.
+//! Data keys per (organization, person), kept in a JetStream KV bucket
+//! outside the event log.
 //!
 //! Personal data in events is sealed with AES-256-GCM under the data subject's
-//! key. Erasing a person purges their key from the bucket: the log is never
-//! rewritten, yet every copy of their data in it becomes unreadable. Keys carry
-//! an id, so data sealed under a destroyed key reads as erased even if the
-//! person later gets a new key.
+//! key in the org whose log holds it. Erasing a person from an org destroys
+//! that key: the log is never rewritten, yet every copy of their data in it
+//! becomes unreadable, and the same person id in another org keeps its own
+//! key. Keys carry an id, so data sealed under a destroyed key reads as
+//! erased even if the person later gets a new key.
+//!
+//! Keys made before keys were scoped are named by the bare person id; they
+//! are still read (and written with) until the person gets a scoped key or
+//! is erased, which destroys both.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,8 +119,24 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The key bucket's entry that proves which KEK wraps its keys. Person ids
-/// are tokens without dots, so it never names a person.
+/// are tokens without dots and scoped names have three parts, so it never
+/// names a person.
 pub const KEK_CHECK: &str = "_kek.check";
+
+/// The bucket entry of `person`'s key in `org`: `org.<org>.<person>`.
+pub fn entry_name(org: &str, person: &str) -> String {
+    format!("org.{org}.{person}")
+}
+
+/// What the bucket holds under one name.
+enum Held {
+    /// A wrapped key.
+    Key(Vec<u8>),
+    /// A delete marker: the key was destroyed.
+    Erased,
+    /// Nothing.
+    Nothing,
+}
 
 /// The slot a person's wrapped data key is bound to (its associated data
 /// under the key-encryption key).
@@ -142,7 +164,8 @@ pub struct Rewrapped {
 pub struct KeyStore {
     kv: kv::Store,
     kek: Arc<Keyring>,
-    /// Cached lookups; `None` caches "this person has no key" (erased or never had one).
+    /// Cached lookups by scoped name; `None` caches "this person has no key
+    /// in this org" (erased or never had one).
     cache: moka::sync::Cache<String, Option<Arc<DataKey>>>,
 }
 
@@ -181,7 +204,14 @@ impl KeyStore {
             while let Some(entry) = watch.next().await {
                 match entry {
                     Ok(entry) => {
-                        watched.invalidate(&entry.key);
+                        if entry.key.contains('.') {
+                            watched.invalidate(&entry.key);
+                        } else {
+                            // A key named by the bare person id stands in
+                            // for any org's scoped name (erasures, rewraps
+                            // of old keys: rare).
+                            watched.invalidate_all();
+                        }
                         // Only an erasure makes derived state wrong; a new key does not.
                         if entry.operation != kv::Operation::Put {
                             on_change(&entry.key);
@@ -288,92 +318,128 @@ impl KeyStore {
         Ok(done)
     }
 
-    /// The stored bytes of a person's key, unwrapped.
-    fn unwrap_key(&self, subject: &str, stored: &[u8]) -> Result<Arc<DataKey>, StoreError> {
+    /// The stored bytes of the key under `name`, unwrapped.
+    fn unwrap_key(&self, name: &str, stored: &[u8]) -> Result<Arc<DataKey>, StoreError> {
         let material = self
             .kek
-            .unwrap(&slot(subject), stored)
+            .unwrap(&slot(name), stored)
             .map_err(|e| StoreError::Keys(format!("data key: {e}")))?;
         Ok(Arc::new(DataKey::from_bytes(&material)?))
     }
 
-    /// The subject's key, if they have one.
-    pub async fn key_for_read(&self, subject: &str) -> Result<Option<Arc<DataKey>>, StoreError> {
-        if let Some(hit) = self.cache.get(subject) {
-            return Ok(hit);
-        }
-        let found = self
+    /// What the bucket holds under `name`.
+    async fn held(&self, name: &str) -> Result<Held, StoreError> {
+        let entry = self
             .kv
-            .get(subject)
+            .entry(name)
             .await
             .map_err(|e| StoreError::Keys(format!("read key: {e}")))?;
-        let key = match found {
-            Some(bytes) => Some(self.unwrap_key(subject, &bytes)?),
-            None => None,
+        Ok(match entry {
+            Some(e) if e.operation == kv::Operation::Put => Held::Key(e.value.to_vec()),
+            Some(_) => Held::Erased,
+            None => Held::Nothing,
+        })
+    }
+
+    /// The key `person`'s data in `org` opens with: their scoped key, else
+    /// (made before keys were scoped) the one named by their bare id;
+    /// `Err(Erased)` when the one in force was destroyed, `Ok(None)` when
+    /// there is none.
+    async fn lookup(&self, org: &str, person: &str) -> Result<Option<Arc<DataKey>>, StoreError> {
+        let name = entry_name(org, person);
+        let (name, stored) = match self.held(&name).await? {
+            Held::Key(stored) => (name, stored),
+            Held::Erased => return Err(StoreError::Erased(person.to_owned())),
+            Held::Nothing => match self.held(person).await? {
+                Held::Key(stored) => (person.to_owned(), stored),
+                Held::Erased => return Err(StoreError::Erased(person.to_owned())),
+                Held::Nothing => return Ok(None),
+            },
         };
-        self.cache.insert(subject.to_owned(), key.clone());
+        Ok(Some(self.unwrap_key(&name, &stored)?))
+    }
+
+    /// `person`'s key in `org`, if they have one.
+    pub async fn key_for_read(
+        &self,
+        org: &str,
+        person: &str,
+    ) -> Result<Option<Arc<DataKey>>, StoreError> {
+        let name = entry_name(org, person);
+        if let Some(hit) = self.cache.get(&name) {
+            return Ok(hit);
+        }
+        let key = match self.lookup(org, person).await {
+            Ok(key) => key,
+            Err(StoreError::Erased(_)) => None,
+            Err(e) => return Err(e),
+        };
+        self.cache.insert(name, key.clone());
         Ok(key)
     }
 
-    /// The subject's key, created on first use. An erased person gets no new
-    /// key: erasure is final, and personal data about them cannot be stored.
-    pub async fn key_for_write(&self, subject: &str) -> Result<Arc<DataKey>, StoreError> {
-        if let Some(Some(key)) = self.cache.get(subject) {
+    /// `person`'s key in `org`, created on first use. An erased person gets
+    /// no new key: erasure is final, and personal data about them cannot be
+    /// stored.
+    pub async fn key_for_write(&self, org: &str, person: &str) -> Result<Arc<DataKey>, StoreError> {
+        let name = entry_name(org, person);
+        if let Some(Some(key)) = self.cache.get(&name) {
             return Ok(key);
         }
         for _ in 0..3 {
-            let entry = self
-                .kv
-                .entry(subject)
-                .await
-                .map_err(|e| StoreError::Keys(format!("read key: {e}")))?;
-            match entry {
-                Some(entry) if entry.operation == kv::Operation::Put => {
-                    let key = self.unwrap_key(subject, &entry.value)?;
-                    self.cache.insert(subject.to_owned(), Some(key.clone()));
-                    return Ok(key);
-                }
-                Some(_) => return Err(StoreError::Erased(subject.to_owned())),
-                None => {}
+            if let Some(key) = self.lookup(org, person).await? {
+                self.cache.insert(name, Some(key.clone()));
+                return Ok(key);
             }
             let mut material = Zeroizing::new(Vec::with_capacity(KEY_ID_LEN + KEY_LEN));
             material.extend_from_slice(&rand::random::<[u8; KEY_ID_LEN]>());
             material.extend_from_slice(&Aes256Gcm::generate_key(&mut OsRng));
             let wrapped = self
                 .kek
-                .wrap(&slot(subject), &material)
+                .wrap(&slot(&name), &material)
                 .map_err(|e| StoreError::Keys(format!("data key: {e}")))?;
-            // `create` fails if another writer created the key first; then we read theirs.
-            if self.kv.create(subject, wrapped.into()).await.is_ok() {
+            // `create` fails if another writer created the key first (or
+            // erased it); then we read what is there.
+            if self.kv.create(&name, wrapped.into()).await.is_ok() {
                 let key = Arc::new(DataKey::from_bytes(&material)?);
-                self.cache.insert(subject.to_owned(), Some(key.clone()));
+                self.cache.insert(name, Some(key.clone()));
                 return Ok(key);
             }
         }
         Err(StoreError::Keys(format!(
-            "could not create or read the data key of {subject}"
+            "could not create or read the data key of {person} in {org}"
         )))
     }
 
-    /// Whether the bucket holds a key for the subject, or no erasure marker
-    /// (so one could be created): what an erasure recorded in the log must
-    /// not find.
-    pub async fn holds(&self, subject: &str) -> Result<bool, StoreError> {
-        let entry = self.kv.entry(subject).await.map_err(keys_error)?;
-        Ok(entry.is_none_or(|e| e.operation == kv::Operation::Put))
+    /// Whether the bucket holds a key of `person` in `org` (scoped or, from
+    /// before keys were scoped, bare), or no erasure marker (so one could be
+    /// created): what an erasure recorded in the log must not find.
+    pub async fn holds(&self, org: &str, person: &str) -> Result<bool, StoreError> {
+        Ok(match self.held(&entry_name(org, person)).await? {
+            Held::Key(_) | Held::Nothing => true,
+            Held::Erased => matches!(self.held(person).await?, Held::Key(_)),
+        })
     }
 
-    /// Destroys the subject's key: all their sealed personal data becomes
-    /// unreadable, in every event and snapshot, on every replica. A delete
-    /// marker replaces the key (the bucket keeps one value per key), and no
-    /// new key is made after it. Not a purge: the bucket allows no purges
-    /// and no rollups.
-    pub async fn erase(&self, subject: &str) -> Result<(), StoreError> {
+    /// Destroys `person`'s key in `org`, and the key named by their bare id
+    /// if one is left from before keys were scoped: all their sealed
+    /// personal data in the org's log becomes unreadable, in every event and
+    /// snapshot, on every replica. A delete marker replaces the key (the
+    /// bucket keeps one value per key), and no new key is made after it.
+    /// Not a purge: the bucket allows no purges and no rollups.
+    pub async fn erase(&self, org: &str, person: &str) -> Result<(), StoreError> {
+        let name = entry_name(org, person);
         self.kv
-            .delete(subject)
+            .delete(&name)
             .await
             .map_err(|e| StoreError::Keys(format!("erase key: {e}")))?;
-        self.cache.invalidate(subject);
+        if let Held::Key(_) = self.held(person).await? {
+            self.kv
+                .delete(person)
+                .await
+                .map_err(|e| StoreError::Keys(format!("erase key: {e}")))?;
+        }
+        self.cache.invalidate(&name);
         Ok(())
     }
 }

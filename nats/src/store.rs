@@ -315,12 +315,17 @@ impl EventStore {
         for (subject, _) in subjects {
             // Only an id the store could have written: a malformed subject
             // (published around the store) must not stop every open.
-            let Some(person) = subject.rsplit('.').next().filter(|p| Token::new(p).is_ok()) else {
-                tracing::warn!("an erasure subject names no valid person id; skipped");
+            let org = org_of(&subject);
+            let Some(person) = subject
+                .rsplit('.')
+                .next()
+                .filter(|p| Token::new(p).is_ok() && Token::new(org).is_ok())
+            else {
+                tracing::warn!("an erasure subject names no valid org and person id; skipped");
                 continue;
             };
-            if self.inner.keys.holds(person).await? {
-                self.inner.keys.erase(person).await?;
+            if self.inner.keys.holds(org, person).await? {
+                self.inner.keys.erase(org, person).await?;
                 destroyed += 1;
             }
         }
@@ -398,10 +403,11 @@ impl EventStore {
             .last_sequence)
     }
 
-    /// Erases a person: destroys their data key, so their personal data reads
-    /// as erased in every event and snapshot, here and on every replica.
-    pub async fn erase_person(&self, person: &Token) -> Result<(), StoreError> {
-        self.inner.keys.erase(person.as_str()).await?;
+    /// Erases a person from `org`: destroys their data key there, so their
+    /// personal data in the org's log reads as erased in every event and
+    /// snapshot, here and on every replica.
+    pub async fn erase_person(&self, org: &Token, person: &Token) -> Result<(), StoreError> {
+        self.inner.keys.erase(org.as_str(), person.as_str()).await?;
         self.inner.states.invalidate_all();
         Ok(())
     }
@@ -505,7 +511,12 @@ impl EventStore {
             .iter()
             .map(|e| payload_json(subject, sequence, e))
             .collect::<Result<Vec<_>, _>>()?;
-        let keys = codec::keys_for(&self.inner.keys, &payloads.iter().collect::<Vec<_>>()).await?;
+        let keys = codec::keys_for(
+            &self.inner.keys,
+            &commit.org_id,
+            &payloads.iter().collect::<Vec<_>>(),
+        )
+        .await?;
         for (envelope, payload) in commit.events.iter().zip(payloads.iter_mut()) {
             if envelope.aggregate_version != loaded.version + 1 {
                 return Err(decode_err(format!(
@@ -558,7 +569,7 @@ impl EventStore {
                 snap.format, snap.aggregate_type
             ));
         }
-        let keys = codec::keys_for(&self.inner.keys, &[&snap.state])
+        let keys = codec::keys_for(&self.inner.keys, org_of(subject), &[&snap.state])
             .await
             .map_err(|e| e.to_string())?;
         unseal(&mut snap.state, &keys)?;
@@ -612,7 +623,12 @@ impl EventStore {
     ) -> Result<(), StoreError> {
         let mut state =
             serde_json::to_vec(&loaded.state).map_err(|e| StoreError::Encode(e.to_string()))?;
-        codec::seal_all(&self.inner.keys, std::slice::from_mut(&mut state)).await?;
+        codec::seal_all(
+            &self.inner.keys,
+            org_of(subject),
+            std::slice::from_mut(&mut state),
+        )
+        .await?;
         let state: Value =
             serde_json::from_slice(&state).map_err(|e| StoreError::Encode(e.to_string()))?;
         let snap = Snapshot {
@@ -662,7 +678,7 @@ impl EventStore {
             .iter()
             .map(event_payload)
             .collect::<Result<Vec<_>, _>>()?;
-        codec::seal_all(&self.inner.keys, &mut payloads).await?;
+        codec::seal_all(&self.inner.keys, org.as_str(), &mut payloads).await?;
         let envelopes = events
             .iter()
             .zip(payloads)
@@ -887,4 +903,9 @@ fn msg_id(subject: &str, command_id: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The org an event subject (`evt.<org>.<type>.<id>`) belongs to.
+fn org_of(subject: &str) -> &str {
+    subject.split('.').nth(1).unwrap_or_default()
 }

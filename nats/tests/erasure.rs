@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use futures::StreamExt;
+use trackhrs_domain::Aggregate;
 use trackhrs_domain::organization::Organization;
 use trackhrs_harness::wait_until;
 use trackhrs_nats::{EventStore, Loaded, StoreConfig};
@@ -58,7 +59,10 @@ async fn erasing_a_person_erases_their_data_everywhere_and_keeps_the_log() {
         );
     }
 
-    replica_a.erase_person(&tok("m1")).await.unwrap();
+    replica_a
+        .erase_person(&tok("acme"), &tok("m1"))
+        .await
+        .unwrap();
 
     let check = |loaded: &Loaded<Organization>| {
         let m1 = &loaded.state.members[&tok("m1")];
@@ -134,7 +138,101 @@ async fn erasing_a_person_erases_their_data_everywhere_and_keeps_the_log() {
         "{refused:?}"
     );
     let keys = js.get_key_value("trackhrs_keys").await.unwrap();
-    assert_eq!(keys.get("m1").await.unwrap(), None, "no new key for m1");
+    let m1 = trackhrs_nats::keys::entry_name("acme", "m1");
+    assert_eq!(keys.get(&m1).await.unwrap(), None, "no new key for m1");
+}
+
+/// Creates organization `org` (aggregate "org") with member `m1` and `m2`.
+async fn org_with_members(store: &EventStore, org: &str) {
+    for (i, cmd) in [create_org(5), invite("m1"), invite("m2")]
+        .into_iter()
+        .enumerate()
+    {
+        let loaded: Loaded<Organization> = store.load_fresh(&tok(org), &tok("org")).await.unwrap();
+        let events = loaded.state.handle(cmd).unwrap();
+        store
+            .append(
+                &tok(org),
+                &tok("org"),
+                &loaded,
+                events,
+                &meta(&format!("{org}-{i}")),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Member `person`'s e-mail address in `org` as a fresh read opens it.
+async fn email_of(store: &EventStore, org: &str, person: &str) -> Option<String> {
+    let loaded: Loaded<Organization> = store.load_fresh(&tok(org), &tok("org")).await.unwrap();
+    loaded.state.members[&tok(person)]
+        .email
+        .value()
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_per_org_and_person_and_older_keys_by_person_still_open_and_are_erased() {
+    let (server, store) = start().await;
+    // m2's key from before keys were scoped: named by the person id alone.
+    let js = async_nats::jetstream::new(server.connect().await.unwrap());
+    let bucket = js.get_key_value("trackhrs_keys").await.unwrap();
+    let mut material = vec![9u8; 8];
+    material.extend_from_slice(&[42u8; 32]);
+    let wrapped = trackhrs_harness::test_kek()
+        .wrap(&trackhrs_nats::keys::slot("m2"), &material)
+        .unwrap();
+    bucket.put("m2", wrapped.into()).await.unwrap();
+
+    // The same person ids in two orgs.
+    org_with_members(&store, "acme").await;
+    org_with_members(&store, "globex").await;
+    let (acme_m1, globex_m1) = (
+        store
+            .keys()
+            .key_for_read("acme", "m1")
+            .await
+            .unwrap()
+            .unwrap(),
+        store
+            .keys()
+            .key_for_read("globex", "m1")
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    assert_ne!(acme_m1.id, globex_m1.id, "one key per org and person");
+    // m2 already had a key: both orgs sealed with it, none was made.
+    for org in ["acme", "globex"] {
+        let m2 = store.keys().key_for_read(org, "m2").await.unwrap().unwrap();
+        assert_eq!(m2.id, "0909090909090909");
+        let scoped = trackhrs_nats::keys::entry_name(org, "m2");
+        assert!(bucket.entry(&scoped).await.unwrap().is_none());
+        assert_eq!(
+            email_of(&store, org, "m2").await.as_deref(),
+            Some("m2@acme.test")
+        );
+    }
+
+    // Erasing m1 from acme leaves globex's m1 readable.
+    store.erase_person(&tok("acme"), &tok("m1")).await.unwrap();
+    assert_eq!(email_of(&store, "acme", "m1").await, None);
+    assert_eq!(
+        email_of(&store, "globex", "m1").await.as_deref(),
+        Some("m1@acme.test")
+    );
+    // Erasing m2 destroys the key by person id too (it sealed acme's data).
+    store.erase_person(&tok("acme"), &tok("m2")).await.unwrap();
+    assert_eq!(email_of(&store, "acme", "m2").await, None);
+    assert_eq!(bucket.get("m2").await.unwrap(), None);
+    // A store opened later reads the same.
+    let reopened = open_store(&server).await;
+    assert_eq!(email_of(&reopened, "acme", "m1").await, None);
+    assert_eq!(
+        email_of(&reopened, "globex", "m1").await.as_deref(),
+        Some("m1@acme.test")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

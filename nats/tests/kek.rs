@@ -123,7 +123,12 @@ async fn keys_stored_in_the_clear_are_wrapped_at_the_first_open_and_rewrap_follo
     let store = EventStore::open(client.clone(), config).await.unwrap();
     let stored = bucket.get("legacy").await.unwrap().unwrap();
     assert!(trackhrs_kek::wrapped_under(&stored).is_some(), "wrapped");
-    let key = store.keys().key_for_read("legacy").await.unwrap().unwrap();
+    let key = store
+        .keys()
+        .key_for_read("any-org", "legacy")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(key.id, "0909090909090909", "the same key, now wrapped");
     run_org(&store, create_org(5), "c1").await;
 
@@ -153,7 +158,7 @@ async fn keys_stored_in_the_clear_are_wrapped_at_the_first_open_and_rewrap_follo
     assert!(
         reopened
             .keys()
-            .key_for_read("legacy")
+            .key_for_read("any-org", "legacy")
             .await
             .unwrap()
             .is_some()

@@ -158,7 +158,7 @@ async fn a_device_batch_reads_the_same_typed_as_generically_and_erased_as_none()
     assert_eq!(read, expected);
 
     // Erased: the spans still load, their titles and URLs are gone.
-    env.store.keys().erase("p1").await.unwrap();
+    env.store.keys().erase("acme", "p1").await.unwrap();
     let ActivityCommit::Device(batch) = typed(&env, &subject, position, &bytes).await else {
         panic!("a device batch");
     };

@@ -217,7 +217,10 @@ async fn newest_versions_are_kept_and_retractions_drop_events_however_batched() 
     assert_eq!(together, one_by_one);
 
     // Member m2 erased: a rebuild keeps the event without its data.
-    env.store.erase_person(&tok("m2")).await.unwrap();
+    env.store
+        .erase_person(&tok("acme"), &tok("m2"))
+        .await
+        .unwrap();
     let erased = build(&env, &TestDb::create().await.unwrap(), 100, last, "d2").await;
     assert_eq!(erased.len(), 1);
     assert_eq!(

@@ -184,7 +184,7 @@ pub(crate) async fn decode_device(
                     let key = match found.iter().find(|(s, _)| *s == pd.subject) {
                         Some((_, key)) => key.clone(),
                         None => {
-                            let key = keys.key_for_read(&pd.subject).await?;
+                            let key = keys.key_for_read(&commit.org_id, &pd.subject).await?;
                             found.push((pd.subject.to_string(), key.clone()));
                             key
                         }
