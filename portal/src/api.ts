@@ -122,40 +122,45 @@ export const ops = createClient(Operations, transport);
 /** Largest page the gateway gives of members or devices. */
 const PAGE = 1000;
 
-/** Every member of the org the caller may list, a page at a time (each page
- * at least at the first page's position). */
-export async function listAllMembers(orgId: string, minPosition = 0n): Promise<{ members: Member[]; position: bigint }> {
-  const members: Member[] = [];
+/** Every row of a list paged by id (`after` / `nextAfter`), each page at
+ * least at the first page's position. */
+async function allPages<T>(
+  minPosition: bigint,
+  page: (after: string, minPosition: bigint) => Promise<{ rows: T[]; position: bigint; nextAfter: string }>,
+): Promise<{ rows: T[]; position: bigint }> {
+  const rows: T[] = [];
   let after = "";
   let position = minPosition;
   do {
-    const page = await orgs.listMembers({ orgId, minPosition: position, after, limit: PAGE });
-    members.push(...page.members);
-    position = page.position;
-    if (page.nextAfter !== "" && page.nextAfter === after) throw new Error("the member list did not advance");
-    after = page.nextAfter;
+    const got = await page(after, position);
+    rows.push(...got.rows);
+    position = got.position;
+    if (got.nextAfter !== "" && got.nextAfter === after) throw new Error("the list did not advance");
+    after = got.nextAfter;
   } while (after);
-  return { members, position };
+  return { rows, position };
 }
 
-/** Every device the caller may list (only `personId`'s when given), a page
- * at a time. */
+/** Every member of the org the caller may list. */
+export async function listAllMembers(orgId: string, minPosition = 0n): Promise<{ members: Member[]; position: bigint }> {
+  const { rows, position } = await allPages(minPosition, async (after, min) => {
+    const got = await orgs.listMembers({ orgId, minPosition: min, after, limit: PAGE });
+    return { rows: got.members, position: got.position, nextAfter: got.nextAfter };
+  });
+  return { members: rows, position };
+}
+
+/** Every device the caller may list (only `personId`'s when given). */
 export async function listAllDevices(
   orgId: string,
   minPosition = 0n,
   personId = "",
 ): Promise<{ devices: Device[]; position: bigint }> {
-  const devices: Device[] = [];
-  let after = "";
-  let position = minPosition;
-  do {
-    const page = await orgs.listDevices({ orgId, minPosition: position, personId, after, limit: PAGE });
-    devices.push(...page.devices);
-    position = page.position;
-    if (page.nextAfter !== "" && page.nextAfter === after) throw new Error("the device list did not advance");
-    after = page.nextAfter;
-  } while (after);
-  return { devices, position };
+  const { rows, position } = await allPages(minPosition, async (after, min) => {
+    const got = await orgs.listDevices({ orgId, minPosition: min, personId, after, limit: PAGE });
+    return { rows: got.devices, position: got.position, nextAfter: got.nextAfter };
+  });
+  return { devices: rows, position };
 }
 
 // --- session lifecycle ----------------------------------------------------
