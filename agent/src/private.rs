@@ -26,7 +26,11 @@ pub fn folder(dir: &Path) -> io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        if !OWN_FILES.iter().any(|own| name.starts_with(own)) {
+        let own = OWN_FILES.iter().any(|own| {
+            name.strip_prefix(own)
+                .is_some_and(|rest| ["", "-wal", "-shm", "-journal"].contains(&rest))
+        });
+        if !own {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 "other users may open this folder and it holds files that are not the agent's: \
@@ -73,7 +77,7 @@ mod tests {
         // ...a shared one with other files is refused and left as it was.
         let home = root.path().join("home");
         std::fs::create_dir(&home).unwrap();
-        std::fs::write(home.join(".bashrc"), b"").unwrap();
+        std::fs::write(home.join("outbox.db.bak"), b"").unwrap();
         std::fs::set_permissions(&home, Permissions::from_mode(0o755)).unwrap();
         let refused = folder(&home).unwrap_err();
         assert_eq!(refused.kind(), io::ErrorKind::PermissionDenied);

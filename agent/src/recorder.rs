@@ -145,10 +145,20 @@ impl Recorder {
             );
         }
         // A few hundred a transaction (one sync each, not one a span) once
-        // the disk takes writes again.
+        // the disk takes writes again; when a chunk does not fit, as many
+        // as fit one by one.
         while !self.unsaved.is_empty() {
             let chunk = self.unsaved.len().min(SAVE_CHUNK);
-            outbox.push_all(&self.unsaved[..chunk])?;
+            if outbox.push_all(&self.unsaved[..chunk]).is_err() {
+                let mut saved = 0;
+                let result = self.unsaved.iter().try_for_each(|span| {
+                    outbox.push(span)?;
+                    saved += 1;
+                    Ok(())
+                });
+                self.unsaved.drain(..saved);
+                return result;
+            }
             self.unsaved.drain(..chunk);
         }
         Ok(())

@@ -170,7 +170,11 @@ async fn rotate_kek_wraps_every_key_under_a_new_kek_while_the_platform_serves() 
         .get_key_value("trackhrs_keys")
         .await
         .unwrap();
-    let new_key = bucket.get(&invited.person_id).await.unwrap().unwrap();
+    let new_key = bucket
+        .get(trackhrs_nats::keys::entry_name("acme", &invited.person_id))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(trackhrs_kek::wrapped_under(&new_key), Some(new));
     let mut names = futures::StreamExt::boxed(bucket.keys().await.unwrap());
     let mut count = 0;

@@ -376,7 +376,7 @@ async fn an_erasure_reaches_every_read_model_and_survives_a_restored_key_bucket(
             .key_for_read("acme", &erin.person_id)
             .await
             .unwrap()
-            .is_none()
+            .is_empty()
     );
     let org = reopened
         .load_fresh::<Organization>(

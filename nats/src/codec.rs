@@ -13,7 +13,7 @@ use trackhrs_domain::{Aggregate, DomainEvent};
 use trackhrs_schemas::events::v1::{Commit, EventEnvelope};
 
 use crate::error::StoreError;
-use crate::keys::{DataKey, KeyStore, NONCE_LEN, TAG_LEN};
+use crate::keys::{DataKey, KeyStore, NONCE_LEN, SubjectKeys, TAG_LEN};
 
 /// JSON key of the key id stored beside a sealed value.
 const KEY_ID_KEY: &str = "k";
@@ -328,17 +328,17 @@ fn sealed(
 /// subject's key is gone (erased) or was replaced. A value whose key exists
 /// but which does not authenticate has been tampered with: an error.
 fn open_sealed(
-    key: Option<&DataKey>,
+    keys: Option<&SubjectKeys>,
     subject: &str,
     key_id: Option<&str>,
     sealed: &str,
 ) -> Result<Option<String>, String> {
-    match (key, key_id) {
-        (Some(key), Some(id)) if key.id == id => key
+    match keys.zip(key_id).and_then(|(keys, id)| keys.by_id(id)) {
+        Some(key) => key
             .open(subject, sealed)
             .map(Some)
             .ok_or_else(|| format!("personal data of {subject} fails authentication")),
-        _ => Ok(None),
+        None => Ok(None),
     }
 }
 
@@ -363,13 +363,15 @@ pub struct StoredPersonal<'a> {
 }
 
 impl StoredPersonal<'_> {
-    /// The clear value, opened with `key` (the subject's key as
-    /// [`KeyStore::key_for_read`] gives it); `None` when the subject was
+    /// The clear value, opened with `keys` (the subject's keys as
+    /// [`KeyStore::key_for_read`] gives them); `None` when the subject was
     /// erased. Err when the value does not authenticate under its key.
     /// Reads as [`decode_generic`] does.
-    pub fn open(&self, key: Option<&DataKey>) -> Result<Option<String>, String> {
+    pub fn open(&self, keys: &SubjectKeys) -> Result<Option<String>, String> {
         match (&self.sealed, &self.clear) {
-            (Some(sealed), _) => open_sealed(key, &self.subject, self.key_id.as_deref(), sealed),
+            (Some(sealed), _) => {
+                open_sealed(Some(keys), &self.subject, self.key_id.as_deref(), sealed)
+            }
             (None, clear) => Ok(clear.as_deref().map(str::to_owned)),
         }
     }
@@ -378,21 +380,17 @@ impl StoredPersonal<'_> {
 /// Replaces every sealed personal value with its clear value, or with an
 /// erased marker when the subject's key is gone. A value whose key exists
 /// but which does not authenticate has been tampered with: an error.
-pub(crate) fn unseal(
-    value: &mut Value,
-    keys: &HashMap<String, Option<Arc<DataKey>>>,
-) -> Result<(), String> {
+pub(crate) fn unseal(value: &mut Value, keys: &HashMap<String, SubjectKeys>) -> Result<(), String> {
     match value {
         Value::Object(map) => {
             if let Some(subject) = personal_object(map).map(str::to_owned) {
                 let key_id = map.remove(KEY_ID_KEY);
                 if let Some(Value::String(sealed)) = map.remove(SEALED_KEY) {
-                    let key = keys.get(&subject).cloned().flatten();
                     let key_id = match &key_id {
                         Some(Value::String(id)) => Some(id.as_str()),
                         _ => None,
                     };
-                    let clear = open_sealed(key.as_deref(), &subject, key_id, &sealed)?;
+                    let clear = open_sealed(keys.get(&subject), &subject, key_id, &sealed)?;
                     map.insert(VALUE_KEY.into(), clear.map_or(Value::Null, Value::String));
                 }
                 return Ok(());
@@ -410,7 +408,7 @@ pub(crate) async fn keys_for(
     keys: &KeyStore,
     org: &str,
     values: &[&Value],
-) -> Result<HashMap<String, Option<Arc<DataKey>>>, StoreError> {
+) -> Result<HashMap<String, SubjectKeys>, StoreError> {
     let mut subjects = BTreeSet::new();
     values
         .iter()
@@ -463,7 +461,7 @@ pub(crate) fn payload_json(
 pub(crate) fn open_event<A: Aggregate>(
     envelope: &EventEnvelope,
     payload: Value,
-    keys: &HashMap<String, Option<Arc<DataKey>>>,
+    keys: &HashMap<String, SubjectKeys>,
 ) -> Result<A::Event, String> {
     let mut upcast = A::upcast(&envelope.event_type, envelope.schema_version, payload)
         .map_err(|e| e.to_string())?;
@@ -745,9 +743,9 @@ mod tests {
             let text = String::from_utf8(sealed.clone()).unwrap();
             prop_assert!(!text.contains("\"v\":\""), "no clear value left: {}", text);
             let mut opened: Value = serde_json::from_slice(&sealed).unwrap();
-            let open_keys: HashMap<String, Option<Arc<DataKey>>> = keys
+            let open_keys: HashMap<String, SubjectKeys> = keys
                 .iter()
-                .map(|(s, k)| ((*s).to_owned(), Some(k.clone())))
+                .map(|(s, k)| ((*s).to_owned(), SubjectKeys::one(k.clone())))
                 .collect();
             unseal(&mut opened, &open_keys).unwrap();
             prop_assert_eq!(opened, serde_json::to_value(&sample).unwrap());

@@ -8,9 +8,11 @@
 //! key. Keys carry an id, so data sealed under a destroyed key reads as
 //! erased even if the person later gets a new key.
 //!
-//! Keys made before keys were scoped are named by the bare person id; they
-//! are still read (and written with) until the person gets a scoped key or
-//! is erased, which destroys both.
+//! Keys made before keys were scoped are named by the bare person id: they
+//! still open what they sealed, and seal nothing new (a person's first
+//! write in an org makes their scoped key). Erasing the person destroys
+//! both, so a bare key another org shared (the same person id there, which
+//! the platform's derived ids make a hash collision) is destroyed with it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,6 +130,57 @@ pub fn entry_name(org: &str, person: &str) -> String {
     format!("org.{org}.{person}")
 }
 
+/// The keys a person's data in one org may be sealed under: their scoped
+/// key and, from before keys were scoped, the one named by their person id.
+/// Empty once erased (or when they never had one).
+#[derive(Clone, Default)]
+pub struct SubjectKeys {
+    scoped: Option<Arc<DataKey>>,
+    bare: Option<Arc<DataKey>>,
+}
+
+impl SubjectKeys {
+    /// One scoped key (tests, tools).
+    pub fn one(key: Arc<DataKey>) -> Self {
+        Self {
+            scoped: Some(key),
+            bare: None,
+        }
+    }
+
+    /// The key with id `id`, if it is one of these.
+    pub fn by_id(&self, id: &str) -> Option<&DataKey> {
+        [&self.scoped, &self.bare]
+            .into_iter()
+            .flatten()
+            .find(|k| k.id == id)
+            .map(|k| &**k)
+    }
+
+    /// Whether there is none (erased, or never had one).
+    pub fn is_empty(&self) -> bool {
+        self.scoped.is_none() && self.bare.is_none()
+    }
+
+    /// The key scoped to the org, if made.
+    pub fn scoped(&self) -> Option<&Arc<DataKey>> {
+        self.scoped.as_ref()
+    }
+}
+
+/// Whether an erasure recorded in the log holds in the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Erasure {
+    /// The scoped name is marked erased and no key is left under either name.
+    Done,
+    /// No key is left, but the scoped name is not marked (an erasure from
+    /// before keys were scoped): marking it keeps a new key from being made.
+    Unmarked,
+    /// A key is there (a bucket restored from a backup, a writer that
+    /// raced the erasure): it must be destroyed again.
+    KeyLeft,
+}
+
 /// What the bucket holds under one name.
 enum Held {
     /// A wrapped key.
@@ -164,9 +217,9 @@ pub struct Rewrapped {
 pub struct KeyStore {
     kv: kv::Store,
     kek: Arc<Keyring>,
-    /// Cached lookups by scoped name; `None` caches "this person has no key
+    /// Cached lookups by scoped name; empty caches "this person has no key
     /// in this org" (erased or never had one).
-    cache: moka::sync::Cache<String, Option<Arc<DataKey>>>,
+    cache: moka::sync::Cache<String, SubjectKeys>,
 }
 
 impl KeyStore {
@@ -174,7 +227,7 @@ impl KeyStore {
     /// that `kek` is the one its keys are wrapped under (refusing to open
     /// with another), and starts watching it. A bucket from before keys
     /// were wrapped has its keys wrapped first. `on_change` is called with
-    /// the subject of every key that changes, so callers can drop state
+    /// the name of every entry that changes, so callers can drop state
     /// derived with the old key.
     pub async fn open(
         js: &async_nats::jetstream::Context,
@@ -199,7 +252,7 @@ impl KeyStore {
             .watch_all()
             .await
             .map_err(|e| StoreError::Keys(format!("watch bucket {bucket}: {e}")))?;
-        let watched: moka::sync::Cache<String, Option<Arc<DataKey>>> = store.cache.clone();
+        let watched: moka::sync::Cache<String, SubjectKeys> = store.cache.clone();
         tokio::spawn(async move {
             while let Some(entry) = watch.next().await {
                 match entry {
@@ -341,55 +394,57 @@ impl KeyStore {
         })
     }
 
-    /// The key `person`'s data in `org` opens with: their scoped key, else
-    /// (made before keys were scoped) the one named by their bare id;
-    /// `Err(Erased)` when the one in force was destroyed, `Ok(None)` when
-    /// there is none.
-    async fn lookup(&self, org: &str, person: &str) -> Result<Option<Arc<DataKey>>, StoreError> {
+    /// The keys `person`'s data in `org` opens with: their scoped key, and
+    /// the one named by their person id from before keys were scoped;
+    /// none once the scoped name is marked erased.
+    async fn lookup(&self, org: &str, person: &str) -> Result<SubjectKeys, StoreError> {
         let name = entry_name(org, person);
-        let (name, stored) = match self.held(&name).await? {
-            Held::Key(stored) => (name, stored),
-            Held::Erased => return Err(StoreError::Erased(person.to_owned())),
-            Held::Nothing => match self.held(person).await? {
-                Held::Key(stored) => (person.to_owned(), stored),
-                Held::Erased => return Err(StoreError::Erased(person.to_owned())),
-                Held::Nothing => return Ok(None),
-            },
+        let scoped = match self.held(&name).await? {
+            Held::Key(stored) => Some(self.unwrap_key(&name, &stored)?),
+            Held::Erased => return Ok(SubjectKeys::default()),
+            Held::Nothing => None,
         };
-        Ok(Some(self.unwrap_key(&name, &stored)?))
+        let bare = match self.held(person).await? {
+            Held::Key(stored) => Some(self.unwrap_key(person, &stored)?),
+            Held::Erased | Held::Nothing => None,
+        };
+        Ok(SubjectKeys { scoped, bare })
     }
 
-    /// `person`'s key in `org`, if they have one.
-    pub async fn key_for_read(
-        &self,
-        org: &str,
-        person: &str,
-    ) -> Result<Option<Arc<DataKey>>, StoreError> {
+    /// The keys `person`'s data in `org` may be sealed under (empty when
+    /// erased or never made).
+    pub async fn key_for_read(&self, org: &str, person: &str) -> Result<SubjectKeys, StoreError> {
         let name = entry_name(org, person);
         if let Some(hit) = self.cache.get(&name) {
             return Ok(hit);
         }
-        let key = match self.lookup(org, person).await {
-            Ok(key) => key,
-            Err(StoreError::Erased(_)) => None,
-            Err(e) => return Err(e),
-        };
-        self.cache.insert(name, key.clone());
-        Ok(key)
+        let keys = self.lookup(org, person).await?;
+        self.cache.insert(name, keys.clone());
+        Ok(keys)
     }
 
-    /// `person`'s key in `org`, created on first use. An erased person gets
-    /// no new key: erasure is final, and personal data about them cannot be
-    /// stored.
+    /// `person`'s scoped key in `org`, created on first use. An erased
+    /// person gets no new key: erasure is final, and personal data about
+    /// them cannot be stored. (Every erasure in the log marks the scoped
+    /// name: [`crate::EventStore::reconcile_erasures`] marks those from
+    /// before keys were scoped when a store opens.)
     pub async fn key_for_write(&self, org: &str, person: &str) -> Result<Arc<DataKey>, StoreError> {
         let name = entry_name(org, person);
-        if let Some(Some(key)) = self.cache.get(&name) {
+        if let Some(key) = self.cache.get(&name).and_then(|k| k.scoped) {
             return Ok(key);
         }
         for _ in 0..3 {
-            if let Some(key) = self.lookup(org, person).await? {
-                self.cache.insert(name, Some(key.clone()));
-                return Ok(key);
+            match self.held(&name).await? {
+                Held::Key(_) => {
+                    let keys = self.lookup(org, person).await?;
+                    if let Some(key) = keys.scoped.clone() {
+                        self.cache.insert(name, keys);
+                        return Ok(key);
+                    }
+                    continue;
+                }
+                Held::Erased => return Err(StoreError::Erased(person.to_owned())),
+                Held::Nothing => {}
             }
             let mut material = Zeroizing::new(Vec::with_capacity(KEY_ID_LEN + KEY_LEN));
             material.extend_from_slice(&rand::random::<[u8; KEY_ID_LEN]>());
@@ -398,12 +453,13 @@ impl KeyStore {
                 .kek
                 .wrap(&slot(&name), &material)
                 .map_err(|e| StoreError::Keys(format!("data key: {e}")))?;
-            // `create` fails if another writer created the key first (or
-            // erased it); then we read what is there.
-            if self.kv.create(&name, wrapped.into()).await.is_ok() {
-                let key = Arc::new(DataKey::from_bytes(&material)?);
-                self.cache.insert(name, Some(key.clone()));
-                return Ok(key);
+            // Revision 0: only if the name has never held anything. `create`
+            // would write over an erasure's delete marker; this fails, and
+            // the next pass reads what is there (another writer's key, or
+            // the marker).
+            if self.kv.update(&name, wrapped.into(), 0).await.is_ok() {
+                self.cache.invalidate(&name);
+                return Ok(Arc::new(DataKey::from_bytes(&material)?));
             }
         }
         Err(StoreError::Keys(format!(
@@ -411,34 +467,39 @@ impl KeyStore {
         )))
     }
 
-    /// Whether the bucket holds a key of `person` in `org` (scoped or, from
-    /// before keys were scoped, bare), or no erasure marker (so one could be
-    /// created): what an erasure recorded in the log must not find.
-    pub async fn holds(&self, org: &str, person: &str) -> Result<bool, StoreError> {
-        Ok(match self.held(&entry_name(org, person)).await? {
-            Held::Key(_) | Held::Nothing => true,
-            Held::Erased => matches!(self.held(person).await?, Held::Key(_)),
+    /// Whether the erasure of `person` from `org` holds in the bucket.
+    pub async fn erasure(&self, org: &str, person: &str) -> Result<Erasure, StoreError> {
+        let scoped = self.held(&entry_name(org, person)).await?;
+        let bare = self.held(person).await?;
+        Ok(match (scoped, bare) {
+            (Held::Key(_), _) | (_, Held::Key(_)) => Erasure::KeyLeft,
+            (Held::Erased, _) => Erasure::Done,
+            (Held::Nothing, _) => Erasure::Unmarked,
         })
     }
 
-    /// Destroys `person`'s key in `org`, and the key named by their bare id
-    /// if one is left from before keys were scoped: all their sealed
-    /// personal data in the org's log becomes unreadable, in every event and
-    /// snapshot, on every replica. A delete marker replaces the key (the
-    /// bucket keeps one value per key), and no new key is made after it.
-    /// Not a purge: the bucket allows no purges and no rollups.
+    /// Destroys `person`'s key in `org`, and the key named by their person
+    /// id if one is left from before keys were scoped (first: it sealed the
+    /// oldest data): all their sealed personal data in the org's log becomes
+    /// unreadable, in every event and snapshot, on every replica. A delete
+    /// marker replaces the key (the bucket keeps one value per key), and no
+    /// new key is made after it. Not a purge: the bucket allows no purges
+    /// and no rollups.
     pub async fn erase(&self, org: &str, person: &str) -> Result<(), StoreError> {
-        let name = entry_name(org, person);
-        self.kv
-            .delete(&name)
-            .await
-            .map_err(|e| StoreError::Keys(format!("erase key: {e}")))?;
         if let Held::Key(_) = self.held(person).await? {
             self.kv
                 .delete(person)
                 .await
                 .map_err(|e| StoreError::Keys(format!("erase key: {e}")))?;
+            // Other orgs' lookups may hold it: this replica forgets them
+            // now, not when its watch hears of it.
+            self.cache.invalidate_all();
         }
+        let name = entry_name(org, person);
+        self.kv
+            .delete(&name)
+            .await
+            .map_err(|e| StoreError::Keys(format!("erase key: {e}")))?;
         self.cache.invalidate(&name);
         Ok(())
     }

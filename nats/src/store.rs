@@ -19,7 +19,7 @@ use crate::codec::{self, decode_commit, event_payload, payload_json, unseal};
 use crate::config::{EVENT_SUBJECT_PREFIX, StoreConfig};
 use crate::direct;
 use crate::error::StoreError;
-use crate::keys::KeyStore;
+use crate::keys::{Erasure, KeyStore};
 
 /// Format version of stored snapshots; a snapshot of another format is
 /// ignored (and the state replayed from the log). Bump it whenever an
@@ -324,9 +324,13 @@ impl EventStore {
                 tracing::warn!("an erasure subject names no valid org and person id; skipped");
                 continue;
             };
-            if self.inner.keys.holds(org, person).await? {
-                self.inner.keys.erase(org, person).await?;
-                destroyed += 1;
+            match self.inner.keys.erasure(org, person).await? {
+                Erasure::Done => {}
+                Erasure::Unmarked => self.inner.keys.erase(org, person).await?,
+                Erasure::KeyLeft => {
+                    self.inner.keys.erase(org, person).await?;
+                    destroyed += 1;
+                }
             }
         }
         if destroyed > 0 {

@@ -173,7 +173,7 @@ async fn email_of(store: &EventStore, org: &str, person: &str) -> Option<String>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_are_per_org_and_person_and_older_keys_by_person_still_open_and_are_erased() {
+async fn keys_are_per_org_and_person_and_older_keys_by_person_seal_nothing_new() {
     let (server, store) = start().await;
     // m2's key from before keys were scoped: named by the person id alone.
     let js = async_nats::jetstream::new(server.connect().await.unwrap());
@@ -185,30 +185,25 @@ async fn keys_are_per_org_and_person_and_older_keys_by_person_still_open_and_are
         .unwrap();
     bucket.put("m2", wrapped.into()).await.unwrap();
 
-    // The same person ids in two orgs.
+    // The same person ids in two orgs: a key each, m2's old one beside.
     org_with_members(&store, "acme").await;
     org_with_members(&store, "globex").await;
-    let (acme_m1, globex_m1) = (
-        store
-            .keys()
-            .key_for_read("acme", "m1")
-            .await
-            .unwrap()
-            .unwrap(),
-        store
-            .keys()
-            .key_for_read("globex", "m1")
-            .await
-            .unwrap()
-            .unwrap(),
-    );
-    assert_ne!(acme_m1.id, globex_m1.id, "one key per org and person");
-    // m2 already had a key: both orgs sealed with it, none was made.
+    let key_id = async |org: &str, person: &str| {
+        let keys = store.keys().key_for_read(org, person).await.unwrap();
+        keys.scoped().map(|k| k.id.clone())
+    };
+    let (acme_m1, globex_m1) = (key_id("acme", "m1").await, key_id("globex", "m1").await);
+    assert!(acme_m1.is_some() && globex_m1.is_some() && acme_m1 != globex_m1);
     for org in ["acme", "globex"] {
-        let m2 = store.keys().key_for_read(org, "m2").await.unwrap().unwrap();
-        assert_eq!(m2.id, "0909090909090909");
-        let scoped = trackhrs_nats::keys::entry_name(org, "m2");
-        assert!(bucket.entry(&scoped).await.unwrap().is_none());
+        let keys = store.keys().key_for_read(org, "m2").await.unwrap();
+        assert!(
+            keys.by_id("0909090909090909").is_some(),
+            "the old key still opens"
+        );
+        assert!(
+            keys.scoped().is_some(),
+            "new data is sealed under a scoped key"
+        );
         assert_eq!(
             email_of(&store, org, "m2").await.as_deref(),
             Some("m2@acme.test")
@@ -222,16 +217,31 @@ async fn keys_are_per_org_and_person_and_older_keys_by_person_still_open_and_are
         email_of(&store, "globex", "m1").await.as_deref(),
         Some("m1@acme.test")
     );
-    // Erasing m2 destroys the key by person id too (it sealed acme's data).
+    // Erasing m2 from acme destroys the old key too; globex's m2 is still
+    // read and written under its own key.
     store.erase_person(&tok("acme"), &tok("m2")).await.unwrap();
     assert_eq!(email_of(&store, "acme", "m2").await, None);
     assert_eq!(bucket.get("m2").await.unwrap(), None);
+    assert_eq!(
+        email_of(&store, "globex", "m2").await.as_deref(),
+        Some("m2@acme.test")
+    );
+    store.keys().key_for_write("globex", "m2").await.unwrap();
+    // Nothing makes acme's m2 a key again.
+    assert!(matches!(
+        store.keys().key_for_write("acme", "m2").await,
+        Err(trackhrs_nats::StoreError::Erased(_))
+    ));
     // A store opened later reads the same.
     let reopened = open_store(&server).await;
     assert_eq!(email_of(&reopened, "acme", "m1").await, None);
     assert_eq!(
         email_of(&reopened, "globex", "m1").await.as_deref(),
         Some("m1@acme.test")
+    );
+    assert_eq!(
+        email_of(&reopened, "globex", "m2").await.as_deref(),
+        Some("m2@acme.test")
     );
 }
 

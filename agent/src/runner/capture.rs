@@ -88,16 +88,20 @@ pub(super) fn capture_loop<C, F>(
     let mut capture: Option<C> = None;
     let mut next_connect = Instant::now();
     let mut next = Instant::now();
-    let flush = |recorder: &mut Recorder| {
-        if let Err(e) = recorder.flush(&mut shared.outbox()) {
-            tracing::error!(error = %e, "cannot commit the open span to the outbox");
-        }
-    };
+    let flush =
+        |recorder: &mut Recorder, failed: &mut bool| match recorder.flush(&mut shared.outbox()) {
+            Ok(()) => *failed = false,
+            Err(e) if !*failed => {
+                *failed = true;
+                tracing::error!(error = %e, "cannot commit the open span to the outbox");
+            }
+            Err(_) => {}
+        };
     while !shared.stop.load(Ordering::SeqCst) {
         let now = Instant::now();
         next = (next + config.poll).max(now);
         if shared.paused.load(Ordering::SeqCst) {
-            flush(&mut recorder);
+            flush(&mut recorder, &mut outbox_failed);
             shared.update(|s| {
                 s.paused = true;
                 s.current = None;
@@ -170,7 +174,7 @@ pub(super) fn capture_loop<C, F>(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "the desktop connection failed; reconnecting");
-                    flush(&mut recorder);
+                    flush(&mut recorder, &mut outbox_failed);
                     capture = None;
                     next_connect = now + RECONNECT;
                     shared.update(|s| {
@@ -182,7 +186,7 @@ pub(super) fn capture_loop<C, F>(
         }
         std::thread::park_timeout(next.saturating_duration_since(Instant::now()));
     }
-    flush(&mut recorder);
+    flush(&mut recorder, &mut outbox_failed);
 }
 
 /// Combines ActivityWatch's settled timelines into the outbox every 5 s

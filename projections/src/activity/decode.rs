@@ -3,14 +3,12 @@
 //! form (a span is a hot event, most of the log, and a JSON tree per span
 //! cost most of the apply time).
 
-use std::sync::Arc;
-
 use trackhrs_domain::Aggregate;
 use trackhrs_domain::activity::DeviceActivity;
 use trackhrs_domain::erasure::{ErasureEvent, PersonErasure};
 use trackhrs_domain::organization::{OrgEvent, Organization};
 use trackhrs_nats::codec::{StoredPersonal, decode_commit};
-use trackhrs_nats::keys::DataKey;
+use trackhrs_nats::keys::SubjectKeys;
 use trackhrs_nats::{KeyStore, StoreError, TypedCommit, decode_typed};
 
 use crate::projection::Committed;
@@ -149,7 +147,7 @@ pub(crate) async fn decode_device(
             .map(ActivityCommit::Org);
     }
     // The subjects' keys met in this commit (one: the member's).
-    let mut found: Vec<(String, Option<Arc<DataKey>>)> = Vec::new();
+    let mut found: Vec<(String, SubjectKeys)> = Vec::new();
     let mut batch = DeviceBatch {
         stream_sequence: sequence,
         org_id: commit.org_id.clone(),
@@ -189,7 +187,7 @@ pub(crate) async fn decode_device(
                             key
                         }
                     };
-                    pd.open(key.as_deref()).map_err(bad)
+                    pd.open(&key).map_err(bad)
                 };
                 let title = open(&span.title).await?;
                 let url = open(&span.url).await?;
