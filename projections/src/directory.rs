@@ -425,6 +425,18 @@ pub struct PageOf {
     pub limit: u32,
 }
 
+impl PageOf {
+    /// The rows a page holds: `limit` within 1 to [`MAX_PAGE`].
+    fn size(&self) -> u32 {
+        self.limit.clamp(1, MAX_PAGE)
+    }
+
+    /// The rows to ask for: one more than a page, to learn whether more follow.
+    fn fetch(&self) -> i64 {
+        i64::from(self.size()) + 1
+    }
+}
+
 /// Rows of one page and the cursor of the next (None on the last page).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed<T> {
@@ -435,8 +447,8 @@ pub struct Listed<T> {
 }
 
 /// Cuts one extra row (asked for to learn whether more follow) off `rows`.
-fn listed<T>(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> &str) -> Listed<T> {
-    let limit = limit.clamp(1, MAX_PAGE) as usize;
+fn listed<T>(mut rows: Vec<T>, page: &PageOf, id: impl Fn(&T) -> &str) -> Listed<T> {
+    let limit = page.size() as usize;
     let next_after = if rows.len() > limit {
         rows.truncate(limit);
         rows.last().map(|r| id(r).to_owned())
@@ -453,7 +465,7 @@ pub async fn members(
     org: &str,
     page: &PageOf,
 ) -> Result<Listed<MemberRow>, tokio_postgres::Error> {
-    let fetch = i64::from(page.limit.clamp(1, MAX_PAGE)) + 1;
+    let fetch = page.fetch();
     let rows = pg
         .query(
             &format!(
@@ -474,7 +486,7 @@ pub async fn members(
             active: r.get(4),
         })
         .collect();
-    Ok(listed(rows, page.limit, |m: &MemberRow| &m.person_id))
+    Ok(listed(rows, page, |m: &MemberRow| &m.person_id))
 }
 
 /// A member's role name and whether they are active.
@@ -504,7 +516,7 @@ pub async fn devices(
     person: Option<&str>,
     page: &PageOf,
 ) -> Result<Listed<DeviceRow>, tokio_postgres::Error> {
-    let fetch = i64::from(page.limit.clamp(1, MAX_PAGE)) + 1;
+    let fetch = page.fetch();
     let rows = pg
         .query(
             &format!(
@@ -524,7 +536,7 @@ pub async fn devices(
             revoked: r.get(3),
         })
         .collect();
-    Ok(listed(rows, page.limit, |d: &DeviceRow| &d.device_id))
+    Ok(listed(rows, page, |d: &DeviceRow| &d.device_id))
 }
 
 /// The member a device of the organization belongs to (None when the org has
