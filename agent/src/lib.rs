@@ -9,7 +9,8 @@
 //!   pulsetime after the last end);
 //! - [`outbox`]: spans committed to a local SQLite file before anything is
 //!   uploaded, grouped into batches with a stable id and a per-device
-//!   sequence, removed only after the gateway acknowledged them;
+//!   sequence, removed only after the gateway acknowledged them; with them,
+//!   retractions of time the employee deleted after it became spans;
 //! - [`privacy`]: the org's policy, applied before anything is stored or
 //!   sent;
 //! - [`recorder`]: observations to committed spans, safe against clock jumps,

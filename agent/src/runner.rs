@@ -20,7 +20,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use trackhrs_domain::categories::CategoryRule;
 use trackhrs_domain::classifier::Rules;
 
-use crate::aw::store::{AwError, AwStore};
+use crate::aw::store::{AwError, AwStore, RetractHook, SpanSource};
 use crate::capture::{Capture, CaptureError};
 use crate::heartbeat::Event;
 use crate::outbox::{Outbox, OutboxError};
@@ -323,6 +323,25 @@ impl Shared {
     }
 }
 
+/// The hook that queues time the employee deleted from the local store
+/// for withdrawal from the uploads (see [`Outbox::retract`]) and wakes the
+/// uploader to send it. Runs under the store's lock, which is taken before
+/// the outbox's everywhere.
+fn retract_into(shared: Arc<Shared>) -> RetractHook {
+    Box::new(move |ranges| {
+        let queued = shared.outbox().retract(ranges).map_err(|e| e.to_string())?;
+        tracing::info!(
+            deleted = ranges.len(),
+            queued,
+            "time deleted locally is queued to be withdrawn from the uploads"
+        );
+        if queued > 0 {
+            shared.wake_uploader.notify_one();
+        }
+        Ok(())
+    })
+}
+
 /// A running agent.
 pub struct Agent {
     shared: Arc<Shared>,
@@ -350,7 +369,7 @@ impl Agent {
         C: Capture + 'static,
         F: FnMut() -> Result<C, CaptureError> + Send + 'static,
     {
-        Self::launch(config, move |shared, config, aw| {
+        Self::launch(config, SpanSource::Own, move |shared, config, aw| {
             std::thread::Builder::new()
                 .name("trackhrs-capture".into())
                 .spawn(move || capture::capture_loop(&shared, &config, &aw, connect))
@@ -361,15 +380,18 @@ impl Agent {
     /// watchers reporting to the API (`activitywatch_listen` must be set):
     /// their window and AFK timelines are combined into spans once settled.
     pub fn start_activitywatch(config: AgentConfig) -> Result<Self, AgentError> {
-        Self::launch(config, |shared, config, aw| {
+        Self::launch(config, SpanSource::Watchers, |shared, config, aw| {
             std::thread::Builder::new()
                 .name("trackhrs-combine".into())
                 .spawn(move || capture::combine_loop(&shared, &config, &aw))
         })
     }
 
+    /// Starts the agent with spans from `span_source`, made by the thread
+    /// `source` starts.
     fn launch(
         config: AgentConfig,
+        span_source: SpanSource,
         source: impl FnOnce(
             Arc<Shared>,
             AgentConfig,
@@ -383,6 +405,33 @@ impl Agent {
             .map_err(|_| AgentError::Token)?;
         let outbox = Outbox::open(&config.outbox)?;
         let aw = Arc::new(Mutex::new(AwStore::open(&config.activitywatch_store)?));
+        let policy = outbox.policy()?;
+        // The rules only classify the employee's own view: kept ones that
+        // cannot be read are replaced by the default rules, not fatal.
+        let classify = Classify::kept(outbox.rules().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the kept classification rules cannot be read; using the default rules until the gateway sends them");
+            None
+        }));
+        let (status, _) = watch::channel(Status {
+            policy,
+            waiting: outbox.waiting()?,
+            ..Status::default()
+        });
+        let shared = Arc::new(Shared {
+            outbox: Mutex::new(outbox),
+            policy: Mutex::new(policy),
+            classify: Mutex::new(classify),
+            paused: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            status,
+            wake_uploader: Notify::new(),
+        });
+        {
+            // Before the API is served: no delete may miss the hook.
+            let mut store = crate::lock(&aw);
+            store.set_span_source(span_source);
+            store.on_retract(retract_into(shared.clone()));
+        }
         let activitywatch = match config.activitywatch_listen {
             Some(addr) if !addr.ip().is_loopback() => return Err(AgentError::NotLoopback { addr }),
             Some(addr) => {
@@ -410,27 +459,6 @@ impl Agent {
             }
             None => None,
         };
-        let policy = outbox.policy()?;
-        // The rules only classify the employee's own view: kept ones that
-        // cannot be read are replaced by the default rules, not fatal.
-        let classify = Classify::kept(outbox.rules().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "the kept classification rules cannot be read; using the default rules until the gateway sends them");
-            None
-        }));
-        let (status, _) = watch::channel(Status {
-            policy,
-            waiting: outbox.waiting()?,
-            ..Status::default()
-        });
-        let shared = Arc::new(Shared {
-            outbox: Mutex::new(outbox),
-            policy: Mutex::new(policy),
-            classify: Mutex::new(classify),
-            paused: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            status,
-            wake_uploader: Notify::new(),
-        });
         let capture =
             source(shared.clone(), config.clone(), aw.clone()).map_err(AgentError::Spawn)?;
         let channel = endpoint.connect_lazy();

@@ -12,7 +12,8 @@ use tonic::transport::Channel;
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
 use trackhrs_schemas::agent::v1::timeline_change::Change;
 use trackhrs_schemas::agent::v1::{
-    Span, TimelineChange, UploadBatchRequest, UploadBatchResponse, UploadTimelineRequest,
+    Retraction, Span, TimelineChange, UploadBatchRequest, UploadBatchResponse,
+    UploadTimelineRequest,
 };
 
 use crate::aw::store::{AwError, AwStore};
@@ -58,8 +59,8 @@ pub enum Uploaded {
         duplicate: bool,
     },
     /// The gateway refused the batch for good: its spans were split into
-    /// batches of one, or the one span was set aside (see
-    /// [`Outbox::refuse`]).
+    /// batches of one, or the one span was set aside, or its retractions
+    /// dropped (see [`Outbox::refuse`]).
     Refused {
         /// Its sequence number (free again).
         seq: u64,
@@ -130,6 +131,14 @@ fn wire(batch: &Batch, policy: &Policy) -> UploadBatchRequest {
                     url: data.url,
                     active: data.active,
                 }
+            })
+            .collect(),
+        retractions: batch
+            .retractions
+            .iter()
+            .map(|&(start_unix_ms, end_unix_ms)| Retraction {
+                start_unix_ms,
+                end_unix_ms,
             })
             .collect(),
     }
@@ -302,6 +311,12 @@ impl Uploader {
                         %reason,
                         "the gateway refused a span; it is set aside in the outbox and not sent again"
                     ),
+                    Refused::Dropped { retractions } => tracing::warn!(
+                        seq = batch.seq,
+                        retractions,
+                        %reason,
+                        "the gateway refused a batch of retractions (time the employee deleted); they are dropped and not sent again"
+                    ),
                 }
                 Ok(Uploaded::Refused {
                     seq: batch.seq,
@@ -435,6 +450,32 @@ mod tests {
             sorted(Err(tonic::Status::unavailable("the gateway is busy"))),
             Err(SyncError::Retry(_))
         ));
+    }
+
+    #[test]
+    fn a_batch_is_sent_with_its_retractions() {
+        let batch = Batch {
+            batch_id: "b".into(),
+            seq: 3,
+            spans: Vec::new(),
+            retractions: vec![(1000, 2000), (5000, 6000)],
+        };
+        let sent = wire(&batch, &Policy::STRICT);
+        assert_eq!((sent.batch_id.as_str(), sent.device_batch_seq), ("b", 3));
+        assert!(sent.spans.is_empty());
+        assert_eq!(
+            sent.retractions,
+            vec![
+                Retraction {
+                    start_unix_ms: 1000,
+                    end_unix_ms: 2000
+                },
+                Retraction {
+                    start_unix_ms: 5000,
+                    end_unix_ms: 6000
+                },
+            ]
+        );
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub struct MemberDay {
     pub categories: Vec<Breakdown>,
     /// By app, largest first.
     pub apps: Vec<Breakdown>,
+    /// Time the member withdrew (deleted on a device after it was recorded):
+    /// in no other figure, and without any detail of what it was.
+    pub removed_ms: i64,
 }
 
 /// A window title a member spent much time in.
@@ -185,8 +188,8 @@ pub struct RulesPreview {
     pub total_ms: i64,
 }
 
-/// Folds dashboard cells into member days.
-fn member_days(cells: &[DashboardCell]) -> Vec<MemberDay> {
+/// Folds dashboard cells and the time members withdrew into member days.
+fn member_days(cells: &[DashboardCell], removed: Vec<(String, NaiveDate, i64)>) -> Vec<MemberDay> {
     #[derive(Default)]
     struct Day {
         active: i64,
@@ -194,8 +197,12 @@ fn member_days(cells: &[DashboardCell]) -> Vec<MemberDay> {
         weighted: f64,
         categories: BTreeMap<String, (i64, i64)>,
         apps: BTreeMap<String, (i64, i64)>,
+        removed: i64,
     }
     let mut days: BTreeMap<(String, NaiveDate), Day> = BTreeMap::new();
+    for (person, day, ms) in removed {
+        days.entry((person, day)).or_default().removed += ms;
+    }
     for cell in cells {
         let day = days.entry((cell.person_id.clone(), cell.day)).or_default();
         let category = day.categories.entry(cell.category.join(" > ")).or_default();
@@ -236,6 +243,7 @@ fn member_days(cells: &[DashboardCell]) -> Vec<MemberDay> {
             },
             categories: breakdown(d.categories),
             apps: breakdown(d.apps),
+            removed_ms: d.removed,
         })
         .collect()
 }
@@ -271,13 +279,21 @@ impl Query for Dashboard {
         .await?;
         let top_titles =
             activity::top_titles(tx, schema, org, key.from, key.to, people, TOP_TITLES).await?;
+        let removed = activity::removed(
+            tx,
+            (schema, header.meta.schema_version),
+            org,
+            (key.from, key.to),
+            people,
+        )
+        .await?;
         Ok(Dashboard {
             org_id: header.org_id,
             timezone: header.timezone,
             rules_version: header.rules_version,
             classifier_version: header.meta.classifier_version,
             position: header.position,
-            days: member_days(&cells),
+            days: member_days(&cells, removed),
             top_titles,
         })
     }
@@ -299,7 +315,15 @@ impl Query for DashboardSummary {
             header.rules_version,
         )
         .await?;
-        Ok(summary::summarise(header, groups))
+        let removed = activity::removed(
+            tx,
+            (schema, header.meta.schema_version),
+            &key.org,
+            (key.from, key.to),
+            key.people.as_deref(),
+        )
+        .await?;
+        Ok(summary::summarise(header, groups, removed))
     }
 }
 

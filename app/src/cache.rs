@@ -294,6 +294,7 @@ mod tests {
                     productivity: 0.0,
                     categories: Vec::new(),
                     apps: Vec::new(),
+                    removed_ms: 0,
                 })
                 .collect(),
             top_titles: (0..members)

@@ -258,7 +258,10 @@ impl From<ActivityError> for AppError {
             ActivityError::Span { .. } | ActivityError::Empty => {
                 Self::new(ErrorKind::Invalid, format!("spans: {denied}"))
             }
-            ActivityError::TooManySpans { .. } => {
+            ActivityError::Retraction { .. } => {
+                Self::new(ErrorKind::Invalid, format!("retractions: {denied}"))
+            }
+            ActivityError::TooManySpans { .. } | ActivityError::TooManyRetractions { .. } => {
                 Self::new(ErrorKind::Exhausted, denied.to_string())
             }
             ActivityError::UnknownDevice | ActivityError::DeviceRevoked => {

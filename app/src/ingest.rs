@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use trackhrs_commands::CommandError;
 use trackhrs_domain::activity::{
-    ActivityCommand, ActivityError, DeviceActivity, DeviceStatus, IngestLimits, Privacy, SpanInput,
+    ActivityCommand, ActivityError, DeviceActivity, DeviceStatus, IngestLimits, Privacy,
+    RetractionInput, SpanInput,
 };
 use trackhrs_domain::categories::CategoryRule;
 use trackhrs_domain::organization::Organization;
@@ -352,12 +353,14 @@ impl Ingest {
         })
     }
 
-    /// Records a batch of spans.
+    /// Records a batch of spans and of time the employee withdrew
+    /// (`retractions`, applied after the spans).
     #[tracing::instrument(skip_all)]
     pub async fn upload_spans(
         &self,
         identity: &DeviceIdentity,
         upload: Upload<SpanInput>,
+        retractions: Vec<RetractionInput>,
     ) -> Result<Recorded, AppError> {
         if upload.seq == 0 {
             return Err(AppError::invalid("device_batch_seq", "starts at 1"));
@@ -370,6 +373,7 @@ impl Ingest {
             batch_id: admitted.batch_id.clone(),
             seq: upload.seq,
             spans: upload.items,
+            retractions,
             privacy: admitted.privacy,
             limits: IngestLimits {
                 now_ms: now_ms(),

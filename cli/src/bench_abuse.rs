@@ -66,6 +66,7 @@ fn batch(device: &str, seq: u64, spans: u64, start: i64, title_len: usize) -> Up
                 active: true,
             })
             .collect(),
+        retractions: vec![],
     }
 }
 

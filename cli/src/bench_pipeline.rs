@@ -123,6 +123,7 @@ fn requests(
                     batch_id: format!("dev{d}-{}", i + 1),
                     device_batch_seq: i as u64 + 1,
                     spans: chunk.to_vec(),
+                    retractions: vec![],
                 };
                 uploads.push((bearer.clone(), request));
             }

@@ -119,6 +119,7 @@ async fn record(store: &EventStore, args: &QueryBenchArgs) -> anyhow::Result<u64
                 batch_id: format!("m{m}-d{d}"),
                 seq,
                 spans,
+                retractions: vec![],
                 privacy: Privacy {
                     titles: true,
                     urls: false,

@@ -68,6 +68,7 @@ async fn produce(store: EventStore, devices: std::ops::Range<u64>) {
                 batch_id: format!("dev{d}-{seq}"),
                 seq,
                 spans,
+                retractions: vec![],
                 privacy: Privacy {
                     titles: true,
                     urls: true,

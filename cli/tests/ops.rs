@@ -44,6 +44,7 @@ async fn record_batches(store: &EventStore, seqs: std::ops::RangeInclusive<u64>)
                 url: None,
                 active: true,
             }],
+            retractions: vec![],
             privacy: Privacy {
                 titles: true,
                 urls: false,

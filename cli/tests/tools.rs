@@ -173,6 +173,7 @@ async fn erase_person_erases_a_member_end_to_end_and_refuses_a_stranger() {
                 batch_id: "after-erasure".into(),
                 device_batch_seq: 1,
                 spans: vec![],
+                retractions: vec![],
             },
         ))
         .await

@@ -6,6 +6,11 @@
 //! a batch and with everything the device sent before; no span ends later
 //! than the clock skew allows or starts before the horizon; the org's
 //! privacy policy decides whether titles and URLs are kept.
+//!
+//! A batch may also retract time: stretches the employee deleted on the
+//! device after they became spans. A retraction is recorded after the
+//! batch's spans and cut at the end of the last span the device recorded, so
+//! it can only ever withdraw spans recorded before it, never later ones.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -121,6 +126,15 @@ pub struct SpanInput {
     pub active: bool,
 }
 
+/// A stretch of a device's time the employee withdrew, as uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetractionInput {
+    /// Start, ms since the epoch.
+    pub start_ms: i64,
+    /// End (exclusive), ms since the epoch.
+    pub end_ms: i64,
+}
+
 /// Commands on a device's timeline.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActivityCommand {
@@ -136,6 +150,8 @@ pub enum ActivityCommand {
         seq: u64,
         /// The spans, in order.
         spans: Vec<SpanInput>,
+        /// Time withdrawn by the employee, applied after the spans.
+        retractions: Vec<RetractionInput>,
         /// The org's privacy policy.
         privacy: Privacy,
         /// Time and size limits.
@@ -178,6 +194,16 @@ pub enum ActivityEvent {
     },
     /// One span of activity.
     SpanRecorded(Span),
+    /// The employee withdrew the device's time in `[start_ms, end_ms)`
+    /// (deleted it on the device after it became spans): the spans over it
+    /// no longer count. It follows the batch's spans in the same commit and
+    /// never reaches past the end of the last span recorded.
+    TimeRetracted {
+        /// Start, ms since the epoch.
+        start_ms: i64,
+        /// End (exclusive), ms since the epoch.
+        end_ms: i64,
+    },
 }
 
 impl DomainEvent for ActivityEvent {
@@ -185,6 +211,7 @@ impl DomainEvent for ActivityEvent {
         match self {
             Self::BatchAccepted { .. } => "BatchAccepted",
             Self::SpanRecorded(_) => "SpanRecorded",
+            Self::TimeRetracted { .. } => "TimeRetracted",
         }
     }
 
@@ -256,9 +283,21 @@ pub enum ActivityError {
         /// The one sent.
         got: u64,
     },
-    /// No spans.
-    #[error("a batch needs at least one span")]
+    /// Neither spans nor retractions.
+    #[error("a batch needs at least one span or retraction")]
     Empty,
+    /// More retractions than allowed.
+    #[error("a batch holds at most {max} retractions")]
+    TooManyRetractions {
+        /// The limit.
+        max: usize,
+    },
+    /// A retraction ends before it starts.
+    #[error("retraction {index} ends before it starts")]
+    Retraction {
+        /// Its index in the batch (from 0).
+        index: usize,
+    },
     /// More spans than allowed.
     #[error("a batch holds at most {max} spans")]
     TooManySpans {
@@ -332,11 +371,12 @@ impl Aggregate for DeviceActivity {
             batch_id,
             seq,
             spans,
+            retractions,
             privacy,
             limits,
         } = command;
         admit_batch(device, self.last_seq, seq)?;
-        if spans.is_empty() {
+        if spans.is_empty() && retractions.is_empty() {
             return Err(ActivityError::Empty);
         }
         if spans.len() > limits.max_spans {
@@ -344,8 +384,19 @@ impl Aggregate for DeviceActivity {
                 max: limits.max_spans,
             });
         }
+        if retractions.len() > limits.max_spans {
+            return Err(ActivityError::TooManyRetractions {
+                max: limits.max_spans,
+            });
+        }
+        if let Some(index) = retractions.iter().position(|r| r.end_ms <= r.start_ms) {
+            return Err(ActivityError::Retraction { index });
+        }
         self.check_spans(&spans, &limits)?;
-        let mut events = Vec::with_capacity(spans.len() + 1);
+        // What a retraction may reach: the device's time recorded so far,
+        // this batch's spans included.
+        let recorded_end = spans.last().map(|s| s.end_ms).or(self.last_end_ms);
+        let mut events = Vec::with_capacity(spans.len() + retractions.len() + 1);
         events.push(ActivityEvent::BatchAccepted {
             batch_id,
             seq,
@@ -368,6 +419,13 @@ impl Aggregate for DeviceActivity {
                 active: span.active,
             }));
         }
+        events.extend(retractions.into_iter().filter_map(|r| {
+            let end_ms = r.end_ms.min(recorded_end?);
+            (end_ms > r.start_ms).then_some(ActivityEvent::TimeRetracted {
+                start_ms: r.start_ms,
+                end_ms,
+            })
+        }));
         Ok(events)
     }
 
@@ -378,16 +436,19 @@ impl Aggregate for DeviceActivity {
                 self.last_end_ms = Some(span.end_ms);
                 self.spans += 1;
             }
+            ActivityEvent::TimeRetracted { .. } => {}
         }
     }
 
     fn upcast(event_type: &str, version: u32, payload: Value) -> Result<Value, UpcastError> {
         match (event_type, version) {
-            ("BatchAccepted" | "SpanRecorded", 1) => Ok(payload),
-            ("BatchAccepted" | "SpanRecorded", _) => Err(UpcastError::UnknownVersion {
-                event_type: event_type.to_owned(),
-                version,
-            }),
+            ("BatchAccepted" | "SpanRecorded" | "TimeRetracted", 1) => Ok(payload),
+            ("BatchAccepted" | "SpanRecorded" | "TimeRetracted", _) => {
+                Err(UpcastError::UnknownVersion {
+                    event_type: event_type.to_owned(),
+                    version,
+                })
+            }
             _ => Err(UpcastError::UnknownType {
                 aggregate_type: Self::TYPE,
                 event_type: event_type.to_owned(),
@@ -436,6 +497,7 @@ mod tests {
             batch_id: format!("b{seq}"),
             seq,
             spans,
+            retractions: vec![],
             privacy: Privacy {
                 titles: true,
                 urls: false,
@@ -557,6 +619,7 @@ mod tests {
             batch_id: "b1".into(),
             seq: 1,
             spans: vec![span(0, 10)],
+            retractions: vec![],
             privacy: Privacy {
                 titles: true,
                 urls: true,
@@ -578,6 +641,68 @@ mod tests {
             .then_expect_error(ActivityError::TooManySpans { max: 100 });
     }
 
+    fn retracting(seq: u64, spans: Vec<SpanInput>, ranges: &[(i64, i64)]) -> ActivityCommand {
+        let ActivityCommand::RecordBatch {
+            device,
+            member,
+            batch_id,
+            seq,
+            spans,
+            privacy,
+            limits,
+            ..
+        } = batch(seq, spans);
+        let at = |s: i64| NOW - 3_600_000 + s * 1000;
+        ActivityCommand::RecordBatch {
+            device,
+            member,
+            batch_id,
+            seq,
+            spans,
+            retractions: ranges
+                .iter()
+                .map(|&(start, end)| RetractionInput {
+                    start_ms: at(start),
+                    end_ms: at(end),
+                })
+                .collect(),
+            privacy,
+            limits,
+        }
+    }
+
+    fn retracted(start_s: i64, end_s: i64) -> ActivityEvent {
+        let at = |s: i64| NOW - 3_600_000 + s * 1000;
+        ActivityEvent::TimeRetracted {
+            start_ms: at(start_s),
+            end_ms: at(end_s),
+        }
+    }
+
+    #[test]
+    fn retractions_follow_the_spans_and_stop_at_the_recorded_end() {
+        // With the batch's own spans: cut at their end.
+        AggregateTest::<DeviceActivity>::given(vec![])
+            .when(retracting(1, vec![span(0, 10)], &[(5, 60)]))
+            .then_expect(vec![accepted(1, 1), recorded(0, 10), retracted(5, 10)]);
+        // A batch of retractions only: cut at what the device sent before;
+        // a retraction wholly after it is dropped, the batch still counts.
+        AggregateTest::<DeviceActivity>::given(vec![accepted(1, 1), recorded(0, 10)])
+            .when(retracting(2, vec![], &[(2, 4), (8, 30), (10, 20)]))
+            .then_expect(vec![accepted(2, 0), retracted(2, 4), retracted(8, 10)]);
+        // Nothing recorded yet: nothing to withdraw.
+        AggregateTest::<DeviceActivity>::given(vec![])
+            .when(retracting(1, vec![], &[(0, 10)]))
+            .then_expect(vec![accepted(1, 0)]);
+        AggregateTest::<DeviceActivity>::given(vec![])
+            .when(retracting(1, vec![span(0, 10)], &[(0, 5), (7, 7)]))
+            .then_expect_error(ActivityError::Retraction { index: 1 });
+        let many: Vec<(i64, i64)> = (0..101).map(|i| (i, i + 1)).collect();
+        AggregateTest::<DeviceActivity>::given(vec![])
+            .when(retracting(1, vec![span(0, 10)], &many))
+            .then_expect_error(ActivityError::TooManyRetractions { max: 100 });
+    }
+
     #[test]
     fn titles_and_urls_are_dropped_when_the_policy_forbids_them() {
         let command = ActivityCommand::RecordBatch {
@@ -586,6 +711,7 @@ mod tests {
             batch_id: "b1".into(),
             seq: 1,
             spans: vec![span(0, 10)],
+            retractions: vec![],
             privacy: Privacy {
                 titles: false,
                 urls: false,

@@ -112,6 +112,7 @@ fn summary_to_wire(s: &DashboardSummary) -> pb::DashboardSummary {
                 idle_ms: m.idle_ms,
                 productivity: m.productivity,
                 days: m.days,
+                removed_ms: m.removed_ms,
             })
             .collect(),
         days: s
@@ -147,6 +148,7 @@ fn dashboard_to_wire(d: &Dashboard) -> pb::Dashboard {
                 productivity: m.productivity,
                 categories: breakdowns(&m.categories),
                 apps: breakdowns(&m.apps),
+                removed_ms: m.removed_ms,
             })
             .collect(),
         top_titles: top_titles(&d.top_titles),

@@ -13,7 +13,7 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use trackhrs_app::ingest::{Recorded, Upload};
 use trackhrs_app::{AppError, Authenticator, DeviceIdentity, Ingest};
-use trackhrs_domain::activity::SpanInput;
+use trackhrs_domain::activity::{RetractionInput, SpanInput};
 use trackhrs_domain::timeline::{TimelineChange, TimelineEventInput};
 use trackhrs_schemas::agent::v1 as pb;
 use trackhrs_schemas::agent::v1::agent_ingest_server::AgentIngest;
@@ -171,8 +171,21 @@ impl AgentIngest for IngestService {
                 .collect(),
             encoded,
         };
+        let retractions = r
+            .retractions
+            .into_iter()
+            .map(|r| RetractionInput {
+                start_ms: r.start_unix_ms,
+                end_ms: r.end_unix_ms,
+            })
+            .collect();
         let batch_id = upload.batch_id.clone();
-        reply(batch_id, self.ingest.upload_spans(&identity, upload).await)
+        reply(
+            batch_id,
+            self.ingest
+                .upload_spans(&identity, upload, retractions)
+                .await,
+        )
     }
 
     async fn upload_timeline(

@@ -84,6 +84,7 @@ async fn upload_workday(p: &Platform) -> Setup {
                 batch_id: "day-1".into(),
                 device_batch_seq: 1,
                 spans: workday(start),
+                retractions: vec![],
             },
         ))
         .await
@@ -297,6 +298,7 @@ async fn every_replica_evicts_its_cached_dashboards_when_the_projection_commits(
                 batch_id: "owner-1".into(),
                 device_batch_seq: 1,
                 spans: vec![span(start, 45, "code", "lib.rs", true)],
+                retractions: vec![],
             },
         ))
         .await

@@ -55,6 +55,7 @@ async fn upload(p: &Platform, device_token: &str, titles: &[&str]) {
                     .enumerate()
                     .map(|(i, t)| span(start + i as i64 * 60_000, t))
                     .collect(),
+                retractions: vec![],
             },
         ))
         .await

@@ -41,6 +41,7 @@ fn batch(id: &str, seq: u64, spans: Vec<Span>) -> UploadBatchRequest {
         batch_id: id.into(),
         device_batch_seq: seq,
         spans,
+        retractions: vec![],
     }
 }
 

@@ -199,6 +199,7 @@ fn batch(seq: u64, start: i64) -> UploadBatchRequest {
                 active: true,
             })
             .collect(),
+        retractions: vec![],
     }
 }
 

@@ -210,6 +210,7 @@ async fn operators_see_what_each_org_stores() {
                             }
                         })
                         .collect(),
+                    retractions: vec![],
                 },
             ))
             .await

@@ -123,6 +123,7 @@ async fn no_secret_is_logged() {
                     url: Some(url.into()),
                     active: true,
                 }],
+                retractions: vec![],
             },
         ))
         .await

@@ -60,6 +60,7 @@ async fn upload(p: &Platform, token: &str, seq: u64, spans: Vec<Span>) -> u64 {
                 batch_id: format!("b{seq}"),
                 device_batch_seq: seq,
                 spans,
+                retractions: vec![],
             },
         ))
         .await

@@ -1,8 +1,9 @@
 //! Work end to end, against a real nats-server and PostgreSQL: teams and
 //! their managers, clients, projects, attribution rules, observed activity
 //! attributed to projects, a member's entries, submitting, approving and
-//! reopening a week, time that arrives after the approval, the time a rules
-//! change moves, the CSV export, and bad input that stores nothing.
+//! reopening a week, time that arrives after the approval, time the employee
+//! withdrew, the time a rules change moves, the CSV export, and bad input
+//! that stores nothing.
 
 use chrono::{Datelike, Duration, NaiveDate, TimeZone, Utc};
 use tonic::Code;
@@ -207,6 +208,7 @@ async fn upload(o: &Org, device_token: &str, seq: u64, spans: Vec<Span>) -> u64 
                 batch_id: format!("batch-{seq}"),
                 device_batch_seq: seq,
                 spans,
+                retractions: vec![],
             },
         ))
         .await
@@ -1249,4 +1251,153 @@ async fn managers_see_the_time_of_their_teams_only() {
     assert_eq!(seen(&owner), both);
     let rows = project_time(&o, &o.manny.access_token, monday, last).await;
     assert!(!rows.is_empty() && rows.iter().all(|r| r.person_id == o.erin.person_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_the_employee_withdrew_leaves_the_dashboard_and_project_time() {
+    use trackhrs_schemas::activity::v1 as apb;
+    use trackhrs_schemas::activity::v1::activity_client::ActivityClient;
+    use trackhrs_schemas::agent::v1::Retraction;
+
+    let o = org().await;
+    let (monday, at) = last_monday();
+    let laptop = o.p.enroll(&o.erin, "laptop").await;
+    let desktop = o.p.enroll(&o.erin, "desktop").await;
+    // Laptop: 09-11 coding (Website/Build), 11-12 Slack. Desktop, at the
+    // same time: 09-10 Figma (unattributed).
+    upload(
+        &o,
+        &laptop.device_token,
+        1,
+        vec![span(at + 9 * H, 2, "code"), span(at + 11 * H, 1, "slack")],
+    )
+    .await;
+    upload(
+        &o,
+        &desktop.device_token,
+        1,
+        vec![span(at + 9 * H, 1, "figma")],
+    )
+    .await;
+    let retract = |seq: u64, ranges: &[(i64, i64)]| UploadBatchRequest {
+        batch_id: format!("retract-{seq}"),
+        device_batch_seq: seq,
+        spans: vec![],
+        retractions: ranges
+            .iter()
+            .map(|&(from, to)| Retraction {
+                start_unix_ms: at + from,
+                end_unix_ms: at + to,
+            })
+            .collect(),
+    };
+    let mut ingest = AgentIngestClient::new(o.p.gw().channel.clone());
+    // A retraction that ends before it starts is refused, naming the
+    // field; nothing is stored and its sequence number stays free.
+    let status = ingest
+        .upload_batch(authed(
+            &laptop.device_token,
+            retract(2, &[(10 * H, 12 * H), (13 * H, 13 * H)]),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with("retractions:"), "{status:?}");
+    // The laptop withdraws 10-12 (the second coding hour and the Slack
+    // hour), a half hour before anything it recorded, and 12-13, after it.
+    let withdrawn = ingest
+        .upload_batch(authed(
+            &laptop.device_token,
+            retract(
+                2,
+                &[(10 * H, 12 * H), (8 * H, 8 * H + H / 2), (12 * H, 13 * H)],
+            ),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .stream_sequence;
+
+    let erin = o.erin.access_token.clone();
+    let view = week(&o, &erin, "", monday, withdrawn).await;
+    assert_eq!(time_of(&view, &o.website, "rule"), H);
+    assert_eq!(
+        time_of(&view, "", "rule"),
+        H,
+        "the desktop's Figma hour stays"
+    );
+    let rows = project_time(&o, &o.owner.access_token, monday, withdrawn).await;
+    let website: i64 = rows
+        .iter()
+        .filter(|r| r.project_id == o.website)
+        .map(|r| r.ms)
+        .sum();
+    assert_eq!(website, H);
+
+    let mut activity = ActivityClient::new(o.p.gw().channel.clone());
+    let request = |min_position| {
+        authed(
+            &o.owner.access_token,
+            apb::GetDashboardRequest {
+                org_id: "acme".into(),
+                from: monday.to_string(),
+                to: monday.to_string(),
+                person_ids: vec![],
+                min_position,
+            },
+        )
+    };
+    let dash = activity
+        .get_dashboard(request(withdrawn))
+        .await
+        .unwrap()
+        .into_inner();
+    let day = dash
+        .days
+        .iter()
+        .find(|d| d.person_id == o.erin.person_id)
+        .expect("erin's Monday");
+    assert_eq!((day.active_ms, day.removed_ms), (2 * H, 2 * H));
+    let apps: Vec<(&str, i64)> = day
+        .apps
+        .iter()
+        .map(|a| (a.name.as_str(), a.active_ms))
+        .collect();
+    assert_eq!(apps, [("code", H), ("figma", H)]);
+    assert!(
+        dash.top_titles.iter().all(|t| t.title != "slack window"),
+        "{:?}",
+        dash.top_titles
+    );
+    let summary = activity
+        .get_dashboard_summary(request(withdrawn))
+        .await
+        .unwrap()
+        .into_inner();
+    let member = summary
+        .members
+        .iter()
+        .find(|m| m.person_id == o.erin.person_id)
+        .expect("erin");
+    assert_eq!((member.active_ms, member.removed_ms), (2 * H, 2 * H));
+
+    // The next batch takes back another half hour of coding.
+    let again = ingest
+        .upload_batch(authed(
+            &laptop.device_token,
+            retract(3, &[(9 * H, 9 * H + H / 2)]),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .stream_sequence;
+    let dash = activity
+        .get_dashboard(request(again))
+        .await
+        .unwrap()
+        .into_inner();
+    let day = &dash.days[0];
+    assert_eq!((day.active_ms, day.removed_ms), (H + H / 2, 2 * H + H / 2));
+    let view = week(&o, &erin, "", monday, again).await;
+    assert_eq!(time_of(&view, &o.website, "rule"), H / 2);
 }

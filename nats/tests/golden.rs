@@ -506,6 +506,76 @@ async fn activity_event_versions_still_load() {
     assert_eq!(last.events[1].payload["url"]["v"], "https://example.test");
 }
 
+fn retraction_path() -> PathBuf {
+    fixture_path("device_activity_retraction_events.json")
+}
+
+/// Device `d2`: one batch with a span and a retraction of part of it.
+fn write_retraction_fixture() {
+    let events = vec![
+        (
+            "BatchAccepted",
+            json!({"batch_id": "batch-r1", "seq": 1, "member": "m1", "spans": 1}),
+        ),
+        (
+            "SpanRecorded",
+            json!({"start_ms": 1_794_999_000_000i64, "end_ms": 1_794_999_060_000i64,
+            "app": "code", "title": null, "url": null, "active": true}),
+        ),
+        (
+            "TimeRetracted",
+            json!({"start_ms": 1_794_999_030_000i64, "end_ms": 1_794_999_060_000i64}),
+        ),
+    ];
+    write_single_commit_fixture(
+        retraction_path(),
+        ("device_activity", "d2", "device:d2"),
+        "batch-r1",
+        "BatchAccepted, SpanRecorded and TimeRetracted v1 in one commit",
+        events,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retraction_event_versions_still_load() {
+    use trackhrs_domain::activity::{ActivityEvent, DeviceActivity};
+    if std::env::var_os("TRACKHRS_WRITE_FIXTURES").is_some() && !retraction_path().exists() {
+        write_retraction_fixture();
+    }
+    let (_server, store) = start().await;
+    publish_fixture(&store, &read_fixture(path())).await;
+    publish_fixture(&store, &read_fixture(retraction_path())).await;
+    let loaded = store
+        .load_fresh::<DeviceActivity>(&tok("acme"), &tok("d2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (loaded.version, loaded.state.last_seq, loaded.state.spans),
+        (3, 1, 1)
+    );
+    assert_eq!(loaded.state.last_end_ms, Some(1_794_999_060_000));
+    let log = read_log(&store).await;
+    let last = log
+        .skip(read_fixture(path()).messages.len())
+        .next()
+        .await
+        .unwrap()
+        .commit
+        .unwrap();
+    let retracted: ActivityEvent = serde_json::from_value(json!({
+        "type": last.events[2].event_type,
+        "data": last.events[2].payload,
+    }))
+    .unwrap();
+    assert_eq!(
+        retracted,
+        ActivityEvent::TimeRetracted {
+            start_ms: 1_794_999_030_000,
+            end_ms: 1_794_999_060_000
+        }
+    );
+}
+
 fn erasure_path() -> PathBuf {
     fixture_path("person_erasure_events.json")
 }

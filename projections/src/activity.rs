@@ -17,6 +17,13 @@
 //! change, its rollup is rebuilt from its facts in the batch's transaction
 //! (one `INSERT ... SELECT` over all the org's facts: the price of a rules
 //! change, paid once by the projection instead of by every read).
+//!
+//! `spans` keeps each device's spans (times, activity, active) so that time
+//! the employee withdrew (`TimeRetracted`) can be taken back out: the spans
+//! over it are cut, their time is subtracted from `daily` and `rollup`, and
+//! it is added to `removed` per member and day, without any detail of what
+//! it was. A device's later spans never reach back into a retraction, so a
+//! batch applies its commits' spans first and their retractions after.
 
 mod decode;
 mod queries;
@@ -37,7 +44,7 @@ pub(crate) use self::decode::decode_device;
 pub use self::decode::{ActivityCommit, DeviceBatch, OpenedSpan};
 pub use self::queries::{
     ActivityTime, DashboardCell, GroupTime, Meta, SummaryGroups, TopTitle, activity_times,
-    dashboard, meta, org_info, org_rules, summary, top_titles,
+    dashboard, meta, org_info, org_rules, removed, summary, top_titles,
 };
 use crate::classifier::{CLASSIFIER_VERSION, CategoryRule, Rules};
 use crate::error::{ApplyError, poison_at};
@@ -49,12 +56,17 @@ pub const NAME: &str = "activity";
 /// Version of this projection's tables and of what its rows mean. Bump it
 /// with any change to either: `projections run` then builds a new version
 /// beside the live one (as for a new classifier version).
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The first schema version with the `rollup` table. The live version of an
 /// older schema keeps running with this code while the new one is built
 /// beside it: it is applied to without a rollup, and read without one.
 pub const ROLLUP_SINCE: u32 = 2;
+
+/// The first schema version with the `spans` and `removed` tables: an older
+/// live version is applied to without them (retractions are not applied
+/// there; its replacement, built beside it, applies them).
+pub const RETRACT_SINCE: u32 = 3;
 
 /// The activity projection. Its catalog version is chosen when it is
 /// started (a rebuild registers the next one); the classifier version it
@@ -127,6 +139,10 @@ pub(crate) type Activities = BTreeMap<(String, i64), (String, Option<String>, Op
 
 /// Key of one fact row.
 type FactKey = (String, String, NaiveDate, i64, bool);
+
+/// One span as `spans` keeps it: (org, device, start, end, member,
+/// activity id, active).
+type SpanRow = (String, String, i64, i64, String, i64, bool);
 
 /// The stable id of an activity: the first 8 bytes of SHA-256 over its parts.
 pub fn activity_id(app: &str, title: Option<&str>, url: Option<&str>) -> i64 {
@@ -266,6 +282,23 @@ impl Projection for Activity {
                  ms          bigint NOT NULL,
                  PRIMARY KEY (org_id, day, person_id, activity_id, active)
              );
+             CREATE TABLE {schema}.spans (
+                 org_id      text NOT NULL,
+                 device_id   text NOT NULL,
+                 start_ms    bigint NOT NULL,
+                 end_ms      bigint NOT NULL,
+                 person_id   text NOT NULL,
+                 activity_id bigint NOT NULL,
+                 active      boolean NOT NULL,
+                 PRIMARY KEY (org_id, device_id, start_ms)
+             );
+             CREATE TABLE {schema}.removed (
+                 org_id    text NOT NULL,
+                 person_id text NOT NULL,
+                 day       date NOT NULL,
+                 ms        bigint NOT NULL,
+                 PRIMARY KEY (org_id, day, person_id)
+             );
              CREATE TABLE {schema}.rollup (
                  org_id        text NOT NULL,
                  rules_version integer NOT NULL,
@@ -290,8 +323,12 @@ impl Projection for Activity {
     ) -> Result<(), ApplyError> {
         let orgs: BTreeSet<&str> = batch.iter().map(|c| c.org_id()).collect();
         let mut states = load_org_states(tx, schema, &orgs).await?;
+        let schema_version = self.schema_version(tx, schema).await?;
+        let keep_spans = schema_version >= RETRACT_SINCE;
         let mut facts: BTreeMap<FactKey, i64> = BTreeMap::new();
         let mut activities: Activities = BTreeMap::new();
+        let mut spans: Vec<SpanRow> = Vec::new();
+        let mut retracted = Vec::new();
         let mut erased = Vec::new();
         for commit in batch {
             match commit {
@@ -299,7 +336,11 @@ impl Projection for Activity {
                 ActivityCommit::Device(b) => {
                     let state = states.entry(b.org_id.clone()).or_default();
                     let tz: Tz = state.timezone.parse().unwrap_or(Tz::UTC);
-                    collect_spans(b, tz, &mut facts, &mut activities);
+                    let rows = keep_spans.then_some(&mut spans);
+                    collect_spans(b, tz, &mut facts, &mut activities, rows);
+                    if keep_spans {
+                        retracted.extend(b.retracted.iter().map(|&(from, to)| (b, tz, from, to)));
+                    }
                 }
                 ActivityCommit::Erasure(c) => erased
                     .extend(crate::erasure::erased(c).map(|person| (c.org_id.as_str(), person))),
@@ -308,10 +349,16 @@ impl Projection for Activity {
         save_org_states(tx, schema, &states).await?;
         upsert_activities(tx, schema, &activities).await?;
         upsert_facts(tx, schema, &facts).await?;
+        insert_spans(tx, schema, &spans).await?;
+        let withdrawn = retract(tx, schema, &retracted).await?;
+        for (key, ms) in &withdrawn {
+            *facts.entry(key.clone()).or_default() += ms;
+        }
         self.classify(tx, schema, &states, &activities).await?;
-        if self.schema_version(tx, schema).await? >= ROLLUP_SINCE {
+        if schema_version >= ROLLUP_SINCE {
             update_rollup(tx, schema, &states, &facts).await?;
         }
+        drop_emptied(tx, schema, &withdrawn).await?;
         // Last, so what this batch wrote for an erased person goes too.
         for (org, person) in erased {
             erase_titles(tx, schema, org, person).await?;
@@ -429,15 +476,17 @@ fn apply_org_commit(
     Ok(())
 }
 
-/// Adds a device batch's spans to the batch's facts and activities. Spans
-/// are summed per (day, activity, active) within the commit first, so the
-/// org and member strings are copied once per distinct fact, and each
-/// distinct (app, title, url) of the commit is hashed once.
+/// Adds a device batch's spans to the batch's facts and activities (and to
+/// `rows`, for `spans`, when given). Spans are summed per (day, activity,
+/// active) within the commit first, so the org and member strings are copied
+/// once per distinct fact, and each distinct (app, title, url) of the commit
+/// is hashed once.
 fn collect_spans(
     batch: &DeviceBatch,
     tz: Tz,
     facts: &mut BTreeMap<FactKey, i64>,
     activities: &mut Activities,
+    mut rows: Option<&mut Vec<SpanRow>>,
 ) {
     let Some(person) = &batch.member else {
         return;
@@ -456,6 +505,17 @@ fn collect_spans(
         for_each_day(span.start_ms, span.end_ms, tz, |day, ms| {
             *local.entry((day, id, span.active)).or_default() += ms;
         });
+        if let Some(rows) = rows.as_deref_mut() {
+            rows.push((
+                batch.org_id.clone(),
+                batch.device_id.clone(),
+                span.start_ms,
+                span.end_ms,
+                person.clone(),
+                id,
+                span.active,
+            ));
+        }
     }
     for ((app, title, url), id) in ids {
         activities
@@ -473,6 +533,144 @@ fn collect_spans(
             .entry((batch.org_id.clone(), person.clone(), day, id, active))
             .or_default() += ms;
     }
+}
+
+async fn insert_spans(
+    tx: &Transaction<'_>,
+    schema: &str,
+    spans: &[SpanRow],
+) -> Result<(), ApplyError> {
+    if spans.is_empty() {
+        return Ok(());
+    }
+    let mut cols = (
+        Vec::with_capacity(spans.len()),
+        Vec::with_capacity(spans.len()),
+        Vec::with_capacity(spans.len()),
+        Vec::with_capacity(spans.len()),
+        Vec::with_capacity(spans.len()),
+        Vec::with_capacity(spans.len()),
+        Vec::with_capacity(spans.len()),
+    );
+    for (org, device, start, end, person, id, active) in spans {
+        cols.0.push(org.as_str());
+        cols.1.push(device.as_str());
+        cols.2.push(*start);
+        cols.3.push(*end);
+        cols.4.push(person.as_str());
+        cols.5.push(*id);
+        cols.6.push(*active);
+    }
+    // A commit applied again (a dead letter replayed) adds no second row.
+    tx.execute(
+        &format!(
+            "INSERT INTO {schema}.spans \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], \
+               $6::int8[], $7::bool[]) \
+             ON CONFLICT DO NOTHING"
+        ),
+        &[
+            &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Cuts the time each retraction covers out of its device's spans, and
+/// counts it as removed by the employee per member and day. Returns the
+/// time taken out of each fact (negative).
+async fn retract(
+    tx: &Transaction<'_>,
+    schema: &str,
+    retracted: &[(&DeviceBatch, Tz, i64, i64)],
+) -> Result<BTreeMap<FactKey, i64>, ApplyError> {
+    let mut taken: BTreeMap<FactKey, i64> = BTreeMap::new();
+    let mut removed: BTreeMap<(&str, String, NaiveDate), i64> = BTreeMap::new();
+    for &(batch, tz, from, to) in retracted {
+        let (org, device) = (batch.org_id.as_str(), batch.device_id.as_str());
+        let cut = tx
+            .query(
+                &format!(
+                    "DELETE FROM {schema}.spans \
+                     WHERE org_id = $1 AND device_id = $2 AND start_ms < $4 AND end_ms > $3 \
+                     RETURNING start_ms, end_ms, person_id, activity_id, active"
+                ),
+                &[&org, &device, &from, &to],
+            )
+            .await?;
+        let mut left = Vec::new();
+        for row in cut {
+            let (start, end): (i64, i64) = (row.get(0), row.get(1));
+            let (person, id, active): (String, i64, bool) = (row.get(2), row.get(3), row.get(4));
+            for_each_day(start.max(from), end.min(to), tz, |day, ms| {
+                *taken
+                    .entry((org.to_owned(), person.clone(), day, id, active))
+                    .or_default() -= ms;
+                *removed.entry((org, person.clone(), day)).or_default() += ms;
+            });
+            for (s, e) in [(start, from), (to, end)] {
+                if s < e {
+                    left.push((
+                        org.to_owned(),
+                        device.to_owned(),
+                        s,
+                        e,
+                        person.clone(),
+                        id,
+                        active,
+                    ));
+                }
+            }
+        }
+        insert_spans(tx, schema, &left).await?;
+    }
+    upsert_facts(tx, schema, &taken).await?;
+    for ((org, person, day), ms) in removed {
+        tx.execute(
+            &format!(
+                "INSERT INTO {schema}.removed AS r (org_id, person_id, day, ms) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (org_id, day, person_id) DO UPDATE SET ms = r.ms + EXCLUDED.ms"
+            ),
+            &[&org, &person, &day, &ms],
+        )
+        .await?;
+    }
+    Ok(taken)
+}
+
+/// Drops the facts and rollup rows a retraction emptied: nothing of the
+/// withdrawn time (not an application, not a title) is left to show.
+async fn drop_emptied(
+    tx: &Transaction<'_>,
+    schema: &str,
+    withdrawn: &BTreeMap<FactKey, i64>,
+) -> Result<(), ApplyError> {
+    let days: BTreeSet<(&str, &str, NaiveDate)> = withdrawn
+        .keys()
+        .map(|(org, person, day, _, _)| (org.as_str(), person.as_str(), *day))
+        .collect();
+    for (org, person, day) in days {
+        tx.execute(
+            &format!(
+                "DELETE FROM {schema}.daily \
+                 WHERE org_id = $1 AND person_id = $2 AND day = $3 AND ms <= 0"
+            ),
+            &[&org, &person, &day],
+        )
+        .await?;
+        tx.execute(
+            &format!(
+                "DELETE FROM {schema}.rollup \
+                 WHERE org_id = $1 AND person_id = $2 AND day = $3 \
+                   AND active_ms <= 0 AND idle_ms <= 0"
+            ),
+            &[&org, &person, &day],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn save_org_states(

@@ -13,6 +13,10 @@
 //! rules it was approved under) and records, per project, the time that
 //! moved. A week is bounded in the org's time zone and work week as they
 //! were when the activity was applied (`trackhrs_domain::week`).
+//!
+//! Time the employee withdrew on a device (`TimeRetracted`) is cut out of
+//! that device's span rows and its weeks are computed again, approved weeks
+//! included: withdrawn time leaves the totals it was in.
 
 mod compute;
 mod decode;
@@ -42,7 +46,12 @@ use crate::projection::{Committed, Projection};
 pub const NAME: &str = "work";
 
 /// Version of this projection's tables and of what its rows mean.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The first schema version whose span rows name their device. An older
+/// live version is applied to without it (and without retractions) while
+/// its replacement is built beside it.
+pub const DEVICE_SINCE: u32 = 2;
 
 /// The work projection.
 #[derive(Clone)]
@@ -51,6 +60,8 @@ pub struct Work {
     /// Compiled attribution rules per (org, version): a version's rules
     /// never change.
     rules: moka::sync::Cache<(String, u32), Arc<Attribution>>,
+    /// Schema name -> the schema version its tables were made by.
+    schemas: moka::sync::Cache<String, u32>,
 }
 
 impl Work {
@@ -59,6 +70,7 @@ impl Work {
         Self {
             version,
             rules: moka::sync::Cache::new(10_000),
+            schemas: moka::sync::Cache::new(100),
         }
     }
 }
@@ -105,8 +117,11 @@ type Bounds = (i64, i64);
 #[derive(Default)]
 struct Pending {
     activities: Activities,
-    /// New spans by week: their time is added to the week's rows.
-    spans: BTreeMap<WeekKey, Vec<Span>>,
+    /// New spans by week, with their device: their time is added to the
+    /// week's rows.
+    spans: BTreeMap<WeekKey, Vec<(Span, Arc<str>)>>,
+    /// Time withdrawn: (org, device, start, end).
+    retracted: Vec<(String, String, i64, i64)>,
     /// The bounds of the weeks the new spans fall in.
     bounds: BTreeMap<WeekKey, Bounds>,
     /// Weeks whose entries, decision or rules changed: computed again from
@@ -217,6 +232,7 @@ impl Projection for Work {
              );
              CREATE TABLE {schema}.spans (
                  org_id      text NOT NULL,
+                 device_id   text NOT NULL,
                  person_id   text NOT NULL,
                  week_start  date NOT NULL,
                  start_ms    bigint NOT NULL,
@@ -225,6 +241,7 @@ impl Projection for Work {
                  position    bigint NOT NULL
              );
              CREATE INDEX ON {schema}.spans (org_id, person_id, week_start);
+             CREATE INDEX ON {schema}.spans (org_id, device_id, start_ms);
              CREATE TABLE {schema}.weeks (
                  org_id            text NOT NULL,
                  person_id         text NOT NULL,
@@ -318,6 +335,7 @@ impl Work {
     ) -> Result<(), ApplyError> {
         let orgs: BTreeSet<&str> = batch.iter().map(|c| c.org_id()).collect();
         let mut states = load_org_states(tx, schema, &orgs).await?;
+        let with_devices = self.schema_version(tx, schema).await? >= DEVICE_SINCE;
         let mut pending = Pending::default();
         for commit in batch {
             match commit {
@@ -330,6 +348,13 @@ impl Work {
                 WorkCommit::Device(b) => {
                     let state = states.entry(b.org_id.clone()).or_default();
                     collect_spans(b, state, &mut pending);
+                    if with_devices {
+                        pending.retracted.extend(
+                            b.retracted.iter().map(|&(from, to)| {
+                                (b.org_id.clone(), b.device_id.clone(), from, to)
+                            }),
+                        );
+                    }
                 }
                 WorkCommit::Erasure(c) => pending
                     .erased
@@ -337,7 +362,8 @@ impl Work {
             }
         }
         save_org_states(tx, schema, &states).await?;
-        write_activities_and_spans(tx, schema, &pending, &states).await?;
+        write_activities_and_spans(tx, schema, &pending, &states, with_devices).await?;
+        retract(tx, schema, &mut pending).await?;
         let rules_changed: Vec<(&String, &OrgState)> =
             states.iter().filter(|(_, s)| s.rules_changed).collect();
         let mut before = HashMap::new();
@@ -810,6 +836,7 @@ fn collect_spans(batch: &DeviceBatch, state: &OrgState, pending: &mut Pending) {
         return;
     };
     let mut ids: HashMap<(&str, Option<&str>, Option<&str>), i64> = HashMap::new();
+    let device: Arc<str> = batch.device_id.as_str().into();
     for span in batch
         .spans
         .iter()
@@ -829,12 +856,17 @@ fn collect_spans(batch: &DeviceBatch, state: &OrgState, pending: &mut Pending) {
             let piece_end = span.end_ms.min(end.max(cursor + 1));
             let key: WeekKey = (batch.org_id.clone(), member.clone(), first);
             pending.bounds.insert(key.clone(), (start, end));
-            pending.spans.entry(key).or_default().push(Span {
+            let span = Span {
                 start_ms: cursor,
                 end_ms: piece_end,
                 activity: id,
                 position: batch.stream_sequence,
-            });
+            };
+            pending
+                .spans
+                .entry(key)
+                .or_default()
+                .push((span, device.clone()));
             cursor = piece_end;
         }
     }
@@ -857,6 +889,7 @@ async fn write_activities_and_spans(
     schema: &str,
     pending: &Pending,
     states: &HashMap<String, OrgState>,
+    with_devices: bool,
 ) -> Result<(), ApplyError> {
     if !pending.activities.is_empty() {
         let mut orgs = Vec::new();
@@ -886,7 +919,8 @@ async fn write_activities_and_spans(
     }
     if !pending.spans.is_empty() {
         let n = pending.spans.values().map(Vec::len).sum();
-        let (mut orgs, mut people, mut weeks) = (
+        let (mut orgs, mut devices, mut people, mut weeks) = (
+            Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -897,12 +931,13 @@ async fn write_activities_and_spans(
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        for ((org, person, week), span) in pending
+        for ((org, person, week), (span, device)) in pending
             .spans
             .iter()
             .flat_map(|(key, spans)| spans.iter().map(move |s| (key, s)))
         {
             orgs.push(org.as_str());
+            devices.push(&**device);
             people.push(person.as_str());
             weeks.push(*week);
             starts.push(span.start_ms);
@@ -910,16 +945,31 @@ async fn write_activities_and_spans(
             ids.push(span.activity);
             positions.push(span.position as i64);
         }
-        tx.execute(
-            &format!(
-                "INSERT INTO {schema}.spans \
-                 (org_id, person_id, week_start, start_ms, end_ms, activity_id, position) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::int8[], \
-                 $5::int8[], $6::int8[], $7::int8[])"
-            ),
-            &[&orgs, &people, &weeks, &starts, &ends, &ids, &positions],
-        )
-        .await?;
+        if with_devices {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {schema}.spans (org_id, person_id, week_start, start_ms, \
+                     end_ms, activity_id, position, device_id) \
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::int8[], \
+                     $5::int8[], $6::int8[], $7::int8[], $8::text[])"
+                ),
+                &[
+                    &orgs, &people, &weeks, &starts, &ends, &ids, &positions, &devices,
+                ],
+            )
+            .await?;
+        } else {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {schema}.spans \
+                     (org_id, person_id, week_start, start_ms, end_ms, activity_id, position) \
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::int8[], \
+                     $5::int8[], $6::int8[], $7::int8[])"
+                ),
+                &[&orgs, &people, &weeks, &starts, &ends, &ids, &positions],
+            )
+            .await?;
+        }
     }
     for (key, bounds) in &pending.bounds {
         let timezone = states
@@ -930,7 +980,66 @@ async fn write_activities_and_spans(
     Ok(())
 }
 
+/// Cuts the withdrawn time out of its device's span rows (the parts of a
+/// span outside it stay, in the same week with the same position); the
+/// weeks touched are computed again.
+async fn retract(
+    tx: &Transaction<'_>,
+    schema: &str,
+    pending: &mut Pending,
+) -> Result<(), ApplyError> {
+    for (org, device, from, to) in &pending.retracted {
+        let cut = tx
+            .query(
+                &format!(
+                    "DELETE FROM {schema}.spans \
+                     WHERE org_id = $1 AND device_id = $2 AND start_ms < $4 AND end_ms > $3 \
+                     RETURNING person_id, week_start, start_ms, end_ms, activity_id, position"
+                ),
+                &[org, device, from, to],
+            )
+            .await?;
+        for row in cut {
+            let (person, week): (String, NaiveDate) = (row.get(0), row.get(1));
+            let (start, end): (i64, i64) = (row.get(2), row.get(3));
+            let (activity, position): (i64, i64) = (row.get(4), row.get(5));
+            for (s, e) in [(start, *from), (*to, end)] {
+                if s < e {
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO {schema}.spans (org_id, device_id, person_id, \
+                             week_start, start_ms, end_ms, activity_id, position) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                        ),
+                        &[org, device, &person, &week, &s, &e, &activity, &position],
+                    )
+                    .await?;
+                }
+            }
+            pending.recompute.insert((org.clone(), person, week));
+        }
+    }
+    Ok(())
+}
+
 impl Work {
+    /// The schema version `schema`'s tables were made by (read once).
+    async fn schema_version(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+    ) -> Result<u32, tokio_postgres::Error> {
+        if let Some(v) = self.schemas.get(schema) {
+            return Ok(v);
+        }
+        let row = tx
+            .query_one(&format!("SELECT schema_version FROM {schema}.meta"), &[])
+            .await?;
+        let v = row.get::<_, i32>(0) as u32;
+        self.schemas.insert(schema.to_owned(), v);
+        Ok(v)
+    }
+
     /// Compiled attribution rules of `org` at `version` (none at 0).
     async fn attribution(
         &self,
@@ -1024,7 +1133,10 @@ impl Work {
             let keys = KeyArrays::of(chunk);
             let spans: HashMap<WeekKey, Vec<Span>> = chunk
                 .iter()
-                .map(|k| ((*k).clone(), pending.spans[*k].clone()))
+                .map(|k| {
+                    let spans = pending.spans[*k].iter().map(|(s, _)| *s).collect();
+                    ((*k).clone(), spans)
+                })
                 .collect();
             self.add_time(tx, schema, states, &keys, &spans, false)
                 .await?;

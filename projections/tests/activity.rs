@@ -38,6 +38,7 @@ async fn record(env: &Env, spans: Vec<SpanInput>) -> u64 {
         batch_id: "b1".into(),
         seq: 1,
         spans,
+        retractions: vec![],
         privacy: Privacy {
             titles: true,
             urls: true,

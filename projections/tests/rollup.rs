@@ -52,6 +52,7 @@ async fn record(
         batch_id: format!("{device}-{seq}"),
         seq,
         spans,
+        retractions: vec![],
         privacy: Privacy {
             titles: true,
             urls: true,

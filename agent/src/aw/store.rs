@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -38,6 +38,10 @@ pub enum AwError {
     /// Its file cannot be created or made private.
     #[error("activitywatch store file: {0}")]
     File(#[from] std::io::Error),
+    /// The deleted time could not be queued for withdrawal from what was
+    /// uploaded: nothing was deleted.
+    #[error("cannot withdraw the deleted time from the uploads, nothing was deleted: {0}")]
+    Retract(String),
 }
 
 /// A bucket as a watcher creates it (`POST /api/0/buckets/<id>`).
@@ -155,6 +159,34 @@ pub struct OwnBuckets {
     pub afk: String,
 }
 
+/// Where the device's spans come from: deleting an event they were made of
+/// withdraws them (see [`AwStore::on_retract`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanSource {
+    /// The agent's own capture: the buckets it writes (client
+    /// [`OWN_CLIENT`]).
+    Own,
+    /// ActivityWatch's watchers (`--source activitywatch`): every window
+    /// (`currentwindow`) and AFK (`afkstatus`) bucket, as they are combined.
+    Watchers,
+}
+
+impl SpanSource {
+    /// Whether spans are made of a bucket of type `kind` that `client`
+    /// writes.
+    fn feeds(self, kind: &str, client: &str) -> bool {
+        match self {
+            Self::Own => client == OWN_CLIENT,
+            Self::Watchers => matches!(kind, "currentwindow" | "afkstatus"),
+        }
+    }
+}
+
+/// Told the time (start, end in ms since the epoch) of deleted events the
+/// device's spans were made of, before the delete commits; an error
+/// cancels the delete.
+pub type RetractHook = Box<dyn FnMut(&[(i64, i64)]) -> Result<(), String> + Send>;
+
 /// The local ActivityWatch store.
 pub struct AwStore {
     pub(super) db: Connection,
@@ -166,6 +198,11 @@ pub struct AwStore {
     /// paused) ended, µs since the epoch: heartbeats arriving after it are
     /// clipped so they do not cover it.
     last_pause: Option<(i64, Option<i64>)>,
+    /// Where the device's spans come from.
+    span_source: SpanSource,
+    /// Told the time of deleted events spans were made of (None: deletes
+    /// withdraw nothing).
+    on_retract: Option<RetractHook>,
 }
 
 const SCHEMA_VERSION: i64 = 2;
@@ -258,6 +295,61 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, i64, String)>
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
 }
 
+/// `[start_us, end_us)` in whole ms, rounded outwards (covering every span
+/// made of it); None when empty.
+fn ms_range(start_us: i64, end_us: i64) -> Option<(i64, i64)> {
+    let ceil = |us: i64| us.div_euclid(1000) + i64::from(us.rem_euclid(1000) > 0);
+    (end_us > start_us).then(|| (start_us.div_euclid(1000), ceil(end_us)))
+}
+
+/// `ranges`, in start order, merged where they touch or overlap.
+fn merged(ranges: impl IntoIterator<Item = (i64, i64)>) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for (start, end) in ranges {
+        match out.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    }
+    out
+}
+
+/// Tells `hook` the time of the events of bucket `id` (`event`: of that
+/// one only) about to be deleted in `tx`, when the device's spans are made
+/// of that bucket under `source`. Its error cancels the delete.
+fn retract_deleted(
+    tx: &Transaction<'_>,
+    hook: Option<&mut RetractHook>,
+    source: SpanSource,
+    id: &str,
+    event: Option<i64>,
+) -> Result<(), AwError> {
+    let Some(hook) = hook else {
+        return Ok(());
+    };
+    let feeds = tx
+        .prepare_cached("SELECT type, client FROM buckets WHERE id = ?1")?
+        .query_row(params![id], |r| {
+            Ok(source.feeds(&r.get::<_, String>(0)?, &r.get::<_, String>(1)?))
+        })
+        .optional()?;
+    if feeds != Some(true) {
+        return Ok(());
+    }
+    let times = tx
+        .prepare_cached(
+            "SELECT start_us, end_us FROM events WHERE bucket = ?1 AND (?2 IS NULL OR id = ?2) \
+             ORDER BY start_us, id",
+        )?
+        .query_map(params![id, event], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<(i64, i64)>, _>>()?;
+    let ranges = merged(times.into_iter().filter_map(|(s, e)| ms_range(s, e)));
+    if ranges.is_empty() {
+        return Ok(());
+    }
+    hook(&ranges).map_err(AwError::Retract)
+}
+
 fn to_event((id, start_us, end_us, data): (i64, i64, i64, String)) -> Result<AwEvent, AwError> {
     Ok(AwEvent {
         id: Some(id),
@@ -296,7 +388,21 @@ impl AwStore {
             db,
             paused: false,
             last_pause: None,
+            span_source: SpanSource::Own,
+            on_retract: None,
         })
+    }
+
+    /// Sets where the device's spans come from (the agent's own capture
+    /// until told otherwise).
+    pub fn set_span_source(&mut self, source: SpanSource) {
+        self.span_source = source;
+    }
+
+    /// Sets the hook told the time of deleted events the device's spans
+    /// were made of, so those spans are withdrawn (see [`RetractHook`]).
+    pub fn on_retract(&mut self, hook: RetractHook) {
+        self.on_retract = Some(hook);
     }
 
     /// Pauses (true) or resumes keeping what watchers report.
@@ -460,7 +566,10 @@ impl AwStore {
     }
 
     /// Deletes bucket `id` and its events; when any of them was queued for
-    /// the platform, the bucket's retraction is queued.
+    /// the platform, the bucket's retraction is queued. When the device's
+    /// spans are made of the bucket, its events' time is first told to the
+    /// retraction hook (merged where it touches); if that fails, nothing is
+    /// deleted.
     pub fn delete_bucket(&mut self, id: &str) -> Result<(), AwError> {
         let tx = self.db.transaction()?;
         let synced: Option<bool> = tx
@@ -476,6 +585,7 @@ impl AwStore {
         if synced {
             super::timeline::queue_retraction(&tx, id, None)?;
         }
+        retract_deleted(&tx, self.on_retract.as_mut(), self.span_source, id, None)?;
         tx.execute("DELETE FROM buckets WHERE id = ?1", params![id])?;
         tx.commit()?;
         Ok(())
@@ -593,7 +703,9 @@ impl AwStore {
 
     /// Deletes event `event` of bucket `id` (nothing when it is not there);
     /// when a version of it was queued for the platform, its retraction is
-    /// queued.
+    /// queued. When the device's spans are made of the bucket, the event's
+    /// time is first told to the retraction hook; if that fails, nothing is
+    /// deleted.
     pub fn delete_event(&mut self, id: &str, event: i64) -> Result<(), AwError> {
         self.exists(id)?;
         let tx = self.db.transaction()?;
@@ -608,6 +720,13 @@ impl AwStore {
         if synced == Some(true) {
             super::timeline::queue_retraction(&tx, id, Some(event))?;
         }
+        retract_deleted(
+            &tx,
+            self.on_retract.as_mut(),
+            self.span_source,
+            id,
+            Some(event),
+        )?;
         tx.execute(
             "DELETE FROM events WHERE bucket = ?1 AND id = ?2",
             params![id, event],
@@ -694,6 +813,8 @@ pub(crate) fn ev(at_s: i64, duration: f64, data: Value) -> AwEvent {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use serde_json::json;
 
     use super::*;
@@ -868,5 +989,101 @@ mod tests {
         assert_eq!(store.bucket(&own.afk).unwrap().kind, "afkstatus");
         store.delete_bucket("w").unwrap();
         assert_eq!(store.buckets().unwrap().len(), 2);
+    }
+
+    /// What a hook was told, call by call.
+    type Told = Arc<Mutex<Vec<Vec<(i64, i64)>>>>;
+
+    /// A hook that notes what it is told (failing with `fail`), and where.
+    fn noting(fail: bool) -> (RetractHook, Told) {
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let hook = Box::new({
+            let told = told.clone();
+            move |ranges: &[(i64, i64)]| {
+                told.lock().unwrap().push(ranges.to_vec());
+                if fail {
+                    Err("the outbox is full".to_owned())
+                } else {
+                    Ok(())
+                }
+            }
+        });
+        (hook, told)
+    }
+
+    #[test]
+    fn deleting_what_the_watchers_spans_were_made_of_is_told_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = AwStore::open(&dir.path().join("aw.db")).unwrap();
+        bucket(&mut store, "w");
+        let editor: NewBucket = serde_json::from_value(
+            json!({"client": "aw-watcher-vim", "type": "app.editor.activity", "hostname": "laptop"}),
+        )
+        .unwrap();
+        store.create_bucket("e", &editor).unwrap();
+        let w = store
+            .insert(
+                "w",
+                &[
+                    ev(0, 10.0, json!({"n": 1})),
+                    ev(10, 5.0, json!({"n": 2})),
+                    ev(30, 0.0015, json!({"n": 3})),
+                    ev(40, 2.0, json!({"n": 4})),
+                ],
+            )
+            .unwrap();
+        let e = store.insert("e", &[ev(0, 5.0, json!({}))]).unwrap();
+        // No hook: deleting tells no one.
+        store.delete_event("w", w[3].id.unwrap()).unwrap();
+        let (hook, told) = noting(false);
+        store.set_span_source(SpanSource::Watchers);
+        store.on_retract(hook);
+        // Another watcher's bucket; an event replaced; an event not there.
+        store.delete_event("e", e[0].id.unwrap()).unwrap();
+        store.insert("w", &[w[0].clone()]).unwrap();
+        store.delete_event("w", 999).unwrap();
+        assert!(told.lock().unwrap().is_empty());
+        // 1.5 ms from 30 s: rounded outwards.
+        store.delete_event("w", w[2].id.unwrap()).unwrap();
+        assert_eq!(told.lock().unwrap().pop(), Some(vec![(30_000, 30_002)]));
+        store.delete_bucket("e").unwrap();
+        assert!(told.lock().unwrap().is_empty());
+        // A bucket: its events' time, merged where it touches.
+        store.insert("w", &[ev(20, 1.0, json!({"n": 5}))]).unwrap();
+        store.delete_bucket("w").unwrap();
+        assert_eq!(
+            told.lock().unwrap().pop(),
+            Some(vec![(0, 15_000), (20_000, 21_000)])
+        );
+    }
+
+    #[test]
+    fn a_delete_the_hook_cannot_take_deletes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = AwStore::open(&dir.path().join("aw.db")).unwrap();
+        let own = store.own_buckets("laptop").unwrap();
+        bucket(&mut store, "w");
+        let mine = store
+            .insert(&own.window, &[ev(0, 10.0, json!({"app": "code"}))])
+            .unwrap();
+        let theirs = store.insert("w", &[ev(0, 10.0, json!({}))]).unwrap();
+        let (hook, told) = noting(true);
+        store.on_retract(hook);
+        // The agent's own capture: a watcher's window bucket is not a span
+        // source, the agent's own are.
+        store.delete_event("w", theirs[0].id.unwrap()).unwrap();
+        assert!(told.lock().unwrap().is_empty());
+        let id = mine[0].id.unwrap();
+        assert!(matches!(
+            store.delete_event(&own.window, id),
+            Err(AwError::Retract(_))
+        ));
+        assert!(store.event(&own.window, id).unwrap().is_some());
+        assert!(matches!(
+            store.delete_bucket(&own.window),
+            Err(AwError::Retract(_))
+        ));
+        assert_eq!(store.count(&own.window, None, None).unwrap(), 1);
+        assert_eq!(told.lock().unwrap().len(), 2);
     }
 }

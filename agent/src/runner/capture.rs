@@ -248,8 +248,12 @@ pub(super) fn combine_loop(shared: &Shared, config: &AgentConfig, aw: &Mutex<AwS
 /// stopped (and never before the device's high-water mark), become spans in
 /// the outbox. The mark never passes the end of the newest window event, so
 /// heartbeats a watcher queued while the agent was down and sends late are
-/// still combined. Returns the spans waiting.
+/// still combined. The store stays locked until the spans are committed, so
+/// a delete (which queues its retraction under that lock, cut at the
+/// high-water mark) falls wholly before the events are read or after their
+/// spans are in the outbox. Returns the spans waiting.
 fn combine_settled(shared: &Shared, aw: &Mutex<AwStore>, settled: i64) -> Result<u64, String> {
+    let store = crate::lock(aw);
     let (done, high) = {
         let outbox = shared.outbox();
         (
@@ -261,7 +265,6 @@ fn combine_settled(shared: &Shared, aw: &Mutex<AwStore>, settled: i64) -> Result
     // that time were refused and set aside, so the high-water mark decides.
     let done = done.filter(|&d| d <= wall_now_ms());
     let from = done.max(high).unwrap_or(i64::MIN);
-    let store = crate::lock(aw);
     let buckets = store.buckets().map_err(|e| e.to_string())?;
     let mut newest_end = None;
     for b in buckets.iter().filter(|b| b.kind == "currentwindow") {
@@ -274,13 +277,9 @@ fn combine_settled(shared: &Shared, aw: &Mutex<AwStore>, settled: i64) -> Result
             ));
         }
     }
-    let until = match newest_end {
-        Some(end) => end.min(settled),
-        None => return shared.outbox().waiting().map_err(|e| e.to_string()),
-    };
-    if until > from {
+    let until = newest_end.map(|end| end.min(settled));
+    if let Some(until) = until.filter(|&until| until > from) {
         let timelines = Timelines::read(&store, from, until).map_err(|e| e.to_string())?;
-        drop(store);
         let policy = shared.policy().unwrap_or(Policy::STRICT);
         let mut spans = timelines.combine(from, until);
         for span in &mut spans {
@@ -290,8 +289,72 @@ fn combine_settled(shared: &Shared, aw: &Mutex<AwStore>, settled: i64) -> Result
             .outbox()
             .push_combined(&spans, until)
             .map_err(|e| e.to_string())?;
-    } else {
-        drop(store);
     }
+    drop(store);
     shared.outbox().waiting().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use serde_json::json;
+    use tokio::sync::{Notify, watch};
+
+    use super::*;
+    use crate::aw::store::{NewBucket, SpanSource, ev};
+    use crate::outbox::Outbox;
+    use crate::runner::{Classify, Status, retract_into};
+
+    fn shared(outbox: Outbox) -> Arc<Shared> {
+        Arc::new(Shared {
+            outbox: Mutex::new(outbox),
+            policy: Mutex::new(None),
+            classify: Mutex::new(Classify::kept(None)),
+            paused: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            status: watch::channel(Status::default()).0,
+            wake_uploader: Notify::new(),
+        })
+    }
+
+    #[test]
+    fn deleting_a_combined_event_queues_its_retraction_and_wakes_the_uploader() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(Outbox::open(&dir.path().join("outbox.db")).unwrap());
+        let mut store = AwStore::open(&dir.path().join("aw.db")).unwrap();
+        for (id, kind) in [("w", "currentwindow"), ("a", "afkstatus")] {
+            let new: NewBucket = serde_json::from_value(
+                json!({"client": "aw-watcher", "type": kind, "hostname": "laptop"}),
+            )
+            .unwrap();
+            store.create_bucket(id, &new).unwrap();
+        }
+        let t0 = 1_700_000_000;
+        let window = store
+            .insert("w", &[ev(t0, 60.0, json!({"app": "code", "title": "x"}))])
+            .unwrap();
+        store
+            .insert("a", &[ev(t0, 60.0, json!({"status": "not-afk"}))])
+            .unwrap();
+        store.set_span_source(SpanSource::Watchers);
+        store.on_retract(retract_into(shared.clone()));
+        let aw = Mutex::new(store);
+        assert_eq!(combine_settled(&shared, &aw, wall_now_ms()), Ok(1));
+        crate::lock(&aw)
+            .delete_event("w", window[0].id.unwrap())
+            .unwrap();
+        let batch = shared.outbox().next_batch(10).unwrap().unwrap();
+        assert_eq!(batch.spans.len(), 1);
+        assert_eq!(batch.retractions, vec![(t0 * 1000, (t0 + 60) * 1000)]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let woken = runtime.block_on(async {
+            tokio::time::timeout(Duration::ZERO, shared.wake_uploader.notified()).await
+        });
+        assert!(woken.is_ok(), "the uploader is woken");
+    }
 }

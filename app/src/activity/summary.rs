@@ -33,6 +33,9 @@ pub struct MemberTotal {
     pub productivity: f64,
     /// Days with time.
     pub days: u32,
+    /// Time the member withdrew in the range (deleted on a device after it
+    /// was recorded), in no other figure.
+    pub removed_ms: i64,
 }
 
 /// The team's time on one day.
@@ -87,9 +90,16 @@ fn breakdown(name: String, t: GroupTime) -> Breakdown {
     }
 }
 
-/// Folds the grouping sets into a summary.
-pub(crate) fn summarise(header: Header, groups: SummaryGroups) -> DashboardSummary {
-    let mut members: BTreeMap<String, (GroupTime, u32)> = BTreeMap::new();
+/// Folds the grouping sets and the time members withdrew into a summary.
+pub(crate) fn summarise(
+    header: Header,
+    groups: SummaryGroups,
+    removed: Vec<(String, NaiveDate, i64)>,
+) -> DashboardSummary {
+    let mut members: BTreeMap<String, (GroupTime, u32, i64)> = BTreeMap::new();
+    for (person, _, ms) in removed {
+        members.entry(person).or_default().2 += ms;
+    }
     let mut days: BTreeMap<NaiveDate, GroupTime> = BTreeMap::new();
     let mut team = GroupTime::default();
     for (person, day, t) in groups.member_days {
@@ -106,12 +116,13 @@ pub(crate) fn summarise(header: Header, groups: SummaryGroups) -> DashboardSumma
     }
     let mut members: Vec<MemberTotal> = members
         .into_iter()
-        .map(|(person_id, (t, days))| MemberTotal {
+        .map(|(person_id, (t, days, removed_ms))| MemberTotal {
             person_id,
             active_ms: t.active_ms,
             idle_ms: t.idle_ms,
             productivity: per_active(t.weighted, t.active_ms),
             days,
+            removed_ms,
         })
         .collect();
     members.sort_by(|a, b| {

@@ -165,6 +165,179 @@ async fn activitywatch_watchers_reporting_to_the_agent_become_the_devices_activi
     agent.stop(Duration::from_secs(1)).await;
 }
 
+/// An event a watcher reports late becomes spans at once (its time is
+/// older than the settle time); deleting it through the API afterwards, as
+/// ActivityWatch users delete private time, withdraws those spans from the
+/// dashboard, where the time shows as removed, nothing of what it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_event_deleted_after_it_became_spans_is_withdrawn() {
+    let platform = Platform::start().await;
+    let (owner, device, token) = enrolled(&platform).await;
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let aw_addr = probe.local_addr().unwrap();
+    drop(probe);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AgentConfig::new(
+        format!("http://{}", platform.gw().addr),
+        token,
+        dir.path().join("outbox.db"),
+    );
+    config.activitywatch_listen = Some(aw_addr);
+    config.settle = Duration::from_secs(2);
+    config.upload_every = Duration::from_millis(200);
+    let agent = Agent::start_activitywatch(config).unwrap();
+    let status = agent.status();
+    wait_until("the policy", Duration::from_secs(20), || {
+        status.borrow().policy.is_some()
+    })
+    .await;
+    let call = |method: &'static str, path: String, body: String| async move {
+        trackhrs_harness::http::call(aw_addr, method, &path, "localhost:5600", &body)
+            .await
+            .unwrap()
+    };
+    for (bucket, kind, client) in [
+        (
+            "aw-watcher-window_laptop",
+            "currentwindow",
+            "aw-watcher-window",
+        ),
+        ("aw-watcher-afk_laptop", "afkstatus", "aw-watcher-afk"),
+    ] {
+        let body = serde_json::json!({"client": client, "type": kind, "hostname": "laptop"});
+        assert_eq!(
+            call("POST", format!("/api/0/buckets/{bucket}"), body.to_string())
+                .await
+                .0,
+            200
+        );
+    }
+    // Ten minutes ago: two minutes of online banking, then a minute of
+    // code, reported now (a watcher that was offline), not AFK throughout.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let start = now_s - 600;
+    let at = |s: i64| {
+        chrono::DateTime::from_timestamp(start + s, 0)
+            .unwrap()
+            .to_rfc3339()
+    };
+    let window = serde_json::json!([
+        {"timestamp": at(0), "duration": 120, "data": {"app": "Bank", "title": "private banking"}},
+        {"timestamp": at(120), "duration": 60, "data": {"app": "Code", "title": "main.rs"}},
+    ]);
+    let afk = serde_json::json!([
+        {"timestamp": at(0), "duration": 180, "data": {"status": "not-afk"}},
+    ]);
+    for (bucket, events) in [
+        ("aw-watcher-window_laptop", window),
+        ("aw-watcher-afk_laptop", afk),
+    ] {
+        let path = format!("/api/0/buckets/{bucket}/events");
+        assert_eq!(call("POST", path, events.to_string()).await.0, 200);
+    }
+    let mut stored = Vec::new();
+    for _ in 0..300 {
+        stored = stored_spans(&platform, &owner.org_id, &device).await;
+        if stored.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let apps: Vec<&str> = stored.iter().map(|s| s.2.as_str()).collect();
+    assert_eq!(
+        apps,
+        ["Bank", "Code"],
+        "the late events became spans at once"
+    );
+
+    // The employee deletes the banking event.
+    let (code, listed) = call(
+        "GET",
+        "/api/0/buckets/aw-watcher-window_laptop/events".into(),
+        String::new(),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let bank = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["data"]["app"] == "Bank")
+        .expect("the banking event")["id"]
+        .as_i64()
+        .unwrap();
+    let path = format!("/api/0/buckets/aw-watcher-window_laptop/events/{bank}");
+    assert_eq!(call("DELETE", path, String::new()).await.0, 200);
+
+    // The device's log records the withdrawal after the spans ...
+    let mut retracted = Vec::new();
+    for _ in 0..300 {
+        let (_, log) = device_log::<DeviceActivity>(&platform, &owner.org_id, &device).await;
+        retracted = log
+            .iter()
+            .filter(|(t, _)| t == "TimeRetracted")
+            .map(|(_, p)| {
+                (
+                    p["start_ms"].as_i64().unwrap(),
+                    p["end_ms"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        if !retracted.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(retracted, [(start * 1000, (start + 120) * 1000)]);
+    // ... and the dashboard no longer counts it: two minutes removed,
+    // the minute of code left, no trace of the bank.
+    let day = |s: i64| {
+        chrono::DateTime::from_timestamp(s, 0)
+            .unwrap()
+            .date_naive()
+            .to_string()
+    };
+    let mut activity = ActivityClient::new(platform.gw().channel.clone());
+    let mut totals = (0, 0);
+    let mut dash = activity_pb::Dashboard::default();
+    for _ in 0..300 {
+        dash = activity
+            .get_dashboard(authed(
+                &owner.access_token,
+                activity_pb::GetDashboardRequest {
+                    org_id: owner.org_id.clone(),
+                    from: day(start),
+                    to: day(now_s),
+                    person_ids: vec![],
+                    min_position: 0,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        totals = dash
+            .days
+            .iter()
+            .fold((0, 0), |(a, r), d| (a + d.active_ms, r + d.removed_ms));
+        if totals.1 > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(totals, (60_000, 120_000));
+    assert!(
+        dash.days
+            .iter()
+            .all(|d| d.apps.iter().all(|a| a.name != "Bank"))
+    );
+    assert!(dash.top_titles.iter().all(|t| t.title != "private banking"));
+    agent.stop(Duration::from_secs(1)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_employees_day_is_classified_with_the_orgs_rules_also_offline() {
     let platform = Platform::start().await;

@@ -191,6 +191,10 @@ async fn a_span_the_gateway_refuses_is_set_aside_with_the_reason_and_the_rest_is
                 reason,
                 ..
             } => format!("set aside {}: {reason}", span.data.app),
+            Uploaded::Refused {
+                outcome: Refused::Dropped { retractions },
+                ..
+            } => format!("dropped {retractions}"),
             Uploaded::Nothing => "nothing".into(),
         })
         .collect();

@@ -33,12 +33,17 @@ pub struct DeviceBatch {
     pub stream_sequence: u64,
     /// Organization.
     pub org_id: String,
+    /// The device.
+    pub device_id: String,
     /// Events in the commit.
     pub events: usize,
     /// From the commit's `BatchAccepted` (a commit without one has no spans).
     pub member: Option<String>,
     /// The spans, in commit order.
     pub spans: Vec<OpenedSpan>,
+    /// Time the employee withdrew (`TimeRetracted`): `[start_ms, end_ms)`,
+    /// applied after the spans.
+    pub retracted: Vec<(i64, i64)>,
 }
 
 /// One `SpanRecorded`, title and URL opened (`None` when absent or erased).
@@ -79,6 +84,13 @@ impl std::fmt::Debug for OpenedSpan {
 #[derive(serde::Deserialize)]
 struct StoredAccepted {
     member: String,
+}
+
+/// `TimeRetracted` v1 as stored.
+#[derive(serde::Deserialize)]
+struct StoredRetraction {
+    start_ms: i64,
+    end_ms: i64,
 }
 
 /// `SpanRecorded` v1 as stored.
@@ -151,9 +163,11 @@ pub(crate) async fn decode_device(
     let mut batch = DeviceBatch {
         stream_sequence: sequence,
         org_id: commit.org_id.clone(),
+        device_id: commit.aggregate_id.clone(),
         events: commit.events.len(),
         member: None,
         spans: Vec::with_capacity(commit.events.len()),
+        retracted: Vec::new(),
     };
     for event in &commit.events {
         let kind = event.event_type.as_str();
@@ -199,6 +213,14 @@ pub(crate) async fn decode_device(
                     url,
                     active: span.active,
                 });
+            }
+            "TimeRetracted" => {
+                let r: StoredRetraction = serde_json::from_slice(&event.payload)
+                    .map_err(|e| bad(format!("{kind}: {e}")))?;
+                if batch.member.is_none() || r.end_ms <= r.start_ms {
+                    return Err(bad(format!("{kind}: not after a batch, or empty")));
+                }
+                batch.retracted.push((r.start_ms, r.end_ms));
             }
             other => return Err(bad(format!("unknown device activity event {other}"))),
         }

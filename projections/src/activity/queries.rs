@@ -230,6 +230,36 @@ pub async fn summary(
     Ok(groups)
 }
 
+/// Time each member withdrew (deleted on a device after it became spans),
+/// per day of the range, in a schema that keeps it ([`super::RETRACT_SINCE`];
+/// none in an older one).
+pub async fn removed(
+    pg: &impl GenericClient,
+    (schema, schema_version): (&str, u32),
+    org: &str,
+    (from, to): (NaiveDate, NaiveDate),
+    people: Option<&[String]>,
+) -> Result<Vec<(String, NaiveDate, i64)>, tokio_postgres::Error> {
+    if schema_version < super::RETRACT_SINCE {
+        return Ok(Vec::new());
+    }
+    let rows = pg
+        .query(
+            &format!(
+                "SELECT person_id, day, ms FROM {schema}.removed \
+                 WHERE org_id = $1 AND day BETWEEN $2 AND $3 AND ms > 0 \
+                   AND ($4::text[] IS NULL OR person_id = ANY($4)) \
+                 ORDER BY person_id, day"
+            ),
+            &[&org, &from, &to, &people],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
 /// Each member's `limit` most-used window titles in the range.
 pub async fn top_titles(
     pg: &impl GenericClient,
