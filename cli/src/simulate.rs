@@ -18,8 +18,8 @@ use trackhrs_domain::organization::OrgCommand;
 use trackhrs_schemas::agent::v1::agent_ingest_client::AgentIngestClient;
 use trackhrs_schemas::agent::v1::agent_session_client::AgentSessionClient;
 use trackhrs_schemas::agent::v1::{
-    GetPolicyRequest, Span, TimelineChange, TimelineEvent, UploadBatchRequest, UploadBatchResponse,
-    UploadTimelineRequest, timeline_change,
+    GetPolicyRequest, Retraction, Span, TimelineChange, TimelineEvent, UploadBatchRequest,
+    UploadBatchResponse, UploadTimelineRequest, timeline_change,
 };
 
 use crate::platform::Shutdown;
@@ -188,6 +188,10 @@ async fn simulate(
     // The workday so far: from 8 hours ago (or where the last run stopped).
     let mut cursor = policy.last_span_end_unix_ms.max(now_ms() - 8 * 3_600_000);
     let mut rng = StdRng::seed_from_u64(seed ^ seq);
+    // Erin deletes one stretch of her day in ActivityWatch (private time):
+    // the agent withdraws it from what it uploaded, and it never reaches
+    // the raw timeline.
+    let mut withdraw = agent.who == "erin";
     let mut stop = Box::pin(shutdown.wait());
     loop {
         let now = now_ms();
@@ -213,6 +217,21 @@ async fn simulate(
         }
         if !spans.is_empty() {
             seq += 1;
+            let retractions: Vec<Retraction> = match spans.get(1) {
+                Some(private) if withdraw => {
+                    withdraw = false;
+                    vec![Retraction {
+                        start_unix_ms: private.start_unix_ms,
+                        end_unix_ms: private.end_unix_ms,
+                    }]
+                }
+                _ => Vec::new(),
+            };
+            let withdrawn = |span: &Span| {
+                retractions
+                    .iter()
+                    .any(|r| r.start_unix_ms == span.start_unix_ms)
+            };
             // The watcher's raw timeline of the same windows, as a real
             // agent with ActivityWatch's window watcher uploads it.
             timeline_seq += 1;
@@ -221,6 +240,7 @@ async fn simulate(
                 device_timeline_seq: timeline_seq,
                 changes: spans
                     .iter()
+                    .filter(|span| !withdrawn(span))
                     .map(|span| window_event(agent.device.as_str(), span, policy.capture_titles))
                     .collect(),
             };
@@ -228,6 +248,7 @@ async fn simulate(
                 batch_id: format!("{}-{seq}", agent.device),
                 device_batch_seq: seq,
                 spans,
+                retractions,
             };
             let spans_client = client.clone();
             if !until_acknowledged(agent.who, &batch, &bearer, &mut stop, |r| {

@@ -87,6 +87,11 @@ async function dashboard(run) {
   }, "the manager sees at least two members' rows");
   run.check(true, `the manager sees ${count} member rows: ${(await rows.allTextContents()).map((t) => t.slice(0, 40)).join(" | ")}`);
   await run.expectVisible(page.locator('[data-testid="dashboard"] canvas[data-testid="chart-canvas"]'), "a chart canvas is drawn");
+  // The demo's Erin deleted a stretch of her day: the manager sees how long, nothing of what it was.
+  const removed = page.locator('[data-testid="member-row"]:not([data-removed-ms="0"])');
+  await run.until(async () => (await removed.count()) === 1, "one member's row shows time removed by the employee");
+  const removedCell = await text(removed.locator("td").last());
+  run.check(/\d/.test(removedCell), `the Removed column shows a duration (${removedCell})`, removedCell);
   const canvases = await page.locator('canvas[data-testid="chart-canvas"]').count();
   run.log(`${canvases} chart canvases on the dashboard`);
 

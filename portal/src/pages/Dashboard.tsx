@@ -178,6 +178,9 @@ function DashboardBody(props: {
                 <th className="num">Idle</th>
                 <th className="num">Productivity</th>
                 <th className="num">Days</th>
+                <th className="num" title="Time the member deleted on their device after it was recorded: counted here only, without details">
+                  Removed
+                </th>
               </tr>
             </thead>
             <tbody>
@@ -189,6 +192,7 @@ function DashboardBody(props: {
                   data-active-ms={r.activeMs}
                   data-idle-ms={r.idleMs}
                   data-days={r.days}
+                  data-removed-ms={r.removedMs}
                   className="clickable"
                   onClick={() => openTimeline(r.personId)}
                 >
@@ -209,6 +213,7 @@ function DashboardBody(props: {
                   <td className="num">{duration(r.idleMs)}</td>
                   <td className="num">{r.activeMs > 0 ? r.productivity.toFixed(0) : "–"}</td>
                   <td className="num">{r.days}</td>
+                  <td className="num">{r.removedMs > 0 ? duration(r.removedMs) : "–"}</td>
                 </tr>
               ))}
             </tbody>
@@ -262,17 +267,21 @@ function MemberDaysTable({ orgId, from, to, team, nameOf }: DetailsProps) {
             <th className="num">Idle</th>
             <th>Top category</th>
             <th>Top app</th>
+            <th className="num" title="Time the member deleted on their device after it was recorded: counted here only, without details">
+              Removed
+            </th>
           </tr>
         </thead>
         <tbody>
           {rows.map((d) => (
-            <tr key={`${d.personId}/${d.day}`} data-testid="day-row">
+            <tr key={`${d.personId}/${d.day}`} data-testid="day-row" data-removed-ms={String(d.removedMs)}>
               <td>{d.day}</td>
               <td>{nameOf(d.personId)}</td>
               <td className="num">{duration(Number(d.activeMs))}</td>
               <td className="num">{duration(Number(d.idleMs))}</td>
               <td>{top(d.categories)}</td>
               <td>{top(d.apps)}</td>
+              <td className="num">{d.removedMs > 0n ? duration(Number(d.removedMs)) : "–"}</td>
             </tr>
           ))}
         </tbody>
@@ -334,11 +343,12 @@ interface MemberRow {
   idleMs: number;
   productivity: number;
   days: number;
+  removedMs: number;
 }
 
 function summarise(summary: DashboardSummary, include: string[], nameOf: (id: string) => string, from: string, to: string, colorFor: (path: string) => string) {
   const byMember = new Map<string, MemberRow>();
-  for (const id of include) byMember.set(id, { personId: id, name: nameOf(id), activeMs: 0, idleMs: 0, productivity: 0, days: 0 });
+  for (const id of include) byMember.set(id, { personId: id, name: nameOf(id), activeMs: 0, idleMs: 0, productivity: 0, days: 0, removedMs: 0 });
   for (const m of summary.members) {
     byMember.set(m.personId, {
       personId: m.personId,
@@ -347,6 +357,7 @@ function summarise(summary: DashboardSummary, include: string[], nameOf: (id: st
       idleMs: Number(m.idleMs),
       productivity: m.productivity,
       days: m.days,
+      removedMs: Number(m.removedMs),
     });
   }
   const days = daysBetween(from, to);
