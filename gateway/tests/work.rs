@@ -1380,6 +1380,33 @@ async fn time_the_employee_withdrew_leaves_the_dashboard_and_project_time() {
         .find(|m| m.person_id == o.erin.person_id)
         .expect("erin");
     assert_eq!((member.active_ms, member.removed_ms), (2 * H, 2 * H));
+    // Nothing of the withdrawn Slack hour is kept: no title left in either
+    // read model (an erasure finds a person's titles through their time, so
+    // one left without time would outlive it).
+    let pg = o.p.db.connect().await.unwrap();
+    for name in ["activity", "work"] {
+        let schema = trackhrs_projections::live_schema(&pg, name)
+            .await
+            .unwrap()
+            .expect("a live version");
+        let count = |title: &'static str| {
+            let (pg, schema) = (&pg, &schema);
+            async move {
+                pg.query_one(
+                    &format!("SELECT count(*) FROM {schema}.activities WHERE title = $1"),
+                    &[&title],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+            }
+        };
+        assert_eq!(
+            (count("slack window").await, count("code window").await),
+            (0, 1),
+            "{name}"
+        );
+    }
 
     // The next batch takes back another half hour of coding.
     let again = ingest

@@ -49,6 +49,7 @@ pub use self::queries::{
 use crate::classifier::{CLASSIFIER_VERSION, CategoryRule, Rules};
 use crate::error::{ApplyError, poison_at};
 use crate::projection::{Committed, Projection};
+use crate::withdrawn::Withdrawn;
 
 /// Its name in the catalog.
 pub const NAME: &str = "activity";
@@ -141,8 +142,8 @@ pub(crate) type Activities = BTreeMap<(String, i64), (String, Option<String>, Op
 type FactKey = (String, String, NaiveDate, i64, bool);
 
 /// One span as `spans` keeps it: (org, device, start, end, member,
-/// activity id, active).
-type SpanRow = (String, String, i64, i64, String, i64, bool);
+/// activity id, active, the time zone its days were counted in).
+type SpanRow = (String, String, i64, i64, String, i64, bool, Arc<str>);
 
 /// The stable id of an activity: the first 8 bytes of SHA-256 over its parts.
 pub fn activity_id(app: &str, title: Option<&str>, url: Option<&str>) -> i64 {
@@ -282,6 +283,7 @@ impl Projection for Activity {
                  ms          bigint NOT NULL,
                  PRIMARY KEY (org_id, day, person_id, activity_id, active)
              );
+             CREATE INDEX ON {schema}.daily (org_id, activity_id);
              CREATE TABLE {schema}.spans (
                  org_id      text NOT NULL,
                  device_id   text NOT NULL,
@@ -290,7 +292,8 @@ impl Projection for Activity {
                  person_id   text NOT NULL,
                  activity_id bigint NOT NULL,
                  active      boolean NOT NULL,
-                 PRIMARY KEY (org_id, device_id, start_ms)
+                 timezone    text NOT NULL,
+                 PRIMARY KEY (org_id, device_id, end_ms)
              );
              CREATE TABLE {schema}.removed (
                  org_id    text NOT NULL,
@@ -328,7 +331,7 @@ impl Projection for Activity {
         let mut facts: BTreeMap<FactKey, i64> = BTreeMap::new();
         let mut activities: Activities = BTreeMap::new();
         let mut spans: Vec<SpanRow> = Vec::new();
-        let mut retracted = Vec::new();
+        let mut withdrawn = Withdrawn::default();
         let mut erased = Vec::new();
         for commit in batch {
             match commit {
@@ -336,10 +339,12 @@ impl Projection for Activity {
                 ActivityCommit::Device(b) => {
                     let state = states.entry(b.org_id.clone()).or_default();
                     let tz: Tz = state.timezone.parse().unwrap_or(Tz::UTC);
-                    let rows = keep_spans.then_some(&mut spans);
+                    let rows = keep_spans.then(|| (&mut spans, Arc::from(state.timezone.as_str())));
                     collect_spans(b, tz, &mut facts, &mut activities, rows);
                     if keep_spans {
-                        retracted.extend(b.retracted.iter().map(|&(from, to)| (b, tz, from, to)));
+                        for &(from, to) in &b.retracted {
+                            withdrawn.add(&b.org_id, &b.device_id, from, to);
+                        }
                     }
                 }
                 ActivityCommit::Erasure(c) => erased
@@ -350,7 +355,7 @@ impl Projection for Activity {
         upsert_activities(tx, schema, &activities).await?;
         upsert_facts(tx, schema, &facts).await?;
         insert_spans(tx, schema, &spans).await?;
-        let withdrawn = retract(tx, schema, &retracted).await?;
+        let withdrawn = retract(tx, schema, withdrawn).await?;
         for (key, ms) in &withdrawn {
             *facts.entry(key.clone()).or_default() += ms;
         }
@@ -477,7 +482,8 @@ fn apply_org_commit(
 }
 
 /// Adds a device batch's spans to the batch's facts and activities (and to
-/// `rows`, for `spans`, when given). Spans are summed per (day, activity,
+/// `rows`, for `spans`, with the name of `tz`, when given). Spans are summed
+/// per (day, activity,
 /// active) within the commit first, so the org and member strings are copied
 /// once per distinct fact, and each distinct (app, title, url) of the commit
 /// is hashed once.
@@ -486,7 +492,7 @@ fn collect_spans(
     tz: Tz,
     facts: &mut BTreeMap<FactKey, i64>,
     activities: &mut Activities,
-    mut rows: Option<&mut Vec<SpanRow>>,
+    mut rows: Option<(&mut Vec<SpanRow>, Arc<str>)>,
 ) {
     let Some(person) = &batch.member else {
         return;
@@ -505,7 +511,7 @@ fn collect_spans(
         for_each_day(span.start_ms, span.end_ms, tz, |day, ms| {
             *local.entry((day, id, span.active)).or_default() += ms;
         });
-        if let Some(rows) = rows.as_deref_mut() {
+        if let Some((rows, zone)) = rows.as_mut() {
             rows.push((
                 batch.org_id.clone(),
                 batch.device_id.clone(),
@@ -514,6 +520,7 @@ fn collect_spans(
                 person.clone(),
                 id,
                 span.active,
+                zone.clone(),
             ));
         }
     }
@@ -551,8 +558,9 @@ async fn insert_spans(
         Vec::with_capacity(spans.len()),
         Vec::with_capacity(spans.len()),
         Vec::with_capacity(spans.len()),
+        Vec::with_capacity(spans.len()),
     );
-    for (org, device, start, end, person, id, active) in spans {
+    for (org, device, start, end, person, id, active, zone) in spans {
         cols.0.push(org.as_str());
         cols.1.push(device.as_str());
         cols.2.push(*start);
@@ -560,71 +568,92 @@ async fn insert_spans(
         cols.4.push(person.as_str());
         cols.5.push(*id);
         cols.6.push(*active);
+        cols.7.push(&**zone);
     }
-    // A commit applied again (a dead letter replayed) adds no second row.
     tx.execute(
         &format!(
             "INSERT INTO {schema}.spans \
              SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], \
-               $6::int8[], $7::bool[]) \
-             ON CONFLICT DO NOTHING"
+               $6::int8[], $7::bool[], $8::text[])"
         ),
         &[
-            &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6,
+            &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &cols.7,
         ],
     )
     .await?;
     Ok(())
 }
 
-/// Cuts the time each retraction covers out of its device's spans, and
-/// counts it as removed by the employee per member and day. Returns the
-/// time taken out of each fact (negative).
+/// Cuts the withdrawn time out of its devices' spans and counts it as
+/// removed by the employee per member and day, each piece in the days of
+/// the time zone its span was counted in. Returns the time taken out of
+/// each fact (negative).
 async fn retract(
     tx: &Transaction<'_>,
     schema: &str,
-    retracted: &[(&DeviceBatch, Tz, i64, i64)],
+    mut withdrawn: Withdrawn,
 ) -> Result<BTreeMap<FactKey, i64>, ApplyError> {
     let mut taken: BTreeMap<FactKey, i64> = BTreeMap::new();
-    let mut removed: BTreeMap<(&str, String, NaiveDate), i64> = BTreeMap::new();
-    for &(batch, tz, from, to) in retracted {
-        let (org, device) = (batch.org_id.as_str(), batch.device_id.as_str());
-        let cut = tx
-            .query(
-                &format!(
-                    "DELETE FROM {schema}.spans \
-                     WHERE org_id = $1 AND device_id = $2 AND start_ms < $4 AND end_ms > $3 \
-                     RETURNING start_ms, end_ms, person_id, activity_id, active"
-                ),
-                &[&org, &device, &from, &to],
-            )
-            .await?;
-        let mut left = Vec::new();
-        for row in cut {
-            let (start, end): (i64, i64) = (row.get(0), row.get(1));
-            let (person, id, active): (String, i64, bool) = (row.get(2), row.get(3), row.get(4));
-            for_each_day(start.max(from), end.min(to), tz, |day, ms| {
-                *taken
-                    .entry((org.to_owned(), person.clone(), day, id, active))
-                    .or_default() -= ms;
-                *removed.entry((org, person.clone(), day)).or_default() += ms;
-            });
-            for (s, e) in [(start, from), (to, end)] {
-                if s < e {
-                    left.push((
-                        org.to_owned(),
-                        device.to_owned(),
-                        s,
-                        e,
-                        person.clone(),
-                        id,
-                        active,
-                    ));
-                }
-            }
-        }
-        insert_spans(tx, schema, &left).await?;
+    if withdrawn.is_empty() {
+        return Ok(taken);
     }
+    withdrawn.merge();
+    let (orgs, devices, froms, tos) = withdrawn.hulls();
+    let candidates = tx
+        .query(
+            &format!(
+                "SELECT s.org_id, s.device_id, s.start_ms, s.end_ms, s.person_id, \
+                   s.activity_id, s.active, s.timezone \
+                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) \
+                   AS h(org_id, device_id, from_ms, to_ms) \
+                 JOIN {schema}.spans s ON s.org_id = h.org_id AND s.device_id = h.device_id \
+                   AND s.end_ms > h.from_ms AND s.start_ms < h.to_ms"
+            ),
+            &[&orgs, &devices, &froms, &tos],
+        )
+        .await?;
+    let mut removed: BTreeMap<(String, String, NaiveDate), i64> = BTreeMap::new();
+    let (mut cut_orgs, mut cut_devices, mut cut_ends) = (Vec::new(), Vec::new(), Vec::new());
+    let mut kept: Vec<SpanRow> = Vec::new();
+    for row in &candidates {
+        let (org, device): (String, String) = (row.get(0), row.get(1));
+        let span: (i64, i64) = (row.get(2), row.get(3));
+        let (pieces, stay) = withdrawn.cut(&org, &device, span);
+        if pieces.is_empty() {
+            continue;
+        }
+        let (person, id, active): (String, i64, bool) = (row.get(4), row.get(5), row.get(6));
+        let zone: String = row.get(7);
+        let tz: Tz = zone.parse().unwrap_or(Tz::UTC);
+        for (from, to) in pieces {
+            for_each_day(from, to, tz, |day, ms| {
+                *taken
+                    .entry((org.clone(), person.clone(), day, id, active))
+                    .or_default() -= ms;
+                *removed
+                    .entry((org.clone(), person.clone(), day))
+                    .or_default() += ms;
+            });
+        }
+        let zone: Arc<str> = zone.into();
+        for (start, end) in stay {
+            let (o, d, p) = (org.clone(), device.clone(), person.clone());
+            kept.push((o, d, start, end, p, id, active, zone.clone()));
+        }
+        cut_orgs.push(org);
+        cut_devices.push(device);
+        cut_ends.push(span.1);
+    }
+    tx.execute(
+        &format!(
+            "DELETE FROM {schema}.spans s \
+             USING unnest($1::text[], $2::text[], $3::int8[]) AS c(org_id, device_id, end_ms) \
+             WHERE s.org_id = c.org_id AND s.device_id = c.device_id AND s.end_ms = c.end_ms"
+        ),
+        &[&cut_orgs, &cut_devices, &cut_ends],
+    )
+    .await?;
+    insert_spans(tx, schema, &kept).await?;
     upsert_facts(tx, schema, &taken).await?;
     for ((org, person, day), ms) in removed {
         tx.execute(
@@ -640,36 +669,66 @@ async fn retract(
     Ok(taken)
 }
 
-/// Drops the facts and rollup rows a retraction emptied: nothing of the
-/// withdrawn time (not an application, not a title) is left to show.
+/// Drops the facts and rollup rows a retraction emptied, and the
+/// activities (app, title, URL) no fact refers to any more: nothing of the
+/// withdrawn time is left to show, nor to outlive an erasure (which finds a
+/// person's activities through their facts).
 async fn drop_emptied(
     tx: &Transaction<'_>,
     schema: &str,
     withdrawn: &BTreeMap<FactKey, i64>,
 ) -> Result<(), ApplyError> {
+    if withdrawn.is_empty() {
+        return Ok(());
+    }
     let days: BTreeSet<(&str, &str, NaiveDate)> = withdrawn
         .keys()
         .map(|(org, person, day, _, _)| (org.as_str(), person.as_str(), *day))
         .collect();
-    for (org, person, day) in days {
-        tx.execute(
-            &format!(
-                "DELETE FROM {schema}.daily \
-                 WHERE org_id = $1 AND person_id = $2 AND day = $3 AND ms <= 0"
-            ),
-            &[&org, &person, &day],
-        )
-        .await?;
-        tx.execute(
-            &format!(
-                "DELETE FROM {schema}.rollup \
-                 WHERE org_id = $1 AND person_id = $2 AND day = $3 \
-                   AND active_ms <= 0 AND idle_ms <= 0"
-            ),
-            &[&org, &person, &day],
-        )
-        .await?;
-    }
+    let (orgs, people, days): (Vec<&str>, Vec<&str>, Vec<NaiveDate>) =
+        days.into_iter()
+            .fold(Default::default(), |mut cols, (o, p, d)| {
+                cols.0.push(o);
+                cols.1.push(p);
+                cols.2.push(d);
+                cols
+            });
+    tx.execute(
+        &format!(
+            "DELETE FROM {schema}.daily d \
+             USING unnest($1::text[], $2::text[], $3::date[]) AS c(org_id, person_id, day) \
+             WHERE d.org_id = c.org_id AND d.person_id = c.person_id AND d.day = c.day \
+               AND d.ms <= 0"
+        ),
+        &[&orgs, &people, &days],
+    )
+    .await?;
+    tx.execute(
+        &format!(
+            "DELETE FROM {schema}.rollup r \
+             USING unnest($1::text[], $2::text[], $3::date[]) AS c(org_id, person_id, day) \
+             WHERE r.org_id = c.org_id AND r.person_id = c.person_id AND r.day = c.day \
+               AND r.active_ms <= 0 AND r.idle_ms <= 0"
+        ),
+        &[&orgs, &people, &days],
+    )
+    .await?;
+    let activities: BTreeSet<(&str, i64)> = withdrawn
+        .keys()
+        .map(|(org, _, _, id, _)| (org.as_str(), *id))
+        .collect();
+    let (orgs, ids): (Vec<&str>, Vec<i64>) = activities.into_iter().unzip();
+    tx.execute(
+        &format!(
+            "DELETE FROM {schema}.activities a \
+             USING unnest($1::text[], $2::int8[]) AS c(org_id, activity_id) \
+             WHERE a.org_id = c.org_id AND a.activity_id = c.activity_id \
+               AND NOT EXISTS (SELECT 1 FROM {schema}.daily d \
+                 WHERE d.org_id = a.org_id AND d.activity_id = a.activity_id)"
+        ),
+        &[&orgs, &ids],
+    )
+    .await?;
     Ok(())
 }
 
@@ -977,7 +1036,11 @@ mod tests {
             url: None,
             active: true,
         });
-        for event in [accepted, span] {
+        let retracted = ActivityEvent::TimeRetracted {
+            start_ms: 0,
+            end_ms: 1,
+        };
+        for event in [accepted, span, retracted] {
             assert_eq!(
                 (event.event_type(), event.schema_version()),
                 (event.event_type(), 1),

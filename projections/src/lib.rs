@@ -37,6 +37,7 @@ pub mod runner;
 pub mod supervisor;
 pub mod timeline;
 pub mod usage;
+mod withdrawn;
 pub mod work;
 
 pub use catalog::{

@@ -41,6 +41,7 @@ pub use self::queries::*;
 use crate::activity::{Activities, DeviceBatch, activity_id};
 use crate::error::ApplyError;
 use crate::projection::{Committed, Projection};
+use crate::withdrawn::Withdrawn;
 
 /// Its name in the catalog.
 pub const NAME: &str = "work";
@@ -120,8 +121,8 @@ struct Pending {
     /// New spans by week, with their device: their time is added to the
     /// week's rows.
     spans: BTreeMap<WeekKey, Vec<(Span, Arc<str>)>>,
-    /// Time withdrawn: (org, device, start, end).
-    retracted: Vec<(String, String, i64, i64)>,
+    /// Time withdrawn, per device.
+    withdrawn: Withdrawn,
     /// The bounds of the weeks the new spans fall in.
     bounds: BTreeMap<WeekKey, Bounds>,
     /// Weeks whose entries, decision or rules changed: computed again from
@@ -241,7 +242,8 @@ impl Projection for Work {
                  position    bigint NOT NULL
              );
              CREATE INDEX ON {schema}.spans (org_id, person_id, week_start);
-             CREATE INDEX ON {schema}.spans (org_id, device_id, start_ms);
+             CREATE INDEX ON {schema}.spans (org_id, device_id, end_ms);
+             CREATE INDEX ON {schema}.spans (org_id, activity_id);
              CREATE TABLE {schema}.weeks (
                  org_id            text NOT NULL,
                  person_id         text NOT NULL,
@@ -349,11 +351,9 @@ impl Work {
                     let state = states.entry(b.org_id.clone()).or_default();
                     collect_spans(b, state, &mut pending);
                     if with_devices {
-                        pending.retracted.extend(
-                            b.retracted.iter().map(|&(from, to)| {
-                                (b.org_id.clone(), b.device_id.clone(), from, to)
-                            }),
-                        );
+                        for &(from, to) in &b.retracted {
+                            pending.withdrawn.add(&b.org_id, &b.device_id, from, to);
+                        }
                     }
                 }
                 WorkCommit::Erasure(c) => pending
@@ -980,45 +980,102 @@ async fn write_activities_and_spans(
     Ok(())
 }
 
-/// Cuts the withdrawn time out of its device's span rows (the parts of a
-/// span outside it stay, in the same week with the same position); the
-/// weeks touched are computed again.
+/// Cuts the withdrawn time out of its devices' span rows (the parts of a
+/// row outside it stay, in the same week with the same position) and drops
+/// the activities (app, title, URL) no row refers to any more; the weeks
+/// touched are computed again.
 async fn retract(
     tx: &Transaction<'_>,
     schema: &str,
     pending: &mut Pending,
 ) -> Result<(), ApplyError> {
-    for (org, device, from, to) in &pending.retracted {
-        let cut = tx
-            .query(
-                &format!(
-                    "DELETE FROM {schema}.spans \
-                     WHERE org_id = $1 AND device_id = $2 AND start_ms < $4 AND end_ms > $3 \
-                     RETURNING person_id, week_start, start_ms, end_ms, activity_id, position"
-                ),
-                &[org, device, from, to],
-            )
-            .await?;
-        for row in cut {
-            let (person, week): (String, NaiveDate) = (row.get(0), row.get(1));
-            let (start, end): (i64, i64) = (row.get(2), row.get(3));
-            let (activity, position): (i64, i64) = (row.get(4), row.get(5));
-            for (s, e) in [(start, *from), (*to, end)] {
-                if s < e {
-                    tx.execute(
-                        &format!(
-                            "INSERT INTO {schema}.spans (org_id, device_id, person_id, \
-                             week_start, start_ms, end_ms, activity_id, position) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                        ),
-                        &[org, device, &person, &week, &s, &e, &activity, &position],
-                    )
-                    .await?;
-                }
-            }
-            pending.recompute.insert((org.clone(), person, week));
-        }
+    if pending.withdrawn.is_empty() {
+        return Ok(());
     }
+    pending.withdrawn.merge();
+    let (orgs, devices, froms, tos) = pending.withdrawn.hulls();
+    let candidates = tx
+        .query(
+            &format!(
+                "SELECT s.org_id, s.device_id, s.start_ms, s.end_ms, s.person_id, s.week_start, \
+                   s.activity_id, s.position \
+                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) \
+                   AS h(org_id, device_id, from_ms, to_ms) \
+                 JOIN {schema}.spans s ON s.org_id = h.org_id AND s.device_id = h.device_id \
+                   AND s.end_ms > h.from_ms AND s.start_ms < h.to_ms"
+            ),
+            &[&orgs, &devices, &froms, &tos],
+        )
+        .await?;
+    let mut cut: (Vec<String>, Vec<String>, Vec<i64>) = Default::default();
+    let mut kept: (Vec<String>, Vec<String>, Vec<String>, Vec<NaiveDate>) = Default::default();
+    let mut kept_times: (Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
+    let mut activities: BTreeSet<(String, i64)> = BTreeSet::new();
+    for row in &candidates {
+        let (org, device): (String, String) = (row.get(0), row.get(1));
+        let span: (i64, i64) = (row.get(2), row.get(3));
+        let (taken, stay) = pending.withdrawn.cut(&org, &device, span);
+        if taken.is_empty() {
+            continue;
+        }
+        let (person, week): (String, NaiveDate) = (row.get(4), row.get(5));
+        let (activity, position): (i64, i64) = (row.get(6), row.get(7));
+        for (start, end) in stay {
+            kept.0.push(org.clone());
+            kept.1.push(device.clone());
+            kept.2.push(person.clone());
+            kept.3.push(week);
+            kept_times.0.push(start);
+            kept_times.1.push(end);
+            kept_times.2.push(activity);
+            kept_times.3.push(position);
+        }
+        activities.insert((org.clone(), activity));
+        pending.recompute.insert((org.clone(), person, week));
+        cut.0.push(org);
+        cut.1.push(device);
+        cut.2.push(span.1);
+    }
+    tx.execute(
+        &format!(
+            "DELETE FROM {schema}.spans s \
+             USING unnest($1::text[], $2::text[], $3::int8[]) AS c(org_id, device_id, end_ms) \
+             WHERE s.org_id = c.org_id AND s.device_id = c.device_id AND s.end_ms = c.end_ms"
+        ),
+        &[&cut.0, &cut.1, &cut.2],
+    )
+    .await?;
+    tx.execute(
+        &format!(
+            "INSERT INTO {schema}.spans (org_id, device_id, person_id, week_start, start_ms, \
+             end_ms, activity_id, position) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::int8[], \
+             $6::int8[], $7::int8[], $8::int8[])"
+        ),
+        &[
+            &kept.0,
+            &kept.1,
+            &kept.2,
+            &kept.3,
+            &kept_times.0,
+            &kept_times.1,
+            &kept_times.2,
+            &kept_times.3,
+        ],
+    )
+    .await?;
+    let (orgs, ids): (Vec<String>, Vec<i64>) = activities.into_iter().unzip();
+    tx.execute(
+        &format!(
+            "DELETE FROM {schema}.activities a \
+             USING unnest($1::text[], $2::int8[]) AS c(org_id, activity_id) \
+             WHERE a.org_id = c.org_id AND a.activity_id = c.activity_id \
+               AND NOT EXISTS (SELECT 1 FROM {schema}.spans s \
+                 WHERE s.org_id = a.org_id AND s.activity_id = a.activity_id)"
+        ),
+        &[&orgs, &ids],
+    )
+    .await?;
     Ok(())
 }
 

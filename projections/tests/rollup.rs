@@ -1,23 +1,58 @@
 //! The activity projection's rollup (time per member, day, category and app
 //! under each org's rules in force) against its facts: the same time however
 //! the commits are batched, with a rules change and two orgs in one batch;
-//! and a live schema made before the rollup, applied to and summarised by
-//! this code while the new version is built beside it.
+//! time the employee withdrew, taken out of the days it was counted in (also
+//! after a time-zone change) and out of the rollup, however batched; and a
+//! live schema made before the rollup, applied to and summarised by this
+//! code while the new version is built beside it.
 
 mod common;
 
 use chrono::NaiveDate;
 use common::*;
 use trackhrs_domain::activity::{
-    ActivityCommand, DeviceActivity, DeviceStatus, IngestLimits, Privacy, SpanInput,
+    ActivityCommand, DeviceActivity, DeviceStatus, IngestLimits, Privacy, RetractionInput,
+    SpanInput,
 };
 use trackhrs_domain::categories::CategoryRule;
-use trackhrs_domain::organization::OrgCommand;
+use trackhrs_domain::organization::{OrgCommand, Settings};
 use trackhrs_nats::CommitMeta;
 use trackhrs_projections::Projection;
 use trackhrs_projections::activity::{self, Activity, ActivityCommit};
 
 const MINUTE_MS: i64 = 60_000;
+
+/// Records `spans` and `retractions` as batch `seq` of device d1 of p1 in acme.
+async fn record_batch(
+    env: &Env,
+    seq: u64,
+    spans: Vec<SpanInput>,
+    retractions: Vec<RetractionInput>,
+) {
+    let command = ActivityCommand::RecordBatch {
+        device: DeviceStatus::Active,
+        member: tok("p1"),
+        batch_id: format!("d1-{seq}"),
+        seq,
+        spans,
+        retractions,
+        privacy: Privacy {
+            titles: true,
+            urls: true,
+        },
+        limits: IngestLimits {
+            now_ms: now_micros() / 1000,
+            max_skew_ms: 60_000,
+            horizon_ms: 7 * 24 * 60 * MINUTE_MS,
+            max_spans: 100,
+        },
+    };
+    let meta = CommitMeta::new(format!("d1-{seq}"), "device:d1", now_micros());
+    env.handler
+        .execute::<DeviceActivity>(&tok("acme"), &tok("d1"), command, &meta)
+        .await
+        .unwrap();
+}
 
 /// Records `n` spans of 7 minutes from `start_ms` on `device` of `member` in `org`.
 async fn record(
@@ -251,4 +286,180 @@ async fn a_live_schema_made_before_the_rollup_is_applied_to_and_summarised_from_
         assert!(!from_rollup.member_days.is_empty(), "{org}");
         assert_eq!(from_facts, from_rollup, "{org}");
     }
+}
+
+/// Time per day: the facts, and the time removed by the employee.
+async fn per_day(pg: &tokio_postgres::Client, schema: &str) -> (Vec<String>, Vec<String>) {
+    (
+        rows(
+            pg,
+            &format!("SELECT day, sum(ms)::int8 FROM {schema}.daily GROUP BY 1 ORDER BY 1"),
+        )
+        .await,
+        rows(
+            pg,
+            &format!("SELECT day, sum(ms)::int8 FROM {schema}.removed GROUP BY 1 ORDER BY 1"),
+        )
+        .await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawn_time_leaves_the_days_it_was_counted_in_however_batched() {
+    let env = Env::start().await;
+    env.create_org("acme").await;
+    // 40 spans of 7 minutes from 30 hours ago (across a UTC midnight), and
+    // one of private banking, counted in UTC.
+    let start = now_micros() / 1000 - 30 * 60 * MINUTE_MS;
+    record(&env, ("acme", "d1", "p1"), 1, start, 40).await;
+    let bank = start + 40 * 7 * MINUTE_MS;
+    let private = SpanInput {
+        start_ms: bank,
+        end_ms: bank + 20 * MINUTE_MS,
+        app: "bank".into(),
+        title: "private banking".into(),
+        url: None,
+        active: true,
+    };
+    record_batch(&env, 2, vec![private], vec![]).await;
+    // The org moves to UTC+14, and changes its rules; then the employee
+    // withdraws the banking, four hours across the first spans (split in
+    // two ranges that touch), a stretch nothing was recorded in, and
+    // records more after it (which is not withdrawn).
+    env.execute(
+        "acme",
+        "tz",
+        OrgCommand::ChangeSettings {
+            actor: tok("owner"),
+            settings: Settings {
+                timezone: "Pacific/Kiritimati".into(),
+                ..Settings::default()
+            },
+        },
+    )
+    .await;
+    env.execute(
+        "acme",
+        "rules-1",
+        OrgCommand::SetCategoryRules {
+            actor: tok("owner"),
+            rules: vec![CategoryRule {
+                name: vec!["Chat".into()],
+                regex: Some("slack|zoom".into()),
+                ignore_case: false,
+                score: Some(-10),
+            }],
+        },
+    )
+    .await;
+    let later = bank + 30 * MINUTE_MS;
+    let range = |from: i64, to: i64| RetractionInput {
+        start_ms: from,
+        end_ms: to,
+    };
+    record_batch(
+        &env,
+        3,
+        vec![SpanInput {
+            start_ms: later,
+            end_ms: later + 5 * MINUTE_MS,
+            app: "code".into(),
+            title: "after".into(),
+            url: None,
+            active: true,
+        }],
+        vec![
+            range(bank, bank + 20 * MINUTE_MS),
+            range(start + 3 * MINUTE_MS, start + 2 * 60 * MINUTE_MS),
+            range(start + 2 * 60 * MINUTE_MS, start + 4 * 60 * MINUTE_MS),
+            range(bank + 20 * MINUTE_MS, later),
+        ],
+    )
+    .await;
+    let log = commits(&env).await;
+    let mut pg = env.pg().await;
+    build(&mut pg, "one_batch", &log, log.len()).await;
+    build(&mut pg, "per_commit", &log, 1).await;
+    build(&mut pg, "in_threes", &log, 3).await;
+    // The same log with its retractions left out: what was counted.
+    let mut kept = commits(&env).await;
+    for commit in &mut kept {
+        if let ActivityCommit::Device(b) = commit {
+            b.retracted.clear();
+        }
+    }
+    build(&mut pg, "all_kept", &kept, kept.len()).await;
+
+    let withdrawn_ms = 20 * MINUTE_MS + (4 * 60 - 3) * MINUTE_MS;
+    let total = |schema: &'static str| {
+        let pg = &pg;
+        async move {
+            pg.query_one(
+                &format!(
+                    "SELECT (SELECT coalesce(sum(ms), 0)::int8 FROM {schema}.daily), \
+                            (SELECT coalesce(sum(ms), 0)::int8 FROM {schema}.removed)"
+                ),
+                &[],
+            )
+            .await
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+            .unwrap()
+        }
+    };
+    let (all, none) = total("all_kept").await;
+    assert_eq!(none, 0);
+    assert_eq!(total("one_batch").await, (all - withdrawn_ms, withdrawn_ms));
+    // Per day: what stays plus what was removed is what was counted, in
+    // the days of UTC, where it was counted (not of the zone in force when
+    // it was withdrawn).
+    let (counted, _) = per_day(&pg, "all_kept").await;
+    let (stays, removed) = per_day(&pg, "one_batch").await;
+    assert_eq!(counted.len(), 2, "two UTC days: {counted:?}");
+    let sum_by_day = |lists: &[&Vec<String>]| {
+        let mut by_day = std::collections::BTreeMap::<String, i64>::new();
+        for row in lists.iter().flat_map(|l| l.iter()) {
+            let (day, ms) = row
+                .trim_matches(|c| c == '(' || c == ')')
+                .split_once(',')
+                .unwrap();
+            *by_day.entry(day.to_owned()).or_default() += ms.parse::<i64>().unwrap();
+        }
+        by_day
+    };
+    assert_eq!(sum_by_day(&[&stays, &removed]), sum_by_day(&[&counted]));
+    let (rollup, facts) = rollup_and_facts(&pg, "one_batch").await;
+    assert_eq!(
+        rollup, facts,
+        "the rollup is its facts after the withdrawal"
+    );
+    for schema in ["per_commit", "in_threes"] {
+        assert_eq!(
+            rollup_and_facts(&pg, schema).await,
+            (rollup.clone(), facts.clone()),
+            "{schema}"
+        );
+        assert_eq!(per_day(&pg, schema).await, (stays.clone(), removed.clone()));
+    }
+    for schema in ["one_batch", "per_commit", "in_threes"] {
+        let left = rows(
+            &pg,
+            &format!(
+                "SELECT count(*) FILTER (WHERE ms <= 0) || '/' || \
+                   (SELECT count(*) FROM {schema}.activities WHERE title = 'private banking') \
+                 FROM {schema}.daily"
+            ),
+        )
+        .await;
+        assert_eq!(
+            left,
+            ["(0/0)"],
+            "{schema}: empty facts or the banking title left"
+        );
+    }
+    let title = rows(
+        &pg,
+        "SELECT count(*) FROM all_kept.activities WHERE title = 'private banking'",
+    )
+    .await;
+    assert_eq!(title, ["(1)"]);
 }
