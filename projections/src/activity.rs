@@ -48,8 +48,8 @@ pub use self::queries::{
 };
 use crate::classifier::{CLASSIFIER_VERSION, CategoryRule, Rules};
 use crate::error::{ApplyError, poison_at};
-use crate::projection::{Committed, Projection};
-use crate::withdrawn::Withdrawn;
+use crate::projection::{Committed, Projection, SchemaVersions};
+use crate::withdrawn::{CutRows, Withdrawn};
 
 /// Its name in the catalog.
 pub const NAME: &str = "activity";
@@ -76,8 +76,7 @@ pub const RETRACT_SINCE: u32 = 3;
 pub struct Activity {
     version: u32,
     rules: moka::sync::Cache<(String, u32), Arc<Rules>>,
-    /// Schema name -> the schema version its tables were made by.
-    schemas: moka::sync::Cache<String, u32>,
+    schemas: SchemaVersions,
 }
 
 impl Activity {
@@ -86,22 +85,8 @@ impl Activity {
         Self {
             version,
             rules: moka::sync::Cache::new(10_000),
-            schemas: moka::sync::Cache::new(100),
+            schemas: SchemaVersions::new(),
         }
-    }
-
-    /// The schema version `schema`'s tables were made by (read once).
-    async fn schema_version(
-        &self,
-        tx: &Transaction<'_>,
-        schema: &str,
-    ) -> Result<u32, tokio_postgres::Error> {
-        if let Some(v) = self.schemas.get(schema) {
-            return Ok(v);
-        }
-        let v = meta(tx, schema).await?.schema_version;
-        self.schemas.insert(schema.to_owned(), v);
-        Ok(v)
     }
 
     /// Compiled rules of an org at a rules version (cached: a version's
@@ -326,7 +311,7 @@ impl Projection for Activity {
     ) -> Result<(), ApplyError> {
         let orgs: BTreeSet<&str> = batch.iter().map(|c| c.org_id()).collect();
         let mut states = load_org_states(tx, schema, &orgs).await?;
-        let schema_version = self.schema_version(tx, schema).await?;
+        let schema_version = self.schemas.of(tx, schema).await?;
         let keep_spans = schema_version >= RETRACT_SINCE;
         let mut facts: BTreeMap<FactKey, i64> = BTreeMap::new();
         let mut activities: Activities = BTreeMap::new();
@@ -355,7 +340,7 @@ impl Projection for Activity {
         upsert_activities(tx, schema, &activities).await?;
         upsert_facts(tx, schema, &facts).await?;
         insert_spans(tx, schema, &spans).await?;
-        let withdrawn = retract(tx, schema, withdrawn).await?;
+        let (withdrawn, cut) = retract(tx, schema, withdrawn).await?;
         for (key, ms) in &withdrawn {
             *facts.entry(key.clone()).or_default() += ms;
         }
@@ -364,6 +349,8 @@ impl Projection for Activity {
             update_rollup(tx, schema, &states, &facts).await?;
         }
         drop_emptied(tx, schema, &withdrawn).await?;
+        cut.drop_unreferenced_activities(tx, schema, "daily")
+            .await?;
         // Last, so what this batch wrote for an erased person goes too.
         for (org, person) in erased {
             erase_titles(tx, schema, org, person).await?;
@@ -592,28 +579,17 @@ async fn retract(
     tx: &Transaction<'_>,
     schema: &str,
     mut withdrawn: Withdrawn,
-) -> Result<BTreeMap<FactKey, i64>, ApplyError> {
+) -> Result<(BTreeMap<FactKey, i64>, CutRows), ApplyError> {
     let mut taken: BTreeMap<FactKey, i64> = BTreeMap::new();
+    let mut cut = CutRows::default();
     if withdrawn.is_empty() {
-        return Ok(taken);
+        return Ok((taken, cut));
     }
     withdrawn.merge();
-    let (orgs, devices, froms, tos) = withdrawn.hulls();
-    let candidates = tx
-        .query(
-            &format!(
-                "SELECT s.org_id, s.device_id, s.start_ms, s.end_ms, s.person_id, \
-                   s.activity_id, s.active, s.timezone \
-                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) \
-                   AS h(org_id, device_id, from_ms, to_ms) \
-                 JOIN {schema}.spans s ON s.org_id = h.org_id AND s.device_id = h.device_id \
-                   AND s.end_ms > h.from_ms AND s.start_ms < h.to_ms"
-            ),
-            &[&orgs, &devices, &froms, &tos],
-        )
-        .await?;
+    let table = format!("{schema}.spans");
+    let columns = "s.person_id, s.activity_id, s.active, s.timezone";
+    let candidates = withdrawn.candidates(tx, &table, columns).await?;
     let mut removed: BTreeMap<(String, String, NaiveDate), i64> = BTreeMap::new();
-    let (mut cut_orgs, mut cut_devices, mut cut_ends) = (Vec::new(), Vec::new(), Vec::new());
     let mut kept: Vec<SpanRow> = Vec::new();
     for row in &candidates {
         let (org, device): (String, String) = (row.get(0), row.get(1));
@@ -640,19 +616,9 @@ async fn retract(
             let (o, d, p) = (org.clone(), device.clone(), person.clone());
             kept.push((o, d, start, end, p, id, active, zone.clone()));
         }
-        cut_orgs.push(org);
-        cut_devices.push(device);
-        cut_ends.push(span.1);
+        cut.push(org, device, span.1, id);
     }
-    tx.execute(
-        &format!(
-            "DELETE FROM {schema}.spans s \
-             USING unnest($1::text[], $2::text[], $3::int8[]) AS c(org_id, device_id, end_ms) \
-             WHERE s.org_id = c.org_id AND s.device_id = c.device_id AND s.end_ms = c.end_ms"
-        ),
-        &[&cut_orgs, &cut_devices, &cut_ends],
-    )
-    .await?;
+    cut.delete(tx, &table).await?;
     insert_spans(tx, schema, &kept).await?;
     upsert_facts(tx, schema, &taken).await?;
     for ((org, person, day), ms) in removed {
@@ -666,13 +632,11 @@ async fn retract(
         )
         .await?;
     }
-    Ok(taken)
+    Ok((taken, cut))
 }
 
-/// Drops the facts and rollup rows a retraction emptied, and the
-/// activities (app, title, URL) no fact refers to any more: nothing of the
-/// withdrawn time is left to show, nor to outlive an erasure (which finds a
-/// person's activities through their facts).
+/// Drops the facts and rollup rows a retraction emptied: nothing of the
+/// withdrawn time is left to show.
 async fn drop_emptied(
     tx: &Transaction<'_>,
     schema: &str,
@@ -711,22 +675,6 @@ async fn drop_emptied(
                AND r.active_ms <= 0 AND r.idle_ms <= 0"
         ),
         &[&orgs, &people, &days],
-    )
-    .await?;
-    let activities: BTreeSet<(&str, i64)> = withdrawn
-        .keys()
-        .map(|(org, _, _, id, _)| (org.as_str(), *id))
-        .collect();
-    let (orgs, ids): (Vec<&str>, Vec<i64>) = activities.into_iter().unzip();
-    tx.execute(
-        &format!(
-            "DELETE FROM {schema}.activities a \
-             USING unnest($1::text[], $2::int8[]) AS c(org_id, activity_id) \
-             WHERE a.org_id = c.org_id AND a.activity_id = c.activity_id \
-               AND NOT EXISTS (SELECT 1 FROM {schema}.daily d \
-                 WHERE d.org_id = a.org_id AND d.activity_id = a.activity_id)"
-        ),
-        &[&orgs, &ids],
     )
     .await?;
     Ok(())

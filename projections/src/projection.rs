@@ -172,6 +172,35 @@ pub fn consumer_name(name: &str, version: u32) -> String {
     schema_name(name, version)
 }
 
+/// The schema version each of a projection's schemas was made by (its
+/// `meta.schema_version`), read once per schema: the live version of an
+/// older schema is applied to by newer code while its successor is built.
+#[derive(Clone)]
+pub(crate) struct SchemaVersions(moka::sync::Cache<String, u32>);
+
+impl SchemaVersions {
+    pub(crate) fn new() -> Self {
+        Self(moka::sync::Cache::new(100))
+    }
+
+    /// The schema version `schema`'s tables were made by.
+    pub(crate) async fn of(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+    ) -> Result<u32, tokio_postgres::Error> {
+        if let Some(v) = self.0.get(schema) {
+            return Ok(v);
+        }
+        let row = tx
+            .query_one(&format!("SELECT schema_version FROM {schema}.meta"), &[])
+            .await?;
+        let v = row.get::<_, i32>(0) as u32;
+        self.0.insert(schema.to_owned(), v);
+        Ok(v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,15 +1,21 @@
 //! Time an employee withdrew on a device (`TimeRetracted`), as the read
 //! models that keep spans per device cut it out: the retractions of an
-//! apply batch merged per device, and a span split into what they take and
-//! what stays.
+//! apply batch merged per device, the span rows they touch, a span split
+//! into what they take and what stays, and the activities no time refers
+//! to any more.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use tokio_postgres::{Row, Transaction};
+
+/// `[start, end)` ranges, ms since the epoch.
+type Ranges = Vec<(i64, i64)>;
 
 /// The withdrawn ranges of each (org, device), sorted and merged (touching
 /// or overlapping ranges become one).
 #[derive(Debug, Default)]
 pub(crate) struct Withdrawn {
-    by_device: BTreeMap<(String, String), Vec<(i64, i64)>>,
+    by_device: BTreeMap<(String, String), Ranges>,
 }
 
 impl Withdrawn {
@@ -59,6 +65,29 @@ impl Withdrawn {
         cols
     }
 
+    /// The rows of span table `table` (with `org_id`, `device_id`,
+    /// `start_ms`, `end_ms`) that overlap a device's hull: those four
+    /// columns, then `columns` (of `s`).
+    pub(crate) async fn candidates(
+        &self,
+        tx: &Transaction<'_>,
+        table: &str,
+        columns: &str,
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let (orgs, devices, froms, tos) = self.hulls();
+        tx.query(
+            &format!(
+                "SELECT s.org_id, s.device_id, s.start_ms, s.end_ms, {columns} \
+                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) \
+                   AS h(org_id, device_id, from_ms, to_ms) \
+                 JOIN {table} s ON s.org_id = h.org_id AND s.device_id = h.device_id \
+                   AND s.end_ms > h.from_ms AND s.start_ms < h.to_ms"
+            ),
+            &[&orgs, &devices, &froms, &tos],
+        )
+        .await
+    }
+
     /// `[start, end)` of a span of `device` cut by what was withdrawn there
     /// (after [`Withdrawn::merge`]): (the pieces taken, the pieces that
     /// stay). Nothing taken: the span is not touched.
@@ -67,7 +96,7 @@ impl Withdrawn {
         org: &str,
         device: &str,
         (start, end): (i64, i64),
-    ) -> (Vec<(i64, i64)>, Vec<(i64, i64)>) {
+    ) -> (Ranges, Ranges) {
         let (mut taken, mut kept) = (Vec::new(), Vec::new());
         let Some(ranges) = self.by_device.get(&(org.to_owned(), device.to_owned())) else {
             return (taken, vec![(start, end)]);
@@ -88,6 +117,74 @@ impl Withdrawn {
             kept.push((cursor, end));
         }
         (taken, kept)
+    }
+}
+
+/// Span rows cut by a withdrawal, by (org, device, end): a device's spans
+/// never overlap, so their ends are unique.
+#[derive(Debug, Default)]
+pub(crate) struct CutRows {
+    orgs: Vec<String>,
+    devices: Vec<String>,
+    ends: Vec<i64>,
+    /// The activities of the rows cut.
+    activities: BTreeSet<(String, i64)>,
+}
+
+impl CutRows {
+    /// Notes the row of `device` in `org` ending at `end`, of `activity`.
+    pub(crate) fn push(&mut self, org: String, device: String, end: i64, activity: i64) {
+        self.activities.insert((org.clone(), activity));
+        self.orgs.push(org);
+        self.devices.push(device);
+        self.ends.push(end);
+    }
+
+    /// Deletes the rows from span table `table`.
+    pub(crate) async fn delete(
+        &self,
+        tx: &Transaction<'_>,
+        table: &str,
+    ) -> Result<(), tokio_postgres::Error> {
+        tx.execute(
+            &format!(
+                "DELETE FROM {table} s \
+                 USING unnest($1::text[], $2::text[], $3::int8[]) AS c(org_id, device_id, end_ms) \
+                 WHERE s.org_id = c.org_id AND s.device_id = c.device_id AND s.end_ms = c.end_ms"
+            ),
+            &[&self.orgs, &self.devices, &self.ends],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Drops from `{schema}.activities` the activities of the rows cut
+    /// that no row of `{schema}.{referenced_in}` refers to any more: a title
+    /// nobody's time refers to would outlive an erasure, which finds a
+    /// person's activities through their time.
+    pub(crate) async fn drop_unreferenced_activities(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &str,
+        referenced_in: &str,
+    ) -> Result<(), tokio_postgres::Error> {
+        let (orgs, ids): (Vec<&str>, Vec<i64>) = self
+            .activities
+            .iter()
+            .map(|(org, id)| (org.as_str(), *id))
+            .unzip();
+        tx.execute(
+            &format!(
+                "DELETE FROM {schema}.activities a \
+                 USING unnest($1::text[], $2::int8[]) AS c(org_id, activity_id) \
+                 WHERE a.org_id = c.org_id AND a.activity_id = c.activity_id \
+                   AND NOT EXISTS (SELECT 1 FROM {schema}.{referenced_in} r \
+                     WHERE r.org_id = a.org_id AND r.activity_id = a.activity_id)"
+            ),
+            &[&orgs, &ids],
+        )
+        .await?;
+        Ok(())
     }
 }
 

@@ -40,8 +40,8 @@ pub use self::decode::WorkCommit;
 pub use self::queries::*;
 use crate::activity::{Activities, DeviceBatch, activity_id};
 use crate::error::ApplyError;
-use crate::projection::{Committed, Projection};
-use crate::withdrawn::Withdrawn;
+use crate::projection::{Committed, Projection, SchemaVersions};
+use crate::withdrawn::{CutRows, Withdrawn};
 
 /// Its name in the catalog.
 pub const NAME: &str = "work";
@@ -61,8 +61,7 @@ pub struct Work {
     /// Compiled attribution rules per (org, version): a version's rules
     /// never change.
     rules: moka::sync::Cache<(String, u32), Arc<Attribution>>,
-    /// Schema name -> the schema version its tables were made by.
-    schemas: moka::sync::Cache<String, u32>,
+    schemas: SchemaVersions,
 }
 
 impl Work {
@@ -71,7 +70,7 @@ impl Work {
         Self {
             version,
             rules: moka::sync::Cache::new(10_000),
-            schemas: moka::sync::Cache::new(100),
+            schemas: SchemaVersions::new(),
         }
     }
 }
@@ -337,7 +336,7 @@ impl Work {
     ) -> Result<(), ApplyError> {
         let orgs: BTreeSet<&str> = batch.iter().map(|c| c.org_id()).collect();
         let mut states = load_org_states(tx, schema, &orgs).await?;
-        let with_devices = self.schema_version(tx, schema).await? >= DEVICE_SINCE;
+        let with_devices = self.schemas.of(tx, schema).await? >= DEVICE_SINCE;
         let mut pending = Pending::default();
         for commit in batch {
             match commit {
@@ -993,24 +992,12 @@ async fn retract(
         return Ok(());
     }
     pending.withdrawn.merge();
-    let (orgs, devices, froms, tos) = pending.withdrawn.hulls();
-    let candidates = tx
-        .query(
-            &format!(
-                "SELECT s.org_id, s.device_id, s.start_ms, s.end_ms, s.person_id, s.week_start, \
-                   s.activity_id, s.position \
-                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) \
-                   AS h(org_id, device_id, from_ms, to_ms) \
-                 JOIN {schema}.spans s ON s.org_id = h.org_id AND s.device_id = h.device_id \
-                   AND s.end_ms > h.from_ms AND s.start_ms < h.to_ms"
-            ),
-            &[&orgs, &devices, &froms, &tos],
-        )
-        .await?;
-    let mut cut: (Vec<String>, Vec<String>, Vec<i64>) = Default::default();
+    let table = format!("{schema}.spans");
+    let columns = "s.person_id, s.week_start, s.activity_id, s.position";
+    let candidates = pending.withdrawn.candidates(tx, &table, columns).await?;
+    let mut cut = CutRows::default();
     let mut kept: (Vec<String>, Vec<String>, Vec<String>, Vec<NaiveDate>) = Default::default();
     let mut kept_times: (Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
-    let mut activities: BTreeSet<(String, i64)> = BTreeSet::new();
     for row in &candidates {
         let (org, device): (String, String) = (row.get(0), row.get(1));
         let span: (i64, i64) = (row.get(2), row.get(3));
@@ -1030,24 +1017,13 @@ async fn retract(
             kept_times.2.push(activity);
             kept_times.3.push(position);
         }
-        activities.insert((org.clone(), activity));
         pending.recompute.insert((org.clone(), person, week));
-        cut.0.push(org);
-        cut.1.push(device);
-        cut.2.push(span.1);
+        cut.push(org, device, span.1, activity);
     }
+    cut.delete(tx, &table).await?;
     tx.execute(
         &format!(
-            "DELETE FROM {schema}.spans s \
-             USING unnest($1::text[], $2::text[], $3::int8[]) AS c(org_id, device_id, end_ms) \
-             WHERE s.org_id = c.org_id AND s.device_id = c.device_id AND s.end_ms = c.end_ms"
-        ),
-        &[&cut.0, &cut.1, &cut.2],
-    )
-    .await?;
-    tx.execute(
-        &format!(
-            "INSERT INTO {schema}.spans (org_id, device_id, person_id, week_start, start_ms, \
+            "INSERT INTO {table} (org_id, device_id, person_id, week_start, start_ms, \
              end_ms, activity_id, position) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::int8[], \
              $6::int8[], $7::int8[], $8::int8[])"
@@ -1064,39 +1040,12 @@ async fn retract(
         ],
     )
     .await?;
-    let (orgs, ids): (Vec<String>, Vec<i64>) = activities.into_iter().unzip();
-    tx.execute(
-        &format!(
-            "DELETE FROM {schema}.activities a \
-             USING unnest($1::text[], $2::int8[]) AS c(org_id, activity_id) \
-             WHERE a.org_id = c.org_id AND a.activity_id = c.activity_id \
-               AND NOT EXISTS (SELECT 1 FROM {schema}.spans s \
-                 WHERE s.org_id = a.org_id AND s.activity_id = a.activity_id)"
-        ),
-        &[&orgs, &ids],
-    )
-    .await?;
+    cut.drop_unreferenced_activities(tx, schema, "spans")
+        .await?;
     Ok(())
 }
 
 impl Work {
-    /// The schema version `schema`'s tables were made by (read once).
-    async fn schema_version(
-        &self,
-        tx: &Transaction<'_>,
-        schema: &str,
-    ) -> Result<u32, tokio_postgres::Error> {
-        if let Some(v) = self.schemas.get(schema) {
-            return Ok(v);
-        }
-        let row = tx
-            .query_one(&format!("SELECT schema_version FROM {schema}.meta"), &[])
-            .await?;
-        let v = row.get::<_, i32>(0) as u32;
-        self.schemas.insert(schema.to_owned(), v);
-        Ok(v)
-    }
-
     /// Compiled attribution rules of `org` at `version` (none at 0).
     async fn attribution(
         &self,

@@ -22,72 +22,25 @@ use trackhrs_projections::activity::{self, Activity, ActivityCommit};
 
 const MINUTE_MS: i64 = 60_000;
 
-/// Records `spans` and `retractions` as batch `seq` of device d1 of p1 in acme.
+/// Device d1 of p1 in acme.
+const D1: (&str, &str, &str) = ("acme", "d1", "p1");
+
+/// Records `spans` and `retractions` as batch `seq` of `device` of `member`
+/// in `org`.
 async fn record_batch(
     env: &Env,
+    (org, device, member): (&str, &str, &str),
     seq: u64,
     spans: Vec<SpanInput>,
     retractions: Vec<RetractionInput>,
 ) {
     let command = ActivityCommand::RecordBatch {
         device: DeviceStatus::Active,
-        member: tok("p1"),
-        batch_id: format!("d1-{seq}"),
-        seq,
-        spans,
-        retractions,
-        privacy: Privacy {
-            titles: true,
-            urls: true,
-        },
-        limits: IngestLimits {
-            now_ms: now_micros() / 1000,
-            max_skew_ms: 60_000,
-            horizon_ms: 7 * 24 * 60 * MINUTE_MS,
-            max_spans: 100,
-        },
-    };
-    let meta = CommitMeta::new(format!("d1-{seq}"), "device:d1", now_micros());
-    env.handler
-        .execute::<DeviceActivity>(&tok("acme"), &tok("d1"), command, &meta)
-        .await
-        .unwrap();
-}
-
-/// Records `n` spans of 7 minutes from `start_ms` on `device` of `member` in `org`.
-async fn record(
-    env: &Env,
-    (org, device, member): (&str, &str, &str),
-    seq: u64,
-    start_ms: i64,
-    n: i64,
-) {
-    const APPS: [(&str, &str); 4] = [
-        ("code", "main.rs"),
-        ("slack", "#general"),
-        ("firefox", "YouTube - cats"),
-        ("zoom", "Weekly sync"),
-    ];
-    let spans = (0..n)
-        .map(|i| {
-            let (app, title) = APPS[i as usize % APPS.len()];
-            SpanInput {
-                start_ms: start_ms + i * 7 * MINUTE_MS,
-                end_ms: start_ms + (i + 1) * 7 * MINUTE_MS,
-                app: app.into(),
-                title: format!("{title} {}", i % 3),
-                url: None,
-                active: i % 5 != 4,
-            }
-        })
-        .collect();
-    let command = ActivityCommand::RecordBatch {
-        device: DeviceStatus::Active,
         member: tok(member),
         batch_id: format!("{device}-{seq}"),
         seq,
         spans,
-        retractions: vec![],
+        retractions,
         privacy: Privacy {
             titles: true,
             urls: true,
@@ -108,6 +61,30 @@ async fn record(
         .execute::<DeviceActivity>(&tok(org), &tok(device), command, &meta)
         .await
         .unwrap();
+}
+
+/// Records `n` spans of 7 minutes from `start_ms` on `device` of `member` in `org`.
+async fn record(env: &Env, who: (&str, &str, &str), seq: u64, start_ms: i64, n: i64) {
+    const APPS: [(&str, &str); 4] = [
+        ("code", "main.rs"),
+        ("slack", "#general"),
+        ("firefox", "YouTube - cats"),
+        ("zoom", "Weekly sync"),
+    ];
+    let spans = (0..n)
+        .map(|i| {
+            let (app, title) = APPS[i as usize % APPS.len()];
+            SpanInput {
+                start_ms: start_ms + i * 7 * MINUTE_MS,
+                end_ms: start_ms + (i + 1) * 7 * MINUTE_MS,
+                app: app.into(),
+                title: format!("{title} {}", i % 3),
+                url: None,
+                active: i % 5 != 4,
+            }
+        })
+        .collect();
+    record_batch(env, who, seq, spans, vec![]).await;
 }
 
 /// Every commit of the log, as the projection reads it.
@@ -311,7 +288,7 @@ async fn withdrawn_time_leaves_the_days_it_was_counted_in_however_batched() {
     // 40 spans of 7 minutes from 30 hours ago (across a UTC midnight), and
     // one of private banking, counted in UTC.
     let start = now_micros() / 1000 - 30 * 60 * MINUTE_MS;
-    record(&env, ("acme", "d1", "p1"), 1, start, 40).await;
+    record(&env, D1, 1, start, 40).await;
     let bank = start + 40 * 7 * MINUTE_MS;
     let private = SpanInput {
         start_ms: bank,
@@ -321,7 +298,7 @@ async fn withdrawn_time_leaves_the_days_it_was_counted_in_however_batched() {
         url: None,
         active: true,
     };
-    record_batch(&env, 2, vec![private], vec![]).await;
+    record_batch(&env, D1, 2, vec![private], vec![]).await;
     // The org moves to UTC+14, and changes its rules; then the employee
     // withdraws the banking, four hours across the first spans (split in
     // two ranges that touch), a stretch nothing was recorded in, and
@@ -359,6 +336,7 @@ async fn withdrawn_time_leaves_the_days_it_was_counted_in_however_batched() {
     };
     record_batch(
         &env,
+        D1,
         3,
         vec![SpanInput {
             start_ms: later,
@@ -462,4 +440,21 @@ async fn withdrawn_time_leaves_the_days_it_was_counted_in_however_batched() {
     )
     .await;
     assert_eq!(title, ["(1)"]);
+    // A live schema made before spans were kept goes on without the
+    // retractions (its successor, built beside it, applies them).
+    build(&mut pg, "old", &[], 1).await;
+    pg.batch_execute(
+        "DROP TABLE old.spans; DROP TABLE old.removed; UPDATE old.meta SET schema_version = 2",
+    )
+    .await
+    .unwrap();
+    for chunk in log.chunks(2) {
+        let tx = pg.transaction().await.unwrap();
+        Activity::new(1).apply(&tx, "old", chunk).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(
+        rows(&pg, "SELECT * FROM old.daily ORDER BY 1, 2, 3, 4, 5").await,
+        rows(&pg, "SELECT * FROM all_kept.daily ORDER BY 1, 2, 3, 4, 5").await
+    );
 }
