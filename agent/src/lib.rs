@@ -10,7 +10,7 @@
 //! - [`outbox`]: spans committed to a local SQLite file before anything is
 //!   uploaded, grouped into batches with a stable id and a per-device
 //!   sequence, removed only after the gateway acknowledged them; with them,
-//!   retractions of time the employee deleted after it became spans;
+//!   retractions of time the employee deleted (once spans cover it);
 //! - [`privacy`]: the org's policy, applied before anything is stored or
 //!   sent;
 //! - [`recorder`]: observations to committed spans, safe against clock jumps,

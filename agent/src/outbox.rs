@@ -7,9 +7,13 @@
 //!
 //! Time the employee deleted after it became spans waits here too, as
 //! retractions, and travels in the span batches: never before the spans it
-//! withdraws (they are in the same batch or an earlier one).
+//! withdraws (they are in the same batch or an earlier one). Time deleted
+//! before its spans reached the outbox (the agent's own capture keeps the
+//! open span in memory) may wait as a withdrawal: each commit of spans turns
+//! the part of it they reach into a retraction (see [`Later::Wait`]).
 
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use trackhrs_domain::categories::CategoryRule;
@@ -54,11 +58,14 @@ pub struct Batch {
 /// What became of a batch the gateway refused for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
-    /// The batch held several spans: they wait again, to be sent one per
-    /// batch, so one bad span does not take good ones with it.
+    /// The batch held more than one span or retraction: they wait again,
+    /// to be sent one per batch, so one bad span or retraction does not
+    /// take good ones with it.
     Split {
         /// Spans released.
         spans: usize,
+        /// Retractions released.
+        retractions: usize,
     },
     /// The batch held one span: it was set aside (kept in the outbox's
     /// `set_aside` table with the reason, never sent again).
@@ -66,12 +73,36 @@ pub enum Refused {
         /// The span.
         span: Event,
     },
-    /// The batch held retractions only: they were dropped (a retraction
+    /// The batch held one retraction alone: it was dropped (a retraction
     /// is never sent again once the gateway refused it on its own).
     Dropped {
-        /// Retractions dropped.
+        /// Retractions dropped (one).
         retractions: usize,
     },
+}
+
+/// What [`Outbox::retract`] does with the part of deleted time after the
+/// high-water mark, which no span in the outbox or acknowledged covers yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Later {
+    /// Drops it: no span will ever be made of the deleted events
+    /// (ActivityWatch's watchers: events not combined yet never are).
+    Drop,
+    /// Keeps it, cut at the wall clock's now (never the future), as a
+    /// withdrawal: spans still on their way to the outbox may cover it (the
+    /// agent's own capture keeps the open span, and spans the disk could
+    /// not take, in memory). Each commit of spans turns the part of it up
+    /// to the new high-water mark into a retraction.
+    Wait,
+}
+
+/// What [`Outbox::retract`] queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retracted {
+    /// Retractions queued to be sent.
+    pub queued: usize,
+    /// Withdrawals kept until spans reach them ([`Later::Wait`]).
+    pub kept: usize,
 }
 
 /// The outbox in one SQLite file.
@@ -136,16 +167,30 @@ const SCHEMA_V2: &str = "
 ";
 
 /// Version 3: time the employee deleted after it became spans, waiting to
-/// be sent in a batch (`batch_seq`) like the spans.
+/// be sent in a batch (`batch_seq`) like the spans (`solo`: released from a
+/// refused batch, sent alone); and time deleted before spans reached it,
+/// waiting for them (withdrawals, see [`Later::Wait`]).
 const SCHEMA_V3: &str = "
     CREATE TABLE retractions (
         id        INTEGER PRIMARY KEY AUTOINCREMENT,
         start_ms  INTEGER NOT NULL,
         end_ms    INTEGER NOT NULL,
-        batch_seq INTEGER
+        batch_seq INTEGER,
+        solo      INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX retractions_by_batch ON retractions (batch_seq, id);
+    CREATE TABLE withdrawals (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        start_ms  INTEGER NOT NULL,
+        end_ms    INTEGER NOT NULL
+    );
 ";
+
+fn wall_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 fn span_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     let start_ms: i64 = r.get(0)?;
@@ -206,14 +251,72 @@ fn high_water(db: &Connection) -> Result<Option<i64>, OutboxError> {
     Ok(waiting.max(acknowledged))
 }
 
-/// What a new batch takes: up to how many waiting spans (one when the
-/// oldest waiting span was released from a refused batch) and whether
-/// retractions may join it (not when it is such a span's: a bad retraction
-/// must not get a good span set aside). None when nothing waits.
+/// Queues the retraction of `[start, end)`.
+fn insert_retraction(db: &Connection, start: i64, end: i64) -> Result<(), OutboxError> {
+    db.prepare_cached("INSERT INTO retractions (start_ms, end_ms) VALUES (?1, ?2)")?
+        .execute(params![start, end])?;
+    Ok(())
+}
+
+/// After spans were committed in `tx`: the part of each withdrawal up to
+/// the high-water mark becomes a retraction (queued after those spans, in
+/// the withdrawals' order), the rest waits on; a withdrawal wholly reached
+/// is gone.
+fn settle_withdrawals(tx: &rusqlite::Transaction<'_>) -> Result<(), OutboxError> {
+    let Some(high) = high_water(tx)? else {
+        return Ok(());
+    };
+    let reached = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT start_ms, min(end_ms, ?1) FROM withdrawals WHERE start_ms < ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![high], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<Result<Vec<(i64, i64)>, _>>()?
+    };
+    for (start, end) in reached {
+        insert_retraction(tx, start, end)?;
+    }
+    tx.prepare_cached("DELETE FROM withdrawals WHERE end_ms <= ?1")?
+        .execute(params![high])?;
+    tx.prepare_cached("UPDATE withdrawals SET start_ms = ?1 WHERE start_ms < ?1")?
+        .execute(params![high])?;
+    Ok(())
+}
+
+/// A condition on `retractions`: those that may travel in a new batch, the
+/// ones waiting outside a batch that no span left waiting outside a batch
+/// starts before the end of (so the spans they withdraw are in this batch
+/// or an earlier one). Its parameter `?1` must be `i64::MAX`, the bound
+/// when no span waits.
+const MAY_TRAVEL: &str = "batch_seq IS NULL AND end_ms <= coalesce( \
+     (SELECT min(start_ms) FROM spans WHERE batch_seq IS NULL), ?1)";
+
+/// What a new batch takes of what waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// The oldest waiting span alone: it was released from a refused batch
+    /// (no retraction joins it: a bad retraction must not get a good span
+    /// set aside).
+    SoloSpan,
+    /// The oldest retraction released from a refused batch that may
+    /// travel, alone.
+    SoloRetraction,
+    /// Up to `max_spans` waiting spans and, when `retractions`, up to as
+    /// many retractions not released from a refused batch that may travel
+    /// (at least one of them).
+    Shared {
+        /// Whether retractions join it.
+        retractions: bool,
+    },
+}
+
+/// What a new batch takes (see [`Shape`]); retractions only when
+/// `retractions` (the gateway records them). None when nothing waits that
+/// may be sent.
 fn new_batch_shape(
     tx: &rusqlite::Transaction<'_>,
-    max_spans: usize,
-) -> Result<Option<(usize, bool)>, OutboxError> {
+    retractions: bool,
+) -> Result<Option<Shape>, OutboxError> {
     let oldest: Option<bool> = tx
         .query_row(
             "SELECT solo FROM spans WHERE batch_seq IS NULL ORDER BY start_ms, id LIMIT 1",
@@ -221,17 +324,23 @@ fn new_batch_shape(
             |r| r.get(0),
         )
         .optional()?;
-    Ok(match oldest {
-        Some(true) => Some((1, false)),
-        Some(false) => Some((max_spans.max(1), true)),
-        None => tx
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM retractions WHERE batch_seq IS NULL)",
-                [],
-                |r| r.get::<_, bool>(0),
-            )?
-            .then_some((0, true)),
-    })
+    if oldest == Some(true) {
+        return Ok(Some(Shape::SoloSpan));
+    }
+    let travels = |solo: bool| -> Result<bool, OutboxError> {
+        Ok(tx
+            .prepare_cached(&format!(
+                "SELECT EXISTS (SELECT 1 FROM retractions WHERE solo = ?2 AND {MAY_TRAVEL})"
+            ))?
+            .query_row(params![i64::MAX, solo], |r| r.get(0))?)
+    };
+    if retractions && travels(true)? {
+        return Ok(Some(Shape::SoloRetraction));
+    }
+    if oldest.is_some() {
+        return Ok(Some(Shape::Shared { retractions }));
+    }
+    Ok((retractions && travels(false)?).then_some(Shape::Shared { retractions: true }))
 }
 
 /// Dissolves every batch formed: their spans and retractions wait again.
@@ -261,13 +370,20 @@ fn set_aside(tx: &rusqlite::Transaction<'_>, seq: u64, reason: &str) -> Result<(
 }
 
 /// Forms batch number `last_seq + 1` of what waits (see
-/// [`Outbox::next_batch`]); None when nothing waits.
+/// [`Outbox::next_batch_with`]); None when nothing waits that may be sent.
 fn form_batch(
     tx: &rusqlite::Transaction<'_>,
     max_spans: usize,
+    retractions: bool,
 ) -> Result<Option<(u64, String)>, OutboxError> {
-    let Some((spans, with_retractions)) = new_batch_shape(tx, max_spans)? else {
+    let Some(shape) = new_batch_shape(tx, retractions)? else {
         return Ok(None);
+    };
+    let max = max_spans.max(1) as i64;
+    let (spans, retractions) = match shape {
+        Shape::SoloSpan => (1, None),
+        Shape::SoloRetraction => (0, Some((true, 1))),
+        Shape::Shared { retractions } => (max, retractions.then_some((false, max))),
     };
     let seq: i64 = tx.query_row("SELECT last_seq + 1 FROM device", [], |r| r.get(0))?;
     let batch_id = uuid::Uuid::now_v7().simple().to_string();
@@ -279,18 +395,17 @@ fn form_batch(
     tx.execute(
         "UPDATE spans SET batch_seq = ?1 WHERE id IN ( \
            SELECT id FROM spans WHERE batch_seq IS NULL ORDER BY start_ms, id LIMIT ?2)",
-        params![seq, spans as i64],
+        params![seq, spans],
     )?;
-    if with_retractions {
-        // Only retractions no span left waiting outside a batch starts
-        // before the end of: the spans they withdraw are in this batch or
-        // an earlier one.
+    if let Some((solo, limit)) = retractions {
+        // After the spans joined: only retractions that may travel now.
         tx.execute(
-            "UPDATE retractions SET batch_seq = ?1 WHERE id IN ( \
-               SELECT id FROM retractions WHERE batch_seq IS NULL AND end_ms <= coalesce( \
-                 (SELECT min(start_ms) FROM spans WHERE batch_seq IS NULL), ?3) \
-               ORDER BY id LIMIT ?2)",
-            params![seq, max_spans.max(1) as i64, i64::MAX],
+            &format!(
+                "UPDATE retractions SET batch_seq = ?2 WHERE id IN ( \
+                   SELECT id FROM retractions WHERE solo = ?3 AND {MAY_TRAVEL} \
+                   ORDER BY id LIMIT ?4)"
+            ),
+            params![i64::MAX, seq, solo, limit],
         )?;
     }
     Ok(Some((seq as u64, batch_id)))
@@ -354,29 +469,36 @@ impl Outbox {
         Ok(Self { db })
     }
 
-    /// Commits a closed span.
+    /// Commits a closed span, and settles the withdrawals it reaches (see
+    /// [`Outbox::push_all`]).
     pub fn push(&mut self, span: &Event) -> Result<(), OutboxError> {
-        insert_span(&self.db, span)
+        self.push_all(std::slice::from_ref(span))
     }
 
-    /// Commits `spans` (in order) in one transaction: all or none.
+    /// Commits `spans` (in order) in one transaction: all or none. In the
+    /// same transaction, the part of each withdrawal (see [`Later::Wait`])
+    /// up to the new high-water mark becomes a retraction, queued after
+    /// the spans.
     pub fn push_all(&mut self, spans: &[Event]) -> Result<(), OutboxError> {
         let tx = self.db.transaction()?;
         for span in spans {
             insert_span(&tx, span)?;
         }
+        settle_withdrawals(&tx)?;
         tx.commit()?;
         Ok(())
     }
 
-    /// Commits `spans` (in order) and, in the same transaction, notes that
-    /// the ActivityWatch timelines were combined up to `until_ms`: a crash
-    /// cannot commit one without the other.
+    /// Commits `spans` (in order) as [`Outbox::push_all`] does and, in the
+    /// same transaction, notes that the ActivityWatch timelines were
+    /// combined up to `until_ms`: a crash cannot commit one without the
+    /// other.
     pub fn push_combined(&mut self, spans: &[Event], until_ms: i64) -> Result<(), OutboxError> {
         let tx = self.db.transaction()?;
         for span in spans {
             insert_span(&tx, span)?;
         }
+        settle_withdrawals(&tx)?;
         tx.execute("UPDATE device SET combined_until = ?1", params![until_ms])?;
         tx.commit()?;
         Ok(())
@@ -397,35 +519,71 @@ impl Outbox {
     }
 
     /// Queues the retraction of `ranges` (start, end in ms since the
-    /// epoch), time the employee deleted, in one transaction. Each is cut
-    /// at the high-water mark (spans that start later are never about the
-    /// deleted time) and dropped when nothing is left of it, or when no
-    /// span was ever recorded. Returns how many were queued.
-    pub fn retract(&mut self, ranges: &[(i64, i64)]) -> Result<usize, OutboxError> {
+    /// epoch), time the employee deleted, in one transaction. The part of
+    /// each up to the high-water mark (what spans in the outbox or
+    /// acknowledged may cover) is queued as a retraction; the part after
+    /// it is dropped or kept as a withdrawal, as `later` says. Empty parts
+    /// are dropped.
+    pub fn retract(
+        &mut self,
+        ranges: &[(i64, i64)],
+        later: Later,
+    ) -> Result<Retracted, OutboxError> {
+        self.retract_at(ranges, later, wall_now_ms())
+    }
+
+    /// [`Outbox::retract`] with the wall clock at `now_ms`.
+    fn retract_at(
+        &mut self,
+        ranges: &[(i64, i64)],
+        later: Later,
+        now_ms: i64,
+    ) -> Result<Retracted, OutboxError> {
         let tx = self.db.transaction()?;
-        let Some(high) = high_water(&tx)? else {
-            return Ok(0);
-        };
-        let mut queued = 0;
+        let high = high_water(&tx)?;
+        let mut retracted = Retracted::default();
         for &(start, end) in ranges {
-            let end = end.min(high);
-            if start < end {
-                tx.prepare_cached("INSERT INTO retractions (start_ms, end_ms) VALUES (?1, ?2)")?
-                    .execute(params![start, end])?;
-                queued += 1;
+            let end = match later {
+                Later::Drop => end,
+                Later::Wait => end.min(now_ms),
+            };
+            let sent_end = high.map_or(start, |high| end.min(high));
+            if start < sent_end {
+                insert_retraction(&tx, start, sent_end)?;
+                retracted.queued += 1;
+            }
+            let later_start = high.map_or(start, |high| start.max(high));
+            if later == Later::Wait && later_start < end {
+                tx.prepare_cached("INSERT INTO withdrawals (start_ms, end_ms) VALUES (?1, ?2)")?
+                    .execute(params![later_start, end])?;
+                retracted.kept += 1;
             }
         }
         tx.commit()?;
-        Ok(queued)
+        Ok(retracted)
+    }
+
+    /// The batch to upload next to a gateway that records retractions:
+    /// [`Outbox::next_batch_with`] with them.
+    pub fn next_batch(&mut self, max_spans: usize) -> Result<Option<Batch>, OutboxError> {
+        self.next_batch_with(max_spans, true)
     }
 
     /// The batch to upload next: the oldest one formed and not yet
-    /// acknowledged, or else a new one of up to `max_spans` waiting spans
-    /// (one, when the oldest waiting span was released from a refused
-    /// batch) and up to `max_spans` waiting retractions, each only once no
-    /// span waiting outside a batch starts before its end (so it never
-    /// travels before the spans it withdraws). None when nothing waits.
-    pub fn next_batch(&mut self, max_spans: usize) -> Result<Option<Batch>, OutboxError> {
+    /// acknowledged (as it was formed), or else a new one of what waits:
+    /// the oldest waiting span alone, when it was released from a refused
+    /// batch; or else, with `retractions`, a retraction released from a
+    /// refused batch alone; or else up to `max_spans` waiting spans and,
+    /// with `retractions`, up to `max_spans` waiting retractions. A
+    /// retraction joins a batch only once no span waiting outside a batch
+    /// starts before its end (so it never travels before the spans it
+    /// withdraws). Without `retractions` (the gateway would not record
+    /// them), they wait. None when nothing waits that may be sent.
+    pub fn next_batch_with(
+        &mut self,
+        max_spans: usize,
+        retractions: bool,
+    ) -> Result<Option<Batch>, OutboxError> {
         let tx = self.db.transaction()?;
         let pending: Option<(u64, String)> = tx
             .query_row(
@@ -436,7 +594,7 @@ impl Outbox {
             .optional()?;
         let (seq, batch_id) = match pending {
             Some(p) => p,
-            None => match form_batch(&tx, max_spans)? {
+            None => match form_batch(&tx, max_spans, retractions)? {
                 Some(formed) => formed,
                 None => return Ok(None),
             },
@@ -476,37 +634,40 @@ impl Outbox {
     }
 
     /// The gateway refused batch `seq` for good (bad spans or
-    /// retractions); its sequence number is free again (the gateway did not
-    /// use it up). A batch of retractions only is dropped. A batch of one
-    /// span alone is set aside with `reason`, kept for the user to see. Any
-    /// other batch is split: its spans are sent again one per batch, its
-    /// retractions wait again (never with those spans).
+    /// retractions, or too many for it); its sequence number is free again
+    /// (the gateway did not use it up). A batch of one retraction alone is
+    /// dropped. A batch of one span alone is set aside with `reason`, kept
+    /// for the user to see. Any other batch is split: its spans and
+    /// retractions are sent again one per batch.
     pub fn refuse(&mut self, seq: u64, reason: &str) -> Result<Refused, OutboxError> {
         let tx = self.db.transaction()?;
         let spans = batch_spans(&tx, seq)?;
         let retractions = batch_retractions(&tx, seq)?;
         let refused = match (spans.as_slice(), retractions.len()) {
-            ([], retractions) => {
+            ([], 1) => {
                 tx.execute(
                     "DELETE FROM retractions WHERE batch_seq = ?1",
                     params![seq as i64],
                 )?;
-                Refused::Dropped { retractions }
+                Refused::Dropped { retractions: 1 }
             }
             ([span], 0) => {
                 set_aside(&tx, seq, reason)?;
                 Refused::SetAside { span: span.clone() }
             }
-            (spans, _) => {
+            (spans, retractions) => {
                 tx.execute(
                     "UPDATE spans SET batch_seq = NULL, solo = 1 WHERE batch_seq = ?1",
                     params![seq as i64],
                 )?;
                 tx.execute(
-                    "UPDATE retractions SET batch_seq = NULL WHERE batch_seq = ?1",
+                    "UPDATE retractions SET batch_seq = NULL, solo = 1 WHERE batch_seq = ?1",
                     params![seq as i64],
                 )?;
-                Refused::Split { spans: spans.len() }
+                Refused::Split {
+                    spans: spans.len(),
+                    retractions,
+                }
             }
         };
         tx.execute("DELETE FROM batches WHERE seq = ?1", params![seq as i64])?;
@@ -621,7 +782,8 @@ impl Outbox {
         Ok(())
     }
 
-    /// Spans waiting (in a batch or not).
+    /// Spans waiting (in a batch or not); retractions and withdrawals are
+    /// not counted.
     pub fn waiting(&self) -> Result<u64, OutboxError> {
         Ok(self
             .db
@@ -750,7 +912,7 @@ mod tests {
         }];
         outbox.set_rules(3, &rules).unwrap();
         outbox.set_rules(4, &rules).unwrap();
-        assert_eq!(outbox.retract(&[(0, 1000)]).unwrap(), 1);
+        assert_eq!(outbox.retract(&[(0, 1000)], Later::Drop).unwrap().queued, 1);
         drop(outbox);
         let outbox = Outbox::open(&path).unwrap();
         assert_eq!(outbox.rules().unwrap(), Some((4, rules)));
@@ -810,7 +972,7 @@ mod tests {
             ("b1", 1, 1)
         );
         assert!(batch.retractions.is_empty());
-        assert_eq!(outbox.retract(&[(0, 1000)]).unwrap(), 1);
+        assert_eq!(outbox.retract(&[(0, 1000)], Later::Drop).unwrap().queued, 1);
     }
 
     #[test]
@@ -818,22 +980,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
         // No span ever recorded: nothing to withdraw.
-        assert_eq!(outbox.retract(&[(0, 10_000)]).unwrap(), 0);
+        assert_eq!(
+            outbox.retract(&[(0, 10_000)], Later::Drop).unwrap().queued,
+            0
+        );
         assert_eq!(outbox.next_batch(10).unwrap(), None);
         outbox.push(&span(0, "code")).unwrap();
         outbox.push(&span(10, "code")).unwrap();
         // Cut at 15 s (the last span's end); wholly after it, or empty:
         // dropped.
         let queued = outbox
-            .retract(&[(1000, 20_000), (15_000, 30_000), (3000, 3000)])
-            .unwrap();
+            .retract(
+                &[(1000, 20_000), (15_000, 30_000), (3000, 3000)],
+                Later::Drop,
+            )
+            .unwrap()
+            .queued;
         assert_eq!(queued, 1);
         assert_eq!(retractions(&outbox), vec![(1000, 15_000, None)]);
         // Acknowledged spans count too.
         let batch = outbox.next_batch(10).unwrap().unwrap();
         assert_eq!(batch.retractions, vec![(1000, 15_000)]);
         outbox.acknowledge(batch.seq).unwrap();
-        assert_eq!(outbox.retract(&[(12_000, 40_000)]).unwrap(), 1);
+        assert_eq!(
+            outbox
+                .retract(&[(12_000, 40_000)], Later::Drop)
+                .unwrap()
+                .queued,
+            1
+        );
         assert_eq!(retractions(&outbox), vec![(12_000, 15_000, None)]);
     }
 
@@ -845,7 +1020,7 @@ mod tests {
             outbox.push(&span(s, "code")).unwrap();
         }
         // Withdraws the spans at 0 s and 10 s.
-        outbox.retract(&[(0, 12_000)]).unwrap();
+        outbox.retract(&[(0, 12_000)], Later::Drop).unwrap();
         let first = outbox.next_batch(1).unwrap().unwrap();
         assert_eq!(first.spans[0].start_ms, 0);
         assert!(first.retractions.is_empty(), "the span at 10 s waits");
@@ -869,7 +1044,9 @@ mod tests {
         outbox.push(&span(0, "code")).unwrap();
         let spans = outbox.next_batch(10).unwrap().unwrap();
         outbox.acknowledge(spans.seq).unwrap();
-        outbox.retract(&[(0, 2000), (3000, 4000)]).unwrap();
+        outbox
+            .retract(&[(0, 2000), (3000, 4000)], Later::Drop)
+            .unwrap();
         let batch = outbox.next_batch(10).unwrap().unwrap();
         assert_eq!(batch.seq, 2);
         assert!(batch.spans.is_empty());
@@ -885,14 +1062,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
         outbox.push(&span(0, "code")).unwrap();
-        outbox.retract(&[(0, 1000)]).unwrap();
+        outbox.retract(&[(0, 1000)], Later::Drop).unwrap();
         // One span with retractions: which is bad is unknown, so neither is
         // set aside; the span goes alone, the retraction after it.
         let both = outbox.next_batch(10).unwrap().unwrap();
         assert_eq!((both.spans.len(), both.retractions.len()), (1, 1));
         assert_eq!(
             outbox.refuse(both.seq, "bad").unwrap(),
-            Refused::Split { spans: 1 }
+            Refused::Split {
+                spans: 1,
+                retractions: 1
+            }
         );
         assert_eq!(retractions(&outbox), vec![(0, 1000, None)]);
         let alone = outbox.next_batch(10).unwrap().unwrap();
@@ -918,11 +1098,11 @@ mod tests {
         let path = dir.path().join("outbox.db");
         let mut outbox = Outbox::open(&path).unwrap();
         outbox.push(&span(0, "code")).unwrap();
-        outbox.retract(&[(1000, 2000)]).unwrap();
+        outbox.retract(&[(1000, 2000)], Later::Drop).unwrap();
         let formed = outbox.next_batch(10).unwrap().unwrap();
         assert_eq!(formed.retractions, vec![(1000, 2000)]);
         // Queued after the batch was formed: not added to it.
-        outbox.retract(&[(3000, 4000)]).unwrap();
+        outbox.retract(&[(3000, 4000)], Later::Drop).unwrap();
         assert_eq!(outbox.next_batch(10).unwrap().unwrap(), formed);
         drop(outbox);
         let mut outbox = Outbox::open(&path).unwrap();
@@ -938,5 +1118,180 @@ mod tests {
         let rebound = outbox.next_batch(10).unwrap().unwrap();
         assert_eq!(rebound.seq, 1);
         assert_eq!((rebound.spans.len(), rebound.retractions.len()), (1, 2));
+    }
+
+    /// The withdrawals waiting for spans: (start, end).
+    fn withdrawals(outbox: &Outbox) -> Vec<(i64, i64)> {
+        let mut stmt = outbox
+            .db
+            .prepare("SELECT start_ms, end_ms FROM withdrawals ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn deleted_time_no_span_reached_yet_waits_for_the_spans_that_cover_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
+        // No span yet (the first one is still open): all of it waits, cut
+        // at the wall clock's now (10 s); wholly in the future: nothing.
+        let retracted = outbox
+            .retract_at(
+                &[(1000, 3000), (9000, i64::MAX), (20_000, 30_000)],
+                Later::Wait,
+                10_000,
+            )
+            .unwrap();
+        assert_eq!(retracted, Retracted { queued: 0, kept: 2 });
+        assert!(retractions(&outbox).is_empty());
+        assert_eq!(withdrawals(&outbox), vec![(1000, 3000), (9000, 10_000)]);
+        // The spans 0-5 s are committed: the first is reached whole and
+        // becomes a retraction, queued after the span.
+        outbox.push(&span(0, "code")).unwrap();
+        assert_eq!(retractions(&outbox), vec![(1000, 3000, None)]);
+        assert_eq!(withdrawals(&outbox), vec![(9000, 10_000)]);
+        // Before the high-water mark (5 s) a retraction, after it a
+        // withdrawal.
+        let retracted = outbox
+            .retract_at(&[(4000, 8000)], Later::Wait, 10_000)
+            .unwrap();
+        assert_eq!(retracted, Retracted { queued: 1, kept: 1 });
+        assert_eq!(withdrawals(&outbox), vec![(9000, 10_000), (5000, 8000)]);
+        // Spans up to 9.5 s (in one transaction): the second is reached
+        // whole, the first in part.
+        let mut long = span(5, "code");
+        long.duration_ms = 4500;
+        outbox.push_all(&[long]).unwrap();
+        assert_eq!(
+            retractions(&outbox),
+            vec![
+                (1000, 3000, None),
+                (4000, 5000, None),
+                (9000, 9500, None),
+                (5000, 8000, None)
+            ]
+        );
+        assert_eq!(withdrawals(&outbox), vec![(9500, 10_000)]);
+        // The batch carries the spans and, after them, their retractions.
+        let batch = outbox.next_batch(10).unwrap().unwrap();
+        assert_eq!(batch.spans.len(), 2);
+        assert_eq!(
+            batch.retractions,
+            vec![(1000, 3000), (4000, 5000), (9000, 9500), (5000, 8000)]
+        );
+        outbox.acknowledge(batch.seq).unwrap();
+        // Combined spans settle it too; reached whole, it is gone.
+        let mut last = span(9, "code");
+        last.start_ms = 9500;
+        outbox.push_combined(&[last], 15_000).unwrap();
+        assert!(withdrawals(&outbox).is_empty());
+        let batch = outbox.next_batch(10).unwrap().unwrap();
+        assert_eq!(batch.spans.len(), 1);
+        assert_eq!(batch.retractions, vec![(9500, 10_000)]);
+    }
+
+    #[test]
+    fn deleted_time_no_span_reached_is_dropped_when_no_span_will() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
+        let dropped = outbox
+            .retract_at(&[(1000, 3000)], Later::Drop, 10_000)
+            .unwrap();
+        assert_eq!(dropped, Retracted::default());
+        outbox.push(&span(0, "code")).unwrap();
+        // Not cut at the wall clock: only at the high-water mark (5 s).
+        let retracted = outbox
+            .retract_at(&[(4000, 20_000)], Later::Drop, 1000)
+            .unwrap();
+        assert_eq!(retracted, Retracted { queued: 1, kept: 0 });
+        outbox.push(&span(10, "code")).unwrap();
+        assert!(withdrawals(&outbox).is_empty());
+        assert_eq!(retractions(&outbox), vec![(4000, 5000, None)]);
+    }
+
+    #[test]
+    fn retractions_wait_for_a_gateway_that_records_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
+        outbox.push(&span(0, "code")).unwrap();
+        outbox
+            .retract(&[(1000, 2000), (3000, 4000)], Later::Drop)
+            .unwrap();
+        // An older gateway: spans only.
+        let spans = outbox.next_batch_with(10, false).unwrap().unwrap();
+        assert_eq!((spans.spans.len(), spans.retractions.len()), (1, 0));
+        outbox.acknowledge(spans.seq).unwrap();
+        assert_eq!(outbox.next_batch_with(10, false).unwrap(), None);
+        assert_eq!(
+            retractions(&outbox),
+            vec![(1000, 2000, None), (3000, 4000, None)]
+        );
+        // Upgraded: sent; a batch formed with them stays as formed.
+        let formed = outbox.next_batch_with(10, true).unwrap().unwrap();
+        assert_eq!(formed.retractions, vec![(1000, 2000), (3000, 4000)]);
+        assert_eq!(outbox.next_batch_with(10, false).unwrap().unwrap(), formed);
+        // Released from a refused batch, they wait for it too.
+        outbox.refuse(formed.seq, "bad").unwrap();
+        outbox.push(&span(10, "code")).unwrap();
+        let spans = outbox.next_batch_with(10, false).unwrap().unwrap();
+        assert_eq!((spans.spans.len(), spans.retractions.len()), (1, 0));
+        outbox.acknowledge(spans.seq).unwrap();
+        assert_eq!(outbox.next_batch_with(10, false).unwrap(), None);
+        assert_eq!(retractions(&outbox).len(), 2);
+    }
+
+    #[test]
+    fn a_refused_batch_of_retractions_is_sent_one_per_batch_and_a_lone_one_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
+        outbox.push(&span(0, "code")).unwrap();
+        let spans = outbox.next_batch(10).unwrap().unwrap();
+        outbox.acknowledge(spans.seq).unwrap();
+        outbox
+            .retract(&[(0, 1000), (1000, 2000), (2000, 3000)], Later::Drop)
+            .unwrap();
+        // Refused (one is bad, or a gateway takes fewer at once): none is
+        // dropped, each goes alone.
+        let three = outbox.next_batch(10).unwrap().unwrap();
+        assert_eq!(three.retractions.len(), 3);
+        assert_eq!(
+            outbox.refuse(three.seq, "too large").unwrap(),
+            Refused::Split {
+                spans: 0,
+                retractions: 3
+            }
+        );
+        // Spans and retractions queued since do not join them.
+        outbox.push(&span(10, "code")).unwrap();
+        outbox.retract(&[(12_000, 13_000)], Later::Drop).unwrap();
+        let first = outbox.next_batch(10).unwrap().unwrap();
+        assert_eq!(first.seq, three.seq);
+        assert_eq!((first.spans.len(), first.retractions), (0, vec![(0, 1000)]));
+        outbox.acknowledge(first.seq).unwrap();
+        let bad = outbox.next_batch(10).unwrap().unwrap();
+        assert_eq!((bad.spans.len(), bad.retractions), (0, vec![(1000, 2000)]));
+        // Refused alone: dropped.
+        assert_eq!(
+            outbox.refuse(bad.seq, "bad").unwrap(),
+            Refused::Dropped { retractions: 1 }
+        );
+        let third = outbox.next_batch(10).unwrap().unwrap();
+        assert_eq!(third.seq, bad.seq);
+        assert_eq!(
+            (third.spans.len(), third.retractions),
+            (0, vec![(2000, 3000)])
+        );
+        outbox.acknowledge(third.seq).unwrap();
+        let rest = outbox.next_batch(10).unwrap().unwrap();
+        assert_eq!(
+            (rest.spans.len(), rest.retractions),
+            (1, vec![(12_000, 13_000)])
+        );
+        outbox.acknowledge(rest.seq).unwrap();
+        assert!(retractions(&outbox).is_empty());
+        assert_eq!(outbox.next_batch(10).unwrap(), None);
     }
 }

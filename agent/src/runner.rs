@@ -23,7 +23,7 @@ use trackhrs_domain::classifier::Rules;
 use crate::aw::store::{AwError, AwStore, RetractHook, SpanSource};
 use crate::capture::{Capture, CaptureError};
 use crate::heartbeat::Event;
-use crate::outbox::{Outbox, OutboxError};
+use crate::outbox::{Later, Outbox, OutboxError};
 use crate::privacy::Policy;
 use crate::sync::SyncConfig;
 use crate::today::{Summary, Timelines, summarize};
@@ -112,7 +112,8 @@ pub enum UploadState {
     /// Nothing tried yet.
     #[default]
     Starting,
-    /// The outbox was emptied at this time (Unix ms).
+    /// Every span waiting was uploaded at this time (Unix ms); retractions
+    /// may still wait for a gateway that records them.
     UpToDate {
         /// When.
         at_ms: i64,
@@ -323,19 +324,34 @@ impl Shared {
     }
 }
 
+/// What becomes of deleted time no span reached yet, with spans from
+/// `source`: the agent's own capture keeps the open span in memory, so it
+/// waits for it; ActivityWatch's watchers' events not combined yet never
+/// are, so it is dropped.
+fn later_for(source: SpanSource) -> Later {
+    match source {
+        SpanSource::Own => Later::Wait,
+        SpanSource::Watchers => Later::Drop,
+    }
+}
+
 /// The hook that queues time the employee deleted from the local store
-/// for withdrawal from the uploads (see [`Outbox::retract`]) and wakes the
-/// uploader to send it. Runs under the store's lock, which is taken before
-/// the outbox's everywhere.
-fn retract_into(shared: Arc<Shared>) -> RetractHook {
+/// for withdrawal from the uploads (see [`Outbox::retract`], `later` for
+/// the time no span reached yet) and wakes the uploader to send it. Runs
+/// under the store's lock, which is taken before the outbox's everywhere.
+fn retract_into(shared: Arc<Shared>, later: Later) -> RetractHook {
     Box::new(move |ranges| {
-        let queued = shared.outbox().retract(ranges).map_err(|e| e.to_string())?;
+        let retracted = shared
+            .outbox()
+            .retract(ranges, later)
+            .map_err(|e| e.to_string())?;
         tracing::info!(
             deleted = ranges.len(),
-            queued,
+            queued = retracted.queued,
+            waiting_for_spans = retracted.kept,
             "time deleted locally is queued to be withdrawn from the uploads"
         );
-        if queued > 0 {
+        if retracted.queued > 0 {
             shared.wake_uploader.notify_one();
         }
         Ok(())
@@ -430,7 +446,7 @@ impl Agent {
             // Before the API is served: no delete may miss the hook.
             let mut store = crate::lock(&aw);
             store.set_span_source(span_source);
-            store.on_retract(retract_into(shared.clone()));
+            store.on_retract(retract_into(shared.clone(), later_for(span_source)));
         }
         let activitywatch = match config.activitywatch_listen {
             Some(addr) if !addr.ip().is_loopback() => return Err(AgentError::NotLoopback { addr }),

@@ -58,13 +58,13 @@ pub enum Uploaded {
         /// whose acknowledgement was lost).
         duplicate: bool,
     },
-    /// The gateway refused the batch for good: its spans were split into
-    /// batches of one, or the one span was set aside, or its retractions
-    /// dropped (see [`Outbox::refuse`]).
+    /// The gateway refused the batch for good: its spans and retractions
+    /// were split into batches of one, or the one span was set aside, or
+    /// the one retraction dropped (see [`Outbox::refuse`]).
     Refused {
         /// Its sequence number (free again).
         seq: u64,
-        /// What became of its spans.
+        /// What became of its spans and retractions.
         outcome: Refused,
         /// The gateway's reason.
         reason: String,
@@ -109,6 +109,8 @@ pub struct Uploader {
     client: AgentIngestClient<Channel>,
     bearer: MetadataValue<tonic::metadata::Ascii>,
     config: SyncConfig,
+    /// The gateway records retractions: new batches may carry them.
+    retractions: bool,
 }
 
 /// The batch as sent, with what `policy` forbids removed (it may have
@@ -252,7 +254,16 @@ impl Uploader {
             client: AgentIngestClient::new(channel),
             bearer,
             config,
+            retractions: false,
         })
+    }
+
+    /// Whether the gateway records retractions (its policy says so): until
+    /// told it does, new batches carry spans only and retractions wait in
+    /// the outbox (a gateway that does not know them would acknowledge a
+    /// batch without recording them).
+    pub fn accept_retractions(&mut self, accepted: bool) {
+        self.retractions = accepted;
     }
 
     /// Sends one batch and returns the gateway's acknowledgement; the caller
@@ -269,7 +280,9 @@ impl Uploader {
         Ok(self.client.upload_batch(request).await?.into_inner())
     }
 
-    /// Uploads the next batch of the outbox, if any, under `policy`.
+    /// Uploads the next batch of the outbox, if any, under `policy`; new
+    /// batches carry retractions only once the gateway records them (see
+    /// [`Uploader::accept_retractions`]).
     pub async fn upload_next(
         &mut self,
         outbox: &Mutex<Outbox>,
@@ -277,7 +290,7 @@ impl Uploader {
     ) -> Result<Uploaded, SyncError> {
         let batch = {
             let mut outbox = crate::lock(outbox);
-            outbox.next_batch(self.config.max_spans)?
+            outbox.next_batch_with(self.config.max_spans, self.retractions)?
         };
         let Some(batch) = batch else {
             return Ok(Uploaded::Nothing);
@@ -298,16 +311,16 @@ impl Uploader {
                 let reason = status.message().to_owned();
                 let outcome = crate::lock(outbox).refuse(batch.seq, &reason)?;
                 match &outcome {
-                    Refused::Split { spans } => tracing::warn!(
+                    Refused::Split { spans, retractions } => tracing::warn!(
                         seq = batch.seq,
                         spans,
+                        retractions,
                         %reason,
-                        "the gateway refused a batch; sending its spans one by one to find the bad one"
+                        "the gateway refused a batch; sending its spans and retractions one by one to find the bad one"
                     ),
                     Refused::SetAside { span } => tracing::error!(
                         start_ms = span.start_ms,
                         end_ms = span.end_ms(),
-                        app = %span.data.app,
                         %reason,
                         "the gateway refused a span; it is set aside in the outbox and not sent again"
                     ),
@@ -315,7 +328,7 @@ impl Uploader {
                         seq = batch.seq,
                         retractions,
                         %reason,
-                        "the gateway refused a batch of retractions (time the employee deleted); they are dropped and not sent again"
+                        "the gateway refused a retraction (time the employee deleted); it is dropped and not sent again"
                     ),
                 }
                 Ok(Uploaded::Refused {
@@ -427,6 +440,7 @@ mod tests {
     use trackhrs_schemas::agent::v1::TimelineEvent;
 
     use super::*;
+    use crate::outbox::Later;
 
     #[test]
     fn a_rate_limit_is_retried_and_a_batch_too_large_split() {
@@ -450,6 +464,54 @@ mod tests {
             sorted(Err(tonic::Status::unavailable("the gateway is busy"))),
             Err(SyncError::Retry(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn retractions_are_sent_only_once_the_gateway_records_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Mutex::new(Outbox::open(&dir.path().join("outbox.db")).unwrap());
+        {
+            let mut outbox = crate::lock(&outbox);
+            outbox
+                .push(&crate::heartbeat::Event {
+                    start_ms: 0,
+                    duration_ms: 5000,
+                    data: crate::heartbeat::SpanData {
+                        app: "code".into(),
+                        title: String::new(),
+                        url: None,
+                        active: true,
+                    },
+                })
+                .unwrap();
+            let spans = outbox.next_batch(10).unwrap().unwrap();
+            outbox.acknowledge(spans.seq).unwrap();
+            outbox.retract(&[(0, 1000)], Later::Drop).unwrap();
+        }
+        // Nothing listens there: an attempt to send fails.
+        let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{nowhere}"))
+            .unwrap()
+            .connect_lazy();
+        let mut uploader = Uploader::new(channel, "token", SyncConfig::default()).unwrap();
+        // Not told the gateway records them: they wait, nothing is sent.
+        assert_eq!(
+            uploader
+                .upload_next(&outbox, &Policy::STRICT)
+                .await
+                .unwrap(),
+            Uploaded::Nothing
+        );
+        uploader.accept_retractions(true);
+        assert!(matches!(
+            uploader.upload_next(&outbox, &Policy::STRICT).await,
+            Err(SyncError::Retry(_))
+        ));
+        let formed = crate::lock(&outbox).next_batch_with(10, false).unwrap();
+        assert_eq!(formed.unwrap().retractions, vec![(0, 1000)]);
     }
 
     #[test]

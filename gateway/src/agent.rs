@@ -42,6 +42,7 @@ impl AgentSession for AgentSessionService {
             rules_version: policy.rules_version,
             category_rules: policy.rules.iter().map(rule_to_wire).collect(),
             last_timeline_seq: policy.last_timeline_seq,
+            accepts_retractions: true,
         }))
     }
 }

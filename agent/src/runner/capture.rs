@@ -304,8 +304,9 @@ mod tests {
 
     use super::*;
     use crate::aw::store::{NewBucket, SpanSource, ev};
+    use crate::capture::Observation;
     use crate::outbox::Outbox;
-    use crate::runner::{Classify, Status, retract_into};
+    use crate::runner::{Classify, Status, later_for, retract_into};
 
     fn shared(outbox: Outbox) -> Arc<Shared> {
         Arc::new(Shared {
@@ -339,7 +340,10 @@ mod tests {
             .insert("a", &[ev(t0, 60.0, json!({"status": "not-afk"}))])
             .unwrap();
         store.set_span_source(SpanSource::Watchers);
-        store.on_retract(retract_into(shared.clone()));
+        store.on_retract(retract_into(
+            shared.clone(),
+            later_for(SpanSource::Watchers),
+        ));
         let aw = Mutex::new(store);
         assert_eq!(combine_settled(&shared, &aw, wall_now_ms()), Ok(1));
         crate::lock(&aw)
@@ -356,5 +360,70 @@ mod tests {
             tokio::time::timeout(Duration::ZERO, shared.wake_uploader.notified()).await
         });
         assert!(woken.is_ok(), "the uploader is woken");
+    }
+
+    #[test]
+    fn deleting_the_event_the_own_capture_is_still_in_withdraws_its_span_once_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(Outbox::open(&dir.path().join("outbox.db")).unwrap());
+        let mut store = AwStore::open(&dir.path().join("aw.db")).unwrap();
+        let own = store.own_buckets("laptop").unwrap();
+        store.set_span_source(SpanSource::Own);
+        store.on_retract(retract_into(shared.clone(), later_for(SpanSource::Own)));
+        let aw = Mutex::new(store);
+        let poll = Duration::from_secs(1);
+        let idle_after = Duration::from_secs(180);
+        let mut recorder = Recorder::new(poll, idle_after);
+        let open = Policy {
+            capture_titles: true,
+            capture_urls: true,
+        };
+        // An hour ago: 20 s of code, then 20 s of banking, still open.
+        let t0 = (wall_now_ms() - 3_600_000) / 1000 * 1000;
+        for s in 0..40 {
+            let observation = Observation {
+                app: if s < 20 { "code" } else { "bank" }.into(),
+                title: "t".into(),
+                idle: Duration::ZERO,
+            };
+            let at = t0 + s * 1000;
+            recorder
+                .record(&observation, at, &open, &mut shared.outbox())
+                .unwrap();
+            let data = observation.heartbeat(at, idle_after).data;
+            report_locally(&aw, &own, &data, at, crate::heartbeat::pulsetime(poll)).unwrap();
+        }
+        assert_eq!(
+            shared.outbox().waiting().unwrap(),
+            1,
+            "the banking span is open"
+        );
+        // The employee deletes the banking event.
+        let bank = {
+            let store = crate::lock(&aw);
+            let events = store.events(&own.window, None, None, None).unwrap();
+            events
+                .into_iter()
+                .find(|e| e.data["app"] == "bank")
+                .unwrap()
+        };
+        let start = bank.timestamp.timestamp_millis();
+        let deleted = (start, start + (bank.duration * 1000.0).round() as i64);
+        assert!(deleted.1 > deleted.0);
+        crate::lock(&aw)
+            .delete_event(&own.window, bank.id.unwrap())
+            .unwrap();
+        // The open span is committed: it is uploaded whole, and its deleted
+        // time is withdrawn with it.
+        recorder.flush(&mut shared.outbox()).unwrap();
+        let batch = shared.outbox().next_batch(10).unwrap().unwrap();
+        let apps: Vec<&str> = batch.spans.iter().map(|s| s.data.app.as_str()).collect();
+        assert_eq!(apps, ["code", "bank"]);
+        let span = &batch.spans[1];
+        assert!(
+            span.start_ms <= deleted.0 && deleted.1 <= span.end_ms(),
+            "{span:?}"
+        );
+        assert_eq!(batch.retractions, vec![deleted]);
     }
 }

@@ -27,6 +27,8 @@ struct Session {
     last_timeline_seq: u64,
     rules_version: u32,
     rules: Vec<CategoryRule>,
+    /// The gateway records retractions (an older one does not).
+    accepts_retractions: bool,
 }
 
 async fn fetch_policy(
@@ -58,6 +60,7 @@ async fn fetch_policy(
                 score: r.score,
             })
             .collect(),
+        accepts_retractions: p.accepts_retractions,
     })
 }
 
@@ -95,6 +98,8 @@ pub(super) async fn upload_loop(
     // Nothing is uploaded before the gateway named the device the token
     // belongs to in this run (the outbox may hold another device's batches).
     let mut bound = false;
+    // What the last policy said about retractions (None: not reached yet).
+    let mut retractions_accepted: Option<bool> = None;
     let mut pause = Duration::ZERO;
     loop {
         let stopping = shared.stop.load(Ordering::SeqCst);
@@ -115,8 +120,16 @@ pub(super) async fn upload_loop(
                     last_timeline_seq,
                     rules_version,
                     rules,
+                    accepts_retractions,
                 }) => {
                     take_rules(&shared, rules_version, rules);
+                    if !accepts_retractions && retractions_accepted != Some(false) {
+                        tracing::warn!(
+                            "the gateway does not record retractions (it is older than this agent); time deleted locally waits in the outbox until it does"
+                        );
+                    }
+                    retractions_accepted = Some(accepts_retractions);
+                    uploader.accept_retractions(accepts_retractions);
                     match crate::lock(&aw).align_timeline(&device, last_timeline_seq) {
                         Ok(true) => tracing::warn!(
                             last_timeline_seq,

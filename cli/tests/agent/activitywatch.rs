@@ -338,6 +338,148 @@ async fn a_late_event_deleted_after_it_became_spans_is_withdrawn() {
     agent.stop(Duration::from_secs(1)).await;
 }
 
+/// A gateway older than retractions would acknowledge a batch and drop
+/// them: deleted time waits in the agent's outbox, never sent, until the
+/// gateway says it records them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_time_waits_for_a_gateway_that_records_retractions() {
+    let platform = Platform::start().await;
+    let (owner, device, token) = enrolled(&platform).await;
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = probe.local_addr().unwrap();
+    drop(probe);
+    let proxy = Proxy::new(platform.gw().channel.clone());
+    proxy.old_gateway.store(true, Ordering::SeqCst);
+    let (_down, rx) = tokio::sync::oneshot::channel();
+    proxy.serve(proxy_addr, rx).await;
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let aw_addr = probe.local_addr().unwrap();
+    drop(probe);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AgentConfig::new(
+        format!("http://{proxy_addr}"),
+        token,
+        dir.path().join("outbox.db"),
+    );
+    config.activitywatch_listen = Some(aw_addr);
+    config.settle = Duration::from_secs(2);
+    config.upload_every = Duration::from_millis(100);
+    config.policy_every = Duration::from_millis(200);
+    let agent = Agent::start_activitywatch(config).unwrap();
+    let status = agent.status();
+    wait_until("the policy", Duration::from_secs(20), || {
+        status.borrow().policy.is_some()
+    })
+    .await;
+    let call = |method: &'static str, path: String, body: String| async move {
+        trackhrs_harness::http::call(aw_addr, method, &path, "localhost:5600", &body)
+            .await
+            .unwrap()
+    };
+    let window = "aw-watcher-window_laptop";
+    for (bucket, kind, client) in [
+        (window, "currentwindow", "aw-watcher-window"),
+        ("aw-watcher-afk_laptop", "afkstatus", "aw-watcher-afk"),
+    ] {
+        let body = serde_json::json!({"client": client, "type": kind, "hostname": "laptop"});
+        let path = format!("/api/0/buckets/{bucket}");
+        assert_eq!(call("POST", path, body.to_string()).await.0, 200);
+    }
+    // Ten minutes ago, reported late: a minute of banking, then one of
+    // code, not AFK throughout.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let start = now_s - 600;
+    let at = |s: i64| {
+        chrono::DateTime::from_timestamp(start + s, 0)
+            .unwrap()
+            .to_rfc3339()
+    };
+    for (bucket, events) in [
+        (
+            window,
+            serde_json::json!([
+                {"timestamp": at(0), "duration": 60, "data": {"app": "Bank", "title": "private"}},
+                {"timestamp": at(60), "duration": 60, "data": {"app": "Code", "title": "main.rs"}},
+            ]),
+        ),
+        (
+            "aw-watcher-afk_laptop",
+            serde_json::json!([{"timestamp": at(0), "duration": 120, "data": {"status": "not-afk"}}]),
+        ),
+    ] {
+        let path = format!("/api/0/buckets/{bucket}/events");
+        assert_eq!(call("POST", path, events.to_string()).await.0, 200);
+    }
+    let mut stored = 0;
+    for _ in 0..300 {
+        stored = stored_spans(&platform, &owner.org_id, &device).await.len();
+        if stored >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored, 2, "the late events became spans at once");
+    let (_, listed) = call(
+        "GET",
+        format!("/api/0/buckets/{window}/events"),
+        String::new(),
+    )
+    .await;
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let bank = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["data"]["app"] == "Bank")
+        .expect("the banking event")["id"]
+        .as_i64()
+        .unwrap();
+    let path = format!("/api/0/buckets/{window}/events/{bank}");
+    assert_eq!(call("DELETE", path, String::new()).await.0, 200);
+    let retracted = || async {
+        let (_, log) = device_log::<DeviceActivity>(&platform, &owner.org_id, &device).await;
+        log.iter()
+            .filter(|(t, _)| t == "TimeRetracted")
+            .map(|(_, p)| {
+                (
+                    p["start_ms"].as_i64().unwrap(),
+                    p["end_ms"].as_i64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let sent = |proxy: &Proxy| {
+        proxy
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.retractions.len())
+            .sum::<usize>()
+    };
+    // The old gateway: policies fetched and uploads tried several times,
+    // nothing of the deleted time sent.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sent(&proxy), 0);
+    assert!(retracted().await.is_empty());
+    // Upgraded: the next policy says so, and the retraction goes.
+    proxy.old_gateway.store(false, Ordering::SeqCst);
+    let mut withdrawn = Vec::new();
+    for _ in 0..300 {
+        withdrawn = retracted().await;
+        if !withdrawn.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(withdrawn, [(start * 1000, (start + 60) * 1000)]);
+    assert_eq!(sent(&proxy), 1);
+    agent.stop(Duration::from_secs(1)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_employees_day_is_classified_with_the_orgs_rules_also_offline() {
     let platform = Platform::start().await;

@@ -183,7 +183,7 @@ async fn a_span_the_gateway_refuses_is_set_aside_with_the_reason_and_the_rest_is
         .map(|u| match u {
             Uploaded::Stored { seq, .. } => format!("stored {seq}"),
             Uploaded::Refused {
-                outcome: Refused::Split { spans },
+                outcome: Refused::Split { spans, .. },
                 ..
             } => format!("split {spans}"),
             Uploaded::Refused {

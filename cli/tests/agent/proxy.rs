@@ -18,6 +18,9 @@ pub(crate) struct Proxy {
     pub(crate) mode: Arc<AtomicU8>,
     /// The same for raw-timeline uploads.
     pub(crate) timeline_mode: Arc<AtomicU8>,
+    /// Answers the policy as a gateway older than retractions does
+    /// (`accepts_retractions` unset).
+    pub(crate) old_gateway: Arc<AtomicBool>,
 }
 
 fn forwarded<T>(request: &Request<T>, message: T) -> Request<T> {
@@ -71,9 +74,13 @@ impl AgentSession for Proxy {
         &self,
         request: Request<agent_pb::GetPolicyRequest>,
     ) -> Result<Response<agent_pb::Policy>, Status> {
-        AgentSessionClient::new(self.upstream.clone())
+        let mut policy = AgentSessionClient::new(self.upstream.clone())
             .get_policy(forwarded(&request, agent_pb::GetPolicyRequest {}))
-            .await
+            .await?;
+        if self.old_gateway.load(Ordering::SeqCst) {
+            policy.get_mut().accepts_retractions = false;
+        }
+        Ok(policy)
     }
 }
 
@@ -85,6 +92,7 @@ impl Proxy {
             timelines: Arc::default(),
             mode: Arc::new(AtomicU8::new(PASS)),
             timeline_mode: Arc::new(AtomicU8::new(PASS)),
+            old_gateway: Arc::new(AtomicBool::new(false)),
         }
     }
 
