@@ -10,7 +10,8 @@
 //! withdraws (they are in the same batch or an earlier one). Time deleted
 //! before its spans reached the outbox (the agent's own capture keeps the
 //! open span in memory) may wait as a withdrawal: each commit of spans turns
-//! the part of it they reach into a retraction (see [`Later::Wait`]).
+//! the part of it they reach into a retraction (see [`Later::Wait`]), until
+//! the agent's next run forgets it (see [`Outbox::forget_withdrawals`]).
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -79,6 +80,12 @@ pub enum Refused {
         /// Retractions dropped (one).
         retractions: usize,
     },
+    /// The batch held retractions only and the gateway refused it without
+    /// reading them (see [`Outbox::refuse_unread`]): they wait again.
+    Unread {
+        /// Retractions released.
+        retractions: usize,
+    },
 }
 
 /// What [`Outbox::retract`] does with the part of deleted time after the
@@ -92,7 +99,8 @@ pub enum Later {
     /// withdrawal: spans still on their way to the outbox may cover it (the
     /// agent's own capture keeps the open span, and spans the disk could
     /// not take, in memory). Each commit of spans turns the part of it up
-    /// to the new high-water mark into a retraction.
+    /// to the new high-water mark into a retraction; the agent's next run
+    /// forgets what still waits ([`Outbox::forget_withdrawals`]).
     Wait,
 }
 
@@ -111,7 +119,7 @@ pub struct Outbox {
 }
 
 /// The schema version this agent writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
     CREATE TABLE spans (
@@ -167,18 +175,22 @@ const SCHEMA_V2: &str = "
 ";
 
 /// Version 3: time the employee deleted after it became spans, waiting to
-/// be sent in a batch (`batch_seq`) like the spans (`solo`: released from a
-/// refused batch, sent alone); and time deleted before spans reached it,
-/// waiting for them (withdrawals, see [`Later::Wait`]).
+/// be sent in a batch (`batch_seq`) like the spans.
 const SCHEMA_V3: &str = "
     CREATE TABLE retractions (
         id        INTEGER PRIMARY KEY AUTOINCREMENT,
         start_ms  INTEGER NOT NULL,
         end_ms    INTEGER NOT NULL,
-        batch_seq INTEGER,
-        solo      INTEGER NOT NULL DEFAULT 0
+        batch_seq INTEGER
     );
     CREATE INDEX retractions_by_batch ON retractions (batch_seq, id);
+";
+
+/// Version 4: a retraction released from a refused batch is sent alone
+/// (`solo`); time deleted before spans reached it waits for them
+/// (withdrawals, see [`Later::Wait`]).
+const SCHEMA_V4: &str = "
+    ALTER TABLE retractions ADD COLUMN solo INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE withdrawals (
         id        INTEGER PRIMARY KEY AUTOINCREMENT,
         start_ms  INTEGER NOT NULL,
@@ -343,6 +355,27 @@ fn new_batch_shape(
     Ok((retractions && travels(false)?).then_some(Shape::Shared { retractions: true }))
 }
 
+/// Batch `seq` was acknowledged: its spans and the retractions still in it
+/// leave the outbox, and the spans' end is remembered as the device's
+/// high-water mark.
+fn acknowledged(tx: &rusqlite::Transaction<'_>, seq: u64) -> Result<(), OutboxError> {
+    tx.execute(
+        "UPDATE device SET last_end = max(coalesce(last_end, 0), \
+           coalesce((SELECT max(end_ms) FROM spans WHERE batch_seq = ?1), 0))",
+        params![seq as i64],
+    )?;
+    tx.execute(
+        "DELETE FROM spans WHERE batch_seq = ?1",
+        params![seq as i64],
+    )?;
+    tx.execute(
+        "DELETE FROM retractions WHERE batch_seq = ?1",
+        params![seq as i64],
+    )?;
+    tx.execute("DELETE FROM batches WHERE seq = ?1", params![seq as i64])?;
+    Ok(())
+}
+
 /// Dissolves every batch formed: their spans and retractions wait again.
 fn dissolve_batches(tx: &rusqlite::Transaction<'_>) -> Result<(), OutboxError> {
     tx.execute_batch(
@@ -354,6 +387,17 @@ fn dissolve_batches(tx: &rusqlite::Transaction<'_>) -> Result<(), OutboxError> {
 }
 
 /// Moves the spans of batch `seq` to `set_aside` with `reason`.
+/// Forgets formed batch `seq`, which the gateway refused: its sequence
+/// number is free again (the gateway did not use it up).
+fn free_batch(tx: &rusqlite::Transaction<'_>, seq: u64) -> Result<(), OutboxError> {
+    tx.execute("DELETE FROM batches WHERE seq = ?1", params![seq as i64])?;
+    tx.execute(
+        "UPDATE device SET last_seq = ?1 WHERE last_seq = ?2",
+        params![seq as i64 - 1, seq as i64],
+    )?;
+    Ok(())
+}
+
 fn set_aside(tx: &rusqlite::Transaction<'_>, seq: u64, reason: &str) -> Result<(), OutboxError> {
     tx.execute(
         "INSERT INTO set_aside (start_ms, end_ms, app, title, url, active, reason, refused_at) \
@@ -463,6 +507,9 @@ impl Outbox {
         }
         if version < 3 {
             tx.execute_batch(SCHEMA_V3)?;
+        }
+        if version < 4 {
+            tx.execute_batch(SCHEMA_V4)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         tx.commit()?;
@@ -543,19 +590,19 @@ impl Outbox {
         let high = high_water(&tx)?;
         let mut retracted = Retracted::default();
         for &(start, end) in ranges {
-            let end = match later {
-                Later::Drop => end,
-                Later::Wait => end.min(now_ms),
-            };
             let sent_end = high.map_or(start, |high| end.min(high));
             if start < sent_end {
                 insert_retraction(&tx, start, sent_end)?;
                 retracted.queued += 1;
             }
+            // Only the part kept to wait for spans is cut at now: spans
+            // cover the part before the high-water mark already, also when
+            // the clock went back behind it.
             let later_start = high.map_or(start, |high| start.max(high));
-            if later == Later::Wait && later_start < end {
+            let later_end = end.min(now_ms);
+            if later == Later::Wait && later_start < later_end {
                 tx.prepare_cached("INSERT INTO withdrawals (start_ms, end_ms) VALUES (?1, ?2)")?
-                    .execute(params![later_start, end])?;
+                    .execute(params![later_start, later_end])?;
                 retracted.kept += 1;
             }
         }
@@ -615,22 +662,35 @@ impl Outbox {
     /// high-water mark.
     pub fn acknowledge(&mut self, seq: u64) -> Result<(), OutboxError> {
         let tx = self.db.transaction()?;
-        tx.execute(
-            "UPDATE device SET last_end = max(coalesce(last_end, 0), \
-               coalesce((SELECT max(end_ms) FROM spans WHERE batch_seq = ?1), 0))",
-            params![seq as i64],
-        )?;
-        tx.execute(
-            "DELETE FROM spans WHERE batch_seq = ?1",
-            params![seq as i64],
-        )?;
-        tx.execute(
-            "DELETE FROM retractions WHERE batch_seq = ?1",
-            params![seq as i64],
-        )?;
-        tx.execute("DELETE FROM batches WHERE seq = ?1", params![seq as i64])?;
+        acknowledged(&tx, seq)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// The gateway acknowledged batch `seq` without reading its
+    /// retractions (an older gateway ignores them): its spans leave the
+    /// outbox as with [`Outbox::acknowledge`], its retractions wait again,
+    /// to be sent to a gateway that records them. Returns how many
+    /// retractions wait again.
+    pub fn acknowledge_spans(&mut self, seq: u64) -> Result<usize, OutboxError> {
+        let tx = self.db.transaction()?;
+        let released = tx.execute(
+            "UPDATE retractions SET batch_seq = NULL WHERE batch_seq = ?1",
+            params![seq as i64],
+        )?;
+        acknowledged(&tx, seq)?;
+        tx.commit()?;
+        Ok(released)
+    }
+
+    /// Forgets the withdrawals (see [`Later::Wait`]): for a new run of the
+    /// agent, since the spans they wait for were in the memory of the run
+    /// that kept them (a crash loses those spans; a clean stop commits
+    /// them, which settles the withdrawals they reach). Kept, a withdrawal
+    /// would withdraw spans recorded later, which the employee never
+    /// deleted. Returns how many were forgotten.
+    pub fn forget_withdrawals(&mut self) -> Result<usize, OutboxError> {
+        Ok(self.db.execute("DELETE FROM withdrawals", [])?)
     }
 
     /// The gateway refused batch `seq` for good (bad spans or
@@ -670,13 +730,26 @@ impl Outbox {
                 }
             }
         };
-        tx.execute("DELETE FROM batches WHERE seq = ?1", params![seq as i64])?;
-        tx.execute(
-            "UPDATE device SET last_seq = ?1 WHERE last_seq = ?2",
-            params![seq as i64 - 1, seq as i64],
-        )?;
+        free_batch(&tx, seq)?;
         tx.commit()?;
         Ok(refused)
+    }
+
+    /// The gateway refused batch `seq`, of retractions only, without naming
+    /// them (an older gateway, which reads no retractions, finds the batch
+    /// empty): they wait again, to be sent to a gateway that records them,
+    /// and the sequence number is free again.
+    pub fn refuse_unread(&mut self, seq: u64) -> Result<Refused, OutboxError> {
+        let tx = self.db.transaction()?;
+        let released = tx.execute(
+            "UPDATE retractions SET batch_seq = NULL WHERE batch_seq = ?1",
+            params![seq as i64],
+        )?;
+        free_batch(&tx, seq)?;
+        tx.commit()?;
+        Ok(Refused::Unread {
+            retractions: released,
+        })
     }
 
     /// Binds the outbox to the device the gateway named for the token. A
@@ -976,6 +1049,71 @@ mod tests {
     }
 
     #[test]
+    fn an_outbox_of_schema_3_is_upgraded_and_keeps_its_retractions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        {
+            // Version 3 as the first agent with retractions made it: a
+            // batch formed with a span and a retraction, and a retraction
+            // waiting.
+            let db = Connection::open(&path).unwrap();
+            db.execute_batch(SCHEMA).unwrap();
+            db.execute_batch(SCHEMA_V2).unwrap();
+            db.execute_batch(
+                "CREATE TABLE retractions ( \
+                     id        INTEGER PRIMARY KEY AUTOINCREMENT, \
+                     start_ms  INTEGER NOT NULL, \
+                     end_ms    INTEGER NOT NULL, \
+                     batch_seq INTEGER \
+                 ); \
+                 CREATE INDEX retractions_by_batch ON retractions (batch_seq, id);",
+            )
+            .unwrap();
+            db.pragma_update(None, "user_version", 3).unwrap();
+            insert_span(&db, &span(0, "code")).unwrap();
+            db.execute_batch(
+                "INSERT INTO batches (seq, batch_id) VALUES (1, 'b1'); \
+                 UPDATE spans SET batch_seq = 1; UPDATE device SET last_seq = 1; \
+                 INSERT INTO retractions (start_ms, end_ms, batch_seq) VALUES (0, 1000, 1); \
+                 INSERT INTO retractions (start_ms, end_ms) VALUES (2000, 3000);",
+            )
+            .unwrap();
+        }
+        let mut outbox = Outbox::open(&path).unwrap();
+        let version: i64 = outbox
+            .db
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let batch = outbox.next_batch(10).unwrap().unwrap();
+        assert_eq!(
+            (batch.batch_id.as_str(), batch.seq, batch.spans.len()),
+            ("b1", 1, 1)
+        );
+        assert_eq!(batch.retractions, vec![(0, 1000)]);
+        outbox.acknowledge(batch.seq).unwrap();
+        // Deleted time waits for spans, as with a new outbox.
+        let retracted = outbox
+            .retract_at(&[(4000, 8000)], Later::Wait, 10_000)
+            .unwrap();
+        assert_eq!(retracted, Retracted { queued: 1, kept: 1 });
+        let next = outbox.next_batch(10).unwrap().unwrap();
+        assert_eq!(next.seq, 2);
+        assert_eq!(next.retractions, vec![(2000, 3000), (4000, 5000)]);
+        assert_eq!(
+            outbox.refuse(next.seq, "bad").unwrap(),
+            Refused::Split {
+                spans: 0,
+                retractions: 2
+            }
+        );
+        assert_eq!(
+            outbox.next_batch(10).unwrap().unwrap().retractions,
+            vec![(2000, 3000)]
+        );
+    }
+
+    #[test]
     fn retractions_are_cut_at_the_high_water_mark() {
         let dir = tempfile::tempdir().unwrap();
         let mut outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
@@ -1191,6 +1329,70 @@ mod tests {
         let batch = outbox.next_batch(10).unwrap().unwrap();
         assert_eq!(batch.spans.len(), 1);
         assert_eq!(batch.retractions, vec![(9500, 10_000)]);
+    }
+
+    #[test]
+    fn deleted_time_spans_reached_is_queued_when_the_clock_is_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
+        outbox.push(&span(10, "code")).unwrap();
+        // The clock went back to 5 s, before the deleted time: what the
+        // span 10-15 s covers is queued all the same; nothing waits (the
+        // rest would be in the future).
+        let retracted = outbox
+            .retract_at(&[(11_000, 14_000), (13_000, 20_000)], Later::Wait, 5000)
+            .unwrap();
+        assert_eq!(retracted, Retracted { queued: 2, kept: 0 });
+        assert_eq!(
+            retractions(&outbox),
+            vec![(11_000, 14_000, None), (13_000, 15_000, None)]
+        );
+        assert!(withdrawals(&outbox).is_empty());
+    }
+
+    #[test]
+    fn withdrawals_are_forgotten_with_the_run_that_held_their_spans() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
+        outbox.push(&span(0, "code")).unwrap();
+        let retracted = outbox
+            .retract_at(&[(3000, 8000), (9000, 9500)], Later::Wait, 10_000)
+            .unwrap();
+        assert_eq!(retracted, Retracted { queued: 1, kept: 2 });
+        assert_eq!(outbox.forget_withdrawals().unwrap(), 2);
+        // Spans of the next run, over the same time, are not withdrawn.
+        outbox.push(&span(5, "code")).unwrap();
+        assert!(withdrawals(&outbox).is_empty());
+        assert_eq!(retractions(&outbox), vec![(3000, 5000, None)]);
+        assert_eq!(outbox.forget_withdrawals().unwrap(), 0);
+    }
+
+    #[test]
+    fn retractions_a_gateway_did_not_read_wait_again_and_its_spans_leave() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
+        outbox.push(&span(0, "code")).unwrap();
+        outbox
+            .retract(&[(1000, 2000), (3000, 4000)], Later::Drop)
+            .unwrap();
+        let batch = outbox.next_batch(10).unwrap().unwrap();
+        assert_eq!((batch.spans.len(), batch.retractions.len()), (1, 2));
+        assert_eq!(outbox.acknowledge_spans(batch.seq).unwrap(), 2);
+        assert_eq!(outbox.waiting().unwrap(), 0);
+        assert_eq!(outbox.high_water().unwrap(), Some(5000));
+        assert_eq!(
+            retractions(&outbox),
+            vec![(1000, 2000, None), (3000, 4000, None)]
+        );
+        // Not to a gateway that would not record them; then in the next
+        // batch, in their order.
+        assert_eq!(outbox.next_batch_with(10, false).unwrap(), None);
+        let again = outbox.next_batch(10).unwrap().unwrap();
+        assert_eq!(again.seq, batch.seq + 1);
+        assert!(again.spans.is_empty());
+        assert_eq!(again.retractions, vec![(1000, 2000), (3000, 4000)]);
+        outbox.acknowledge(again.seq).unwrap();
+        assert!(retractions(&outbox).is_empty());
     }
 
     #[test]

@@ -419,7 +419,16 @@ impl Agent {
             .timeout(Duration::from_secs(30));
         let bearer = MetadataValue::try_from(format!("Bearer {}", config.token))
             .map_err(|_| AgentError::Token)?;
-        let outbox = Outbox::open(&config.outbox)?;
+        let mut outbox = Outbox::open(&config.outbox)?;
+        // Before anything records spans: the spans the withdrawals waited
+        // for were in the memory of the last run.
+        let forgotten = outbox.forget_withdrawals()?;
+        if forgotten > 0 {
+            tracing::info!(
+                forgotten,
+                "deleted time that waited for spans of the last run is forgotten (those spans were lost with it, or never covered it)"
+            );
+        }
         let aw = Arc::new(Mutex::new(AwStore::open(&config.activitywatch_store)?));
         let policy = outbox.policy()?;
         // The rules only classify the employee's own view: kept ones that
@@ -571,5 +580,49 @@ impl Agent {
         {
             self.uploader.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heartbeat::SpanData;
+
+    #[tokio::test]
+    async fn a_new_run_forgets_the_withdrawals_of_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        let span = Event {
+            start_ms: 1000,
+            duration_ms: 5000,
+            data: SpanData {
+                app: "code".into(),
+                title: String::new(),
+                url: None,
+                active: true,
+            },
+        };
+        // The last run's open span covered time the employee deleted; it
+        // crashed before committing the span.
+        let retracted = Outbox::open(&path)
+            .unwrap()
+            .retract(&[(2000, 3000)], Later::Wait)
+            .unwrap();
+        assert_eq!(retracted.kept, 1);
+        // Nothing listens there: uploads fail.
+        let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut config = AgentConfig::new(format!("http://{nowhere}"), "token", path.clone());
+        config.activitywatch_store = dir.path().join("activitywatch.db");
+        let agent = Agent::start_activitywatch(config).unwrap();
+        agent.stop(Duration::from_millis(100)).await;
+        // A span of a later run over that time is not withdrawn.
+        let mut outbox = Outbox::open(&path).unwrap();
+        outbox.push(&span).unwrap();
+        let batch = outbox.next_batch(10).unwrap().unwrap();
+        assert_eq!(batch.spans, [span]);
+        assert!(batch.retractions.is_empty());
     }
 }

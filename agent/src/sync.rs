@@ -109,7 +109,8 @@ pub struct Uploader {
     client: AgentIngestClient<Channel>,
     bearer: MetadataValue<tonic::metadata::Ascii>,
     config: SyncConfig,
-    /// The gateway records retractions: new batches may carry them.
+    /// The gateway records retractions: new batches may carry them (until
+    /// an acknowledgement says they were not read).
     retractions: bool,
 }
 
@@ -200,7 +201,12 @@ fn retry_after(status: &tonic::Status) -> Option<Duration> {
 
 /// How an acknowledged or refused upload is taken.
 enum Sent {
-    Stored { position: u64, duplicate: bool },
+    Stored {
+        position: u64,
+        duplicate: bool,
+        /// The gateway read the batch's retractions (an older one does not).
+        retractions_read: bool,
+    },
     Refused(tonic::Status),
 }
 
@@ -211,13 +217,17 @@ fn sorted(answer: Result<UploadBatchResponse, tonic::Status>) -> Result<Sent, Sy
         Ok(ack) => Ok(Sent::Stored {
             position: ack.stream_sequence,
             duplicate: ack.duplicate,
+            retractions_read: ack.retractions_read,
         }),
         // The batch id is ours alone (a fresh UUID): the gateway stored an
         // earlier attempt of this batch whose reply was lost, sent before
-        // the privacy policy became stricter and changed its content.
+        // the privacy policy became stricter and changed its content. The
+        // answer does not say whether its retractions were read: they count
+        // as read.
         Err(status) if status.code() == Code::AlreadyExists => Ok(Sent::Stored {
             position: 0,
             duplicate: true,
+            retractions_read: true,
         }),
         // Over a rate limit: the same batch later, not before it says.
         Err(status) if retry_after(&status).is_some() => Err(SyncError::Retry(status)),
@@ -261,7 +271,9 @@ impl Uploader {
     /// Whether the gateway records retractions (its policy says so): until
     /// told it does, new batches carry spans only and retractions wait in
     /// the outbox (a gateway that does not know them would acknowledge a
-    /// batch without recording them).
+    /// batch without recording them). An acknowledgement that says the
+    /// retractions were not read (an older gateway behind the same address)
+    /// stops them again until the next call says so.
     pub fn accept_retractions(&mut self, accepted: bool) {
         self.retractions = accepted;
     }
@@ -282,7 +294,9 @@ impl Uploader {
 
     /// Uploads the next batch of the outbox, if any, under `policy`; new
     /// batches carry retractions only once the gateway records them (see
-    /// [`Uploader::accept_retractions`]).
+    /// [`Uploader::accept_retractions`]). When the gateway stored a batch
+    /// without reading its retractions, its spans leave the outbox and its
+    /// retractions wait again ([`Outbox::acknowledge_spans`]).
     pub async fn upload_next(
         &mut self,
         outbox: &Mutex<Outbox>,
@@ -299,12 +313,44 @@ impl Uploader {
             Sent::Stored {
                 position,
                 duplicate,
+                retractions_read,
             } => {
-                crate::lock(outbox).acknowledge(batch.seq)?;
+                if retractions_read {
+                    crate::lock(outbox).acknowledge(batch.seq)?;
+                } else {
+                    let released = crate::lock(outbox).acknowledge_spans(batch.seq)?;
+                    if released > 0 {
+                        self.retractions = false;
+                        tracing::warn!(
+                            seq = batch.seq,
+                            retractions = released,
+                            "the gateway stored a batch without reading its retractions (an older gateway); they wait in the outbox until the policy says the gateway records them"
+                        );
+                    }
+                }
                 Ok(Uploaded::Stored {
                     seq: batch.seq,
                     position,
                     duplicate,
+                })
+            }
+            // A gateway that reads retractions names them when it refuses
+            // them ("retractions: ..."); an older one finds a batch of
+            // retractions only empty and says so about its spans.
+            Sent::Refused(status)
+                if batch.spans.is_empty() && !status.message().starts_with("retractions:") =>
+            {
+                let outcome = crate::lock(outbox).refuse_unread(batch.seq)?;
+                self.retractions = false;
+                tracing::warn!(
+                    seq = batch.seq,
+                    retractions = batch.retractions.len(),
+                    "the gateway refused a batch of retractions without reading them (an older gateway); they wait in the outbox until the policy says the gateway records them"
+                );
+                Ok(Uploaded::Refused {
+                    seq: batch.seq,
+                    outcome,
+                    reason: status.message().to_owned(),
                 })
             }
             Sent::Refused(status) => {
@@ -324,6 +370,7 @@ impl Uploader {
                         %reason,
                         "the gateway refused a span; it is set aside in the outbox and not sent again"
                     ),
+                    Refused::Unread { .. } => {}
                     Refused::Dropped { retractions } => tracing::warn!(
                         seq = batch.seq,
                         retractions,
@@ -437,7 +484,10 @@ impl Uploader {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use trackhrs_schemas::agent::v1::TimelineEvent;
+    use trackhrs_schemas::agent::v1::agent_ingest_server::{AgentIngest, AgentIngestServer};
 
     use super::*;
     use crate::outbox::Later;
@@ -512,6 +562,149 @@ mod tests {
         ));
         let formed = crate::lock(&outbox).next_batch_with(10, false).unwrap();
         assert_eq!(formed.unwrap().retractions, vec![(0, 1000)]);
+    }
+
+    /// A gateway that stores every batch and says it read their
+    /// retractions only when `reads` (an older one does not know them, and
+    /// refuses a batch of retractions only as empty).
+    #[derive(Clone, Default)]
+    struct Gateway {
+        reads: Arc<AtomicBool>,
+        received: Arc<Mutex<Vec<UploadBatchRequest>>>,
+    }
+
+    #[tonic::async_trait]
+    impl AgentIngest for Gateway {
+        async fn upload_batch(
+            &self,
+            request: tonic::Request<UploadBatchRequest>,
+        ) -> Result<tonic::Response<UploadBatchResponse>, tonic::Status> {
+            let request = request.into_inner();
+            if !self.reads.load(Ordering::SeqCst) && request.spans.is_empty() {
+                return Err(tonic::Status::invalid_argument(
+                    "spans: a batch needs at least one span",
+                ));
+            }
+            self.received.lock().unwrap().push(request.clone());
+            Ok(tonic::Response::new(UploadBatchResponse {
+                batch_id: request.batch_id,
+                stream_sequence: 1,
+                duplicate: false,
+                retractions_read: self.reads.load(Ordering::SeqCst),
+            }))
+        }
+
+        async fn upload_timeline(
+            &self,
+            _: tonic::Request<UploadTimelineRequest>,
+        ) -> Result<tonic::Response<UploadBatchResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("spans only"))
+        }
+    }
+
+    #[tokio::test]
+    async fn retractions_a_gateway_did_not_read_are_sent_again_once_the_policy_says_it_does() {
+        let span = |start_ms: i64| crate::heartbeat::Event {
+            start_ms,
+            duration_ms: 5000,
+            data: crate::heartbeat::SpanData {
+                app: "code".into(),
+                title: String::new(),
+                url: None,
+                active: true,
+            },
+        };
+        let gateway = Gateway::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AgentIngestServer::new(gateway.clone()))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Mutex::new(Outbox::open(&dir.path().join("outbox.db")).unwrap());
+        let mut uploader = Uploader::new(channel, "token", SyncConfig::default()).unwrap();
+        uploader.accept_retractions(true);
+        let upload = async |uploader: &mut Uploader| {
+            uploader
+                .upload_next(&outbox, &Policy::STRICT)
+                .await
+                .unwrap()
+        };
+        // The policy came from a gateway that records retractions, the
+        // uploads reach an older one. Spans alone: stored as usual.
+        crate::lock(&outbox).push(&span(0)).unwrap();
+        assert!(matches!(
+            upload(&mut uploader).await,
+            Uploaded::Stored { seq: 1, .. }
+        ));
+        // Spans with a retraction: the spans are stored, the retraction
+        // waits, and no more are sent to it.
+        crate::lock(&outbox).push(&span(10_000)).unwrap();
+        crate::lock(&outbox)
+            .retract(&[(1000, 2000)], Later::Drop)
+            .unwrap();
+        assert!(matches!(
+            upload(&mut uploader).await,
+            Uploaded::Stored { seq: 2, .. }
+        ));
+        assert_eq!(crate::lock(&outbox).waiting().unwrap(), 0);
+        assert_eq!(upload(&mut uploader).await, Uploaded::Nothing);
+        // A policy says so again, but the upload reaches the older one: the
+        // retraction alone is refused as an empty batch; it waits again.
+        uploader.accept_retractions(true);
+        assert!(matches!(
+            upload(&mut uploader).await,
+            Uploaded::Refused {
+                seq: 3,
+                outcome: Refused::Unread { retractions: 1 },
+                ..
+            }
+        ));
+        assert_eq!(upload(&mut uploader).await, Uploaded::Nothing);
+        // The next policy says the gateway records them: sent again, read.
+        gateway.reads.store(true, Ordering::SeqCst);
+        uploader.accept_retractions(true);
+        assert!(matches!(
+            upload(&mut uploader).await,
+            Uploaded::Stored { seq: 3, .. }
+        ));
+        assert_eq!(upload(&mut uploader).await, Uploaded::Nothing);
+        let sent: Vec<(usize, Vec<(i64, i64)>)> = gateway
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r.spans.len(),
+                    r.retractions
+                        .iter()
+                        .map(|r| (r.start_unix_ms, r.end_unix_ms))
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                (1, vec![]),
+                (1, vec![(1000, 2000)]),
+                (0, vec![(1000, 2000)])
+            ]
+        );
+        // A batch stored before whose content changed counts as read.
+        assert!(matches!(
+            sorted(Err(tonic::Status::already_exists("stored before"))),
+            Ok(Sent::Stored {
+                retractions_read: true,
+                ..
+            })
+        ));
     }
 
     #[test]

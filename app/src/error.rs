@@ -261,8 +261,11 @@ impl From<ActivityError> for AppError {
             ActivityError::Retraction { .. } => {
                 Self::new(ErrorKind::Invalid, format!("retractions: {denied}"))
             }
-            ActivityError::TooManySpans { .. } | ActivityError::TooManyRetractions { .. } => {
+            ActivityError::TooManySpans { .. } => {
                 Self::new(ErrorKind::Exhausted, denied.to_string())
+            }
+            ActivityError::TooManyRetractions { .. } => {
+                Self::new(ErrorKind::Exhausted, format!("retractions: {denied}"))
             }
             ActivityError::UnknownDevice | ActivityError::DeviceRevoked => {
                 Self::not_allowed(denied.to_string())

@@ -44,6 +44,8 @@ impl AgentIngest for Floor {
             batch_id: r.batch_id,
             stream_sequence: ack.sequence,
             duplicate: ack.duplicate,
+            // It stands in for a current gateway, which reads retractions.
+            retractions_read: true,
         }))
     }
 

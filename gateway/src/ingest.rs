@@ -142,6 +142,7 @@ fn reply(
         batch_id,
         stream_sequence: recorded.position,
         duplicate: recorded.duplicate,
+        retractions_read: true,
     }))
 }
 

@@ -2,7 +2,7 @@
 //! the device's activity and raw timelines, classified by the org's rules.
 
 use super::*;
-use crate::proxy::{FAIL, LOSE_REPLY, PASS, Proxy};
+use crate::proxy::{FAIL, LOSE_REPLY, OLD_ONCE, PASS, Proxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activitywatch_watchers_reporting_to_the_agent_become_the_devices_activity() {
@@ -340,7 +340,8 @@ async fn a_late_event_deleted_after_it_became_spans_is_withdrawn() {
 
 /// A gateway older than retractions would acknowledge a batch and drop
 /// them: deleted time waits in the agent's outbox, never sent, until the
-/// gateway says it records them.
+/// gateway says it records them; and when a batch reaches an older replica
+/// all the same, its retractions wait again until a gateway reads them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_time_waits_for_a_gateway_that_records_retractions() {
     let platform = Platform::start().await;
@@ -365,6 +366,9 @@ async fn deleted_time_waits_for_a_gateway_that_records_retractions() {
     config.settle = Duration::from_secs(2);
     config.upload_every = Duration::from_millis(100);
     config.policy_every = Duration::from_millis(200);
+    // One span a batch: a retraction travels with the span it withdraws,
+    // not with the ones before it.
+    config.sync.max_spans = 1;
     let agent = Agent::start_activitywatch(config).unwrap();
     let status = agent.status();
     wait_until("the policy", Duration::from_secs(20), || {
@@ -477,6 +481,100 @@ async fn deleted_time_waits_for_a_gateway_that_records_retractions() {
     }
     assert_eq!(withdrawn, [(start * 1000, (start + 60) * 1000)]);
     assert_eq!(sent(&proxy), 1);
+
+    // One replica of several is older (a rolling upgrade): the policy came
+    // from a newer one, a batch with a span and a retraction reaches the
+    // older one, which stores the span and drops the retraction unread.
+    proxy.mode.store(FAIL, Ordering::SeqCst);
+    for (bucket, events) in [
+        (
+            window,
+            serde_json::json!([
+                {"timestamp": at(120), "duration": 60, "data": {"app": "Mail", "title": "inbox"}},
+                {"timestamp": at(180), "duration": 60, "data": {"app": "Notes", "title": "private"}},
+                {"timestamp": at(240), "duration": 60, "data": {"app": "Code", "title": "lib.rs"}},
+            ]),
+        ),
+        (
+            "aw-watcher-afk_laptop",
+            serde_json::json!([{"timestamp": at(120), "duration": 180, "data": {"status": "not-afk"}}]),
+        ),
+    ] {
+        let path = format!("/api/0/buckets/{bucket}/events");
+        assert_eq!(call("POST", path, events.to_string()).await.0, 200);
+    }
+    // The first new span is tried (and fails); the other two wait.
+    let first_ms = (start + 120) * 1000;
+    wait_until(
+        "the first new span's upload",
+        Duration::from_secs(30),
+        || {
+            proxy
+                .received
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.spans.first().is_some_and(|s| s.start_unix_ms == first_ms))
+        },
+    )
+    .await;
+    let (_, listed) = call(
+        "GET",
+        format!("/api/0/buckets/{window}/events"),
+        String::new(),
+    )
+    .await;
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let notes = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["data"]["app"] == "Notes")
+        .expect("the notes event")["id"]
+        .as_i64()
+        .unwrap();
+    let path = format!("/api/0/buckets/{window}/events/{notes}");
+    assert_eq!(call("DELETE", path, String::new()).await.0, 200);
+    proxy.mode.store(OLD_ONCE, Ordering::SeqCst);
+    let notes = ((start + 180) * 1000, (start + 240) * 1000);
+    for _ in 0..300 {
+        withdrawn = retracted().await;
+        if withdrawn.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(withdrawn, [(start * 1000, (start + 60) * 1000), notes]);
+    // Sent with the span it withdraws, to the older replica; then alone,
+    // and read.
+    // (starts of the spans, retractions) of each upload with retractions.
+    type Upload = (Vec<i64>, Vec<(i64, i64)>);
+    let with_retractions: Vec<Upload> = proxy
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| !r.retractions.is_empty())
+        .map(|r| {
+            (
+                r.spans.iter().map(|s| s.start_unix_ms).collect(),
+                r.retractions
+                    .iter()
+                    .map(|r| (r.start_unix_ms, r.end_unix_ms))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        with_retractions[1..],
+        [(vec![notes.0], vec![notes]), (vec![], vec![notes])]
+    );
+    let apps: Vec<String> = stored_spans(&platform, &owner.org_id, &device)
+        .await
+        .into_iter()
+        .map(|s| s.2)
+        .collect();
+    assert_eq!(apps, ["Bank", "Code", "Mail", "Notes", "Code"]);
     agent.stop(Duration::from_secs(1)).await;
 }
 

@@ -195,6 +195,10 @@ async fn a_span_the_gateway_refuses_is_set_aside_with_the_reason_and_the_rest_is
                 outcome: Refused::Dropped { retractions },
                 ..
             } => format!("dropped {retractions}"),
+            Uploaded::Refused {
+                outcome: Refused::Unread { retractions },
+                ..
+            } => format!("unread {retractions}"),
             Uploaded::Nothing => "nothing".into(),
         })
         .collect();

@@ -7,6 +7,11 @@ use super::*;
 pub(crate) const PASS: u8 = 0;
 pub(crate) const FAIL: u8 = 1;
 pub(crate) const LOSE_REPLY: u8 = 2;
+/// Answers the next upload that carries retractions as a gateway older than
+/// them does (see [`Proxy::old_gateway`]), then passes: one replica of
+/// several behind the gateway's address is older than the one that answered
+/// the policy.
+pub(crate) const OLD_ONCE: u8 = 3;
 
 /// A gRPC proxy in front of the gateway's agent services: records every
 /// upload as it arrived, and fails or loses replies on demand.
@@ -18,8 +23,9 @@ pub(crate) struct Proxy {
     pub(crate) mode: Arc<AtomicU8>,
     /// The same for raw-timeline uploads.
     pub(crate) timeline_mode: Arc<AtomicU8>,
-    /// Answers the policy as a gateway older than retractions does
-    /// (`accepts_retractions` unset).
+    /// Answers as a gateway older than retractions does: the policy without
+    /// `accepts_retractions`, uploads stored without their retractions and
+    /// answered without `retractions_read`.
     pub(crate) old_gateway: Arc<AtomicBool>,
 }
 
@@ -41,13 +47,28 @@ impl AgentIngest for Proxy {
             .lock()
             .unwrap()
             .push(request.get_ref().clone());
-        let message = request.get_ref().clone();
+        let mut message = request.get_ref().clone();
+        let old = self.old_gateway.load(Ordering::SeqCst)
+            || (!message.retractions.is_empty()
+                && self
+                    .mode
+                    .compare_exchange(OLD_ONCE, PASS, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok());
+        if old {
+            // Not a field it knows: dropped unread.
+            message.retractions.clear();
+        }
         let mut upstream = AgentIngestClient::new(self.upstream.clone());
-        self.relay(
-            &self.mode,
-            upstream.upload_batch(forwarded(&request, message)),
-        )
-        .await
+        let mut reply = self
+            .relay(
+                &self.mode,
+                upstream.upload_batch(forwarded(&request, message)),
+            )
+            .await?;
+        if old {
+            reply.get_mut().retractions_read = false;
+        }
+        Ok(reply)
     }
 
     async fn upload_timeline(
