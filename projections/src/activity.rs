@@ -27,6 +27,7 @@
 
 mod decode;
 mod queries;
+mod spans;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub use self::queries::{
     ActivityTime, DashboardCell, GroupTime, Meta, SummaryGroups, TopTitle, activity_times,
     dashboard, meta, org_info, org_rules, removed, summary, top_titles,
 };
+use self::spans::{Kept, SpanRow};
 use crate::classifier::{CLASSIFIER_VERSION, CategoryRule, Rules};
 use crate::error::{ApplyError, poison_at};
 use crate::projection::{Committed, Projection, SchemaVersions};
@@ -125,10 +127,6 @@ pub(crate) type Activities = BTreeMap<(String, i64), (String, Option<String>, Op
 
 /// Key of one fact row.
 type FactKey = (String, String, NaiveDate, i64, bool);
-
-/// One span as `spans` keeps it: (org, device, start, end, member,
-/// activity id, active, the time zone its days were counted in).
-type SpanRow = (String, String, i64, i64, String, i64, bool, Arc<str>);
 
 /// The stable id of an activity: the first 8 bytes of SHA-256 over its parts.
 pub fn activity_id(app: &str, title: Option<&str>, url: Option<&str>) -> i64 {
@@ -270,14 +268,13 @@ impl Projection for Activity {
              );
              CREATE INDEX ON {schema}.daily (org_id, activity_id);
              CREATE TABLE {schema}.spans (
-                 org_id      text NOT NULL,
-                 device_id   text NOT NULL,
-                 start_ms    bigint NOT NULL,
-                 end_ms      bigint NOT NULL,
-                 person_id   text NOT NULL,
-                 activity_id bigint NOT NULL,
-                 active      boolean NOT NULL,
-                 timezone    text NOT NULL,
+                 org_id    text NOT NULL,
+                 device_id text NOT NULL,
+                 start_ms  bigint NOT NULL,
+                 end_ms    bigint NOT NULL,
+                 person_id text NOT NULL,
+                 timezone  text NOT NULL,
+                 spans     bytea NOT NULL,
                  PRIMARY KEY (org_id, device_id, end_ms)
              );
              CREATE TABLE {schema}.removed (
@@ -324,11 +321,17 @@ impl Projection for Activity {
                 ActivityCommit::Device(b) => {
                     let state = states.entry(b.org_id.clone()).or_default();
                     let tz: Tz = state.timezone.parse().unwrap_or(Tz::UTC);
-                    let rows = keep_spans.then(|| (&mut spans, Arc::from(state.timezone.as_str())));
-                    collect_spans(b, tz, &mut facts, &mut activities, rows);
+                    let kept = collect_spans(b, tz, &mut facts, &mut activities);
                     if keep_spans {
+                        spans.extend(kept.map(|kept| SpanRow {
+                            org: b.org_id.clone(),
+                            device: b.device_id.clone(),
+                            person: b.member.clone().unwrap_or_default(),
+                            zone: Arc::from(state.timezone.as_str()),
+                            spans: kept,
+                        }));
                         for &(from, to) in &b.retracted {
-                            withdrawn.add(&b.org_id, &b.device_id, from, to);
+                            withdrawn.add((&b.org_id, &b.device_id), from, to, b.stream_sequence);
                         }
                     }
                 }
@@ -339,7 +342,7 @@ impl Projection for Activity {
         save_org_states(tx, schema, &states).await?;
         upsert_activities(tx, schema, &activities).await?;
         upsert_facts(tx, schema, &facts).await?;
-        insert_spans(tx, schema, &spans).await?;
+        spans::insert(tx, schema, &spans).await?;
         let (withdrawn, cut) = retract(tx, schema, withdrawn).await?;
         for (key, ms) in &withdrawn {
             *facts.entry(key.clone()).or_default() += ms;
@@ -468,22 +471,19 @@ fn apply_org_commit(
     Ok(())
 }
 
-/// Adds a device batch's spans to the batch's facts and activities (and to
-/// `rows`, for `spans`, with the name of `tz`, when given). Spans are summed
-/// per (day, activity,
-/// active) within the commit first, so the org and member strings are copied
-/// once per distinct fact, and each distinct (app, title, url) of the commit
-/// is hashed once.
+/// Adds a device batch's spans to the batch's facts and activities, and
+/// returns them as `spans` keeps them (None without a member). Spans are
+/// summed per (day, activity, active) within the commit first, so the org
+/// and member strings are copied once per distinct fact, and each distinct
+/// (app, title, url) of the commit is hashed once.
 fn collect_spans(
     batch: &DeviceBatch,
     tz: Tz,
     facts: &mut BTreeMap<FactKey, i64>,
     activities: &mut Activities,
-    mut rows: Option<(&mut Vec<SpanRow>, Arc<str>)>,
-) {
-    let Some(person) = &batch.member else {
-        return;
-    };
+) -> Option<Vec<Kept>> {
+    let person = batch.member.as_ref()?;
+    let mut kept = Vec::with_capacity(batch.spans.len());
     let mut local: HashMap<(NaiveDate, i64, bool), i64> = HashMap::new();
     let mut ids: HashMap<(&str, Option<&str>, Option<&str>), i64> = HashMap::new();
     for span in &batch.spans {
@@ -498,18 +498,12 @@ fn collect_spans(
         for_each_day(span.start_ms, span.end_ms, tz, |day, ms| {
             *local.entry((day, id, span.active)).or_default() += ms;
         });
-        if let Some((rows, zone)) = rows.as_mut() {
-            rows.push((
-                batch.org_id.clone(),
-                batch.device_id.clone(),
-                span.start_ms,
-                span.end_ms,
-                person.clone(),
-                id,
-                span.active,
-                zone.clone(),
-            ));
-        }
+        kept.push(Kept {
+            start_ms: span.start_ms,
+            end_ms: span.end_ms,
+            activity: id,
+            active: span.active,
+        });
     }
     for ((app, title, url), id) in ids {
         activities
@@ -527,48 +521,7 @@ fn collect_spans(
             .entry((batch.org_id.clone(), person.clone(), day, id, active))
             .or_default() += ms;
     }
-}
-
-async fn insert_spans(
-    tx: &Transaction<'_>,
-    schema: &str,
-    spans: &[SpanRow],
-) -> Result<(), ApplyError> {
-    if spans.is_empty() {
-        return Ok(());
-    }
-    let mut cols = (
-        Vec::with_capacity(spans.len()),
-        Vec::with_capacity(spans.len()),
-        Vec::with_capacity(spans.len()),
-        Vec::with_capacity(spans.len()),
-        Vec::with_capacity(spans.len()),
-        Vec::with_capacity(spans.len()),
-        Vec::with_capacity(spans.len()),
-        Vec::with_capacity(spans.len()),
-    );
-    for (org, device, start, end, person, id, active, zone) in spans {
-        cols.0.push(org.as_str());
-        cols.1.push(device.as_str());
-        cols.2.push(*start);
-        cols.3.push(*end);
-        cols.4.push(person.as_str());
-        cols.5.push(*id);
-        cols.6.push(*active);
-        cols.7.push(&**zone);
-    }
-    tx.execute(
-        &format!(
-            "INSERT INTO {schema}.spans \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], \
-               $6::int8[], $7::bool[], $8::text[])"
-        ),
-        &[
-            &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &cols.7,
-        ],
-    )
-    .await?;
-    Ok(())
+    Some(kept)
 }
 
 /// Cuts the withdrawn time out of its devices' spans and counts it as
@@ -587,39 +540,52 @@ async fn retract(
     }
     withdrawn.merge();
     let table = format!("{schema}.spans");
-    let columns = "s.person_id, s.activity_id, s.active, s.timezone";
+    let columns = "s.person_id, s.timezone, s.spans";
     let candidates = withdrawn.candidates(tx, &table, columns).await?;
     let mut removed: BTreeMap<(String, String, NaiveDate), i64> = BTreeMap::new();
-    let mut kept: Vec<SpanRow> = Vec::new();
+    let mut rows: Vec<SpanRow> = Vec::new();
     for row in &candidates {
         let (org, device): (String, String) = (row.get(0), row.get(1));
-        let span: (i64, i64) = (row.get(2), row.get(3));
-        let (pieces, stay) = withdrawn.cut(&org, &device, span);
-        if pieces.is_empty() {
+        let (person, zone): (String, String) = (row.get(4), row.get(5));
+        let spans = spans::unpack(row.get(6))
+            .map_err(|e| poison_at(withdrawn.sequence(&org, &device), e))?;
+        let tz: Tz = zone.parse().unwrap_or(Tz::UTC);
+        let mut stays = Vec::with_capacity(spans.len());
+        let mut touched = false;
+        for span in spans {
+            let (pieces, stay) = withdrawn.cut(&org, &device, (span.start_ms, span.end_ms));
+            touched |= !pieces.is_empty();
+            for (from, to) in pieces {
+                cut.touched(&org, span.activity);
+                for_each_day(from, to, tz, |day, ms| {
+                    *taken
+                        .entry((org.clone(), person.clone(), day, span.activity, span.active))
+                        .or_default() -= ms;
+                    *removed
+                        .entry((org.clone(), person.clone(), day))
+                        .or_default() += ms;
+                });
+            }
+            stays.extend(stay.into_iter().map(|(start_ms, end_ms)| Kept {
+                start_ms,
+                end_ms,
+                ..span
+            }));
+        }
+        if !touched {
             continue;
         }
-        let (person, id, active): (String, i64, bool) = (row.get(4), row.get(5), row.get(6));
-        let zone: String = row.get(7);
-        let tz: Tz = zone.parse().unwrap_or(Tz::UTC);
-        for (from, to) in pieces {
-            for_each_day(from, to, tz, |day, ms| {
-                *taken
-                    .entry((org.clone(), person.clone(), day, id, active))
-                    .or_default() -= ms;
-                *removed
-                    .entry((org.clone(), person.clone(), day))
-                    .or_default() += ms;
-            });
-        }
-        let zone: Arc<str> = zone.into();
-        for (start, end) in stay {
-            let (o, d, p) = (org.clone(), device.clone(), person.clone());
-            kept.push((o, d, start, end, p, id, active, zone.clone()));
-        }
-        cut.push(org, device, span.1, id);
+        cut.push(org.clone(), device.clone(), row.get(3));
+        rows.push(SpanRow {
+            org,
+            device,
+            person,
+            zone: zone.into(),
+            spans: stays,
+        });
     }
     cut.delete(tx, &table).await?;
-    insert_spans(tx, schema, &kept).await?;
+    spans::insert(tx, schema, &rows).await?;
     upsert_facts(tx, schema, &taken).await?;
     for ((org, person, day), ms) in removed {
         tx.execute(

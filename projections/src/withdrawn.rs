@@ -16,17 +16,29 @@ type Ranges = Vec<(i64, i64)>;
 #[derive(Debug, Default)]
 pub(crate) struct Withdrawn {
     by_device: BTreeMap<(String, String), Ranges>,
+    /// The stream sequence of the last commit that withdrew time of each
+    /// (org, device): the commit to blame when its rows cannot be read.
+    sequences: BTreeMap<(String, String), u64>,
 }
 
 impl Withdrawn {
-    /// Adds `[from, to)` of `device` in `org`.
-    pub(crate) fn add(&mut self, org: &str, device: &str, from: i64, to: i64) {
+    /// Adds `[from, to)` of `device` in `org`, withdrawn by the commit at
+    /// stream sequence `sequence`.
+    pub(crate) fn add(&mut self, (org, device): (&str, &str), from: i64, to: i64, sequence: u64) {
         if from < to {
-            self.by_device
-                .entry((org.to_owned(), device.to_owned()))
-                .or_default()
-                .push((from, to));
+            let key = (org.to_owned(), device.to_owned());
+            self.sequences.insert(key.clone(), sequence);
+            self.by_device.entry(key).or_default().push((from, to));
         }
+    }
+
+    /// The stream sequence of the last commit that withdrew time of
+    /// `device` in `org` (0: none).
+    pub(crate) fn sequence(&self, org: &str, device: &str) -> u64 {
+        self.sequences
+            .get(&(org.to_owned(), device.to_owned()))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// True when nothing was withdrawn.
@@ -120,7 +132,7 @@ impl Withdrawn {
     }
 }
 
-/// Span rows cut by a withdrawal, by (org, device, end): a device's spans
+/// Span rows cut by a withdrawal, by (org, device, end): a device's rows
 /// never overlap, so their ends are unique.
 #[derive(Debug, Default)]
 pub(crate) struct CutRows {
@@ -132,12 +144,16 @@ pub(crate) struct CutRows {
 }
 
 impl CutRows {
-    /// Notes the row of `device` in `org` ending at `end`, of `activity`.
-    pub(crate) fn push(&mut self, org: String, device: String, end: i64, activity: i64) {
-        self.activities.insert((org.clone(), activity));
+    /// Notes the row of `device` in `org` ending at `end`.
+    pub(crate) fn push(&mut self, org: String, device: String, end: i64) {
         self.orgs.push(org);
         self.devices.push(device);
         self.ends.push(end);
+    }
+
+    /// Notes that time of `activity` in `org` was withdrawn.
+    pub(crate) fn touched(&mut self, org: &str, activity: i64) {
+        self.activities.insert((org.to_owned(), activity));
     }
 
     /// Deletes the rows from span table `table`.
@@ -195,12 +211,12 @@ mod tests {
     #[test]
     fn ranges_merge_per_device_and_cut_spans_into_taken_and_kept() {
         let mut w = Withdrawn::default();
-        w.add("acme", "d1", 10, 20);
-        w.add("acme", "d1", 15, 30);
-        w.add("acme", "d1", 40, 50);
-        w.add("acme", "d1", 30, 35);
-        w.add("acme", "d2", 0, 5);
-        w.add("acme", "d2", 7, 7);
+        w.add(("acme", "d1"), 10, 20, 1);
+        w.add(("acme", "d1"), 15, 30, 1);
+        w.add(("acme", "d1"), 40, 50, 4);
+        w.add(("acme", "d1"), 30, 35, 4);
+        w.add(("acme", "d2"), 0, 5, 2);
+        w.add(("acme", "d2"), 7, 7, 3);
         w.merge();
         let hulls = w.hulls();
         assert_eq!(hulls.0, ["acme", "acme"]);
@@ -214,5 +230,13 @@ mod tests {
         assert_eq!(w.cut("acme", "d1", (35, 40)), (vec![], vec![(35, 40)]));
         assert_eq!(w.cut("acme", "d3", (0, 9)), (vec![], vec![(0, 9)]));
         assert_eq!(w.cut("globex", "d2", (0, 9)), (vec![], vec![(0, 9)]));
+        assert_eq!(
+            (
+                w.sequence("acme", "d1"),
+                w.sequence("acme", "d2"),
+                w.sequence("acme", "d3")
+            ),
+            (4, 2, 0)
+        );
     }
 }

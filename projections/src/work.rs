@@ -122,6 +122,8 @@ struct Pending {
     spans: BTreeMap<WeekKey, Vec<(Span, Arc<str>)>>,
     /// Time withdrawn, per device.
     withdrawn: Withdrawn,
+    /// The member of each (org, device) that withdrew time.
+    owners: BTreeMap<(String, String), String>,
     /// The bounds of the weeks the new spans fall in.
     bounds: BTreeMap<WeekKey, Bounds>,
     /// Weeks whose entries, decision or rules changed: computed again from
@@ -228,6 +230,7 @@ impl Projection for Work {
                  app         text NOT NULL,
                  title       text,
                  url         text,
+                 span_rows   bigint NOT NULL DEFAULT 0,
                  PRIMARY KEY (org_id, activity_id)
              );
              CREATE TABLE {schema}.spans (
@@ -241,8 +244,6 @@ impl Projection for Work {
                  position    bigint NOT NULL
              );
              CREATE INDEX ON {schema}.spans (org_id, person_id, week_start);
-             CREATE INDEX ON {schema}.spans (org_id, device_id, end_ms);
-             CREATE INDEX ON {schema}.spans (org_id, activity_id);
              CREATE TABLE {schema}.weeks (
                  org_id            text NOT NULL,
                  person_id         text NOT NULL,
@@ -349,9 +350,14 @@ impl Work {
                 WorkCommit::Device(b) => {
                     let state = states.entry(b.org_id.clone()).or_default();
                     collect_spans(b, state, &mut pending);
-                    if with_devices {
+                    if with_devices && let Some(member) = &b.member {
+                        if !b.retracted.is_empty() {
+                            let key = (b.org_id.clone(), b.device_id.clone());
+                            pending.owners.insert(key, member.clone());
+                        }
                         for &(from, to) in &b.retracted {
-                            pending.withdrawn.add(&b.org_id, &b.device_id, from, to);
+                            let device = (b.org_id.as_str(), b.device_id.as_str());
+                            pending.withdrawn.add(device, from, to, b.stream_sequence);
                         }
                     }
                 }
@@ -903,18 +909,51 @@ async fn write_activities_and_spans(
             titles.push(title.as_deref());
             urls.push(url.as_deref());
         }
-        tx.execute(
-            &format!(
-                "INSERT INTO {schema}.activities AS a (org_id, activity_id, app, title, url) \
-                 SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[]) \
-                 ON CONFLICT (org_id, activity_id) DO UPDATE \
-                 SET title = EXCLUDED.title, url = EXCLUDED.url \
-                 WHERE a.title IS NULL AND a.url IS NULL \
-                 AND (EXCLUDED.title IS NOT NULL OR EXCLUDED.url IS NOT NULL)"
-            ),
-            &[&orgs, &ids, &apps, &titles, &urls],
-        )
-        .await?;
+        if with_devices {
+            // How many span rows refer to each: an activity no row refers
+            // to any more (its time withdrawn) is dropped.
+            let mut rows: HashMap<(&str, i64), i64> = HashMap::new();
+            for ((org, _, _), spans) in &pending.spans {
+                for (span, _) in spans {
+                    *rows.entry((org.as_str(), span.activity)).or_default() += 1;
+                }
+            }
+            let rows: Vec<i64> = orgs
+                .iter()
+                .zip(&ids)
+                .map(|(org, id)| rows.get(&(*org, *id)).copied().unwrap_or_default())
+                .collect();
+            tx.execute(
+                &format!(
+                    "INSERT INTO {schema}.activities AS a \
+                       (org_id, activity_id, app, title, url, span_rows) \
+                     SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], \
+                       $5::text[], $6::int8[]) \
+                     ON CONFLICT (org_id, activity_id) DO UPDATE \
+                     SET span_rows = a.span_rows + EXCLUDED.span_rows, \
+                       title = CASE WHEN a.title IS NULL AND a.url IS NULL \
+                         THEN EXCLUDED.title ELSE a.title END, \
+                       url = CASE WHEN a.title IS NULL AND a.url IS NULL \
+                         THEN EXCLUDED.url ELSE a.url END"
+                ),
+                &[&orgs, &ids, &apps, &titles, &urls, &rows],
+            )
+            .await?;
+        } else {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {schema}.activities AS a (org_id, activity_id, app, title, url) \
+                     SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], \
+                       $5::text[]) \
+                     ON CONFLICT (org_id, activity_id) DO UPDATE \
+                     SET title = EXCLUDED.title, url = EXCLUDED.url \
+                     WHERE a.title IS NULL AND a.url IS NULL \
+                     AND (EXCLUDED.title IS NOT NULL OR EXCLUDED.url IS NOT NULL)"
+                ),
+                &[&orgs, &ids, &apps, &titles, &urls],
+            )
+            .await?;
+        }
     }
     if !pending.spans.is_empty() {
         let n = pending.spans.values().map(Vec::len).sum();
@@ -979,10 +1018,71 @@ async fn write_activities_and_spans(
     Ok(())
 }
 
+/// The span rows that overlap each withdrawing device's hull, found
+/// through their member's weeks (the index the weeks are computed by): a
+/// row overlapping `[from, to)` lies in a week that starts after the UTC
+/// day of `from` less 8 days and by the UTC day after `to`, whatever the
+/// org's zone. Columns: org, device, start, end, member, week, activity id,
+/// position.
+async fn candidates(
+    tx: &Transaction<'_>,
+    table: &str,
+    pending: &Pending,
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let (orgs, devices, froms, tos) = pending.withdrawn.hulls();
+    let members: Vec<&str> = orgs
+        .iter()
+        .zip(&devices)
+        .map(|(org, device)| {
+            pending
+                .owners
+                .get(&((*org).to_owned(), (*device).to_owned()))
+                .map_or("", String::as_str)
+        })
+        .collect();
+    let day = |ms: i64| {
+        DateTime::from_timestamp_millis(ms)
+            .unwrap_or_default()
+            .date_naive()
+    };
+    let first_weeks: Vec<NaiveDate> = froms
+        .iter()
+        .map(|&ms| day(ms) - chrono::Duration::days(8))
+        .collect();
+    let last_weeks: Vec<NaiveDate> = tos
+        .iter()
+        .map(|&ms| day(ms) + chrono::Duration::days(1))
+        .collect();
+    tx.query(
+        &format!(
+            "SELECT s.org_id, s.device_id, s.start_ms, s.end_ms, s.person_id, s.week_start, \
+               s.activity_id, s.position \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::date[], \
+               $6::int8[], $7::int8[]) \
+               AS h(org_id, device_id, person_id, first_week, last_week, from_ms, to_ms) \
+             JOIN {table} s ON s.org_id = h.org_id AND s.person_id = h.person_id \
+               AND s.week_start BETWEEN h.first_week AND h.last_week \
+               AND s.device_id = h.device_id AND s.end_ms > h.from_ms AND s.start_ms < h.to_ms"
+        ),
+        &[
+            &orgs,
+            &devices,
+            &members,
+            &first_weeks,
+            &last_weeks,
+            &froms,
+            &tos,
+        ],
+    )
+    .await
+}
+
 /// Cuts the withdrawn time out of its devices' span rows (the parts of a
 /// row outside it stay, in the same week with the same position) and drops
-/// the activities (app, title, URL) no row refers to any more; the weeks
-/// touched are computed again.
+/// the activities (app, title, URL) no row refers to any more (counted in
+/// `span_rows`: an erasure finds a person's activities through their rows,
+/// so one left without rows would outlive it); the weeks touched are
+/// computed again.
 async fn retract(
     tx: &Transaction<'_>,
     schema: &str,
@@ -993,9 +1093,11 @@ async fn retract(
     }
     pending.withdrawn.merge();
     let table = format!("{schema}.spans");
-    let columns = "s.person_id, s.week_start, s.activity_id, s.position";
-    let candidates = pending.withdrawn.candidates(tx, &table, columns).await?;
+    let candidates = candidates(tx, &table, pending).await?;
     let mut cut = CutRows::default();
+    // Span rows that refer to each activity: one less per row cut, one more
+    // per piece of it that stays.
+    let mut rows: BTreeMap<(String, i64), i64> = BTreeMap::new();
     let mut kept: (Vec<String>, Vec<String>, Vec<String>, Vec<NaiveDate>) = Default::default();
     let mut kept_times: (Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
     for row in &candidates {
@@ -1007,6 +1109,7 @@ async fn retract(
         }
         let (person, week): (String, NaiveDate) = (row.get(4), row.get(5));
         let (activity, position): (i64, i64) = (row.get(6), row.get(7));
+        let stays = stay.len() as i64;
         for (start, end) in stay {
             kept.0.push(org.clone());
             kept.1.push(device.clone());
@@ -1018,7 +1121,8 @@ async fn retract(
             kept_times.3.push(position);
         }
         pending.recompute.insert((org.clone(), person, week));
-        cut.push(org, device, span.1, activity);
+        *rows.entry((org.clone(), activity)).or_default() += stays - 1;
+        cut.push(org, device, span.1);
     }
     cut.delete(tx, &table).await?;
     tx.execute(
@@ -1040,8 +1144,30 @@ async fn retract(
         ],
     )
     .await?;
-    cut.drop_unreferenced_activities(tx, schema, "spans")
-        .await?;
+    let (mut orgs, mut ids, mut deltas) = (Vec::new(), Vec::new(), Vec::new());
+    for ((org, id), delta) in &rows {
+        orgs.push(org.as_str());
+        ids.push(*id);
+        deltas.push(*delta);
+    }
+    tx.execute(
+        &format!(
+            "UPDATE {schema}.activities a SET span_rows = a.span_rows + c.delta \
+             FROM unnest($1::text[], $2::int8[], $3::int8[]) AS c(org_id, activity_id, delta) \
+             WHERE a.org_id = c.org_id AND a.activity_id = c.activity_id"
+        ),
+        &[&orgs, &ids, &deltas],
+    )
+    .await?;
+    tx.execute(
+        &format!(
+            "DELETE FROM {schema}.activities a \
+             USING unnest($1::text[], $2::int8[]) AS c(org_id, activity_id) \
+             WHERE a.org_id = c.org_id AND a.activity_id = c.activity_id AND a.span_rows <= 0"
+        ),
+        &[&orgs, &ids],
+    )
+    .await?;
     Ok(())
 }
 
