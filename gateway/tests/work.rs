@@ -1427,4 +1427,43 @@ async fn time_the_employee_withdrew_leaves_the_dashboard_and_project_time() {
     assert_eq!((day.active_ms, day.removed_ms), (H + H / 2, 2 * H + H / 2));
     let view = week(&o, &erin, "", monday, again).await;
     assert_eq!(time_of(&view, &o.website, "rule"), H / 2);
+
+    // A span across a week's end is kept as a row in each week; withdrawn
+    // across the end, each keeps its part outside, and both weeks count
+    // it again (two weeks before: Sunday 23:00 to Monday 01:00 UTC).
+    let tablet = o.p.enroll(&o.erin, "tablet").await;
+    let boundary = at - 7 * 24 * H;
+    upload(
+        &o,
+        &tablet.device_token,
+        1,
+        vec![span(boundary - H, 2, "code")],
+    )
+    .await;
+    let across = ingest
+        .upload_batch(authed(
+            &tablet.device_token,
+            UploadBatchRequest {
+                batch_id: "tablet-retract".into(),
+                device_batch_seq: 2,
+                spans: vec![],
+                retractions: vec![Retraction {
+                    start_unix_ms: boundary - H / 2,
+                    end_unix_ms: boundary + H / 2,
+                }],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .stream_sequence;
+    let weeks_ago = |days: i64| monday - Duration::days(days);
+    for days in [7, 8] {
+        let view = week(&o, &erin, "", weeks_ago(days), across).await;
+        assert_eq!(
+            time_of(&view, &o.website, "rule"),
+            H / 2,
+            "{days} days back"
+        );
+    }
 }

@@ -139,7 +139,7 @@ pub(crate) struct CutRows {
     orgs: Vec<String>,
     devices: Vec<String>,
     ends: Vec<i64>,
-    /// The activities of the rows cut.
+    /// The activities whose time was withdrawn from them.
     activities: BTreeSet<(String, i64)>,
 }
 

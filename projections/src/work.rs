@@ -41,7 +41,7 @@ pub use self::queries::*;
 use crate::activity::{Activities, DeviceBatch, activity_id};
 use crate::error::ApplyError;
 use crate::projection::{Committed, Projection, SchemaVersions};
-use crate::withdrawn::{CutRows, Withdrawn};
+use crate::withdrawn::Withdrawn;
 
 /// Its name in the catalog.
 pub const NAME: &str = "work";
@@ -1018,6 +1018,15 @@ async fn write_activities_and_spans(
     Ok(())
 }
 
+/// Span rows as columns: org, member, week, device, end.
+type CutKeys = (
+    Vec<String>,
+    Vec<String>,
+    Vec<NaiveDate>,
+    Vec<String>,
+    Vec<i64>,
+);
+
 /// The span rows that overlap each withdrawing device's hull, found
 /// through their member's weeks (the index the weeks are computed by): a
 /// row overlapping `[from, to)` lies in a week that starts after the UTC
@@ -1094,7 +1103,8 @@ async fn retract(
     pending.withdrawn.merge();
     let table = format!("{schema}.spans");
     let candidates = candidates(tx, &table, pending).await?;
-    let mut cut = CutRows::default();
+    // The rows cut, by their member's week (the index) and end.
+    let mut cut: CutKeys = Default::default();
     // Span rows that refer to each activity: one less per row cut, one more
     // per piece of it that stays.
     let mut rows: BTreeMap<(String, i64), i64> = BTreeMap::new();
@@ -1120,11 +1130,28 @@ async fn retract(
             kept_times.2.push(activity);
             kept_times.3.push(position);
         }
-        pending.recompute.insert((org.clone(), person, week));
+        pending
+            .recompute
+            .insert((org.clone(), person.clone(), week));
         *rows.entry((org.clone(), activity)).or_default() += stays - 1;
-        cut.push(org, device, span.1);
+        cut.0.push(org);
+        cut.1.push(person);
+        cut.2.push(week);
+        cut.3.push(device);
+        cut.4.push(span.1);
     }
-    cut.delete(tx, &table).await?;
+    tx.execute(
+        &format!(
+            "DELETE FROM {table} s \
+             USING unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::int8[]) \
+               AS c(org_id, person_id, week_start, device_id, end_ms) \
+             WHERE s.org_id = c.org_id AND s.person_id = c.person_id \
+               AND s.week_start = c.week_start AND s.device_id = c.device_id \
+               AND s.end_ms = c.end_ms"
+        ),
+        &[&cut.0, &cut.1, &cut.2, &cut.3, &cut.4],
+    )
+    .await?;
     tx.execute(
         &format!(
             "INSERT INTO {table} (org_id, device_id, person_id, week_start, start_ms, \
