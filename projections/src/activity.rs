@@ -18,11 +18,13 @@
 //! (one `INSERT ... SELECT` over all the org's facts: the price of a rules
 //! change, paid once by the projection instead of by every read).
 //!
-//! `spans` keeps each device's spans (times, activity, active) so that time
-//! the employee withdrew (`TimeRetracted`) can be taken back out: the spans
-//! over it are cut, their time is subtracted from `daily` and `rollup`, and
-//! it is added to `removed` per member and day, without any detail of what
-//! it was. A device's later spans never reach back into a retraction, so a
+//! `spans` keeps each device's spans (times, activity, active; packed, one
+//! row per commit, with the time zone their days were counted in) so that
+//! time the employee withdrew (`TimeRetracted`) can be taken back out: the
+//! spans over it are cut, their time is subtracted from `daily` and
+//! `rollup` in the days it was counted in, and it is added to `removed` per
+//! member and day, without any detail of what it was; an activity no fact
+//! refers to any more is dropped. A device's later spans never reach back into a retraction, so a
 //! batch applies its commits' spans first and their retractions after.
 
 mod decode;

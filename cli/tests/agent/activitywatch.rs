@@ -4,10 +4,15 @@
 use super::*;
 use crate::proxy::{FAIL, LOSE_REPLY, OLD_ONCE, PASS, Proxy};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn activitywatch_watchers_reporting_to_the_agent_become_the_devices_activity() {
-    let platform = Platform::start().await;
-    let (owner, device, token) = enrolled(&platform).await;
+/// An agent with `--source activitywatch` uploading to `platform` with
+/// `token` (every 200 ms, combining what settled for `settle`), its
+/// ActivityWatch API on a free loopback port; returned once it knows the
+/// policy, with that address and its data folder.
+async fn activitywatch_agent(
+    platform: &Platform,
+    token: String,
+    settle: Duration,
+) -> (Agent, SocketAddr, tempfile::TempDir) {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let aw_addr = probe.local_addr().unwrap();
     drop(probe);
@@ -18,7 +23,7 @@ async fn activitywatch_watchers_reporting_to_the_agent_become_the_devices_activi
         dir.path().join("outbox.db"),
     );
     config.activitywatch_listen = Some(aw_addr);
-    config.settle = Duration::from_millis(500);
+    config.settle = settle;
     config.upload_every = Duration::from_millis(200);
     let agent = Agent::start_activitywatch(config).unwrap();
     let status = agent.status();
@@ -26,6 +31,40 @@ async fn activitywatch_watchers_reporting_to_the_agent_become_the_devices_activi
         status.borrow().policy.is_some()
     })
     .await;
+    (agent, aw_addr, dir)
+}
+
+/// The buckets aw-watcher-window and aw-watcher-afk create first.
+async fn watcher_buckets(aw_addr: SocketAddr) {
+    for (bucket, kind, client) in [
+        (
+            "aw-watcher-window_laptop",
+            "currentwindow",
+            "aw-watcher-window",
+        ),
+        ("aw-watcher-afk_laptop", "afkstatus", "aw-watcher-afk"),
+    ] {
+        let body = serde_json::json!({"client": client, "type": kind, "hostname": "laptop"});
+        let path = format!("/api/0/buckets/{bucket}");
+        let (code, _) = trackhrs_harness::http::call(
+            aw_addr,
+            "POST",
+            &path,
+            "localhost:5600",
+            &body.to_string(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, 200, "{bucket}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activitywatch_watchers_reporting_to_the_agent_become_the_devices_activity() {
+    let platform = Platform::start().await;
+    let (owner, device, token) = enrolled(&platform).await;
+    let (agent, aw_addr, _dir) =
+        activitywatch_agent(&platform, token, Duration::from_millis(500)).await;
 
     // What aw-watcher-window and aw-watcher-afk send: their buckets, then
     // heartbeats (merged within the pulsetime).
@@ -45,20 +84,7 @@ async fn activitywatch_watchers_reporting_to_the_agent_become_the_devices_activi
             .unwrap()
             .to_rfc3339()
     };
-    for (bucket, kind, client) in [
-        (
-            "aw-watcher-window_laptop",
-            "currentwindow",
-            "aw-watcher-window",
-        ),
-        ("aw-watcher-afk_laptop", "afkstatus", "aw-watcher-afk"),
-    ] {
-        let body = serde_json::json!({"client": client, "type": kind, "hostname": "laptop"});
-        assert_eq!(
-            call("POST", format!("/api/0/buckets/{bucket}"), body.to_string()).await,
-            200
-        );
-    }
+    watcher_buckets(aw_addr).await;
     let window = serde_json::json!({"app": "Code", "title": "main.rs - trackhrs"});
     for s in [-60, -45, -30] {
         let beat = serde_json::json!({"timestamp": at(s), "duration": 0, "data": window});
@@ -173,45 +199,14 @@ async fn activitywatch_watchers_reporting_to_the_agent_become_the_devices_activi
 async fn a_late_event_deleted_after_it_became_spans_is_withdrawn() {
     let platform = Platform::start().await;
     let (owner, device, token) = enrolled(&platform).await;
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let aw_addr = probe.local_addr().unwrap();
-    drop(probe);
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = AgentConfig::new(
-        format!("http://{}", platform.gw().addr),
-        token,
-        dir.path().join("outbox.db"),
-    );
-    config.activitywatch_listen = Some(aw_addr);
-    config.settle = Duration::from_secs(2);
-    config.upload_every = Duration::from_millis(200);
-    let agent = Agent::start_activitywatch(config).unwrap();
-    let status = agent.status();
-    wait_until("the policy", Duration::from_secs(20), || {
-        status.borrow().policy.is_some()
-    })
-    .await;
+    let (agent, aw_addr, _dir) =
+        activitywatch_agent(&platform, token, Duration::from_secs(2)).await;
     let call = |method: &'static str, path: String, body: String| async move {
         trackhrs_harness::http::call(aw_addr, method, &path, "localhost:5600", &body)
             .await
             .unwrap()
     };
-    for (bucket, kind, client) in [
-        (
-            "aw-watcher-window_laptop",
-            "currentwindow",
-            "aw-watcher-window",
-        ),
-        ("aw-watcher-afk_laptop", "afkstatus", "aw-watcher-afk"),
-    ] {
-        let body = serde_json::json!({"client": client, "type": kind, "hostname": "laptop"});
-        assert_eq!(
-            call("POST", format!("/api/0/buckets/{bucket}"), body.to_string())
-                .await
-                .0,
-            200
-        );
-    }
+    watcher_buckets(aw_addr).await;
     // Ten minutes ago: two minutes of online banking, then a minute of
     // code, reported now (a watcher that was offline), not AFK throughout.
     let now_s = std::time::SystemTime::now()
