@@ -59,6 +59,29 @@ async fn watcher_buckets(aw_addr: SocketAddr) {
     }
 }
 
+/// Deletes, as the employee would through the API, the event of `app` in
+/// the window watcher's bucket.
+async fn delete_window_event(aw_addr: SocketAddr, app: &str) {
+    let bucket = "/api/0/buckets/aw-watcher-window_laptop/events";
+    let call = |method: &'static str, path: String| async move {
+        trackhrs_harness::http::call(aw_addr, method, &path, "localhost:5600", "")
+            .await
+            .unwrap()
+    };
+    let (code, listed) = call("GET", bucket.to_owned()).await;
+    assert_eq!(code, 200);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let id = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["data"]["app"] == app)
+        .unwrap_or_else(|| panic!("no event of {app}"))["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(call("DELETE", format!("{bucket}/{id}")).await.0, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activitywatch_watchers_reporting_to_the_agent_become_the_devices_activity() {
     let platform = Platform::start().await;
@@ -249,24 +272,7 @@ async fn a_late_event_deleted_after_it_became_spans_is_withdrawn() {
     );
 
     // The employee deletes the banking event.
-    let (code, listed) = call(
-        "GET",
-        "/api/0/buckets/aw-watcher-window_laptop/events".into(),
-        String::new(),
-    )
-    .await;
-    assert_eq!(code, 200);
-    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    let bank = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["data"]["app"] == "Bank")
-        .expect("the banking event")["id"]
-        .as_i64()
-        .unwrap();
-    let path = format!("/api/0/buckets/aw-watcher-window_laptop/events/{bank}");
-    assert_eq!(call("DELETE", path, String::new()).await.0, 200);
+    delete_window_event(aw_addr, "Bank").await;
 
     // The device's log records the withdrawal after the spans ...
     let mut retracted = Vec::new();
@@ -421,23 +427,7 @@ async fn deleted_time_waits_for_a_gateway_that_records_retractions() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(stored, 2, "the late events became spans at once");
-    let (_, listed) = call(
-        "GET",
-        format!("/api/0/buckets/{window}/events"),
-        String::new(),
-    )
-    .await;
-    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    let bank = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["data"]["app"] == "Bank")
-        .expect("the banking event")["id"]
-        .as_i64()
-        .unwrap();
-    let path = format!("/api/0/buckets/{window}/events/{bank}");
-    assert_eq!(call("DELETE", path, String::new()).await.0, 200);
+    delete_window_event(aw_addr, "Bank").await;
     let retracted = || async {
         let (_, log) = device_log::<DeviceActivity>(&platform, &owner.org_id, &device).await;
         log.iter()
@@ -513,23 +503,7 @@ async fn deleted_time_waits_for_a_gateway_that_records_retractions() {
         },
     )
     .await;
-    let (_, listed) = call(
-        "GET",
-        format!("/api/0/buckets/{window}/events"),
-        String::new(),
-    )
-    .await;
-    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    let notes = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["data"]["app"] == "Notes")
-        .expect("the notes event")["id"]
-        .as_i64()
-        .unwrap();
-    let path = format!("/api/0/buckets/{window}/events/{notes}");
-    assert_eq!(call("DELETE", path, String::new()).await.0, 200);
+    delete_window_event(aw_addr, "Notes").await;
     proxy.mode.store(OLD_ONCE, Ordering::SeqCst);
     let notes = ((start + 180) * 1000, (start + 240) * 1000);
     for _ in 0..300 {
