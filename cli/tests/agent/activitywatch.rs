@@ -13,9 +13,7 @@ async fn activitywatch_agent(
     token: String,
     settle: Duration,
 ) -> (Agent, SocketAddr, tempfile::TempDir) {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let aw_addr = probe.local_addr().unwrap();
-    drop(probe);
+    let aw_addr = loopback_addr();
     let dir = tempfile::tempdir().unwrap();
     let mut config = AgentConfig::new(
         format!("http://{}", platform.gw().addr),
@@ -347,16 +345,12 @@ async fn a_late_event_deleted_after_it_became_spans_is_withdrawn() {
 async fn deleted_time_waits_for_a_gateway_that_records_retractions() {
     let platform = Platform::start().await;
     let (owner, device, token) = enrolled(&platform).await;
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy_addr = probe.local_addr().unwrap();
-    drop(probe);
+    let proxy_addr = loopback_addr();
     let proxy = Proxy::new(platform.gw().channel.clone());
     proxy.old_gateway.store(true, Ordering::SeqCst);
     let (_down, rx) = tokio::sync::oneshot::channel();
     proxy.serve(proxy_addr, rx).await;
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let aw_addr = probe.local_addr().unwrap();
-    drop(probe);
+    let aw_addr = loopback_addr();
     let dir = tempfile::tempdir().unwrap();
     let mut config = AgentConfig::new(
         format!("http://{proxy_addr}"),
@@ -627,10 +621,7 @@ async fn the_employees_day_is_classified_with_the_orgs_rules_also_offline() {
     agent.stop(Duration::from_secs(3)).await;
     // Started again with the gateway unreachable: the kept rules and policy
     // classify.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = loopback_addr();
     let offline = run(format!("http://{closed}"));
     let s = today(&offline);
     assert_eq!(
@@ -645,15 +636,11 @@ async fn raw_activitywatch_timelines_are_synced_with_versions_and_retractions() 
     let platform = Platform::start().await;
     let (owner, device, token) = enrolled(&platform).await;
     change_titles(&platform, &owner, false, "titles-off").await;
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy_addr = probe.local_addr().unwrap();
-    drop(probe);
+    let proxy_addr = loopback_addr();
     let proxy = Proxy::new(platform.gw().channel.clone());
     let (_down, rx) = tokio::sync::oneshot::channel();
     proxy.serve(proxy_addr, rx).await;
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let aw_addr = probe.local_addr().unwrap();
-    drop(probe);
+    let aw_addr = loopback_addr();
     let dir = tempfile::tempdir().unwrap();
     let mut config = AgentConfig::new(
         format!("http://{proxy_addr}"),

@@ -9,9 +9,7 @@ async fn the_agent_obeys_the_policy_and_rides_out_a_failing_gateway() {
     let platform = Platform::start().await;
     let (owner, device, token) = enrolled(&platform).await;
     let desktop = BusyDesktop::start(Duration::from_millis(150));
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy_addr = probe.local_addr().unwrap();
-    drop(probe);
+    let proxy_addr = loopback_addr();
     let proxy = Proxy::new(platform.gw().channel.clone());
     let (down, rx) = tokio::sync::oneshot::channel();
     proxy.serve(proxy_addr, rx).await;

@@ -63,9 +63,7 @@ async fn raw_timelines_lose_and_double_nothing_when_the_agent_is_killed_at_any_m
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, &token).unwrap();
     let data = dir.path().join("agent");
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let aw_addr = probe.local_addr().unwrap();
-    drop(probe);
+    let aw_addr = loopback_addr();
     let listen = aw_addr.to_string();
     let args = [
         "--source",

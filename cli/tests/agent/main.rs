@@ -99,6 +99,11 @@ impl Drop for BusyDesktop {
 
 /// An org (titles allowed) with one enrolled device: (owner session,
 /// device id, device token).
+/// A free port on the loopback address.
+fn loopback_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], trackhrs_harness::paths::free_port()))
+}
+
 async fn enrolled(platform: &Platform) -> (pb::Session, String, String) {
     let owner = platform.sign_up("acme", 5).await;
     let device = platform.enroll(&owner, "Laptop").await;
